@@ -1,0 +1,50 @@
+"""aioflow: asyncio-native dataflow pipelines for stateful computer-vision workloads.
+
+>>> import aioflow as af
+>>> @af.block
+... async def double(x: int) -> int:
+...     return 2 * x
+>>> af.run((double >> (lambda x: x + 1)).run(range(3)))
+[1, 3, 5]
+"""
+
+from __future__ import annotations
+
+from .batching import Batch
+from .block import Block, BlockOptions, FunctionBlock, Retry, block
+from .errors import (
+    AioflowError,
+    BlockError,
+    ExecutorError,
+    GraphError,
+    ItemDropped,
+    PipelineClosed,
+)
+from .graph import Branch, branch
+from .loop import run
+from .pipeline import Pipeline, RunningPipeline
+from .stats import BlockStatistics
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "AioflowError",
+    "Batch",
+    "Block",
+    "BlockError",
+    "BlockOptions",
+    "BlockStatistics",
+    "Branch",
+    "ExecutorError",
+    "FunctionBlock",
+    "GraphError",
+    "ItemDropped",
+    "Pipeline",
+    "PipelineClosed",
+    "Retry",
+    "RunningPipeline",
+    "__version__",
+    "block",
+    "branch",
+    "run",
+)

@@ -1,0 +1,465 @@
+"""Blocks: the steps of a pipeline, and their options.
+
+A block is made either with the :func:`block` decorator (from a coroutine function, an async
+generator, a plain function or a generator) or by subclassing :class:`Block` (stateful blocks with
+``setup`` / ``process`` / ``teardown``). Both carry a validated, frozen :class:`BlockOptions`.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+import random
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, fields, replace
+from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, overload
+
+from .batching import Batch
+from .errors import GraphError
+
+if TYPE_CHECKING:
+    from .pipeline import Pipeline
+
+__all__ = [
+    "Block",
+    "BlockOptions",
+    "ExecutorName",
+    "FunctionBlock",
+    "Kind",
+    "OnError",
+    "Retry",
+    "block",
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+ExecutorName = Literal["async", "thread", "process"]
+Kind = Literal["coroutine", "asyncgen", "function", "generator"]
+OverflowName = Literal["block", "drop_oldest", "drop_newest"]
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """Retry a failing item.
+
+    Args:
+        attempts: how many calls in all, the first included (>= 1).
+        backoff: the delay in seconds before the first retry; it doubles after each attempt.
+        max_backoff: the longest delay.
+        jitter: spread each delay uniformly over [delay/2, delay] so that items failing together
+            do not retry in lockstep.
+
+    After the last attempt the item fails as with ``on_error="raise"``. A generator block is
+    retried only if it failed before its first output.
+
+    >>> Retry(attempts=3, backoff=0.1, jitter=False).delay(2)
+    0.2
+    """
+
+    attempts: int = 3
+    backoff: float = 0.1
+    max_backoff: float = 30.0
+    jitter: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int):
+            msg = f"Retry: attempts must be an int >= 1, got {self.attempts!r}"
+            raise GraphError(msg)
+        if self.attempts < 1:
+            msg = (
+                "Retry: attempts must be an int >= 1 (it counts the first call), "
+                f"got {self.attempts}"
+            )
+            raise GraphError(msg)
+        for label, value in (("backoff", self.backoff), ("max_backoff", self.max_backoff)):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or value < 0
+            ):
+                msg = f"Retry: {label} must be a number of seconds >= 0, got {value!r}"
+                raise GraphError(msg)
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        base = min(self.backoff * 2.0 ** (attempt - 1), self.max_backoff)
+        if self.jitter:
+            return base * (0.5 + random.random() / 2)
+        return base
+
+
+OnError = Literal["raise", "skip"] | Retry
+
+_EXECUTORS = ("async", "thread", "process")
+_OVERFLOWS = ("block", "drop_oldest", "drop_newest")
+
+
+@dataclass(frozen=True, slots=True)
+class BlockOptions:
+    """The validated options of one block. See the docs page "Blocks" for each option."""
+
+    name: str
+    workers: int = 1
+    executor: ExecutorName | None = None
+    ordered: bool = True
+    queue_size: int = 64
+    overflow: OverflowName = "block"
+    max_age: float | None = None
+    on_error: OnError = "raise"
+    batch: Batch | None = None
+    key: Callable[[Any], Hashable] | None = None
+    timeout: float | None = None
+
+    def __post_init__(self) -> None:
+        name = self.name
+        if not isinstance(name, str) or not name:
+            msg = f"block option 'name' must be a non-empty str, got {name!r}"
+            raise GraphError(msg)
+
+        def bad(option: str, expected: str, found: object) -> GraphError:
+            return GraphError(
+                f"block {name!r}: option {option!r} must be {expected}, got {found!r}"
+            )
+
+        for option in ("workers", "queue_size"):
+            value = getattr(self, option)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise bad(option, "an int >= 1", value)
+        if self.executor is not None and self.executor not in _EXECUTORS:
+            raise bad("executor", "one of 'async', 'thread', 'process'", self.executor)
+        if not isinstance(self.ordered, bool):
+            raise bad("ordered", "True or False", self.ordered)
+        if self.overflow not in _OVERFLOWS:
+            raise bad("overflow", "one of 'block', 'drop_oldest', 'drop_newest'", self.overflow)
+        for option in ("max_age", "timeout"):
+            value = getattr(self, option)
+            if value is not None and (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or value <= 0
+            ):
+                raise bad(option, "None or a number of seconds > 0", value)
+        if not (self.on_error in ("raise", "skip") or isinstance(self.on_error, Retry)):
+            raise bad("on_error", "'raise', 'skip' or af.Retry(attempts, backoff)", self.on_error)
+        if self.batch is not None and not isinstance(self.batch, Batch):
+            raise bad("batch", "None or af.Batch(max_size, max_wait)", self.batch)
+        if self.key is not None and not callable(self.key):
+            raise bad("key", "None or a callable item -> key", self.key)
+        if self.executor == "process":
+            msg = (
+                f"block {name!r}: executor='process' is not available in this version of aioflow; "
+                "use executor='thread' for CPU work that releases the GIL (numpy, OpenCV, "
+                "onnxruntime)"
+            )
+            raise GraphError(msg)
+        if self.batch is not None:
+            msg = (
+                f"block {name!r}: option 'batch' is not available in this version of aioflow; "
+                "remove it to process items one at a time"
+            )
+            raise GraphError(msg)
+        if self.key is not None:
+            msg = (
+                f"block {name!r}: option 'key' is not available in this version of aioflow; "
+                "use workers=1 to keep per-stream state in order"
+            )
+            raise GraphError(msg)
+
+    def with_changes(self, **changes: Any) -> BlockOptions:
+        return replace(self, **changes)
+
+
+OPTION_NAMES: tuple[str, ...] = tuple(f.name for f in fields(BlockOptions))
+
+
+def kind_of(fn: Callable[..., Any]) -> Kind:
+    """What sort of callable ``fn`` is: how the runner must call it."""
+    target: Any = fn
+    if not (inspect.isfunction(target) or inspect.ismethod(target)) and not isinstance(
+        target, functools.partial
+    ):
+        call = getattr(type(target), "__call__", None)  # noqa: B004 - we want the method
+        if call is not None and (inspect.isfunction(call) or inspect.ismethod(call)):
+            target = call
+    if inspect.isasyncgenfunction(target):
+        return "asyncgen"
+    if inspect.iscoroutinefunction(target):
+        return "coroutine"
+    if inspect.isgeneratorfunction(target):
+        return "generator"
+    return "function"
+
+
+def _resolve_executor(name: str, kind: Kind, executor: ExecutorName | None) -> ExecutorName:
+    is_async = kind in ("coroutine", "asyncgen")
+    if executor is None:
+        return "async" if is_async else "thread"
+    if executor == "async" and not is_async:
+        msg = (
+            f"block {name!r}: executor='async' needs a coroutine function or async generator, "
+            f"found a plain {'generator' if kind == 'generator' else 'function'}; a plain call "
+            "would block the event loop: use executor='thread' (the default) or make it async"
+        )
+        raise GraphError(msg)
+    if executor in ("thread", "process") and is_async:
+        msg = (
+            f"block {name!r}: executor={executor!r} needs a plain function, found "
+            f"{'an async generator' if kind == 'asyncgen' else 'a coroutine function'}; "
+            "async blocks run on the event loop: drop the executor option or make it a plain def"
+        )
+        raise GraphError(msg)
+    return executor
+
+
+class Block:
+    """Base class of stateful blocks.
+
+    Override ``process`` (a coroutine, async generator, plain function or generator) and, where
+    needed, ``setup`` (runs once before the first item: load a model, open a connection) and
+    ``teardown`` (runs exactly once after the last item, also after an error or cancellation,
+    whenever ``setup`` completed).
+
+    Options are keyword arguments of the constructor or class attributes::
+
+        class Tracker(af.Block):
+            workers = 1
+
+            async def setup(self) -> None:
+                self.tracks = {}
+
+            async def process(self, item):
+                ...
+
+        Tracker(queue_size=8)
+
+    A subclass with its own ``__init__`` calls ``super().__init__(**options)``.
+    """
+
+    _aioflow_options: BlockOptions
+    _aioflow_kind: Kind
+    _aioflow_executor: ExecutorName
+    _aioflow_owner: Any = None
+    _aioflow_running: Any = None
+
+    def __init__(self, **options: Any) -> None:
+        self._configure(options)
+
+    def _configure(self, options: dict[str, Any]) -> None:
+        cls = type(self)
+        unknown = sorted(set(options) - set(OPTION_NAMES))
+        if unknown:
+            msg = (
+                f"block {options.get('name', cls.__name__)!r}: unknown option "
+                f"{', '.join(map(repr, unknown))}; the options are {', '.join(OPTION_NAMES)}"
+            )
+            raise GraphError(msg)
+        merged: dict[str, Any] = {}
+        for klass in reversed(cls.__mro__):
+            if klass in (Block, FunctionBlock, object):
+                continue
+            for option in OPTION_NAMES:
+                value = klass.__dict__.get(option)
+                if value is not None and not callable(getattr(value, "__get__", None)):
+                    merged[option] = value
+                elif option == "key" and isinstance(value, staticmethod):
+                    merged[option] = value.__func__
+        merged.update(options)
+        merged.setdefault("name", cls.__name__)
+        kind = kind_of(self.process)
+        opts = BlockOptions(**merged)
+        executor = _resolve_executor(opts.name, kind, opts.executor)
+        self._aioflow_kind = kind
+        self._aioflow_executor = executor
+        self._aioflow_options = opts.with_changes(executor=executor)
+
+    @property
+    def options(self) -> BlockOptions:
+        """This block's validated options."""
+        try:
+            return self._aioflow_options
+        except AttributeError:  # a subclass __init__ that did not call super().__init__()
+            self._configure({})
+            return self._aioflow_options
+
+    @property
+    def block_name(self) -> str:
+        """The block's name: unique in its pipeline, used in errors, logs and metrics."""
+        return self.options.name
+
+    async def setup(self) -> None:
+        """Prepare (load models, open connections). Runs once, before the first item."""
+
+    async def process(self, item: Any) -> Any:
+        """Process one item and return its output."""
+        msg = f"{type(self).__name__} must override process()"
+        raise NotImplementedError(msg)
+
+    async def teardown(self) -> None:
+        """Release what ``setup`` took. Runs once after the last item, however the run ends."""
+
+    def __rshift__(self, other: object) -> Pipeline:
+        from .pipeline import Pipeline
+
+        return Pipeline(self, other)
+
+    def __rrshift__(self, other: object) -> Pipeline:
+        from .pipeline import Pipeline
+
+        return Pipeline(other, self)
+
+    def __repr__(self) -> str:
+        opts = self.options
+        return f"<{type(self).__name__} block {opts.name!r} {opts.executor} workers={opts.workers}>"
+
+
+class FunctionBlock(Block, Generic[P, R]):
+    """A block made from a function by :func:`block`.
+
+    Calling it calls the function, so a decorated function stays usable (and testable) as plain
+    code.
+    """
+
+    fn: Callable[P, R]
+
+    def __init__(self, fn: Callable[P, R], **options: Any) -> None:
+        target: object = fn  # checked at run time too: users call this without a type checker
+        if not callable(target):
+            msg = f"af.block() needs a callable, got {fn!r} ({type(fn).__name__})"
+            raise GraphError(msg)
+        self.fn = fn
+        functools.update_wrapper(self, fn)
+        options.setdefault("name", getattr(fn, "__name__", None) or type(fn).__name__)
+        name = options["name"]
+        unknown = sorted(set(options) - set(OPTION_NAMES))
+        if unknown:
+            msg = f"block {name!r}: unknown option {', '.join(map(repr, unknown))}"
+            raise GraphError(msg)
+        kind = kind_of(fn)
+        opts = BlockOptions(**options)
+        executor = _resolve_executor(opts.name, kind, opts.executor)
+        self._aioflow_kind = kind
+        self._aioflow_executor = executor
+        self._aioflow_options = opts.with_changes(executor=executor)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.fn(*args, **kwargs)
+
+    def with_options(self, **changes: Any) -> FunctionBlock[P, R]:
+        """A new block running the same function with some options changed, for example a
+        second copy under another name: ``resize.with_options(name="resize_small")``."""
+        current = {
+            f.name: getattr(self._aioflow_options, f.name)
+            for f in fields(BlockOptions)
+            if f.name != "executor"
+        }
+        if "executor" in changes or self._aioflow_options.executor != _default_executor(
+            self._aioflow_kind
+        ):
+            current["executor"] = changes.pop("executor", self._aioflow_options.executor)
+        current.update(changes)
+        return FunctionBlock(self.fn, **current)
+
+    def __repr__(self) -> str:
+        opts = self._aioflow_options
+        return f"<block {opts.name!r} {self._aioflow_kind} {opts.executor} workers={opts.workers}>"
+
+
+def _default_executor(kind: Kind) -> ExecutorName:
+    return "async" if kind in ("coroutine", "asyncgen") else "thread"
+
+
+@overload
+def block(fn: Callable[P, R], /) -> FunctionBlock[P, R]: ...
+
+
+@overload
+def block(
+    *,
+    name: str | None = None,
+    workers: int = 1,
+    executor: ExecutorName | None = None,
+    ordered: bool = True,
+    queue_size: int = 64,
+    overflow: OverflowName = "block",
+    max_age: float | None = None,
+    on_error: OnError = "raise",
+    batch: Batch | None = None,
+    key: Callable[[Any], Hashable] | None = None,
+    timeout: float | None = None,
+) -> Callable[[Callable[P, R]], FunctionBlock[P, R]]: ...
+
+
+def block(
+    fn: Callable[P, R] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    workers: int = 1,
+    executor: ExecutorName | None = None,
+    ordered: bool = True,
+    queue_size: int = 64,
+    overflow: OverflowName = "block",
+    max_age: float | None = None,
+    on_error: OnError = "raise",
+    batch: Batch | None = None,
+    key: Callable[[Any], Hashable] | None = None,
+    timeout: float | None = None,
+) -> FunctionBlock[P, R] | Callable[[Callable[P, R]], FunctionBlock[P, R]]:
+    """Make a pipeline block from a function.
+
+    Works bare (``@af.block``) or with options (``@af.block(workers=4)``). The function may be a
+    coroutine function or async generator (run on the event loop), or a plain function or
+    generator (run in the block's own thread pool). Generators emit 0..n outputs per input.
+
+    Args:
+        name: unique in a pipeline; defaults to the function's name.
+        workers: how many items this block processes at once (>= 1).
+        executor: ``"async"``, ``"thread"`` (defaults follow the function's kind).
+        ordered: keep input order in the outputs even with several workers (default True).
+        queue_size: capacity of the block's input edge (default 64).
+        overflow: ``"block"`` (backpressure), ``"drop_oldest"`` or ``"drop_newest"``.
+        max_age: drop (count as stale) an item older than this many seconds since it entered
+            the pipeline, before spending work on it.
+        on_error: ``"raise"``, ``"skip"`` or ``af.Retry(attempts, backoff)``.
+        timeout: give up on a call that takes longer than this many seconds (the item fails
+            with ``TimeoutError`` as cause; a thread call cannot be interrupted and is left to
+            finish).
+
+    Raises:
+        GraphError: an option has a bad value, or the executor does not fit the function.
+
+    >>> @block(workers=2)
+    ... async def double(x: int) -> int:
+    ...     return 2 * x
+    >>> double.options.workers
+    2
+    """
+    options: dict[str, Any] = {
+        "workers": workers,
+        "executor": executor,
+        "ordered": ordered,
+        "queue_size": queue_size,
+        "overflow": overflow,
+        "max_age": max_age,
+        "on_error": on_error,
+        "batch": batch,
+        "key": key,
+        "timeout": timeout,
+    }
+    if name is not None:
+        options["name"] = name
+
+    def decorate(func: Callable[P, R]) -> FunctionBlock[P, R]:
+        target: object = func
+        if isinstance(target, Block):
+            msg = f"@af.block applied to {func!r}, which is already a block"
+            raise GraphError(msg)
+        return FunctionBlock(func, **options)
+
+    if fn is not None:
+        return decorate(fn)
+    return decorate

@@ -1,0 +1,253 @@
+"""Bounded channels: the edges between blocks.
+
+A :class:`Channel` is a bounded FIFO with the waiting semantics of :class:`asyncio.Queue`
+(``put`` waits while full, ``get`` waits while empty, waiters are served first come first
+served) plus what a pipeline edge needs on top:
+
+* an overflow policy: ``"block"`` (backpressure), ``"drop_oldest"`` or ``"drop_newest"``;
+* ``close()``: end of stream. Getters drain what is buffered, then get :class:`ChannelClosed`;
+* counters (``received``, ``overflowed``) that feed the statistics of the block that reads it.
+
+It is built on a :class:`collections.deque` with one future per *waiting* caller, so a put or get
+that does not have to wait costs a few attribute lookups and no allocation. There is no unbounded
+mode: the capacity is always a positive integer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from typing import Generic, Literal, TypeVar
+
+__all__ = ["Channel", "ChannelClosed", "Overflow"]
+
+T = TypeVar("T")
+Overflow = Literal["block", "drop_oldest", "drop_newest"]
+
+
+class ChannelClosed(Exception):
+    """Raised by :meth:`Channel.get` once the channel is closed and empty, and by ``put`` on a
+    closed channel."""
+
+
+class Channel(Generic[T]):
+    """A bounded FIFO channel.
+
+    Args:
+        capacity: how many items it holds (>= 1).
+        overflow: what ``put`` does when full: wait (``"block"``), evict the oldest buffered
+            item (``"drop_oldest"``) or discard the new one (``"drop_newest"``).
+        on_drop: called with each item the overflow policy discards.
+    """
+
+    __slots__ = (
+        "_buf",
+        "_closed",
+        "_getters",
+        "_loop",
+        "_putters",
+        "capacity",
+        "leaky",
+        "on_drop",
+        "overflow",
+        "overflowed",
+        "received",
+    )
+
+    def __init__(
+        self,
+        capacity: int,
+        *,
+        overflow: Overflow = "block",
+        on_drop: Callable[[T], None] | None = None,
+    ) -> None:
+        if capacity < 1:
+            msg = f"channel capacity must be >= 1, got {capacity}"
+            raise ValueError(msg)
+        self._buf: deque[T] = deque()
+        self._getters: deque[asyncio.Future[None]] = deque()
+        self._putters: deque[asyncio.Future[None]] = deque()
+        self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.capacity = capacity
+        self.overflow = overflow
+        self.leaky = overflow != "block"
+        self.on_drop = on_drop
+        #: items offered to this channel, dropped ones included
+        self.received = 0
+        #: items the overflow policy discarded
+        self.overflowed = 0
+
+    def __len__(self) -> int:
+        return len(self._buf)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<Channel {len(self._buf)}/{self.capacity} {self.overflow} {state}>"
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def full(self) -> bool:
+        return len(self._buf) >= self.capacity
+
+    def empty(self) -> bool:
+        return not self._buf
+
+    # -- waking ---------------------------------------------------------------------------------
+
+    def _get_loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
+
+    def _wake_getter(self) -> None:
+        getters = self._getters
+        while getters:
+            fut = getters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+
+    def _wake_putter(self) -> None:
+        putters = self._putters
+        while putters:
+            fut = putters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+
+    # -- putting --------------------------------------------------------------------------------
+
+    def put_nowait(self, item: T) -> bool:
+        """Put ``item`` without waiting.
+
+        Returns True when the item was buffered. With a leaky policy a full channel drops an item
+        (the oldest, or this one) and reports it through ``on_drop``; with ``"block"`` a full
+        channel raises :class:`asyncio.QueueFull`.
+        """
+        if self._closed:
+            msg = "put on a closed channel"
+            raise ChannelClosed(msg)
+        buf = self._buf
+        if len(buf) >= self.capacity:
+            if self.overflow == "drop_oldest":
+                self.received += 1
+                self.overflowed += 1
+                old = buf.popleft()
+                buf.append(item)
+                if self.on_drop is not None:
+                    self.on_drop(old)
+                return True
+            if self.overflow == "drop_newest":
+                self.received += 1
+                self.overflowed += 1
+                if self.on_drop is not None:
+                    self.on_drop(item)
+                return False
+            raise asyncio.QueueFull
+        self.received += 1
+        buf.append(item)
+        if self._getters:
+            self._wake_getter()
+        return True
+
+    async def put(self, item: T) -> bool:
+        """Put ``item``, waiting while the channel is full (``"block"`` policy only)."""
+        buf = self._buf
+        if self.leaky:
+            if len(buf) >= self.capacity:
+                # Give the reader one chance to make room before the policy drops something:
+                # a producer that never waits would otherwise drop nearly everything.
+                await asyncio.sleep(0)
+        else:
+            while len(buf) >= self.capacity:
+                if self._closed:
+                    break
+                fut = self._get_loop().create_future()
+                self._putters.append(fut)
+                try:
+                    await fut
+                except BaseException:
+                    fut.cancel()
+                    # We were woken but will not put: pass the turn on.
+                    if len(buf) < self.capacity and not self._closed:
+                        self._wake_putter()
+                    raise
+        return self.put_nowait(item)
+
+    # -- getting --------------------------------------------------------------------------------
+
+    def get_nowait(self) -> T:
+        """Take the next item without waiting; :class:`asyncio.QueueEmpty` if there is none, or
+        :class:`ChannelClosed` if there is none and never will be."""
+        buf = self._buf
+        if not buf:
+            if self._closed:
+                raise ChannelClosed
+            raise asyncio.QueueEmpty
+        item = buf.popleft()
+        if self._putters:
+            self._wake_putter()
+        return item
+
+    async def get(self) -> T:
+        """Take the next item, waiting while the channel is empty. Raises
+        :class:`ChannelClosed` at the end of the stream."""
+        buf = self._buf
+        while not buf:
+            if self._closed:
+                raise ChannelClosed
+            fut = self._get_loop().create_future()
+            self._getters.append(fut)
+            try:
+                await fut
+            except BaseException:
+                fut.cancel()
+                if buf or self._closed:
+                    self._wake_getter()
+                raise
+        item = buf.popleft()
+        if self._putters:
+            self._wake_putter()
+        return item
+
+    async def wait_readable(self) -> None:
+        """Wait until an item is buffered or the channel is closed."""
+        while not self._buf and not self._closed:
+            fut = self._get_loop().create_future()
+            self._getters.append(fut)
+            try:
+                await fut
+            except BaseException:
+                fut.cancel()
+                if self._buf or self._closed:
+                    self._wake_getter()
+                raise
+
+    def drain_nowait(self) -> list[T]:
+        """Take every buffered item at once."""
+        buf = self._buf
+        items = list(buf)
+        buf.clear()
+        for _ in range(min(len(self._putters), self.capacity)):
+            self._wake_putter()
+        return items
+
+    def close(self) -> None:
+        """End of stream: getters drain what is buffered, then get :class:`ChannelClosed`.
+        Waiting putters are woken and get :class:`ChannelClosed`."""
+        if self._closed:
+            return
+        self._closed = True
+        for fut in self._getters:
+            if not fut.done():
+                fut.set_result(None)
+        self._getters.clear()
+        for fut in self._putters:
+            if not fut.done():
+                fut.set_result(None)
+        self._putters.clear()

@@ -1,0 +1,280 @@
+"""The public :class:`Pipeline`: build once, then ``run``, ``stream`` or ``open`` it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from typing import Any
+
+from .channel import ChannelClosed
+from .envelope import Envelope, SubmitTicket
+from .errors import GraphError, PipelineClosed
+from .graph import Graph, iter_blocks
+from .runner import PipelineRun, wait_finished
+from .stats import BlockStatistics
+
+__all__ = ["Pipeline", "RunningPipeline"]
+
+
+class Pipeline(Graph):
+    """A chain of blocks connected by bounded queues.
+
+    Args:
+        *stages: blocks (``@af.block`` functions, ``af.Block`` instances), plain callables
+            (wrapped with default options), nested pipelines (flattened) and ``af.branch(...)``.
+        name: the pipeline's name, used in errors and logs.
+
+    ``a >> b >> c`` builds the same pipeline as ``Pipeline(a, b, c)``.
+
+    Raises:
+        GraphError: the pipeline is empty, a stage is not a block, two blocks share a name, a
+            block is used twice, or an ``af.Block`` instance belongs to another pipeline.
+
+    >>> import aioflow as af
+    >>> @af.block
+    ... async def inc(x: int) -> int:
+    ...     return x + 1
+    >>> pipe = af.Pipeline(inc, name="demo")
+    >>> af.run(pipe.run([1, 2, 3]))
+    [2, 3, 4]
+    """
+
+    def __init__(self, *stages: object, name: str = "pipeline") -> None:
+        super().__init__(*stages, name=name)
+        self._run: PipelineRun | None = None
+        self._active = False
+
+    def __rshift__(self, other: object) -> Pipeline:
+        return Pipeline(self, other, name=self.name)
+
+    def __rrshift__(self, other: object) -> Pipeline:
+        return Pipeline(other, self, name=self.name)
+
+    def __repr__(self) -> str:
+        return f"<Pipeline {self.name!r}: {self.describe()}>"
+
+    # -- runs ---------------------------------------------------------------------------------
+
+    def _begin(self) -> PipelineRun:
+        if self._active:
+            msg = (
+                f"pipeline {self.name!r} is already running; a Pipeline object runs once at a "
+                "time. For concurrent callers, open it once and share it: "
+                "`async with pipe.open() as running: await running.submit(item)`"
+            )
+            raise GraphError(msg)
+        blocks = list(iter_blocks(self.stages))
+        for blk in blocks:
+            if blk._aioflow_running is not None and blk._aioflow_running is not self:
+                msg = (
+                    f"block {blk.options.name!r} is already running in another pipeline; a "
+                    "Block instance belongs to one pipeline: create another instance"
+                )
+                raise GraphError(msg)
+        run = PipelineRun(self.stages, self.name)
+        for blk in blocks:
+            blk._aioflow_running = self
+        self._active = True
+        self._run = run
+        return run
+
+    def _end(self) -> None:
+        for blk in iter_blocks(self.stages):
+            if blk._aioflow_running is self:
+                blk._aioflow_running = None
+        self._active = False
+
+    async def run(self, items: Iterable[Any] | AsyncIterable[Any]) -> list[Any]:
+        """Run the pipeline over ``items`` and return every output, in order.
+
+        Returns once every block has finished and torn down.
+
+        Raises:
+            ExceptionGroup: of :class:`BlockError`, if a block failed (after every block
+                stopped and every teardown ran); catch with ``except* af.BlockError``.
+            GraphError: the pipeline is already running.
+        """
+        run = self._begin()
+        try:
+            sup = asyncio.create_task(run.supervise(run.feed(items)), name=f"aioflow:{self.name}")
+            results: list[Any] = []
+            out = run.output
+            buf = out._buf
+            try:
+                while True:
+                    if buf:
+                        results.extend([env.value for env in out.drain_nowait()])
+                    elif out.closed:
+                        break
+                    else:
+                        await out.wait_readable()
+            except BaseException:
+                sup.cancel()
+                await wait_finished(sup)
+                raise
+            await wait_finished(sup)
+            sup.result()
+            return results
+        finally:
+            self._end()
+
+    async def stream(self, items: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
+        """Run the pipeline over ``items``, yielding outputs in order as they come.
+
+        Memory stays bounded however long ``items`` is: a slow consumer makes the source wait.
+        Leaving the loop early stops the run and cleans up; wrap it in
+        ``contextlib.aclosing(...)`` to have that happen at once rather than when the generator
+        is collected.
+
+        Raises:
+            ExceptionGroup: of :class:`BlockError`, if a block failed.
+        """
+        run = self._begin()
+        sup = asyncio.create_task(run.supervise(run.feed(items)), name=f"aioflow:{self.name}")
+        finished = False
+        try:
+            out = run.output
+            while True:
+                try:
+                    env = out.get_nowait()
+                except asyncio.QueueEmpty:
+                    try:
+                        env = await out.get()
+                    except ChannelClosed:
+                        break
+                except ChannelClosed:
+                    break
+                yield env.value
+            finished = True
+        finally:
+            if not finished:
+                sup.cancel()
+            try:
+                await wait_finished(sup)
+            finally:
+                self._end()
+        sup.result()
+
+    @contextlib.asynccontextmanager
+    async def open(self) -> AsyncIterator[RunningPipeline]:
+        """Start the pipeline as a service for :meth:`RunningPipeline.submit`.
+
+        Waits for every block's ``setup`` before yielding. Leaving the block drains: items in
+        flight finish and their callers get their answers. If the body raises, the pipeline is
+        cancelled instead.
+
+        >>> import aioflow as af
+        >>> async def main() -> int:
+        ...     async with af.Pipeline(lambda x: x * 10).open() as running:
+        ...         return await running.submit(4)
+        >>> af.run(main())
+        40
+        """
+        run = self._begin()
+        try:
+            sup = asyncio.create_task(
+                run.supervise(run.sink_tickets()), name=f"aioflow:{self.name}"
+            )
+            running = RunningPipeline(self, run, sup)
+            try:
+                await run.ready
+                if sup.done():
+                    sup.result()  # setup failed: raise its group
+                    msg = f"pipeline {self.name!r} stopped before it was ready"
+                    raise PipelineClosed(msg)
+                yield running
+            except BaseException:
+                running._closing = True
+                sup.cancel()
+                await wait_finished(sup)
+                raise
+            await running.stop()
+        finally:
+            self._end()
+
+    def statistics(self) -> dict[str, BlockStatistics]:
+        """``{block name: BlockStatistics}`` of the current or last run (zeros before any)."""
+        if self._run is None:
+            return {name: BlockStatistics(name=name) for name in _stage_names(self.stages)}
+        return self._run.statistics()
+
+
+def _stage_names(stages: tuple[Any, ...]) -> list[str]:
+    from .graph import Branch
+
+    names: list[str] = []
+    for stage in stages:
+        if isinstance(stage, Branch):
+            names.append(stage.name)
+            for member in stage.members:
+                names.extend(_stage_names(member))
+        else:
+            names.append(stage.options.name)
+    return names
+
+
+class RunningPipeline:
+    """An open pipeline: ``submit`` items concurrently, read live statistics, ``stop``."""
+
+    def __init__(self, pipeline: Pipeline, run: PipelineRun, task: asyncio.Task[None]) -> None:
+        self.pipeline = pipeline
+        self._run = run
+        self._task = task
+        self._closing = False
+
+    @property
+    def name(self) -> str:
+        return self.pipeline.name
+
+    @property
+    def closed(self) -> bool:
+        """True once ``stop()`` began or the pipeline failed."""
+        return self._closing or self._run.finished
+
+    async def submit(self, item: Any) -> Any:
+        """Send ``item`` through the pipeline and return its output.
+
+        Waits while the first block's queue is full (backpressure). Returns a list when the
+        pipeline made several outputs from the item.
+
+        Raises:
+            ItemDropped: the pipeline made no output (filtered, dropped, skipped).
+            BlockError: the item failed; other items and callers are not affected.
+            PipelineClosed: the pipeline is stopping or stopped.
+        """
+        run = self._run
+        if self._closing or run.finished:
+            msg = f"pipeline {self.name!r} is not accepting items: it is stopping or stopped"
+            raise PipelineClosed(msg)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        ticket = SubmitTicket(future)
+        env = Envelope(item, time.perf_counter(), ticket)
+        tickets = run.tickets
+        tickets.add(ticket)
+        try:
+            try:
+                await run.input.put(env)
+            except ChannelClosed:
+                msg = f"pipeline {self.name!r} is not accepting items: it is stopping or stopped"
+                raise PipelineClosed(msg) from None
+            return await future
+        finally:
+            tickets.discard(ticket)
+
+    def statistics(self) -> dict[str, BlockStatistics]:
+        """Live ``{block name: BlockStatistics}``."""
+        return self._run.statistics()
+
+    async def stop(self) -> None:
+        """Stop accepting items, let those in flight finish, tear down. Raises what failed."""
+        if not self._closing:
+            self._closing = True
+            self._run.input.close()
+        await wait_finished(self._task)
+        self._task.result()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<RunningPipeline {self.name!r} {state}>"

@@ -1,0 +1,830 @@
+"""Running a pipeline: block workers, branches, the supervisor.
+
+One :class:`PipelineRun` exists per run. It wires a :class:`~aioflow.channel.Channel` in front of
+every stage and one after the last, and its :meth:`PipelineRun.supervise` coroutine owns every
+task of the run in one :class:`asyncio.TaskGroup`. Each block has a *lifecycle* task (setup,
+workers, teardown, end of stream); each worker reads its input, calls the user's code directly
+and writes its output, waiting only when the input is empty or the output full.
+
+How an item ends is decided here: output, a counted drop (overflow, stale, filtered), a counted
+skip, or a :class:`BlockError`. In ``run()``/``stream()`` a BlockError fails the run; an item
+that carries a ticket (``submit()``, branch members) has the error delivered to its ticket and
+the block goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterable, Callable, Coroutine, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, cast
+
+from .block import Block, FunctionBlock, Retry
+from .channel import Channel, ChannelClosed
+from .envelope import Envelope, SubmitTicket, Ticket
+from .errors import BlockError, PipelineClosed, describe, summarize
+from .executors import call_in_thread, shutdown_pool, thread_pool
+from .graph import Branch
+from .ordering import Sequencer
+from .stats import BlockStatistics, percentile
+
+__all__ = ["PipelineRun", "wait_finished"]
+
+logger = logging.getLogger("aioflow")
+
+_LATENCY_SAMPLES = 1024
+_NOTHING: Any = object()
+_perf = time.perf_counter
+
+
+def _collect(fn: Callable[[Any], Iterable[Any]], value: Any) -> list[Any]:
+    return list(fn(value))
+
+
+class BlockRuntime:
+    """One block during one run: its input channel, counters, pool and workers."""
+
+    def __init__(self, blk: Block, out: Channel[Envelope]) -> None:
+        opts = blk.options
+        self.block = blk
+        self.name = opts.name
+        self.opts = opts
+        self.kind = blk._aioflow_kind
+        # Generators make 0..n outputs per input; other kinds exactly one per completed input,
+        # so for them ``emitted`` is ``completed`` and the hot path counts once.
+        self.one_to_many = self.kind in ("asyncgen", "generator")
+        self.fn: Callable[[Any], Any] = blk.fn if isinstance(blk, FunctionBlock) else blk.process
+        self.inq: Channel[Envelope] = Channel(
+            opts.queue_size, overflow=opts.overflow, on_drop=self._on_overflow
+        )
+        self.out = out
+        self.pool: ThreadPoolExecutor | None = None
+        self.completed = 0
+        self.emitted = 0
+        self.stale = 0
+        self.skipped = 0
+        self.failed = 0
+        self.retried = 0
+        self.filtered = 0
+        self.busy_s = 0.0
+        self.latencies: deque[float] = deque(maxlen=_LATENCY_SAMPLES)
+
+    # -- statistics ---------------------------------------------------------------------------
+
+    def record(self) -> BlockStatistics:
+        inq = self.inq
+        queued = len(inq)
+        dropped_by: dict[str, int] = {}
+        if inq.overflowed:
+            dropped_by["overflow"] = inq.overflowed
+        if self.stale:
+            dropped_by["stale"] = self.stale
+        dropped = inq.overflowed + self.stale
+        finished = self.completed + self.skipped + self.failed + self.stale
+        # Items taken from the input and not finished yet. Derived, so that the hot path keeps
+        # no extra counter: taken = received - still queued - evicted by overflow.
+        in_flight = inq.received - queued - inq.overflowed - finished
+        samples = list(self.latencies)
+        return BlockStatistics(
+            name=self.name,
+            received=inq.received,
+            completed=self.completed,
+            emitted=self.emitted if self.one_to_many else self.completed,
+            dropped=dropped,
+            dropped_by=dropped_by,
+            skipped=self.skipped,
+            failed=self.failed,
+            retried=self.retried,
+            filtered=self.filtered,
+            in_flight=in_flight,
+            queue_depth=queued,
+            busy_s=self.busy_s,
+            latency_p50_s=percentile(samples, 0.5),
+            latency_p99_s=percentile(samples, 0.99),
+            workers=self.opts.workers,
+        )
+
+    # -- item fates ---------------------------------------------------------------------------
+
+    def _on_overflow(self, env: Envelope) -> None:
+        if env.ticket is not None:
+            env.ticket.drop("overflow", self.name)
+
+    def _drop_stale(self, env: Envelope) -> None:
+        self.stale += 1
+        if env.ticket is not None:
+            env.ticket.drop("stale", self.name)
+
+    def _error(self, exc: BaseException, item: Any, attempt: int) -> BlockError:
+        err = BlockError(self.name, describe(exc), item=summarize(item), attempt=attempt)
+        err.__cause__ = exc
+        return err
+
+    def _give_up(self, env: Envelope, item: Any, exc: BaseException, attempt: int) -> None:
+        """The item failed for good: skip it or fail it, per ``on_error``."""
+        err = self._error(exc, item, attempt)
+        if self.opts.on_error == "skip":
+            self.skipped += 1
+            logger.warning(
+                "block %r skipped item %s after %d attempt(s): %s",
+                self.name,
+                err.item,
+                attempt,
+                err.message,
+                extra={"block": self.name},
+            )
+            if env.ticket is not None:
+                env.ticket.drop("skipped", self.name)
+            return
+        self.failed += 1
+        if env.ticket is not None and env.ticket.fail(err):
+            logger.info("block %r failed an item: %s", self.name, err, extra={"block": self.name})
+            return
+        raise err
+
+    async def _call(self, value: Any) -> Any:
+        """One call of the user's function, in the right place, with the timeout."""
+        kind = self.kind
+        timeout = self.opts.timeout
+        if kind == "coroutine":
+            if timeout is None:
+                return await self.fn(value)
+            async with asyncio.timeout(timeout):
+                return await self.fn(value)
+        loop = asyncio.get_running_loop()
+        if kind == "generator":
+            fut = loop.run_in_executor(self.pool, _collect, self.fn, value)
+        else:
+            fut = loop.run_in_executor(self.pool, self.fn, value)
+        if timeout is None:
+            return await fut
+        try:
+            async with asyncio.timeout(timeout):
+                return await fut
+        except TimeoutError:
+            logger.warning(
+                "block %r: a thread call took longer than timeout=%ss; it cannot be "
+                "interrupted and is left to finish, its item fails",
+                self.name,
+                timeout,
+                extra={"block": self.name},
+            )
+            raise
+
+    async def _retry(self, env: Envelope, exc: Exception, t0: float | None) -> Any:
+        """After a failed first call: retry per policy; return the value, or ``_NOTHING`` when
+        the item ended (skipped or failed and delivered). ``t0`` is when the failed call began,
+        or None if the caller accounts for its time."""
+        item = env.value
+        policy = self.opts.on_error
+        attempt = 1
+        if isinstance(policy, Retry):
+            while attempt < policy.attempts:
+                self.retried += 1
+                await asyncio.sleep(policy.delay(attempt))
+                attempt += 1
+                t0 = _perf()
+                try:
+                    value = await self._call(item)
+                except Exception as again:
+                    exc = again
+                else:
+                    dt = _perf() - t0
+                    self.busy_s += dt
+                    self.latencies.append(dt)
+                    return value
+        if t0 is not None:
+            self.busy_s += _perf() - t0
+        self._give_up(env, item, exc, attempt)
+        return _NOTHING
+
+    def _outputs(self, env: Envelope, values: list[Any]) -> list[Envelope]:
+        """Wrap a call's outputs: reuse the input's envelope for the first, fork for the rest."""
+        if not values:
+            self.filtered += 1
+            if env.ticket is not None:
+                env.ticket.drop("filtered", self.name)
+            return []
+        env.value = values[0]
+        envs = [env]
+        ticket = env.ticket
+        for value in values[1:]:
+            if ticket is not None:
+                ticket.fork()
+            envs.append(Envelope(value, env.born, ticket))
+        self.emitted += len(envs)
+        return envs
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def lifecycle(self, ready: Callable[[], None]) -> None:
+        blk = self.block
+        opts = self.opts
+        if blk._aioflow_executor == "thread":
+            self.pool = thread_pool(self.name, opts.workers)
+        setup_done = False
+        failure: BaseException | None = None
+        try:
+            if not isinstance(blk, FunctionBlock):
+                await self._hook(blk.setup, "setup")
+            setup_done = True
+            ready()
+            if opts.workers == 1:
+                if self.kind == "coroutine" and opts.timeout is None:
+                    await self._serial()
+                else:
+                    await self._worker(None)
+            else:
+                seq = Sequencer(opts.workers, self.out.put) if opts.ordered else None
+                async with asyncio.TaskGroup() as tg:
+                    for _ in range(opts.workers):
+                        tg.create_task(self._worker(seq))
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            try:
+                if setup_done and not isinstance(blk, FunctionBlock):
+                    await self._teardown(failure)
+            finally:
+                if self.pool is not None:
+                    await shutdown_pool(self.pool)
+        self.out.close()
+
+    async def _hook(self, hook: Callable[[], Any], phase: str) -> None:
+        try:
+            if asyncio.iscoroutinefunction(hook):
+                await hook()
+            else:
+                await call_in_thread(hook, self.pool)
+        except Exception as exc:
+            err = BlockError(self.name, describe(exc), phase=phase)
+            raise err from exc
+
+    async def _teardown(self, failure: BaseException | None) -> None:
+        try:
+            await self._hook(self.block.teardown, "teardown")
+        except BlockError as err:
+            if failure is None:
+                raise
+            if isinstance(failure, Exception):
+                raise ExceptionGroup(f"block {self.name!r} failed", [failure, err]) from None
+            logger.error(
+                "block %r: teardown failed during cancellation: %s",
+                self.name,
+                err,
+                exc_info=err,
+                extra={"block": self.name},
+            )
+
+    async def _serial(self) -> None:
+        """The fast path: one worker, a coroutine function, no timeout.
+
+        It waits only when its input is empty or its output full. Reading the clock costs as much
+        as a trivial block, so busy time is measured per burst of back-to-back items, and the
+        per-item latency is sampled: every item while calls are slow (> 50 us), one in 32 while
+        they are fast.
+        """
+        inq = self.inq
+        buf = inq._buf
+        out = self.out
+        obuf = out._buf
+        ocap = out.capacity
+        fn = self.fn
+        lat = self.latencies
+        max_age = self.opts.max_age
+        perf = _perf
+        skip = 0
+        t_burst = perf()
+        try:
+            while True:
+                if buf:
+                    env = buf.popleft()
+                    if inq._putters:
+                        inq._wake_putter()
+                else:
+                    self.busy_s += perf() - t_burst
+                    env = await inq.get()
+                    t_burst = perf()
+                if max_age is not None and perf() - env.born > max_age:
+                    self._drop_stale(env)
+                    continue
+                try:
+                    if skip:
+                        skip -= 1
+                        value = await fn(env.value)
+                    else:
+                        t0 = perf()
+                        value = await fn(env.value)
+                        t1 = perf()
+                        dt = t1 - t0
+                        lat.append(dt)
+                        self.busy_s += t1 - t_burst
+                        t_burst = t1
+                        skip = 0 if dt > 5e-5 else 31
+                except Exception as exc:
+                    self.busy_s += perf() - t_burst
+                    value = await self._retry(env, exc, None)
+                    t_burst = perf()
+                    if value is _NOTHING:
+                        continue
+                self.completed += 1
+                env.value = value
+                if len(obuf) < ocap:
+                    out.received += 1
+                    obuf.append(env)
+                    if out._getters:
+                        out._wake_getter()
+                else:
+                    self.busy_s += perf() - t_burst
+                    await out.put(env)
+                    t_burst = perf()
+        except ChannelClosed:
+            self.busy_s += perf() - t_burst
+            return
+
+    async def _worker(self, seq: Sequencer | None) -> None:
+        """The general worker: any kind of function, ordered or not."""
+        inq = self.inq
+        out = self.out
+        max_age = self.opts.max_age
+        while True:
+            if seq is not None:
+                await seq.acquire()
+            try:
+                env = await inq.get()
+            except ChannelClosed:
+                if seq is not None:
+                    seq.release()
+                return
+            n = seq.take() if seq is not None else -1
+            if max_age is not None and _perf() - env.born > max_age:
+                self._drop_stale(env)
+                if seq is not None:
+                    await seq.complete(n, ())
+                continue
+            if self.kind == "asyncgen":
+                await self._run_asyncgen(env, seq, n)
+                continue
+            t0 = _perf()
+            try:
+                value = await self._call(env.value)
+            except Exception as exc:
+                value = await self._retry(env, exc, t0)
+                if value is _NOTHING:
+                    if seq is not None:
+                        await seq.complete(n, ())
+                    continue
+            else:
+                dt = _perf() - t0
+                self.busy_s += dt
+                self.latencies.append(dt)
+            self.completed += 1
+            if self.kind == "generator":
+                envs = self._outputs(env, value)
+            else:
+                env.value = value
+                envs = [env]
+            if seq is not None:
+                await seq.complete(n, envs)
+            else:
+                for e in envs:
+                    await out.put(e)
+
+    async def _run_asyncgen(self, env: Envelope, seq: Sequencer | None, n: int) -> None:
+        """Run an async generator block on one item, streaming its outputs in order."""
+        item = env.value
+        policy = self.opts.on_error
+        attempts = policy.attempts if isinstance(policy, Retry) else 1
+        out = self.out
+        attempt = 0
+        while True:
+            attempt += 1
+            produced = 0
+            held: list[Envelope] = []
+            t0 = _perf()
+            try:
+                agen = self.fn(item)
+                async with contextlib.aclosing(agen):
+                    async for value in agen:
+                        produced += 1
+                        if produced == 1:
+                            e = env
+                            e.value = value
+                        else:
+                            if env.ticket is not None:
+                                env.ticket.fork()
+                            e = Envelope(value, env.born, env.ticket)
+                        self.emitted += 1
+                        if seq is None or seq.is_head(n):
+                            for h in held:
+                                await out.put(h)
+                            held.clear()
+                            await out.put(e)
+                        else:
+                            held.append(e)
+                            self.busy_s += _perf() - t0
+                            await seq.wait_turn(n)
+                            t0 = _perf()
+                            for h in held:
+                                await out.put(h)
+                            held.clear()
+            except Exception as exc:
+                self.busy_s += _perf() - t0
+                if produced == 0 and attempt < attempts:
+                    self.retried += 1
+                    await asyncio.sleep(cast(Retry, policy).delay(attempt))
+                    continue
+                if produced and env.ticket is not None:
+                    env.ticket.fork()  # the failure is one more way this item ends
+                self._give_up(env, item, exc, attempt)
+                if seq is not None:
+                    await seq.complete(n, held)
+                else:
+                    for h in held:
+                        await out.put(h)
+                return
+            dt = _perf() - t0
+            self.busy_s += dt
+            self.latencies.append(dt)
+            self.completed += 1
+            if produced == 0:
+                self.filtered += 1
+                if env.ticket is not None:
+                    env.ticket.drop("filtered", self.name)
+            if seq is not None:
+                await seq.complete(n, held)
+            else:
+                for h in held:
+                    await out.put(h)
+            return
+
+
+class _Slot:
+    """One input of a branch, waiting for every member's result."""
+
+    __slots__ = ("env", "error", "missing", "reason", "values")
+
+    def __init__(self, env: Envelope, members: int) -> None:
+        self.env = env
+        self.values: list[Any] = [None] * members
+        self.missing = members
+        self.reason: str | None = None
+        self.error: BlockError | None = None
+
+
+class _MemberTicket(Ticket):
+    """The ticket of one branch member's copy of an item."""
+
+    __slots__ = ("branch", "index", "outputs", "reason", "slot")
+
+    def __init__(self, branch: BranchRuntime, slot: _Slot, index: int) -> None:
+        super().__init__()
+        self.branch = branch
+        self.slot = slot
+        self.index = index
+        self.outputs: list[Any] = []
+        self.reason: str | None = None
+
+    def output(self, value: Any) -> None:
+        self.outputs.append(value)
+        self._settle()
+
+    def drop(self, reason: str, block: str) -> None:
+        if self.reason is None:
+            self.reason = f"{reason} in {block!r}"
+        self._settle()
+
+    def fail(self, error: BlockError) -> bool:
+        if self.slot.env.ticket is None:
+            return False
+        if self.slot.error is None:
+            self.slot.error = error
+        self._settle()
+        return True
+
+    def _settle(self) -> None:
+        self.pending -= 1
+        if self.pending > 0:
+            return
+        slot = self.slot
+        if slot.error is None:
+            if len(self.outputs) == 1:
+                slot.values[self.index] = self.outputs[0]
+            elif not self.outputs:
+                if slot.reason is None:
+                    slot.reason = self.reason or "no output"
+            else:
+                member = self.branch.member_names[self.index]
+                slot.error = BlockError(
+                    self.branch.name,
+                    f"member {member!r} made {len(self.outputs)} outputs for one input; "
+                    "a branch member must make exactly 1",
+                    item=summarize(slot.env.value),
+                )
+        slot.missing -= 1
+        if slot.missing == 0:
+            self.branch.slot_ready(slot)
+
+
+class BranchRuntime:
+    """A branch during one run: fan-out, member chains, and an ordered join."""
+
+    def __init__(self, br: Branch, out: Channel[Envelope], run: PipelineRun) -> None:
+        self.branch = br
+        self.name = br.name
+        self.out = out
+        self.inq: Channel[Envelope] = Channel(br.queue_size)
+        self.member_outs: list[Channel[Envelope]] = []
+        self.member_ins: list[Channel[Envelope]] = []
+        self.member_names = [
+            ">>".join(s.name if isinstance(s, Branch) else s.options.name for s in chain)
+            for chain in br.members
+        ]
+        capacity = 0
+        for chain in br.members:
+            member_out: Channel[Envelope] = Channel(64)
+            self.member_outs.append(member_out)
+            self.member_ins.append(run.build_chain(chain, member_out))
+            capacity = max(capacity, run.chain_capacity(chain))
+        # Outstanding inputs: enough to keep every member chain full, never unbounded.
+        self.window = asyncio.Semaphore(capacity + 1)
+        self.slots: deque[_Slot] = deque()
+        self.fanout_done = False
+        self._wake: asyncio.Future[None] | None = None
+        self.completed = 0
+        self.incomplete = 0
+        self.failed = 0
+
+    def record(self) -> BlockStatistics:
+        inq = self.inq
+        queued = len(inq)
+        in_flight = inq.received - queued - self.completed - self.incomplete - self.failed
+        return BlockStatistics(
+            name=self.name,
+            received=inq.received,
+            completed=self.completed,
+            emitted=self.completed,
+            dropped=self.incomplete,
+            dropped_by={"incomplete": self.incomplete} if self.incomplete else {},
+            failed=self.failed,
+            in_flight=in_flight,
+            queue_depth=queued,
+            workers=len(self.member_ins),
+        )
+
+    def coroutines(self) -> list[Coroutine[Any, Any, None]]:
+        coros: list[Coroutine[Any, Any, None]] = [self._fanout(), self._join()]
+        coros.extend(self._member_sink(ch) for ch in self.member_outs)
+        return coros
+
+    def _poke(self) -> None:
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
+    def slot_ready(self, slot: _Slot) -> None:
+        if self.slots and self.slots[0] is slot:
+            self._poke()
+
+    async def _fanout(self) -> None:
+        window = self.window
+        try:
+            while True:
+                try:
+                    env = await self.inq.get()
+                except ChannelClosed:
+                    return
+                await window.acquire()
+                slot = _Slot(env, len(self.member_ins))
+                self.slots.append(slot)
+                for index, member_in in enumerate(self.member_ins):
+                    copy = Envelope(env.value, env.born, _MemberTicket(self, slot, index))
+                    await member_in.put(copy)
+        finally:
+            for member_in in self.member_ins:
+                member_in.close()
+            self.fanout_done = True
+            self._poke()
+
+    async def _member_sink(self, ch: Channel[Envelope]) -> None:
+        while True:
+            try:
+                env = await ch.get()
+            except ChannelClosed:
+                return
+            ticket = env.ticket
+            assert ticket is not None  # members' copies always carry one
+            ticket.output(env.value)
+
+    async def _join(self) -> None:
+        loop = asyncio.get_running_loop()
+        slots = self.slots
+        while True:
+            while not (slots and slots[0].missing == 0):
+                if self.fanout_done and not slots:
+                    self.out.close()
+                    return
+                self._wake = loop.create_future()
+                await self._wake
+                self._wake = None
+            slot = slots.popleft()
+            self.window.release()
+            env = slot.env
+            if slot.error is not None:
+                self.failed += 1
+                if env.ticket is None or not env.ticket.fail(slot.error):
+                    raise slot.error
+            elif slot.reason is not None:
+                self.incomplete += 1
+                logger.debug(
+                    "branch %r dropped an item: %s",
+                    self.name,
+                    slot.reason,
+                    extra={"block": self.name},
+                )
+                if env.ticket is not None:
+                    env.ticket.drop("incomplete", self.name)
+            else:
+                self.completed += 1
+                env.value = tuple(slot.values)
+                await self.out.put(env)
+
+
+Runtime = BlockRuntime | BranchRuntime
+
+
+class PipelineRun:
+    """The channels, runtimes and tasks of one run of a pipeline."""
+
+    def __init__(self, stages: tuple[Block | Branch, ...], name: str) -> None:
+        self.name = name
+        self.runtimes: list[Runtime] = []
+        self.output: Channel[Envelope] = Channel(64)
+        self.input = self.build_chain(stages, self.output)
+        self.blocks = [rt for rt in self.runtimes if isinstance(rt, BlockRuntime)]
+        self._unready = len(self.blocks)
+        # Done when every block's setup completed, or when the run ended before that.
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._unready == 0:
+            self.ready.set_result(None)
+        self.tickets: set[SubmitTicket] = set()
+        self.finished = False
+
+    def build_chain(
+        self, stages: tuple[Block | Branch, ...], out: Channel[Envelope]
+    ) -> Channel[Envelope]:
+        """Make the runtimes of ``stages`` writing to ``out``; return the chain's input."""
+        built: list[Runtime] = []
+        nxt = out
+        for stage in reversed(stages):
+            rt: Runtime
+            if isinstance(stage, Branch):
+                rt = BranchRuntime(stage, nxt, self)
+            else:
+                rt = BlockRuntime(stage, nxt)
+            built.append(rt)
+            nxt = rt.inq
+        self.runtimes.extend(reversed(built))
+        return nxt
+
+    @staticmethod
+    def chain_capacity(stages: tuple[Block | Branch, ...]) -> int:
+        total = 0
+        for stage in stages:
+            if isinstance(stage, Branch):
+                total += stage.queue_size + max(
+                    PipelineRun.chain_capacity(m) for m in stage.members
+                )
+            else:
+                total += stage.options.queue_size + stage.options.workers
+        return total
+
+    def statistics(self) -> dict[str, BlockStatistics]:
+        return {rt.name: rt.record() for rt in self.runtimes}
+
+    def _mark_ready(self) -> None:
+        self._unready -= 1
+        if self._unready == 0 and not self.ready.done():
+            self.ready.set_result(None)
+
+    async def supervise(self, *extra: Coroutine[Any, Any, None]) -> None:
+        """Run every task of the pipeline in one TaskGroup; raise one flat ExceptionGroup."""
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for rt in self.runtimes:
+                    if isinstance(rt, BlockRuntime):
+                        tg.create_task(rt.lifecycle(self._mark_ready), name=f"aioflow:{rt.name}")
+                    else:
+                        for coro in rt.coroutines():
+                            tg.create_task(coro, name=f"aioflow:{rt.name}")
+                for coro in extra:
+                    tg.create_task(coro, name=f"aioflow:{self.name}")
+        except BaseExceptionGroup as group:
+            leaves = list(_leaves(group))
+            self._abort(group)
+            raise BaseExceptionGroup(f"pipeline {self.name!r} failed", leaves) from None
+        except BaseException as exc:
+            self._abort(exc)
+            raise
+        finally:
+            self.finished = True
+            if not self.ready.done():
+                self.ready.set_result(None)
+            self.output.close()
+            self.input.close()
+            self._abort(None)
+
+    def _abort(self, cause: BaseException | None) -> None:
+        """Fail every ``submit()`` still waiting: the pipeline will not answer it."""
+        for ticket in list(self.tickets):
+            if not ticket.future.done():
+                err = PipelineClosed(f"pipeline {self.name!r} stopped before the item finished")
+                err.__cause__ = cause
+                ticket.future.set_exception(err)
+        self.tickets.clear()
+
+    async def feed(self, items: Iterable[Any] | AsyncIterable[Any]) -> None:
+        """Put ``items`` into the pipeline, then end the stream.
+
+        Each item is stamped with the time it was yielded. A plain iterable yields a burst of
+        items without the loop turning, so the clock is read when the burst starts (after every
+        wait) and then every 64 items: stamps are exact to a few microseconds.
+        """
+        ch = self.input
+        buf = ch._buf
+        cap = ch.capacity
+        leaky = ch.leaky
+        perf = _perf
+        try:
+            if isinstance(items, AsyncIterable):
+                async for x in items:
+                    env = Envelope(x, perf(), None)
+                    if len(buf) < cap and not leaky:
+                        ch.received += 1
+                        buf.append(env)
+                        if ch._getters:
+                            ch._wake_getter()
+                    else:
+                        await ch.put(env)
+            else:
+                now = perf()
+                fresh = 64
+                for x in items:
+                    fresh -= 1
+                    if not fresh:
+                        now = perf()
+                        fresh = 64
+                    if len(buf) < cap and not leaky:
+                        ch.received += 1
+                        buf.append(Envelope(x, now, None))
+                        if ch._getters:
+                            ch._wake_getter()
+                    else:
+                        await ch.put(Envelope(x, perf(), None))
+                        now = perf()
+                        fresh = 64
+        except ChannelClosed:
+            return
+        except Exception as exc:
+            err = BlockError("<source>", describe(exc), phase="source")
+            raise err from exc
+        ch.close()
+
+    async def sink_tickets(self) -> None:
+        """``open()`` mode: hand each output to the ticket of its item."""
+        out = self.output
+        while True:
+            try:
+                env = await out.get()
+            except ChannelClosed:
+                return
+            ticket = env.ticket
+            if ticket is not None:
+                ticket.output(env.value)
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterable[BaseException]:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc
+
+
+async def wait_finished(task: asyncio.Task[Any]) -> None:
+    """Wait until ``task`` is done, even if the caller is cancelled meanwhile (the cancellation
+    is re-raised afterwards): a run is never left half torn down."""
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.wait([task])
+        except asyncio.CancelledError:
+            cancelled = True
+            task.cancel()
+    if cancelled:
+        raise asyncio.CancelledError
