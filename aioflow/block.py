@@ -11,7 +11,7 @@ import functools
 import inspect
 import math
 import random
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, overload
 
@@ -112,6 +112,8 @@ class BlockOptions:
     batch: Batch | None = None
     key: Callable[[Any], Hashable] | None = None
     timeout: float | None = None
+    state: Callable[[], Any] | None = None
+    evict_after: float | None = None
 
     def __post_init__(self) -> None:
         name = self.name
@@ -134,7 +136,7 @@ class BlockOptions:
             raise bad("ordered", "True or False", self.ordered)
         if self.overflow not in _OVERFLOWS:
             raise bad("overflow", "one of 'block', 'drop_oldest', 'drop_newest'", self.overflow)
-        for option in ("max_age", "timeout"):
+        for option in ("max_age", "timeout", "evict_after"):
             value = getattr(self, option)
             if value is not None and (
                 isinstance(value, bool)
@@ -149,23 +151,20 @@ class BlockOptions:
             raise bad("batch", "None or af.Batch(max_size, max_wait)", self.batch)
         if self.key is not None and not callable(self.key):
             raise bad("key", "None or a callable item -> key", self.key)
-        if self.executor == "process":
+        if self.state is not None and not callable(self.state):
+            raise bad("state", "None or a callable that makes a new state", self.state)
+        if self.key is None:
+            for option in ("state", "evict_after"):
+                if getattr(self, option) is not None:
+                    msg = (
+                        f"block {name!r}: option {option!r} needs key=...: state is kept per "
+                        "key (per camera, per stream); found key=None"
+                    )
+                    raise GraphError(msg)
+        if self.batch is not None and self.key is not None:
             msg = (
-                f"block {name!r}: executor='process' is not available in this version of aioflow; "
-                "use executor='thread' for CPU work that releases the GIL (numpy, OpenCV, "
-                "onnxruntime)"
-            )
-            raise GraphError(msg)
-        if self.batch is not None:
-            msg = (
-                f"block {name!r}: option 'batch' is not available in this version of aioflow; "
-                "remove it to process items one at a time"
-            )
-            raise GraphError(msg)
-        if self.key is not None:
-            msg = (
-                f"block {name!r}: option 'key' is not available in this version of aioflow; "
-                "use workers=1 to keep per-stream state in order"
+                f"block {name!r}: options 'batch' and 'key' cannot be combined: a keyed block "
+                "processes one item of a key at a time; batch in a block before or after it"
             )
             raise GraphError(msg)
 
@@ -192,6 +191,16 @@ def kind_of(fn: Callable[..., Any]) -> Kind:
     if inspect.isgeneratorfunction(target):
         return "generator"
     return "function"
+
+
+def _check_kind(opts: BlockOptions, kind: Kind) -> None:
+    if opts.batch is not None and kind in ("asyncgen", "generator"):
+        found = "an async generator" if kind == "asyncgen" else "a generator"
+        msg = (
+            f"block {opts.name!r}: option 'batch' needs a function that takes a list and returns "
+            f"a list of equal length; found {found}"
+        )
+        raise GraphError(msg)
 
 
 def _resolve_executor(name: str, kind: Kind, executor: ExecutorName | None) -> ExecutorName:
@@ -242,6 +251,7 @@ class Block:
     _aioflow_options: BlockOptions
     _aioflow_kind: Kind
     _aioflow_executor: ExecutorName
+    _aioflow_stateful: bool = False
     _aioflow_owner: Any = None
     _aioflow_running: Any = None
 
@@ -271,10 +281,19 @@ class Block:
         merged.setdefault("name", cls.__name__)
         kind = kind_of(self.process)
         opts = BlockOptions(**merged)
+        _check_kind(opts, kind)
         executor = _resolve_executor(opts.name, kind, opts.executor)
+        if opts.key is not None and executor == "process":
+            msg = (
+                f"block {opts.name!r}: key=... with executor='process' is not supported: items "
+                "of one key may reach different worker processes, so per-key state would split; "
+                "use executor='thread' for a keyed block"
+            )
+            raise GraphError(msg)
         self._aioflow_kind = kind
         self._aioflow_executor = executor
         self._aioflow_options = opts.with_changes(executor=executor)
+        self._aioflow_stateful = opts.key is not None and _positional_arity(self.process) >= 2
 
     @property
     def options(self) -> BlockOptions:
@@ -300,6 +319,19 @@ class Block:
 
     async def teardown(self) -> None:
         """Release what ``setup`` took. Runs once after the last item, however the run ends."""
+
+    def create_state(self, key: Hashable) -> Any:
+        """With ``key=``: make the state of a key seen for the first time (default: ``{}``).
+
+        When ``process`` takes two arguments, ``process(item, state)`` gets this state.
+        """
+        return {}
+
+    async def evict(self, key: Hashable, state: Any) -> Iterable[Any] | None:
+        """With ``key=``: a key's state is being dropped, because it was idle for
+        ``evict_after`` seconds or because the stream ended. Return the outputs to emit (a
+        tracker flushes the tracks it holds), or None."""
+        return None
 
     def __rshift__(self, other: object) -> Pipeline:
         from .pipeline import Pipeline
@@ -340,10 +372,19 @@ class FunctionBlock(Block, Generic[P, R]):
             raise GraphError(msg)
         kind = kind_of(fn)
         opts = BlockOptions(**options)
+        _check_kind(opts, kind)
         executor = _resolve_executor(opts.name, kind, opts.executor)
+        if opts.key is not None and executor == "process":
+            msg = (
+                f"block {opts.name!r}: key=... with executor='process' is not supported: items "
+                "of one key may reach different worker processes, so per-key state would split; "
+                "use executor='thread' for a keyed block"
+            )
+            raise GraphError(msg)
         self._aioflow_kind = kind
         self._aioflow_executor = executor
         self._aioflow_options = opts.with_changes(executor=executor)
+        self._aioflow_stateful = opts.state is not None
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.fn(*args, **kwargs)
@@ -368,6 +409,18 @@ class FunctionBlock(Block, Generic[P, R]):
         return f"<block {opts.name!r} {self._aioflow_kind} {opts.executor} workers={opts.workers}>"
 
 
+def _positional_arity(fn: Callable[..., Any]) -> int:
+    """How many positional arguments ``fn`` takes (bound methods: without self)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return 1
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
+        return 2
+    return sum(1 for p in params if p.kind in kinds)
+
+
 def _default_executor(kind: Kind) -> ExecutorName:
     return "async" if kind in ("coroutine", "asyncgen") else "thread"
 
@@ -390,6 +443,8 @@ def block(
     batch: Batch | None = None,
     key: Callable[[Any], Hashable] | None = None,
     timeout: float | None = None,
+    state: Callable[[], Any] | None = None,
+    evict_after: float | None = None,
 ) -> Callable[[Callable[P, R]], FunctionBlock[P, R]]: ...
 
 
@@ -408,6 +463,8 @@ def block(
     batch: Batch | None = None,
     key: Callable[[Any], Hashable] | None = None,
     timeout: float | None = None,
+    state: Callable[[], Any] | None = None,
+    evict_after: float | None = None,
 ) -> FunctionBlock[P, R] | Callable[[Callable[P, R]], FunctionBlock[P, R]]:
     """Make a pipeline block from a function.
 
@@ -428,6 +485,13 @@ def block(
         timeout: give up on a call that takes longer than this many seconds (the item fails
             with ``TimeoutError`` as cause; a thread call cannot be interrupted and is left to
             finish).
+        batch: ``af.Batch(max_size, max_wait)``: the function takes a list of items and returns
+            a list of results of equal length.
+        key: a callable item -> key. Items of one key are processed one at a time, in arrival
+            order; different keys in parallel up to ``workers``.
+        state: with ``key``: a factory (``dict``, ``list``, a class) making the state of a new
+            key; the function is then called as ``fn(item, state)``.
+        evict_after: with ``key``: drop a key's state after this many idle seconds.
 
     Raises:
         GraphError: an option has a bad value, or the executor does not fit the function.
@@ -449,6 +513,8 @@ def block(
         "batch": batch,
         "key": key,
         "timeout": timeout,
+        "state": state,
+        "evict_after": evict_after,
     }
     if name is not None:
         options["name"] = name

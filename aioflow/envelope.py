@@ -40,6 +40,11 @@ class Ticket:
     def drop(self, reason: str, block: str) -> None:
         raise NotImplementedError
 
+    def release(self) -> None:
+        """One envelope's unit ends without an outcome of its own (its outputs carry their own
+        units)."""
+        raise NotImplementedError
+
     def fail(self, error: BlockError) -> bool:
         """Deliver ``error`` to whoever waits for this item; False if nobody does (the error
         must then fail the run)."""
@@ -80,6 +85,9 @@ class SubmitTicket(Ticket):
         if self.reason is None:
             self.reason = reason
             self.block = block
+        self._settle()
+
+    def release(self) -> None:
         self._settle()
 
     def fail(self, error: BlockError) -> bool:

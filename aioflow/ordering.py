@@ -37,6 +37,13 @@ class Sequencer:
         """Wait for a free slot (call before reading an item)."""
         await self._slots.acquire()
 
+    def try_acquire(self) -> bool:
+        """Take a free slot if there is one, without waiting."""
+        if self._slots.locked():
+            return False
+        self._slots._value -= 1  # what acquire() does when not locked, minus the await
+        return True
+
     def release(self) -> None:
         """Give back a slot that was not used (the input ended)."""
         self._slots.release()

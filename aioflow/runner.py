@@ -19,10 +19,11 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterable, Callable, Coroutine, Iterable
+from collections.abc import AsyncIterable, Callable, Coroutine, Hashable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
+from .batching import Batch
 from .block import Block, FunctionBlock, Retry
 from .channel import Channel, ChannelClosed
 from .envelope import Envelope, SubmitTicket, Ticket
@@ -41,8 +42,8 @@ _NOTHING: Any = object()
 _perf = time.perf_counter
 
 
-def _collect(fn: Callable[[Any], Iterable[Any]], value: Any) -> list[Any]:
-    return list(fn(value))
+def _collect(fn: Callable[..., Iterable[Any]], value: Any, *extra: Any) -> list[Any]:
+    return list(fn(value, *extra))
 
 
 class BlockRuntime:
@@ -70,8 +71,13 @@ class BlockRuntime:
         self.failed = 0
         self.retried = 0
         self.filtered = 0
+        self.flushed = 0
         self.busy_s = 0.0
         self.latencies: deque[float] = deque(maxlen=_LATENCY_SAMPLES)
+        self.batches = 0
+        self.batch_sizes: dict[int, int] = {}
+        self.lanes: dict[Hashable, _Lane] = {}
+        self.evicted = 0
 
     # -- statistics ---------------------------------------------------------------------------
 
@@ -93,7 +99,7 @@ class BlockRuntime:
             name=self.name,
             received=inq.received,
             completed=self.completed,
-            emitted=self.emitted if self.one_to_many else self.completed,
+            emitted=(self.emitted if self.one_to_many else self.completed) + self.flushed,
             dropped=dropped,
             dropped_by=dropped_by,
             skipped=self.skipped,
@@ -106,6 +112,10 @@ class BlockRuntime:
             latency_p50_s=percentile(samples, 0.5),
             latency_p99_s=percentile(samples, 0.99),
             workers=self.opts.workers,
+            batches=self.batches,
+            batch_sizes=dict(self.batch_sizes),
+            keys=len(self.lanes),
+            evicted=self.evicted,
         )
 
     # -- item fates ---------------------------------------------------------------------------
@@ -146,20 +156,21 @@ class BlockRuntime:
             return
         raise err
 
-    async def _call(self, value: Any) -> Any:
-        """One call of the user's function, in the right place, with the timeout."""
+    async def _call(self, value: Any, *extra: Any) -> Any:
+        """One call of the user's function, in the right place, with the timeout. ``extra``
+        follows the item (a keyed block's state)."""
         kind = self.kind
         timeout = self.opts.timeout
         if kind == "coroutine":
             if timeout is None:
-                return await self.fn(value)
+                return await self.fn(value, *extra)
             async with asyncio.timeout(timeout):
-                return await self.fn(value)
+                return await self.fn(value, *extra)
         loop = asyncio.get_running_loop()
         if kind == "generator":
-            fut = loop.run_in_executor(self.pool, _collect, self.fn, value)
+            fut = loop.run_in_executor(self.pool, _collect, self.fn, value, *extra)
         else:
-            fut = loop.run_in_executor(self.pool, self.fn, value)
+            fut = loop.run_in_executor(self.pool, self.fn, value, *extra)
         if timeout is None:
             return await fut
         try:
@@ -175,7 +186,9 @@ class BlockRuntime:
             )
             raise
 
-    async def _retry(self, env: Envelope, exc: Exception, t0: float | None) -> Any:
+    async def _retry(
+        self, env: Envelope, exc: Exception, t0: float | None, extra: tuple[Any, ...] = ()
+    ) -> Any:
         """After a failed first call: retry per policy; return the value, or ``_NOTHING`` when
         the item ended (skipped or failed and delivered). ``t0`` is when the failed call began,
         or None if the caller accounts for its time."""
@@ -189,7 +202,7 @@ class BlockRuntime:
                 attempt += 1
                 t0 = _perf()
                 try:
-                    value = await self._call(item)
+                    value = await self._call(item, *extra)
                 except Exception as again:
                     exc = again
                 else:
@@ -233,7 +246,11 @@ class BlockRuntime:
                 await self._hook(blk.setup, "setup")
             setup_done = True
             ready()
-            if opts.workers == 1:
+            if opts.batch is not None:
+                await self._run_batched(opts.batch)
+            elif opts.key is not None:
+                await self._run_keyed()
+            elif opts.workers == 1:
                 if self.kind == "coroutine" and opts.timeout is None:
                     await self._serial()
                 else:
@@ -350,7 +367,6 @@ class BlockRuntime:
     async def _worker(self, seq: Sequencer | None) -> None:
         """The general worker: any kind of function, ordered or not."""
         inq = self.inq
-        out = self.out
         max_age = self.opts.max_age
         while True:
             if seq is not None:
@@ -367,35 +383,289 @@ class BlockRuntime:
                 if seq is not None:
                     await seq.complete(n, ())
                 continue
-            if self.kind == "asyncgen":
-                await self._run_asyncgen(env, seq, n)
-                continue
-            t0 = _perf()
+            await self._process(env, seq, n, ())
+
+    async def _process(
+        self, env: Envelope, seq: Sequencer | None, n: int, extra: tuple[Any, ...]
+    ) -> None:
+        """Process one item and send its outputs on (through the reorder window if any)."""
+        if self.kind == "asyncgen":
+            await self._run_asyncgen(env, seq, n, extra)
+            return
+        t0 = _perf()
+        try:
+            value = await self._call(env.value, *extra)
+        except Exception as exc:
+            value = await self._retry(env, exc, t0, extra)
+            if value is _NOTHING:
+                if seq is not None:
+                    await seq.complete(n, ())
+                return
+        else:
+            dt = _perf() - t0
+            self.busy_s += dt
+            self.latencies.append(dt)
+        self.completed += 1
+        if self.kind == "generator":
+            envs = self._outputs(env, value)
+        else:
+            env.value = value
+            envs = [env]
+        if seq is not None:
+            await seq.complete(n, envs)
+        else:
+            for e in envs:
+                await self.out.put(e)
+
+    # -- batching -----------------------------------------------------------------------------
+
+    async def _run_batched(self, batch: Batch) -> None:
+        workers = self.opts.workers
+        seq = (
+            Sequencer(workers * batch.max_size, self.out.put)
+            if self.opts.ordered and workers > 1
+            else None
+        )
+        if workers == 1:
+            await self._batch_worker(batch, seq)
+            return
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(workers):
+                tg.create_task(self._batch_worker(batch, seq))
+
+    async def _batch_worker(self, batch: Batch, seq: Sequencer | None) -> None:
+        """Collect up to ``max_size`` items, waiting at most ``max_wait`` once one is held, and
+        run them in one call."""
+        inq = self.inq
+        max_size = batch.max_size
+        max_wait = batch.max_wait
+        max_age = self.opts.max_age
+        loop = asyncio.get_running_loop()
+        while True:
+            if seq is not None:
+                await seq.acquire()
             try:
-                value = await self._call(env.value)
-            except Exception as exc:
-                value = await self._retry(env, exc, t0)
-                if value is _NOTHING:
+                env = await inq.get()
+            except ChannelClosed:
+                if seq is not None:
+                    seq.release()
+                return
+            envs: list[Envelope] = []
+            numbers: list[int] = []
+            taken = 0
+            deadline = loop.time() + max_wait
+            while True:
+                taken += 1
+                n = seq.take() if seq is not None else -1
+                if max_age is not None and _perf() - env.born > max_age:
+                    self._drop_stale(env)
                     if seq is not None:
                         await seq.complete(n, ())
-                    continue
-            else:
-                dt = _perf() - t0
-                self.busy_s += dt
-                self.latencies.append(dt)
-            self.completed += 1
-            if self.kind == "generator":
-                envs = self._outputs(env, value)
-            else:
-                env.value = value
-                envs = [env]
-            if seq is not None:
-                await seq.complete(n, envs)
-            else:
-                for e in envs:
-                    await out.put(e)
+                else:
+                    envs.append(env)
+                    numbers.append(n)
+                if taken >= max_size:
+                    break
+                if not inq._buf:
+                    if inq.closed or max_wait == 0:
+                        break
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        break
+                    try:
+                        async with asyncio.timeout(remaining):
+                            await inq.wait_readable()
+                    except TimeoutError:
+                        break
+                    if not inq._buf:
+                        break
+                if seq is not None and not seq.try_acquire():
+                    break
+                env = inq.get_nowait()
+            if envs:
+                await self._run_batch(envs, numbers, seq)
 
-    async def _run_asyncgen(self, env: Envelope, seq: Sequencer | None, n: int) -> None:
+    async def _run_batch(
+        self, envs: list[Envelope], numbers: list[int], seq: Sequencer | None
+    ) -> None:
+        values = [env.value for env in envs]
+        policy = self.opts.on_error
+        attempts = policy.attempts if isinstance(policy, Retry) else 1
+        attempt = 0
+        t0 = _perf()
+        while True:
+            attempt += 1
+            try:
+                results = await self._call(values)
+                if not isinstance(results, list | tuple) or len(results) != len(values):
+                    found = (
+                        f"{len(results)} results"
+                        if isinstance(results, list | tuple)
+                        else f"a {type(results).__name__}"
+                    )
+                    msg = (
+                        f"the batch function returned {found} for a batch of {len(values)} "
+                        "items; it must return a list with one result per item"
+                    )
+                    raise BatchLengthError(msg)
+            except Exception as exc:
+                if attempt < attempts and not isinstance(exc, BatchLengthError):
+                    self.retried += 1
+                    await asyncio.sleep(cast(Retry, policy).delay(attempt))
+                    continue
+                self.busy_s += _perf() - t0
+                first: BaseException | None = None
+                for env, value in zip(envs, values, strict=True):
+                    try:
+                        self._give_up(env, value, exc, attempt)
+                    except BlockError as err:  # "raise" with nobody to deliver to
+                        first = first or err
+                if seq is not None:
+                    for n in numbers:
+                        await seq.complete(n, ())
+                if first is not None:
+                    raise first from exc
+                return
+            break
+        dt = _perf() - t0
+        self.busy_s += dt
+        self.latencies.append(dt)
+        size = len(envs)
+        self.batches += 1
+        self.batch_sizes[size] = self.batch_sizes.get(size, 0) + 1
+        self.completed += size
+        for env, result in zip(envs, results, strict=True):
+            env.value = result
+        if seq is not None:
+            for n, env in zip(numbers, envs, strict=True):
+                await seq.complete(n, (env,))
+        else:
+            for env in envs:
+                await self.out.put(env)
+
+    # -- keyed state --------------------------------------------------------------------------
+
+    async def _run_keyed(self) -> None:
+        opts = self.opts
+        seq = Sequencer(opts.workers, self.out.put) if opts.ordered and opts.workers > 1 else None
+        hold = asyncio.Semaphore(opts.workers) if seq is None else None
+        async with asyncio.TaskGroup() as tg:
+            workers = [tg.create_task(self._keyed_worker(seq, hold)) for _ in range(opts.workers)]
+            evictor = tg.create_task(self._evictor()) if opts.evict_after is not None else None
+            await asyncio.wait(workers)
+            if evictor is not None:
+                evictor.cancel()
+        # End of stream: every key is evicted, so its hook can flush what it holds.
+        for key in list(self.lanes):
+            await self._evict(key)
+
+    async def _keyed_worker(self, seq: Sequencer | None, hold: asyncio.Semaphore | None) -> None:
+        inq = self.inq
+        key_fn = cast(Callable[[Any], Hashable], self.opts.key)
+        max_age = self.opts.max_age
+        lanes = self.lanes
+        while True:
+            if seq is not None:
+                await seq.acquire()
+            else:
+                await cast(asyncio.Semaphore, hold).acquire()
+            try:
+                env = await inq.get()
+            except ChannelClosed:
+                if seq is not None:
+                    seq.release()
+                else:
+                    cast(asyncio.Semaphore, hold).release()
+                return
+            n = seq.take() if seq is not None else -1
+            if max_age is not None and _perf() - env.born > max_age:
+                self._drop_stale(env)
+                await self._finish_keyed(seq, hold, n)
+                continue
+            try:
+                key = key_fn(env.value)
+                hash(key)
+            except Exception as exc:
+                try:
+                    self._give_up(env, env.value, exc, 1)
+                finally:
+                    await self._finish_keyed(seq, hold, n)
+                continue
+            lane = lanes.get(key)
+            if lane is None:
+                lane = lanes[key] = _Lane()
+            if lane.busy:
+                # Another worker holds this key: it takes this item after its current one.
+                lane.backlog.append((env, n))
+                continue
+            lane.busy = True
+            try:
+                while True:
+                    extra: tuple[Any, ...] = ()
+                    if self.block._aioflow_stateful:
+                        if lane.state is _NOTHING:
+                            lane.state = self._new_state(key)
+                        extra = (lane.state,)
+                    await self._process(env, seq, n, extra)
+                    if hold is not None:
+                        hold.release()
+                    if not lane.backlog:
+                        break
+                    env, n = lane.backlog.popleft()
+            finally:
+                lane.busy = False
+                lane.idle_since = _perf()
+
+    async def _finish_keyed(
+        self, seq: Sequencer | None, hold: asyncio.Semaphore | None, n: int
+    ) -> None:
+        if seq is not None:
+            await seq.complete(n, ())
+        elif hold is not None:
+            hold.release()
+
+    def _new_state(self, key: Hashable) -> Any:
+        blk = self.block
+        if isinstance(blk, FunctionBlock):
+            factory = cast(Callable[[], Any], self.opts.state)
+            return factory()
+        return blk.create_state(key)
+
+    async def _evictor(self) -> None:
+        ttl = cast(float, self.opts.evict_after)
+        period = max(ttl / 4, 0.005)
+        while True:
+            await asyncio.sleep(period)
+            now = _perf()
+            for key, lane in list(self.lanes.items()):
+                if not lane.busy and not lane.backlog and now - lane.idle_since >= ttl:
+                    await self._evict(key)
+
+    async def _evict(self, key: Hashable) -> None:
+        lane = self.lanes.pop(key, None)
+        if lane is None:
+            return
+        self.evicted += 1
+        blk = self.block
+        if isinstance(blk, FunctionBlock) or lane.state is _NOTHING:
+            return
+        try:
+            hook: Callable[[Hashable, Any], Any] = blk.evict
+            if asyncio.iscoroutinefunction(hook):
+                outputs = await hook(key, lane.state)
+            else:
+                state = lane.state
+                outputs = await call_in_thread(lambda: hook(key, state), self.pool)
+        except Exception as exc:
+            err = BlockError(self.name, describe(exc), item=summarize(key), phase="evict")
+            raise err from exc
+        for value in outputs or ():
+            self.flushed += 1
+            await self.out.put(Envelope(value, _perf(), None))
+
+    async def _run_asyncgen(
+        self, env: Envelope, seq: Sequencer | None, n: int, extra: tuple[Any, ...] = ()
+    ) -> None:
         """Run an async generator block on one item, streaming its outputs in order."""
         item = env.value
         policy = self.opts.on_error
@@ -408,16 +678,19 @@ class BlockRuntime:
             held: list[Envelope] = []
             t0 = _perf()
             try:
-                agen = self.fn(item)
+                agen = self.fn(item, *extra)
                 async with contextlib.aclosing(agen):
                     async for value in agen:
                         produced += 1
+                        # Each output is one more way the item ends; the item's own unit stays
+                        # with the generator until it finishes, so a caller waiting on the item
+                        # cannot be answered before the last output exists.
+                        if env.ticket is not None:
+                            env.ticket.fork()
                         if produced == 1:
                             e = env
                             e.value = value
                         else:
-                            if env.ticket is not None:
-                                env.ticket.fork()
                             e = Envelope(value, env.born, env.ticket)
                         self.emitted += 1
                         if seq is None or seq.is_head(n):
@@ -439,8 +712,6 @@ class BlockRuntime:
                     self.retried += 1
                     await asyncio.sleep(cast(Retry, policy).delay(attempt))
                     continue
-                if produced and env.ticket is not None:
-                    env.ticket.fork()  # the failure is one more way this item ends
                 self._give_up(env, item, exc, attempt)
                 if seq is not None:
                     await seq.complete(n, held)
@@ -456,12 +727,30 @@ class BlockRuntime:
                 self.filtered += 1
                 if env.ticket is not None:
                     env.ticket.drop("filtered", self.name)
+            elif env.ticket is not None:
+                env.ticket.release()
             if seq is not None:
                 await seq.complete(n, held)
             else:
                 for h in held:
                     await out.put(h)
             return
+
+
+class BatchLengthError(ValueError):
+    """A batch function returned the wrong number of results (not retried: it is a bug)."""
+
+
+class _Lane:
+    """One key of a keyed block: its state and the items waiting for the key."""
+
+    __slots__ = ("backlog", "busy", "idle_since", "state")
+
+    def __init__(self) -> None:
+        self.backlog: deque[tuple[Envelope, int]] = deque()
+        self.busy = False
+        self.state: Any = _NOTHING
+        self.idle_since = _perf()
 
 
 class _Slot:
@@ -497,6 +786,9 @@ class _MemberTicket(Ticket):
     def drop(self, reason: str, block: str) -> None:
         if self.reason is None:
             self.reason = f"{reason} in {block!r}"
+        self._settle()
+
+    def release(self) -> None:
         self._settle()
 
     def fail(self, error: BlockError) -> bool:

@@ -35,8 +35,10 @@ def percentile(samples: Iterable[float], q: float) -> float:
 class BlockStatistics:
     """A snapshot of one block's counters (see the module docstring for the books).
 
-    Latencies are the block's own processing time per item (from the start of the call to its
-    result), over the most recent items.
+    Latencies are the block's own processing time per call (from the start of the call to its
+    result; per batch for a batching block), over recent calls. ``batches`` and ``batch_sizes``
+    (size -> how many batches had it) describe dynamic batching; ``keys`` is the number of keys
+    holding state now and ``evicted`` how many were evicted so far.
     """
 
     name: str
@@ -55,6 +57,17 @@ class BlockStatistics:
     latency_p50_s: float = 0.0
     latency_p99_s: float = 0.0
     workers: int = 1
+    batches: int = 0
+    batch_sizes: Mapping[int, int] = field(default_factory=dict)
+    keys: int = 0
+    evicted: int = 0
+
+    @property
+    def mean_batch_size(self) -> float:
+        """Mean items per batch (0.0 for a block without batching)."""
+        if not self.batches:
+            return 0.0
+        return sum(size * n for size, n in self.batch_sizes.items()) / self.batches
 
     @property
     def balanced(self) -> bool:
@@ -72,4 +85,5 @@ class BlockStatistics:
         """The record as a plain dict (for JSON, logs, dashboards)."""
         data = asdict(self)
         data["dropped_by"] = dict(self.dropped_by)
+        data["batch_sizes"] = dict(self.batch_sizes)
         return data

@@ -71,8 +71,10 @@ class ScriptedSource:
             if index in self.gate:
                 await self.gate[index].wait()
             if index == self.fail_at:
-                raise self.error if self.error is not None else RuntimeError(
-                    f"scripted failure at item {index}"
+                raise (
+                    self.error
+                    if self.error is not None
+                    else RuntimeError(f"scripted failure at item {index}")
                 )
             self.yielded += 1
             yield item
