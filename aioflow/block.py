@@ -85,7 +85,8 @@ class Retry:
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        base = min(self.backoff * 2.0 ** (attempt - 1), self.max_backoff)
+        doublings = min(attempt - 1, 64)  # past that the cap has long been reached
+        base = min(self.backoff * 2.0**doublings, self.max_backoff)
         if self.jitter:
             return base * (0.5 + random.random() / 2)
         return base

@@ -179,6 +179,24 @@ class Channel(Generic[T]):
                     raise
         return self.put_nowait(item)
 
+    async def wait_writable(self) -> None:
+        """Wait until ``put_nowait`` would not block: there is room, or the channel is closed.
+
+        A producer that waits here *before* fetching its next item never holds an item that has
+        nowhere to go (a source reads ahead exactly as far as the channels hold).
+        """
+        buf = self._buf
+        while len(buf) >= self.capacity and not self._closed and not self.leaky:
+            fut = self._get_loop().create_future()
+            self._putters.append(fut)
+            try:
+                await fut
+            except BaseException:
+                fut.cancel()
+                if len(buf) < self.capacity and not self._closed:
+                    self._wake_putter()
+                raise
+
     # -- getting --------------------------------------------------------------------------------
 
     def get_nowait(self) -> T:

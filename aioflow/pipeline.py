@@ -8,11 +8,13 @@ import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import Any
 
+from .block import FunctionBlock
 from .channel import ChannelClosed
 from .envelope import Envelope, SubmitTicket
 from .errors import GraphError, PipelineClosed
 from .graph import Graph, iter_blocks
 from .runner import PipelineRun, wait_finished
+from .state import Snapshot, StateStore, make_snapshot
 from .stats import BlockStatistics
 
 __all__ = ["Pipeline", "RunningPipeline"]
@@ -65,7 +67,9 @@ class Pipeline(Graph):
                 "`async with pipe.open() as running: await running.submit(item)`"
             )
             raise GraphError(msg)
-        blocks = list(iter_blocks(self.stages))
+        # Function blocks keep no state and may serve several pipelines at once; a Block
+        # instance's state belongs to one run.
+        blocks = [b for b in iter_blocks(self.stages) if not isinstance(b, FunctionBlock)]
         for blk in blocks:
             if blk._aioflow_running is not None and blk._aioflow_running is not self:
                 msg = (
@@ -81,7 +85,7 @@ class Pipeline(Graph):
         return run
 
     def _end(self) -> None:
-        for blk in iter_blocks(self.stages):
+        for blk in iter_blocks(self.stages):  # (function blocks are never marked)
             if blk._aioflow_running is self:
                 blk._aioflow_running = None
         self._active = False
@@ -158,12 +162,22 @@ class Pipeline(Graph):
         sup.result()
 
     @contextlib.asynccontextmanager
-    async def open(self) -> AsyncIterator[RunningPipeline]:
+    async def open(
+        self, *, restore: Snapshot | None = None, store: StateStore | None = None
+    ) -> AsyncIterator[RunningPipeline]:
         """Start the pipeline as a service for :meth:`RunningPipeline.submit`.
 
         Waits for every block's ``setup`` before yielding. Leaving the block drains: items in
         flight finish and their callers get their answers. If the body raises, the pipeline is
         cancelled instead.
+
+        Args:
+            restore: a snapshot (from :meth:`RunningPipeline.snapshot`) to start the keyed
+                blocks' state from.
+            store: a :class:`~aioflow.state.StateStore` (``FileStore(path)``): the pipeline
+                starts from its latest snapshot (unless ``restore`` is given) and, when it
+                drains, writes a new one, atomically. Keys then live on instead of being
+                evicted at the end.
 
         >>> import aioflow as af
         >>> async def main() -> int:
@@ -172,8 +186,15 @@ class Pipeline(Graph):
         >>> af.run(main())
         40
         """
+        if restore is None and store is not None:
+            restore = await store.load()
         run = self._begin()
         try:
+            if restore is not None:
+                run.restore(restore["blocks"])
+            if store is not None:
+                for rt in run.blocks:
+                    rt.keep_state = True
             sup = asyncio.create_task(
                 run.supervise(run.sink_tickets()), name=f"aioflow:{self.name}"
             )
@@ -191,6 +212,8 @@ class Pipeline(Graph):
                 await wait_finished(sup)
                 raise
             await running.stop()
+            if store is not None:
+                await store.save(running.snapshot())
         finally:
             self._end()
 
@@ -266,6 +289,15 @@ class RunningPipeline:
     def statistics(self) -> dict[str, BlockStatistics]:
         """Live ``{block name: BlockStatistics}``."""
         return self._run.statistics()
+
+    def snapshot(self) -> Snapshot:
+        """Every keyed block's per-key state, as plain data (no pickle): write it with
+        :func:`aioflow.state.encode`, start from it with ``pipe.open(restore=snapshot)``.
+
+        Raises:
+            SnapshotError: a state holds something the codec cannot write.
+        """
+        return make_snapshot(self.name, self._run.states())
 
     async def stop(self) -> None:
         """Stop accepting items, let those in flight finish, tear down. Raises what failed."""

@@ -27,7 +27,7 @@ from .batching import Batch
 from .block import Block, FunctionBlock, Retry
 from .channel import Channel, ChannelClosed
 from .envelope import Envelope, SubmitTicket, Ticket
-from .errors import BlockError, PipelineClosed, describe, summarize
+from .errors import BlockError, GraphError, PipelineClosed, describe, summarize
 from .executors import call_in_thread, shutdown_pool, thread_pool
 from .graph import Branch
 from .ordering import Sequencer
@@ -42,8 +42,26 @@ _NOTHING: Any = object()
 _perf = time.perf_counter
 
 
+class PartialOutput(Exception):
+    """A generator failed after making outputs: they are kept, and it is not retried."""
+
+    def __init__(self, outputs: list[Any], error: Exception) -> None:
+        super().__init__(outputs, error)
+        self.outputs = outputs
+        self.error = error
+
+
 def _collect(fn: Callable[..., Iterable[Any]], value: Any, *extra: Any) -> list[Any]:
-    return list(fn(value, *extra))
+    """Run a plain generator to its end (in a worker thread)."""
+    outputs: list[Any] = []
+    try:
+        for output in fn(value, *extra):
+            outputs.append(output)
+    except Exception as exc:
+        if outputs:
+            raise PartialOutput(outputs, exc) from exc
+        raise
+    return outputs
 
 
 class BlockRuntime:
@@ -78,6 +96,8 @@ class BlockRuntime:
         self.batch_sizes: dict[int, int] = {}
         self.lanes: dict[Hashable, _Lane] = {}
         self.evicted = 0
+        #: keep keyed state at end of stream (it goes to a snapshot store) instead of evicting
+        self.keep_state = False
 
     # -- statistics ---------------------------------------------------------------------------
 
@@ -203,6 +223,8 @@ class BlockRuntime:
                 t0 = _perf()
                 try:
                     value = await self._call(item, *extra)
+                except PartialOutput:
+                    raise  # the caller keeps its outputs and fails the item
                 except Exception as again:
                     exc = again
                 else:
@@ -395,8 +417,15 @@ class BlockRuntime:
         t0 = _perf()
         try:
             value = await self._call(env.value, *extra)
+        except PartialOutput as partial:
+            await self._partial(env, seq, n, partial, t0)
+            return
         except Exception as exc:
-            value = await self._retry(env, exc, t0, extra)
+            try:
+                value = await self._retry(env, exc, t0, extra)
+            except PartialOutput as partial:
+                await self._partial(env, seq, n, partial, _perf())
+                return
             if value is _NOTHING:
                 if seq is not None:
                     await seq.complete(n, ())
@@ -416,6 +445,29 @@ class BlockRuntime:
         else:
             for e in envs:
                 await self.out.put(e)
+
+    async def _partial(
+        self, env: Envelope, seq: Sequencer | None, n: int, partial: PartialOutput, t0: float
+    ) -> None:
+        """A plain generator failed after some outputs: send those on, then fail the item (as
+        an async generator would have), without retrying."""
+        self.busy_s += _perf() - t0
+        item = env.value
+        ticket = env.ticket
+        envs: list[Envelope] = []
+        for value in partial.outputs:
+            if ticket is not None:
+                ticket.fork()
+            envs.append(Envelope(value, env.born, ticket))
+        self.emitted += len(envs)
+        try:
+            self._give_up(env, item, partial.error, 1)
+        finally:
+            if seq is not None:
+                await seq.complete(n, envs)
+            else:
+                for e in envs:
+                    await self.out.put(e)
 
     # -- batching -----------------------------------------------------------------------------
 
@@ -555,9 +607,11 @@ class BlockRuntime:
             await asyncio.wait(workers)
             if evictor is not None:
                 evictor.cancel()
-        # End of stream: every key is evicted, so its hook can flush what it holds.
-        for key in list(self.lanes):
-            await self._evict(key)
+        # End of stream: every key is evicted, so its hook can flush what it holds; unless the
+        # state is being kept in a store to resume from, where the keys live on.
+        if not self.keep_state:
+            for key in list(self.lanes):
+                await self._evict(key)
 
     async def _keyed_worker(self, seq: Sequencer | None, hold: asyncio.Semaphore | None) -> None:
         inq = self.inq
@@ -999,6 +1053,30 @@ class PipelineRun:
     def statistics(self) -> dict[str, BlockStatistics]:
         return {rt.name: rt.record() for rt in self.runtimes}
 
+    def states(self) -> dict[str, dict[Hashable, Any]]:
+        """The keyed state of every stateful block (live objects)."""
+        return {
+            rt.name: {k: lane.state for k, lane in rt.lanes.items() if lane.state is not _NOTHING}
+            for rt in self.blocks
+            if rt.block._aioflow_stateful
+        }
+
+    def restore(self, blocks: dict[str, list[list[Any]]]) -> None:
+        """Start from saved keyed state: ``{block name: [[key, state], ...]}``."""
+        by_name = {rt.name: rt for rt in self.blocks}
+        for name, pairs in blocks.items():
+            rt = by_name.get(name)
+            if rt is None or not rt.block._aioflow_stateful:
+                stateful = sorted(n for n, r in by_name.items() if r.block._aioflow_stateful)
+                msg = (
+                    f"pipeline {self.name!r}: the snapshot holds state for block {name!r}, "
+                    f"which is not a stateful keyed block here (stateful blocks: {stateful})"
+                )
+                raise GraphError(msg)
+            for key, state in pairs:
+                lane = rt.lanes[key] = _Lane()
+                lane.state = state
+
     def _mark_ready(self) -> None:
         self._unready -= 1
         if self._unready == 0 and not self.ready.done():
@@ -1043,9 +1121,11 @@ class PipelineRun:
     async def feed(self, items: Iterable[Any] | AsyncIterable[Any]) -> None:
         """Put ``items`` into the pipeline, then end the stream.
 
-        Each item is stamped with the time it was yielded. A plain iterable yields a burst of
-        items without the loop turning, so the clock is read when the burst starts (after every
-        wait) and then every 64 items: stamps are exact to a few microseconds.
+        The next item is fetched only once the first edge has room for it, so the source reads
+        ahead exactly as far as the pipeline holds, and a live frame is never stamped and then
+        kept waiting here. Each item is stamped with the time it was fetched; a plain iterable
+        yields bursts without the loop turning, so its clock is read after every wait and every
+        64 items (exact to a few microseconds).
         """
         ch = self.input
         buf = ch._buf
@@ -1056,13 +1136,17 @@ class PipelineRun:
             if isinstance(items, AsyncIterable):
                 async for x in items:
                     env = Envelope(x, perf(), None)
-                    if len(buf) < cap and not leaky:
-                        ch.received += 1
-                        buf.append(env)
-                        if ch._getters:
-                            ch._wake_getter()
-                    else:
+                    if leaky:
                         await ch.put(env)
+                        continue
+                    ch.received += 1
+                    buf.append(env)
+                    if ch._getters:
+                        ch._wake_getter()
+                    if len(buf) >= cap:
+                        await ch.wait_writable()
+                        if ch.closed:
+                            return
             else:
                 now = perf()
                 fresh = 64
@@ -1071,13 +1155,17 @@ class PipelineRun:
                     if not fresh:
                         now = perf()
                         fresh = 64
-                    if len(buf) < cap and not leaky:
-                        ch.received += 1
-                        buf.append(Envelope(x, now, None))
-                        if ch._getters:
-                            ch._wake_getter()
-                    else:
+                    if leaky:
                         await ch.put(Envelope(x, perf(), None))
+                        continue
+                    ch.received += 1
+                    buf.append(Envelope(x, now, None))
+                    if ch._getters:
+                        ch._wake_getter()
+                    if len(buf) >= cap:
+                        await ch.wait_writable()
+                        if ch.closed:
+                            return
                         now = perf()
                         fresh = 64
         except ChannelClosed:
