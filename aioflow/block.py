@@ -313,8 +313,12 @@ class Block:
     async def setup(self) -> None:
         """Prepare (load models, open connections). Runs once, before the first item."""
 
-    async def process(self, item: Any) -> Any:
-        """Process one item and return its output."""
+    def process(self, item: Any) -> Any:
+        """Process one item and return its output.
+
+        Override it as ``async def`` (runs on the event loop), plain ``def`` (runs in the
+        block's thread pool), or a generator of either kind (0..n outputs per item).
+        """
         msg = f"{type(self).__name__} must override process()"
         raise NotImplementedError(msg)
 
@@ -357,6 +361,9 @@ class FunctionBlock(Block, Generic[P, R]):
     """
 
     fn: Callable[P, R]
+    __name__: str
+    __qualname__: str
+    __wrapped__: Callable[P, R]
 
     def __init__(self, fn: Callable[P, R], **options: Any) -> None:
         target: object = fn  # checked at run time too: users call this without a type checker

@@ -33,6 +33,7 @@ __all__ = [
     "summarize",
 ]
 
+_MAX_SUMMARY = 120
 _repr = reprlib.Repr()
 _repr.maxstring = 60
 _repr.maxother = 60
@@ -54,9 +55,13 @@ def summarize(item: object) -> str:
     if shape is not None and dtype is not None:
         return f"{type(item).__name__}(shape={tuple(shape)}, dtype={dtype})"
     try:
-        return _repr.repr(item)
+        text = _repr.repr(item)
     except Exception:  # a broken __repr__ must not hide the real error
         return f"<{type(item).__name__} object>"
+    # reprlib bounds each level, not the whole: nested containers can still be long.
+    if len(text) > _MAX_SUMMARY:
+        text = text[: _MAX_SUMMARY - 3] + "..."
+    return text
 
 
 def describe(exc: BaseException) -> str:

@@ -48,7 +48,11 @@ class Graph:
         flat: list[Block | Branch] = []
         absorbed: list[Graph] = []
         for position, stage in enumerate(stages, 1):
-            flat.extend(_normalize(stage, f"stage {position} of pipeline {name!r}", absorbed))
+            flat.extend(
+                _normalize(
+                    stage, f"stage {position} of pipeline {name!r}", absorbed, f"stage{position}"
+                )
+            )
         self._stages = tuple(flat)
         _validate(self._stages, name)
         self._claim(absorbed)
@@ -92,7 +96,9 @@ def _label(stage: Block | Branch) -> str:
     return stage.options.name
 
 
-def _normalize(obj: object, where: str, absorbed: list[Graph]) -> list[Block | Branch]:
+def _normalize(
+    obj: object, where: str, absorbed: list[Graph], place: str = ""
+) -> list[Block | Branch]:
     if isinstance(obj, Graph):
         absorbed.append(obj)
         return list(obj._stages)
@@ -102,6 +108,10 @@ def _normalize(obj: object, where: str, absorbed: list[Graph]) -> list[Block | B
         msg = f"{where} is the class {obj.__name__}; pass an instance: {obj.__name__}()"
         raise GraphError(msg)
     if callable(obj):
+        name = getattr(obj, "__name__", None)
+        if name == "<lambda>":
+            # Unnamed lambdas would all be "<lambda>": name each after its place instead.
+            return [block(name=f"<lambda>:{place}")(obj)]
         return [block(obj)]
     msg = (
         f"{where} is {_describe(obj)}; expected a block (an @af.block function or an af.Block "
@@ -168,7 +178,8 @@ class Branch:
         chains: list[tuple[Block | Branch, ...]] = []
         for position, member in enumerate(members, 1):
             absorbed: list[Graph] = []
-            chains.append(tuple(_normalize(member, f"member {position} of af.branch()", absorbed)))
+            where = f"member {position} of af.branch()"
+            chains.append(tuple(_normalize(member, where, absorbed, f"member{position}")))
         self.members: tuple[tuple[Block | Branch, ...], ...] = tuple(chains)
         if name is None:
             name = "branch(" + ",".join(_label_chain(c) for c in self.members) + ")"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
 from typing import Any
 
 from .block import FunctionBlock
@@ -13,7 +13,7 @@ from .channel import ChannelClosed
 from .envelope import Envelope, SubmitTicket
 from .errors import GraphError, PipelineClosed
 from .graph import Graph, iter_blocks
-from .runner import PipelineRun, wait_finished
+from .runner import PipelineRun, stage_names, wait_finished
 from .state import Snapshot, StateStore, make_snapshot
 from .stats import BlockStatistics
 
@@ -124,7 +124,7 @@ class Pipeline(Graph):
         finally:
             self._end()
 
-    async def stream(self, items: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
+    async def stream(self, items: Iterable[Any] | AsyncIterable[Any]) -> AsyncGenerator[Any, None]:
         """Run the pipeline over ``items``, yielding outputs in order as they come.
 
         Memory stays bounded however long ``items`` is: a slow consumer makes the source wait.
@@ -220,22 +220,8 @@ class Pipeline(Graph):
     def statistics(self) -> dict[str, BlockStatistics]:
         """``{block name: BlockStatistics}`` of the current or last run (zeros before any)."""
         if self._run is None:
-            return {name: BlockStatistics(name=name) for name in _stage_names(self.stages)}
+            return {name: BlockStatistics(name=name) for name in stage_names(self.stages)}
         return self._run.statistics()
-
-
-def _stage_names(stages: tuple[Any, ...]) -> list[str]:
-    from .graph import Branch
-
-    names: list[str] = []
-    for stage in stages:
-        if isinstance(stage, Branch):
-            names.append(stage.name)
-            for member in stage.members:
-                names.extend(_stage_names(member))
-        else:
-            names.append(stage.options.name)
-    return names
 
 
 class RunningPipeline:

@@ -33,7 +33,7 @@ from .graph import Branch
 from .ordering import Sequencer
 from .stats import BlockStatistics, percentile
 
-__all__ = ["PipelineRun", "wait_finished"]
+__all__ = ["PipelineRun", "stage_names", "wait_finished"]
 
 logger = logging.getLogger("aioflow")
 
@@ -1012,6 +1012,7 @@ class PipelineRun:
         self.runtimes: list[Runtime] = []
         self.output: Channel[Envelope] = Channel(64)
         self.input = self.build_chain(stages, self.output)
+        self.order = stage_names(stages)
         self.blocks = [rt for rt in self.runtimes if isinstance(rt, BlockRuntime)]
         self._unready = len(self.blocks)
         # Done when every block's setup completed, or when the run ended before that.
@@ -1051,7 +1052,9 @@ class PipelineRun:
         return total
 
     def statistics(self) -> dict[str, BlockStatistics]:
-        return {rt.name: rt.record() for rt in self.runtimes}
+        """Records in pipeline order (a branch before its members)."""
+        by_name = {rt.name: rt for rt in self.runtimes}
+        return {name: by_name[name].record() for name in self.order}
 
     def states(self) -> dict[str, dict[Hashable, Any]]:
         """The keyed state of every stateful block (live objects)."""
@@ -1186,6 +1189,19 @@ class PipelineRun:
             ticket = env.ticket
             if ticket is not None:
                 ticket.output(env.value)
+
+
+def stage_names(stages: tuple[Block | Branch, ...]) -> list[str]:
+    """Every stage's name in pipeline order, a branch before its members."""
+    names: list[str] = []
+    for stage in stages:
+        if isinstance(stage, Branch):
+            names.append(stage.name)
+            for member in stage.members:
+                names.extend(stage_names(member))
+        else:
+            names.append(stage.options.name)
+    return names
 
 
 def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterable[BaseException]:
