@@ -733,7 +733,7 @@ class BlockRuntime:
             t0 = _perf()
             try:
                 agen = self.fn(item, *extra)
-                async with contextlib.aclosing(agen):
+                async with _deadline(self.opts.timeout), contextlib.aclosing(agen):
                     async for value in agen:
                         produced += 1
                         # Each output is one more way the item ends; the item's own unit stays
@@ -789,6 +789,13 @@ class BlockRuntime:
                 for h in held:
                     await out.put(h)
             return
+
+
+def _deadline(seconds: float | None) -> contextlib.AbstractAsyncContextManager[Any]:
+    """``asyncio.timeout(seconds)``, or nothing when None."""
+    if seconds is None:
+        return contextlib.nullcontext()
+    return asyncio.timeout(seconds)
 
 
 class BatchLengthError(ValueError):
@@ -1135,9 +1142,11 @@ class PipelineRun:
         cap = ch.capacity
         leaky = ch.leaky
         perf = _perf
+        source: Any = None
         try:
             if isinstance(items, AsyncIterable):
-                async for x in items:
+                source = aiter(items)
+                async for x in source:
                     env = Envelope(x, perf(), None)
                     if leaky:
                         await ch.put(env)
@@ -1151,9 +1160,10 @@ class PipelineRun:
                         if ch.closed:
                             return
             else:
+                source = iter(items)
                 now = perf()
                 fresh = 64
-                for x in items:
+                for x in source:
                     fresh -= 1
                     if not fresh:
                         now = perf()
@@ -1176,6 +1186,9 @@ class PipelineRun:
         except Exception as exc:
             err = BlockError("<source>", describe(exc), phase="source")
             raise err from exc
+        finally:
+            # A run that stops early closes the source (a camera generator's `finally` runs).
+            await _close_source(source)
         ch.close()
 
     async def sink_tickets(self) -> None:
@@ -1189,6 +1202,16 @@ class PipelineRun:
             ticket = env.ticket
             if ticket is not None:
                 ticket.output(env.value)
+
+
+async def _close_source(source: Any) -> None:
+    aclose = getattr(source, "aclose", None)
+    if aclose is not None:
+        await aclose()
+        return
+    close = getattr(source, "close", None)
+    if close is not None:
+        close()
 
 
 def stage_names(stages: tuple[Block | Branch, ...]) -> list[str]:
