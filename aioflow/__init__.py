@@ -19,6 +19,7 @@ from .errors import (
     GraphError,
     ItemDropped,
     PipelineClosed,
+    SnapshotError,
 )
 from .graph import Branch, branch
 from .loop import run
@@ -43,6 +44,7 @@ __all__ = (
     "PipelineClosed",
     "Retry",
     "RunningPipeline",
+    "SnapshotError",
     "__version__",
     "block",
     "branch",

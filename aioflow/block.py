@@ -152,6 +152,13 @@ class BlockOptions:
             raise bad("batch", "None or af.Batch(max_size, max_wait)", self.batch)
         if self.key is not None and not callable(self.key):
             raise bad("key", "None or a callable item -> key", self.key)
+        if self.executor == "process":
+            msg = (
+                f"block {name!r}: executor='process' is not available yet in this version; "
+                "use executor='thread' for CPU work that releases the GIL (numpy, OpenCV, "
+                "onnxruntime)"
+            )
+            raise GraphError(msg)
         if self.state is not None and not callable(self.state):
             raise bad("state", "None or a callable that makes a new state", self.state)
         if self.key is None:
@@ -273,11 +280,18 @@ class Block:
             if klass in (Block, FunctionBlock, object):
                 continue
             for option in OPTION_NAMES:
-                value = klass.__dict__.get(option)
-                if value is not None and not callable(getattr(value, "__get__", None)):
-                    merged[option] = value
-                elif option == "key" and isinstance(value, staticmethod):
+                if option not in klass.__dict__:
+                    continue
+                value = klass.__dict__[option]
+                if isinstance(value, staticmethod):
                     merged[option] = value.__func__
+                elif option in ("key", "state") and inspect.isfunction(value):
+                    # `key = lambda item: ...` in a class body: a function of the item, unless
+                    # it is written as a method `def key(self, item)`.
+                    arity = _positional_arity(value)
+                    merged[option] = getattr(self, option) if arity >= 2 else value
+                elif value is not None and not callable(getattr(value, "__get__", None)):
+                    merged[option] = value
         merged.update(options)
         merged.setdefault("name", cls.__name__)
         kind = kind_of(self.process)

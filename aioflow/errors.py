@@ -11,7 +11,8 @@ Every error aioflow raises derives from :class:`AioflowError`::
     │                       (filtered, dropped by overflow or age, skipped)
     ├── ExecutorError       an executor could not run the call (a worker process died, ...);
     │                       arrives as the ``__cause__`` of a BlockError
-    └── PipelineClosed      ``submit()`` on a pipeline that is stopping or stopped
+    ├── PipelineClosed      ``submit()`` on a pipeline that is stopping or stopped
+    └── SnapshotError       keyed state cannot be written to or read from a snapshot
 
 ``run()`` and ``stream()`` raise an :class:`ExceptionGroup` of :class:`BlockError`; catch with
 ``except* af.BlockError``. ``submit()`` raises the bare :class:`BlockError` of its own item.
@@ -29,6 +30,7 @@ __all__ = [
     "GraphError",
     "ItemDropped",
     "PipelineClosed",
+    "SnapshotError",
     "describe",
     "summarize",
 ]
@@ -163,3 +165,7 @@ class ExecutorError(AioflowError):
 
 class PipelineClosed(AioflowError):
     """The pipeline is not accepting items: it is stopping, stopped, or failed."""
+
+
+class SnapshotError(AioflowError):
+    """A snapshot cannot be written or read (unsupported type, corrupt file, wrong version)."""

@@ -19,7 +19,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterable, Callable, Coroutine, Hashable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Hashable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
@@ -733,7 +733,10 @@ class BlockRuntime:
             t0 = _perf()
             try:
                 agen = self.fn(item, *extra)
-                async with _deadline(self.opts.timeout), contextlib.aclosing(agen):
+                async with (
+                    _deadline(self.opts.timeout) as deadline,
+                    contextlib.aclosing(agen),
+                ):
                     async for value in agen:
                         produced += 1
                         # Each output is one more way the item ends; the item's own unit stays
@@ -747,19 +750,22 @@ class BlockRuntime:
                         else:
                             e = Envelope(value, env.born, env.ticket)
                         self.emitted += 1
-                        if seq is None or seq.is_head(n):
-                            for h in held:
-                                await out.put(h)
-                            held.clear()
-                            await out.put(e)
-                        else:
-                            held.append(e)
-                            self.busy_s += _perf() - t0
-                            await seq.wait_turn(n)
-                            t0 = _perf()
-                            for h in held:
-                                await out.put(h)
-                            held.clear()
+                        # Waiting for the next block is not the generator's time: the timeout
+                        # is paused meanwhile.
+                        async with _paused(deadline):
+                            if seq is None or seq.is_head(n):
+                                for h in held:
+                                    await out.put(h)
+                                held.clear()
+                                await out.put(e)
+                            else:
+                                held.append(e)
+                                self.busy_s += _perf() - t0
+                                await seq.wait_turn(n)
+                                t0 = _perf()
+                                for h in held:
+                                    await out.put(h)
+                                held.clear()
             except Exception as exc:
                 self.busy_s += _perf() - t0
                 if produced == 0 and attempt < attempts:
@@ -791,11 +797,28 @@ class BlockRuntime:
             return
 
 
-def _deadline(seconds: float | None) -> contextlib.AbstractAsyncContextManager[Any]:
+def _deadline(
+    seconds: float | None,
+) -> contextlib.AbstractAsyncContextManager[asyncio.Timeout | None]:
     """``asyncio.timeout(seconds)``, or nothing when None."""
     if seconds is None:
         return contextlib.nullcontext()
     return asyncio.timeout(seconds)
+
+
+@contextlib.asynccontextmanager
+async def _paused(deadline: asyncio.Timeout | None) -> AsyncIterator[None]:
+    """Stop the clock of ``deadline`` (if any) for the duration of the block."""
+    if deadline is None or deadline.when() is None:
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    remaining = cast(float, deadline.when()) - loop.time()
+    deadline.reschedule(None)
+    try:
+        yield
+    finally:
+        deadline.reschedule(loop.time() + remaining)
 
 
 class BatchLengthError(ValueError):
@@ -1028,6 +1051,8 @@ class PipelineRun:
             self.ready.set_result(None)
         self.tickets: set[SubmitTicket] = set()
         self.finished = False
+        #: open() mode: outputs that belong to no submitted item (evict() flushes)
+        self.unclaimed = 0
 
     def build_chain(
         self, stages: tuple[Block | Branch, ...], out: Channel[Envelope]
@@ -1202,6 +1227,14 @@ class PipelineRun:
             ticket = env.ticket
             if ticket is not None:
                 ticket.output(env.value)
+            else:
+                # Made by no submitted item (a keyed block's evict() flush): nobody awaits it.
+                self.unclaimed += 1
+                logger.debug(
+                    "pipeline %r: an output of no submitted item (%s) has no caller",
+                    self.name,
+                    summarize(env.value),
+                )
 
 
 async def _close_source(source: Any) -> None:

@@ -26,7 +26,7 @@ from typing import Any, Protocol, TypedDict, runtime_checkable
 
 import numpy as np
 
-from .errors import AioflowError
+from .errors import SnapshotError
 
 __all__ = ["FileStore", "Snapshot", "SnapshotError", "StateStore", "decode", "encode"]
 
@@ -39,10 +39,6 @@ class Snapshot(TypedDict):
     version: int
     pipeline: str
     blocks: dict[str, list[list[Any]]]
-
-
-class SnapshotError(AioflowError):
-    """A snapshot cannot be written or read (unsupported type, corrupt file, wrong version)."""
 
 
 @runtime_checkable
