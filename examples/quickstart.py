@@ -110,12 +110,18 @@ async def main() -> None:
     print(f"{n} frames from {CAMERAS} cameras, {len(alerts)} motion alerts")
     for a in alerts[:6]:
         print(f"  camera {a['camera']} frame {a['index']:2d}: motion {a['motion']:.1f}")
-    print(f"pipeline: {t_pipe:.2f} s ({n / t_pipe:.0f} frames/s); "
-          f"sequential loop: {t_seq:.2f} s; speed-up {t_seq / t_pipe:.1f}x")
-    print(f"{'block':10} {'received':>8} {'emitted':>8} {'filtered':>8} {'busy s':>7} {'p50 ms':>7}")
+    print(
+        f"pipeline: {t_pipe:.2f} s ({n / t_pipe:.0f} frames/s); "
+        f"sequential loop: {t_seq:.2f} s; speed-up {t_seq / t_pipe:.1f}x"
+    )
+    print(
+        f"{'block':10} {'received':>8} {'emitted':>8} {'filtered':>8} {'busy s':>7} {'p50 ms':>7}"
+    )
     for name, rec in pipe.statistics().items():
-        print(f"{name:10} {rec.received:8d} {rec.emitted:8d} {rec.filtered:8d} "
-              f"{rec.busy_s:7.3f} {rec.latency_p50_s * 1e3:7.2f}")
+        print(
+            f"{name:10} {rec.received:8d} {rec.emitted:8d} {rec.filtered:8d} "
+            f"{rec.busy_s:7.3f} {rec.latency_p50_s * 1e3:7.2f}"
+        )
 
 
 if __name__ == "__main__":
