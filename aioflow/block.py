@@ -327,11 +327,13 @@ class Block:
     async def setup(self) -> None:
         """Prepare (load models, open connections). Runs once, before the first item."""
 
-    def process(self, item: Any) -> Any:
-        """Process one item and return its output.
+    def process(self, *args: Any, **kwargs: Any) -> Any:
+        """Process one item and return its output: override as ``process(self, item)``, or
+        ``process(self, item, state)`` for a keyed block with per-key state.
 
         Override it as ``async def`` (runs on the event loop), plain ``def`` (runs in the
-        block's thread pool), or a generator of either kind (0..n outputs per item).
+        block's thread pool), or a generator of either kind (0..n outputs per item). (The
+        ``*args`` signature lets any of these overrides type-check.)
         """
         msg = f"{type(self).__name__} must override process()"
         raise NotImplementedError(msg)

@@ -42,6 +42,22 @@ _NOTHING: Any = object()
 _perf = time.perf_counter
 
 
+def _started(
+    loop: asyncio.AbstractEventLoop,
+    started: asyncio.Future[None],
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+) -> Any:
+    """Run ``fn(*args)`` in a worker thread, first telling the loop that it started."""
+    loop.call_soon_threadsafe(_mark_started, started)
+    return fn(*args)
+
+
+def _mark_started(started: asyncio.Future[None]) -> None:
+    if not started.done():
+        started.set_result(None)
+
+
 class PartialOutput(Exception):
     """A generator failed after making outputs: they are kept, and it is not retried."""
 
@@ -187,12 +203,21 @@ class BlockRuntime:
             async with asyncio.timeout(timeout):
                 return await self.fn(value, *extra)
         loop = asyncio.get_running_loop()
+        fn: Callable[..., Any] = self.fn
+        args: tuple[Any, ...] = (value, *extra)
         if kind == "generator":
-            fut = loop.run_in_executor(self.pool, _collect, self.fn, value, *extra)
-        else:
-            fut = loop.run_in_executor(self.pool, self.fn, value, *extra)
+            fn, args = _collect, (self.fn, *args)
         if timeout is None:
-            return await fut
+            return await loop.run_in_executor(self.pool, fn, *args)
+        # The clock starts when a thread starts the call, not when it is queued: items waiting
+        # behind a hung call are not failed by its timeout.
+        started: asyncio.Future[None] = loop.create_future()
+        fut = loop.run_in_executor(self.pool, _started, loop, started, fn, args)
+        try:
+            await asyncio.wait([started, fut], return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            fut.cancel()
+            raise
         try:
             async with asyncio.timeout(timeout):
                 return await fut
@@ -601,12 +626,14 @@ class BlockRuntime:
         opts = self.opts
         seq = Sequencer(opts.workers, self.out.put) if opts.ordered and opts.workers > 1 else None
         hold = asyncio.Semaphore(opts.workers) if seq is None else None
+        stopping = asyncio.Event()
         async with asyncio.TaskGroup() as tg:
             workers = [tg.create_task(self._keyed_worker(seq, hold)) for _ in range(opts.workers)]
-            evictor = tg.create_task(self._evictor()) if opts.evict_after is not None else None
+            if opts.evict_after is not None:
+                tg.create_task(self._evictor(stopping))
             await asyncio.wait(workers)
-            if evictor is not None:
-                evictor.cancel()
+            # Not cancel(): an eviction under way must finish and hand its flush on.
+            stopping.set()
         # End of stream: every key is evicted, so its hook can flush what it holds; unless the
         # state is being kept in a store to resume from, where the keys live on.
         if not self.keep_state:
@@ -685,11 +712,16 @@ class BlockRuntime:
             return factory()
         return blk.create_state(key)
 
-    async def _evictor(self) -> None:
+    async def _evictor(self, stopping: asyncio.Event) -> None:
         ttl = cast(float, self.opts.evict_after)
         period = max(ttl / 4, 0.005)
-        while True:
-            await asyncio.sleep(period)
+        while not stopping.is_set():
+            try:
+                async with asyncio.timeout(period):
+                    await stopping.wait()
+                return
+            except TimeoutError:
+                pass
             now = _perf()
             for key, lane in list(self.lanes.items()):
                 if not lane.busy and not lane.backlog and now - lane.idle_since >= ttl:
