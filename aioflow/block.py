@@ -16,7 +16,7 @@ from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, overload
 
 from .batching import Batch
-from .errors import GraphError
+from .errors import BlockError, GraphError
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
@@ -115,6 +115,7 @@ class BlockOptions:
     timeout: float | None = None
     state: Callable[[], Any] | None = None
     evict_after: float | None = None
+    dead_letter: Callable[[Any, BlockError], Any] | None = None
 
     def __post_init__(self) -> None:
         name = self.name
@@ -159,6 +160,8 @@ class BlockOptions:
                 "onnxruntime)"
             )
             raise GraphError(msg)
+        if self.dead_letter is not None and not callable(self.dead_letter):
+            raise bad("dead_letter", "None or a callable (item, error)", self.dead_letter)
         if self.state is not None and not callable(self.state):
             raise bad("state", "None or a callable that makes a new state", self.state)
         if self.key is None:
@@ -469,6 +472,7 @@ def block(
     timeout: float | None = None,
     state: Callable[[], Any] | None = None,
     evict_after: float | None = None,
+    dead_letter: Callable[[Any, BlockError], Any] | None = None,
 ) -> Callable[[Callable[P, R]], FunctionBlock[P, R]]: ...
 
 
@@ -489,6 +493,7 @@ def block(
     timeout: float | None = None,
     state: Callable[[], Any] | None = None,
     evict_after: float | None = None,
+    dead_letter: Callable[[Any, BlockError], Any] | None = None,
 ) -> FunctionBlock[P, R] | Callable[[Callable[P, R]], FunctionBlock[P, R]]:
     """Make a pipeline block from a function.
 
@@ -516,6 +521,10 @@ def block(
         state: with ``key``: a factory (``dict``, ``list``, a class) making the state of a new
             key; the function is then called as ``fn(item, state)``.
         evict_after: with ``key``: drop a key's state after this many idle seconds.
+        dead_letter: a callable ``(item, error)`` that receives each item that failed for good
+            (after its retries) instead of failing the run: it is counted as skipped (and in
+            ``dead_letters``); ``submit()`` raises ``ItemDropped("dead_letter")``. Called on the
+            event loop, so it must not block (append to a list, ``put_nowait`` on a queue).
 
     Raises:
         GraphError: an option has a bad value, or the executor does not fit the function.
@@ -539,6 +548,7 @@ def block(
         "timeout": timeout,
         "state": state,
         "evict_after": evict_after,
+        "dead_letter": dead_letter,
     }
     if name is not None:
         options["name"] = name

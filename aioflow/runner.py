@@ -102,6 +102,7 @@ class BlockRuntime:
         self.emitted = 0
         self.stale = 0
         self.skipped = 0
+        self.dead_letters = 0
         self.failed = 0
         self.retried = 0
         self.filtered = 0
@@ -139,6 +140,7 @@ class BlockRuntime:
             dropped=dropped,
             dropped_by=dropped_by,
             skipped=self.skipped,
+            dead_letters=self.dead_letters,
             failed=self.failed,
             retried=self.retried,
             filtered=self.filtered,
@@ -173,6 +175,31 @@ class BlockRuntime:
     def _give_up(self, env: Envelope, item: Any, exc: BaseException, attempt: int) -> None:
         """The item failed for good: skip it or fail it, per ``on_error``."""
         err = self._error(exc, item, attempt)
+        dead_letter = self.opts.dead_letter
+        if dead_letter is not None:
+            try:
+                dead_letter(item, err)
+            except Exception as sink_exc:  # a broken sink must not hide the item's own error
+                logger.error(
+                    "block %r: the dead-letter sink failed (%s); the item fails instead",
+                    self.name,
+                    describe(sink_exc),
+                    extra={"block": self.name},
+                )
+            else:
+                self.skipped += 1
+                self.dead_letters += 1
+                logger.warning(
+                    "block %r sent item %s to the dead-letter sink after %d attempt(s): %s",
+                    self.name,
+                    err.item,
+                    attempt,
+                    err.message,
+                    extra={"block": self.name},
+                )
+                if env.ticket is not None:
+                    env.ticket.drop("dead_letter", self.name)
+                return
         if self.opts.on_error == "skip":
             self.skipped += 1
             logger.warning(

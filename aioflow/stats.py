@@ -6,7 +6,8 @@ block at every moment::
     received == completed + dropped + skipped + failed + in_flight + queue_depth
 
 ``completed`` counts inputs processed without error (with 0..n outputs, ``filtered`` of them with
-none); ``emitted`` counts outputs.
+none); ``emitted`` counts outputs; ``skipped`` counts failed items that were skipped or handed to
+the dead-letter sink (``dead_letters`` of them).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class BlockStatistics:
     dropped: int = 0
     dropped_by: Mapping[str, int] = field(default_factory=dict)
     skipped: int = 0
+    dead_letters: int = 0
     failed: int = 0
     retried: int = 0
     filtered: int = 0
