@@ -153,13 +153,6 @@ class BlockOptions:
             raise bad("batch", "None or af.Batch(max_size, max_wait)", self.batch)
         if self.key is not None and not callable(self.key):
             raise bad("key", "None or a callable item -> key", self.key)
-        if self.executor == "process":
-            msg = (
-                f"block {name!r}: executor='process' is not available yet in this version; "
-                "use executor='thread' for CPU work that releases the GIL (numpy, OpenCV, "
-                "onnxruntime)"
-            )
-            raise GraphError(msg)
         if self.dead_letter is not None and not callable(self.dead_letter):
             raise bad("dead_letter", "None or a callable (item, error)", self.dead_letter)
         if self.state is not None and not callable(self.state):
@@ -214,8 +207,12 @@ def _check_kind(opts: BlockOptions, kind: Kind) -> None:
         raise GraphError(msg)
 
 
-def _resolve_executor(name: str, kind: Kind, executor: ExecutorName | None) -> ExecutorName:
+def _resolve_executor(
+    name: str, kind: Kind, executor: ExecutorName | None, *, subclass: bool = False
+) -> ExecutorName:
     is_async = kind in ("coroutine", "asyncgen")
+    if executor == "process" and subclass:
+        return executor  # a Block's async or plain methods run on a loop in each worker
     if executor is None:
         return "async" if is_async else "thread"
     if executor == "async" and not is_async:
@@ -226,10 +223,15 @@ def _resolve_executor(name: str, kind: Kind, executor: ExecutorName | None) -> E
         )
         raise GraphError(msg)
     if executor in ("thread", "process") and is_async:
+        hint = (
+            "for async code in worker processes, subclass af.Block"
+            if executor == "process"
+            else "async blocks run on the event loop"
+        )
         msg = (
             f"block {name!r}: executor={executor!r} needs a plain function, found "
             f"{'an async generator' if kind == 'asyncgen' else 'a coroutine function'}; "
-            "async blocks run on the event loop: drop the executor option or make it a plain def"
+            f"{hint}: drop the executor option or make it a plain def"
         )
         raise GraphError(msg)
     return executor
@@ -300,7 +302,7 @@ class Block:
         kind = kind_of(self.process)
         opts = BlockOptions(**merged)
         _check_kind(opts, kind)
-        executor = _resolve_executor(opts.name, kind, opts.executor)
+        executor = _resolve_executor(opts.name, kind, opts.executor, subclass=True)
         if opts.key is not None and executor == "process":
             msg = (
                 f"block {opts.name!r}: key=... with executor='process' is not supported: items "

@@ -36,7 +36,15 @@ __all__ = [
 ]
 
 _MAX_SUMMARY = 120
-_repr = reprlib.Repr()
+
+
+class _Repr(reprlib.Repr):
+    def repr_ndarray(self, obj: Any, level: int) -> str:
+        # Arrays nested in an item (a frame in a dict) are described, never printed.
+        return f"ndarray(shape={tuple(obj.shape)}, dtype={obj.dtype})"
+
+
+_repr = _Repr()
 _repr.maxstring = 60
 _repr.maxother = 60
 _repr.maxlist = 4

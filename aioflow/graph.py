@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .block import Block, FunctionBlock, block
 from .errors import GraphError
+from .processes import ProcessPool
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
@@ -158,6 +159,10 @@ def _validate(stages: Sequence[Block | Branch], pipeline: str) -> None:
             )
             raise GraphError(msg)
         seen_names[name] = stage
+        if isinstance(stage, Block) and stage.options.executor == "process":
+            # Checked here rather than when decorated: a module-level function is bound to its
+            # name only after its decorator ran.
+            ProcessPool.check_picklable(name, stage)
 
 
 class Branch:

@@ -31,6 +31,7 @@ from .errors import BlockError, GraphError, PipelineClosed, describe, summarize
 from .executors import call_in_thread, shutdown_pool, thread_pool
 from .graph import Branch
 from .ordering import Sequencer
+from .processes import ProcessPool
 from .stats import BlockStatistics, percentile
 
 __all__ = ["PipelineRun", "stage_names", "wait_finished"]
@@ -89,6 +90,10 @@ class BlockRuntime:
         self.name = opts.name
         self.opts = opts
         self.kind = blk._aioflow_kind
+        self.procpool: ProcessPool | None = None
+        if blk._aioflow_executor == "process":
+            # In a worker process a generator's outputs come back together, as a list.
+            self.kind = "generator" if self.kind in ("asyncgen", "generator") else "function"
         # Generators make 0..n outputs per input; other kinds exactly one per completed input,
         # so for them ``emitted`` is ``completed`` and the hot path counts once.
         self.one_to_many = self.kind in ("asyncgen", "generator")
@@ -224,6 +229,10 @@ class BlockRuntime:
         follows the item (a keyed block's state)."""
         kind = self.kind
         timeout = self.opts.timeout
+        if self.procpool is not None:
+            # Cancelling a process call (a timeout) kills its worker, which is then replaced.
+            async with _deadline(timeout):
+                return await self.procpool.call(value)
         if kind == "coroutine":
             if timeout is None:
                 return await self.fn(value, *extra)
@@ -315,8 +324,17 @@ class BlockRuntime:
             self.pool = thread_pool(self.name, opts.workers)
         setup_done = False
         failure: BaseException | None = None
+        in_process = blk._aioflow_executor == "process"
         try:
-            if not isinstance(blk, FunctionBlock):
+            if in_process:
+                # setup runs in each worker process, never here; teardown when the pool closes.
+                self.procpool = ProcessPool(self.name, opts.workers, blk, blk._aioflow_kind)
+                try:
+                    await self.procpool.start()
+                except Exception as exc:
+                    err = BlockError(self.name, describe(exc), phase="setup")
+                    raise err from exc
+            elif not isinstance(blk, FunctionBlock):
                 await self._hook(blk.setup, "setup")
             setup_done = True
             ready()
@@ -339,7 +357,9 @@ class BlockRuntime:
             raise
         finally:
             try:
-                if setup_done and not isinstance(blk, FunctionBlock):
+                if self.procpool is not None:
+                    await self._close_processes(failure)
+                elif setup_done and not isinstance(blk, FunctionBlock):
                     await self._teardown(failure)
             finally:
                 if self.pool is not None:
@@ -355,6 +375,21 @@ class BlockRuntime:
         except Exception as exc:
             err = BlockError(self.name, describe(exc), phase=phase)
             raise err from exc
+
+    async def _close_processes(self, failure: BaseException | None) -> None:
+        pool = cast(ProcessPool, self.procpool)
+        try:
+            await pool.close()
+        except Exception as exc:
+            err = BlockError(self.name, describe(exc), phase="teardown")
+            if failure is None:
+                raise err from exc
+            logger.error(
+                "block %r: closing its worker processes failed: %s",
+                self.name,
+                err,
+                extra={"block": self.name},
+            )
 
     async def _teardown(self, failure: BaseException | None) -> None:
         try:

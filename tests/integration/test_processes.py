@@ -1,0 +1,478 @@
+"""Process pools with real worker processes: where code runs, what crosses, what dies, what stays.
+
+Every check is something a user of ``executor="process"`` would notice: the PID their code saw,
+the arrays they got back, the exception they caught, the files their teardown wrote, and whether
+any process or ``/dev/shm`` segment outlives the pool. Worker code lives in ``proc_targets``
+(spawned workers import it by name). Nothing here asserts on durations; where two calls must
+overlap, a file barrier proves it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import proc_targets
+import pytest
+
+import aioflow as af
+from aioflow.processes import ProcessPool
+
+pytestmark = pytest.mark.integration
+
+START_METHODS = ["spawn", "forkserver"]
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def segments(block: str) -> list[str]:
+    """This block's shared-memory segments, as ``/dev/shm`` lists them."""
+    return sorted(p.name for p in Path("/dev/shm").glob(f"aioflow_{block}_*"))
+
+
+def exists(pid: int) -> bool:
+    """Whether any process (a zombie included) has this PID."""
+    return Path(f"/proc/{pid}").exists()
+
+
+def pool_children(block: str) -> list[str]:
+    return [
+        p.name for p in multiprocessing.active_children() if p.name.startswith(f"aioflow[{block}]")
+    ]
+
+
+def spawned_children() -> list[int]:
+    """PIDs of this process's children started by spawn, read from /proc (the resource
+    tracker and the forkserver run other code and do not count)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:  # exited meanwhile
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if parent == os.getpid() and b"spawn_main" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def assert_gone(block: str, pids: list[int]) -> None:
+    """No process of this pool remains (not even a zombie), and no segment."""
+    assert pool_children(block) == []
+    assert [pid for pid in pids if exists(pid)] == []
+    assert spawned_children() == []
+    assert segments(block) == []
+
+
+async def wait_for_file(path: Path) -> None:
+    while not os.path.exists(path):  # noqa: ASYNC240 - a local stat, polled
+        await asyncio.sleep(0.01)
+
+
+def teardown_files(folder: Path) -> dict[int, int]:
+    """PID -> items processed, from the files the Recorder's teardown writes."""
+    return {int(p.name.split("-")[1]): int(p.read_text()) for p in folder.glob("teardown-*")}
+
+
+def same(a: Any, b: Any) -> bool:
+    """Deep equality, arrays compared by dtype, shape and contents."""
+    if isinstance(a, np.ndarray):
+        return (
+            isinstance(b, np.ndarray)
+            and a.dtype == b.dtype
+            and a.shape == b.shape
+            and np.array_equal(a, b)
+        )
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return (
+            type(a) is type(b)
+            and len(a) == len(b)
+            and all(same(x, y) for x, y in zip(a, b, strict=True))
+        )
+    if isinstance(a, proc_targets.Detection):
+        return isinstance(b, proc_targets.Detection) and same(vars(a), vars(b))
+    return bool(a == b)
+
+
+@pytest.fixture
+async def open_pool() -> AsyncIterator[Callable[..., Any]]:
+    """Start pools for a test and close them however it ends."""
+    pools: list[ProcessPool] = []
+
+    async def make(*args: Any, **kwargs: Any) -> ProcessPool:
+        pool = ProcessPool(*args, **kwargs)
+        pools.append(pool)
+        await pool.start()
+        return pool
+
+    yield make
+    for pool in pools:
+        await pool.close()
+
+
+# -- where code runs --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("start_method", START_METHODS)
+async def test_a_function_runs_in_another_process(
+    open_pool: Callable[..., Any], start_method: str
+) -> None:
+    pool = await open_pool("who", 1, proc_targets.whoami, "function", start_method=start_method)
+    value, pid = await pool.call("x")
+    assert value == "x"
+    assert pid != os.getpid()
+    await pool.close()
+    assert_gone("who", [pid])
+
+
+async def test_calls_queue_for_a_busy_worker_and_all_complete(
+    open_pool: Callable[..., Any],
+) -> None:
+    pool = await open_pool("queue", 1, proc_targets.whoami, "function")
+    results = await asyncio.gather(*(pool.call(i) for i in range(8)))
+    assert [value for value, _ in results] == list(range(8))
+    assert len({pid for _, pid in results}) == 1
+
+
+async def test_two_workers_run_two_calls_at_once(
+    open_pool: Callable[..., Any], tmp_path: Path
+) -> None:
+    pool = await open_pool("pair", 2, proc_targets.rendezvous, "function")
+    # Each call waits in its worker until both have arrived: they can only both return if
+    # they ran at the same time, in two processes.
+    pids = await asyncio.gather(pool.call((str(tmp_path), 2)), pool.call((str(tmp_path), 2)))
+    assert len(set(pids)) == 2
+    assert os.getpid() not in pids
+
+
+async def test_block_setup_runs_once_in_each_worker_and_teardown_at_close(
+    tmp_path: Path,
+) -> None:
+    block = proc_targets.Recorder(str(tmp_path), workers=2)
+    pool = ProcessPool("recorder", 2, block, "coroutine")
+    await pool.start()
+    try:
+        outputs: list[Any] = await asyncio.gather(*(pool.call(i) for i in range(6)))
+    finally:
+        await pool.close()
+    assert [out["item"] for out in outputs] == list(range(6))
+    for out in outputs:
+        assert out["setup_pids"] == [out["pid"]]  # setup ran once, in this very process
+        assert out["pid"] != os.getpid()
+    assert block.setup_pids == []  # never in the parent
+    teardowns = teardown_files(tmp_path)
+    assert len(teardowns) == 2  # each worker tore down at close
+    assert {out["pid"] for out in outputs} <= set(teardowns)
+    assert sum(teardowns.values()) == 6
+    assert_gone("recorder", list(teardowns))
+
+
+@pytest.mark.parametrize(
+    ("target", "kind", "value", "expected"),
+    [
+        (proc_targets.count_up, "generator", 3, [0, 1, 2]),
+        (proc_targets.Splitter(), "asyncgen", "abc", ["a", "b", "c"]),
+        (proc_targets.Doubler(), "function", 21, 42),
+        (proc_targets.decorated, "function", 7, 7),
+        (proc_targets.decorated.fn, "function", 8, 8),
+    ],
+    ids=["generator", "asyncgen-block", "sync-block", "decorated-block", "decorated-fn"],
+)
+async def test_every_kind_of_target_runs(
+    open_pool: Callable[..., Any], target: object, kind: str, value: object, expected: object
+) -> None:
+    pool = await open_pool("kinds", 1, target, kind)
+    out = await pool.call(value)
+    if isinstance(out, tuple):  # decorated: (x, pid)
+        out, pid = out
+        assert pid != os.getpid()
+    assert out == expected
+
+
+# -- what crosses -----------------------------------------------------------------------------
+
+
+async def test_arrays_in_nested_values_round_trip_through_shared_memory(
+    open_pool: Callable[..., Any],
+) -> None:
+    rng = np.random.default_rng(7)
+    frame = rng.integers(0, 256, (1080, 1920, 3), dtype=np.uint8)
+    value = {
+        "frame": frame,
+        "depth": rng.random((480, 640), dtype=np.float32),
+        "fortran": np.asfortranarray(rng.random((300, 200))),
+        "strided": frame[::2, ::3, 0],  # not contiguous: travels inside the pickle
+        "small": np.arange(5, dtype=np.int16),
+        "scalar": np.float64(2.5),
+        "nested": [
+            (np.zeros((0, 3), dtype=np.uint8), "label"),
+            {"ids": np.arange(100_000, dtype=np.int64)},
+        ],
+        "detection": proc_targets.Detection(
+            "car", np.array([1.0, 2.0, 3.0, 4.0]), rng.integers(0, 2, (256, 256), dtype=np.bool_)
+        ),
+    }
+    pool = await open_pool("arrays", 1, proc_targets.echo, "function")
+    assert segments("arrays") == []  # made when a payload first needs them
+    first = await pool.call(value)
+    assert same(first, value)
+    names = segments("arrays")
+    assert len(names) == 2  # one request and one response segment for the one worker
+    other = {"frame": frame ^ 0xFF}
+    second = await pool.call(other)
+    assert same(second, other)
+    # The first result is the caller's own: the reused segment did not change it.
+    assert same(first, value)
+    first["frame"][0, 0, 0] ^= 1  # and it is writable
+    await pool.close()
+    assert segments("arrays") == []
+
+
+async def test_a_frame_through_the_worker_comes_back_computed(
+    open_pool: Callable[..., Any],
+) -> None:
+    pool = await open_pool("xor", 1, proc_targets.xor_frame, "function")
+    frames = [np.full((1080, 1920, 3), i, dtype=np.uint8) for i in range(3)]
+    for frame in frames:
+        out = await pool.call(frame)
+        assert out.shape == frame.shape
+        assert out.dtype == np.uint8
+        assert np.array_equal(out, frame ^ 1)
+
+
+async def test_a_result_larger_than_the_segments_comes_back(
+    open_pool: Callable[..., Any],
+) -> None:
+    pool = await open_pool("grows", 1, proc_targets.make_frame, "function")
+    for seed in (1, 2, 3):  # the first one does not fit anywhere; later ones use the segment
+        out = await pool.call(seed)
+        assert out.shape == (1080, 1920, 3)
+        assert (out == seed).all()
+    assert len(segments("grows")) == 1  # a response segment, sized by the first result
+    await pool.close()
+    assert segments("grows") == []
+
+
+async def test_a_result_that_cannot_be_pickled_fails_with_executor_error(
+    open_pool: Callable[..., Any],
+) -> None:
+    pool = await open_pool("lockresult", 1, proc_targets.return_lock, "function")
+    with pytest.raises(af.ExecutorError, match=r"block 'lockresult': the result \(lock\) cannot"):
+        await pool.call(1)
+    with pytest.raises(af.ExecutorError):  # the worker is still there, and still fails
+        await pool.call(2)
+
+
+async def test_an_item_that_cannot_be_pickled_fails_with_executor_error(
+    open_pool: Callable[..., Any],
+) -> None:
+    pool = await open_pool("lockitem", 1, proc_targets.whoami, "function")
+    with pytest.raises(af.ExecutorError, match=r"block 'lockitem': the item cannot be sent"):
+        await pool.call(threading.Lock())
+    assert (await pool.call(1))[0] == 1
+
+
+# -- what dies --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("start_method", START_METHODS)
+@pytest.mark.parametrize(("item", "code"), [("sigkill", -9), ("exit3", 3)])
+async def test_a_dead_worker_fails_only_its_call_and_is_replaced(
+    open_pool: Callable[..., Any], start_method: str, item: str, code: int
+) -> None:
+    pool = await open_pool("mortal", 2, proc_targets.die_on, "function", start_method=start_method)
+    before = await asyncio.gather(pool.call("a"), pool.call("b"))
+    results: tuple[Any, ...] = await asyncio.gather(
+        pool.call("c"), pool.call(item), pool.call("d"), return_exceptions=True
+    )
+    assert results[0][0] == "c"
+    assert results[2][0] == "d"
+    err = results[1]
+    assert isinstance(err, af.ExecutorError)
+    assert f"of block 'mortal' died (exit code {code}) while processing the item" in str(err)
+    # Later calls succeed, the replacement included.
+    after = await asyncio.gather(*(pool.call(i) for i in range(4)))
+    assert [value for value, _ in after] == list(range(4))
+    pids = {pid for _, pid in before} | {pid for _, pid in after}
+    assert len({pid for _, pid in after} - {pid for _, pid in before}) == 1  # one new worker
+    await pool.close()
+    assert_gone("mortal", list(pids))
+
+
+async def test_a_worker_that_dies_while_idle_is_replaced_without_failing_a_call(
+    open_pool: Callable[..., Any],
+) -> None:
+    pool = await open_pool("idle", 1, proc_targets.whoami, "function")
+    _, first = await pool.call(1)
+    os.kill(first, signal.SIGKILL)
+    while exists(first):  # reaped: the pool has seen it die
+        await asyncio.sleep(0.01)
+    value, second = await pool.call(2)
+    assert value == 2
+    assert second != first
+
+
+async def test_a_user_exception_keeps_its_type_and_gets_the_remote_traceback(
+    open_pool: Callable[..., Any],
+) -> None:
+    pool = await open_pool("raiser", 1, proc_targets.raise_value_error, "function")
+    with pytest.raises(ValueError, match=r"bad item 7") as info:
+        await pool.call(7)
+    notes = "\n".join(getattr(info.value, "__notes__", []))
+    assert "remote traceback" in notes
+    assert "Traceback (most recent call last)" in notes
+    assert "raise_value_error" in notes  # the worker's frame
+    with pytest.raises(ValueError, match=r"bad item 8"):  # the worker survived it
+        await pool.call(8)
+
+
+@pytest.mark.parametrize(
+    ("target", "text"),
+    [
+        (proc_targets.raise_two_arg, "TwoArgError: 9/b"),
+        (proc_targets.raise_locked, "LockedError: locked 9"),
+    ],
+    ids=["cannot-unpickle", "cannot-pickle"],
+)
+async def test_an_exception_that_cannot_come_back_is_an_executor_error(
+    open_pool: Callable[..., Any], target: object, text: str
+) -> None:
+    pool = await open_pool("badexc", 1, target, "function")
+    with pytest.raises(af.ExecutorError, match=text) as info:
+        await pool.call(9)
+    assert "Traceback" in "\n".join(getattr(info.value, "__notes__", []))
+
+
+async def test_a_setup_error_fails_start_and_leaves_nothing(tmp_path: Path) -> None:
+    pool = ProcessPool("nosetup", 2, proc_targets.FailingSetup(), "coroutine")
+    with pytest.raises(RuntimeError, match="no model here") as info:
+        await pool.start()
+    notes = "\n".join(getattr(info.value, "__notes__", []))
+    assert "remote traceback" in notes
+    assert "setup also failed in 1 other worker" in notes
+    assert pool_children("nosetup") == []
+    assert segments("nosetup") == []
+    await pool.close()  # still fine
+
+
+async def test_a_teardown_error_is_raised_by_close_after_cleanup() -> None:
+    pool = ProcessPool("badteardown", 1, proc_targets.FailingTeardown(), "coroutine")
+    await pool.start()
+    await pool.call(np.zeros((512, 512), dtype=np.uint8))
+    with pytest.raises(OSError, match="could not release the camera"):
+        await pool.close()
+    assert pool_children("badteardown") == []
+    assert segments("badteardown") == []
+    await pool.close()  # idempotent
+
+
+# -- what cannot be sent ----------------------------------------------------------------------
+
+
+def test_unpicklable_targets_fail_the_check_with_a_graph_error() -> None:
+    scale = 3
+
+    def closure(x: int) -> int:
+        return x * scale
+
+    cases: list[tuple[object, str]] = [
+        (lambda x: x, "found a lambda"),
+        (closure, "defined inside another function"),
+        (proc_targets.WithLock(), "found a WithLock instance"),
+    ]
+    for target, found in cases:
+        with pytest.raises(af.GraphError) as info:
+            ProcessPool.check_picklable("heavy", target)
+        message = str(info.value)
+        assert message.startswith("block 'heavy': executor='process' needs a module-level function")
+        assert found in message
+        assert "cannot be pickled" in message
+        with pytest.raises(af.GraphError):
+            ProcessPool("heavy", 1, target, "function")
+    # A block in a pipeline points back at it (a weak reference): that link is not sent.
+    recorder = proc_targets.Recorder("/tmp")
+    af.Pipeline(recorder, name="holder")
+    ProcessPool.check_picklable("heavy", recorder)
+    ProcessPool.check_picklable("heavy", recorder.process)
+    ProcessPool.check_picklable("heavy", proc_targets.whoami)
+    ProcessPool.check_picklable("heavy", proc_targets.decorated)
+    ProcessPool.check_picklable("heavy", proc_targets.Recorder("/tmp"))
+
+
+# -- cancellation and closing -----------------------------------------------------------------
+
+
+async def test_cancelling_a_call_kills_its_worker_and_the_slot_recovers(tmp_path: Path) -> None:
+    pool = ProcessPool("cancelme", 1, proc_targets.hang_on_path, "function")
+    await pool.start()
+    try:
+        await pool.call(np.zeros((1024, 1024), dtype=np.uint8))  # make segments exist
+        assert len(segments("cancelme")) == 2
+        pid_file = tmp_path / "pid"
+        task = asyncio.create_task(pool.call(str(pid_file)))
+        await wait_for_file(pid_file)
+        stuck = int(pid_file.read_text())
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        replacement: Any = await pool.call(None)  # a new worker in the same slot
+        assert replacement != stuck
+    finally:
+        await pool.close()
+    assert_gone("cancelme", [stuck, replacement])
+
+
+async def test_cancelling_the_caller_of_a_pool_in_use_leaves_no_process_or_segment(
+    tmp_path: Path,
+) -> None:
+    async def use() -> None:
+        pool = ProcessPool("owner", 2, proc_targets.hang_on_path, "function")
+        await pool.start()
+        try:
+            await pool.call(np.zeros((1024, 1024), dtype=np.uint8))
+            await pool.call(str(tmp_path / "pid"))
+        finally:
+            await pool.close()
+
+    task = asyncio.create_task(use())
+    await wait_for_file(tmp_path / "pid")
+    stuck = int((tmp_path / "pid").read_text())
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert_gone("owner", [stuck])
+
+
+async def test_cancelling_close_kills_the_workers_and_unlinks_the_segments(tmp_path: Path) -> None:
+    pool = ProcessPool("stuck", 1, proc_targets.StuckTeardown(str(tmp_path)), "coroutine")
+    await pool.start()
+    pid: Any = await pool.call(np.zeros((1024, 1024), dtype=np.uint8))
+    assert len(segments("stuck")) == 2
+    closer = asyncio.create_task(pool.close())
+    await wait_for_file(tmp_path / "teardown-started")
+    closer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await closer
+    assert_gone("stuck", [pid])
+    await pool.close()  # idempotent
+
+
+async def test_calls_fail_after_close(open_pool: Callable[..., Any]) -> None:
+    pool = await open_pool("closed", 1, proc_targets.whoami, "function")
+    await pool.close()
+    await pool.close()
+    with pytest.raises(af.ExecutorError, match=r"block 'closed': the process pool is closed"):
+        await pool.call(1)
