@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import multiprocessing
 import time
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Hashable, Iterable
@@ -328,7 +329,16 @@ class BlockRuntime:
         try:
             if in_process:
                 # setup runs in each worker process, never here; teardown when the pool closes.
-                self.procpool = ProcessPool(self.name, opts.workers, blk, blk._aioflow_kind)
+                # spawn, unless the program chose forkserver (never fork: it would copy the
+                # running event loop and its threads into the worker).
+                method = multiprocessing.get_start_method(allow_none=True)
+                self.procpool = ProcessPool(
+                    self.name,
+                    opts.workers,
+                    blk,
+                    blk._aioflow_kind,
+                    start_method="forkserver" if method == "forkserver" else "spawn",
+                )
                 try:
                     await self.procpool.start()
                 except Exception as exc:
