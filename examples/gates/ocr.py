@@ -139,7 +139,7 @@ class CtcDecoder:
 
     def __init__(self, characters: list[str], allowed: str = PLATE_CHARS) -> None:
         # class 0: blank; class i + 1: characters[i]; the last class: space
-        self.classes = [""] + characters + [" "]
+        self.classes = ["", *characters, " "]
         keep = [0] + [i + 1 for i, c in enumerate(characters) if c in allowed]
         self.keep = np.array(keep)
 

@@ -112,9 +112,8 @@ def make_camera(
         for k in range(frames - t0):
             travel = -PLATE_W // 2 - 80 + k * speed
             cx = travel if direction > 0 else WIDTH - travel
-            if cx < -PLATE_W - 80 or cx > WIDTH + PLATE_W + 80:
-                if k > 0:
-                    break
+            if (cx < -PLATE_W - 80 or cx > WIDTH + PLATE_W + 80) and k > 0:
+                break
             positions.setdefault(t0 + k, []).append((cx, text, lane_y, body))
             if PLATE_W // 2 + 4 <= cx <= WIDTH - PLATE_W // 2 - 4:
                 full.append(t0 + k)
