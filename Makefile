@@ -13,6 +13,8 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	# The demo's PP-OCR models ship inside the rapidocr wheel; we use its model files only.
+	$(BIN)/python -m pip install -q --no-deps rapidocr==3.10.0
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 

@@ -329,8 +329,14 @@ class Block:
         """The block's name: unique in its pipeline, used in errors, logs and metrics."""
         return self.options.name
 
-    async def setup(self) -> None:
-        """Prepare (load models, open connections). Runs once, before the first item."""
+    def setup(self, *args: Any, **kwargs: Any) -> Any:
+        """Prepare (load models, open connections). Runs once, before the first item.
+
+        Override as ``async def setup(self)`` (runs on the event loop) or plain
+        ``def setup(self)`` (runs in the block's thread pool: a slow model load does not block
+        the loop). The ``*args`` signature lets either override type-check.
+        """
+        return None
 
     def process(self, *args: Any, **kwargs: Any) -> Any:
         """Process one item and return its output: override as ``process(self, item)``, or
@@ -343,8 +349,12 @@ class Block:
         msg = f"{type(self).__name__} must override process()"
         raise NotImplementedError(msg)
 
-    async def teardown(self) -> None:
-        """Release what ``setup`` took. Runs once after the last item, however the run ends."""
+    def teardown(self, *args: Any, **kwargs: Any) -> Any:
+        """Release what ``setup`` took. Runs once after the last item, however the run ends.
+
+        ``async def`` or plain ``def``, as ``setup``.
+        """
+        return None
 
     def create_state(self, key: Hashable) -> Any:
         """With ``key=``: make the state of a key seen for the first time (default: ``{}``).

@@ -344,7 +344,7 @@ class BlockRuntime:
                 except Exception as exc:
                     err = BlockError(self.name, describe(exc), phase="setup")
                     raise err from exc
-            elif not isinstance(blk, FunctionBlock):
+            elif type(blk).setup is not Block.setup:
                 await self._hook(blk.setup, "setup")
             setup_done = True
             ready()
@@ -369,7 +369,7 @@ class BlockRuntime:
             try:
                 if self.procpool is not None:
                     await self._close_processes(failure)
-                elif setup_done and not isinstance(blk, FunctionBlock):
+                elif setup_done and type(blk).teardown is not Block.teardown:
                     await self._teardown(failure)
             finally:
                 if self.pool is not None:
