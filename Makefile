@@ -3,22 +3,32 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+HASH := $(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-dev-$(HASH)
+DEMO_STAMP := $(VENV)/.installed-demo-$(HASH)
+# The demo's PP-OCR models ship inside the rapidocr wheel; we use its model files only.
+RAPIDOCR := rapidocr==3.10.0
 
-.PHONY: demo test check lint typecheck bench clean
+.PHONY: demo quickstart test check lint typecheck bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
+$(DEMO_STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install -q -e '.[cv,onnx]'
+	$(BIN)/python -m pip install -q --no-deps $(RAPIDOCR)
+	touch $(DEMO_STAMP)
+
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
-	# The demo's PP-OCR models ship inside the rapidocr wheel; we use its model files only.
-	$(BIN)/python -m pip install -q --no-deps rapidocr==3.10.0
-	rm -f $(VENV)/.installed-*
-	touch $(STAMP)
+	$(BIN)/python -m pip install -q --no-deps $(RAPIDOCR)
+	touch $(STAMP) $(DEMO_STAMP)
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
+	$(BIN)/python examples/gates/run.py
+
+quickstart: $(DEMO_STAMP)
 	$(BIN)/python examples/quickstart.py
 
 test: $(STAMP)
