@@ -151,15 +151,17 @@ def _shippable(name: str, target: object) -> bytes:
         "af.Block instance (a spawned worker process imports the function by name, or "
         "unpickles the block)"
     )
+    # Describe what the user wrote (the function), not our wrapper around it.
+    shown: object = target.fn if isinstance(target, FunctionBlock) else target
     module = obj.module if isinstance(obj, _ByName) else getattr(target, "__module__", None)
     main = sys.modules.get("__main__")
     if module == "__main__" and getattr(main, "__file__", None) is None:
-        msg = f"{expected}; found {_found(target)} defined interactively in __main__"
+        msg = f"{expected}; found {_found(shown)} defined interactively in __main__"
         raise GraphError(msg)
     try:
         return pickle.dumps(obj, protocol=5)
     except Exception as exc:
-        msg = f"{expected}; found {_found(target)}, which cannot be pickled: {describe(exc)}"
+        msg = f"{expected}; found {_found(shown)}, which cannot be pickled: {describe(exc)}"
         raise GraphError(msg) from exc
 
 
@@ -611,8 +613,12 @@ class ProcessPool:
 
     # -- calls ----------------------------------------------------------------------------------
 
-    async def call(self, value: object) -> object:
+    async def call(self, value: object, *, call_timeout: float | None = None) -> object:
         """Run one call on a free worker (waiting, first come first served, when all are busy).
+
+        ``call_timeout`` bounds the call itself, from when a ready worker receives the item: waiting
+        for a free slot or for a replacement worker's setup does not count. A call that runs
+        past it raises :class:`TimeoutError` and its worker is killed and replaced.
 
         Raises:
             Exception: what the user's code raised, re-created here with the remote traceback
@@ -636,7 +642,11 @@ class ProcessPool:
         try:
             for _ in range(2):
                 worker = await self._ready(slot)
-                result = await self._run(slot, worker, data, buffers)
+                if call_timeout is None:
+                    result = await self._run(slot, worker, data, buffers)
+                else:
+                    async with asyncio.timeout(call_timeout):
+                        result = await self._run(slot, worker, data, buffers)
                 if result is not _UNDELIVERED:
                     return result
         finally:

@@ -231,9 +231,9 @@ class BlockRuntime:
         kind = self.kind
         timeout = self.opts.timeout
         if self.procpool is not None:
-            # Cancelling a process call (a timeout) kills its worker, which is then replaced.
-            async with _deadline(timeout):
-                return await self.procpool.call(value)
+            # The pool starts the clock when a worker receives the item; a call past its
+            # timeout has its worker killed and replaced.
+            return await self.procpool.call(value, call_timeout=timeout)
         if kind == "coroutine":
             if timeout is None:
                 return await self.fn(value, *extra)
@@ -663,17 +663,20 @@ class BlockRuntime:
                     await asyncio.sleep(cast(Retry, policy).delay(attempt))
                     continue
                 self.busy_s += _perf() - t0
-                first: BaseException | None = None
+                undelivered: list[BlockError] = []
                 for env, value in zip(envs, values, strict=True):
                     try:
                         self._give_up(env, value, exc, attempt)
                     except BlockError as err:  # "raise" with nobody to deliver to
-                        first = first or err
+                        undelivered.append(err)
                 if seq is not None:
                     for n in numbers:
                         await seq.complete(n, ())
-                if first is not None:
-                    raise first from exc
+                if len(undelivered) == 1:
+                    raise undelivered[0] from exc
+                if undelivered:  # every item of the batch failed: each one is reported
+                    msg = f"block {self.name!r}: a batch of {len(undelivered)} items failed"
+                    raise ExceptionGroup(msg, undelivered) from exc
                 return
             break
         dt = _perf() - t0

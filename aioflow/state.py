@@ -139,13 +139,29 @@ def decode(data: bytes) -> Snapshot:
 
 def make_snapshot(pipeline: str, blocks: dict[str, dict[Hashable, Any]]) -> Snapshot:
     """A snapshot of the given states, deep-copied through the codec (so it is writable and
-    later changes to the live state do not leak into it)."""
-    snap = Snapshot(
-        version=VERSION,
-        pipeline=pipeline,
-        blocks={name: [[k, s] for k, s in states.items()] for name, states in blocks.items()},
+    later changes to the live state do not leak into it).
+
+    A thread block may change a state while it is copied; the copy is then tried again, and
+    after a few tries it fails with a :class:`SnapshotError` rather than a half-updated state.
+    """
+    for _ in range(5):
+        try:
+            snap = Snapshot(
+                version=VERSION,
+                pipeline=pipeline,
+                blocks={
+                    name: [[k, s] for k, s in list(states.items())]
+                    for name, states in blocks.items()
+                },
+            )
+            return decode(encode(snap))
+        except RuntimeError as exc:  # "dictionary changed size during iteration"
+            last = exc
+    msg = (
+        f"pipeline {pipeline!r}: a keyed state kept changing while it was copied ({last}); "
+        "take snapshots between items, or let a store take one when the pipeline drains"
     )
-    return decode(encode(snap))
+    raise SnapshotError(msg) from last
 
 
 class FileStore:

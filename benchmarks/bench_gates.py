@@ -1,0 +1,194 @@
+"""The flagship pipeline's speed: aioflow against a sequential loop and against its bound.
+
+* bound: the two models alone, back to back on pre-decoded, pre-processed frames and crops, at
+  the pipeline's batch sizes (on 2 CPU cores the models saturate the machine, so this is what
+  any arrangement of the other steps can at best reach);
+* sequential: the same steps as the pipeline, one after the other for each frame (decode,
+  prepare, detect, crop, recognise, decode text, track, annotate, write, POST each event to the
+  webhook and wait for its answer);
+* aioflow: ``examples/gates/run.py``'s pipeline.
+
+The webhook answers after 50 ms, so that hiding IO shows.
+
+    python benchmarks/bench_gates.py [--cameras 3] [--seconds 10] [--reps 3] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "gates"))
+
+import ocr
+import run as gates
+import synth
+import track
+
+import aioflow as af
+from aioflow.infer.onnx import OnnxModel
+from aioflow.io import video
+
+
+def sessions() -> tuple[Any, Any]:
+    import onnxruntime as ort
+
+    def make(name: str) -> Any:
+        options = OnnxModel.default_session_options()
+        return ort.InferenceSession(
+            str(ocr.model_path(name)), options, providers=["CPUExecutionProvider"]
+        )
+
+    return make(ocr.DET_MODEL), make(ocr.REC_MODEL)
+
+
+def decode_all(videos: dict[str, Path]) -> list[tuple[str, int, np.ndarray]]:
+    frames = []
+    for cam, path in videos.items():
+        cap = cv2.VideoCapture(str(path))
+        index = 0
+        while True:
+            ok, image = cap.read()
+            if not ok:
+                break
+            frames.append((cam, index, image))
+            index += 1
+        cap.release()
+    return frames
+
+
+def bound(det: Any, rec: Any, frames: list[tuple[str, int, np.ndarray]]) -> float:
+    """Frames per second of the two models alone, at the pipeline's batch sizes."""
+    inputs = [ocr.det_input(image) for _, _, image in frames]
+    crops = []
+    for (_, _, image), x in zip(frames, inputs, strict=True):
+        prob = det.run(None, {"x": x[None]})[0][0, 0]
+        crops.extend(
+            ocr.rec_input(ocr.crop(image, b)) for b in ocr.boxes_from_map(prob, image.shape)
+        )
+    t0 = time.perf_counter()
+    for i in range(0, len(inputs), 4):
+        det.run(None, {"x": np.stack(inputs[i : i + 4])})
+    for i in range(0, len(crops), 16):
+        rec.run(None, {"x": np.stack(crops[i : i + 16])})
+    return len(frames) / (time.perf_counter() - t0)
+
+
+async def sequential(
+    det: Any, rec: Any, videos: dict[str, Path], out: Path, url: str, characters: list[str]
+) -> float:
+    decoder = ocr.CtcDecoder(characters)
+    t0 = time.perf_counter()
+    n = 0
+    async with aiohttp.ClientSession() as session:
+        for cam, path in videos.items():
+            cap = cv2.VideoCapture(str(path))
+            writer = cv2.VideoWriter(
+                str(out / f"seq_{cam}.mp4"),
+                cv2.VideoWriter_fourcc(*"mp4v"),
+                synth.FPS,
+                (synth.WIDTH, synth.HEIGHT),
+            )
+            state = track.CameraState()
+            index = 0
+            while True:
+                ok, image = cap.read()
+                if not ok:
+                    break
+                prob = det.run(None, {"x": ocr.det_input(image)[None]})[0][0, 0]
+                boxes = ocr.boxes_from_map(prob, image.shape)
+                reads = []
+                if boxes:
+                    batch = np.stack([ocr.rec_input(ocr.crop(image, b)) for b in boxes])
+                    probs = rec.run(None, {"x": batch})[0]
+                    reads = [
+                        (b.rect, ocr.correct(decoder(p)[0]))
+                        for b, p in zip(boxes, probs, strict=True)
+                    ]
+                labelled, events = track.update(state, cam, index, reads)
+                drawn = video.draw_boxes(
+                    image, [r for _, r, _ in labelled], [t or "?" for _, _, t in labelled]
+                )
+                writer.write(drawn)
+                for event in events:
+                    async with session.post(url, json=event) as response:
+                        await response.json()
+                index += 1
+                n += 1
+            for t in state.tracks:
+                if (event := track.close(cam, t)) is not None:
+                    async with session.post(url, json=event) as response:
+                        await response.json()
+            writer.release()
+            cap.release()
+    return n / (time.perf_counter() - t0)
+
+
+async def pipeline(out: Path, videos: dict[str, Path], url: str, characters: list[str]) -> float:
+    pipe = gates.build(out, url, characters)
+    source = video.video_source({cam: str(path) for cam, path in videos.items()})
+    t0 = time.perf_counter()
+    await pipe.run(source)
+    wall = time.perf_counter() - t0
+    return pipe.statistics()["prepare"].received / wall
+
+
+async def main(args: argparse.Namespace) -> None:
+    out = Path(tempfile.mkdtemp(prefix="aioflow-bench-gates-"))
+    videos, truth = synth.make_dataset(out, cameras=args.cameras, seconds=args.seconds)
+    characters = OnnxModel.inspect(ocr.model_path(ocr.REC_MODEL)).metadata["character"].split("\n")
+    det, rec = sessions()
+    frames = await asyncio.to_thread(decode_all, videos)
+    runner, url, _ = await gates.serve_webhook(0.05)
+    rates: dict[str, list[float]] = {"bound": [], "sequential": [], "aioflow": []}
+    try:
+        for _ in range(args.reps):
+            rates["bound"].append(await asyncio.to_thread(bound, det, rec, frames))
+            rates["sequential"].append(await sequential(det, rec, videos, out, url, characters))
+            rates["aioflow"].append(await pipeline(out, videos, url, characters))
+    finally:
+        await runner.cleanup()
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    print(f"{len(frames)} frames, {len(truth)} plates, medians of {args.reps} (frames/s)")
+    for name, rate in med.items():
+        print(
+            f"  {name:11} {rate:6.1f}   of bound {rate / med['bound']:5.2f}"
+            f"   vs sequential {rate / med['sequential']:5.2f}x"
+        )
+    if args.json:
+        import onnxruntime
+
+        meta = {
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+            "onnxruntime": onnxruntime.__version__,
+            "opencv": cv2.__version__,
+            "aioflow": af.__version__,
+            "date": time.strftime("%Y-%m-%d"),
+        }
+        Path(args.json).write_text(  # noqa: ASYNC240 - once, after the measurements
+            json.dumps(
+                {"meta": meta, "frames": len(frames), "frames_per_s": med, "runs": rates}, indent=2
+            )
+        )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cameras", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--json")
+    af.run(main(parser.parse_args()))
