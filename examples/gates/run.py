@@ -37,7 +37,11 @@ from aioflow.infer.onnx import OnnxModel
 from aioflow.io import http, video
 
 
-def build(out: Path, webhook: str, characters: list[str]) -> af.Pipeline:
+def build(
+    out: Path, webhook: str, characters: list[str], *, threads: tuple[int, int] = (2, 2)
+) -> af.Pipeline:
+    """The pipeline; ``threads``: onnxruntime's intra-op threads for detection and
+    recognition."""
     decoder = ocr.CtcDecoder(characters)
 
     @af.block(workers=2)
@@ -47,6 +51,7 @@ def build(out: Path, webhook: str, characters: list[str]) -> af.Pipeline:
     detect = OnnxModel(
         ocr.model_path(ocr.DET_MODEL),
         batch=af.Batch(max_size=4, max_wait=0.0),
+        intra_op_num_threads=threads[0],
         select="x",
         merge=lambda item, prob: {"frame": item["frame"], "prob": prob[0]},
         name="detect",
@@ -67,6 +72,7 @@ def build(out: Path, webhook: str, characters: list[str]) -> af.Pipeline:
     recognize = OnnxModel(
         ocr.model_path(ocr.REC_MODEL),
         batch=af.Batch(max_size=16, max_wait=0.002),
+        intra_op_num_threads=threads[1],
         select="x",  # a frame without boxes selects nothing and passes through
         merge=lambda item, probs: {**item, "x": None, "probs": probs},
         name="recognize",
