@@ -26,8 +26,9 @@ from typing import Any, cast
 
 from .batching import Batch
 from .block import Block, FunctionBlock, Retry
+from .branching import BranchRuntime
 from .channel import Channel, ChannelClosed
-from .envelope import Envelope, SubmitTicket, Ticket
+from .envelope import Envelope, SubmitTicket
 from .errors import BlockError, GraphError, PipelineClosed, describe, summarize
 from .executors import call_in_thread, shutdown_pool, thread_pool
 from .graph import Branch
@@ -193,37 +194,32 @@ class BlockRuntime:
                     extra={"block": self.name},
                 )
             else:
-                self.skipped += 1
                 self.dead_letters += 1
-                logger.warning(
-                    "block %r sent item %s to the dead-letter sink after %d attempt(s): %s",
-                    self.name,
-                    err.item,
-                    attempt,
-                    err.message,
-                    extra={"block": self.name},
-                )
-                if env.ticket is not None:
-                    env.ticket.drop("dead_letter", self.name)
+                self._skip(env, err, attempt, "dead_letter", "sent to the dead-letter sink")
                 return
         if self.opts.on_error == "skip":
-            self.skipped += 1
-            logger.warning(
-                "block %r skipped item %s after %d attempt(s): %s",
-                self.name,
-                err.item,
-                attempt,
-                err.message,
-                extra={"block": self.name},
-            )
-            if env.ticket is not None:
-                env.ticket.drop("skipped", self.name)
+            self._skip(env, err, attempt, "skipped", "skipped")
             return
         self.failed += 1
         if env.ticket is not None and env.ticket.fail(err):
             logger.info("block %r failed an item: %s", self.name, err, extra={"block": self.name})
             return
         raise err
+
+    def _skip(self, env: Envelope, err: BlockError, attempt: int, reason: str, what: str) -> None:
+        """Count, log and end an item that failed for good but does not fail the run."""
+        self.skipped += 1
+        logger.warning(
+            "block %r %s item %s after %d attempt(s): %s",
+            self.name,
+            what,
+            err.item,
+            attempt,
+            err.message,
+            extra={"block": self.name},
+        )
+        if env.ticket is not None:
+            env.ticket.drop(reason, self.name)
 
     async def _call(self, value: Any, *extra: Any) -> Any:
         """One call of the user's function, in the right place, with the timeout. ``extra``
@@ -942,200 +938,6 @@ class _Lane:
         self.busy = False
         self.state: Any = _NOTHING
         self.idle_since = _perf()
-
-
-class _Slot:
-    """One input of a branch, waiting for every member's result."""
-
-    __slots__ = ("env", "error", "missing", "reason", "values")
-
-    def __init__(self, env: Envelope, members: int) -> None:
-        self.env = env
-        self.values: list[Any] = [None] * members
-        self.missing = members
-        self.reason: str | None = None
-        self.error: BlockError | None = None
-
-
-class _MemberTicket(Ticket):
-    """The ticket of one branch member's copy of an item."""
-
-    __slots__ = ("branch", "index", "outputs", "reason", "slot")
-
-    def __init__(self, branch: BranchRuntime, slot: _Slot, index: int) -> None:
-        super().__init__()
-        self.branch = branch
-        self.slot = slot
-        self.index = index
-        self.outputs: list[Any] = []
-        self.reason: str | None = None
-
-    def output(self, value: Any) -> None:
-        self.outputs.append(value)
-        self._settle()
-
-    def drop(self, reason: str, block: str) -> None:
-        if self.reason is None:
-            self.reason = f"{reason} in {block!r}"
-        self._settle()
-
-    def release(self) -> None:
-        self._settle()
-
-    def fail(self, error: BlockError) -> bool:
-        if self.slot.env.ticket is None:
-            return False
-        if self.slot.error is None:
-            self.slot.error = error
-        self._settle()
-        return True
-
-    def _settle(self) -> None:
-        self.pending -= 1
-        if self.pending > 0:
-            return
-        slot = self.slot
-        if slot.error is None:
-            if len(self.outputs) == 1:
-                slot.values[self.index] = self.outputs[0]
-            elif not self.outputs:
-                if slot.reason is None:
-                    slot.reason = self.reason or "no output"
-            else:
-                member = self.branch.member_names[self.index]
-                slot.error = BlockError(
-                    self.branch.name,
-                    f"member {member!r} made {len(self.outputs)} outputs for one input; "
-                    "a branch member must make exactly 1",
-                    item=summarize(slot.env.value),
-                )
-        slot.missing -= 1
-        if slot.missing == 0:
-            self.branch.slot_ready(slot)
-
-
-class BranchRuntime:
-    """A branch during one run: fan-out, member chains, and an ordered join."""
-
-    def __init__(self, br: Branch, out: Channel[Envelope], run: PipelineRun) -> None:
-        self.branch = br
-        self.name = br.name
-        self.out = out
-        self.inq: Channel[Envelope] = Channel(br.queue_size)
-        self.member_outs: list[Channel[Envelope]] = []
-        self.member_ins: list[Channel[Envelope]] = []
-        self.member_names = [
-            ">>".join(s.name if isinstance(s, Branch) else s.options.name for s in chain)
-            for chain in br.members
-        ]
-        capacity = 0
-        for chain in br.members:
-            member_out: Channel[Envelope] = Channel(64)
-            self.member_outs.append(member_out)
-            self.member_ins.append(run.build_chain(chain, member_out))
-            capacity = max(capacity, run.chain_capacity(chain))
-        # Outstanding inputs: enough to keep every member chain full, never unbounded.
-        self.window = asyncio.Semaphore(capacity + 1)
-        self.slots: deque[_Slot] = deque()
-        self.fanout_done = False
-        self._wake: asyncio.Future[None] | None = None
-        self.completed = 0
-        self.incomplete = 0
-        self.failed = 0
-
-    def record(self) -> BlockStatistics:
-        inq = self.inq
-        queued = len(inq)
-        in_flight = inq.received - queued - self.completed - self.incomplete - self.failed
-        return BlockStatistics(
-            name=self.name,
-            received=inq.received,
-            completed=self.completed,
-            emitted=self.completed,
-            dropped=self.incomplete,
-            dropped_by={"incomplete": self.incomplete} if self.incomplete else {},
-            failed=self.failed,
-            in_flight=in_flight,
-            queue_depth=queued,
-            workers=len(self.member_ins),
-        )
-
-    def coroutines(self) -> list[Coroutine[Any, Any, None]]:
-        coros: list[Coroutine[Any, Any, None]] = [self._fanout(), self._join()]
-        coros.extend(self._member_sink(ch) for ch in self.member_outs)
-        return coros
-
-    def _poke(self) -> None:
-        wake = self._wake
-        if wake is not None and not wake.done():
-            wake.set_result(None)
-
-    def slot_ready(self, slot: _Slot) -> None:
-        if self.slots and self.slots[0] is slot:
-            self._poke()
-
-    async def _fanout(self) -> None:
-        window = self.window
-        try:
-            while True:
-                try:
-                    env = await self.inq.get()
-                except ChannelClosed:
-                    return
-                await window.acquire()
-                slot = _Slot(env, len(self.member_ins))
-                self.slots.append(slot)
-                for index, member_in in enumerate(self.member_ins):
-                    copy = Envelope(env.value, env.born, _MemberTicket(self, slot, index))
-                    await member_in.put(copy)
-        finally:
-            for member_in in self.member_ins:
-                member_in.close()
-            self.fanout_done = True
-            self._poke()
-
-    async def _member_sink(self, ch: Channel[Envelope]) -> None:
-        while True:
-            try:
-                env = await ch.get()
-            except ChannelClosed:
-                return
-            ticket = env.ticket
-            assert ticket is not None  # members' copies always carry one
-            ticket.output(env.value)
-
-    async def _join(self) -> None:
-        loop = asyncio.get_running_loop()
-        slots = self.slots
-        while True:
-            while not (slots and slots[0].missing == 0):
-                if self.fanout_done and not slots:
-                    self.out.close()
-                    return
-                self._wake = loop.create_future()
-                await self._wake
-                self._wake = None
-            slot = slots.popleft()
-            self.window.release()
-            env = slot.env
-            if slot.error is not None:
-                self.failed += 1
-                if env.ticket is None or not env.ticket.fail(slot.error):
-                    raise slot.error
-            elif slot.reason is not None:
-                self.incomplete += 1
-                logger.debug(
-                    "branch %r dropped an item: %s",
-                    self.name,
-                    slot.reason,
-                    extra={"block": self.name},
-                )
-                if env.ticket is not None:
-                    env.ticket.drop("incomplete", self.name)
-            else:
-                self.completed += 1
-                env.value = tuple(slot.values)
-                await self.out.put(env)
 
 
 Runtime = BlockRuntime | BranchRuntime
