@@ -41,7 +41,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# What CI runs, and nothing else.
+# What CI runs (.ci/run also starts Redis on loopback first).
 check: lint typecheck test
 
 bench: $(STAMP)
