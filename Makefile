@@ -6,10 +6,11 @@ BIN := $(VENV)/bin
 HASH := $(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 STAMP := $(VENV)/.installed-dev-$(HASH)
 DEMO_STAMP := $(VENV)/.installed-demo-$(HASH)
+BENCH_STAMP := $(VENV)/.installed-bench-$(HASH)
 # The demo's PP-OCR models ship inside the rapidocr wheel; we use its model files only.
 RAPIDOCR := rapidocr==3.10.0
 
-.PHONY: demo quickstart test check lint typecheck bench clean
+.PHONY: demo quickstart test check lint typecheck bench bench-full clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,8 +45,18 @@ typecheck: $(STAMP)
 # What CI runs (.ci/run also starts Redis on loopback first).
 check: lint typecheck test
 
-bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_overhead.py
+$(BENCH_STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	touch $(BENCH_STAMP)
+
+# The benchmark suite against the peers (installed into the venv by the [bench] extra).
+# `bench`: the quick mode, under 3 minutes; `bench-full`: the full suite, then the docs page.
+bench: $(BENCH_STAMP)
+	$(BIN)/python benchmarks/run_all.py --quick
+
+bench-full: $(BENCH_STAMP)
+	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python benchmarks/report.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

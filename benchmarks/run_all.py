@@ -1,0 +1,168 @@
+"""Run the benchmark suite and save the results: ``make bench`` (quick) and ``make bench-full``.
+
+* ``bench_peers.py``: per-item overhead against hand-written queues, pypeln, aiostream and
+  streamz; the CV-shaped pipeline for every library;
+* ``bench_latency.py``: latency under load, blocking against leaky edges;
+* ``bench_memory.py``: RSS after 10 thousand and 1 million items.
+
+Each part writes ``benchmarks/results/<part>.json`` (``<part>_quick.json`` in quick mode) with
+the machine, the versions of Python and of every library, and the date. ``benchmarks/report.py``
+turns the files into ``docs/benchmarks.md`` and its plots.
+
+    python benchmarks/run_all.py --quick          # under 3 minutes
+    python benchmarks/run_all.py                  # the full suite, about 15 minutes
+    python benchmarks/run_all.py --only latency   # one part
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import bench_latency  # noqa: E402
+import bench_memory  # noqa: E402
+import bench_peers  # noqa: E402
+
+PARTS = ("peers", "latency", "memory")
+PACKAGES = (
+    "aioflow",
+    "uvloop",
+    "numpy",
+    "pypeln",
+    "aiostream",
+    "streamz",
+    "tornado",
+    "psutil",
+    "matplotlib",
+)
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def environment(mode: str) -> dict[str, Any]:
+    """What the figures depend on: the machine, the interpreter, every library's version."""
+    import psutil
+
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "mode": mode,
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu": _cpu_model(),
+        "cpus": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "memory_gb": round(psutil.virtual_memory().total / 1e9, 1),
+        "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "git_commit": _git_commit(),
+        "versions": versions,
+    }
+
+
+def run_part(part: str, *, quick: bool, reps: int) -> dict[str, Any]:
+    if part == "peers":
+        return bench_peers.run(quick=quick, reps=reps)
+    if part == "latency":
+        return bench_latency.run(quick=quick, reps=reps)
+    return bench_memory.run(quick=quick)
+
+
+def print_part(part: str, res: dict[str, Any]) -> None:
+    if part == "peers":
+        bench_peers.print_overhead(res["overhead"])
+        bench_peers.print_cv(res["cv"])
+    elif part == "latency":
+        bench_latency.print_latency(res)
+    else:
+        bench_memory.print_memory(res)
+
+
+def headline(peers: dict[str, Any]) -> None:
+    """The ratios the README quotes, and the overhead goals."""
+    rows = peers["overhead"]["rows"]
+    us = {(r["loop"], r["library"], r["stages"]): r["us_per_item_stage"] for r in rows}
+    goals = {"hand-written": 2, "pypeln": 20, "streamz": 20, "aiostream": 10}
+    print("aioflow is this many times faster per item and stage (goal in brackets):")
+    for loop_name in bench_peers.LOOPS:
+        for peer, target in goals.items():
+            if (loop_name, peer, 1) not in us:
+                continue
+            ratios = [
+                us[(loop_name, peer, k)] / us[(loop_name, "aioflow", k)] for k in bench_peers.STAGES
+            ]
+            cells = " / ".join(f"{r:.1f}x" for r in ratios)
+            verdict = "met" if min(ratios) >= target else "NOT met"
+            print(f"  {loop_name:8} vs {peer:13} K=1/3/10: {cells}  [>= {target}x: {verdict}]")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="the quick mode, under 3 minutes")
+    parser.add_argument("--only", choices=PARTS, nargs="+", help="run these parts only")
+    parser.add_argument("--reps", type=int, default=5, help="alternating repetitions (>= 5)")
+    parser.add_argument("--out", type=Path, default=HERE / "results", help="where to write")
+    args = parser.parse_args()
+    mode = "quick" if args.quick else "full"
+    args.out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    for part in args.only or PARTS:
+        meta = environment(mode)
+        t0 = time.perf_counter()
+        res = run_part(part, quick=args.quick, reps=args.reps)
+        meta["elapsed_s"] = round(time.perf_counter() - t0, 1)
+        path = args.out / (f"{part}_quick.json" if args.quick else f"{part}.json")
+        with open(path, "w") as fh:
+            json.dump({"meta": meta, **res}, fh, indent=1)
+            fh.write("\n")
+        print()
+        print_part(part, res)
+        if part == "peers":
+            headline(res)
+        shown = path.relative_to(HERE.parent) if path.is_relative_to(HERE.parent) else path
+        print(f"({part}: {meta['elapsed_s']} s, saved to {shown})")
+    print(f"\n{mode} suite: {time.perf_counter() - t_start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
