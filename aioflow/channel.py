@@ -136,8 +136,13 @@ class Channel(Generic[T]):
         if len(buf) >= self.capacity:
             if self.overflow == "drop_oldest":
                 self.received += 1
+                try:
+                    old = buf.popleft()
+                except IndexError:
+                    # A block's worker thread took the last item meanwhile: there is room.
+                    buf.append(item)
+                    return True
                 self.overflowed += 1
-                old = buf.popleft()
                 buf.append(item)
                 if self.on_drop is not None:
                     self.on_drop(old)

@@ -34,6 +34,7 @@ from .executors import call_in_thread, shutdown_pool, thread_pool
 from .graph import Branch
 from .ordering import Sequencer
 from .processes import ProcessPool
+from .pulling import ThreadPuller
 from .stats import BlockStatistics, percentile
 
 __all__ = ["PipelineRun", "stage_names", "wait_finished"]
@@ -351,6 +352,16 @@ class BlockRuntime:
             elif opts.workers == 1:
                 if self.kind == "coroutine" and opts.timeout is None:
                     await self._serial()
+                elif (
+                    self.pool is not None
+                    and opts.timeout is None
+                    and self.kind
+                    in (
+                        "function",
+                        "generator",
+                    )
+                ):
+                    await ThreadPuller(self, _collect).run()
                 else:
                     await self._worker(None)
             else:
@@ -510,23 +521,16 @@ class BlockRuntime:
         t0 = _perf()
         try:
             value = await self._call(env.value, *extra)
-        except PartialOutput as partial:
-            await self._partial(env, seq, n, partial, t0)
-            return
         except Exception as exc:
-            try:
-                value = await self._retry(env, exc, t0, extra)
-            except PartialOutput as partial:
-                await self._partial(env, seq, n, partial, _perf())
-                return
-            if value is _NOTHING:
-                if seq is not None:
-                    await seq.complete(n, ())
-                return
-        else:
-            dt = _perf() - t0
-            self.busy_s += dt
-            self.latencies.append(dt)
+            await self._after_failure(env, exc, t0, seq, n, extra)
+            return
+        dt = _perf() - t0
+        self.busy_s += dt
+        self.latencies.append(dt)
+        await self._send(env, value, seq, n)
+
+    async def _send(self, env: Envelope, value: Any, seq: Sequencer | None, n: int) -> None:
+        """A call completed: send its output(s) on, through the reorder window if any."""
         self.completed += 1
         if self.kind == "generator":
             envs = self._outputs(env, value)
@@ -538,6 +542,31 @@ class BlockRuntime:
         else:
             for e in envs:
                 await self.out.put(e)
+
+    async def _after_failure(
+        self,
+        env: Envelope,
+        exc: Exception,
+        t0: float,
+        seq: Sequencer | None = None,
+        n: int = -1,
+        extra: tuple[Any, ...] = (),
+    ) -> None:
+        """The first call for ``env`` raised ``exc``: keep a generator's partial outputs, or
+        retry, skip or fail per ``on_error``; send on whatever came of it."""
+        if isinstance(exc, PartialOutput):
+            await self._partial(env, seq, n, exc, t0)
+            return
+        try:
+            value = await self._retry(env, exc, t0, extra)
+        except PartialOutput as partial:
+            await self._partial(env, seq, n, partial, _perf())
+            return
+        if value is _NOTHING:
+            if seq is not None:
+                await seq.complete(n, ())
+            return
+        await self._send(env, value, seq, n)
 
     async def _partial(
         self, env: Envelope, seq: Sequencer | None, n: int, partial: PartialOutput, t0: float
