@@ -5,7 +5,7 @@ truth, starts a webhook on loopback that answers after a realistic delay, and ru
 
     video_source(cameras)            decode, one reader thread per camera
     >> prepare                       resize and normalise for the detector (2 threads)
-    >> detect                        PP-OCR text detection, OnnxModel, batched
+    >> detect                        PP-OCR text detection, OnnxModel, batched, 2 sessions
     >> find_plates                   boxes from the probability map, one item per plate crop
     >> recognize                     PP-OCR text recognition, OnnxModel, batched across crops
     >> read_text                     CTC decoding, fitted to the plate format
@@ -38,10 +38,20 @@ from aioflow.io import http, video
 
 
 def build(
-    out: Path, webhook: str, characters: list[str], *, threads: tuple[int, int] = (2, 2)
+    out: Path,
+    webhook: str,
+    characters: list[str],
+    *,
+    threads: tuple[int, int] = (1, 1),
+    workers: tuple[int, int] = (2, 1),
 ) -> af.Pipeline:
-    """The pipeline; ``threads``: onnxruntime's intra-op threads for detection and
-    recognition."""
+    """The pipeline; ``threads``: onnxruntime's intra-op threads per session for detection and
+    recognition, ``workers``: their sessions (calls at once).
+
+    Single-thread sessions, two for the detector: on 2 cores shared with decoding, drawing and
+    encoding, a two-thread session stalls whenever one of its threads is preempted (each
+    operator waits for its slowest thread), so it made 0.77-0.92 of the models-alone bound from
+    run to run; single-thread sessions made 0.92-0.99 (``benchmarks/bench_gates.py``)."""
     decoder = ocr.CtcDecoder(characters)
 
     @af.block(workers=2)
@@ -52,6 +62,7 @@ def build(
         ocr.model_path(ocr.DET_MODEL),
         batch=af.Batch(max_size=4, max_wait=0.0),
         intra_op_num_threads=threads[0],
+        workers=workers[0],
         select="x",
         merge=lambda item, prob: {"frame": item["frame"], "prob": prob[0]},
         name="detect",
@@ -73,6 +84,7 @@ def build(
         ocr.model_path(ocr.REC_MODEL),
         batch=af.Batch(max_size=16, max_wait=0.002),
         intra_op_num_threads=threads[1],
+        workers=workers[1],
         select="x",  # a frame without boxes selects nothing and passes through
         merge=lambda item, probs: {**item, "x": None, "probs": probs},
         name="recognize",
