@@ -662,23 +662,31 @@ class BlockRuntime:
     async def _run_batch(
         self, envs: list[Envelope], numbers: list[int], seq: Sequencer | None
     ) -> None:
+        """Call the function on a batch. A raised exception fails the call, and so every item
+        still to do; an exception *returned* in an item's place (``asyncio.gather(...,
+        return_exceptions=True)`` style) fails that item only. Either way ``af.Retry`` calls the
+        function again on the failed items."""
         values = [env.value for env in envs]
         policy = self.opts.on_error
         attempts = policy.attempts if isinstance(policy, Retry) else 1
+        # Per item: its result, or the exception that failed it.
+        outcome: list[Any] = [None] * len(envs)
+        pending = list(range(len(envs)))
         attempt = 0
+        returned = False
         t0 = _perf()
         while True:
             attempt += 1
             try:
-                results = await self._call(values)
-                if not isinstance(results, list | tuple) or len(results) != len(values):
+                results = await self._call([values[i] for i in pending])
+                if not isinstance(results, list | tuple) or len(results) != len(pending):
                     found = (
                         f"{len(results)} results"
                         if isinstance(results, list | tuple)
                         else f"a {type(results).__name__}"
                     )
                     msg = (
-                        f"the batch function returned {found} for a batch of {len(values)} "
+                        f"the batch function returned {found} for a batch of {len(pending)} "
                         "items; it must return a list with one result per item"
                     )
                     raise BatchLengthError(msg)
@@ -687,38 +695,50 @@ class BlockRuntime:
                     self.retried += 1
                     await asyncio.sleep(cast(Retry, policy).delay(attempt))
                     continue
-                self.busy_s += _perf() - t0
-                undelivered: list[BlockError] = []
-                for env, value in zip(envs, values, strict=True):
-                    try:
-                        self._give_up(env, value, exc, attempt)
-                    except BlockError as err:  # "raise" with nobody to deliver to
-                        undelivered.append(err)
-                if seq is not None:
-                    for n in numbers:
-                        await seq.complete(n, ())
-                if len(undelivered) == 1:
-                    raise undelivered[0] from exc
-                if undelivered:  # every item of the batch failed: each one is reported
-                    msg = f"block {self.name!r}: a batch of {len(undelivered)} items failed"
-                    raise ExceptionGroup(msg, undelivered) from exc
-                return
+                for i in pending:
+                    outcome[i] = exc
+                break
+            returned = True
+            failed = []
+            for i, result in zip(pending, results, strict=True):
+                outcome[i] = result
+                if isinstance(result, BaseException):
+                    failed.append(i)
+            if failed and attempt < attempts:
+                self.retried += 1
+                await asyncio.sleep(cast(Retry, policy).delay(attempt))
+                pending = failed
+                continue
             break
         dt = _perf() - t0
         self.busy_s += dt
-        self.latencies.append(dt)
-        size = len(envs)
-        self.batches += 1
-        self.batch_sizes[size] = self.batch_sizes.get(size, 0) + 1
-        self.completed += size
-        for env, result in zip(envs, results, strict=True):
-            env.value = result
+        if returned:
+            self.latencies.append(dt)
+            size = len(envs)
+            self.batches += 1
+            self.batch_sizes[size] = self.batch_sizes.get(size, 0) + 1
+        undelivered: list[BlockError] = []
+        for env, value, result in zip(envs, values, outcome, strict=True):
+            if isinstance(result, BaseException):
+                try:
+                    self._give_up(env, value, result, attempt)
+                except BlockError as err:  # "raise" with nobody to deliver to
+                    undelivered.append(err)
+            else:
+                self.completed += 1
+                env.value = result
         if seq is not None:
-            for n, env in zip(numbers, envs, strict=True):
-                await seq.complete(n, (env,))
+            for n, env, result in zip(numbers, envs, outcome, strict=True):
+                await seq.complete(n, () if isinstance(result, BaseException) else (env,))
         else:
-            for env in envs:
-                await self.out.put(env)
+            for env, result in zip(envs, outcome, strict=True):
+                if not isinstance(result, BaseException):
+                    await self.out.put(env)
+        if len(undelivered) == 1:
+            raise undelivered[0] from undelivered[0].__cause__
+        if undelivered:  # several items of the batch failed: each one is reported
+            msg = f"block {self.name!r}: {len(undelivered)} items of a batch failed"
+            raise ExceptionGroup(msg, undelivered)
 
     # -- keyed state --------------------------------------------------------------------------
 

@@ -555,36 +555,55 @@ class OnnxModel(af.Block):
             sample = select(item)
             return item if sample is None else merge(item, self._run_one(sample))
         items: list[Any] = item
-        samples = [select(one) for one in items]
-        chosen = [i for i, sample in enumerate(samples) if sample is not None]
         results = list(items)  # items that select no input pass through untouched
+        samples: list[Any] = []
+        chosen: list[int] = []
+        for i, one in enumerate(items):
+            try:
+                sample = select(one)
+            except Exception as exc:  # this item fails alone (see _run_many)
+                results[i] = exc
+                continue
+            if sample is not None:
+                samples.append(sample)
+                chosen.append(i)
         if chosen:
-            outputs = self._run_many([samples[i] for i in chosen])
+            outputs = self._run_many(samples)
             for i, output in zip(chosen, outputs, strict=True):
-                results[i] = merge(items[i], output)
+                results[i] = output if isinstance(output, Exception) else merge(items[i], output)
         return results
 
     def _run_one(self, item: Any) -> Any:
         return self._result(self._infer(self._one(self._feeds(item, None)), 1), 0)
 
     def _run_many(self, items: list[Any]) -> list[Any]:
+        """One result per item; an item that does not fit the model gets its ValueError in its
+        place (the block fails that item alone) and the others run."""
         layout = self._layout
-        samples = [self._feeds(item, (index, len(items))) for index, item in enumerate(items)]
+        results: list[Any] = [None] * len(items)
+        samples: dict[int, dict[str, np.ndarray[Any, Any]]] = {}
+        for index, item in enumerate(items):
+            try:
+                samples[index] = self._feeds(item, (index, len(items)))
+            except ValueError as exc:
+                results[index] = exc
         if not layout.batch_axis:
-            return [self._result(self._infer(s, 1), 0) for s in samples]
+            for index, sample in samples.items():
+                results[index] = self._result(self._infer(sample, 1), 0)
+            return results
         # Items stack only with their like: group by shape (a free width varies per item).
         groups: dict[tuple[tuple[int, ...], ...], list[int]] = {}
-        for index, sample in enumerate(samples):
+        for index, sample in samples.items():
             key = tuple(a.shape for a in sample.values())
             groups.setdefault(key, []).append(index)
-        results: list[Any] = [None] * len(items)
         step = layout.max_batch
         for indices in groups.values():
             for chunk in _chunks(indices, step or len(indices)):
                 if len(chunk) == 1:
                     feeds = self._one(samples[chunk[0]])
                 else:
-                    feeds = {k: np.stack([samples[i][k] for i in chunk]) for k in samples[0]}
+                    names = samples[chunk[0]]
+                    feeds = {k: np.stack([samples[i][k] for i in chunk]) for k in names}
                 outs = self._infer(feeds, len(chunk))
                 for row, index in enumerate(chunk):
                     results[index] = self._result(outs, row)

@@ -469,6 +469,119 @@ async def test_a_batch_that_keeps_failing_fails_each_item_after_the_last_attempt
     assert stats.balanced
 
 
+# -- an exception returned in an item's place fails that item alone --------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_returned_exception_skips_only_its_item(kind: str) -> None:
+    def check(items: list[str]) -> list[Any]:
+        return [ValueError(f"{x} is corrupt") if x.startswith("bad") else x.upper() for x in items]
+
+    fn: Any = check
+    if kind == "async":
+
+        async def acheck(items: list[str]) -> list[Any]:
+            return check(items)
+
+        fn = acheck
+    blk = af.block(fn, name="check", batch=af.Batch(max_size=4, max_wait=LONG), on_error="skip")
+    pipe = af.Pipeline(blk)
+    out = await pipe.run(["a", "bad1", "b", "c", "d", "bad2", "e"])
+    assert out == ["A", "B", "C", "D", "E"]
+    stats = pipe.statistics()["check"]
+    assert stats.skipped == 2
+    assert stats.completed == 5
+    assert stats.batches == 2
+    assert stats.balanced
+
+
+async def test_gather_with_return_exceptions_is_a_batch_function() -> None:
+    async def fetch(x: int) -> int:
+        await asyncio.sleep(0)
+        if x == 3:
+            msg = "404 for item 3"
+            raise LookupError(msg)
+        return x * 10
+
+    @af.block(batch=af.Batch(max_size=6, max_wait=LONG))  # the six calls make one batch
+    async def fetch_all(items: list[int]) -> list[Any]:
+        return await asyncio.gather(*(fetch(x) for x in items), return_exceptions=True)
+
+    async with af.Pipeline(fetch_all).open() as running:
+        results = await asyncio.gather(
+            *(running.submit(x) for x in range(6)), return_exceptions=True
+        )
+    assert [r for i, r in enumerate(results) if i != 3] == [0, 10, 20, 40, 50]
+    err = results[3]
+    assert isinstance(err, af.BlockError)
+    assert err.block == "fetch_all"
+    assert isinstance(err.__cause__, LookupError)
+    assert "404 for item 3" in str(err)
+    assert running.statistics()["fetch_all"].batch_sizes == {6: 1}
+
+
+async def test_retry_calls_again_with_the_failed_items_only() -> None:
+    calls: list[list[int]] = []
+
+    @af.block(batch=af.Batch(max_size=4, max_wait=LONG), on_error=af.Retry(3, backoff=0.001))
+    def flaky(items: list[int]) -> list[Any]:
+        calls.append(list(items))
+        # item 1 fails twice, item 2 once; the others work the first time
+        fails = {1: 2, 2: 1}
+        return [
+            TimeoutError(f"item {x} timed out")
+            if sum(x in c for c in calls) <= fails.get(x, 0)
+            else x
+            for x in items
+        ]
+
+    pipe = af.Pipeline(flaky)
+    out = await pipe.run([0, 1, 2, 3])
+    assert out == [0, 1, 2, 3]
+    assert calls == [[0, 1, 2, 3], [1, 2], [1]]
+    stats = pipe.statistics()["flaky"]
+    assert stats.retried == 2
+    assert stats.completed == 4
+    assert stats.batches == 1
+    assert stats.balanced
+
+
+async def test_returned_exceptions_fail_the_run_each_with_its_item() -> None:
+    @af.block(batch=af.Batch(max_size=4, max_wait=LONG))
+    def strict(items: list[int]) -> list[Any]:
+        return [ValueError(f"odd: {x}") if x % 2 else x for x in items]
+
+    pipe = af.Pipeline(strict)
+    with pytest.raises(ExceptionGroup) as info:
+        await pipe.run([0, 1, 2, 3])
+    errors = block_errors(info.value)
+    assert sorted(str(e.__cause__) for e in errors) == ["odd: 1", "odd: 3"]
+    assert all(e.block == "strict" and e.attempt == 1 for e in errors)
+    stats = pipe.statistics()["strict"]
+    assert stats.failed == 2
+    assert stats.completed == 2
+
+
+async def test_a_returned_exception_goes_to_the_dead_letter_sink_alone() -> None:
+    letters: list[tuple[Any, af.BlockError]] = []
+
+    @af.block(
+        batch=af.Batch(max_size=4, max_wait=LONG),
+        dead_letter=lambda item, err: letters.append((item, err)),
+    )
+    def parse(items: list[str]) -> list[Any]:
+        return [int(x) if x.isdigit() else ValueError(f"not a number: {x!r}") for x in items]
+
+    pipe = af.Pipeline(parse)
+    out = await pipe.run(["1", "two", "3"])
+    assert out == [1, 3]
+    assert [item for item, _ in letters] == ["two"]
+    assert "not a number: 'two'" in str(letters[0][1])
+    stats = pipe.statistics()["parse"]
+    assert stats.dead_letters == 1
+    assert stats.balanced
+
+
 async def test_overflow_drops_are_counted_per_item() -> None:
     held = Held()
     seen: list[list[int]] = []

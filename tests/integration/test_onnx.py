@@ -8,6 +8,7 @@ first, and ``max_wait`` is so long that a batch closes only when it is full or t
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import subprocess
 import sys
@@ -271,17 +272,42 @@ async def test_skip_lets_the_good_items_through(conv_path: Path) -> None:
     assert rec.completed == 5
 
 
-async def test_with_batch_a_wrong_item_skips_its_batch(conv_path: Path) -> None:
-    # on_error applies to a whole batch (aioflow's batching contract): the bad item's batch
-    # is skipped, the other batches go through.
+async def test_with_batch_a_wrong_item_is_skipped_alone(conv_path: Path) -> None:
+    # The model runs the items that fit; the wrong one fails alone, under on_error.
     xs = images(7)
     items: list[Any] = [*xs[:4], np.zeros((3, 8, 5), np.uint8), *xs[4:]]
     pipe = af.Pipeline(OnnxModel(conv_path, batch=af.Batch(4, LONG), on_error="skip", name="c"))
     out = await pipe.run(items)
-    assert len(out) == 4
-    for x, y in zip(xs[:4], out, strict=True):
+    assert len(out) == 7
+    for x, y in zip(xs, out, strict=True):
         close(y, direct_one(conv_path, {"images": x})[0])
-    assert pipe.statistics()["c"].skipped == 4
+    rec = pipe.statistics()["c"]
+    assert rec.skipped == 1
+    assert rec.completed == 7
+    assert rec.balanced
+
+
+async def test_with_batch_submit_fails_only_the_wrong_items_caller(conv_path: Path) -> None:
+    xs = images(4)
+    bad = np.zeros((3, 8, 5), np.float64)
+    model = OnnxModel(conv_path, batch=af.Batch(8, 0.05), name="conv")
+    async with af.Pipeline(model).open() as running:
+        results = await asyncio.gather(
+            *(running.submit(x) for x in [xs[0], xs[1], bad, xs[2], xs[3]]),
+            return_exceptions=True,
+        )
+    err = results[2]
+    assert isinstance(err, af.BlockError)
+    assert err.block == "conv"
+    assert "expected float32" in str(err)
+    assert "float64" in str(err)
+    for x, y in zip(xs, [results[0], results[1], results[3], results[4]], strict=True):
+        assert isinstance(y, np.ndarray)
+        close(y, direct_one(conv_path, {"images": x})[0])
+    rec = running.statistics()["conv"]
+    assert rec.failed == 1
+    assert rec.completed == 4
+    assert rec.mean_batch_size > 1  # they did share a batch
 
 
 async def test_submit_fails_only_the_wrong_item(pair_path: Path) -> None:
