@@ -21,7 +21,7 @@ from .graph import Branch
 from .stats import BlockStatistics
 
 if TYPE_CHECKING:
-    from .runner import PipelineRun
+    from .supervisor import PipelineRun
 
 __all__ = ["BranchRuntime"]
 

@@ -13,9 +13,9 @@ from .channel import ChannelClosed
 from .envelope import Envelope, SubmitTicket
 from .errors import GraphError, PipelineClosed
 from .graph import Graph, iter_blocks
-from .runner import PipelineRun, stage_names, wait_finished
 from .state import Snapshot, StateStore, make_snapshot
 from .stats import BlockStatistics
+from .supervisor import PipelineRun, stage_names, wait_finished
 
 __all__ = ["Pipeline", "RunningPipeline"]
 

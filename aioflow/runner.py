@@ -1,10 +1,10 @@
-"""Running a pipeline: block workers, branches, the supervisor.
+"""Running one block: its input channel, counters, pool and workers.
 
-One :class:`PipelineRun` exists per run. It wires a :class:`~aioflow.channel.Channel` in front of
-every stage and one after the last, and its :meth:`PipelineRun.supervise` coroutine owns every
-task of the run in one :class:`asyncio.TaskGroup`. Each block has a *lifecycle* task (setup,
-workers, teardown, end of stream); each worker reads its input, calls the user's code directly
-and writes its output, waiting only when the input is empty or the output full.
+A :class:`BlockRuntime` exists per block per run (:mod:`aioflow.supervisor` makes them and owns
+their tasks). Its *lifecycle* runs setup, the workers and teardown, then closes its output; each
+worker reads its input, calls the user's code directly and writes its output, waiting only when
+the input is empty or the output full. Batched blocks run in :mod:`aioflow.batched`, one-worker
+thread blocks in :mod:`aioflow.pulling`.
 
 How an item ends is decided here: output, a counted drop (overflow, stale, filtered), a counted
 skip, or a :class:`BlockError`. In ``run()``/``stream()`` a BlockError fails the run; an item
@@ -20,24 +20,23 @@ import logging
 import multiprocessing
 import time
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Hashable, Iterable
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
+from .batched import BatchRunner
 from .batching import Batch
 from .block import Block, FunctionBlock, Retry
-from .branching import BranchRuntime
 from .channel import Channel, ChannelClosed
-from .envelope import Envelope, SubmitTicket
-from .errors import BlockError, GraphError, PipelineClosed, describe, summarize
+from .envelope import Envelope
+from .errors import BlockError, describe, summarize
 from .executors import call_in_thread, shutdown_pool, thread_pool
-from .graph import Branch
 from .ordering import Sequencer
 from .processes import ProcessPool
 from .pulling import ThreadPuller
 from .stats import BlockStatistics, percentile
 
-__all__ = ["PipelineRun", "stage_names", "wait_finished"]
+__all__ = ["BlockRuntime"]
 
 logger = logging.getLogger("aioflow")
 
@@ -594,151 +593,7 @@ class BlockRuntime:
     # -- batching -----------------------------------------------------------------------------
 
     async def _run_batched(self, batch: Batch) -> None:
-        workers = self.opts.workers
-        seq = (
-            Sequencer(workers * batch.max_size, self.out.put)
-            if self.opts.ordered and workers > 1
-            else None
-        )
-        if workers == 1:
-            await self._batch_worker(batch, seq)
-            return
-        async with asyncio.TaskGroup() as tg:
-            for _ in range(workers):
-                tg.create_task(self._batch_worker(batch, seq))
-
-    async def _batch_worker(self, batch: Batch, seq: Sequencer | None) -> None:
-        """Collect up to ``max_size`` items, waiting at most ``max_wait`` once one is held, and
-        run them in one call."""
-        inq = self.inq
-        max_size = batch.max_size
-        max_wait = batch.max_wait
-        max_age = self.opts.max_age
-        loop = asyncio.get_running_loop()
-        while True:
-            if seq is not None:
-                await seq.acquire()
-            try:
-                env = await inq.get()
-            except ChannelClosed:
-                if seq is not None:
-                    seq.release()
-                return
-            envs: list[Envelope] = []
-            numbers: list[int] = []
-            taken = 0
-            deadline = loop.time() + max_wait
-            while True:
-                taken += 1
-                n = seq.take() if seq is not None else -1
-                if max_age is not None and _perf() - env.born > max_age:
-                    self._drop_stale(env)
-                    if seq is not None:
-                        await seq.complete(n, ())
-                else:
-                    envs.append(env)
-                    numbers.append(n)
-                if taken >= max_size:
-                    break
-                if not inq._buf:
-                    if inq.closed or max_wait == 0:
-                        break
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        break
-                    try:
-                        async with asyncio.timeout(remaining):
-                            await inq.wait_readable()
-                    except TimeoutError:
-                        break
-                    if not inq._buf:
-                        break
-                if seq is not None and not seq.try_acquire():
-                    break
-                env = inq.get_nowait()
-            if envs:
-                await self._run_batch(envs, numbers, seq)
-
-    async def _run_batch(
-        self, envs: list[Envelope], numbers: list[int], seq: Sequencer | None
-    ) -> None:
-        """Call the function on a batch. A raised exception fails the call, and so every item
-        still to do; an exception *returned* in an item's place (``asyncio.gather(...,
-        return_exceptions=True)`` style) fails that item only. Either way ``af.Retry`` calls the
-        function again on the failed items."""
-        values = [env.value for env in envs]
-        policy = self.opts.on_error
-        attempts = policy.attempts if isinstance(policy, Retry) else 1
-        # Per item: its result, or the exception that failed it.
-        outcome: list[Any] = [None] * len(envs)
-        pending = list(range(len(envs)))
-        attempt = 0
-        returned = False
-        t0 = _perf()
-        while True:
-            attempt += 1
-            try:
-                results = await self._call([values[i] for i in pending])
-                if not isinstance(results, list | tuple) or len(results) != len(pending):
-                    found = (
-                        f"{len(results)} results"
-                        if isinstance(results, list | tuple)
-                        else f"a {type(results).__name__}"
-                    )
-                    msg = (
-                        f"the batch function returned {found} for a batch of {len(pending)} "
-                        "items; it must return a list with one result per item"
-                    )
-                    raise BatchLengthError(msg)
-            except Exception as exc:
-                if attempt < attempts and not isinstance(exc, BatchLengthError):
-                    self.retried += 1
-                    await asyncio.sleep(cast(Retry, policy).delay(attempt))
-                    continue
-                for i in pending:
-                    outcome[i] = exc
-                break
-            returned = True
-            failed = []
-            for i, result in zip(pending, results, strict=True):
-                outcome[i] = result
-                if isinstance(result, BaseException):
-                    failed.append(i)
-            if failed and attempt < attempts:
-                self.retried += 1
-                await asyncio.sleep(cast(Retry, policy).delay(attempt))
-                pending = failed
-                continue
-            break
-        dt = _perf() - t0
-        self.busy_s += dt
-        if returned:
-            self.latencies.append(dt)
-            size = len(envs)
-            self.batches += 1
-            self.batch_sizes[size] = self.batch_sizes.get(size, 0) + 1
-        undelivered: list[BlockError] = []
-        for env, value, result in zip(envs, values, outcome, strict=True):
-            if isinstance(result, BaseException):
-                try:
-                    self._give_up(env, value, result, attempt)
-                except BlockError as err:  # "raise" with nobody to deliver to
-                    undelivered.append(err)
-            else:
-                self.completed += 1
-                env.value = result
-        if seq is not None:
-            for n, env, result in zip(numbers, envs, outcome, strict=True):
-                await seq.complete(n, () if isinstance(result, BaseException) else (env,))
-        else:
-            for env, result in zip(envs, outcome, strict=True):
-                if not isinstance(result, BaseException):
-                    await self.out.put(env)
-        if len(undelivered) == 1:
-            raise undelivered[0] from undelivered[0].__cause__
-        if undelivered:  # several items of the batch failed: each one is reported
-            msg = f"block {self.name!r}: {len(undelivered)} items of a batch failed"
-            raise ExceptionGroup(msg, undelivered)
+        await BatchRunner(self).run(batch)
 
     # -- keyed state --------------------------------------------------------------------------
 
@@ -973,10 +828,6 @@ async def _paused(deadline: asyncio.Timeout | None) -> AsyncIterator[None]:
         deadline.reschedule(loop.time() + remaining)
 
 
-class BatchLengthError(ValueError):
-    """A batch function returned the wrong number of results (not retried: it is a bug)."""
-
-
 class _Lane:
     """One key of a keyed block: its state and the items waiting for the key."""
 
@@ -987,254 +838,3 @@ class _Lane:
         self.busy = False
         self.state: Any = _NOTHING
         self.idle_since = _perf()
-
-
-Runtime = BlockRuntime | BranchRuntime
-
-
-class PipelineRun:
-    """The channels, runtimes and tasks of one run of a pipeline."""
-
-    def __init__(self, stages: tuple[Block | Branch, ...], name: str) -> None:
-        self.name = name
-        self.runtimes: list[Runtime] = []
-        self.output: Channel[Envelope] = Channel(64)
-        self.input = self.build_chain(stages, self.output)
-        self.order = stage_names(stages)
-        self.blocks = [rt for rt in self.runtimes if isinstance(rt, BlockRuntime)]
-        self._unready = len(self.blocks)
-        # Done when every block's setup completed, or when the run ended before that.
-        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if self._unready == 0:
-            self.ready.set_result(None)
-        self.tickets: set[SubmitTicket] = set()
-        self.finished = False
-        #: open() mode: outputs that belong to no submitted item (evict() flushes)
-        self.unclaimed = 0
-
-    def build_chain(
-        self, stages: tuple[Block | Branch, ...], out: Channel[Envelope]
-    ) -> Channel[Envelope]:
-        """Make the runtimes of ``stages`` writing to ``out``; return the chain's input."""
-        built: list[Runtime] = []
-        nxt = out
-        for stage in reversed(stages):
-            rt: Runtime
-            if isinstance(stage, Branch):
-                rt = BranchRuntime(stage, nxt, self)
-            else:
-                rt = BlockRuntime(stage, nxt)
-            built.append(rt)
-            nxt = rt.inq
-        self.runtimes.extend(reversed(built))
-        return nxt
-
-    @staticmethod
-    def chain_capacity(stages: tuple[Block | Branch, ...]) -> int:
-        total = 0
-        for stage in stages:
-            if isinstance(stage, Branch):
-                total += stage.queue_size + max(
-                    PipelineRun.chain_capacity(m) for m in stage.members
-                )
-            else:
-                total += stage.options.queue_size + stage.options.workers
-        return total
-
-    def statistics(self) -> dict[str, BlockStatistics]:
-        """Records in pipeline order (a branch before its members)."""
-        by_name = {rt.name: rt for rt in self.runtimes}
-        return {name: by_name[name].record() for name in self.order}
-
-    def states(self) -> dict[str, dict[Hashable, Any]]:
-        """The keyed state of every stateful block (live objects)."""
-        return {
-            rt.name: {k: lane.state for k, lane in rt.lanes.items() if lane.state is not _NOTHING}
-            for rt in self.blocks
-            if rt.block._aioflow_stateful
-        }
-
-    def restore(self, blocks: dict[str, list[list[Any]]]) -> None:
-        """Start from saved keyed state: ``{block name: [[key, state], ...]}``."""
-        by_name = {rt.name: rt for rt in self.blocks}
-        for name, pairs in blocks.items():
-            rt = by_name.get(name)
-            if rt is None or not rt.block._aioflow_stateful:
-                stateful = sorted(n for n, r in by_name.items() if r.block._aioflow_stateful)
-                msg = (
-                    f"pipeline {self.name!r}: the snapshot holds state for block {name!r}, "
-                    f"which is not a stateful keyed block here (stateful blocks: {stateful})"
-                )
-                raise GraphError(msg)
-            for key, state in pairs:
-                lane = rt.lanes[key] = _Lane()
-                lane.state = state
-
-    def _mark_ready(self) -> None:
-        self._unready -= 1
-        if self._unready == 0 and not self.ready.done():
-            self.ready.set_result(None)
-
-    async def supervise(self, *extra: Coroutine[Any, Any, None]) -> None:
-        """Run every task of the pipeline in one TaskGroup; raise one flat ExceptionGroup."""
-        try:
-            async with asyncio.TaskGroup() as tg:
-                for rt in self.runtimes:
-                    if isinstance(rt, BlockRuntime):
-                        tg.create_task(rt.lifecycle(self._mark_ready), name=f"aioflow:{rt.name}")
-                    else:
-                        for coro in rt.coroutines():
-                            tg.create_task(coro, name=f"aioflow:{rt.name}")
-                for coro in extra:
-                    tg.create_task(coro, name=f"aioflow:{self.name}")
-        except BaseExceptionGroup as group:
-            leaves = list(_leaves(group))
-            self._abort(group)
-            raise BaseExceptionGroup(f"pipeline {self.name!r} failed", leaves) from None
-        except BaseException as exc:
-            self._abort(exc)
-            raise
-        finally:
-            self.finished = True
-            if not self.ready.done():
-                self.ready.set_result(None)
-            self.output.close()
-            self.input.close()
-            self._abort(None)
-
-    def _abort(self, cause: BaseException | None) -> None:
-        """Fail every ``submit()`` still waiting: the pipeline will not answer it."""
-        for ticket in list(self.tickets):
-            if not ticket.future.done():
-                err = PipelineClosed(f"pipeline {self.name!r} stopped before the item finished")
-                err.__cause__ = cause
-                ticket.future.set_exception(err)
-        self.tickets.clear()
-
-    async def feed(self, items: Iterable[Any] | AsyncIterable[Any]) -> None:
-        """Put ``items`` into the pipeline, then end the stream.
-
-        The next item is fetched only once the first edge has room for it, so the source reads
-        ahead exactly as far as the pipeline holds, and a live frame is never stamped and then
-        kept waiting here. Each item is stamped with the time it was fetched; a plain iterable
-        yields bursts without the loop turning, so its clock is read after every wait and every
-        64 items (exact to a few microseconds).
-        """
-        ch = self.input
-        buf = ch._buf
-        cap = ch.capacity
-        leaky = ch.leaky
-        perf = _perf
-        source: Any = None
-        try:
-            if isinstance(items, AsyncIterable):
-                source = aiter(items)
-                async for x in source:
-                    env = Envelope(x, perf(), None)
-                    if leaky:
-                        await ch.put(env)
-                        continue
-                    ch.received += 1
-                    buf.append(env)
-                    if ch._getters:
-                        ch._wake_getter()
-                    if len(buf) >= cap:
-                        await ch.wait_writable()
-                        if ch.closed:
-                            return
-            else:
-                source = iter(items)
-                now = perf()
-                fresh = 64
-                for x in source:
-                    fresh -= 1
-                    if not fresh:
-                        now = perf()
-                        fresh = 64
-                    if leaky:
-                        await ch.put(Envelope(x, perf(), None))
-                        continue
-                    ch.received += 1
-                    buf.append(Envelope(x, now, None))
-                    if ch._getters:
-                        ch._wake_getter()
-                    if len(buf) >= cap:
-                        await ch.wait_writable()
-                        if ch.closed:
-                            return
-                        now = perf()
-                        fresh = 64
-        except ChannelClosed:
-            return
-        except Exception as exc:
-            err = BlockError("<source>", describe(exc), phase="source")
-            raise err from exc
-        finally:
-            # A run that stops early closes the source (a camera generator's `finally` runs).
-            await _close_source(source)
-        ch.close()
-
-    async def sink_tickets(self) -> None:
-        """``open()`` mode: hand each output to the ticket of its item."""
-        out = self.output
-        while True:
-            try:
-                env = await out.get()
-            except ChannelClosed:
-                return
-            ticket = env.ticket
-            if ticket is not None:
-                ticket.output(env.value)
-            else:
-                # Made by no submitted item (a keyed block's evict() flush): nobody awaits it.
-                self.unclaimed += 1
-                logger.debug(
-                    "pipeline %r: an output of no submitted item (%s) has no caller",
-                    self.name,
-                    summarize(env.value),
-                )
-
-
-async def _close_source(source: Any) -> None:
-    aclose = getattr(source, "aclose", None)
-    if aclose is not None:
-        await aclose()
-        return
-    close = getattr(source, "close", None)
-    if close is not None:
-        close()
-
-
-def stage_names(stages: tuple[Block | Branch, ...]) -> list[str]:
-    """Every stage's name in pipeline order, a branch before its members."""
-    names: list[str] = []
-    for stage in stages:
-        if isinstance(stage, Branch):
-            names.append(stage.name)
-            for member in stage.members:
-                names.extend(stage_names(member))
-        else:
-            names.append(stage.options.name)
-    return names
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterable[BaseException]:
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            yield from _leaves(exc)
-        else:
-            yield exc
-
-
-async def wait_finished(task: asyncio.Task[Any]) -> None:
-    """Wait until ``task`` is done, even if the caller is cancelled meanwhile (the cancellation
-    is re-raised afterwards): a run is never left half torn down."""
-    cancelled = False
-    while not task.done():
-        try:
-            await asyncio.wait([task])
-        except asyncio.CancelledError:
-            cancelled = True
-            task.cancel()
-    if cancelled:
-        raise asyncio.CancelledError

@@ -1,0 +1,281 @@
+"""One run of a pipeline: its channels, its runtimes, and the task that owns them all.
+
+:class:`PipelineRun` wires a :class:`~aioflow.channel.Channel` in front of every stage and one
+after the last, feeds the source in, and its :meth:`PipelineRun.supervise` coroutine runs every
+block's lifecycle in one :class:`asyncio.TaskGroup`, so that a failure or a cancellation reaches
+every task of the run. The blocks themselves run in :mod:`aioflow.runner`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterable, Coroutine, Hashable, Iterable
+from typing import Any
+
+from .block import Block
+from .branching import BranchRuntime
+from .channel import Channel, ChannelClosed
+from .envelope import Envelope, SubmitTicket
+from .errors import BlockError, GraphError, PipelineClosed, describe, summarize
+from .graph import Branch
+from .runner import _NOTHING, BlockRuntime, _Lane
+from .stats import BlockStatistics
+
+__all__ = ["PipelineRun", "stage_names", "wait_finished"]
+
+logger = logging.getLogger("aioflow")
+
+_perf = time.perf_counter
+
+
+Runtime = BlockRuntime | BranchRuntime
+
+
+class PipelineRun:
+    """The channels, runtimes and tasks of one run of a pipeline."""
+
+    def __init__(self, stages: tuple[Block | Branch, ...], name: str) -> None:
+        self.name = name
+        self.runtimes: list[Runtime] = []
+        self.output: Channel[Envelope] = Channel(64)
+        self.input = self.build_chain(stages, self.output)
+        self.order = stage_names(stages)
+        self.blocks = [rt for rt in self.runtimes if isinstance(rt, BlockRuntime)]
+        self._unready = len(self.blocks)
+        # Done when every block's setup completed, or when the run ended before that.
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._unready == 0:
+            self.ready.set_result(None)
+        self.tickets: set[SubmitTicket] = set()
+        self.finished = False
+        #: open() mode: outputs that belong to no submitted item (evict() flushes)
+        self.unclaimed = 0
+
+    def build_chain(
+        self, stages: tuple[Block | Branch, ...], out: Channel[Envelope]
+    ) -> Channel[Envelope]:
+        """Make the runtimes of ``stages`` writing to ``out``; return the chain's input."""
+        built: list[Runtime] = []
+        nxt = out
+        for stage in reversed(stages):
+            rt: Runtime
+            if isinstance(stage, Branch):
+                rt = BranchRuntime(stage, nxt, self)
+            else:
+                rt = BlockRuntime(stage, nxt)
+            built.append(rt)
+            nxt = rt.inq
+        self.runtimes.extend(reversed(built))
+        return nxt
+
+    @staticmethod
+    def chain_capacity(stages: tuple[Block | Branch, ...]) -> int:
+        total = 0
+        for stage in stages:
+            if isinstance(stage, Branch):
+                total += stage.queue_size + max(
+                    PipelineRun.chain_capacity(m) for m in stage.members
+                )
+            else:
+                total += stage.options.queue_size + stage.options.workers
+        return total
+
+    def statistics(self) -> dict[str, BlockStatistics]:
+        """Records in pipeline order (a branch before its members)."""
+        by_name = {rt.name: rt for rt in self.runtimes}
+        return {name: by_name[name].record() for name in self.order}
+
+    def states(self) -> dict[str, dict[Hashable, Any]]:
+        """The keyed state of every stateful block (live objects)."""
+        return {
+            rt.name: {k: lane.state for k, lane in rt.lanes.items() if lane.state is not _NOTHING}
+            for rt in self.blocks
+            if rt.block._aioflow_stateful
+        }
+
+    def restore(self, blocks: dict[str, list[list[Any]]]) -> None:
+        """Start from saved keyed state: ``{block name: [[key, state], ...]}``."""
+        by_name = {rt.name: rt for rt in self.blocks}
+        for name, pairs in blocks.items():
+            rt = by_name.get(name)
+            if rt is None or not rt.block._aioflow_stateful:
+                stateful = sorted(n for n, r in by_name.items() if r.block._aioflow_stateful)
+                msg = (
+                    f"pipeline {self.name!r}: the snapshot holds state for block {name!r}, "
+                    f"which is not a stateful keyed block here (stateful blocks: {stateful})"
+                )
+                raise GraphError(msg)
+            for key, state in pairs:
+                lane = rt.lanes[key] = _Lane()
+                lane.state = state
+
+    def _mark_ready(self) -> None:
+        self._unready -= 1
+        if self._unready == 0 and not self.ready.done():
+            self.ready.set_result(None)
+
+    async def supervise(self, *extra: Coroutine[Any, Any, None]) -> None:
+        """Run every task of the pipeline in one TaskGroup; raise one flat ExceptionGroup."""
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for rt in self.runtimes:
+                    if isinstance(rt, BlockRuntime):
+                        tg.create_task(rt.lifecycle(self._mark_ready), name=f"aioflow:{rt.name}")
+                    else:
+                        for coro in rt.coroutines():
+                            tg.create_task(coro, name=f"aioflow:{rt.name}")
+                for coro in extra:
+                    tg.create_task(coro, name=f"aioflow:{self.name}")
+        except BaseExceptionGroup as group:
+            leaves = list(_leaves(group))
+            self._abort(group)
+            raise BaseExceptionGroup(f"pipeline {self.name!r} failed", leaves) from None
+        except BaseException as exc:
+            self._abort(exc)
+            raise
+        finally:
+            self.finished = True
+            if not self.ready.done():
+                self.ready.set_result(None)
+            self.output.close()
+            self.input.close()
+            self._abort(None)
+
+    def _abort(self, cause: BaseException | None) -> None:
+        """Fail every ``submit()`` still waiting: the pipeline will not answer it."""
+        for ticket in list(self.tickets):
+            if not ticket.future.done():
+                err = PipelineClosed(f"pipeline {self.name!r} stopped before the item finished")
+                err.__cause__ = cause
+                ticket.future.set_exception(err)
+        self.tickets.clear()
+
+    async def feed(self, items: Iterable[Any] | AsyncIterable[Any]) -> None:
+        """Put ``items`` into the pipeline, then end the stream.
+
+        The next item is fetched only once the first edge has room for it, so the source reads
+        ahead exactly as far as the pipeline holds, and a live frame is never stamped and then
+        kept waiting here. Each item is stamped with the time it was fetched; a plain iterable
+        yields bursts without the loop turning, so its clock is read after every wait and every
+        64 items (exact to a few microseconds).
+        """
+        ch = self.input
+        buf = ch._buf
+        cap = ch.capacity
+        leaky = ch.leaky
+        perf = _perf
+        source: Any = None
+        try:
+            if isinstance(items, AsyncIterable):
+                source = aiter(items)
+                async for x in source:
+                    env = Envelope(x, perf(), None)
+                    if leaky:
+                        await ch.put(env)
+                        continue
+                    ch.received += 1
+                    buf.append(env)
+                    if ch._getters:
+                        ch._wake_getter()
+                    if len(buf) >= cap:
+                        await ch.wait_writable()
+                        if ch.closed:
+                            return
+            else:
+                source = iter(items)
+                now = perf()
+                fresh = 64
+                for x in source:
+                    fresh -= 1
+                    if not fresh:
+                        now = perf()
+                        fresh = 64
+                    if leaky:
+                        await ch.put(Envelope(x, perf(), None))
+                        continue
+                    ch.received += 1
+                    buf.append(Envelope(x, now, None))
+                    if ch._getters:
+                        ch._wake_getter()
+                    if len(buf) >= cap:
+                        await ch.wait_writable()
+                        if ch.closed:
+                            return
+                        now = perf()
+                        fresh = 64
+        except ChannelClosed:
+            return
+        except Exception as exc:
+            err = BlockError("<source>", describe(exc), phase="source")
+            raise err from exc
+        finally:
+            # A run that stops early closes the source (a camera generator's `finally` runs).
+            await _close_source(source)
+        ch.close()
+
+    async def sink_tickets(self) -> None:
+        """``open()`` mode: hand each output to the ticket of its item."""
+        out = self.output
+        while True:
+            try:
+                env = await out.get()
+            except ChannelClosed:
+                return
+            ticket = env.ticket
+            if ticket is not None:
+                ticket.output(env.value)
+            else:
+                # Made by no submitted item (a keyed block's evict() flush): nobody awaits it.
+                self.unclaimed += 1
+                logger.debug(
+                    "pipeline %r: an output of no submitted item (%s) has no caller",
+                    self.name,
+                    summarize(env.value),
+                )
+
+
+async def _close_source(source: Any) -> None:
+    aclose = getattr(source, "aclose", None)
+    if aclose is not None:
+        await aclose()
+        return
+    close = getattr(source, "close", None)
+    if close is not None:
+        close()
+
+
+def stage_names(stages: tuple[Block | Branch, ...]) -> list[str]:
+    """Every stage's name in pipeline order, a branch before its members."""
+    names: list[str] = []
+    for stage in stages:
+        if isinstance(stage, Branch):
+            names.append(stage.name)
+            for member in stage.members:
+                names.extend(stage_names(member))
+        else:
+            names.append(stage.options.name)
+    return names
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterable[BaseException]:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc
+
+
+async def wait_finished(task: asyncio.Task[Any]) -> None:
+    """Wait until ``task`` is done, even if the caller is cancelled meanwhile (the cancellation
+    is re-raised afterwards): a run is never left half torn down."""
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.wait([task])
+        except asyncio.CancelledError:
+            cancelled = True
+            task.cancel()
+    if cancelled:
+        raise asyncio.CancelledError
