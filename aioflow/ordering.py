@@ -14,10 +14,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
 
 from .envelope import Envelope
 
-__all__ = ["Sequencer"]
+__all__ = ["ReorderWindow", "Sequencer"]
+
+
+class ReorderWindow(Protocol):
+    """What sending an item's outputs in order needs: :class:`Sequencer`, or the thread fast
+    path's own window (:mod:`aioflow.pulling`)."""
+
+    async def complete(self, seq: int, outputs: Sequence[Envelope]) -> None: ...
 
 
 class Sequencer:

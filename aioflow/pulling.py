@@ -1,29 +1,34 @@
-"""The thread fast path: a one-worker thread block whose thread takes its items itself.
+"""The thread fast path: thread blocks whose threads take their items themselves.
 
-The general path hands each item to the block's thread with ``run_in_executor`` and waits for
-the result on the event loop: between two calls the thread idles while the result travels to
-the loop, the loop wakes, the worker takes the next item and the thread wakes again. On a busy
-machine those two wake-ups cost hundreds of microseconds per item, which is a few percent of
-throughput for a 4 ms model call and, under overload, a longer wait for the item behind it.
+The general path hands each item to one of the block's threads with ``run_in_executor`` and
+waits for the result on the event loop: between two calls the thread idles while the result
+travels to the loop, the loop wakes, a worker takes the next item and the thread wakes again.
+That costs tens of microseconds per item on an idle machine and hundreds on a busy one: a few
+percent of throughput for a 4 ms model call and, under overload, a longer wait for the item
+behind it.
 
-Here the thread runs a loop of its own: it takes the next item straight from the block's input
-(a :class:`collections.deque`, whose ``popleft`` is atomic), calls the user's function, and
-hands the result to the event loop with ``call_soon_threadsafe`` while it goes on with the next
-item. The loop is involved only when the input runs empty (it waits for the next item, then
-restarts the thread's loop), when the output is full (it waits for room), and when a call fails
-(retries, skips and dead letters take the general path, on the same thread).
+Here each of the block's threads runs a loop of its own: it takes the next item straight from
+the block's input (a :class:`collections.deque`; a lock numbers the items as they are taken),
+calls the user's function, and hands the result to the event loop with
+``call_soon_threadsafe`` while it goes on with the next item. The event loop puts outputs back
+in input order (unless ``ordered=False``) and steps in only when the input runs empty (it waits
+for the next item, then restarts the thread's loop), when the output is full or the reorder
+window is (it waits for room), and when a call fails (retries, skips and dead letters take the
+general path, on a thread of the same pool).
 
-What the general path guarantees holds here too: outputs leave in input order, a block holds at
-most ``queue_size + 1`` items, ``max_age`` is checked just before the call, every counter is
-updated on the event loop, and setup, calls and teardown run on the same thread.
+What the general path guarantees holds here too: order, a block holds at most
+``queue_size + workers`` items (queued, in a call, or finished and waiting for their turn),
+``max_age`` is checked just before the call, every counter is updated on the event loop, and
+with ``workers=1`` setup, calls and teardown run on one thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .envelope import Envelope
@@ -35,43 +40,97 @@ __all__ = ["ThreadPuller"]
 
 _perf = time.perf_counter
 _EMPTY = "empty"  # the input ran dry
-_PAUSE = "pause"  # the output is full
+_PAUSE = "pause"  # the output or the reorder window is full
 _STOPPED = "stopped"  # the run is ending
+_STALE: Any = object()  # in place of a result: the item was older than max_age
+
+_Failure = tuple[Envelope, Exception, float, int]
 
 
 class ThreadPuller:
-    """Runs one thread block (``workers=1``, a plain function or generator, no timeout)."""
+    """Runs one thread block (a plain function or generator, no ``timeout``, not keyed, not
+    batched) with self-feeding threads."""
 
     def __init__(self, rt: BlockRuntime, collect: Callable[..., list[Any]]) -> None:
         self.rt = rt
         self.collect = collect
-        #: results the thread handed to the loop, and those the loop has taken in
-        self.sent = 0
+        self.workers = rt.opts.workers
+        self.ordered = rt.opts.ordered and self.workers > 1
+        # Under ``lock`` (threads and loop): items taken and numbered, results handed to the
+        # loop, and (ordered) the numbers not finished yet, which open the reorder window.
+        self.lock = threading.Lock()
         self.taken = 0
-        #: outputs that found the output channel full, in order; sent on by :meth:`run`
+        self.sent = 0
+        self.unfinished: set[int] = set()
+        # On the loop: results taken in, finished items waiting for their turn, outputs that
+        # found the output channel full (sent on by the drivers, in order).
+        self.received = 0
+        self.ready: dict[int, list[Envelope]] = {}
+        self.next_out = 0
         self.held: deque[Envelope] = deque()
+        self.flushing = asyncio.Lock()
+        self.progress = asyncio.Event()
         self.stopping = False
 
     async def run(self) -> None:
+        try:
+            if self.workers == 1:
+                await self._drive()
+            else:
+                async with asyncio.TaskGroup() as tg:
+                    for _ in range(self.workers):
+                        tg.create_task(self._drive())
+        finally:
+            self.stopping = True
+
+    def _blocked(self) -> bool:
+        """Whether a thread must not take another item now (call under ``lock``): outputs wait
+        for room, the results on their way would overfill the output, or the reorder window is
+        full. Like a worker of the general path, a thread may finish one item that then waits
+        for room."""
+        if self.held:
+            return True
+        out = self.rt.out
+        if not out.leaky and len(out._buf) + self.sent - self.received > out.capacity:
+            return True
+        if self.ordered:
+            oldest = min(self.unfinished) if self.unfinished else self.taken
+            return self.taken - oldest >= self.workers
+        return False
+
+    async def _drive(self) -> None:
+        """Keep one thread of the pool running :meth:`_pull`, and do what it cannot."""
         rt = self.rt
         inq = rt.inq
         buf = inq._buf
         loop = asyncio.get_running_loop()
-        try:
-            while True:
-                await self._flush()
-                if not buf:
-                    if inq.closed:
-                        return
-                    await inq.wait_readable()
-                    continue
-                result = await loop.run_in_executor(rt.pool, self._pull, loop)
-                if isinstance(result, tuple):
-                    env, exc, t0 = result
+        while True:
+            if self.held:
+                async with self.flushing:
+                    await self._flush()
+                continue
+            with self.lock:
+                blocked = self._blocked()
+            if blocked:
+                # Results on their way, or an earlier item still in a call: wait for them.
+                self.progress.clear()
+                await self.progress.wait()
+                continue
+            if not buf:
+                if inq.closed:
+                    return
+                await inq.wait_readable()
+                continue
+            result = await loop.run_in_executor(rt.pool, self._pull, loop)
+            if not isinstance(result, tuple):
+                continue
+            env, exc, t0, n = result
+            if self.ordered:
+                await rt._after_failure(env, exc, t0, self, n)
+            else:
+                async with self.flushing:
                     await self._flush()  # what came before the failed item leaves first
-                    await rt._after_failure(env, exc, t0)
-        finally:
-            self.stopping = True
+                await rt._after_failure(env, exc, t0, None, n)
 
     async def _flush(self) -> None:
         held = self.held
@@ -79,73 +138,103 @@ class ThreadPuller:
         while held:
             await put(held[0])
             held.popleft()
+        self.progress.set()
 
-    # -- in the block's thread ----------------------------------------------------------------
+    # -- in the block's threads ---------------------------------------------------------------
 
-    def _pull(self, loop: asyncio.AbstractEventLoop) -> str | tuple[Envelope, Exception, float]:
-        """Take and process items until the input is empty, the output full, a call fails or
-        the run stops."""
+    def _pull(self, loop: asyncio.AbstractEventLoop) -> str | _Failure:
+        """Take and process items until the input is empty, the output or the reorder window
+        full, a call fails or the run stops."""
         rt = self.rt
         inq = rt.inq
         buf = inq._buf
-        out = rt.out
-        obuf = out._buf
-        capacity = out.capacity
-        leaky = out.leaky
         fn = rt.fn
         collect = self.collect if rt.kind == "generator" else None
         max_age = rt.opts.max_age
         call = loop.call_soon_threadsafe
         deliver = self._deliver
-        held = self.held
+        lock = self.lock
+        ordered = self.ordered
+        unfinished = self.unfinished
         perf = _perf
         while not self.stopping:
-            # Like a worker of the general path, the thread may finish one item that then waits
-            # for room (held); it takes the next only once everything before it has a place.
-            if held or (not leaky and len(obuf) + self.sent - self.taken > capacity):
-                return _PAUSE
-            try:
-                env = buf.popleft()
-            except IndexError:
-                return _EMPTY
+            with lock:
+                if self._blocked():
+                    return _PAUSE
+                try:
+                    env = buf.popleft()
+                except IndexError:
+                    return _EMPTY
+                n = self.taken
+                self.taken = n + 1
+                if ordered:
+                    unfinished.add(n)
             if inq._putters:
                 call(inq._wake_putter)
             if max_age is not None and perf() - env.born > max_age:
+                value: Any = _STALE
+                dt = 0.0
+            else:
+                t0 = perf()
+                try:
+                    value = collect(fn, env.value) if collect is not None else fn(env.value)
+                except Exception as exc:
+                    return env, exc, t0, n
+                dt = perf() - t0
+            with lock:
                 self.sent += 1
-                call(self._stale, env)
-                continue
-            t0 = perf()
-            try:
-                value = collect(fn, env.value) if collect is not None else fn(env.value)
-            except Exception as exc:
-                return env, exc, t0
-            self.sent += 1
-            call(deliver, env, value, perf() - t0)
+                unfinished.discard(n)
+            call(deliver, env, value, dt, n)
         return _STOPPED
 
     # -- on the event loop --------------------------------------------------------------------
 
-    def _stale(self, env: Envelope) -> None:
-        self.taken += 1
-        self.rt._drop_stale(env)
-
-    def _deliver(self, env: Envelope, value: Any, dt: float) -> None:
-        self.taken += 1
+    def _deliver(self, env: Envelope, value: Any, dt: float, n: int) -> None:
+        self.received += 1
         rt = self.rt
-        rt.busy_s += dt
-        rt.latencies.append(dt)
-        rt.completed += 1
+        if value is _STALE:
+            rt._drop_stale(env)
+            envs: list[Envelope] = []
+        else:
+            rt.busy_s += dt
+            rt.latencies.append(dt)
+            rt.completed += 1
+            if rt.one_to_many:
+                envs = rt._outputs(env, value)
+            else:
+                env.value = value
+                envs = [env]
+        self._done(n, envs)
+
+    def _done(self, n: int, envs: list[Envelope]) -> None:
+        """Item ``n`` finished with these outputs: place them, in input order if ordered."""
+        self.progress.set()
         if self.stopping:
             return  # the run was cancelled while the call ran: nobody reads the output
-        if rt.one_to_many:
-            envs = rt._outputs(env, value)
-        else:
-            env.value = value
-            envs = [env]
-        out = rt.out
+        if not self.ordered:
+            self._place(envs)
+            return
+        ready = self.ready
+        ready[n] = envs
+        while self.next_out in ready:
+            self._place(ready.pop(self.next_out))
+            self.next_out += 1
+
+    def _place(self, envs: list[Envelope]) -> None:
+        out = self.rt.out
         held = self.held
         for e in envs:
             if held or (not out.leaky and len(out._buf) >= out.capacity):
                 held.append(e)
             else:
                 out.put_nowait(e)
+
+    async def complete(self, seq: int, outputs: Sequence[Envelope]) -> None:
+        """The reorder window's side of :class:`~aioflow.ordering.Sequencer`, for the general
+        path's failure handling (retries, skips, partial outputs) of item ``seq``."""
+        with self.lock:
+            self.unfinished.discard(seq)
+        self._done(seq, list(outputs))
+        if self.held:
+            async with self.flushing:
+                await self._flush()

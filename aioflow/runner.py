@@ -31,7 +31,7 @@ from .channel import Channel, ChannelClosed
 from .envelope import Envelope
 from .errors import BlockError, describe, summarize
 from .executors import call_in_thread, shutdown_pool, thread_pool
-from .ordering import Sequencer
+from .ordering import ReorderWindow, Sequencer
 from .processes import ProcessPool
 from .pulling import ThreadPuller
 from .stats import BlockStatistics, percentile
@@ -348,19 +348,15 @@ class BlockRuntime:
                 await self._run_batched(opts.batch)
             elif opts.key is not None:
                 await self._run_keyed()
+            elif (
+                self.pool is not None
+                and opts.timeout is None
+                and self.kind in ("function", "generator")
+            ):
+                await ThreadPuller(self, _collect).run()
             elif opts.workers == 1:
                 if self.kind == "coroutine" and opts.timeout is None:
                     await self._serial()
-                elif (
-                    self.pool is not None
-                    and opts.timeout is None
-                    and self.kind
-                    in (
-                        "function",
-                        "generator",
-                    )
-                ):
-                    await ThreadPuller(self, _collect).run()
                 else:
                     await self._worker(None)
             else:
@@ -528,7 +524,7 @@ class BlockRuntime:
         self.latencies.append(dt)
         await self._send(env, value, seq, n)
 
-    async def _send(self, env: Envelope, value: Any, seq: Sequencer | None, n: int) -> None:
+    async def _send(self, env: Envelope, value: Any, seq: ReorderWindow | None, n: int) -> None:
         """A call completed: send its output(s) on, through the reorder window if any."""
         self.completed += 1
         if self.kind == "generator":
@@ -547,7 +543,7 @@ class BlockRuntime:
         env: Envelope,
         exc: Exception,
         t0: float,
-        seq: Sequencer | None = None,
+        seq: ReorderWindow | None = None,
         n: int = -1,
         extra: tuple[Any, ...] = (),
     ) -> None:
@@ -568,7 +564,7 @@ class BlockRuntime:
         await self._send(env, value, seq, n)
 
     async def _partial(
-        self, env: Envelope, seq: Sequencer | None, n: int, partial: PartialOutput, t0: float
+        self, env: Envelope, seq: ReorderWindow | None, n: int, partial: PartialOutput, t0: float
     ) -> None:
         """A plain generator failed after some outputs: send those on, then fail the item (as
         an async generator would have), without retrying."""

@@ -562,7 +562,7 @@ def page(
             f"- With periodic arrivals and `drop_oldest`, p99 is {periodic_ratio:.2f}x the "
             f"unloaded p50 at {periodic['of_bound']:.2f} of the bound ({ok(periodic_met)}). "
             "The model's thread takes its next item itself as soon as a call returns "
-            "([executors](executors.md#one-worker-the-thread-feeds-itself)); the hand-written "
+            "([executors](executors.md#threads-that-feed-themselves)); the hand-written "
             "pipeline's thread waits for its event loop between calls, two wake-ups that on a "
             f"busy machine leave the model idle: {hw_ratio:.2f}x at {hw['of_bound']:.2f}. What "
             "is left of the tail is CPU contention: at 150% the numpy step gets 1.5 times the "

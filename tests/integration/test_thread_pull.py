@@ -187,3 +187,107 @@ async def test_a_consumer_that_stops_reading_holds_the_thread_back() -> None:
         # Taken by us 1, the output edge 64, sink 2 queued + 1 in hand, and count's thread
         # may have finished one more that waits for room.
         assert 64 <= calls <= 1 + 64 + 2 + 1 + 1
+
+
+# -- several workers --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+async def test_several_threads_keep_input_order_whatever_each_call_takes(workers: int) -> None:
+    @af.block(workers=workers)
+    def uneven(item: int) -> int:
+        time.sleep(0.004 if item % 3 == 0 else 0.0005)  # every third call is slow
+        return item
+
+    pipe = af.Pipeline(uneven)
+    out = await pipe.run(range(120))
+    assert out == list(range(120))
+    rec = pipe.statistics()["uneven"]
+    assert rec.completed == 120
+    assert books_balance(rec)
+
+
+async def test_several_threads_really_run_at_once() -> None:
+    lock = threading.Lock()
+    active = 0
+    peak = 0
+
+    @af.block(workers=3)
+    def busy(item: int) -> int:
+        nonlocal active, peak
+        with lock:
+            active += 1
+            peak = max(peak, active)
+        time.sleep(0.003)
+        with lock:
+            active -= 1
+        return item
+
+    out = await af.Pipeline(busy).run(range(60))
+    assert out == list(range(60))
+    assert peak == 3
+
+
+async def test_unordered_threads_let_fast_items_overtake_a_slow_one() -> None:
+    release = threading.Event()
+
+    @af.block(workers=2, ordered=False)
+    def model(item: int) -> int:
+        if item == 0:
+            release.wait(5)  # item 0 is held until the others are out
+        return item
+
+    got: list[int] = []
+    async for x in af.Pipeline(model).stream(range(6)):
+        got.append(x)
+        if len(got) == 5:
+            release.set()
+    assert got[:5] == [1, 2, 3, 4, 5]
+    assert got[5] == 0
+
+
+async def test_a_retry_on_one_thread_keeps_the_order_of_the_others() -> None:
+    failed: set[int] = set()
+
+    @af.block(workers=3, on_error=af.Retry(attempts=2, backoff=0.001))
+    def flaky(item: int) -> int:
+        time.sleep(0.0005)
+        if item % 7 == 3 and item not in failed:
+            failed.add(item)
+            msg = f"transient failure on {item}"
+            raise ConnectionError(msg)
+        return item
+
+    pipe = af.Pipeline(flaky)
+    out = await pipe.run(range(70))
+    assert out == list(range(70))
+    rec = pipe.statistics()["flaky"]
+    assert rec.retried == 10
+    assert books_balance(rec)
+
+
+async def test_several_threads_hold_at_most_queue_size_plus_workers() -> None:
+    calls = 0
+    lock = threading.Lock()
+
+    @af.block(queue_size=2, workers=3)
+    def count(item: int) -> int:
+        nonlocal calls
+        with lock:
+            calls += 1
+        return item
+
+    @af.block(queue_size=2)
+    async def sink(item: int) -> int:
+        await asyncio.sleep(0)
+        return item
+
+    async with contextlib.aclosing((count >> sink).stream(range(10_000))) as outputs:
+        await anext(outputs)
+        previous = -1
+        while calls != previous:
+            previous = calls
+            await asyncio.sleep(0.05)
+        # Taken by us 1, the output edge 64, sink 2 queued + 1 in hand; count's threads may
+        # have finished up to 3 more that wait for room.
+        assert 64 <= calls <= 1 + 64 + 2 + 1 + 3
