@@ -3,8 +3,8 @@
 A :class:`BlockRuntime` exists per block per run (:mod:`aioflow.supervisor` makes them and owns
 their tasks). Its *lifecycle* runs setup, the workers and teardown, then closes its output; each
 worker reads its input, calls the user's code directly and writes its output, waiting only when
-the input is empty or the output full. Batched blocks run in :mod:`aioflow.batched`, one-worker
-thread blocks in :mod:`aioflow.pulling`.
+the input is empty or the output full. Batched blocks run in :mod:`aioflow.batched`, thread
+blocks without a timeout in :mod:`aioflow.pulling` (their threads feed themselves).
 
 How an item ends is decided here: output, a counted drop (overflow, stale, filtered), a counted
 skip, or a :class:`BlockError`. In ``run()``/``stream()`` a BlockError fails the run; an item
