@@ -12,9 +12,9 @@ import weakref
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ._engine.shipping import check_picklable
 from .block import Block, FunctionBlock, block
 from .errors import GraphError
-from .processes import ProcessPool
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
@@ -162,7 +162,7 @@ def _validate(stages: Sequence[Block | Branch], pipeline: str) -> None:
         if isinstance(stage, Block) and stage.options.executor == "process":
             # Checked here rather than when decorated: a module-level function is bound to its
             # name only after its decorator ran.
-            ProcessPool.check_picklable(name, stage)
+            check_picklable(name, stage)
 
 
 class Branch:

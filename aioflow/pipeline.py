@@ -8,14 +8,14 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
 from typing import Any
 
+from ._engine.channel import ChannelClosed
+from ._engine.envelope import Envelope, SubmitTicket
+from ._engine.supervisor import PipelineRun, stage_names, wait_finished
 from .block import FunctionBlock
-from .channel import ChannelClosed
-from .envelope import Envelope, SubmitTicket
 from .errors import GraphError, PipelineClosed
 from .graph import Graph, iter_blocks
 from .state import Snapshot, StateStore, make_snapshot
 from .stats import BlockStatistics
-from .supervisor import PipelineRun, stage_names, wait_finished
 
 __all__ = ["Pipeline", "RunningPipeline"]
 

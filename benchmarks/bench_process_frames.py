@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 import aioflow as af
-from aioflow.processes import ProcessPool
+from aioflow._engine.processes import ProcessPool
 
 SHAPE = (1080, 1920, 3)
 WARMUP = 10

@@ -3,7 +3,7 @@
 K trivial plain functions (``lambda x: x``) in a row, N items, on uvloop, side by side in one
 process, the order rotating each repetition:
 
-* ``aioflow, workers=1``: each block's thread takes its next item itself (``pulling.py``);
+* ``aioflow, workers=1``: each block's thread takes its next item itself (``_engine/pulling.py``);
 * ``aioflow, workers=2``: the general path, one ``run_in_executor`` per item and worker;
 * ``hand-written``: one task per stage reading an ``asyncio.Queue(64)`` and awaiting
   ``loop.run_in_executor`` on a one-thread pool per stage, what people write by hand.

@@ -23,7 +23,7 @@ import proc_targets
 import pytest
 
 import aioflow as af
-from aioflow.processes import ProcessPool
+from aioflow._engine.processes import ProcessPool
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from aioflow.channel import Channel, ChannelClosed
+from aioflow._engine.channel import Channel, ChannelClosed
 
 
 async def settle(turns: int = 10) -> None:

@@ -43,7 +43,13 @@ def _python(code: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_core_modules_are_found() -> None:
-    expected = {"aioflow", "aioflow.block", "aioflow.channel", "aioflow.graph", "aioflow.runner"}
+    expected = {
+        "aioflow",
+        "aioflow.block",
+        "aioflow._engine.channel",
+        "aioflow.graph",
+        "aioflow._engine.runner",
+    }
     assert expected <= set(MODULES)
 
 

@@ -1,7 +1,7 @@
 """Running a batched block: collect items into batches, call, and send each result on.
 
 :class:`BatchRunner` does for a block with ``batch=af.Batch(...)`` what the workers of
-:mod:`aioflow.runner` do for others: it reads the block's input, honours ``max_age`` per item,
+:mod:`.runner` do for others: it reads the block's input, honours ``max_age`` per item,
 keeps order through the reorder window when there are several workers, applies ``on_error`` and
 keeps the block's counters. What stays per item is described in ``docs/batching.md``.
 """
@@ -12,11 +12,11 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any, cast
 
-from .batching import Batch
-from .block import Retry
+from ..batching import Batch
+from ..block import Retry
+from ..errors import BlockError
 from .channel import ChannelClosed
 from .envelope import Envelope
-from .errors import BlockError
 from .ordering import Sequencer
 
 if TYPE_CHECKING:

@@ -1,10 +1,10 @@
 """Running one block: its input channel, counters, pool and workers.
 
-A :class:`BlockRuntime` exists per block per run (:mod:`aioflow.supervisor` makes them and owns
+A :class:`BlockRuntime` exists per block per run (:mod:`.supervisor` makes them and owns
 their tasks). Its *lifecycle* runs setup, the workers and teardown, then closes its output; each
 worker reads its input, calls the user's code directly and writes its output, waiting only when
-the input is empty or the output full. Batched blocks run in :mod:`aioflow.batched`, thread
-blocks without a timeout in :mod:`aioflow.pulling` (their threads feed themselves).
+the input is empty or the output full. Batched blocks run in :mod:`.batched`, thread
+blocks without a timeout in :mod:`.pulling` (their threads feed themselves).
 
 How an item ends is decided here: output, a counted drop (overflow, stale, filtered), a counted
 skip, or a :class:`BlockError`. In ``run()``/``stream()`` a BlockError fails the run; an item
@@ -24,17 +24,17 @@ from collections.abc import AsyncIterator, Callable, Hashable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
+from ..batching import Batch
+from ..block import Block, FunctionBlock, Retry
+from ..errors import BlockError, describe, summarize
+from ..stats import BlockStatistics, percentile
 from .batched import BatchRunner
-from .batching import Batch
-from .block import Block, FunctionBlock, Retry
 from .channel import Channel, ChannelClosed
 from .envelope import Envelope
-from .errors import BlockError, describe, summarize
 from .executors import call_in_thread, shutdown_pool, thread_pool
 from .ordering import ReorderWindow, Sequencer
 from .processes import ProcessPool
 from .pulling import ThreadPuller
-from .stats import BlockStatistics, percentile
 
 __all__ = ["BlockRuntime"]
 

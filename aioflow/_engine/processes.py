@@ -14,7 +14,7 @@ How it fits together:
   once when the worker starts (never in the parent: each worker has its own copy of the block and
   of its state), ``teardown`` when the pool closes. A plain function is called directly.
 - **Data**: numpy arrays anywhere in a value cross in shared memory, not in the pipe (see
-  :mod:`aioflow.shm`). Each slot has a request and a response segment, created by the parent,
+  :mod:`.shm`). Each slot has a request and a response segment, created by the parent,
   grown when a payload does not fit, unlinked when the pool closes or the worker is replaced.
 - **The event loop never blocks**: each slot's socket and its process's ``sentinel`` are watched
   with ``loop.add_reader``; replies, setup results and deaths arrive as callbacks that resolve
@@ -34,8 +34,6 @@ How it fits together:
 from __future__ import annotations
 
 import asyncio
-import copy
-import importlib
 import inspect
 import logging
 import multiprocessing
@@ -43,7 +41,6 @@ import os
 import pickle
 import signal
 import socket
-import sys
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -51,11 +48,12 @@ from multiprocessing.context import ForkServerContext, SpawnContext
 from multiprocessing.process import BaseProcess
 from typing import Any, Final
 
+from ..block import Block, FunctionBlock
+from ..errors import ExecutorError, GraphError, describe
+from ..loop import loop_factory
 from . import shm
-from .block import Block, FunctionBlock
-from .errors import ExecutorError, GraphError, describe
 from .executors import call_in_thread
-from .loop import loop_factory
+from .shipping import ByName, ship
 
 __all__ = ["ProcessPool"]
 
@@ -63,8 +61,6 @@ logger = logging.getLogger("aioflow")
 
 _KINDS: Final = ("function", "generator", "coroutine", "asyncgen")
 _START_METHODS: Final = ("spawn", "forkserver")
-#: The Block attributes the graph and the pipeline set: they point to the pipeline, not the block.
-_OWNER_ATTRS: Final = ("_aioflow_owner", "_aioflow_running")
 #: What ``_run`` returns when the worker was dead before it could read the request.
 _UNDELIVERED: Final = object()
 
@@ -79,90 +75,6 @@ def _death(worker: _Worker, when: str) -> str:
         except ValueError:
             pass
     return text
-
-
-# -- what is sent to a worker -------------------------------------------------------------------
-
-
-class _ByName:
-    """A module-level function or block, shipped by import path.
-
-    ``@af.block def heavy(...)`` rebinds the module attribute ``heavy`` to the block, so pickle
-    can no longer find the function under its own name; the worker imports the block instead and
-    takes its function.
-    """
-
-    def __init__(self, module: str, qualname: str) -> None:
-        self.module = module
-        self.qualname = qualname
-
-    def resolve(self) -> Any:
-        obj: Any = importlib.import_module(self.module)
-        for part in self.qualname.split("."):
-            obj = getattr(obj, part)
-        return obj.fn if isinstance(obj, FunctionBlock) else obj
-
-
-def _by_name(fn: Callable[..., Any]) -> _ByName | None:
-    """A :class:`_ByName` for ``fn`` when its module attribute is a block wrapping it."""
-    ref = _ByName(getattr(fn, "__module__", "") or "", getattr(fn, "__qualname__", "") or "")
-    module = sys.modules.get(ref.module)
-    if module is None or "<" in ref.qualname:
-        return None
-    found: Any = module
-    for part in ref.qualname.split("."):
-        found = getattr(found, part, None)
-    if isinstance(found, FunctionBlock) and found.fn is fn:
-        return ref
-    return None
-
-
-def _found(target: object) -> str:
-    if inspect.isfunction(target):
-        if target.__name__ == "<lambda>":
-            return "a lambda"
-        if "<locals>" in target.__qualname__:
-            return f"function {target.__qualname__!r}, defined inside another function"
-        return f"function {target.__module__}.{target.__qualname__}"
-    if isinstance(target, Block):
-        return f"a {type(target).__name__} instance"
-    return f"a {type(target).__name__} object"
-
-
-def _shippable(name: str, target: object) -> bytes:
-    """``target`` pickled for a spawned worker, or a GraphError saying why it cannot be."""
-    obj: object = target
-    owner = getattr(target, "__self__", None)
-    if inspect.ismethod(target) and isinstance(owner, Block):
-        target = owner  # block.process: ship the block, so that setup and teardown run too
-    if isinstance(target, FunctionBlock):
-        obj = _by_name(target.fn) or target.fn
-    elif isinstance(target, Block):
-        # A shallow copy without the links to the pipeline: pickling those would drag the
-        # whole pipeline (and its other blocks) into every worker.
-        obj = copy.copy(target)
-        state = getattr(obj, "__dict__", {})
-        for attr in _OWNER_ATTRS:
-            state.pop(attr, None)
-    elif inspect.isfunction(target):
-        obj = _by_name(target) or target
-    expected = (
-        f"block {name!r}: executor='process' needs a module-level function or a picklable "
-        "af.Block instance (a spawned worker process imports the function by name, or "
-        "unpickles the block)"
-    )
-    # Describe what the user wrote (the function), not our wrapper around it.
-    shown: object = target.fn if isinstance(target, FunctionBlock) else target
-    module = obj.module if isinstance(obj, _ByName) else getattr(target, "__module__", None)
-    main = sys.modules.get("__main__")
-    if module == "__main__" and getattr(main, "__file__", None) is None:
-        msg = f"{expected}; found {_found(shown)} defined interactively in __main__"
-        raise GraphError(msg)
-    try:
-        return pickle.dumps(obj, protocol=5)
-    except Exception as exc:
-        msg = f"{expected}; found {_found(shown)}, which cannot be pickled: {describe(exc)}"
-        raise GraphError(msg) from exc
 
 
 # -- the worker process -------------------------------------------------------------------------
@@ -207,7 +119,7 @@ class _Server:
         blk: Block | None = None
         try:
             target: Any = pickle.loads(payload)
-            if isinstance(target, _ByName):
+            if isinstance(target, ByName):
                 target = target.resolve()
             if isinstance(target, Block) and not isinstance(target, FunctionBlock):
                 blk = target
@@ -474,7 +386,7 @@ class ProcessPool:
             raise GraphError(msg)
         self._name = name
         self._kind = kind
-        self._payload = _shippable(name, target)
+        self._payload = ship(name, target)
         self._ctx: SpawnContext | ForkServerContext = (
             multiprocessing.get_context("forkserver")
             if method == "forkserver"
@@ -496,7 +408,7 @@ class ProcessPool:
         """Raise :class:`~aioflow.errors.GraphError` if ``target`` cannot be sent to a spawned
         worker: a lambda, a function defined inside another function (a closure), a function
         defined interactively, or a block with an attribute that cannot be pickled."""
-        _shippable(name, target)
+        ship(name, target)
 
     # -- lifecycle ------------------------------------------------------------------------------
 

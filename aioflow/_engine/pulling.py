@@ -230,7 +230,7 @@ class ThreadPuller:
                 out.put_nowait(e)
 
     async def complete(self, seq: int, outputs: Sequence[Envelope]) -> None:
-        """The reorder window's side of :class:`~aioflow.ordering.Sequencer`, for the general
+        """The reorder window's side of :class:`~.ordering.Sequencer`, for the general
         path's failure handling (retries, skips, partial outputs) of item ``seq``."""
         with self.lock:
             self.unfinished.discard(seq)

@@ -1,9 +1,9 @@
 """One run of a pipeline: its channels, its runtimes, and the task that owns them all.
 
-:class:`PipelineRun` wires a :class:`~aioflow.channel.Channel` in front of every stage and one
+:class:`PipelineRun` wires a :class:`~.channel.Channel` in front of every stage and one
 after the last, feeds the source in, and its :meth:`PipelineRun.supervise` coroutine runs every
 block's lifecycle in one :class:`asyncio.TaskGroup`, so that a failure or a cancellation reaches
-every task of the run. The blocks themselves run in :mod:`aioflow.runner`.
+every task of the run. The blocks themselves run in :mod:`.runner`.
 """
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ import time
 from collections.abc import AsyncIterable, Coroutine, Hashable, Iterable
 from typing import Any
 
-from .block import Block
+from ..block import Block
+from ..errors import BlockError, GraphError, PipelineClosed, describe, summarize
+from ..graph import Branch
+from ..stats import BlockStatistics
 from .branching import BranchRuntime
 from .channel import Channel, ChannelClosed
 from .envelope import Envelope, SubmitTicket
-from .errors import BlockError, GraphError, PipelineClosed, describe, summarize
-from .graph import Branch
 from .runner import _NOTHING, BlockRuntime, _Lane
-from .stats import BlockStatistics
 
 __all__ = ["PipelineRun", "stage_names", "wait_finished"]
 

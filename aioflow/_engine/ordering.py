@@ -23,7 +23,7 @@ __all__ = ["ReorderWindow", "Sequencer"]
 
 class ReorderWindow(Protocol):
     """What sending an item's outputs in order needs: :class:`Sequencer`, or the thread fast
-    path's own window (:mod:`aioflow.pulling`)."""
+    path's own window (:mod:`.pulling`)."""
 
     async def complete(self, seq: int, outputs: Sequence[Envelope]) -> None: ...
 

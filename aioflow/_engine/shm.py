@@ -43,7 +43,7 @@ from collections.abc import Sequence
 from multiprocessing.shared_memory import SharedMemory
 from typing import Any
 
-from .errors import ExecutorError, describe
+from ..errors import ExecutorError, describe
 
 __all__ = [
     "ALIGN",

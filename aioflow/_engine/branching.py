@@ -14,11 +14,11 @@ from collections import deque
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
+from ..errors import BlockError, summarize
+from ..graph import Branch
+from ..stats import BlockStatistics
 from .channel import Channel, ChannelClosed
 from .envelope import Envelope, Ticket
-from .errors import BlockError, summarize
-from .graph import Branch
-from .stats import BlockStatistics
 
 if TYPE_CHECKING:
     from .supervisor import PipelineRun

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from .errors import BlockError, ItemDropped
+from ..errors import BlockError, ItemDropped
 
 __all__ = ["Envelope", "SubmitTicket", "Ticket"]
 
