@@ -32,8 +32,9 @@ demo: $(DEMO_STAMP)
 quickstart: $(DEMO_STAMP)
 	$(BIN)/python examples/quickstart.py
 
+# The suite's services (a throwaway redis-server on loopback) start and stop with it.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	scripts/with-services $(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check aioflow tests examples benchmarks
