@@ -501,6 +501,38 @@ async def test_a_down_service_opens_the_circuit_and_later_items_fail_fast() -> N
         assert stats.rejected == 7
 
 
+async def test_a_retry_the_open_breaker_refuses_counts_as_rejected_not_retried() -> None:
+    async def down(request: web.Request, service: Service) -> web.Response:
+        return web.Response(status=503, text="overloaded")
+
+    async with serve(down) as svc:
+        blk = http.post(
+            svc.url("/geo"),
+            retry=af.Retry(attempts=5, backoff=0.001),
+            breaker=http.Breaker(consecutive=3, cooldown=3600.0),
+        )
+        async with af.Pipeline(blk).open() as running:
+            # Item 0: three 503s (two of them retries) open the circuit; its fourth attempt is
+            # refused by the breaker and never sent.
+            with pytest.raises(af.BlockError) as info:
+                await running.submit({"cam": 0})
+            refused = info.value.__cause__
+            assert isinstance(refused, http.CircuitOpenError)
+            assert refused.attempts == 3
+            # Item 1: refused at its first attempt.
+            with pytest.raises(af.BlockError) as info:
+                await running.submit({"cam": 1})
+            assert isinstance(info.value.__cause__, http.CircuitOpenError)
+            stats = blk.http_statistics()
+    assert len(svc.arrivals) == 3
+    assert stats.requests == 3
+    assert stats.responses_by_status == {503: 3}
+    assert stats.retried == 2  # the requests sent again: arrivals after the first
+    assert stats.rejected == 2  # the refused retry of item 0, and item 1
+    assert stats.breaker_opened == 1
+    assert stats.as_dict()["retried"] == 2
+
+
 async def test_the_circuit_half_opens_after_the_cooldown_and_a_good_probe_closes_it() -> None:
     sock = bound_port()
     port = sock.getsockname()[1]
