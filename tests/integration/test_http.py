@@ -42,6 +42,7 @@ class Arrival:
     """One request as the server saw it arrive."""
 
     at: float  # time.time() on the server when the handler started
+    mono: float  # time.monotonic() then: for durations (the wall clock may be slewed)
     method: str
     path: str
     query: dict[str, str]
@@ -77,6 +78,7 @@ class Service:
         self.arrivals.append(
             Arrival(
                 at=time.time(),
+                mono=time.monotonic(),
                 method=request.method,
                 path=request.path,
                 query=dict(request.query),
@@ -352,9 +354,10 @@ async def test_retry_after_in_seconds_and_as_a_date_is_waited_out() -> None:
         )
         out = await af.Pipeline(blk).run(["seconds", "date"])
     assert out == ["seconds ok", "date ok"]
-    first = {a.path: a.at for a in svc.arrivals[::-1]}  # earliest arrival per path
-    second = {a.path: a.at for a in svc.arrivals}  # latest arrival per path
+    first = {a.path: a.mono for a in svc.arrivals[::-1]}  # earliest arrival per path
+    second = {a.path: a.mono for a in svc.arrivals}  # latest arrival per path
     assert second["/seconds"] - first["/seconds"] >= 1.0
+    second = {a.path: a.at for a in svc.arrivals}  # the date is on the wall clock
     asked_until = email.utils.parsedate_to_datetime(waits["date"]).timestamp()
     assert second["/date"] >= asked_until
     assert blk.responses_by_status == {429: 1, 503: 1, 200: 2}
