@@ -61,6 +61,7 @@ writing and on reading, so a tampered file nested thousands deep cannot exhaust 
 
 _MAX_INT_BITS = 14_000  # under Python's 4300-digit limit on int <-> str: JSON can carry it back
 _TAGS = frozenset({"__ndarray__", "__tuple__", "__dict__"})
+_PLAIN = frozenset({str, float, bool, type(None)})  # JSON values that need no check
 _TOP = ("version", "pipeline", "blocks")
 # Array element kinds a snapshot carries: booleans, numbers, dates and fixed-size text. Never
 # "O" (objects: their bytes are pointers, and reading them back would need pickle) nor "V"
@@ -229,6 +230,10 @@ def _decode_array(obj: dict[str, Any], path: str) -> np.ndarray[Any, Any]:
     return array
 
 
+def _small(value: Any) -> bool:
+    return type(value) is int and value.bit_length() <= _MAX_INT_BITS
+
+
 def _from_json(obj: Any, path: str, depth: int = 0) -> Any:
     """The value ``obj`` (parsed JSON) stands for; a SnapshotError naming the path if it is
     not one that :func:`_to_json` could have written."""
@@ -238,20 +243,31 @@ def _from_json(obj: Any, path: str, depth: int = 0) -> Any:
         raise _bad(path, f"an integer of {obj.bit_length()} bits is too large")
     if obj is None or isinstance(obj, bool | int | float | str):
         return obj
+    # Strings, floats, booleans and null stand for themselves: kept as they are, without
+    # building their path (a big state has many; decoding stays about as fast as json.loads).
     if isinstance(obj, list):
-        return [_from_json(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(obj)]
+        return [
+            v if type(v) in _PLAIN or _small(v) else _from_json(v, f"{path}[{i}]", depth + 1)
+            for i, v in enumerate(obj)
+        ]
     if not isinstance(obj, dict):
         raise _bad(path, f"expected a JSON value, found {_kind(obj)}")
     tags = obj.keys() & _TAGS
     if not tags:
-        return {k: _from_json(v, _member(path, k), depth + 1) for k, v in obj.items()}
+        return {
+            k: v if type(v) in _PLAIN or _small(v) else _from_json(v, _member(path, k), depth + 1)
+            for k, v in obj.items()
+        }
     if "__ndarray__" in tags:
         return _decode_array(obj, path)
     if "__tuple__" in tags:
         _only(obj, ("__tuple__",), path)
         inner = f"{path}.__tuple__"
         items = _list(obj["__tuple__"], inner)
-        return tuple(_from_json(v, f"{inner}[{i}]", depth + 1) for i, v in enumerate(items))
+        return tuple(
+            v if type(v) in _PLAIN or _small(v) else _from_json(v, f"{inner}[{i}]", depth + 1)
+            for i, v in enumerate(items)
+        )
     _only(obj, ("__dict__",), path)
     inner = f"{path}.__dict__"
     out: dict[Any, Any] = {}
@@ -436,7 +452,11 @@ class FileStore:
             data = self.path.read_bytes()
         except FileNotFoundError:
             return None
-        return decode(data)
+        try:
+            return decode(data)
+        except SnapshotError as exc:
+            msg = f"snapshot file {str(self.path)!r}: {exc}"
+            raise SnapshotError(msg) from exc
 
     def _write(self, data: bytes) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -266,8 +266,9 @@ async def test_a_tampered_store_file_fails_the_open_and_stays_as_it_was(tmp_path
     store.path.write_bytes(tampered)
     before = pipe.statistics()
 
-    with pytest.raises(af.SnapshotError, match=r"blocks.count\[0\].state.last.dtype"):
+    with pytest.raises(af.SnapshotError, match=r"blocks.count\[0\].state.last.dtype") as info:
         async with pipe.open(store=store):
             pass
+    assert str(info.value).startswith(f"snapshot file {str(store.path)!r}: not a valid snapshot")
     assert store.path.read_bytes() == tampered  # not overwritten by an empty snapshot
     assert pipe.statistics() == before
