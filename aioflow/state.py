@@ -72,7 +72,9 @@ _MAX_DIMS = 32
 
 
 def _to_json(obj: Any, where: str, depth: int = 0) -> Any:
-    if depth > MAX_DEPTH:
+    # ``depth``: how many lists, tuples and dicts hold ``obj``. Only containers count against
+    # MAX_DEPTH (a scalar or an array may sit in the deepest one), as in _from_json.
+    if depth > MAX_DEPTH and isinstance(obj, list | tuple | dict):
         msg = f"{where}: state nested deeper than {MAX_DEPTH} levels (or containing itself)"
         raise SnapshotError(msg)
     if obj is None or isinstance(obj, bool | str):
@@ -237,7 +239,9 @@ def _small(value: Any) -> bool:
 def _from_json(obj: Any, path: str, depth: int = 0) -> Any:
     """The value ``obj`` (parsed JSON) stands for; a SnapshotError naming the path if it is
     not one that :func:`_to_json` could have written."""
-    if depth > MAX_DEPTH:
+    if depth > MAX_DEPTH and (
+        isinstance(obj, list) or (isinstance(obj, dict) and "__ndarray__" not in obj)
+    ):
         raise _bad(path, f"nested deeper than {MAX_DEPTH} levels")
     if isinstance(obj, int) and not isinstance(obj, bool) and obj.bit_length() > _MAX_INT_BITS:
         raise _bad(path, f"an integer of {obj.bit_length()} bits is too large")

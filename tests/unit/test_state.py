@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import aioflow as af
-from aioflow.state import FileStore, Snapshot, decode, encode
+from aioflow.state import MAX_DEPTH, FileStore, Snapshot, decode, encode
 
 
 def snap(blocks: dict[str, list[list[Any]]]) -> Snapshot:
@@ -272,3 +272,23 @@ async def test_a_tampered_store_file_fails_the_open_and_stays_as_it_was(tmp_path
     assert str(info.value).startswith(f"snapshot file {str(store.path)!r}: not a valid snapshot")
     assert store.path.read_bytes() == tampered  # not overwritten by an empty snapshot
     assert pipe.statistics() == before
+
+
+def test_nesting_up_to_the_limit_round_trips_and_one_more_level_fails_both_ways() -> None:
+    def nest(levels: int, make: Any) -> Any:
+        value: Any = np.arange(3)  # a leaf in the deepest container does not count
+        for _ in range(levels):
+            value = make(value)
+        return value
+
+    for make in (lambda v: [v], lambda v: (v,), lambda v: {"k": v}, lambda v: {1: v}):
+        deepest = nest(MAX_DEPTH + 1, make)  # the state itself is at depth 0
+        data = encode(snap({"t": [["k", deepest]]}))
+        back = decode(data)["blocks"]["t"][0][1]
+        assert encode(snap({"t": [["k", back]]})) == data
+        with pytest.raises(af.SnapshotError, match=f"deeper than {MAX_DEPTH} levels"):
+            encode(snap({"t": [["k", make(deepest)]]}))
+        # The same document with the state wrapped in one more list, written by hand.
+        text = data.replace(b'[["k",', b'[["k",[', 1).replace(b"]]}}", b"]]]}}", 1)
+        with pytest.raises(af.SnapshotError, match=f"deeper than {MAX_DEPTH} levels"):
+            decode(text)
