@@ -14,7 +14,7 @@ from ._engine.supervisor import PipelineRun, stage_names, wait_finished
 from .block import FunctionBlock
 from .errors import GraphError, PipelineClosed
 from .graph import Graph, iter_blocks
-from .state import Snapshot, StateStore, make_snapshot
+from .state import Snapshot, StateStore, check_restorable, make_snapshot
 from .stats import BlockStatistics
 
 __all__ = ["Pipeline", "RunningPipeline"]
@@ -59,7 +59,7 @@ class Pipeline(Graph):
 
     # -- runs ---------------------------------------------------------------------------------
 
-    def _begin(self) -> PipelineRun:
+    def _begin(self, restore: Snapshot | None = None) -> PipelineRun:
         if self._active:
             msg = (
                 f"pipeline {self.name!r} is already running; a Pipeline object runs once at a "
@@ -78,6 +78,8 @@ class Pipeline(Graph):
                 )
                 raise GraphError(msg)
         run = PipelineRun(self.stages, self.name)
+        if restore is not None:  # all or nothing, before this run replaces the last one
+            run.restore(check_restorable(restore)["blocks"])
         for blk in blocks:
             blk._aioflow_running = self
         self._active = True
@@ -179,6 +181,11 @@ class Pipeline(Graph):
                 drains, writes a new one, atomically. Keys then live on instead of being
                 evicted at the end.
 
+        Raises:
+            SnapshotError: the snapshot (or the store's file) is not a valid snapshot.
+            GraphError: it holds state for a block that is not a stateful keyed block here.
+                Either way nothing was restored and nothing started.
+
         >>> import aioflow as af
         >>> async def main() -> int:
         ...     async with af.Pipeline(lambda x: x * 10).open() as running:
@@ -188,10 +195,8 @@ class Pipeline(Graph):
         """
         if restore is None and store is not None:
             restore = await store.load()
-        run = self._begin()
+        run = self._begin(restore)
         try:
-            if restore is not None:
-                run.restore(restore["blocks"])
             if store is not None:
                 for rt in run.blocks:
                     rt.keep_state = True

@@ -98,7 +98,7 @@ class PipelineRun:
     def restore(self, blocks: dict[str, list[list[Any]]]) -> None:
         """Start from saved keyed state: ``{block name: [[key, state], ...]}``."""
         by_name = {rt.name: rt for rt in self.blocks}
-        for name, pairs in blocks.items():
+        for name in blocks:  # every name checked before any state is set: all or nothing
             rt = by_name.get(name)
             if rt is None or not rt.block._aioflow_stateful:
                 stateful = sorted(n for n, r in by_name.items() if r.block._aioflow_stateful)
@@ -107,6 +107,8 @@ class PipelineRun:
                     f"which is not a stateful keyed block here (stateful blocks: {stateful})"
                 )
                 raise GraphError(msg)
+        for name, pairs in blocks.items():
+            rt = by_name[name]
             for key, state in pairs:
                 lane = rt.lanes[key] = _Lane()
                 lane.state = state

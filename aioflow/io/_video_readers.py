@@ -15,6 +15,7 @@ event loop that takes frames never waits on a decode.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import re
 import threading
@@ -60,8 +61,13 @@ IMAGE_EXTENSIONS = frozenset(
 """The file extensions (lower case) an image folder is read for; other files are ignored."""
 
 Kind = Literal["path", "camera", "url"]
+logger = logging.getLogger("aioflow")
 ALIVE = ("opening", "running", "reconnecting")
 _WAIT_SLICE = 0.5  # a reader waiting for room re-checks `stop` this often (a collected source)
+# A file that ends this far before the frame count its header declares is truncated: more than
+# 2 frames and more than 2% short (some containers only estimate the count, from the duration).
+_SHORT_FRAMES = 2
+_SHORT_FRACTION = 0.02
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +86,9 @@ class StreamStatistics:
         skipped: frames left out by ``fps=``.
         buffered: frames waiting in the buffer.
         reconnects: successful reconnections of a lost live stream.
+        truncated: the file ended well before the frame count its header declares (cut short
+            or damaged); the frames that could be read were delivered, and a warning was
+            logged on the ``"aioflow"`` logger with both numbers.
 
     The books balance: ``read == emitted + dropped + skipped + buffered``.
     """
@@ -94,6 +103,7 @@ class StreamStatistics:
     skipped: int
     buffered: int
     reconnects: int
+    truncated: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,6 +296,7 @@ class Stream:
         self.state: StreamState = "idle"
         self.error: VideoSourceError | None = None
         self.read = self.emitted = self.dropped = self.skipped = self.reconnects = 0
+        self.truncated = False
         self.thread: threading.Thread | None = None
         self.exited: asyncio.Future[None] | None = None
 
@@ -302,6 +313,7 @@ class Stream:
             skipped=self.skipped,
             buffered=len(self.frames),
             reconnects=self.reconnects,
+            truncated=self.truncated,
         )
 
 
@@ -439,6 +451,7 @@ def _read_frames(hub: Hub, st: Stream, held: list[_Capture]) -> None:
             if not native:
                 if not grabbed:
                     raise VideoSourceError(spec.uri, spec.stream, "opened, but no frame decodes")
+                _check_complete(hub, st, index, meta.get("frame_count"))
                 return
             held.clear()  # _reconnect releases it
             reopened = _reconnect(hub, st, cap, failures)
@@ -472,6 +485,25 @@ def _read_frames(hub: Hub, st: Stream, held: list[_Capture]) -> None:
             info.update(extra)
         if not hub.put(st, Frame(image, spec.stream, i, stamp, info)):
             return
+
+
+def _check_complete(hub: Hub, st: Stream, frames: int, declared: int | None) -> None:
+    """At the end of a file: warn, and flag the stream, if it ended well before the frame count
+    its header declares (a file cut short, or damaged part way)."""
+    if declared is None or declared - frames <= max(_SHORT_FRAMES, declared * _SHORT_FRACTION):
+        return
+    with hub.lock:
+        st.truncated = True
+    spec = st.spec
+    logger.warning(
+        "video source %r (stream %r): the file ended after %d of the %d frames it declares: "
+        "it is truncated or damaged, and the stream ends there",
+        spec.uri,
+        spec.stream,
+        frames,
+        declared,
+        extra={"stream": spec.stream, "frames_read": frames, "frames_declared": declared},
+    )
 
 
 def _reconnect(hub: Hub, st: Stream, cap: _Capture, failures: int) -> tuple[_Capture, int] | None:

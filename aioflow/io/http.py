@@ -149,10 +149,12 @@ class HttpStatistics:
     Attributes:
         requests: requests sent (every attempt counts).
         responses_by_status: status -> how many answers had it.
-        retried: retries made (not items).
+        retried: requests sent again after a failed attempt (not items). A retry that the
+            open breaker refused was not sent: it counts in ``rejected``, not here.
         connection_errors: attempts that got no connection or lost it.
         timeouts: attempts that got no answer in time.
-        rejected: items failed fast because the breaker was open.
+        rejected: requests the open breaker refused (nothing sent): items failed fast,
+            first attempts or retries.
         breaker: the breaker's state now.
         breaker_opened: how many times the breaker opened.
     """
@@ -341,7 +343,7 @@ class HttpBlock(Block):
 
     @property
     def rejected(self) -> int:
-        """Items failed fast because the breaker was open."""
+        """Requests the open breaker refused (first attempts or retries); nothing was sent."""
         return self.breaker.rejected
 
     def http_statistics(self) -> HttpStatistics:
@@ -396,6 +398,8 @@ class HttpBlock(Block):
         while True:
             attempt += 1
             token = breaker.acquire()
+            if token is not None and attempt > 1:
+                self.retried += 1  # counted once really sent: the breaker may refuse a retry
             if token is None:
                 wait = breaker.retry_in()
                 raise CircuitOpenError(
@@ -433,7 +437,6 @@ class HttpBlock(Block):
                     )
                     raise error
                 delay = max(delay, error.retry_after)
-            self.retried += 1
             logger.debug(
                 "block %r: %s; retry %d in %.3f s",
                 self.block_name,

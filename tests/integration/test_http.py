@@ -42,6 +42,7 @@ class Arrival:
     """One request as the server saw it arrive."""
 
     at: float  # time.time() on the server when the handler started
+    mono: float  # time.monotonic() then: for durations (the wall clock may be slewed)
     method: str
     path: str
     query: dict[str, str]
@@ -77,6 +78,7 @@ class Service:
         self.arrivals.append(
             Arrival(
                 at=time.time(),
+                mono=time.monotonic(),
                 method=request.method,
                 path=request.path,
                 query=dict(request.query),
@@ -352,9 +354,10 @@ async def test_retry_after_in_seconds_and_as_a_date_is_waited_out() -> None:
         )
         out = await af.Pipeline(blk).run(["seconds", "date"])
     assert out == ["seconds ok", "date ok"]
-    first = {a.path: a.at for a in svc.arrivals[::-1]}  # earliest arrival per path
-    second = {a.path: a.at for a in svc.arrivals}  # latest arrival per path
+    first = {a.path: a.mono for a in svc.arrivals[::-1]}  # earliest arrival per path
+    second = {a.path: a.mono for a in svc.arrivals}  # latest arrival per path
     assert second["/seconds"] - first["/seconds"] >= 1.0
+    second = {a.path: a.at for a in svc.arrivals}  # the date is on the wall clock
     asked_until = email.utils.parsedate_to_datetime(waits["date"]).timestamp()
     assert second["/date"] >= asked_until
     assert blk.responses_by_status == {429: 1, 503: 1, 200: 2}
@@ -499,6 +502,38 @@ async def test_a_down_service_opens_the_circuit_and_later_items_fail_fast() -> N
         assert stats.breaker == "open"
         assert stats.breaker_opened == 1
         assert stats.rejected == 7
+
+
+async def test_a_retry_the_open_breaker_refuses_counts_as_rejected_not_retried() -> None:
+    async def down(request: web.Request, service: Service) -> web.Response:
+        return web.Response(status=503, text="overloaded")
+
+    async with serve(down) as svc:
+        blk = http.post(
+            svc.url("/geo"),
+            retry=af.Retry(attempts=5, backoff=0.001),
+            breaker=http.Breaker(consecutive=3, cooldown=3600.0),
+        )
+        async with af.Pipeline(blk).open() as running:
+            # Item 0: three 503s (two of them retries) open the circuit; its fourth attempt is
+            # refused by the breaker and never sent.
+            with pytest.raises(af.BlockError) as info:
+                await running.submit({"cam": 0})
+            refused = info.value.__cause__
+            assert isinstance(refused, http.CircuitOpenError)
+            assert refused.attempts == 3
+            # Item 1: refused at its first attempt.
+            with pytest.raises(af.BlockError) as info:
+                await running.submit({"cam": 1})
+            assert isinstance(info.value.__cause__, http.CircuitOpenError)
+            stats = blk.http_statistics()
+    assert len(svc.arrivals) == 3
+    assert stats.requests == 3
+    assert stats.responses_by_status == {503: 3}
+    assert stats.retried == 2  # the requests sent again: arrivals after the first
+    assert stats.rejected == 2  # the refused retry of item 0, and item 1
+    assert stats.breaker_opened == 1
+    assert stats.as_dict()["retried"] == 2
 
 
 async def test_the_circuit_half_opens_after_the_cooldown_and_a_good_probe_closes_it() -> None:

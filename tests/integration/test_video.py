@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import pickle
 import socket
 import sys
@@ -401,6 +402,60 @@ async def test_a_file_that_is_not_a_video_fails_naming_it(tmp_path: Path) -> Non
         async for _ in video_source(junk):
             pass
     assert info.value.uri == str(junk)
+
+
+def cut_short(path: Path, keep: float) -> Path:
+    """A copy of ``path`` with only the first ``keep`` of its bytes, as a crashed writer or an
+    interrupted copy leaves it."""
+    data = path.read_bytes()
+    cut = path.with_name(f"{path.stem}_cut{path.suffix}")
+    cut.write_bytes(data[: int(len(data) * keep)])
+    return cut
+
+
+async def test_a_truncated_file_delivers_what_it_can_then_warns_and_is_flagged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # AVI/MJPG: every frame is a JPEG of its own and the index at the end is optional, so a
+    # file cut short still opens and its first frames decode.
+    whole = write_video(tmp_path / "whole.avi", 60, "MJPG")
+    cut = cut_short(whole, 0.6)
+    with caplog.at_level(logging.WARNING, logger="aioflow"):
+        async with video_source([whole, cut]) as source:
+            frames = [frame async for frame in source]
+            stats = source.statistics()
+
+    got = [f for f in frames if f.stream == "whole_cut"]
+    n = len(got)
+    assert 0 < n < 0.7 * 60
+    assert [f.meta["frame_count"] for f in got[:1]] == [60]  # what the header declares
+    # The frames that could be read came through, in order, with their content.
+    assert [f.index for f in got] == list(range(n))
+    for i, f in enumerate(got):
+        assert grey_of(f.image) == pytest.approx(12 * (i % 14), abs=6), f"frame {i}"
+    assert stats["whole_cut"].truncated
+    assert stats["whole_cut"].state == "ended"
+    assert stats["whole_cut"].read == stats["whole_cut"].emitted == n
+    # The whole file, read beside it, is neither short nor flagged.
+    assert len([f for f in frames if f.stream == "whole"]) == 60
+    assert not stats["whole"].truncated
+
+    [record] = [r for r in caplog.records if "truncated" in r.getMessage()]
+    assert record.name == "aioflow"
+    assert record.levelno == logging.WARNING
+    message = record.getMessage()
+    assert repr(str(cut)) in message
+    assert f"after {n} of the 60 frames it declares" in message
+
+
+async def test_a_truncated_file_that_cannot_open_fails_naming_it(tmp_path: Path) -> None:
+    # MP4 keeps its index (the moov atom) at the end: cut short, nothing can be decoded, and
+    # that is the clear error of a file that is not a video, not a silent empty stream.
+    cut = cut_short(write_video(tmp_path / "clip.mp4", 60, "mp4v"), 0.6)
+    with pytest.raises(VideoSourceError, match="cannot open") as info:
+        async for _ in video_source(cut):
+            pass
+    assert info.value.uri == str(cut)
 
 
 async def test_an_unreachable_url_fails_at_the_start_naming_it() -> None:

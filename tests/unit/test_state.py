@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 import aioflow as af
-from aioflow.state import FileStore, Snapshot, decode, encode
+from aioflow.state import MAX_DEPTH, FileStore, Snapshot, decode, encode
 
 
 def snap(blocks: dict[str, list[list[Any]]]) -> Snapshot:
@@ -148,3 +149,146 @@ async def test_restoring_state_for_an_unknown_block_is_a_graph_error() -> None:
     # The failed open left the pipeline usable.
     async with pipe.open() as running:
         assert await running.submit(("a", 1)) == ("a", 1)
+
+
+def _doc(blocks: object, **top: object) -> bytes:
+    return json.dumps({"version": 1, "pipeline": "p", "blocks": blocks, **top}).encode()
+
+
+def _array(data: str, dtype: object = "<f4", shape: object = (2,)) -> dict[str, object]:
+    shape = list(shape) if isinstance(shape, tuple) else shape
+    return {"__ndarray__": data, "dtype": dtype, "shape": shape}
+
+
+EIGHT_BYTES = base64.b64encode(bytes(8)).decode()
+
+
+# Each of these escaped as the exception in the comment before: the docs promise SnapshotError,
+# and the message must say what was wrong and where.
+@pytest.mark.parametrize(
+    ("data", "where", "what"),
+    [
+        (b'{"version": 1, "blocks": {}}', "the document", "'pipeline' is missing"),  # KeyError
+        (_doc([]), "blocks", "expected an object, found a list"),  # AttributeError
+        (_doc({"t": 5}), "blocks.t", "found an integer"),  # TypeError
+        (_doc({"t": [["k", 1, 2]]}), r"blocks.t\[0\]", "pair, found a list of 3"),  # ValueError
+        (_doc({"t": [[[1, 2], {}]]}), r"blocks.t\[0\].key", "hashable, found a list"),  # restore
+        (_doc({"t": [["k", {"__dict__": [[[1], 2]]}]]}), r"__dict__\[0\].key", "hashable"),
+        (_doc({"t": [["a", 1], ["a", 2]]}), r"blocks.t\[1\].key", "'a' appears twice"),
+        (
+            _doc({"t": [["k", {"tracks": [0, 1, 2, _array("!!!")]}]]}),  # binascii.Error
+            r"blocks.t\[0\].state.tracks\[3\].__ndarray__",
+            "not valid base64",
+        ),
+        (
+            _doc({"t": [["k", _array(EIGHT_BYTES, "<f4", (3,))]]}),  # ValueError (reshape)
+            r"blocks.t\[0\].state",
+            "shape \\[3\\] of '<f4' needs 12 bytes, the data holds 8",
+        ),
+        (
+            _doc({"t": [["k", _array(EIGHT_BYTES, "|O8", (1,))]]}),  # object dtype: pickle
+            r"blocks.t\[0\].state.dtype",
+            "'\\|O8' is not a dtype a snapshot holds",
+        ),
+        (_doc({"t": [["k", {"__ndarray__": ""}]]}), "state", "'dtype' is missing"),  # KeyError
+        (_doc({"t": [["k", {"__tuple__": 5}]]}), r"state.__tuple__", "found an integer"),
+        (_doc({"t": [["k", {"__dict__": [1]}]]}), r"__dict__\[0\]", "pair, found an integer"),
+        (_doc({"t": [["k", 1]]}, extra=1), "extra", "unexpected member"),
+        (_doc({}, pipeline=None), "pipeline", "expected a string, found null"),
+        (b'{"version": true, "pipeline": "p", "blocks": {}}', "version 1 expected", "True"),
+        (b"[" * 100_000 + b"]" * 100_000, "not a snapshot", "nested too deeply"),  # RecursionError
+        (_doc({"t": [["k", "DEEP"]]}).replace(b'"DEEP"', b"[" * 150 + b"]" * 150), "", "deeper"),
+        (
+            b'{"version": 1, "pipeline": "p", "blocks": {"t": [["k", 1' + b"0" * 5000 + b"]]}}",
+            "not a snapshot",
+            "digits",
+        ),  # ValueError (int too long)
+    ],
+)
+def test_a_tampered_snapshot_is_a_snapshot_error_saying_where(
+    data: bytes, where: str, what: str
+) -> None:
+    with pytest.raises(af.SnapshotError, match=f"{where}.*{what}"):
+        decode(data)
+
+
+def test_the_codec_refuses_on_writing_what_it_would_refuse_on_reading() -> None:
+    nested: list[Any] = []
+    deep = nested
+    for _ in range(150):
+        deep.append([])
+        deep = deep[0]
+    loop: list[Any] = []
+    loop.append(loop)
+    for state, what in [
+        (nested, "deeper than 100 levels"),
+        (loop, "containing itself"),
+        (np.array([object()]), "dtype object"),
+        (np.zeros(2, dtype=[("a", "<i4")]), "dtype"),
+        (10**5000, "too large"),
+    ]:
+        with pytest.raises(af.SnapshotError, match=f"block 't', key 'k'.*{what}"):
+            encode(snap({"t": [["k", state]]}))
+
+
+async def test_a_bad_snapshot_restores_nothing_and_leaves_the_last_run_as_it_was() -> None:
+    pipe = af.Pipeline(Counter(name="count"), Counter(name="again"))
+    async with pipe.open() as running:
+        assert await running.submit(("a", 1)) == ("a", 1)
+        good = running.snapshot()
+    before = pipe.statistics()
+    assert before["count"].keys == 0
+    assert before["count"].evicted == 1
+
+    unknown = snap({"count": good["blocks"]["count"], "missing": [["a", {"n": 1}]]})
+    with pytest.raises(af.GraphError, match="'missing'"):
+        async with pipe.open(restore=unknown):
+            pass
+    unhashable = snap({"count": good["blocks"]["count"] + [[["b"], {"n": 1}]]})
+    with pytest.raises(af.SnapshotError, match=r"blocks.count\[1\].key: .*hashable"):
+        async with pipe.open(restore=unhashable):
+            pass
+    # No half-restored run replaced the last one: its statistics are as they were.
+    assert pipe.statistics() == before
+
+    async with pipe.open(restore=good) as running:  # and the good snapshot still restores
+        assert await running.submit(("a", 2)) == ("a", 2)
+
+
+async def test_a_tampered_store_file_fails_the_open_and_stays_as_it_was(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "state.json")
+    pipe = af.Pipeline(Counter(name="count"))
+    async with pipe.open(store=store) as running:
+        await running.submit(("a", 1))
+    doc = json.loads(store.path.read_bytes())
+    doc["blocks"]["count"][0][1]["last"]["dtype"] = "|O8"  # would need pickle to read
+    tampered = json.dumps(doc).encode()
+    store.path.write_bytes(tampered)
+    before = pipe.statistics()
+
+    with pytest.raises(af.SnapshotError, match=r"blocks.count\[0\].state.last.dtype") as info:
+        async with pipe.open(store=store):
+            pass
+    assert str(info.value).startswith(f"snapshot file {str(store.path)!r}: not a valid snapshot")
+    assert store.path.read_bytes() == tampered  # not overwritten by an empty snapshot
+    assert pipe.statistics() == before
+
+
+def test_nesting_up_to_the_limit_round_trips_and_one_more_level_fails_both_ways() -> None:
+    def nest(levels: int, make: Any) -> Any:
+        value: Any = np.arange(3)  # a leaf in the deepest container does not count
+        for _ in range(levels):
+            value = make(value)
+        return value
+
+    for make in (lambda v: [v], lambda v: (v,), lambda v: {"k": v}, lambda v: {1: v}):
+        deepest = nest(MAX_DEPTH + 1, make)  # the state itself is at depth 0
+        data = encode(snap({"t": [["k", deepest]]}))
+        back = decode(data)["blocks"]["t"][0][1]
+        assert encode(snap({"t": [["k", back]]})) == data
+        with pytest.raises(af.SnapshotError, match=f"deeper than {MAX_DEPTH} levels"):
+            encode(snap({"t": [["k", make(deepest)]]}))
+        # The same document with the state wrapped in one more list, written by hand.
+        text = data.replace(b'[["k",', b'[["k",[', 1).replace(b"]]}}", b"]]]}}", 1)
+        with pytest.raises(af.SnapshotError, match=f"deeper than {MAX_DEPTH} levels"):
+            decode(text)
