@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterable, Coroutine, Hashable, Iterable
+from dataclasses import replace
 from typing import Any
 
 from ..block import Block
@@ -52,6 +53,9 @@ class PipelineRun:
         self.finished = False
         #: open() mode: outputs that belong to no submitted item (evict() flushes)
         self.unclaimed = 0
+        #: when the run began and (once it has) ended, for the records' ``wall_s``
+        self.started = _perf()
+        self.stopped: float | None = None
 
     def build_chain(
         self, stages: tuple[Block | Branch, ...], out: Channel[Envelope]
@@ -85,7 +89,8 @@ class PipelineRun:
     def statistics(self) -> dict[str, BlockStatistics]:
         """Records in pipeline order (a branch before its members)."""
         by_name = {rt.name: rt for rt in self.runtimes}
-        return {name: by_name[name].record() for name in self.order}
+        wall = (self.stopped if self.stopped is not None else _perf()) - self.started
+        return {name: replace(by_name[name].record(), wall_s=wall) for name in self.order}
 
     def states(self) -> dict[str, dict[Hashable, Any]]:
         """The keyed state of every stateful block (live objects)."""
@@ -137,6 +142,7 @@ class PipelineRun:
             raise
         finally:
             self.finished = True
+            self.stopped = _perf()
             if not self.ready.done():
                 self.ready.set_result(None)
             self.output.close()
