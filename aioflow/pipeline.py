@@ -305,7 +305,8 @@ class RunningPipeline:
             host: where to listen. Loopback by default; any other address is reachable from
                 other machines: give a ``token`` then.
             port: 0 picks a free port.
-            token: if given, every request wants ``Authorization: Bearer TOKEN``.
+            token: if given, the metrics and the event stream want
+                ``Authorization: Bearer TOKEN`` (or ``?token=TOKEN``).
 
         To serve the metrics from an aiohttp app of your own instead, mount them with
         :func:`aioflow.observe.add_routes`.

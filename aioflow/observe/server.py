@@ -12,8 +12,9 @@ Routes (under an optional prefix):
   seconds (``?interval=0.5`` by default, 0.05 to 10).
 - ``GET /static/...``: the page's script and style sheet.
 
-With ``token``, every route wants ``Authorization: Bearer TOKEN`` (or ``?token=TOKEN``, which
-the page passes on to its event stream) and answers 401 otherwise.
+With ``token``, the data routes (``/metrics``, ``/events``) want ``Authorization: Bearer TOKEN``
+(or ``?token=TOKEN``: open the page as ``/?token=TOKEN`` and it passes the token on to its event
+stream) and answer 401 otherwise; the page and its assets hold no figures.
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ def add_routes(
         source: a :class:`~aioflow.RunningPipeline` (or a :class:`~aioflow.Pipeline`: its
             current or last run).
         prefix: a path the routes go under; empty for the root.
-        token: if given, the routes want ``Authorization: Bearer TOKEN``.
+        token: if given, ``/metrics`` and ``/events`` want ``Authorization: Bearer TOKEN``.
         dashboard: whether to mount the dashboard and its event stream.
 
     >>> from aiohttp import web
@@ -174,9 +175,10 @@ def add_routes(
             closing_events.remove(stop)
         return resp
 
-    app.router.add_get(prefix + "/", _guard(token, index))
+    # The page and its assets hold no figures: only the data routes want the token.
+    app.router.add_get(prefix + "/", index)
     app.router.add_get(prefix + "/events", _guard(token, events))
-    app.router.add_get(prefix + "/static/{name}", _guard(token, asset))
+    app.router.add_get(prefix + "/static/{name}", asset)
 
 
 def _is_loopback(host: str) -> bool:
@@ -196,7 +198,7 @@ class Server:
         host: where to listen; loopback by default. Any other address is reachable from other
             machines: give a ``token`` then (a warning is logged without one).
         port: the port; 0 picks a free one (see :attr:`url`).
-        token: if given, every route wants ``Authorization: Bearer TOKEN``.
+        token: if given, ``/metrics`` and ``/events`` want ``Authorization: Bearer TOKEN``.
         dashboard: whether to serve the dashboard at ``/``.
 
     Use it as ``async with Server(...) as server:`` or call :meth:`start` and :meth:`close`.
