@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._engine.channel import ChannelClosed
 from ._engine.envelope import Envelope, SubmitTicket
@@ -15,7 +15,10 @@ from .block import FunctionBlock
 from .errors import GraphError, PipelineClosed
 from .graph import Graph, iter_blocks
 from .state import Snapshot, StateStore, check_restorable, make_snapshot
-from .stats import BlockStatistics
+from .stats import BlockStatistics, Bottleneck, find_bottleneck
+
+if TYPE_CHECKING:
+    from .observe.server import Server
 
 __all__ = ["Pipeline", "RunningPipeline"]
 
@@ -213,9 +216,11 @@ class Pipeline(Graph):
                 yield running
             except BaseException:
                 running._closing = True
+                await running._close_servers()
                 sup.cancel()
                 await wait_finished(sup)
                 raise
+            await running._close_servers()
             await running.stop()
             if store is not None:
                 await store.save(running.snapshot())
@@ -228,6 +233,11 @@ class Pipeline(Graph):
             return {name: BlockStatistics(name=name) for name in stage_names(self.stages)}
         return self._run.statistics()
 
+    def bottleneck(self) -> Bottleneck | None:
+        """Which block limits the current or last run, and why (None before any run): see
+        :class:`~aioflow.stats.Bottleneck`."""
+        return find_bottleneck(self.statistics())
+
 
 class RunningPipeline:
     """An open pipeline: ``submit`` items concurrently, read live statistics, ``stop``."""
@@ -237,6 +247,7 @@ class RunningPipeline:
         self._run = run
         self._task = task
         self._closing = False
+        self._servers: list[Server] = []
 
     @property
     def name(self) -> str:
@@ -280,6 +291,54 @@ class RunningPipeline:
     def statistics(self) -> dict[str, BlockStatistics]:
         """Live ``{block name: BlockStatistics}``."""
         return self._run.statistics()
+
+    def bottleneck(self) -> Bottleneck | None:
+        """Which block limits throughput now, and why: busy near all of its workers' time,
+        waiting on a full output (the limit is downstream) or starved (the limit is the
+        source); None before any item arrived. See :class:`~aioflow.stats.Bottleneck`."""
+        return find_bottleneck(self._run.statistics())
+
+    async def serve_metrics(
+        self, host: str = "127.0.0.1", port: int = 0, *, token: str | None = None
+    ) -> str:
+        """Serve Prometheus metrics and the live dashboard while the pipeline is open; return
+        the metrics URL, ``http://HOST:PORT/metrics`` (the dashboard is at ``/``).
+
+        The server stops when the ``open()`` block exits, and its port is free again.
+
+        Args:
+            host: where to listen. Loopback by default; any other address is reachable from
+                other machines: give a ``token`` then.
+            port: 0 picks a free port.
+            token: if given, the metrics and the event stream want
+                ``Authorization: Bearer TOKEN`` (or ``?token=TOKEN``).
+
+        To serve the metrics from an aiohttp app of your own instead, mount them with
+        :func:`aioflow.observe.add_routes`.
+
+        >>> import aioflow as af
+        >>> async def main() -> str:
+        ...     async with af.Pipeline(lambda x: x, name="demo").open() as running:
+        ...         url = await running.serve_metrics()
+        ...         return url.rsplit(":", 1)[0]
+        >>> af.run(main())
+        'http://127.0.0.1'
+        """
+        if self.closed:
+            msg = f"pipeline {self.name!r} is stopping or stopped: no metrics to serve"
+            raise PipelineClosed(msg)
+        # Imported here: the core never loads prometheus-client or the dashboard until asked.
+        from .observe.server import Server
+
+        server = Server(self, host=host, port=port, token=token)
+        await server.start()
+        self._servers.append(server)
+        return server.metrics_url
+
+    async def _close_servers(self) -> None:
+        servers, self._servers = self._servers, []
+        for server in servers:
+            await server.close()
 
     def snapshot(self) -> Snapshot:
         """Every keyed block's per-key state, as plain data (no pickle): write it with

@@ -14,9 +14,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-__all__ = ["BlockStatistics", "percentile"]
+__all__ = ["BlockStatistics", "Bottleneck", "find_bottleneck", "percentile"]
+
+#: a block busier than this share of its workers' time is taken as the limit
+BUSY_THRESHOLD = 0.7
+#: a block waiting on a full output more than this share of the time has its limit downstream
+BLOCKED_THRESHOLD = 0.5
+#: where the outputs go after the last block (the caller of run/stream/submit)
+CONSUMER = "<consumer>"
+#: where the items come from before the first block
+SOURCE = "<source>"
 
 
 def percentile(samples: Iterable[float], q: float) -> float:
@@ -37,9 +46,12 @@ class BlockStatistics:
     """A snapshot of one block's counters (see the module docstring for the books).
 
     Latencies are the block's own processing time per call (from the start of the call to its
-    result; per batch for a batching block), over recent calls. ``batches`` and ``batch_sizes``
-    (size -> how many batches had it) describe dynamic batching; ``keys`` is the number of keys
-    holding state now and ``evicted`` how many were evicted so far.
+    result; per batch for a batching block), over recent calls. ``busy_s`` sums the time its
+    workers spent in calls, ``blocked_s`` the time they waited for room in a full output (both
+    summed over workers), and ``wall_s`` is the time since the run began (until it ended).
+    ``batches`` and ``batch_sizes`` (size -> how many batches had it) describe dynamic
+    batching; ``keys`` is the number of keys holding state now and ``evicted`` how many were
+    evicted so far.
     """
 
     name: str
@@ -56,6 +68,8 @@ class BlockStatistics:
     in_flight: int = 0
     queue_depth: int = 0
     busy_s: float = 0.0
+    blocked_s: float = 0.0
+    wall_s: float = 0.0
     latency_p50_s: float = 0.0
     latency_p99_s: float = 0.0
     workers: int = 1
@@ -63,6 +77,22 @@ class BlockStatistics:
     batch_sizes: Mapping[int, int] = field(default_factory=dict)
     keys: int = 0
     evicted: int = 0
+
+    @property
+    def utilisation(self) -> float:
+        """``busy_s / (wall_s * workers)``: the share of its workers' time the block spent in
+        calls (0.0 before the run began)."""
+        if self.wall_s <= 0.0:
+            return 0.0
+        return self.busy_s / (self.wall_s * self.workers)
+
+    @property
+    def blocked_ratio(self) -> float:
+        """``blocked_s / (wall_s * workers)``: the share of its workers' time the block waited
+        for room in a full output (the limit is downstream)."""
+        if self.wall_s <= 0.0:
+            return 0.0
+        return self.blocked_s / (self.wall_s * self.workers)
 
     @property
     def mean_batch_size(self) -> float:
@@ -89,3 +119,102 @@ class BlockStatistics:
         data["dropped_by"] = dict(self.dropped_by)
         data["batch_sizes"] = dict(self.batch_sizes)
         return data
+
+
+@dataclass(frozen=True, slots=True)
+class Bottleneck:
+    """Which block limits the throughput of a run, and why.
+
+    ``reason`` is one of:
+
+    - ``"busy"``: ``block``'s workers are busy ``utilisation`` of the time; it is the limit
+      (``limit == block``): give it more workers, batch it, or make it faster.
+    - ``"blocked"``: ``block`` waits on a full output ``blocked_ratio`` of the time, so the
+      limit is downstream: ``limit`` is the next stage (or ``"<consumer>"``, whoever reads the
+      outputs).
+    - ``"starved"``: no block is busy or blocked; ``block`` (the first) waits for input
+      ``starved_ratio`` of the time: the limit is upstream, ``limit == "<source>"``.
+
+    The ratios are shares of the block's workers' time (``wall_s * workers``) since the run
+    began; ``throughput`` is the block's completed inputs per second over that time.
+    """
+
+    block: str
+    reason: Literal["busy", "blocked", "starved"]
+    limit: str
+    utilisation: float
+    blocked_ratio: float
+    starved_ratio: float
+    workers: int
+    throughput: float
+    wall_s: float
+
+    @property
+    def message(self) -> str:
+        """One sentence for people, with the numbers."""
+        share = "worker's" if self.workers == 1 else f"{self.workers} workers'"
+        if self.reason == "busy":
+            return (
+                f"{self.block!r} limits throughput: busy {self.utilisation:.0%} of its {share} "
+                f"time ({self.throughput:.1f} items/s); give it more workers or make it faster"
+            )
+        if self.reason == "blocked":
+            where = "the consumer of the outputs" if self.limit == CONSUMER else repr(self.limit)
+            return (
+                f"the limit is downstream of {self.block!r}: it waits on a full output "
+                f"{self.blocked_ratio:.0%} of its {share} time; {where} does not keep up "
+                f"({self.throughput:.1f} items/s)"
+            )
+        return (
+            f"the limit is upstream: the source; {self.block!r} waits for input "
+            f"{self.starved_ratio:.0%} of its {share} time and no block is busy "
+            f"({self.throughput:.1f} items/s)"
+        )
+
+    def __str__(self) -> str:
+        return self.message
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report as plain data, its message included."""
+        data = asdict(self)
+        data["message"] = self.message
+        return data
+
+
+def find_bottleneck(records: Mapping[str, BlockStatistics]) -> Bottleneck | None:
+    """The :class:`Bottleneck` of a run from its statistics (in pipeline order), or None
+    when nothing has run yet.
+
+    The busiest block is the limit when it is busy more than 70% of its workers' time;
+    otherwise the block waiting longest on a full output, if more than half the time, has its
+    limit downstream; otherwise the pipeline waits for its source.
+    """
+    recs = [r for r in records.values() if r.wall_s > 0.0 and r.received > 0]
+    if not recs:
+        return None
+    names = list(records)
+
+    def report(
+        rec: BlockStatistics, reason: Literal["busy", "blocked", "starved"], limit: str
+    ) -> Bottleneck:
+        return Bottleneck(
+            block=rec.name,
+            reason=reason,
+            limit=limit,
+            utilisation=rec.utilisation,
+            blocked_ratio=rec.blocked_ratio,
+            starved_ratio=max(0.0, 1.0 - rec.utilisation - rec.blocked_ratio),
+            workers=rec.workers,
+            throughput=rec.completed / rec.wall_s,
+            wall_s=rec.wall_s,
+        )
+
+    busiest = max(recs, key=lambda r: r.utilisation)
+    if busiest.utilisation >= BUSY_THRESHOLD:
+        return report(busiest, "busy", busiest.name)
+    blocked = max(recs, key=lambda r: r.blocked_ratio)
+    if blocked.blocked_ratio >= BLOCKED_THRESHOLD:
+        at = names.index(blocked.name)
+        limit = names[at + 1] if at + 1 < len(names) else CONSUMER
+        return report(blocked, "blocked", limit)
+    return report(recs[0], "starved", SOURCE)

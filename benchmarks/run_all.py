@@ -3,7 +3,8 @@
 * ``bench_peers.py``: per-item overhead against hand-written queues, pypeln, aiostream and
   streamz; the CV-shaped pipeline for every library;
 * ``bench_latency.py``: latency under load, blocking against leaky edges;
-* ``bench_memory.py``: RSS after 10 thousand and 1 million items.
+* ``bench_memory.py``: RSS after 10 thousand and 1 million items;
+* ``bench_metrics.py``: per-item overhead with a Prometheus scraper polling every 100 ms.
 
 Each part writes ``benchmarks/results/<part>.json`` (``<part>_quick.json`` in quick mode) with
 the machine, the versions of Python and of every library, and the date. ``benchmarks/report.py``
@@ -33,9 +34,10 @@ sys.path.insert(0, str(HERE))
 
 import bench_latency  # noqa: E402
 import bench_memory  # noqa: E402
+import bench_metrics  # noqa: E402
 import bench_peers  # noqa: E402
 
-PARTS = ("peers", "latency", "memory")
+PARTS = ("peers", "latency", "memory", "metrics")
 PACKAGES = (
     "aioflow",
     "uvloop",
@@ -105,6 +107,8 @@ def run_part(part: str, *, quick: bool, reps: int) -> dict[str, Any]:
         return bench_peers.run(quick=quick, reps=reps)
     if part == "latency":
         return bench_latency.run(quick=quick, reps=reps)
+    if part == "metrics":
+        return bench_metrics.run(quick=quick, reps=reps)
     return bench_memory.run(quick=quick)
 
 
@@ -114,6 +118,8 @@ def print_part(part: str, res: dict[str, Any]) -> None:
         bench_peers.print_cv(res["cv"])
     elif part == "latency":
         bench_latency.print_latency(res)
+    elif part == "metrics":
+        bench_metrics.print_metrics(res)
     else:
         bench_memory.print_memory(res)
 

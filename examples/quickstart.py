@@ -7,6 +7,12 @@ Simulated cameras produce frames; each frame goes through
 
 and the script prints the alerts, the speed-up over a plain sequential loop, and per-block
 statistics. Run it with `make demo` or `python examples/quickstart.py`.
+
+The pipeline (`pipe`) and its items (`refs`) are module-level names, so the command line can
+load them from the repository's root folder:
+
+    python -m aioflow graph examples.quickstart:pipe --format mermaid
+    python -m aioflow run examples.quickstart:pipe --items examples.quickstart:refs --dashboard
 """
 
 from __future__ import annotations
@@ -78,7 +84,11 @@ async def alert(item: dict[str, Any]):  # type: ignore[no-untyped-def]
 
 
 def refs() -> list[tuple[int, int]]:
+    """The frames to fetch: (camera, index) for every camera, interleaved."""
     return [(c, i) for i in range(FRAMES_PER_CAMERA) for c in range(CAMERAS)]
+
+
+pipe = af.Pipeline(fetch, blur, Motion(name="motion"), alert, name="quickstart")
 
 
 async def sequential() -> list[dict[str, Any]]:
@@ -95,8 +105,6 @@ async def sequential() -> list[dict[str, Any]]:
 
 
 async def main() -> None:
-    pipe = af.Pipeline(fetch, blur, Motion(name="motion"), alert, name="quickstart")
-
     t0 = time.perf_counter()
     alerts = await pipe.run(refs())
     t_pipe = time.perf_counter() - t0
@@ -122,6 +130,7 @@ async def main() -> None:
             f"{name:10} {rec.received:8d} {rec.emitted:8d} {rec.filtered:8d} "
             f"{rec.busy_s:7.3f} {rec.latency_p50_s * 1e3:7.2f}"
         )
+    print("bottleneck:", pipe.bottleneck())
 
 
 if __name__ == "__main__":

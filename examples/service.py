@@ -13,6 +13,10 @@ Endpoints:
   ``{"label": "cat", "class": 3, "score": 0.41}``. A malformed image gets a 400.
 - ``GET /health``: ``{"ready": true, "blocks": {...}}`` with the pipeline's statistics; 503 once
   the service is stopping.
+- ``GET /aioflow/metrics``: Prometheus metrics per block; ``GET /aioflow/``: the live dashboard
+  (mounted with ``aioflow.observe.add_routes`` on this app, see docs/observability.md).
+
+The pipeline alone: ``python -m aioflow graph examples.service:pipeline``.
 
 Shutting down (Ctrl-C or SIGTERM) is graceful: the server stops accepting connections, the
 requests in flight get their answers, then the pipeline drains and the model is released.
@@ -40,6 +44,7 @@ import numpy as np
 from aiohttp import web
 
 import aioflow as af
+from aioflow.observe import add_routes
 
 SHAPE = (32, 32, 3)
 PIXELS = 32 * 32 * 3
@@ -157,6 +162,13 @@ RUNNING = web.AppKey("running", af.RunningPipeline)
 STOPPING = web.AppKey("stopping", asyncio.Event)
 
 
+def pipeline(model: Classifier | None = None, *, batch: af.Batch | None = None) -> af.Pipeline:
+    """The service's pipeline: one batching model block (``python -m aioflow graph
+    examples.service:pipeline`` draws it)."""
+    block = ClassifierBlock(model, batch=batch or af.Batch(max_size=MAX_BATCH, max_wait=MAX_WAIT_S))
+    return af.Pipeline(block, name="classifier")
+
+
 def make_app(model: Classifier | None = None, *, batch: af.Batch | None = None) -> web.Application:
     """The service: ``/predict`` and ``/health``, the pipeline opened in ``cleanup_ctx``.
 
@@ -166,12 +178,12 @@ def make_app(model: Classifier | None = None, *, batch: af.Batch | None = None) 
     """
     app = web.Application()
     app[STOPPING] = asyncio.Event()
+    pipe = pipeline(model, batch=batch)
+    # Prometheus metrics at /aioflow/metrics and the live dashboard at /aioflow/, served by
+    # this app itself (the routes read the pipeline's current run at each request).
+    add_routes(app, pipe, prefix="/aioflow")
 
     async def pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
-        block = ClassifierBlock(
-            model, batch=batch or af.Batch(max_size=MAX_BATCH, max_wait=MAX_WAIT_S)
-        )
-        pipe = af.Pipeline(block, name="classifier")
         async with pipe.open() as running:  # every setup() ran: the model is loaded
             app[RUNNING] = running
             yield
@@ -239,7 +251,10 @@ async def serve(port: int) -> None:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
-    print(f"serving on http://127.0.0.1:{port} (POST /predict, GET /health); Ctrl-C stops")
+    print(
+        f"serving on http://127.0.0.1:{port} (POST /predict, GET /health, dashboard at "
+        "/aioflow/); Ctrl-C stops"
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -6,7 +6,8 @@ served) plus what a pipeline edge needs on top:
 
 * an overflow policy: ``"block"`` (backpressure), ``"drop_oldest"`` or ``"drop_newest"``;
 * ``close()``: end of stream. Getters drain what is buffered, then get :class:`ChannelClosed`;
-* counters (``received``, ``overflowed``) that feed the statistics of the block that reads it.
+* counters (``received``, ``overflowed``) that feed the statistics of the block that reads it, and
+  ``blocked_s`` (seconds writers spent waiting for room) for the block that writes it.
 
 It is built on a :class:`collections.deque` with one future per *waiting* caller, so a put or get
 that does not have to wait costs a few attribute lookups and no allocation. There is no unbounded
@@ -16,6 +17,7 @@ mode: the capacity is always a positive integer.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Generic, Literal, TypeVar
@@ -24,6 +26,8 @@ __all__ = ["Channel", "ChannelClosed", "Overflow"]
 
 T = TypeVar("T")
 Overflow = Literal["block", "drop_oldest", "drop_newest"]
+
+_perf = time.perf_counter
 
 
 class ChannelClosed(Exception):
@@ -47,6 +51,7 @@ class Channel(Generic[T]):
         "_getters",
         "_loop",
         "_putters",
+        "blocked_s",
         "capacity",
         "leaky",
         "on_drop",
@@ -78,6 +83,8 @@ class Channel(Generic[T]):
         self.received = 0
         #: items the overflow policy discarded
         self.overflowed = 0
+        #: seconds writers waited for room, summed over writers (read only on the slow path)
+        self.blocked_s = 0.0
 
     def __len__(self) -> int:
         return len(self._buf)
@@ -174,6 +181,7 @@ class Channel(Generic[T]):
                     break
                 fut = self._get_loop().create_future()
                 self._putters.append(fut)
+                t0 = _perf()
                 try:
                     await fut
                 except BaseException:
@@ -182,6 +190,8 @@ class Channel(Generic[T]):
                     if len(buf) < self.capacity and not self._closed:
                         self._wake_putter()
                     raise
+                finally:
+                    self.blocked_s += _perf() - t0
         return self.put_nowait(item)
 
     async def wait_writable(self) -> None:
@@ -194,6 +204,7 @@ class Channel(Generic[T]):
         while len(buf) >= self.capacity and not self._closed and not self.leaky:
             fut = self._get_loop().create_future()
             self._putters.append(fut)
+            t0 = _perf()
             try:
                 await fut
             except BaseException:
@@ -201,6 +212,8 @@ class Channel(Generic[T]):
                 if len(buf) < self.capacity and not self._closed:
                     self._wake_putter()
                 raise
+            finally:
+                self.blocked_s += _perf() - t0
 
     # -- getting --------------------------------------------------------------------------------
 

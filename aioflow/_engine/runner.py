@@ -154,6 +154,7 @@ class BlockRuntime:
             in_flight=in_flight,
             queue_depth=queued,
             busy_s=self.busy_s,
+            blocked_s=self.out.blocked_s,
             latency_p50_s=percentile(samples, 0.5),
             latency_p99_s=percentile(samples, 0.99),
             workers=self.opts.workers,

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterable, Coroutine, Hashable, Iterable
+from dataclasses import replace
 from typing import Any
 
 from ..block import Block
@@ -52,6 +53,9 @@ class PipelineRun:
         self.finished = False
         #: open() mode: outputs that belong to no submitted item (evict() flushes)
         self.unclaimed = 0
+        #: when the run began and (once it has) ended, for the records' ``wall_s``
+        self.started = _perf()
+        self.stopped: float | None = None
 
     def build_chain(
         self, stages: tuple[Block | Branch, ...], out: Channel[Envelope]
@@ -85,7 +89,8 @@ class PipelineRun:
     def statistics(self) -> dict[str, BlockStatistics]:
         """Records in pipeline order (a branch before its members)."""
         by_name = {rt.name: rt for rt in self.runtimes}
-        return {name: by_name[name].record() for name in self.order}
+        wall = (self.stopped if self.stopped is not None else _perf()) - self.started
+        return {name: replace(by_name[name].record(), wall_s=wall) for name in self.order}
 
     def states(self) -> dict[str, dict[Hashable, Any]]:
         """The keyed state of every stateful block (live objects)."""
@@ -120,30 +125,116 @@ class PipelineRun:
 
     async def supervise(self, *extra: Coroutine[Any, Any, None]) -> None:
         """Run every task of the pipeline in one TaskGroup; raise one flat ExceptionGroup."""
+        if logger.isEnabledFor(logging.INFO):
+            self._log_start()
+        outcome = "failed"
         try:
             async with asyncio.TaskGroup() as tg:
                 for rt in self.runtimes:
                     if isinstance(rt, BlockRuntime):
-                        tg.create_task(rt.lifecycle(self._mark_ready), name=f"aioflow:{rt.name}")
+                        tg.create_task(self._lifecycle(rt), name=f"aioflow:{rt.name}")
                     else:
                         for coro in rt.coroutines():
                             tg.create_task(coro, name=f"aioflow:{rt.name}")
                 for coro in extra:
                     tg.create_task(coro, name=f"aioflow:{self.name}")
+            outcome = "finished"
         except BaseExceptionGroup as group:
             leaves = list(_leaves(group))
+            if all(isinstance(e, asyncio.CancelledError) for e in leaves):
+                outcome = "cancelled"
             self._abort(group)
             raise BaseExceptionGroup(f"pipeline {self.name!r} failed", leaves) from None
         except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                outcome = "cancelled"
             self._abort(exc)
             raise
         finally:
             self.finished = True
+            self.stopped = _perf()
             if not self.ready.done():
                 self.ready.set_result(None)
             self.output.close()
             self.input.close()
             self._abort(None)
+            if logger.isEnabledFor(logging.INFO):
+                self._log_stop(outcome)
+
+    # -- logging (records carry ``pipeline``, and ``block`` where a block is concerned) --------
+
+    def _log_start(self) -> None:
+        parts = []
+        for rt in self.runtimes:
+            if isinstance(rt, BlockRuntime):
+                o = rt.opts
+                parts.append(f"{rt.name} ({o.executor} x{o.workers})")
+            else:
+                parts.append(f"{rt.name} (branch)")
+        n = len(self.blocks)
+        logger.info(
+            "pipeline %r: starting %d block%s: %s",
+            self.name,
+            n,
+            "" if n == 1 else "s",
+            ", ".join(parts),
+            extra={"pipeline": self.name},
+        )
+
+    def _log_stop(self, outcome: str) -> None:
+        records = self.statistics()
+        first = next(iter(records.values()), None)
+        logger.info(
+            "pipeline %r: %s after %.3f s: %d items in, %d out, %d dropped, %d skipped, %d failed",
+            self.name,
+            outcome,
+            (self.stopped or _perf()) - self.started,
+            first.received if first is not None else 0,
+            self.output.received,
+            sum(r.dropped for r in records.values()),
+            sum(r.skipped for r in records.values()),
+            sum(r.failed for r in records.values()),
+            extra={"pipeline": self.name},
+        )
+
+    async def _lifecycle(self, rt: BlockRuntime) -> None:
+        """A block's lifecycle, told at DEBUG: started, set up, ended and why."""
+        extra = {"pipeline": self.name, "block": rt.name}
+        debug = logger.isEnabledFor(logging.DEBUG)
+        if debug:
+            o = rt.opts
+            logger.debug(
+                "block %r: starting (%s, %s x%d, queue_size=%d)",
+                rt.name,
+                rt.kind,
+                o.executor,
+                o.workers,
+                o.queue_size,
+                extra=extra,
+            )
+
+        def ready() -> None:
+            if debug:
+                logger.debug("block %r: set up, taking items", rt.name, extra=extra)
+            self._mark_ready()
+
+        try:
+            await rt.lifecycle(ready)
+        except BaseException as exc:
+            if debug:
+                why = "cancelled" if isinstance(exc, asyncio.CancelledError) else "failed"
+                logger.debug("block %r: %s, torn down", rt.name, why, extra=extra)
+            raise
+        if debug:
+            rec = rt.record()
+            logger.debug(
+                "block %r: end of stream, torn down (received %d, emitted %d, busy %.3f s)",
+                rt.name,
+                rec.received,
+                rec.emitted,
+                rec.busy_s,
+                extra=extra,
+            )
 
     def _abort(self, cause: BaseException | None) -> None:
         """Fail every ``submit()`` still waiting: the pipeline will not answer it."""

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from aioflow.cli import build_parser
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 PIPELINE = """
 import aioflow as af
@@ -23,6 +28,21 @@ def check(x):
     return x + 1
 
 pipe = af.Pipeline(double, check, name="demo")
+numbers = [1, 2, 3]
+
+def make():
+    return af.Pipeline(af.block(name="inc")(lambda x: x + 1), name="made")
+"""
+
+BROKEN = """
+import aioflow as af
+raise RuntimeError("the user's own module is broken")
+"""
+
+IMPORTS_MISSING = """
+import aioflow as af
+import no_such_dependency_xyz
+pipe = None
 """
 
 
@@ -60,10 +80,220 @@ def test_run_streams_json_lines_through_the_pipeline(project: Path) -> None:
     assert "check: received 4, emitted 3, dropped 0, skipped 1" in done.stderr
 
 
+def one_line_usage_error(done: subprocess.CompletedProcess[str]) -> str:
+    """The run ended with exit status 2 and one line on stderr, no traceback."""
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    return lines[0]
+
+
 def test_a_target_that_is_not_a_pipeline_is_refused(project: Path) -> None:
-    done = aioflow(project, "graph", "mypipe:double")
-    assert done.returncode != 0
-    assert "not an aioflow Pipeline" in done.stderr
+    line = one_line_usage_error(aioflow(project, "graph", "mypipe:double"))
+    assert "not an aioflow Pipeline" in line
+
+
+@pytest.mark.parametrize("command", ["graph", "run"])
+def test_a_module_that_does_not_exist_is_one_line(project: Path, command: str) -> None:
+    line = one_line_usage_error(aioflow(project, command, "nosuchmodule:pipe"))
+    assert "no module named 'nosuchmodule'" in line
+    assert str(project) in line  # where it looked
+
+
+def test_a_name_that_does_not_exist_is_one_line_listing_the_pipelines(project: Path) -> None:
+    line = one_line_usage_error(aioflow(project, "graph", "mypipe:pipeline"))
+    assert "module 'mypipe' has no 'pipeline'" in line
+    assert "pipelines there: pipe" in line
+
+
+@pytest.mark.parametrize("target", ["mypipe.py:pipe", "./mypipe.py:pipe", "pkg/mypipe:pipe"])
+def test_a_file_path_given_as_a_module_is_one_line_naming_the_module(
+    project: Path, target: str
+) -> None:
+    line = one_line_usage_error(aioflow(project, "graph", target))
+    assert "is a file path" in line
+    assert ("pkg.mypipe:pipe" if "pkg" in target else "mypipe:pipe") in line
+
+
+def test_a_target_without_a_colon_is_one_line(project: Path) -> None:
+    line = one_line_usage_error(aioflow(project, "graph", "mypipe"))
+    assert "expected MODULE:PIPELINE" in line
+    assert "examples.quickstart:pipe" in line
+
+
+def test_a_missing_input_file_is_one_line(project: Path) -> None:
+    line = one_line_usage_error(aioflow(project, "run", "mypipe:pipe", "--input", "nope.jsonl"))
+    assert "--input nope.jsonl: no such file" in line
+
+
+def test_a_missing_video_file_is_one_line(project: Path) -> None:
+    line = one_line_usage_error(aioflow(project, "run", "mypipe:pipe", "--video", "nope.mp4"))
+    assert "--video nope.mp4: no such file or folder" in line
+
+
+def test_bad_json_on_stdin_names_the_line(project: Path) -> None:
+    done = aioflow(project, "run", "mypipe:pipe", stdin="1\n2\n{oops\n4\n")
+    line = one_line_usage_error(done)
+    assert "stdin line 3: not JSON" in line
+
+
+def test_bad_json_in_an_input_file_names_the_file_and_line(project: Path) -> None:
+    (project / "items.jsonl").write_text("1\n\n[1,\n")
+    line = one_line_usage_error(aioflow(project, "run", "mypipe:pipe", "--input", "items.jsonl"))
+    assert "items.jsonl line 3: not JSON" in line
+
+
+def test_items_that_are_not_iterable_are_one_line(project: Path) -> None:
+    line = one_line_usage_error(aioflow(project, "run", "mypipe:pipe", "--items", "mypipe:pipe"))
+    assert "not an iterable of items" in line
+
+
+def test_an_exception_in_the_users_module_keeps_its_traceback(project: Path) -> None:
+    (project / "broken.py").write_text(BROKEN)
+    done = aioflow(project, "graph", "broken:pipe")
+    assert done.returncode == 1
+    assert "Traceback" in done.stderr
+    assert 'broken.py", line 3' in done.stderr
+    assert "RuntimeError: the user's own module is broken" in done.stderr
+
+
+def test_a_missing_import_inside_the_users_module_keeps_its_traceback(project: Path) -> None:
+    (project / "needs.py").write_text(IMPORTS_MISSING)
+    done = aioflow(project, "graph", "needs:pipe")
+    assert done.returncode == 1
+    assert "Traceback" in done.stderr
+    assert "No module named 'no_such_dependency_xyz'" in done.stderr
+
+
+def test_a_pipeline_factory_is_called(project: Path) -> None:
+    done = aioflow(project, "graph", "mypipe:make")
+    assert done.returncode == 0, done.stderr
+    assert "pipeline 'made': inc" in done.stdout
+
+
+def test_run_over_items_from_a_module(project: Path) -> None:
+    done = aioflow(project, "run", "mypipe:pipe", "--items", "mypipe:numbers")
+    assert done.returncode == 0, done.stderr
+    assert [json.loads(line) for line in done.stdout.splitlines()] == [3, 5, 7]
+    assert "bottleneck: " in done.stderr
+
+
+def test_run_reads_an_input_file(project: Path) -> None:
+    (project / "items.jsonl").write_text("1\n2\n")
+    done = aioflow(project, "run", "mypipe:pipe", "--input", "items.jsonl")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["3", "5"]
+
+
+def test_the_progress_line_shows_items_and_rate(project: Path) -> None:
+    (project / "slow.py").write_text(
+        "import asyncio, aioflow as af\n"
+        "@af.block\n"
+        "async def slow(x):\n"
+        "    await asyncio.sleep(0.01)\n"
+        "    return x\n"
+        "pipe = af.Pipeline(slow, name='slow')\n"
+        "items = list(range(60))\n"
+    )
+    done = aioflow(project, "run", "slow:pipe", "--items", "slow:items", "--progress")
+    assert done.returncode == 0, done.stderr
+    assert "/60" in done.stderr
+    assert "items/s" in done.stderr
+    assert "busiest: slow" in done.stderr
+    assert len(done.stdout.split()) == 60
+
+
+def test_run_with_dashboard_prints_where_it_serves(project: Path) -> None:
+    done = aioflow(project, "run", "mypipe:pipe", "--items", "mypipe:numbers", "--dashboard")
+    assert done.returncode == 0, done.stderr
+    assert "metrics: http://127.0.0.1:" in done.stderr
+    assert "/metrics  dashboard: http://127.0.0.1:" in done.stderr
+
+
+def test_a_bad_metrics_address_is_refused(project: Path) -> None:
+    done = aioflow(project, "run", "mypipe:pipe", "--metrics", "nowhere")
+    assert done.returncode == 2
+    assert "expected HOST:PORT" in done.stderr
+
+
+def test_graph_draws_mermaid_and_dot(project: Path) -> None:
+    mermaid = aioflow(project, "graph", "mypipe:pipe", "--format", "mermaid")
+    assert mermaid.returncode == 0, mermaid.stderr
+    assert mermaid.stdout.startswith("flowchart LR\n")
+    assert '["double<br/>async x2"]' in mermaid.stdout
+    assert mermaid.stdout.count("-->") == 3  # source -> double -> check -> outputs
+    dot = aioflow(project, "graph", "mypipe:pipe", "--format", "dot")
+    assert dot.returncode == 0, dot.stderr
+    assert dot.stdout.startswith('digraph "demo" {')
+    assert '[label="check\\nthread x1", shape=box];' in dot.stdout
+    assert dot.stdout.count("->") == 3
+
+
+def test_the_console_script_entry_point_finds_modules_in_the_current_folder(
+    project: Path,
+) -> None:
+    # -P: like an installed console script, Python does not put the current folder on the path
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-P",
+            "-c",
+            "import sys; from aioflow.cli import main; sys.exit(main())",
+            "graph",
+            "mypipe:pipe",
+        ],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "pipeline 'demo'" in done.stdout
+
+
+def test_pyproject_declares_the_console_script() -> None:
+    text = (REPO_ROOT / "pyproject.toml").read_text()
+    assert '[project.scripts]\naioflow = "aioflow.cli:main"' in text
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    raise AssertionError("no subcommands")
+
+
+def test_every_command_has_an_example_and_help_for_every_option() -> None:
+    parser = build_parser()
+    commands = _subparsers(parser)
+    assert set(commands) >= {"run", "graph", "bench", "worker"}
+    for name, sub in commands.items():
+        text = sub.format_help()
+        assert "example" in text, name
+        assert f"aioflow {name}" in text, name
+        # no reST markup in a terminal
+        assert "``" not in text, name
+        assert ":class:" not in text, name
+        for action in sub._actions:
+            assert action.help, (name, action.dest)
+    assert "example" in parser.format_help()
+
+
+def test_the_examples_load_as_their_docs_say() -> None:
+    graph = aioflow(REPO_ROOT, "graph", "examples.quickstart:pipe")
+    assert graph.returncode == 0, graph.stderr
+    assert "fetch >> blur >> motion >> alert" in graph.stdout
+    service = aioflow(REPO_ROOT, "graph", "examples.service:pipeline")
+    assert service.returncode == 0, service.stderr
+    assert "classify" in service.stdout
+    run = aioflow(
+        REPO_ROOT, "run", "examples.quickstart:pipe", "--items", "examples.quickstart:refs"
+    )
+    assert run.returncode == 0, run.stderr
+    assert len(run.stdout.splitlines()) == 12  # the motion alerts
+    assert "bottleneck: 'fetch' limits throughput" in run.stderr
 
 
 def test_worker_says_the_distributed_mode_is_not_in_this_version(project: Path) -> None:
