@@ -7,6 +7,7 @@ generator, a plain function or a generator) or by subclassing :class:`Block` (st
 
 from __future__ import annotations
 
+import difflib
 import functools
 import inspect
 import math
@@ -178,6 +179,48 @@ class BlockOptions:
 
 OPTION_NAMES: tuple[str, ...] = tuple(f.name for f in fields(BlockOptions))
 
+# Options people guess from other libraries, and what aioflow calls them.
+_GUESSES: dict[str, str] = {
+    "retry": "on_error=af.Retry(attempts=3, backoff=0.1)",
+    "retries": "on_error=af.Retry(attempts=3, backoff=0.1)",
+    "max_retries": "on_error=af.Retry(attempts=3, backoff=0.1)",
+    "attempts": "on_error=af.Retry(attempts=3, backoff=0.1)",
+    "concurrency": "workers=4",
+    "max_workers": "workers=4",
+    "num_workers": "workers=4",
+    "parallelism": "workers=4",
+    "batch_size": "batch=af.Batch(max_size=16, max_wait=0.005)",
+    "max_batch_size": "batch=af.Batch(max_size=16, max_wait=0.005)",
+    "maxsize": "queue_size=64",
+    "buffer": "queue_size=64",
+    "buffer_size": "queue_size=64",
+    "capacity": "queue_size=64",
+    "ttl": "max_age=0.5",
+    "deadline": "max_age=0.5",
+    "by": "key=lambda item: item.camera",
+    "group_by": "key=lambda item: item.camera",
+    "partition": "key=lambda item: item.camera",
+}
+
+
+def unknown_options_error(name: str, unknown: Iterable[str]) -> GraphError:
+    """The error for options a block does not have, each with the closest valid one."""
+    parts = []
+    for option in sorted(unknown):
+        if option in _GUESSES:
+            parts.append(f"{option!r} (did you mean {_GUESSES[option]}?)")
+            continue
+        close = difflib.get_close_matches(option, OPTION_NAMES, n=1, cutoff=0.6)
+        if close:
+            parts.append(f"{option!r} (did you mean {close[0]}=...?)")
+        else:
+            parts.append(repr(option))
+    msg = (
+        f"block {name!r}: unknown option {', '.join(parts)}; the options are "
+        f"{', '.join(OPTION_NAMES)}"
+    )
+    return GraphError(msg)
+
 
 def kind_of(fn: Callable[..., Any]) -> Kind:
     """What sort of callable ``fn`` is: how the runner must call it."""
@@ -273,13 +316,9 @@ class Block:
 
     def _configure(self, options: dict[str, Any]) -> None:
         cls = type(self)
-        unknown = sorted(set(options) - set(OPTION_NAMES))
+        unknown = set(options) - set(OPTION_NAMES)
         if unknown:
-            msg = (
-                f"block {options.get('name', cls.__name__)!r}: unknown option "
-                f"{', '.join(map(repr, unknown))}; the options are {', '.join(OPTION_NAMES)}"
-            )
-            raise GraphError(msg)
+            raise unknown_options_error(str(options.get("name", cls.__name__)), unknown)
         merged: dict[str, Any] = {}
         for klass in reversed(cls.__mro__):
             if klass in (Block, FunctionBlock, object):
@@ -299,8 +338,23 @@ class Block:
                     merged[option] = value
         merged.update(options)
         merged.setdefault("name", cls.__name__)
+        if getattr(self.process, "__func__", None) is Block.process:
+            msg = (
+                f"block {merged['name']!r}: {cls.__name__} does not define process(); an "
+                f"af.Block subclass overrides it: `async def process(self, item): return ...` "
+                "(or a plain def for blocking code, or a generator for 0..n outputs per item)"
+            )
+            raise GraphError(msg)
         kind = kind_of(self.process)
         opts = BlockOptions(**merged)
+        if opts.key is None and _required_positional(self.process) >= 2:
+            msg = (
+                f"block {opts.name!r}: {cls.__name__}.process() takes (item, state) but the "
+                "block has no key=: state is kept per key; pass "
+                f"{cls.__name__}(key=lambda item: ...) (or set `key` in the class), or give "
+                "process() one argument"
+            )
+            raise GraphError(msg)
         _check_kind(opts, kind)
         executor = _resolve_executor(opts.name, kind, opts.executor, subclass=True)
         if opts.key is not None and executor == "process":
@@ -405,13 +459,13 @@ class FunctionBlock(Block, Generic[P, R]):
         functools.update_wrapper(self, fn)
         options.setdefault("name", getattr(fn, "__name__", None) or type(fn).__name__)
         name = options["name"]
-        unknown = sorted(set(options) - set(OPTION_NAMES))
+        unknown = set(options) - set(OPTION_NAMES)
         if unknown:
-            msg = f"block {name!r}: unknown option {', '.join(map(repr, unknown))}"
-            raise GraphError(msg)
+            raise unknown_options_error(str(name), unknown)
         kind = kind_of(fn)
         opts = BlockOptions(**options)
         _check_kind(opts, kind)
+        _check_state_arguments(opts, fn)
         executor = _resolve_executor(opts.name, kind, opts.executor)
         if opts.key is not None and executor == "process":
             msg = (
@@ -460,6 +514,47 @@ def _positional_arity(fn: Callable[..., Any]) -> int:
     return sum(1 for p in params if p.kind in kinds)
 
 
+def _required_positional(fn: Callable[..., Any]) -> int:
+    """How many positional arguments ``fn`` needs (those without a default; bound methods:
+    without self)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return 1
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return sum(1 for p in params if p.kind in kinds and p.default is inspect.Parameter.empty)
+
+
+def _check_state_arguments(opts: BlockOptions, fn: Callable[..., Any]) -> None:
+    """A function block is called as ``fn(item)``, or ``fn(item, state)`` with ``state=``:
+    a function that cannot take that call would fail on every item, so it fails here."""
+    name = opts.name
+    if opts.state is not None:
+        if _positional_arity(fn) < 2:
+            msg = (
+                f"block {name!r}: with state= the function is called as fn(item, state), but "
+                "it takes one argument; add the state parameter: "
+                f"`def {name}(item, state): ...`"
+            )
+            raise GraphError(msg)
+        return
+    if opts.batch is None and _required_positional(fn) >= 2:
+        if opts.key is not None:
+            msg = (
+                f"block {name!r}: the function takes (item, state) but state= is not given, so "
+                "it would be called with the item alone; pass a factory that makes a new key's "
+                "state: @af.block(key=..., state=dict)"
+            )
+        else:
+            msg = (
+                f"block {name!r}: the function needs {_required_positional(fn)} arguments but a "
+                "block calls it with one item; for per-key state write "
+                "@af.block(key=lambda item: ..., state=dict); for fixed extra arguments bind "
+                "them first with functools.partial or give them defaults"
+            )
+        raise GraphError(msg)
+
+
 def _default_executor(kind: Kind) -> ExecutorName:
     return "async" if kind in ("coroutine", "asyncgen") else "thread"
 
@@ -506,6 +601,7 @@ def block(
     state: Callable[[], Any] | None = None,
     evict_after: float | None = None,
     dead_letter: Callable[[Any, BlockError], Any] | None = None,
+    **unknown: Any,
 ) -> FunctionBlock[P, R] | Callable[[Callable[P, R]], FunctionBlock[P, R]]:
     """Make a pipeline block from a function.
 
@@ -539,7 +635,9 @@ def block(
             event loop, so it must not block (append to a list, ``put_nowait`` on a queue).
 
     Raises:
-        GraphError: an option has a bad value, or the executor does not fit the function.
+        GraphError: an option is unknown (the message names the closest valid one) or has a
+            bad value, the executor does not fit the function, or the function cannot take the
+            call the block makes (``fn(item)``, or ``fn(item, state)`` with ``state=``).
 
     >>> @block(workers=2)
     ... async def double(x: int) -> int:
@@ -564,6 +662,7 @@ def block(
     }
     if name is not None:
         options["name"] = name
+    options.update(unknown)  # the block names them, with the closest valid option
 
     def decorate(func: Callable[P, R]) -> FunctionBlock[P, R]:
         target: object = func

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Coroutine, Iterable
+from types import TracebackType
+from typing import Any, NoReturn
 
 from ._engine.channel import ChannelClosed
 from ._engine.envelope import Envelope, SubmitTicket
@@ -18,6 +19,36 @@ from .state import Snapshot, StateStore, make_snapshot
 from .stats import BlockStatistics
 
 __all__ = ["Pipeline", "RunningPipeline"]
+
+
+def _check_items(pipeline: str, method: str, items: object) -> None:
+    """Raise :class:`GraphError` for ``items`` that ``run()``/``stream()`` must not iterate:
+    a str or bytes (it would run one character at a time) or something not iterable."""
+    if isinstance(items, str | bytes | bytearray | memoryview):
+        kind = type(items).__name__
+        msg = (
+            f"pipeline {pipeline!r}: {method}() got a {kind} ({_short(items)}), which would run "
+            f"one {'character' if kind == 'str' else 'byte'} at a time; pass a list of items, "
+            f"pipe.{method}([{_short(items)}]), or a source that yields them, such as "
+            f"aioflow.io.video.video_source({_short(items)}) for a video file or stream"
+        )
+        raise GraphError(msg)
+    if isinstance(items, AsyncIterable | Iterable) or hasattr(type(items), "__getitem__"):
+        return
+    if callable(items):
+        hint = f"call it: pipe.{method}(source()) rather than pipe.{method}(source)"
+    else:
+        hint = f"for a single item pass a list: pipe.{method}([item])"
+    msg = (
+        f"pipeline {pipeline!r}: {method}() needs an iterable or async iterable of items, got "
+        f"{_short(items)} ({type(items).__name__}); {hint}"
+    )
+    raise GraphError(msg)
+
+
+def _short(obj: object) -> str:
+    text = repr(obj)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 class Pipeline(Graph):
@@ -98,8 +129,10 @@ class Pipeline(Graph):
         Raises:
             ExceptionGroup: of :class:`BlockError`, if a block failed (after every block
                 stopped and every teardown ran); catch with ``except* af.BlockError``.
-            GraphError: the pipeline is already running.
+            GraphError: the pipeline is already running, or ``items`` is a ``str``, ``bytes``
+                or not iterable.
         """
+        _check_items(self.name, "run", items)
         run = self._begin()
         try:
             sup = asyncio.create_task(run.supervise(run.feed(items)), name=f"aioflow:{self.name}")
@@ -124,17 +157,24 @@ class Pipeline(Graph):
         finally:
             self._end()
 
-    async def stream(self, items: Iterable[Any] | AsyncIterable[Any]) -> AsyncGenerator[Any, None]:
+    def stream(self, items: Iterable[Any] | AsyncIterable[Any]) -> AsyncGenerator[Any, None]:
         """Run the pipeline over ``items``, yielding outputs in order as they come.
 
-        Memory stays bounded however long ``items`` is: a slow consumer makes the source wait.
-        Leaving the loop early stops the run and cleans up; wrap it in
-        ``contextlib.aclosing(...)`` to have that happen at once rather than when the generator
-        is collected.
+        An async generator: consume it with ``async for`` (a plain ``for`` raises a
+        ``TypeError`` saying so). Memory stays bounded however long ``items`` is: a slow
+        consumer makes the source wait. Leaving the loop early stops the run and cleans up;
+        wrap it in ``contextlib.aclosing(...)`` to have that happen at once rather than when the
+        generator is collected.
 
         Raises:
             ExceptionGroup: of :class:`BlockError`, if a block failed.
+            GraphError: at once (when called), if ``items`` is a ``str``, ``bytes`` or not
+                iterable; when iterated, if the pipeline is already running.
         """
+        _check_items(self.name, "stream", items)
+        return _Stream(self._stream(items), self.name)
+
+    async def _stream(self, items: Iterable[Any] | AsyncIterable[Any]) -> AsyncGenerator[Any, None]:
         run = self._begin()
         sup = asyncio.create_task(run.supervise(run.feed(items)), name=f"aioflow:{self.name}")
         finished = False
@@ -222,6 +262,47 @@ class Pipeline(Graph):
         if self._run is None:
             return {name: BlockStatistics(name=name) for name in stage_names(self.stages)}
         return self._run.statistics()
+
+
+class _Stream(AsyncGenerator[Any, None]):
+    """What ``stream()`` returns: its async generator, and an error that says ``async for``
+    when a plain ``for`` (or ``list()``) tries to iterate it."""
+
+    __slots__ = ("_agen", "_name")
+
+    def __init__(self, agen: AsyncGenerator[Any, None], name: str) -> None:
+        self._agen = agen
+        self._name = name
+
+    def __aiter__(self) -> _Stream:
+        return self
+
+    def __anext__(self) -> Coroutine[Any, Any, Any]:
+        return self._agen.__anext__()
+
+    def asend(self, value: None, /) -> Coroutine[Any, Any, Any]:
+        return self._agen.asend(value)
+
+    def athrow(
+        self, typ: Any, val: Any = None, tb: TracebackType | None = None, /
+    ) -> Coroutine[Any, Any, Any]:
+        if val is None and tb is None:
+            return self._agen.athrow(typ)
+        return self._agen.athrow(typ, val, tb)
+
+    def aclose(self) -> Coroutine[Any, Any, None]:
+        return self._agen.aclose()
+
+    def __iter__(self) -> NoReturn:
+        msg = (
+            f"pipeline {self._name!r}: stream() is an async generator; iterate it with "
+            "`async for out in pipe.stream(items): ...` inside an async function, or collect "
+            "every output with `outputs = await pipe.run(items)`"
+        )
+        raise TypeError(msg)
+
+    def __repr__(self) -> str:
+        return f"<stream of pipeline {self._name!r}>"
 
 
 class RunningPipeline:
