@@ -12,9 +12,29 @@ import functools
 import inspect
 import math
 import random
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Hashable,
+    Iterable,
+    Iterator,
+    Sequence,
+)
 from dataclasses import dataclass, fields, replace
-from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, overload
+from types import CodeType
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Concatenate,
+    Generic,
+    Literal,
+    ParamSpec,
+    Protocol,
+    TypeAlias,
+    TypeVar,
+    overload,
+)
 
 from .batching import Batch
 from .errors import BlockError, GraphError
@@ -29,12 +49,30 @@ __all__ = [
     "FunctionBlock",
     "Kind",
     "OnError",
+    "PlainStage",
     "Retry",
+    "Stage",
     "block",
 ]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+A = TypeVar("A")
+B = TypeVar("B")
+C = TypeVar("C")
+T_contra = TypeVar("T_contra", contravariant=True)
+
+# A stage's item types: ``In`` what it takes, ``Out`` what it emits. They default to Any (PEP 696)
+# so that an untyped ``class Tracker(af.Block)`` stays valid under ``mypy --strict``; the
+# defaults exist for type checkers only (Python 3.11's TypeVar has none).
+if TYPE_CHECKING:
+    import typing_extensions
+
+    In = typing_extensions.TypeVar("In", contravariant=True, default=Any)
+    Out = typing_extensions.TypeVar("Out", covariant=True, default=Any)
+else:
+    In = TypeVar("In", contravariant=True)
+    Out = TypeVar("Out", covariant=True)
 
 ExecutorName = Literal["async", "thread", "process"]
 Kind = Literal["coroutine", "asyncgen", "function", "generator"]
@@ -280,7 +318,30 @@ def _resolve_executor(
     return executor
 
 
-class Block:
+class Stage(Generic[In, Out]):
+    """What a pipeline is made of: a block, an ``af.branch(...)`` or a pipeline, typed by the
+    items it takes (``In``) and emits (``Out``). The types are for type checkers only:
+    ``a >> b`` is a type error when ``a``'s ``Out`` is not ``b``'s ``In``."""
+
+    __slots__ = ()
+
+
+class _Function(Protocol[T_contra]):
+    """A plain function or lambda used as a stage (wrapped with default options): it takes the
+    item; its output is typed Any, because an ``async def`` is awaited and a generator is
+    iterated. (``__code__`` is what tells it from a block, which is callable too.)"""
+
+    @property
+    def __code__(self) -> CodeType: ...
+
+    def __call__(self, item: T_contra, /) -> Any: ...
+
+
+# A plain callable a pipeline accepts as a stage: its output is typed Any.
+PlainStage: TypeAlias = _Function[T_contra] | functools.partial[Any]
+
+
+class Block(Stage[In, Out]):
     """Base class of stateful blocks.
 
     Override ``process`` (a coroutine, async generator, plain function or generator) and, where
@@ -321,7 +382,7 @@ class Block:
             raise unknown_options_error(str(options.get("name", cls.__name__)), unknown)
         merged: dict[str, Any] = {}
         for klass in reversed(cls.__mro__):
-            if klass in (Block, FunctionBlock, object):
+            if klass in (Block, FunctionBlock, Stage, Generic, object):
                 continue
             for option in OPTION_NAMES:
                 if option not in klass.__dict__:
@@ -423,26 +484,33 @@ class Block:
         tracker flushes the tracks it holds), or None."""
         return None
 
-    def __rshift__(self, other: object) -> Pipeline:
-        from .pipeline import Pipeline
+    @overload
+    def __rshift__(self, other: Stage[Out, C]) -> Pipeline[In, C]: ...
+    @overload
+    def __rshift__(self, other: PlainStage[Out]) -> Pipeline[In, Any]: ...
+    def __rshift__(self, other: object) -> Pipeline[Any, Any]:
+        from .pipeline import compose
 
-        return Pipeline(self, other)
+        return compose(self, other)
 
-    def __rrshift__(self, other: object) -> Pipeline:
-        from .pipeline import Pipeline
+    def __rrshift__(self, other: PlainStage[Any]) -> Pipeline[Any, Out]:
+        from .pipeline import compose
 
-        return Pipeline(other, self)
+        return compose(other, self)
 
     def __repr__(self) -> str:
         opts = self.options
         return f"<{type(self).__name__} block {opts.name!r} {opts.executor} workers={opts.workers}>"
 
 
-class FunctionBlock(Block, Generic[P, R]):
+class FunctionBlock(Block[In, Out], Generic[P, R, In, Out]):
     """A block made from a function by :func:`block`.
 
     Calling it calls the function, so a decorated function stays usable (and testable) as plain
-    code.
+    code. For type checkers it is ``FunctionBlock[P, R, In, Out]``: ``P`` and ``R`` the
+    function's parameters and return type (what a direct call takes and returns), ``In`` and
+    ``Out`` the items the block takes and emits (``async def f(x: A) -> B``: ``A`` and ``B``).
+    Annotate a block as ``af.Block[A, B]`` where only its items matter.
     """
 
     fn: Callable[P, R]
@@ -482,7 +550,7 @@ class FunctionBlock(Block, Generic[P, R]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.fn(*args, **kwargs)
 
-    def with_options(self, **changes: Any) -> FunctionBlock[P, R]:
+    def with_options(self, **changes: Any) -> FunctionBlock[P, R, In, Out]:
         """A new block running the same function with some options changed, for example a
         second copy under another name: ``resize.with_options(name="resize_small")``."""
         current = {
@@ -495,7 +563,8 @@ class FunctionBlock(Block, Generic[P, R]):
         ):
             current["executor"] = changes.pop("executor", self._aioflow_options.executor)
         current.update(changes)
-        return FunctionBlock(self.fn, **current)
+        copy: FunctionBlock[P, R, In, Out] = FunctionBlock(self.fn, **current)
+        return copy
 
     def __repr__(self) -> str:
         opts = self._aioflow_options
@@ -559,8 +628,148 @@ def _default_executor(kind: Kind) -> ExecutorName:
     return "async" if kind in ("coroutine", "asyncgen") else "thread"
 
 
+class _Decorator(Protocol):
+    """What ``block(...)`` with options returns, for type checkers: a function ``(x: A) -> B``
+    (a coroutine function, an async generator or generator of ``B``, or a plain function)
+    becomes a block typed ``A -> B``."""
+
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[A, P], Coroutine[Any, Any, B]], /
+    ) -> FunctionBlock[Concatenate[A, P], Coroutine[Any, Any, B], A, B]: ...
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[A, P], AsyncIterator[B]], /
+    ) -> FunctionBlock[Concatenate[A, P], AsyncIterator[B], A, B]: ...
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[A, P], Iterator[B]], /
+    ) -> FunctionBlock[Concatenate[A, P], Iterator[B], A, B]: ...
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[A, P], B], /
+    ) -> FunctionBlock[Concatenate[A, P], B, A, B]: ...
+    def __call__(self, fn: Callable[..., Any], /) -> FunctionBlock[..., Any, Any, Any]: ...
+
+
+class _BatchDecorator(Protocol):
+    """What ``block(batch=...)`` returns, for type checkers: a function
+    ``(items: list[A]) -> list[B]`` (async or plain) becomes a block typed ``A -> B``."""
+
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[list[A], P], Coroutine[Any, Any, Sequence[B]]], /
+    ) -> FunctionBlock[Concatenate[list[A], P], Coroutine[Any, Any, Sequence[B]], A, B]: ...
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[list[A], P], Sequence[B]], /
+    ) -> FunctionBlock[Concatenate[list[A], P], Sequence[B], A, B]: ...
+    def __call__(self, fn: Callable[..., Any], /) -> FunctionBlock[..., Any, Any, Any]: ...
+
+
+class _StateDecorator(Protocol):
+    """What ``block(key=..., state=...)`` returns, for type checkers: a function
+    ``(x: A, state) -> B`` becomes a block typed ``A -> B``."""
+
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[A, Any, P], Coroutine[Any, Any, B]], /
+    ) -> FunctionBlock[Concatenate[A, Any, P], Coroutine[Any, Any, B], A, B]: ...
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[A, Any, P], AsyncIterator[B]], /
+    ) -> FunctionBlock[Concatenate[A, Any, P], AsyncIterator[B], A, B]: ...
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[A, Any, P], Iterator[B]], /
+    ) -> FunctionBlock[Concatenate[A, Any, P], Iterator[B], A, B]: ...
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[A, Any, P], B], /
+    ) -> FunctionBlock[Concatenate[A, Any, P], B, A, B]: ...
+    def __call__(self, fn: Callable[..., Any], /) -> FunctionBlock[..., Any, Any, Any]: ...
+
+
 @overload
-def block(fn: Callable[P, R], /) -> FunctionBlock[P, R]: ...
+def block(
+    fn: Callable[Concatenate[A, P], Coroutine[Any, Any, B]], /
+) -> FunctionBlock[Concatenate[A, P], Coroutine[Any, Any, B], A, B]: ...
+
+
+@overload
+def block(
+    fn: Callable[Concatenate[A, P], AsyncIterator[B]], /
+) -> FunctionBlock[Concatenate[A, P], AsyncIterator[B], A, B]: ...
+
+
+@overload
+def block(
+    fn: Callable[Concatenate[A, P], Iterator[B]], /
+) -> FunctionBlock[Concatenate[A, P], Iterator[B], A, B]: ...
+
+
+@overload
+def block(fn: Callable[Concatenate[A, P], B], /) -> FunctionBlock[Concatenate[A, P], B, A, B]: ...
+
+
+@overload
+def block(
+    *,
+    name: str | None = None,
+    workers: int = 1,
+    executor: ExecutorName | None = None,
+    ordered: bool = True,
+    queue_size: int = 64,
+    overflow: OverflowName = "block",
+    max_age: float | None = None,
+    on_error: OnError = "raise",
+    batch: None = None,
+    key: Callable[[Any], Hashable] | None = None,
+    timeout: float | None = None,
+    state: None = None,
+    evict_after: float | None = None,
+    dead_letter: Callable[[Any, BlockError], Any] | None = None,
+) -> _Decorator: ...
+
+
+@overload
+def block(  # type: ignore[overload-overlap]  # (a `Batch | None` value takes the last)
+    *,
+    name: str | None = None,
+    workers: int = 1,
+    executor: ExecutorName | None = None,
+    ordered: bool = True,
+    queue_size: int = 64,
+    overflow: OverflowName = "block",
+    max_age: float | None = None,
+    on_error: OnError = "raise",
+    batch: Batch,
+    key: Callable[[Any], Hashable] | None = None,
+    timeout: float | None = None,
+    state: None = None,
+    evict_after: float | None = None,
+    dead_letter: Callable[[Any, BlockError], Any] | None = None,
+) -> _BatchDecorator: ...
+
+
+@overload
+def block(  # type: ignore[overload-overlap]  # (a `... | None` state takes the last)
+    *,
+    name: str | None = None,
+    workers: int = 1,
+    executor: ExecutorName | None = None,
+    ordered: bool = True,
+    queue_size: int = 64,
+    overflow: OverflowName = "block",
+    max_age: float | None = None,
+    on_error: OnError = "raise",
+    batch: None = None,
+    key: Callable[[Any], Hashable] | None = None,
+    timeout: float | None = None,
+    state: Callable[[], Any],
+    evict_after: float | None = None,
+    dead_letter: Callable[[Any, BlockError], Any] | None = None,
+) -> _StateDecorator: ...
 
 
 @overload
@@ -602,7 +811,7 @@ def block(
     evict_after: float | None = None,
     dead_letter: Callable[[Any, BlockError], Any] | None = None,
     **unknown: Any,
-) -> FunctionBlock[P, R] | Callable[[Callable[P, R]], FunctionBlock[P, R]]:
+) -> Any:
     """Make a pipeline block from a function.
 
     Works bare (``@af.block``) or with options (``@af.block(workers=4)``). The function may be a
@@ -664,7 +873,7 @@ def block(
         options["name"] = name
     options.update(unknown)  # the block names them, with the closest valid option
 
-    def decorate(func: Callable[P, R]) -> FunctionBlock[P, R]:
+    def decorate(func: Callable[P, R]) -> FunctionBlock[P, R]:  # (typed by the overloads)
         target: object = func
         if isinstance(target, Block):
             msg = f"@af.block applied to {func!r}, which is already a block"
