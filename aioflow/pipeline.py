@@ -80,6 +80,11 @@ class Pipeline(Graph[In, Out]):
 
     ``a >> b >> c`` builds the same pipeline as ``Pipeline(a, b, c)``.
 
+    For type checkers a pipeline is ``Pipeline[In, Out]``: the first block's input, the last
+    block's output (``run()`` returns ``list[Out]``). Stages whose types do not meet are a type
+    error; a plain callable among the stages types the pipeline ``Pipeline[Any, Any]`` (with
+    ``>>``: its output ``Any``).
+
     Raises:
         GraphError: the pipeline is empty, a stage is not a block, two blocks share a name, a
             block is used twice, or an ``af.Block`` instance belongs to another pipeline.

@@ -127,6 +127,14 @@ assert_type(af.Pipeline(decode, detect) >> split, af.Pipeline[bytes, Event])
 assert_type(decode >> af.Pipeline(detect, split), af.Pipeline[bytes, Event])
 assert_type(af.Pipeline(af.Pipeline(decode), detect), af.Pipeline[bytes, list[Event]])
 
+# Past eight stages the constructor is typed Any (``>>`` stays typed however long the chain).
+nine = [Untyped() for _ in range(9)]
+assert_type(af.Pipeline(*nine), af.Pipeline[Any, Any])
+assert_type(
+    af.Pipeline(nine[0], nine[1], nine[2], nine[3], nine[4], nine[5], nine[6], nine[7], nine[8]),
+    af.Pipeline[Any, Any],
+)
+
 decode >> length  # type: ignore[operator]
 detect >> labels  # type: ignore[operator]
 af.Pipeline(decode, detect) >> labels  # type: ignore[operator]

@@ -714,3 +714,17 @@ def test_unknown_option_with_nothing_close_lists_the_options() -> None:
     assert "unknown option 'zzz';" in message
     assert "workers" in message
     assert "on_error" in message
+
+
+async def test_a_typed_block_subclass_runs_like_an_untyped_one() -> None:
+    class Threshold(af.Block[int, bool]):
+        workers = 2
+        queue_size = 4
+
+        async def process(self, item: int) -> bool:
+            return item > 1
+
+    blk = Threshold(name="over_one")
+    assert (blk.options.workers, blk.options.queue_size, blk.block_name) == (2, 4, "over_one")
+    assert await af.Pipeline(blk).run([1, 2, 3]) == [False, True, True]
+    assert af.Pipeline(Threshold()).blocks()[0].options.workers == 2
