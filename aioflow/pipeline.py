@@ -516,8 +516,9 @@ class _Stream(AsyncGenerator[T, None]):
         self._agen = agen
         self._name = name
 
-    def __aiter__(self) -> _Stream[T]:
-        return self
+    def __aiter__(self) -> AsyncGenerator[T, None]:
+        # `async for` then drives the native generator itself, at native speed.
+        return self._agen
 
     def __anext__(self) -> Coroutine[Any, Any, T]:
         return self._agen.__anext__()
