@@ -10,19 +10,24 @@ BENCH_STAMP := $(VENV)/.installed-bench-$(HASH)
 # The demo's PP-OCR models ship inside the rapidocr wheel; we use its model files only.
 RAPIDOCR := rapidocr==3.10.0
 
-.PHONY: demo quickstart test check lint typecheck bench bench-full clean
+.PHONY: demo quickstart test check lint typecheck docs bench bench-full clean
+
+# Editable installs put the checkout on sys.path with a .pth path entry (setuptools' compat mode)
+# rather than an import hook, so that mypy and pyright, which cannot run import hooks, resolve
+# aioflow's types in a user's script as Python does.
+EDITABLE := --config-settings editable_mode=compat
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(DEMO_STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install -q -e '.[cv,onnx]'
+	$(BIN)/python -m pip install -q -e '.[cv,onnx]' $(EDITABLE)
 	$(BIN)/python -m pip install -q --no-deps $(RAPIDOCR)
 	touch $(DEMO_STAMP)
 
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev]' $(EDITABLE)
 	$(BIN)/python -m pip install -q --no-deps $(RAPIDOCR)
 	touch $(STAMP) $(DEMO_STAMP)
 
@@ -42,12 +47,18 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+	$(BIN)/mypy --strict --warn-unused-ignores tests/typing/check_types.py
+	$(BIN)/pyright -p tests/typing/pyrightconfig.json
+
+# The docs site (mkdocs-material; the API reference by mkdocstrings) into site/, warnings as errors.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 # What CI runs (.ci/run also starts Redis on loopback first).
-check: lint typecheck test
+check: lint typecheck docs test
 
 $(BENCH_STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install -q -e '.[bench]'
+	$(BIN)/python -m pip install -q -e '.[bench]' $(EDITABLE)
 	touch $(BENCH_STAMP)
 
 # The benchmark suite against the peers (installed into the venv by the [bench] extra).
@@ -60,4 +71,4 @@ bench-full: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/report.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache site

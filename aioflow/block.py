@@ -7,13 +7,34 @@ generator, a plain function or a generator) or by subclassing :class:`Block` (st
 
 from __future__ import annotations
 
+import difflib
 import functools
 import inspect
 import math
 import random
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Hashable,
+    Iterable,
+    Iterator,
+    Sequence,
+)
 from dataclasses import dataclass, fields, replace
-from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, overload
+from types import CodeType
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Concatenate,
+    Generic,
+    Literal,
+    ParamSpec,
+    Protocol,
+    TypeAlias,
+    TypeVar,
+    overload,
+)
 
 from .batching import Batch
 from .errors import BlockError, GraphError
@@ -28,12 +49,30 @@ __all__ = [
     "FunctionBlock",
     "Kind",
     "OnError",
+    "PlainStage",
     "Retry",
+    "Stage",
     "block",
 ]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+A = TypeVar("A")
+B = TypeVar("B")
+C = TypeVar("C")
+T_contra = TypeVar("T_contra", contravariant=True)
+
+# A stage's item types: ``In`` what it takes, ``Out`` what it emits. They default to Any (PEP 696)
+# so that an untyped ``class Tracker(af.Block)`` stays valid under ``mypy --strict``; the
+# defaults exist for type checkers only (Python 3.11's TypeVar has none).
+if TYPE_CHECKING:
+    import typing_extensions
+
+    In = typing_extensions.TypeVar("In", contravariant=True, default=Any)
+    Out = typing_extensions.TypeVar("Out", covariant=True, default=Any)
+else:
+    In = TypeVar("In", contravariant=True)
+    Out = TypeVar("Out", covariant=True)
 
 ExecutorName = Literal["async", "thread", "process"]
 Kind = Literal["coroutine", "asyncgen", "function", "generator"]
@@ -178,6 +217,48 @@ class BlockOptions:
 
 OPTION_NAMES: tuple[str, ...] = tuple(f.name for f in fields(BlockOptions))
 
+# Options people guess from other libraries, and what aioflow calls them.
+_GUESSES: dict[str, str] = {
+    "retry": "on_error=af.Retry(attempts=3, backoff=0.1)",
+    "retries": "on_error=af.Retry(attempts=3, backoff=0.1)",
+    "max_retries": "on_error=af.Retry(attempts=3, backoff=0.1)",
+    "attempts": "on_error=af.Retry(attempts=3, backoff=0.1)",
+    "concurrency": "workers=4",
+    "max_workers": "workers=4",
+    "num_workers": "workers=4",
+    "parallelism": "workers=4",
+    "batch_size": "batch=af.Batch(max_size=16, max_wait=0.005)",
+    "max_batch_size": "batch=af.Batch(max_size=16, max_wait=0.005)",
+    "maxsize": "queue_size=64",
+    "buffer": "queue_size=64",
+    "buffer_size": "queue_size=64",
+    "capacity": "queue_size=64",
+    "ttl": "max_age=0.5",
+    "deadline": "max_age=0.5",
+    "by": "key=lambda item: item.camera",
+    "group_by": "key=lambda item: item.camera",
+    "partition": "key=lambda item: item.camera",
+}
+
+
+def unknown_options_error(name: str, unknown: Iterable[str]) -> GraphError:
+    """The error for options a block does not have, each with the closest valid one."""
+    parts = []
+    for option in sorted(unknown):
+        if option in _GUESSES:
+            parts.append(f"{option!r} (did you mean {_GUESSES[option]}?)")
+            continue
+        close = difflib.get_close_matches(option, OPTION_NAMES, n=1, cutoff=0.6)
+        if close:
+            parts.append(f"{option!r} (did you mean {close[0]}=...?)")
+        else:
+            parts.append(repr(option))
+    msg = (
+        f"block {name!r}: unknown option {', '.join(parts)}; the options are "
+        f"{', '.join(OPTION_NAMES)}"
+    )
+    return GraphError(msg)
+
 
 def kind_of(fn: Callable[..., Any]) -> Kind:
     """What sort of callable ``fn`` is: how the runner must call it."""
@@ -237,7 +318,30 @@ def _resolve_executor(
     return executor
 
 
-class Block:
+class Stage(Generic[In, Out]):
+    """What a pipeline is made of: a block, an ``af.branch(...)`` or a pipeline, typed by the
+    items it takes (``In``) and emits (``Out``). The types are for type checkers only:
+    ``a >> b`` is a type error when ``a``'s ``Out`` is not ``b``'s ``In``."""
+
+    __slots__ = ()
+
+
+class _Function(Protocol[T_contra]):
+    """A plain function or lambda used as a stage (wrapped with default options): it takes the
+    item; its output is typed Any, because an ``async def`` is awaited and a generator is
+    iterated. (``__code__`` is what tells it from a block, which is callable too.)"""
+
+    @property
+    def __code__(self) -> CodeType: ...
+
+    def __call__(self, item: T_contra, /) -> Any: ...
+
+
+# A plain callable a pipeline accepts as a stage: its output is typed Any.
+PlainStage: TypeAlias = _Function[T_contra] | functools.partial[Any]
+
+
+class Block(Stage[In, Out]):
     """Base class of stateful blocks.
 
     Override ``process`` (a coroutine, async generator, plain function or generator) and, where
@@ -273,16 +377,12 @@ class Block:
 
     def _configure(self, options: dict[str, Any]) -> None:
         cls = type(self)
-        unknown = sorted(set(options) - set(OPTION_NAMES))
+        unknown = set(options) - set(OPTION_NAMES)
         if unknown:
-            msg = (
-                f"block {options.get('name', cls.__name__)!r}: unknown option "
-                f"{', '.join(map(repr, unknown))}; the options are {', '.join(OPTION_NAMES)}"
-            )
-            raise GraphError(msg)
+            raise unknown_options_error(str(options.get("name", cls.__name__)), unknown)
         merged: dict[str, Any] = {}
         for klass in reversed(cls.__mro__):
-            if klass in (Block, FunctionBlock, object):
+            if klass in (Block, FunctionBlock, Stage, Generic, object):
                 continue
             for option in OPTION_NAMES:
                 if option not in klass.__dict__:
@@ -299,8 +399,23 @@ class Block:
                     merged[option] = value
         merged.update(options)
         merged.setdefault("name", cls.__name__)
+        if getattr(self.process, "__func__", None) is Block.process:
+            msg = (
+                f"block {merged['name']!r}: {cls.__name__} does not define process(); an "
+                f"af.Block subclass overrides it: `async def process(self, item): return ...` "
+                "(or a plain def for blocking code, or a generator for 0..n outputs per item)"
+            )
+            raise GraphError(msg)
         kind = kind_of(self.process)
         opts = BlockOptions(**merged)
+        if opts.key is None and _required_positional(self.process) >= 2:
+            msg = (
+                f"block {opts.name!r}: {cls.__name__}.process() takes (item, state) but the "
+                "block has no key=: state is kept per key; pass "
+                f"{cls.__name__}(key=lambda item: ...) (or set `key` in the class), or give "
+                "process() one argument"
+            )
+            raise GraphError(msg)
         _check_kind(opts, kind)
         executor = _resolve_executor(opts.name, kind, opts.executor, subclass=True)
         if opts.key is not None and executor == "process":
@@ -369,26 +484,33 @@ class Block:
         tracker flushes the tracks it holds), or None."""
         return None
 
-    def __rshift__(self, other: object) -> Pipeline:
-        from .pipeline import Pipeline
+    @overload
+    def __rshift__(self, other: Stage[Out, C]) -> Pipeline[In, C]: ...
+    @overload
+    def __rshift__(self, other: PlainStage[Out]) -> Pipeline[In, Any]: ...
+    def __rshift__(self, other: object) -> Pipeline[Any, Any]:
+        from .pipeline import compose
 
-        return Pipeline(self, other)
+        return compose(self, other)
 
-    def __rrshift__(self, other: object) -> Pipeline:
-        from .pipeline import Pipeline
+    def __rrshift__(self, other: PlainStage[Any]) -> Pipeline[Any, Out]:
+        from .pipeline import compose
 
-        return Pipeline(other, self)
+        return compose(other, self)
 
     def __repr__(self) -> str:
         opts = self.options
         return f"<{type(self).__name__} block {opts.name!r} {opts.executor} workers={opts.workers}>"
 
 
-class FunctionBlock(Block, Generic[P, R]):
+class FunctionBlock(Block[In, Out], Generic[P, R, In, Out]):
     """A block made from a function by :func:`block`.
 
     Calling it calls the function, so a decorated function stays usable (and testable) as plain
-    code.
+    code. For type checkers it is ``FunctionBlock[P, R, In, Out]``: ``P`` and ``R`` the
+    function's parameters and return type (what a direct call takes and returns), ``In`` and
+    ``Out`` the items the block takes and emits (``async def f(x: A) -> B``: ``A`` and ``B``).
+    Annotate a block as ``af.Block[A, B]`` where only its items matter.
     """
 
     fn: Callable[P, R]
@@ -405,13 +527,13 @@ class FunctionBlock(Block, Generic[P, R]):
         functools.update_wrapper(self, fn)
         options.setdefault("name", getattr(fn, "__name__", None) or type(fn).__name__)
         name = options["name"]
-        unknown = sorted(set(options) - set(OPTION_NAMES))
+        unknown = set(options) - set(OPTION_NAMES)
         if unknown:
-            msg = f"block {name!r}: unknown option {', '.join(map(repr, unknown))}"
-            raise GraphError(msg)
+            raise unknown_options_error(str(name), unknown)
         kind = kind_of(fn)
         opts = BlockOptions(**options)
         _check_kind(opts, kind)
+        _check_state_arguments(opts, fn)
         executor = _resolve_executor(opts.name, kind, opts.executor)
         if opts.key is not None and executor == "process":
             msg = (
@@ -428,7 +550,7 @@ class FunctionBlock(Block, Generic[P, R]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.fn(*args, **kwargs)
 
-    def with_options(self, **changes: Any) -> FunctionBlock[P, R]:
+    def with_options(self, **changes: Any) -> FunctionBlock[P, R, In, Out]:
         """A new block running the same function with some options changed, for example a
         second copy under another name: ``resize.with_options(name="resize_small")``."""
         current = {
@@ -441,7 +563,8 @@ class FunctionBlock(Block, Generic[P, R]):
         ):
             current["executor"] = changes.pop("executor", self._aioflow_options.executor)
         current.update(changes)
-        return FunctionBlock(self.fn, **current)
+        copy: FunctionBlock[P, R, In, Out] = FunctionBlock(self.fn, **current)
+        return copy
 
     def __repr__(self) -> str:
         opts = self._aioflow_options
@@ -460,12 +583,193 @@ def _positional_arity(fn: Callable[..., Any]) -> int:
     return sum(1 for p in params if p.kind in kinds)
 
 
+def _required_positional(fn: Callable[..., Any]) -> int:
+    """How many positional arguments ``fn`` needs (those without a default; bound methods:
+    without self)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return 1
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return sum(1 for p in params if p.kind in kinds and p.default is inspect.Parameter.empty)
+
+
+def _check_state_arguments(opts: BlockOptions, fn: Callable[..., Any]) -> None:
+    """A function block is called as ``fn(item)``, or ``fn(item, state)`` with ``state=``:
+    a function that cannot take that call would fail on every item, so it fails here."""
+    name = opts.name
+    if opts.state is not None:
+        if _positional_arity(fn) < 2:
+            msg = (
+                f"block {name!r}: with state= the function is called as fn(item, state), but "
+                "it takes one argument; add the state parameter: "
+                f"`def {name}(item, state): ...`"
+            )
+            raise GraphError(msg)
+        return
+    if opts.batch is None and _required_positional(fn) >= 2:
+        if opts.key is not None:
+            msg = (
+                f"block {name!r}: the function takes (item, state) but state= is not given, so "
+                "it would be called with the item alone; pass a factory that makes a new key's "
+                "state: @af.block(key=..., state=dict)"
+            )
+        else:
+            msg = (
+                f"block {name!r}: the function needs {_required_positional(fn)} arguments but a "
+                "block calls it with one item; for per-key state write "
+                "@af.block(key=lambda item: ..., state=dict); for fixed extra arguments bind "
+                "them first with functools.partial or give them defaults"
+            )
+        raise GraphError(msg)
+
+
 def _default_executor(kind: Kind) -> ExecutorName:
     return "async" if kind in ("coroutine", "asyncgen") else "thread"
 
 
+class _Decorator(Protocol):
+    """What ``block(...)`` with options returns, for type checkers: a function ``(x: A) -> B``
+    (a coroutine function, an async generator or generator of ``B``, or a plain function)
+    becomes a block typed ``A -> B``."""
+
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[A, P], Coroutine[Any, Any, B]], /
+    ) -> FunctionBlock[Concatenate[A, P], Coroutine[Any, Any, B], A, B]: ...
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[A, P], AsyncIterator[B]], /
+    ) -> FunctionBlock[Concatenate[A, P], AsyncIterator[B], A, B]: ...
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[A, P], Iterator[B]], /
+    ) -> FunctionBlock[Concatenate[A, P], Iterator[B], A, B]: ...
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[A, P], B], /
+    ) -> FunctionBlock[Concatenate[A, P], B, A, B]: ...
+    def __call__(self, fn: Callable[..., Any], /) -> FunctionBlock[..., Any, Any, Any]: ...
+
+
+class _BatchDecorator(Protocol):
+    """What ``block(batch=...)`` returns, for type checkers: a function
+    ``(items: list[A]) -> list[B]`` (async or plain) becomes a block typed ``A -> B``."""
+
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[list[A], P], Coroutine[Any, Any, Sequence[B]]], /
+    ) -> FunctionBlock[Concatenate[list[A], P], Coroutine[Any, Any, Sequence[B]], A, B]: ...
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[list[A], P], Sequence[B]], /
+    ) -> FunctionBlock[Concatenate[list[A], P], Sequence[B], A, B]: ...
+    def __call__(self, fn: Callable[..., Any], /) -> FunctionBlock[..., Any, Any, Any]: ...
+
+
+class _StateDecorator(Protocol):
+    """What ``block(key=..., state=...)`` returns, for type checkers: a function
+    ``(x: A, state) -> B`` becomes a block typed ``A -> B``."""
+
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[A, Any, P], Coroutine[Any, Any, B]], /
+    ) -> FunctionBlock[Concatenate[A, Any, P], Coroutine[Any, Any, B], A, B]: ...
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[A, Any, P], AsyncIterator[B]], /
+    ) -> FunctionBlock[Concatenate[A, Any, P], AsyncIterator[B], A, B]: ...
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[A, Any, P], Iterator[B]], /
+    ) -> FunctionBlock[Concatenate[A, Any, P], Iterator[B], A, B]: ...
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[A, Any, P], B], /
+    ) -> FunctionBlock[Concatenate[A, Any, P], B, A, B]: ...
+    def __call__(self, fn: Callable[..., Any], /) -> FunctionBlock[..., Any, Any, Any]: ...
+
+
 @overload
-def block(fn: Callable[P, R], /) -> FunctionBlock[P, R]: ...
+def block(
+    fn: Callable[Concatenate[A, P], Coroutine[Any, Any, B]], /
+) -> FunctionBlock[Concatenate[A, P], Coroutine[Any, Any, B], A, B]: ...
+
+
+@overload
+def block(
+    fn: Callable[Concatenate[A, P], AsyncIterator[B]], /
+) -> FunctionBlock[Concatenate[A, P], AsyncIterator[B], A, B]: ...
+
+
+@overload
+def block(
+    fn: Callable[Concatenate[A, P], Iterator[B]], /
+) -> FunctionBlock[Concatenate[A, P], Iterator[B], A, B]: ...
+
+
+@overload
+def block(fn: Callable[Concatenate[A, P], B], /) -> FunctionBlock[Concatenate[A, P], B, A, B]: ...
+
+
+@overload
+def block(
+    *,
+    name: str | None = None,
+    workers: int = 1,
+    executor: ExecutorName | None = None,
+    ordered: bool = True,
+    queue_size: int = 64,
+    overflow: OverflowName = "block",
+    max_age: float | None = None,
+    on_error: OnError = "raise",
+    batch: None = None,
+    key: Callable[[Any], Hashable] | None = None,
+    timeout: float | None = None,
+    state: None = None,
+    evict_after: float | None = None,
+    dead_letter: Callable[[Any, BlockError], Any] | None = None,
+) -> _Decorator: ...
+
+
+@overload
+def block(  # type: ignore[overload-overlap]  # (a `Batch | None` value takes the last)
+    *,
+    name: str | None = None,
+    workers: int = 1,
+    executor: ExecutorName | None = None,
+    ordered: bool = True,
+    queue_size: int = 64,
+    overflow: OverflowName = "block",
+    max_age: float | None = None,
+    on_error: OnError = "raise",
+    batch: Batch,
+    key: Callable[[Any], Hashable] | None = None,
+    timeout: float | None = None,
+    state: None = None,
+    evict_after: float | None = None,
+    dead_letter: Callable[[Any, BlockError], Any] | None = None,
+) -> _BatchDecorator: ...
+
+
+@overload
+def block(  # type: ignore[overload-overlap]  # (a `... | None` state takes the last)
+    *,
+    name: str | None = None,
+    workers: int = 1,
+    executor: ExecutorName | None = None,
+    ordered: bool = True,
+    queue_size: int = 64,
+    overflow: OverflowName = "block",
+    max_age: float | None = None,
+    on_error: OnError = "raise",
+    batch: None = None,
+    key: Callable[[Any], Hashable] | None = None,
+    timeout: float | None = None,
+    state: Callable[[], Any],
+    evict_after: float | None = None,
+    dead_letter: Callable[[Any, BlockError], Any] | None = None,
+) -> _StateDecorator: ...
 
 
 @overload
@@ -506,7 +810,8 @@ def block(
     state: Callable[[], Any] | None = None,
     evict_after: float | None = None,
     dead_letter: Callable[[Any, BlockError], Any] | None = None,
-) -> FunctionBlock[P, R] | Callable[[Callable[P, R]], FunctionBlock[P, R]]:
+    **unknown: Any,
+) -> Any:
     """Make a pipeline block from a function.
 
     Works bare (``@af.block``) or with options (``@af.block(workers=4)``). The function may be a
@@ -539,7 +844,9 @@ def block(
             event loop, so it must not block (append to a list, ``put_nowait`` on a queue).
 
     Raises:
-        GraphError: an option has a bad value, or the executor does not fit the function.
+        GraphError: an option is unknown (the message names the closest valid one) or has a
+            bad value, the executor does not fit the function, or the function cannot take the
+            call the block makes (``fn(item)``, or ``fn(item, state)`` with ``state=``).
 
     >>> @block(workers=2)
     ... async def double(x: int) -> int:
@@ -564,8 +871,9 @@ def block(
     }
     if name is not None:
         options["name"] = name
+    options.update(unknown)  # the block names them, with the closest valid option
 
-    def decorate(func: Callable[P, R]) -> FunctionBlock[P, R]:
+    def decorate(func: Callable[P, R]) -> FunctionBlock[P, R]:  # (typed by the overloads)
         target: object = func
         if isinstance(target, Block):
             msg = f"@af.block applied to {func!r}, which is already a block"

@@ -10,16 +10,25 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ._engine.shipping import check_picklable
-from .block import Block, FunctionBlock, block
+from .block import Block, FunctionBlock, In, Out, PlainStage, Stage, block
 from .errors import GraphError
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
 
 __all__ = ["Branch", "Graph", "branch", "iter_blocks"]
+
+A = TypeVar("A")
+C = TypeVar("C")
+B1 = TypeVar("B1")
+B2 = TypeVar("B2")
+B3 = TypeVar("B3")
+B4 = TypeVar("B4")
+B5 = TypeVar("B5")
+B6 = TypeVar("B6")
 
 
 def _describe(obj: object) -> str:
@@ -29,7 +38,7 @@ def _describe(obj: object) -> str:
     return f"{text} ({type(obj).__name__})"
 
 
-class Graph:
+class Graph(Stage[In, Out]):
     """A validated chain of stages. Base of :class:`~aioflow.Pipeline`."""
 
     _stages: tuple[Block | Branch, ...]
@@ -165,10 +174,11 @@ def _validate(stages: Sequence[Block | Branch], pipeline: str) -> None:
             check_picklable(name, stage)
 
 
-class Branch:
+class Branch(Stage[In, Out]):
     """Fan-out / fan-in: every member gets every item; one tuple per input comes out.
 
-    Made by :func:`branch`.
+    Made by :func:`branch`. For type checkers ``Branch[In, tuple[B1, B2, ...]]``: the members'
+    common input, and the tuple of their outputs.
     """
 
     def __init__(
@@ -197,15 +207,19 @@ class Branch:
         self.name = name
         self.queue_size = queue_size
 
-    def __rshift__(self, other: object) -> Pipeline:
-        from .pipeline import Pipeline
+    @overload
+    def __rshift__(self, other: Stage[Out, C]) -> Pipeline[In, C]: ...
+    @overload
+    def __rshift__(self, other: PlainStage[Out]) -> Pipeline[In, Any]: ...
+    def __rshift__(self, other: object) -> Pipeline[Any, Any]:
+        from .pipeline import compose
 
-        return Pipeline(self, other)
+        return compose(self, other)
 
-    def __rrshift__(self, other: object) -> Pipeline:
-        from .pipeline import Pipeline
+    def __rrshift__(self, other: PlainStage[Any]) -> Pipeline[Any, Out]:
+        from .pipeline import compose
 
-        return Pipeline(other, self)
+        return compose(other, self)
 
     def __repr__(self) -> str:
         return f"<branch {self.name!r} of {len(self.members)}>"
@@ -215,7 +229,180 @@ def _label_chain(chain: Sequence[Block | Branch]) -> str:
     return ">>".join(s.name if isinstance(s, Branch) else s.options.name for s in chain)
 
 
-def branch(*members: Any, name: str | None = None, queue_size: int = 64) -> Branch:
+@overload
+def branch(
+    m1: Stage[A, B1], /, *, name: str | None = None, queue_size: int = 64
+) -> Branch[A, tuple[B1]]: ...
+
+
+@overload
+def branch(
+    m1: Stage[A, B1], m2: Stage[A, B2], /, *, name: str | None = None, queue_size: int = 64
+) -> Branch[A, tuple[B1, B2]]: ...
+
+
+@overload
+def branch(
+    m1: Stage[A, B1],
+    m2: Stage[A, B2],
+    m3: Stage[A, B3],
+    /,
+    *,
+    name: str | None = None,
+    queue_size: int = 64,
+) -> Branch[A, tuple[B1, B2, B3]]: ...
+
+
+@overload
+def branch(
+    m1: Stage[A, B1],
+    m2: Stage[A, B2],
+    m3: Stage[A, B3],
+    m4: Stage[A, B4],
+    /,
+    *,
+    name: str | None = None,
+    queue_size: int = 64,
+) -> Branch[A, tuple[B1, B2, B3, B4]]: ...
+
+
+@overload
+def branch(
+    m1: Stage[A, B1],
+    m2: Stage[A, B2],
+    m3: Stage[A, B3],
+    m4: Stage[A, B4],
+    m5: Stage[A, B5],
+    /,
+    *,
+    name: str | None = None,
+    queue_size: int = 64,
+) -> Branch[A, tuple[B1, B2, B3, B4, B5]]: ...
+
+
+@overload
+def branch(
+    m1: Stage[A, B1],
+    m2: Stage[A, B2],
+    m3: Stage[A, B3],
+    m4: Stage[A, B4],
+    m5: Stage[A, B5],
+    m6: Stage[A, B6],
+    /,
+    *,
+    name: str | None = None,
+    queue_size: int = 64,
+) -> Branch[A, tuple[B1, B2, B3, B4, B5, B6]]: ...
+
+
+@overload
+def branch(
+    m1: PlainStage[Any],
+    /,
+    *members: Stage[Any, Any] | PlainStage[Any],
+    name: str | None = None,
+    queue_size: int = 64,
+) -> Branch[Any, tuple[Any, ...]]: ...
+
+
+@overload
+def branch(
+    m1: Stage[Any, Any],
+    m2: PlainStage[Any],
+    /,
+    *members: Stage[Any, Any] | PlainStage[Any],
+    name: str | None = None,
+    queue_size: int = 64,
+) -> Branch[Any, tuple[Any, ...]]: ...
+
+
+@overload
+def branch(
+    m1: Stage[Any, Any],
+    m2: Stage[Any, Any],
+    m3: PlainStage[Any],
+    /,
+    *members: Stage[Any, Any] | PlainStage[Any],
+    name: str | None = None,
+    queue_size: int = 64,
+) -> Branch[Any, tuple[Any, ...]]: ...
+
+
+@overload
+def branch(
+    m1: Stage[Any, Any],
+    m2: Stage[Any, Any],
+    m3: Stage[Any, Any],
+    m4: PlainStage[Any],
+    /,
+    *members: Stage[Any, Any] | PlainStage[Any],
+    name: str | None = None,
+    queue_size: int = 64,
+) -> Branch[Any, tuple[Any, ...]]: ...
+
+
+@overload
+def branch(
+    m1: Stage[Any, Any],
+    m2: Stage[Any, Any],
+    m3: Stage[Any, Any],
+    m4: Stage[Any, Any],
+    m5: PlainStage[Any],
+    /,
+    *members: Stage[Any, Any] | PlainStage[Any],
+    name: str | None = None,
+    queue_size: int = 64,
+) -> Branch[Any, tuple[Any, ...]]: ...
+
+
+@overload
+def branch(
+    m1: Stage[Any, Any],
+    m2: Stage[Any, Any],
+    m3: Stage[Any, Any],
+    m4: Stage[Any, Any],
+    m5: Stage[Any, Any],
+    m6: PlainStage[Any],
+    /,
+    *members: Stage[Any, Any] | PlainStage[Any],
+    name: str | None = None,
+    queue_size: int = 64,
+) -> Branch[Any, tuple[Any, ...]]: ...
+
+
+@overload
+def branch(
+    m1: Stage[Any, Any],
+    m2: Stage[Any, Any],
+    m3: Stage[Any, Any],
+    m4: Stage[Any, Any],
+    m5: Stage[Any, Any],
+    m6: Stage[Any, Any],
+    m7: PlainStage[Any],
+    /,
+    *members: Stage[Any, Any] | PlainStage[Any],
+    name: str | None = None,
+    queue_size: int = 64,
+) -> Branch[Any, tuple[Any, ...]]: ...
+
+
+@overload
+def branch(
+    m1: Stage[Any, Any],
+    m2: Stage[Any, Any],
+    m3: Stage[Any, Any],
+    m4: Stage[Any, Any],
+    m5: Stage[Any, Any],
+    m6: Stage[Any, Any],
+    m7: Stage[Any, Any],
+    /,
+    *members: Stage[Any, Any] | PlainStage[Any],
+    name: str | None = None,
+    queue_size: int = 64,
+) -> Branch[Any, tuple[Any, ...]]: ...
+
+
+def branch(*members: Any, name: str | None = None, queue_size: int = 64) -> Branch[Any, Any]:
     """Send each item to every member and emit one tuple per input.
 
     A member is a block, a callable or a Pipeline. The tuple holds one value per member, in
@@ -223,6 +410,9 @@ def branch(*members: Any, name: str | None = None, queue_size: int = 64) -> Bran
     input: when a member makes none (it filtered, dropped or skipped the item) the tuple is
     dropped and counted in the branch's statistics (``dropped_by["incomplete"]``); several
     outputs are a :class:`BlockError`.
+
+    Typed: members ``A -> B1``, ``A -> B2`` make a ``Branch[A, tuple[B1, B2]]`` (typed overloads
+    for up to six members); a plain callable among them makes it ``Branch[Any, tuple[Any, ...]]``.
 
     >>> import aioflow as af
     >>> b = af.branch(lambda x: x + 1, lambda x: x * 2, name="both")

@@ -5,13 +5,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Iterable,
+)
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar, overload
 
 from ._engine.channel import ChannelClosed
 from ._engine.envelope import Envelope, SubmitTicket
 from ._engine.supervisor import PipelineRun, stage_names, wait_finished
-from .block import FunctionBlock
+from .block import FunctionBlock, In, Out, PlainStage, Stage
 from .errors import GraphError, PipelineClosed
 from .graph import Graph, iter_blocks
 from .state import Snapshot, StateStore, check_restorable, make_snapshot
@@ -22,8 +30,50 @@ if TYPE_CHECKING:
 
 __all__ = ["Pipeline", "RunningPipeline"]
 
+C = TypeVar("C")
+T = TypeVar("T")
+T0 = TypeVar("T0")
+T1 = TypeVar("T1")
+T2 = TypeVar("T2")
+T3 = TypeVar("T3")
+T4 = TypeVar("T4")
+T5 = TypeVar("T5")
+T6 = TypeVar("T6")
+T7 = TypeVar("T7")
+T8 = TypeVar("T8")
 
-class Pipeline(Graph):
+
+def _check_items(pipeline: str, method: str, items: object) -> None:
+    """Raise :class:`GraphError` for ``items`` that ``run()``/``stream()`` must not iterate:
+    a str or bytes (it would run one character at a time) or something not iterable."""
+    if isinstance(items, str | bytes | bytearray | memoryview):
+        kind = type(items).__name__
+        msg = (
+            f"pipeline {pipeline!r}: {method}() got a {kind} ({_short(items)}), which would run "
+            f"one {'character' if kind == 'str' else 'byte'} at a time; pass a list of items, "
+            f"pipe.{method}([{_short(items)}]), or a source that yields them, such as "
+            f"aioflow.io.video.video_source({_short(items)}) for a video file or stream"
+        )
+        raise GraphError(msg)
+    if isinstance(items, AsyncIterable | Iterable) or hasattr(type(items), "__getitem__"):
+        return
+    if callable(items):
+        hint = f"call it: pipe.{method}(source()) rather than pipe.{method}(source)"
+    else:
+        hint = f"for a single item pass a list: pipe.{method}([item])"
+    msg = (
+        f"pipeline {pipeline!r}: {method}() needs an iterable or async iterable of items, got "
+        f"{_short(items)} ({type(items).__name__}); {hint}"
+    )
+    raise GraphError(msg)
+
+
+def _short(obj: object) -> str:
+    text = repr(obj)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+class Pipeline(Graph[In, Out]):
     """A chain of blocks connected by bounded queues.
 
     Args:
@@ -32,6 +82,11 @@ class Pipeline(Graph):
         name: the pipeline's name, used in errors and logs.
 
     ``a >> b >> c`` builds the same pipeline as ``Pipeline(a, b, c)``.
+
+    For type checkers a pipeline is ``Pipeline[In, Out]``: the first block's input, the last
+    block's output (``run()`` returns ``list[Out]``). Stages whose types do not meet are a type
+    error; a plain callable among the stages types the pipeline ``Pipeline[Any, Any]`` (with
+    ``>>``: its output ``Any``).
 
     Raises:
         GraphError: the pipeline is empty, a stage is not a block, two blocks share a name, a
@@ -46,16 +101,227 @@ class Pipeline(Graph):
     [2, 3, 4]
     """
 
+    @overload
+    def __init__(
+        self: Pipeline[T0, T1], s1: Stage[T0, T1], /, *, name: str = "pipeline"
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: Pipeline[T0, T2], s1: Stage[T0, T1], s2: Stage[T1, T2], /, *, name: str = "pipeline"
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: Pipeline[T0, T3],
+        s1: Stage[T0, T1],
+        s2: Stage[T1, T2],
+        s3: Stage[T2, T3],
+        /,
+        *,
+        name: str = "pipeline",
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: Pipeline[T0, T4],
+        s1: Stage[T0, T1],
+        s2: Stage[T1, T2],
+        s3: Stage[T2, T3],
+        s4: Stage[T3, T4],
+        /,
+        *,
+        name: str = "pipeline",
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: Pipeline[T0, T5],
+        s1: Stage[T0, T1],
+        s2: Stage[T1, T2],
+        s3: Stage[T2, T3],
+        s4: Stage[T3, T4],
+        s5: Stage[T4, T5],
+        /,
+        *,
+        name: str = "pipeline",
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: Pipeline[T0, T6],
+        s1: Stage[T0, T1],
+        s2: Stage[T1, T2],
+        s3: Stage[T2, T3],
+        s4: Stage[T3, T4],
+        s5: Stage[T4, T5],
+        s6: Stage[T5, T6],
+        /,
+        *,
+        name: str = "pipeline",
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: Pipeline[T0, T7],
+        s1: Stage[T0, T1],
+        s2: Stage[T1, T2],
+        s3: Stage[T2, T3],
+        s4: Stage[T3, T4],
+        s5: Stage[T4, T5],
+        s6: Stage[T5, T6],
+        s7: Stage[T6, T7],
+        /,
+        *,
+        name: str = "pipeline",
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: Pipeline[T0, T8],
+        s1: Stage[T0, T1],
+        s2: Stage[T1, T2],
+        s3: Stage[T2, T3],
+        s4: Stage[T3, T4],
+        s5: Stage[T4, T5],
+        s6: Stage[T5, T6],
+        s7: Stage[T6, T7],
+        s8: Stage[T7, T8],
+        /,
+        *,
+        name: str = "pipeline",
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: Pipeline[Any, Any],
+        s1: PlainStage[Any],
+        /,
+        *stages: Stage[Any, Any] | PlainStage[Any],
+        name: str = "pipeline",
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: Pipeline[Any, Any],
+        s1: Stage[Any, Any],
+        s2: PlainStage[Any],
+        /,
+        *stages: Stage[Any, Any] | PlainStage[Any],
+        name: str = "pipeline",
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: Pipeline[Any, Any],
+        s1: Stage[Any, Any],
+        s2: Stage[Any, Any],
+        s3: PlainStage[Any],
+        /,
+        *stages: Stage[Any, Any] | PlainStage[Any],
+        name: str = "pipeline",
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: Pipeline[Any, Any],
+        s1: Stage[Any, Any],
+        s2: Stage[Any, Any],
+        s3: Stage[Any, Any],
+        s4: PlainStage[Any],
+        /,
+        *stages: Stage[Any, Any] | PlainStage[Any],
+        name: str = "pipeline",
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: Pipeline[Any, Any],
+        s1: Stage[Any, Any],
+        s2: Stage[Any, Any],
+        s3: Stage[Any, Any],
+        s4: Stage[Any, Any],
+        s5: PlainStage[Any],
+        /,
+        *stages: Stage[Any, Any] | PlainStage[Any],
+        name: str = "pipeline",
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: Pipeline[Any, Any],
+        s1: Stage[Any, Any],
+        s2: Stage[Any, Any],
+        s3: Stage[Any, Any],
+        s4: Stage[Any, Any],
+        s5: Stage[Any, Any],
+        s6: PlainStage[Any],
+        /,
+        *stages: Stage[Any, Any] | PlainStage[Any],
+        name: str = "pipeline",
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: Pipeline[Any, Any],
+        s1: Stage[Any, Any],
+        s2: Stage[Any, Any],
+        s3: Stage[Any, Any],
+        s4: Stage[Any, Any],
+        s5: Stage[Any, Any],
+        s6: Stage[Any, Any],
+        s7: PlainStage[Any],
+        /,
+        *stages: Stage[Any, Any] | PlainStage[Any],
+        name: str = "pipeline",
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: Pipeline[Any, Any],
+        s1: Stage[Any, Any],
+        s2: Stage[Any, Any],
+        s3: Stage[Any, Any],
+        s4: Stage[Any, Any],
+        s5: Stage[Any, Any],
+        s6: Stage[Any, Any],
+        s7: Stage[Any, Any],
+        s8: PlainStage[Any],
+        /,
+        *stages: Stage[Any, Any] | PlainStage[Any],
+        name: str = "pipeline",
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: Pipeline[Any, Any],
+        s1: Stage[Any, Any],
+        s2: Stage[Any, Any],
+        s3: Stage[Any, Any],
+        s4: Stage[Any, Any],
+        s5: Stage[Any, Any],
+        s6: Stage[Any, Any],
+        s7: Stage[Any, Any],
+        s8: Stage[Any, Any],
+        s9: PlainStage[Any],
+        /,
+        *stages: Stage[Any, Any] | PlainStage[Any],
+        name: str = "pipeline",
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: Pipeline[Any, Any],
+        s1: Stage[Any, Any],
+        s2: Stage[Any, Any],
+        s3: Stage[Any, Any],
+        s4: Stage[Any, Any],
+        s5: Stage[Any, Any],
+        s6: Stage[Any, Any],
+        s7: Stage[Any, Any],
+        s8: Stage[Any, Any],
+        s9: Stage[Any, Any],
+        /,
+        *stages: Stage[Any, Any] | PlainStage[Any],
+        name: str = "pipeline",
+    ) -> None: ...
     def __init__(self, *stages: object, name: str = "pipeline") -> None:
         super().__init__(*stages, name=name)
         self._run: PipelineRun | None = None
         self._active = False
 
-    def __rshift__(self, other: object) -> Pipeline:
-        return Pipeline(self, other, name=self.name)
+    @overload
+    def __rshift__(self, other: Stage[Out, C]) -> Pipeline[In, C]: ...
+    @overload
+    def __rshift__(self, other: PlainStage[Out]) -> Pipeline[In, Any]: ...
+    def __rshift__(self, other: object) -> Pipeline[Any, Any]:
+        return compose(self, other, name=self.name)
 
-    def __rrshift__(self, other: object) -> Pipeline:
-        return Pipeline(other, self, name=self.name)
+    def __rrshift__(self, other: PlainStage[Any]) -> Pipeline[Any, Out]:
+        return compose(other, self, name=self.name)
 
     def __repr__(self) -> str:
         return f"<Pipeline {self.name!r}: {self.describe()}>"
@@ -95,7 +361,7 @@ class Pipeline(Graph):
                 blk._aioflow_running = None
         self._active = False
 
-    async def run(self, items: Iterable[Any] | AsyncIterable[Any]) -> list[Any]:
+    async def run(self, items: Iterable[In] | AsyncIterable[In]) -> list[Out]:
         """Run the pipeline over ``items`` and return every output, in order.
 
         Returns once every block has finished and torn down.
@@ -103,12 +369,14 @@ class Pipeline(Graph):
         Raises:
             ExceptionGroup: of :class:`BlockError`, if a block failed (after every block
                 stopped and every teardown ran); catch with ``except* af.BlockError``.
-            GraphError: the pipeline is already running.
+            GraphError: the pipeline is already running, or ``items`` is a ``str``, ``bytes``
+                or not iterable.
         """
+        _check_items(self.name, "run", items)
         run = self._begin()
         try:
             sup = asyncio.create_task(run.supervise(run.feed(items)), name=f"aioflow:{self.name}")
-            results: list[Any] = []
+            results: list[Out] = []
             out = run.output
             buf = out._buf
             try:
@@ -129,17 +397,24 @@ class Pipeline(Graph):
         finally:
             self._end()
 
-    async def stream(self, items: Iterable[Any] | AsyncIterable[Any]) -> AsyncGenerator[Any, None]:
+    def stream(self, items: Iterable[In] | AsyncIterable[In]) -> AsyncGenerator[Out, None]:
         """Run the pipeline over ``items``, yielding outputs in order as they come.
 
-        Memory stays bounded however long ``items`` is: a slow consumer makes the source wait.
-        Leaving the loop early stops the run and cleans up; wrap it in
-        ``contextlib.aclosing(...)`` to have that happen at once rather than when the generator
-        is collected.
+        An async generator: consume it with ``async for`` (a plain ``for`` raises a
+        ``TypeError`` saying so). Memory stays bounded however long ``items`` is: a slow
+        consumer makes the source wait. Leaving the loop early stops the run and cleans up;
+        wrap it in ``contextlib.aclosing(...)`` to have that happen at once rather than when the
+        generator is collected.
 
         Raises:
             ExceptionGroup: of :class:`BlockError`, if a block failed.
+            GraphError: at once (when called), if ``items`` is a ``str``, ``bytes`` or not
+                iterable; when iterated, if the pipeline is already running.
         """
+        _check_items(self.name, "stream", items)
+        return _Stream(self._stream(items), self.name)
+
+    async def _stream(self, items: Iterable[Any] | AsyncIterable[Any]) -> AsyncGenerator[Any, None]:
         run = self._begin()
         sup = asyncio.create_task(run.supervise(run.feed(items)), name=f"aioflow:{self.name}")
         finished = False
@@ -169,7 +444,7 @@ class Pipeline(Graph):
     @contextlib.asynccontextmanager
     async def open(
         self, *, restore: Snapshot | None = None, store: StateStore | None = None
-    ) -> AsyncIterator[RunningPipeline]:
+    ) -> AsyncIterator[RunningPipeline[In, Out]]:
         """Start the pipeline as a service for :meth:`RunningPipeline.submit`.
 
         Waits for every block's ``setup`` before yielding. Leaving the block drains: items in
@@ -206,7 +481,7 @@ class Pipeline(Graph):
             sup = asyncio.create_task(
                 run.supervise(run.sink_tickets()), name=f"aioflow:{self.name}"
             )
-            running = RunningPipeline(self, run, sup)
+            running: RunningPipeline[In, Out] = RunningPipeline(self, run, sup)
             try:
                 await run.ready
                 if sup.done():
@@ -239,10 +514,61 @@ class Pipeline(Graph):
         return find_bottleneck(self.statistics())
 
 
-class RunningPipeline:
+def compose(*stages: object, name: str = "pipeline") -> Pipeline[Any, Any]:
+    """``Pipeline(*stages, name=name)`` for stages whose types are not known statically (what
+    ``a >> b`` builds once its overloads have typed the result)."""
+    make: Callable[..., Pipeline[Any, Any]] = Pipeline
+    return make(*stages, name=name)
+
+
+class _Stream(AsyncGenerator[T, None]):
+    """What ``stream()`` returns: its async generator, and an error that says ``async for``
+    when a plain ``for`` (or ``list()``) tries to iterate it."""
+
+    __slots__ = ("_agen", "_name")
+
+    def __init__(self, agen: AsyncGenerator[T, None], name: str) -> None:
+        self._agen = agen
+        self._name = name
+
+    def __aiter__(self) -> AsyncGenerator[T, None]:
+        # `async for` then drives the native generator itself, at native speed.
+        return self._agen
+
+    def __anext__(self) -> Coroutine[Any, Any, T]:
+        return self._agen.__anext__()
+
+    def asend(self, value: None, /) -> Coroutine[Any, Any, T]:
+        return self._agen.asend(value)
+
+    def athrow(
+        self, typ: Any, val: Any = None, tb: TracebackType | None = None, /
+    ) -> Coroutine[Any, Any, T]:
+        if val is None and tb is None:
+            return self._agen.athrow(typ)
+        return self._agen.athrow(typ, val, tb)
+
+    def aclose(self) -> Coroutine[Any, Any, None]:
+        return self._agen.aclose()
+
+    def __iter__(self) -> NoReturn:
+        msg = (
+            f"pipeline {self._name!r}: stream() is an async generator; iterate it with "
+            "`async for out in pipe.stream(items): ...` inside an async function, or collect "
+            "every output with `outputs = await pipe.run(items)`"
+        )
+        raise TypeError(msg)
+
+    def __repr__(self) -> str:
+        return f"<stream of pipeline {self._name!r}>"
+
+
+class RunningPipeline(Generic[In, Out]):
     """An open pipeline: ``submit`` items concurrently, read live statistics, ``stop``."""
 
-    def __init__(self, pipeline: Pipeline, run: PipelineRun, task: asyncio.Task[None]) -> None:
+    def __init__(
+        self, pipeline: Pipeline[In, Out], run: PipelineRun, task: asyncio.Task[None]
+    ) -> None:
         self.pipeline = pipeline
         self._run = run
         self._task = task
@@ -258,7 +584,7 @@ class RunningPipeline:
         """True once ``stop()`` began or the pipeline failed."""
         return self._closing or self._run.finished
 
-    async def submit(self, item: Any) -> Any:
+    async def submit(self, item: In) -> Out:
         """Send ``item`` through the pipeline and return its output.
 
         Waits while the first block's queue is full (backpressure). Returns a list when the
@@ -284,7 +610,8 @@ class RunningPipeline:
             except ChannelClosed:
                 msg = f"pipeline {self.name!r} is not accepting items: it is stopping or stopped"
                 raise PipelineClosed(msg) from None
-            return await future
+            output: Out = await future  # (a list when the item made several: typed as one)
+            return output
         finally:
             tickets.discard(ticket)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import itertools
 import threading
@@ -583,3 +584,147 @@ def test_batch_accepts_good_values() -> None:
     assert batch.max_wait == 0
     with pytest.raises(dataclasses.FrozenInstanceError):
         batch.max_size = 2  # type: ignore[misc]
+
+
+# -- mistakes caught when the block is made, each saying what to write instead ---------------
+
+
+def test_key_with_a_two_argument_function_but_no_state_says_pass_state() -> None:
+    def count(det: dict[str, int], state: dict[str, int]) -> int:
+        return len(state)
+
+    with pytest.raises(af.GraphError) as info:
+        af.block(key=lambda det: det["camera"])(count)
+    message = str(info.value)
+    assert "'count'" in message
+    assert "state=" in message
+    assert "@af.block(key=..., state=dict)" in message
+
+
+def test_state_with_a_one_argument_function_says_add_the_state_parameter() -> None:
+    def count(det: dict[str, int]) -> int:
+        return 0
+
+    with pytest.raises(af.GraphError) as info:
+        af.block(key=lambda det: det["camera"], state=dict)(count)
+    assert "'count'" in str(info.value)
+    assert "def count(item, state)" in str(info.value)
+
+
+def test_a_two_argument_function_without_key_says_use_key_and_state_or_partial() -> None:
+    def scale(img: int, factor: int) -> int:
+        return img * factor
+
+    with pytest.raises(af.GraphError) as info:
+        af.block(scale)
+    message = str(info.value)
+    assert "'scale'" in message
+    assert "state=dict" in message
+    assert "functools.partial" in message
+
+
+def test_functions_the_block_can_call_with_one_item_stay_valid() -> None:
+    def with_default(img: int, factor: int = 2) -> int:
+        return img * factor
+
+    def with_state(det: int, state: dict[str, int]) -> int:
+        return det
+
+    assert af.block(with_default).options.name == "with_default"
+    assert af.block(functools.partial(lambda img, factor: img * factor, factor=3)).options.workers
+    assert af.block(key=lambda det: det, state=dict)(with_state).options.state is dict
+    assert af.block(batch=af.Batch(max_size=4))(lambda items: items).options.batch is not None
+
+
+def test_block_subclass_without_process_fails_when_instantiated() -> None:
+    class Tracker(af.Block):
+        async def setup(self) -> None:
+            self.tracks: dict[int, int] = {}
+
+    with pytest.raises(af.GraphError) as info:
+        Tracker()
+    message = str(info.value)
+    assert "Tracker does not define process()" in message
+    assert "async def process(self, item)" in message
+
+
+def test_block_subclass_without_process_and_super_init_fails_when_the_pipeline_is_built() -> None:
+    class Tracker(af.Block):
+        def __init__(self, limit: int) -> None:  # forgets super().__init__()
+            self.limit = limit
+
+    with pytest.raises(af.GraphError, match=r"Tracker does not define process\(\)"):
+        af.Pipeline(Tracker(3))
+
+
+def test_block_subclass_taking_state_without_key_says_pass_key() -> None:
+    class Counter(af.Block):
+        async def process(self, item: int, state: dict[str, int]) -> int:
+            return item
+
+    with pytest.raises(af.GraphError) as info:
+        Counter()
+    assert "Counter(key=lambda item: ...)" in str(info.value)
+    assert Counter(key=lambda item: item).options.key is not None
+
+
+@pytest.mark.parametrize(
+    ("option", "suggestion"),
+    [
+        ("retry", "did you mean on_error=af.Retry("),
+        ("retries", "did you mean on_error=af.Retry("),
+        ("concurrency", "did you mean workers="),
+        ("batch_size", "did you mean batch=af.Batch("),
+        ("worker", "did you mean workers=...?"),
+        ("queuesize", "did you mean queue_size=...?"),
+        ("ordred", "did you mean ordered=...?"),
+        ("on_eror", "did you mean on_error=...?"),
+    ],
+)
+def test_unknown_option_of_the_decorator_names_the_closest_valid_one(
+    option: str, suggestion: str
+) -> None:
+    async def call_service(x: int) -> int:
+        return x
+
+    make: Any = af.block  # the type checker rejects an unknown option; users without one do not
+    with pytest.raises(af.GraphError) as info:
+        make(**{option: 3})(call_service)
+    message = str(info.value)
+    assert f"unknown option {option!r}" in message
+    assert suggestion in message
+
+
+def test_unknown_option_of_a_block_subclass_names_the_closest_valid_one() -> None:
+    class Tracker(af.Block):
+        async def process(self, item: int) -> int:
+            return item
+
+    with pytest.raises(af.GraphError) as info:
+        Tracker(retry=af.Retry(attempts=3))
+    assert "did you mean on_error=af.Retry(attempts=3, backoff=0.1)?" in str(info.value)
+    with pytest.raises(af.GraphError, match=r"'wokers' \(did you mean workers=\.\.\.\?\)"):
+        Tracker(wokers=2)
+
+
+def test_unknown_option_with_nothing_close_lists_the_options() -> None:
+    with pytest.raises(af.GraphError) as info:
+        af.block(lambda x: x, zzz=1)  # type: ignore[call-overload]
+    message = str(info.value)
+    assert "unknown option 'zzz';" in message
+    assert "workers" in message
+    assert "on_error" in message
+
+
+async def test_a_typed_block_subclass_runs_like_an_untyped_one() -> None:
+    class Threshold(af.Block[int, bool]):
+        workers = 2
+        queue_size = 4
+
+        async def process(self, item: int) -> bool:
+            return item > 1
+
+    blk = Threshold(name="over_one")
+    assert (blk.options.workers, blk.options.queue_size, blk.block_name) == (2, 4, "over_one")
+    assert await af.Pipeline(blk).run([1, 2, 3]) == [False, True, True]
+    assert af.Pipeline(Threshold()).blocks()[0].options.workers == 2

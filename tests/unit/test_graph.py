@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import gc
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -356,3 +357,74 @@ async def test_a_function_block_may_run_in_two_pipelines_at_once() -> None:
     finally:
         gate.set()
         assert await running == [2, 3]
+
+
+# -- items that run() and stream() refuse before anything runs -------------------------------
+
+
+async def start(pipe: af.Pipeline, method: str, items: Any) -> None:
+    if method == "run":
+        await pipe.run(items)
+    else:
+        pipe.stream(items)  # refused when called, before any iteration
+
+
+@pytest.mark.parametrize("method", ["run", "stream"])
+@pytest.mark.parametrize("items", ["clip.mp4", b"clip.mp4"])
+async def test_run_and_stream_refuse_str_and_bytes_naming_a_list_or_a_source(
+    method: str, items: str | bytes
+) -> None:
+    pipe = af.Pipeline(inc, name="cv")
+    with pytest.raises(af.GraphError) as info:
+        await start(pipe, method, items)
+    message = str(info.value)
+    assert f"pipe.{method}([{items!r}])" in message
+    assert f"aioflow.io.video.video_source({items!r})" in message
+    assert pipe.statistics()["inc"].received == 0
+
+
+@pytest.mark.parametrize("method", ["run", "stream"])
+async def test_run_and_stream_refuse_a_non_iterable_naming_a_list(method: str) -> None:
+    pipe = af.Pipeline(inc, name="cv")
+    bad: Any = 5
+    with pytest.raises(af.GraphError) as info:
+        await start(pipe, method, bad)
+    assert f"{method}() needs an iterable or async iterable of items, got 5 (int)" in str(
+        info.value
+    )
+    assert f"pipe.{method}([item])" in str(info.value)
+
+
+async def test_run_given_a_source_function_uncalled_says_call_it() -> None:
+    async def source() -> AsyncIterator[int]:
+        yield 1
+
+    bad: Any = source
+    with pytest.raises(af.GraphError, match=r"call it: pipe\.run\(source\(\)\)"):
+        await af.Pipeline(inc).run(bad)
+    assert await af.Pipeline(inc).run(source()) == [2]
+
+
+async def test_plain_for_over_stream_says_async_for() -> None:
+    pipe = af.Pipeline(inc, name="cv")
+    stream: Any = pipe.stream([1, 2])
+    with pytest.raises(TypeError) as info:
+        for _ in stream:
+            pass
+    assert "async for out in pipe.stream(items)" in str(info.value)
+    with pytest.raises(TypeError, match="async for"):
+        list(stream)
+    # The refused stream never started, and the same object still runs with async for.
+    assert [x async for x in stream] == [2, 3]
+
+
+async def test_stream_is_still_an_async_generator_with_aclose() -> None:
+    pipe = af.Pipeline(inc)
+    stream = pipe.stream(range(100))
+    assert isinstance(stream, AsyncGenerator)
+    async with contextlib.aclosing(stream) as outputs:
+        async for out in outputs:
+            assert out == 1
+            break
+    # Leaving early stopped the run: the pipeline is free to run again.
+    assert await pipe.run([1]) == [2]
