@@ -10,7 +10,7 @@ from typing import Any
 
 from ._engine.channel import ChannelClosed
 from ._engine.envelope import Envelope, SubmitTicket
-from ._engine.supervisor import PipelineRun, stage_names, wait_finished
+from ._engine.supervisor import PipelineRun, log_unraised, stage_names, wait_finished
 from .block import FunctionBlock
 from .errors import GraphError, PipelineClosed
 from .graph import Graph, iter_blocks
@@ -116,7 +116,10 @@ class Pipeline(Graph):
                         await out.wait_readable()
             except BaseException:
                 sup.cancel()
-                await wait_finished(sup)
+                try:
+                    await wait_finished(sup)
+                finally:
+                    log_unraised(sup, self.name)
                 raise
             await wait_finished(sup)
             sup.result()
@@ -158,6 +161,8 @@ class Pipeline(Graph):
             try:
                 await wait_finished(sup)
             finally:
+                if not finished:
+                    log_unraised(sup, self.name)
                 self._end()
         sup.result()
 
@@ -206,10 +211,13 @@ class Pipeline(Graph):
                     msg = f"pipeline {self.name!r} stopped before it was ready"
                     raise PipelineClosed(msg)
                 yield running
-            except BaseException:
+            except BaseException as exc:
                 running._closing = True
                 sup.cancel()
-                await wait_finished(sup)
+                try:
+                    await wait_finished(sup)
+                finally:
+                    log_unraised(sup, self.name, raising=exc)
                 raise
             await running.stop()
             if store is not None:
@@ -271,6 +279,11 @@ class RunningPipeline:
             return await future
         finally:
             tickets.discard(ticket)
+            # A caller that left on its own PipelineClosed (the input closed while it waited
+            # for room) may have had its future failed too: that error is the same news, and
+            # must not be logged as "Future exception was never retrieved".
+            if future.done() and not future.cancelled():
+                future.exception()
 
     def statistics(self) -> dict[str, BlockStatistics]:
         """Live ``{block name: BlockStatistics}``."""
@@ -290,7 +303,11 @@ class RunningPipeline:
         if not self._closing:
             self._closing = True
             self._run.input.close()
-        await wait_finished(self._task)
+        try:
+            await wait_finished(self._task)
+        except BaseException:
+            log_unraised(self._task, self.name)
+            raise
         self._task.result()
 
     def __repr__(self) -> str:
