@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar, overload
 
 from ._engine.channel import ChannelClosed
 from ._engine.envelope import Envelope, SubmitTicket
-from ._engine.supervisor import PipelineRun, stage_names, wait_finished
+from ._engine.supervisor import PipelineRun, log_unraised, stage_names, wait_finished
 from .block import FunctionBlock, In, Out, PlainStage, Stage
 from .errors import GraphError, PipelineClosed
 from .graph import Graph, iter_blocks
@@ -389,7 +389,10 @@ class Pipeline(Graph[In, Out]):
                         await out.wait_readable()
             except BaseException:
                 sup.cancel()
-                await wait_finished(sup)
+                try:
+                    await wait_finished(sup)
+                finally:
+                    log_unraised(sup, self.name)
                 raise
             await wait_finished(sup)
             sup.result()
@@ -438,6 +441,8 @@ class Pipeline(Graph[In, Out]):
             try:
                 await wait_finished(sup)
             finally:
+                if not finished:
+                    log_unraised(sup, self.name)
                 self._end()
         sup.result()
 
@@ -489,11 +494,14 @@ class Pipeline(Graph[In, Out]):
                     msg = f"pipeline {self.name!r} stopped before it was ready"
                     raise PipelineClosed(msg)
                 yield running
-            except BaseException:
+            except BaseException as exc:
                 running._closing = True
                 await running._close_servers()
                 sup.cancel()
-                await wait_finished(sup)
+                try:
+                    await wait_finished(sup)
+                finally:
+                    log_unraised(sup, self.name, raising=exc)
                 raise
             await running._close_servers()
             await running.stop()
@@ -614,6 +622,11 @@ class RunningPipeline(Generic[In, Out]):
             return output
         finally:
             tickets.discard(ticket)
+            # A caller that left on its own PipelineClosed (the input closed while it waited
+            # for room) may have had its future failed too: that error is the same news, and
+            # must not be logged as "Future exception was never retrieved".
+            if future.done() and not future.cancelled():
+                future.exception()
 
     def statistics(self) -> dict[str, BlockStatistics]:
         """Live ``{block name: BlockStatistics}``."""
@@ -681,7 +694,11 @@ class RunningPipeline(Generic[In, Out]):
         if not self._closing:
             self._closing = True
             self._run.input.close()
-        await wait_finished(self._task)
+        try:
+            await wait_finished(self._task)
+        except BaseException:
+            log_unraised(self._task, self.name)
+            raise
         self._task.result()
 
     def __repr__(self) -> str:

@@ -26,17 +26,19 @@ def thread_pool(block: str, workers: int) -> ThreadPoolExecutor:
 
 
 async def _wait_through_cancel(fut: asyncio.Future[Any]) -> None:
-    """Wait for ``fut`` even if we are cancelled meanwhile; re-raise the cancellation after."""
-    cancelled = False
+    """Wait for ``fut`` even if we are cancelled meanwhile; re-raise the cancellation after.
+
+    A cancellation that arrives in the same loop turn as ``fut``'s completion is a cancellation
+    all the same: it is kept, never dropped because ``fut`` happens to be done by then.
+    """
+    cancellation: asyncio.CancelledError | None = None
     while not fut.done():
         try:
             await asyncio.shield(fut)
-        except asyncio.CancelledError:
-            if fut.done():
-                break
-            cancelled = True
-    if cancelled:
-        raise asyncio.CancelledError
+        except asyncio.CancelledError as exc:
+            cancellation = exc
+    if cancellation is not None:
+        raise cancellation
 
 
 async def shutdown_pool(pool: ThreadPoolExecutor) -> None:

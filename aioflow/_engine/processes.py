@@ -127,7 +127,9 @@ class _Server:
                 await _hook(target.setup)
             else:
                 fn = target.fn if isinstance(target, FunctionBlock) else target
-        except Exception as exc:
+        # Nothing cancels this process's tasks (the parent kills instead), so a CancelledError
+        # here is the user's code's own: it is sent back like any other exception.
+        except (Exception, asyncio.CancelledError) as exc:
             await self.link.send(("setup_error", os.getpid(), shm.pack_exception(exc)))
             return
         await self.link.send(("ready", os.getpid()))
@@ -139,7 +141,7 @@ class _Server:
             if blk is not None:
                 try:
                     await _hook(blk.teardown)
-                except Exception as exc:
+                except (Exception, asyncio.CancelledError) as exc:
                     failure = shm.pack_exception(exc)
             for segment in (self.request, self.response):
                 if segment is not None:
@@ -163,7 +165,7 @@ class _Server:
             try:
                 value = pickle.loads(tail[:n_data], buffers=shm.views(source, layout))
                 result = await _invoke(fn, kind, value)
-            except Exception as exc:
+            except (Exception, asyncio.CancelledError) as exc:
                 await self.link.send(("error", shm.pack_exception(exc)))
                 continue
             finally:

@@ -31,6 +31,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .cancelling import from_sync
 from .envelope import Envelope
 
 if TYPE_CHECKING:
@@ -178,8 +179,8 @@ class ThreadPuller:
                 t0 = perf()
                 try:
                     value = collect(fn, env.value) if collect is not None else fn(env.value)
-                except Exception as exc:
-                    return env, exc, t0, n
+                except (Exception, asyncio.CancelledError) as exc:
+                    return env, from_sync(exc), t0, n
                 dt = perf() - t0
             with lock:
                 self.sent += 1

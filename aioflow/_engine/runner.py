@@ -29,6 +29,7 @@ from ..block import Block, FunctionBlock, Retry
 from ..errors import BlockError, describe, summarize
 from ..stats import BlockStatistics, percentile
 from .batched import BatchRunner
+from .cancelling import as_failure, cause_of, describe_failure, from_sync
 from .channel import Channel, ChannelClosed
 from .envelope import Envelope
 from .executors import call_in_thread, shutdown_pool, thread_pool
@@ -76,9 +77,9 @@ def _collect(fn: Callable[..., Iterable[Any]], value: Any, *extra: Any) -> list[
     try:
         for output in fn(value, *extra):
             outputs.append(output)
-    except Exception as exc:
+    except (Exception, asyncio.CancelledError) as exc:
         if outputs:
-            raise PartialOutput(outputs, exc) from exc
+            raise PartialOutput(outputs, from_sync(exc)) from exc
         raise
     return outputs
 
@@ -122,6 +123,8 @@ class BlockRuntime:
         self.evicted = 0
         #: keep keyed state at end of stream (it goes to a snapshot store) instead of evicting
         self.keep_state = False
+        #: teardown errors made while the block was being cancelled (see ``_teardown_failed``)
+        self.teardown_errors: list[BlockError] = []
 
     # -- statistics ---------------------------------------------------------------------------
 
@@ -176,8 +179,8 @@ class BlockRuntime:
             env.ticket.drop("stale", self.name)
 
     def _error(self, exc: BaseException, item: Any, attempt: int) -> BlockError:
-        err = BlockError(self.name, describe(exc), item=summarize(item), attempt=attempt)
-        err.__cause__ = exc
+        err = BlockError(self.name, describe_failure(exc), item=summarize(item), attempt=attempt)
+        err.__cause__ = cause_of(exc)
         return err
 
     def _give_up(self, env: Envelope, item: Any, exc: BaseException, attempt: int) -> None:
@@ -187,7 +190,9 @@ class BlockRuntime:
         if dead_letter is not None:
             try:
                 dead_letter(item, err)
-            except Exception as sink_exc:  # a broken sink must not hide the item's own error
+            # A broken sink must not hide the item's own error. (A sync call: a CancelledError
+            # from it is the sink's own, never a cancellation.)
+            except (Exception, asyncio.CancelledError) as sink_exc:
                 logger.error(
                     "block %r: the dead-letter sink failed (%s); the item fails instead",
                     self.name,
@@ -224,46 +229,53 @@ class BlockRuntime:
 
     async def _call(self, value: Any, *extra: Any) -> Any:
         """One call of the user's function, in the right place, with the timeout. ``extra``
-        follows the item (a keyed block's state)."""
+        follows the item (a keyed block's state).
+
+        A CancelledError that the user's code raised while this task is not being cancelled
+        comes out as a :class:`~.cancelling.StrayCancel`, an item failure; a cancellation of the
+        task goes through."""
         kind = self.kind
         timeout = self.opts.timeout
-        if self.procpool is not None:
-            # The pool starts the clock when a worker receives the item; a call past its
-            # timeout has its worker killed and replaced.
-            return await self.procpool.call(value, call_timeout=timeout)
-        if kind == "coroutine":
+        try:
+            if self.procpool is not None:
+                # The pool starts the clock when a worker receives the item; a call past its
+                # timeout has its worker killed and replaced.
+                return await self.procpool.call(value, call_timeout=timeout)
+            if kind == "coroutine":
+                if timeout is None:
+                    return await self.fn(value, *extra)
+                async with asyncio.timeout(timeout):
+                    return await self.fn(value, *extra)
+            loop = asyncio.get_running_loop()
+            fn: Callable[..., Any] = self.fn
+            args: tuple[Any, ...] = (value, *extra)
+            if kind == "generator":
+                fn, args = _collect, (self.fn, *args)
             if timeout is None:
-                return await self.fn(value, *extra)
-            async with asyncio.timeout(timeout):
-                return await self.fn(value, *extra)
-        loop = asyncio.get_running_loop()
-        fn: Callable[..., Any] = self.fn
-        args: tuple[Any, ...] = (value, *extra)
-        if kind == "generator":
-            fn, args = _collect, (self.fn, *args)
-        if timeout is None:
-            return await loop.run_in_executor(self.pool, fn, *args)
-        # The clock starts when a thread starts the call, not when it is queued: items waiting
-        # behind a hung call are not failed by its timeout.
-        started: asyncio.Future[None] = loop.create_future()
-        fut = loop.run_in_executor(self.pool, _started, loop, started, fn, args)
-        try:
-            await asyncio.wait([started, fut], return_when=asyncio.FIRST_COMPLETED)
-        except BaseException:
-            fut.cancel()
-            raise
-        try:
-            async with asyncio.timeout(timeout):
-                return await fut
-        except TimeoutError:
-            logger.warning(
-                "block %r: a thread call took longer than timeout=%ss; it cannot be "
-                "interrupted and is left to finish, its item fails",
-                self.name,
-                timeout,
-                extra={"block": self.name},
-            )
-            raise
+                return await loop.run_in_executor(self.pool, fn, *args)
+            # The clock starts when a thread starts the call, not when it is queued: items
+            # waiting behind a hung call are not failed by its timeout.
+            started: asyncio.Future[None] = loop.create_future()
+            fut = loop.run_in_executor(self.pool, _started, loop, started, fn, args)
+            try:
+                await asyncio.wait([started, fut], return_when=asyncio.FIRST_COMPLETED)
+            except BaseException:
+                fut.cancel()
+                raise
+            try:
+                async with asyncio.timeout(timeout):
+                    return await fut
+            except TimeoutError:
+                logger.warning(
+                    "block %r: a thread call took longer than timeout=%ss; it cannot be "
+                    "interrupted and is left to finish, its item fails",
+                    self.name,
+                    timeout,
+                    extra={"block": self.name},
+                )
+                raise
+        except asyncio.CancelledError as exc:
+            raise as_failure(exc) from None
 
     async def _retry(
         self, env: Envelope, exc: Exception, t0: float | None, extra: tuple[Any, ...] = ()
@@ -385,9 +397,10 @@ class BlockRuntime:
                 await hook()
             else:
                 await call_in_thread(hook, self.pool)
-        except Exception as exc:
-            err = BlockError(self.name, describe(exc), phase=phase)
-            raise err from exc
+        except (Exception, asyncio.CancelledError) as raised:
+            exc = as_failure(raised)  # a cancellation of the run goes on up
+            err = BlockError(self.name, describe_failure(exc), phase=phase)
+            raise err from cause_of(exc)
 
     async def _close_processes(self, failure: BaseException | None) -> None:
         pool = cast(ProcessPool, self.procpool)
@@ -395,30 +408,26 @@ class BlockRuntime:
             await pool.close()
         except Exception as exc:
             err = BlockError(self.name, describe(exc), phase="teardown")
-            if failure is None:
-                raise err from exc
-            logger.error(
-                "block %r: closing its worker processes failed: %s",
-                self.name,
-                err,
-                extra={"block": self.name},
-            )
+            err.__cause__ = exc
+            self._teardown_failed(err, failure)
 
     async def _teardown(self, failure: BaseException | None) -> None:
         try:
             await self._hook(self.block.teardown, "teardown")
         except BlockError as err:
-            if failure is None:
-                raise
-            if isinstance(failure, Exception):
-                raise ExceptionGroup(f"block {self.name!r} failed", [failure, err]) from None
-            logger.error(
-                "block %r: teardown failed during cancellation: %s",
-                self.name,
-                err,
-                exc_info=err,
-                extra={"block": self.name},
-            )
+            self._teardown_failed(err, failure)
+
+    def _teardown_failed(self, err: BlockError, failure: BaseException | None) -> None:
+        """Teardown failed with ``err`` after the block ended with ``failure`` (None when it
+        ended well): raise both, or keep ``err`` for the supervisor."""
+        if failure is None:
+            raise err
+        if isinstance(failure, Exception):
+            raise ExceptionGroup(f"block {self.name!r} failed", [failure, err]) from None
+        # Cancelled: because another block failed, or because the run was. The cancellation
+        # goes on; the supervisor puts ``err`` in the run's group, or logs it when the run
+        # itself was cancelled. Never dropped.
+        self.teardown_errors.append(err)
 
     async def _serial(self) -> None:
         """The fast path: one worker, a coroutine function, no timeout.
@@ -465,7 +474,8 @@ class BlockRuntime:
                         self.busy_s += t1 - t_burst
                         t_burst = t1
                         skip = 0 if dt > 5e-5 else 31
-                except Exception as exc:
+                except (Exception, asyncio.CancelledError) as raised:
+                    exc = as_failure(raised)  # a cancellation of the run goes on up
                     self.busy_s += perf() - t_burst
                     value = await self._retry(env, exc, None)
                     t_burst = perf()
@@ -638,9 +648,9 @@ class BlockRuntime:
             try:
                 key = key_fn(env.value)
                 hash(key)
-            except Exception as exc:
+            except (Exception, asyncio.CancelledError) as exc:  # sync: never a cancellation
                 try:
-                    self._give_up(env, env.value, exc, 1)
+                    self._give_up(env, env.value, from_sync(exc), 1)
                 finally:
                     await self._finish_keyed(seq, hold, n)
                 continue
@@ -714,9 +724,10 @@ class BlockRuntime:
             else:
                 state = lane.state
                 outputs = await call_in_thread(lambda: hook(key, state), self.pool)
-        except Exception as exc:
-            err = BlockError(self.name, describe(exc), item=summarize(key), phase="evict")
-            raise err from exc
+        except (Exception, asyncio.CancelledError) as raised:
+            exc = as_failure(raised)  # a cancellation of the run goes on up
+            err = BlockError(self.name, describe_failure(exc), item=summarize(key), phase="evict")
+            raise err from cause_of(exc)
         for value in outputs or ():
             self.flushed += 1
             await self.out.put(Envelope(value, _perf(), None))
@@ -770,7 +781,8 @@ class BlockRuntime:
                                 for h in held:
                                     await out.put(h)
                                 held.clear()
-            except Exception as exc:
+            except (Exception, asyncio.CancelledError) as raised:
+                exc = as_failure(raised)  # a cancellation of the run goes on up
                 self.busy_s += _perf() - t0
                 if produced == 0 and attempt < attempts:
                     self.retried += 1

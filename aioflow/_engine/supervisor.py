@@ -20,11 +20,12 @@ from ..errors import BlockError, GraphError, PipelineClosed, describe, summarize
 from ..graph import Branch
 from ..stats import BlockStatistics
 from .branching import BranchRuntime
+from .cancelling import as_failure, being_cancelled, cause_of, describe_failure
 from .channel import Channel, ChannelClosed
 from .envelope import Envelope, SubmitTicket
 from .runner import _NOTHING, BlockRuntime, _Lane
 
-__all__ = ["PipelineRun", "stage_names", "wait_finished"]
+__all__ = ["PipelineRun", "log_unraised", "stage_names", "wait_finished"]
 
 logger = logging.getLogger("aioflow")
 
@@ -124,7 +125,12 @@ class PipelineRun:
             self.ready.set_result(None)
 
     async def supervise(self, *extra: Coroutine[Any, Any, None]) -> None:
-        """Run every task of the pipeline in one TaskGroup; raise one flat ExceptionGroup."""
+        """Run every task of the pipeline in one TaskGroup; raise one flat ExceptionGroup.
+
+        It holds every error: those the tasks raised and the teardown errors of blocks that were
+        cancelled because another failed. When the run itself is cancelled, the cancellation
+        goes on and those teardown errors are logged, each one.
+        """
         if logger.isEnabledFor(logging.INFO):
             self._log_start()
         outcome = "failed"
@@ -132,15 +138,17 @@ class PipelineRun:
             async with asyncio.TaskGroup() as tg:
                 for rt in self.runtimes:
                     if isinstance(rt, BlockRuntime):
-                        tg.create_task(self._lifecycle(rt), name=f"aioflow:{rt.name}")
+                        tg.create_task(
+                            _guarded(self._lifecycle(rt), rt.name),
+                            name=f"aioflow:{rt.name}",
+                        )
                     else:
                         for coro in rt.coroutines():
-                            tg.create_task(coro, name=f"aioflow:{rt.name}")
+                            tg.create_task(_guarded(coro, rt.name), name=f"aioflow:{rt.name}")
                 for coro in extra:
-                    tg.create_task(coro, name=f"aioflow:{self.name}")
-            outcome = "finished"
+                    tg.create_task(_guarded(coro, self.name), name=f"aioflow:{self.name}")
         except BaseExceptionGroup as group:
-            leaves = list(_leaves(group))
+            leaves = [*_leaves(group), *self._teardown_errors()]
             if all(isinstance(e, asyncio.CancelledError) for e in leaves):
                 outcome = "cancelled"
             self._abort(group)
@@ -148,8 +156,23 @@ class PipelineRun:
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):
                 outcome = "cancelled"
+            for err in self._teardown_errors():
+                logger.error(
+                    "pipeline %r stopped (%s); block %r: %s",
+                    self.name,
+                    type(exc).__name__,
+                    err.block,
+                    err,
+                    exc_info=err,
+                    extra={"block": err.block},
+                )
             self._abort(exc)
             raise
+        else:
+            held = self._teardown_errors()  # (only a cancelled block keeps one, so never here)
+            if held:
+                raise ExceptionGroup(f"pipeline {self.name!r} failed", held)
+            outcome = "finished"
         finally:
             self.finished = True
             self.stopped = _perf()
@@ -236,6 +259,14 @@ class PipelineRun:
                 extra=extra,
             )
 
+    def _teardown_errors(self) -> list[BlockError]:
+        """Take the teardown errors that cancelled blocks kept."""
+        errors: list[BlockError] = []
+        for rt in self.blocks:
+            errors.extend(rt.teardown_errors)
+            rt.teardown_errors.clear()
+        return errors
+
     def _abort(self, cause: BaseException | None) -> None:
         """Fail every ``submit()`` still waiting: the pipeline will not answer it."""
         for ticket in list(self.tickets):
@@ -300,9 +331,10 @@ class PipelineRun:
                         fresh = 64
         except ChannelClosed:
             return
-        except Exception as exc:
-            err = BlockError("<source>", describe(exc), phase="source")
-            raise err from exc
+        except (Exception, asyncio.CancelledError) as raised:
+            exc = as_failure(raised)  # a cancellation of the run goes on up
+            err = BlockError("<source>", describe_failure(exc), phase="source")
+            raise err from cause_of(exc)
         finally:
             # A run that stops early closes the source (a camera generator's `finally` runs).
             await _close_source(source)
@@ -327,6 +359,40 @@ class PipelineRun:
                     self.name,
                     summarize(env.value),
                 )
+
+
+async def _guarded(coro: Coroutine[Any, Any, None], name: str) -> None:
+    """Run one task of the run; a CancelledError that ends it while nobody is cancelling it (the
+    user's, slipped past the block's own handling) fails the run instead of ending the task
+    quietly, which a TaskGroup would take as a normal exit."""
+    try:
+        await coro
+    except asyncio.CancelledError as exc:
+        if being_cancelled():
+            raise
+        msg = f"{describe(exc)} ended the task while the run was not being cancelled"
+        raise BlockError(name, msg) from exc
+
+
+def log_unraised(task: asyncio.Task[Any], name: str, raising: BaseException | None = None) -> None:
+    """Log, each one, the errors of the run's ``task`` that its caller cannot raise because it
+    leaves with an exception of its own (``raising``: a cancellation, the body of ``open()``,
+    a ``stream()`` consumer leaving); this also keeps asyncio from logging "Task exception was
+    never retrieved"."""
+    if not task.done() or task.cancelled():
+        return
+    exc = task.exception()
+    if exc is None or exc is raising:
+        return
+    for err in _leaves(exc) if isinstance(exc, BaseExceptionGroup) else (exc,):
+        block = getattr(err, "block", None)
+        logger.error(
+            "pipeline %r stopped on its caller's exception; it also failed: %s",
+            name,
+            err,
+            exc_info=err,
+            extra={"block": block} if block is not None else None,
+        )
 
 
 async def _close_source(source: Any) -> None:

@@ -202,3 +202,31 @@ class WithLock(af.Block):
 
     async def process(self, item: Any) -> Any:
         return item
+
+
+def ident(value: object) -> object:
+    """The identity, for cancellation sweeps (issue 10, defect 1)."""
+    return value
+
+
+class AwaitsCancelledOn3(af.Block):
+    """Item 3 awaits a future that someone else cancelled, in the worker's event loop: a
+    CancelledError that is not a cancellation of the run (issue 10, defect 2)."""
+
+    async def process(self, item: int) -> int:
+        if item == 3:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            fut.cancel()
+            await fut
+        return item
+
+
+class DeadLetters:
+    """A dead-letter sink that pickles (a process block's options travel to its workers; the
+    sink itself is called in the parent)."""
+
+    def __init__(self) -> None:
+        self.letters: list[tuple[Any, af.BlockError]] = []
+
+    def __call__(self, item: Any, err: af.BlockError) -> None:
+        self.letters.append((item, err))

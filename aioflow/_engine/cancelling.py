@@ -1,0 +1,79 @@
+"""Telling a cancellation of the run from a ``CancelledError`` that a block's own code raised.
+
+A :class:`asyncio.CancelledError` reaches the engine in two ways. Either the run (or the task of
+one of its blocks) is being cancelled: the task's :meth:`~asyncio.Task.cancelling` count is
+above zero, and the error must travel up untouched. Or the user's code raised it while nobody was
+cancelling the run: it awaited a future that someone else cancelled, called ``.result()`` on a
+cancelled future, or raised it by hand. That one is an item failure like any other exception
+(a :class:`~aioflow.errors.BlockError`, a skip, a retry, a dead letter); were it let through,
+the worker's task would end as *cancelled*, which a :class:`asyncio.TaskGroup` takes as a quiet
+exit: the run would be cut short without a word, or hang waiting for the item.
+
+The engine catches ``(Exception, CancelledError)`` around user code and passes the error through
+:func:`as_failure`, which re-raises a real cancellation and wraps a stray one in
+:class:`StrayCancel`, an ``Exception`` that the ordinary failure paths handle. The
+:class:`~aioflow.errors.BlockError` made from it carries the original ``CancelledError`` as its
+``__cause__``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from ..errors import describe
+
+__all__ = [
+    "StrayCancel",
+    "as_failure",
+    "being_cancelled",
+    "cause_of",
+    "describe_failure",
+    "from_sync",
+]
+
+
+class StrayCancel(Exception):
+    """A ``CancelledError`` raised by a block's code while its task was not being cancelled."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(error)
+        self.error = error
+
+    def __str__(self) -> str:
+        return (
+            f"{describe(self.error)} raised by the block's own code while the run was not "
+            "being cancelled"
+        )
+
+
+def being_cancelled() -> bool:
+    """Whether the current task has a cancellation request pending (it is being cancelled)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def as_failure(exc: BaseException) -> Exception:
+    """``exc`` as an item failure. A ``CancelledError`` while the current task is being
+    cancelled, and any other ``BaseException`` (KeyboardInterrupt, SystemExit), is re-raised."""
+    if isinstance(exc, Exception):
+        return exc
+    if isinstance(exc, asyncio.CancelledError) and not being_cancelled():
+        return StrayCancel(exc)
+    raise exc
+
+
+def from_sync(exc: BaseException) -> Exception:
+    """``exc``, raised by the user's synchronous code (in a worker thread, or a plain call on the
+    loop), as an item failure. Nobody cancels synchronous code, so a CancelledError from it is
+    always the user's own."""
+    return exc if isinstance(exc, Exception) else StrayCancel(exc)
+
+
+def cause_of(exc: BaseException) -> BaseException:
+    """The exception the user's code raised (the ``CancelledError`` inside a StrayCancel)."""
+    return exc.error if isinstance(exc, StrayCancel) else exc
+
+
+def describe_failure(exc: BaseException) -> str:
+    """:func:`~aioflow.errors.describe`, saying so when a CancelledError was the user's own."""
+    return str(exc) if isinstance(exc, StrayCancel) else describe(exc)
