@@ -103,8 +103,8 @@ class SlowLife(af.Block):
         touch(self.folder, f"teardown-{os.getpid()}")
 
 
-def double(x: int) -> int:
-    return 2 * x
+def ident(x: object) -> object:
+    return x
 
 
 # -- KeyboardInterrupt / SystemExit raised by user code, run as a script ------------------------
