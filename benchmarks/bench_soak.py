@@ -148,7 +148,7 @@ def child(n: int) -> dict[str, Any]:
     proc = psutil.Process()
     threads_before = set(threading.enumerate())
     pipe = build()
-    samples: list[dict[str, float]] = []
+    samples: list[dict[str, float | None]] = []
     outputs = 0
 
     def rss_total() -> int:
@@ -192,8 +192,9 @@ def child(n: int) -> dict[str, Any]:
     elapsed = af.run(main())
     gc.collect()
     rss_after = proc.memory_info().rss / MB
+    # The workers have exited by now: the last sample has this process only.
     samples.append(
-        {"t_s": elapsed, "items": outputs, "rss_mb": rss_after, "rss_with_workers_mb": rss_after}
+        {"t_s": elapsed, "items": outputs, "rss_mb": rss_after, "rss_with_workers_mb": None}
     )
 
     stats = {name: s.as_dict() for name, s in pipe.statistics().items()}
@@ -224,15 +225,15 @@ def child(n: int) -> dict[str, Any]:
     }
     # RSS growth: from the end of the first tenth of the run (pools started, caches warm) to
     # the end of the run.
-    warm = [s for s in samples if s["items"] >= n // 10] or samples
+    warm = [s for s in samples if (s["items"] or 0) >= n // 10] or samples
     return {
         "items": n,
         "elapsed_s": elapsed,
         "items_per_s": n / elapsed,
         "rss_before_mb": rss_before,
         "rss_after_mb": rss_after,
-        "rss_peak_mb": max(s["rss_mb"] for s in samples),
-        "rss_growth_mb": samples[-1]["rss_mb"] - warm[0]["rss_mb"],
+        "rss_peak_mb": max(float(s["rss_mb"] or 0) for s in samples),
+        "rss_growth_mb": float(samples[-1]["rss_mb"] or 0) - float(warm[0]["rss_mb"] or 0),
         "books": books,
         "leaks": leaks,
         "statistics": stats,

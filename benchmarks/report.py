@@ -285,13 +285,15 @@ def plot_soak(res: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 3.5))
     items = [s["items"] / 1000 for s in samples]
     ax.plot(items, [s["rss_mb"] for s in samples], label="this process", color="#1f77b4")
+    # The last sample is taken after the run, when the worker processes have exited.
+    with_workers = [s for s in samples if s["rss_with_workers_mb"] is not None]
     ax.plot(
-        items,
-        [s["rss_with_workers_mb"] for s in samples],
+        [s["items"] / 1000 for s in with_workers],
+        [s["rss_with_workers_mb"] for s in with_workers],
         label="with its 2 worker processes",
         color="#ff7f0e",
     )
-    ax.set_ylim(0, max(s["rss_with_workers_mb"] for s in samples) * 1.3)
+    ax.set_ylim(0, max(s["rss_with_workers_mb"] for s in with_workers) * 1.3)
     ax.set_xlabel("thousands of items through the pipeline")
     ax.set_ylabel("RSS, MB")
     ax.set_title(f"RSS over a soak of {res['items']:,} items")
@@ -360,12 +362,18 @@ def machine(meta: dict[str, Any]) -> str:
     v = meta["versions"]
     load_avg = meta.get("load_average_at_start") or []
     load_txt = f", load average {load_avg[0]:.1f} at the start" if load_avg else ""
+    # The libraries the part used (a part that runs no peer ran without them installed).
+    libs = ", ".join(
+        f"{name} {v[name]}"
+        for name in ("aioflow", "uvloop", "numpy", "pypeln", "aiostream", "streamz")
+        if v.get(name)
+    )
+    if v.get("tornado"):
+        libs += f" (tornado {v['tornado']})"
     return (
         f"{meta['cpu']}, {meta['cpus']} cores{load_txt}, {meta['memory_gb']} GB, "
-        f"{meta['platform']}; {meta['implementation']} {meta['python']}, aioflow {v['aioflow']}, "
-        f"uvloop {v['uvloop']}, numpy {v['numpy']}, pypeln {v['pypeln']}, aiostream "
-        f"{v['aiostream']}, streamz {v['streamz']} (tornado {v['tornado']}); {meta['date']}, "
-        f"{meta['mode']} mode, commit {meta.get('git_commit') or '?'}"
+        f"{meta['platform']}; {meta['implementation']} {meta['python']}, {libs}; "
+        f"{meta['date']}, {meta['mode']} mode, commit {meta.get('git_commit') or '?'}"
     )
 
 
