@@ -5,6 +5,8 @@
 * ``bench_latency.py``: latency under load, blocking against leaky edges;
 * ``bench_memory.py``: RSS after 10 thousand and 1 million items;
 * ``bench_metrics.py``: per-item overhead with a Prometheus scraper polling every 100 ms.
+* ``bench_soak.py``: a million frames (50 thousand in quick mode) through a flagship-shaped
+  pipeline with planted faults: the books balance, RSS over time, nothing left behind.
 
 Each part writes ``benchmarks/results/<part>.json`` (``<part>_quick.json`` in quick mode) with
 the machine, the versions of Python and of every library, and the date. ``benchmarks/report.py``
@@ -36,8 +38,9 @@ import bench_latency  # noqa: E402
 import bench_memory  # noqa: E402
 import bench_metrics  # noqa: E402
 import bench_peers  # noqa: E402
+import bench_soak  # noqa: E402
 
-PARTS = ("peers", "latency", "memory", "metrics")
+PARTS = ("peers", "latency", "memory", "metrics", "soak")
 PACKAGES = (
     "aioflow",
     "uvloop",
@@ -109,6 +112,8 @@ def run_part(part: str, *, quick: bool, reps: int) -> dict[str, Any]:
         return bench_latency.run(quick=quick, reps=reps)
     if part == "metrics":
         return bench_metrics.run(quick=quick, reps=reps)
+    if part == "soak":
+        return bench_soak.run(quick=quick)
     return bench_memory.run(quick=quick)
 
 
@@ -120,6 +125,8 @@ def print_part(part: str, res: dict[str, Any]) -> None:
         bench_latency.print_latency(res)
     elif part == "metrics":
         bench_metrics.print_metrics(res)
+    elif part == "soak":
+        bench_soak.print_soak(res)
     else:
         bench_memory.print_memory(res)
 

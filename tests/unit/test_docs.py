@@ -184,3 +184,31 @@ def test_extract_blocks_finds_fences_and_markers() -> None:
     ]
     with pytest.raises(ValueError, match="line 2 is never closed"):
         extract_blocks("text\n```python\nprint(1)\n", "broken.md")
+
+
+# -- docs/guarantees.md cites tests that exist --------------------------------------------------
+
+_CITED = re.compile(r"`(test_\w+)`")
+_DEFINED = re.compile(r"^\s*(?:async\s+)?def\s+(test_\w+)\s*\(", re.MULTILINE)
+
+
+def defined_tests() -> set[str]:
+    """The name of every test function under tests/."""
+    names: set[str] = set()
+    for path in (ROOT / "tests").rglob("test_*.py"):
+        names.update(_DEFINED.findall(path.read_text(encoding="utf-8")))
+    return names
+
+
+def test_every_test_cited_in_the_guarantees_exists() -> None:
+    text = (ROOT / "docs" / "guarantees.md").read_text(encoding="utf-8")
+    cited = _CITED.findall(text)
+    # Guards the check below: a changed citation style would otherwise make it pass on nothing.
+    assert len(cited) >= 50, f"only {len(cited)} tests cited in docs/guarantees.md"
+    missing = sorted(set(cited) - defined_tests())
+    assert missing == [], f"docs/guarantees.md cites tests that do not exist: {missing}"
+
+
+def test_the_guarantees_are_linked_from_the_index_and_the_readme() -> None:
+    for page in ("docs/index.md", "README.md"):
+        assert "guarantees.md" in (ROOT / page).read_text(encoding="utf-8"), page
