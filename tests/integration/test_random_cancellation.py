@@ -147,6 +147,11 @@ if __name__ == "__main__":
 """
 
 
+@pytest.mark.xfail(
+    reason="new defect (issue 10 random cancellation): a plain setup running in the block's "
+    "thread when the run is cancelled finishes there, but its teardown never runs",
+    strict=True,
+)
 @pytest.mark.timeout(SWEEP_TIMEOUT_S + 60)
 def test_cancelling_random_pipelines_with_process_blocks_leaves_nothing(tmp_path: Path) -> None:
     script = tmp_path / "sweep.py"
