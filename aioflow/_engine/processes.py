@@ -176,10 +176,7 @@ class _Server:
         request = self.request
         # Arrays of the result that lie in the request segment (the input, returned) are
         # referenced there: the parent copies them out, and nothing is copied here.
-        resident = None
-        if request is not None:
-            start = shm.address(request.buf)
-            resident = (start, start + len(request.buf))
+        resident = request.span if request is not None else None
         try:
             data, parts = shm.dumps(result, resident=resident)
         except Exception as exc:

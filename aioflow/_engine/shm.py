@@ -142,7 +142,24 @@ def _rebuild_resident(
 
 def address(buf: memoryview) -> int:
     """Where ``buf``'s memory starts in this process (for :func:`dumps`'s ``resident``)."""
-    return int(np.frombuffer(buf, dtype=np.uint8).ctypes.data) if buf.nbytes else 0
+    if not buf.nbytes:
+        return 0
+    start: int = np.frombuffer(buf, dtype=np.uint8).__array_interface__["data"][0]
+    return start
+
+
+#: Kinds of dtype whose elements are plain bytes (not objects, not numpy 2's variable-width
+#: strings, whose elements point elsewhere): arrays of these can be rebuilt on a raw buffer.
+_PLAIN_KINDS = frozenset("biufcmMSUV")
+
+
+def _dtype(array: Any) -> Any:
+    """The array's dtype as its short string (``'|u1'``) when that says everything: cheaper to
+    pickle than the dtype itself. Structured, sub-array and annotated dtypes travel whole."""
+    dtype = array.dtype
+    if dtype.fields is None and dtype.subdtype is None and dtype.metadata is None:
+        return dtype.str
+    return dtype
 
 
 def _fortran(array: Any) -> bool:
@@ -194,14 +211,19 @@ class _Pickler(pickle.Pickler):
         return False
 
     def reducer_override(self, obj: Any) -> Any:
-        if type(obj) is not np.ndarray or obj.nbytes < INLINE_LIMIT or obj.dtype.hasobject:
+        if (
+            type(obj) is not np.ndarray
+            or obj.nbytes < INLINE_LIMIT
+            or obj.dtype.kind not in _PLAIN_KINDS
+            or obj.dtype.hasobject
+        ):
             return NotImplemented
         if self._resident is not None:
             start = _inside(obj, *self._resident)
             if start is not None:
-                return _rebuild_resident, (start, obj.dtype, obj.shape, obj.strides)
+                return _rebuild_resident, (start, _dtype(obj), obj.shape, obj.strides)
         self._parts.append(obj)
-        return _rebuild_array, (len(self._parts) - 1, obj.dtype, obj.shape, _fortran(obj))
+        return _rebuild_array, (len(self._parts) - 1, _dtype(obj), obj.shape, _fortran(obj))
 
 
 def _inside(array: Any, low: int, high: int) -> int | None:
@@ -369,6 +391,8 @@ class Attachment:
             msg = f"shared memory segment {name!r} is closed"
             raise ValueError(msg)
         self.buf: memoryview = view
+        #: the address range the mapping occupies here (see :func:`dumps`'s ``resident``)
+        self.span = (address(view), address(view) + view.nbytes)
 
     def close(self) -> None:
         """Unmap. A view the user kept alive (an input array stored beyond its call) keeps the

@@ -100,3 +100,15 @@ def test_the_pickler_recovers_from_a_failure_and_keeps_nothing_alive() -> None:
     del item, out
     gc.collect()
     assert ref() is None  # the reused pickler's memo was cleared
+
+
+def test_arrays_whose_elements_are_not_plain_bytes_stay_in_the_pickle() -> None:
+    strings = np.array([f"plate {i}" for i in range(10_000)], dtype=np.dtypes.StringDType())
+    objects = np.array([{"i": i} for i in range(10_000)], dtype=object)
+    stamps = np.arange(0, 10_000, dtype="datetime64[ms]")
+    out, parts, _ = through([strings, objects, stamps], copy=True)
+    assert len(parts) == 1  # only the datetimes: plain bytes
+    assert out[0].dtype == strings.dtype
+    assert np.array_equal(out[0], strings)
+    assert list(out[1]) == list(objects)
+    assert np.array_equal(out[2], stamps)
