@@ -3,7 +3,9 @@
 * ``bench_peers.py``: per-item overhead against hand-written queues, pypeln, aiostream and
   streamz; the CV-shaped pipeline for every library;
 * ``bench_latency.py``: latency under load, blocking against leaky edges;
-* ``bench_memory.py``: RSS after 10 thousand and 1 million items.
+* ``bench_memory.py``: RSS after 10 thousand and 1 million items;
+* ``bench_process_frames.py``: a frame or a small object to a worker process and back, against
+  ``ProcessPoolExecutor`` and a raw shared-memory ring.
 
 Each part writes ``benchmarks/results/<part>.json`` (``<part>_quick.json`` in quick mode) with
 the machine, the versions of Python and of every library, and the date. ``benchmarks/report.py``
@@ -34,8 +36,9 @@ sys.path.insert(0, str(HERE))
 import bench_latency  # noqa: E402
 import bench_memory  # noqa: E402
 import bench_peers  # noqa: E402
+import bench_process_frames  # noqa: E402
 
-PARTS = ("peers", "latency", "memory")
+PARTS = ("peers", "latency", "memory", "process_frames")
 PACKAGES = (
     "aioflow",
     "uvloop",
@@ -105,6 +108,8 @@ def run_part(part: str, *, quick: bool, reps: int) -> dict[str, Any]:
         return bench_peers.run(quick=quick, reps=reps)
     if part == "latency":
         return bench_latency.run(quick=quick, reps=reps)
+    if part == "process_frames":
+        return bench_process_frames.run(quick=quick, reps=None if quick else reps)
     return bench_memory.run(quick=quick)
 
 
@@ -114,6 +119,8 @@ def print_part(part: str, res: dict[str, Any]) -> None:
         bench_peers.print_cv(res["cv"])
     elif part == "latency":
         bench_latency.print_latency(res)
+    elif part == "process_frames":
+        bench_process_frames.print_frames(res)
     else:
         bench_memory.print_memory(res)
 
