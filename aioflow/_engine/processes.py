@@ -61,6 +61,9 @@ logger = logging.getLogger("aioflow")
 
 _KINDS: Final = ("function", "generator", "coroutine", "asyncgen")
 _START_METHODS: Final = ("spawn", "forkserver")
+#: How much one read of a worker's socket asks for: replies are small, their arrays are in
+#: shared memory.
+_READ_SIZE: Final = 1 << 16
 #: What ``_run`` returns when the worker was dead before it could read the request.
 _UNDELIVERED: Final = object()
 
@@ -277,7 +280,7 @@ class _Worker:
     def _on_readable(self) -> None:
         while True:
             try:
-                chunk = self.sock.recv(1 << 20)
+                chunk = self.sock.recv(_READ_SIZE)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
@@ -294,6 +297,8 @@ class _Worker:
                 return
             for control, tail in messages:
                 self._dispatch(control, tail)
+            if len(chunk) < _READ_SIZE:  # drained: another read would only raise EAGAIN
+                return
 
     def _dispatch(self, control: tuple[Any, ...], tail: bytearray) -> None:
         op = control[0]

@@ -453,6 +453,10 @@ class MessageReader:
         return out
 
 
+#: How much one read of the parent's socket asks for.
+_READ_SIZE = 1 << 16
+
+
 class Link:
     """The worker's end of the pipe, read and written on the worker's event loop.
 
@@ -474,7 +478,7 @@ class Link:
     def _on_readable(self) -> None:
         while not self._eof:
             try:
-                chunk = self._sock.recv(1 << 16)
+                chunk = self._sock.recv(_READ_SIZE)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:
@@ -486,6 +490,8 @@ class Link:
                 chunk = b""
             if not chunk:
                 self.close()
+                break
+            if len(chunk) < _READ_SIZE:  # drained: another read would only raise EAGAIN
                 break
         waiter = self._waiter
         if waiter is not None and not waiter.done() and (self._messages or self._eof):
