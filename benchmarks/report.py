@@ -394,6 +394,12 @@ def frames_section(res: dict[str, Any]) -> list[str]:
         "that the blocking ring does not pay. On this machine a wake-up is most of it: the "
         "`send` that wakes the other process is the largest cost in a profile of either side.",
         "",
+        "The machine is shared: the medians of single rounds for the 1920x1080x3 *same* case "
+        f"ranged over {min(same['aioflow_rounds_ms']):.2f}-{max(same['aioflow_rounds_ms']):.2f}"
+        f" ms for aioflow and {min(same['ring_rounds_ms']):.2f}-"
+        f"{max(same['ring_rounds_ms']):.2f} ms for the ring, as other programs came and went. "
+        "Compare the contenders within a row; the absolute times move with the load.",
+        "",
     ]
 
 
