@@ -182,6 +182,7 @@ class _Pickler(pickle.Pickler):
         super().__init__(self.file, protocol=5, buffer_callback=self._buffer)
         self._parts: list[Part] = []
         self._resident: tuple[int, int] | None = None
+        self.busy = False
 
     def dump_value(
         self, value: object, resident: tuple[int, int] | None
@@ -192,9 +193,11 @@ class _Pickler(pickle.Pickler):
         parts: list[Part] = []
         self._parts = parts
         self._resident = resident
+        self.busy = True
         try:
             self.dump(value)
         finally:
+            self.busy = False
             self.clear_memo()  # the memo holds the value: do not keep it alive
             self._parts = []
         return file.getvalue(), parts
@@ -253,6 +256,8 @@ def dumps(value: object, *, resident: tuple[int, int] | None = None) -> tuple[by
     pickler: _Pickler | None = getattr(_picklers, "pickler", None)
     if pickler is None:  # one per thread, reused: making one costs more than a small pickle
         pickler = _picklers.pickler = _Pickler()
+    if pickler.busy:  # called again from inside a dump (an object's __reduce__): a fresh one
+        return _Pickler().dump_value(value, resident)
     return pickler.dump_value(value, resident)
 
 

@@ -112,3 +112,25 @@ def test_arrays_whose_elements_are_not_plain_bytes_stay_in_the_pickle() -> None:
     assert np.array_equal(out[0], strings)
     assert list(out[1]) == list(objects)
     assert np.array_equal(out[2], stamps)
+
+
+class PicklesThroughAioflow:
+    """An object whose ``__reduce__`` itself goes through ``shm.dumps`` (the pickler is
+    re-entered in the same thread)."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        data, parts = shm.dumps(self.inner)
+        return (dict, ([("pickled", bool(data)), ("parts", len(parts))],))
+
+
+def test_a_dump_inside_a_dump_does_not_disturb_the_outer_one() -> None:
+    frame = np.full((200, 200), 3, dtype=np.int64)
+    value = {"first": frame, "nested": PicklesThroughAioflow(np.zeros((300, 300))), "last": frame}
+    out, parts, _ = through(value, copy=True)
+    assert len(parts) == 1  # the outer dump's own array, once (the second is a memo hit)
+    assert np.array_equal(out["first"], frame)
+    assert out["last"] is out["first"]
+    assert out["nested"] == {"pickled": True, "parts": 1}
