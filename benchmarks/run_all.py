@@ -7,6 +7,8 @@
 * ``bench_metrics.py``: per-item overhead with a Prometheus scraper polling every 100 ms.
 * ``bench_soak.py``: a million frames (50 thousand in quick mode) through a flagship-shaped
   pipeline with planted faults: the books balance, RSS over time, nothing left behind.
+* ``bench_process_frames.py``: a frame or a small object to a worker process and back, against
+  ``ProcessPoolExecutor`` and a raw shared-memory ring.
 
 Each part writes ``benchmarks/results/<part>.json`` (``<part>_quick.json`` in quick mode) with
 the machine, the versions of Python and of every library, and the date. ``benchmarks/report.py``
@@ -38,9 +40,10 @@ import bench_latency  # noqa: E402
 import bench_memory  # noqa: E402
 import bench_metrics  # noqa: E402
 import bench_peers  # noqa: E402
+import bench_process_frames  # noqa: E402
 import bench_soak  # noqa: E402
 
-PARTS = ("peers", "latency", "memory", "metrics", "soak")
+PARTS = ("peers", "latency", "memory", "metrics", "soak", "process_frames")
 PACKAGES = (
     "aioflow",
     "uvloop",
@@ -114,6 +117,8 @@ def run_part(part: str, *, quick: bool, reps: int) -> dict[str, Any]:
         return bench_metrics.run(quick=quick, reps=reps)
     if part == "soak":
         return bench_soak.run(quick=quick)
+    if part == "process_frames":
+        return bench_process_frames.run(quick=quick, reps=None if quick else reps)
     return bench_memory.run(quick=quick)
 
 
@@ -127,6 +132,8 @@ def print_part(part: str, res: dict[str, Any]) -> None:
         bench_metrics.print_metrics(res)
     elif part == "soak":
         bench_soak.print_soak(res)
+    elif part == "process_frames":
+        bench_process_frames.print_frames(res)
     else:
         bench_memory.print_memory(res)
 

@@ -43,7 +43,7 @@ import signal
 import socket
 import warnings
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from multiprocessing.context import ForkServerContext, SpawnContext
 from multiprocessing.process import BaseProcess
 from typing import Any, Final
@@ -61,6 +61,9 @@ logger = logging.getLogger("aioflow")
 
 _KINDS: Final = ("function", "generator", "coroutine", "asyncgen")
 _START_METHODS: Final = ("spawn", "forkserver")
+#: How much one read of a worker's socket asks for: replies are small, their arrays are in
+#: shared memory.
+_READ_SIZE: Final = 1 << 16
 #: What ``_run`` returns when the worker was dead before it could read the request.
 _UNDELIVERED: Final = object()
 
@@ -163,7 +166,8 @@ class _Server:
             self.response = self._attach(self.response, response)
             source = memoryview(tail) if inline or self.request is None else self.request.buf
             try:
-                value = pickle.loads(tail[:n_data], buffers=shm.views(source, layout))
+                with memoryview(tail) as data:
+                    value = shm.loads(data[:n_data], source, layout, copy=False)
                 result = await _invoke(fn, kind, value)
             except (Exception, asyncio.CancelledError) as exc:
                 await self.link.send(("error", shm.pack_exception(exc)))
@@ -174,8 +178,12 @@ class _Server:
             del result
 
     async def _reply(self, result: Any) -> None:
+        request = self.request
+        # Arrays of the result that lie in the request segment (the input, returned) are
+        # referenced there: the parent copies them out, and nothing is copied here.
+        resident = request.span if request is not None else None
         try:
-            data, buffers = shm.dumps(result)
+            data, parts = shm.dumps(result, resident=resident)
         except Exception as exc:
             msg = (
                 f"block {self.block!r}: the result ({type(result).__name__}) cannot be sent back "
@@ -183,18 +191,18 @@ class _Server:
             )
             await self.link.send(("error", shm.pack_exception(ExecutorError(msg))))
             return
-        layout, end = shm.plan(buffers)
-        if not buffers or (self.response is not None and end <= len(self.response.buf)):
-            if buffers and self.response is not None:
-                shm.write(self.response.buf, buffers, layout)
+        layout, end = shm.plan(parts)
+        if not parts or (self.response is not None and end <= len(self.response.buf)):
+            if parts and self.response is not None:
+                shm.write(self.response.buf, parts, layout)
             await self.link.send(("ok", len(data), layout, False), data)
             return
-        # No segment, or too small: send the buffers in the pipe; the parent grows the segment.
-        layout, end = shm.plan(buffers, start=len(data))
+        # No segment, or too small: send the parts in the pipe; the parent grows the segment.
+        layout, end = shm.plan(parts, start=len(data))
         tail = bytearray(end)
         tail[: len(data)] = data
         with memoryview(tail) as view:
-            shm.write(view, buffers, layout)
+            shm.write(view, parts, layout)
         await self.link.send(("ok", len(data), layout, True), tail)
 
 
@@ -205,7 +213,11 @@ def _worker_main(sock: socket.socket, payload: bytes, kind: str, block: str, ind
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     async def main() -> None:
-        await _Server(shm.Link(sock), block, index).serve(payload, kind)
+        link = shm.Link(sock)
+        try:
+            await _Server(link, block, index).serve(payload, kind)
+        finally:
+            link.close()
 
     try:
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
@@ -238,7 +250,7 @@ class _Worker:
         self.ready: asyncio.Future[None] = loop.create_future()
         self.setup_error: BaseException | None = None
         #: the reply to the call in flight; None as result means the worker died
-        self.reply: asyncio.Future[tuple[tuple[Any, ...], bytes] | None] | None = None
+        self.reply: asyncio.Future[tuple[tuple[Any, ...], bytearray] | None] | None = None
         self.teardown_error: shm.PackedError | None = None
         self.exited: asyncio.Future[None] = loop.create_future()
         self.request: shm.Segment | None = None
@@ -270,7 +282,7 @@ class _Worker:
     def _on_readable(self) -> None:
         while True:
             try:
-                chunk = self.sock.recv(1 << 20)
+                chunk = self.sock.recv(_READ_SIZE)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
@@ -287,8 +299,10 @@ class _Worker:
                 return
             for control, tail in messages:
                 self._dispatch(control, tail)
+            if len(chunk) < _READ_SIZE:  # drained: another read would only raise EAGAIN
+                return
 
-    def _dispatch(self, control: tuple[Any, ...], tail: bytes) -> None:
+    def _dispatch(self, control: tuple[Any, ...], tail: bytearray) -> None:
         op = control[0]
         if op in ("ready", "setup_error"):
             self.pid = control[1]
@@ -548,7 +562,7 @@ class ProcessPool:
                 else ExecutorError(f"block {self._name!r}: the process pool is not started")
             )
         try:
-            data, buffers = shm.dumps(value)
+            data, parts = shm.dumps(value)
         except Exception as exc:
             msg = f"block {self._name!r}: the item cannot be sent to a worker: {describe(exc)}"
             raise ExecutorError(msg) from exc
@@ -557,10 +571,10 @@ class ProcessPool:
             for _ in range(2):
                 worker = await self._ready(slot)
                 if call_timeout is None:
-                    result = await self._run(slot, worker, data, buffers)
+                    result = await self._run(slot, worker, data, parts)
                 else:
                     async with asyncio.timeout(call_timeout):
-                        result = await self._run(slot, worker, data, buffers)
+                        result = await self._run(slot, worker, data, parts)
                 if result is not _UNDELIVERED:
                     return result
         finally:
@@ -647,14 +661,14 @@ class ProcessPool:
         raise ExecutorError(_death(worker, "right after its setup"))
 
     async def _run(
-        self, slot: _Slot, worker: _Worker, data: bytes, buffers: list[pickle.PickleBuffer]
+        self, slot: _Slot, worker: _Worker, data: bytes, parts: list[shm.Part]
     ) -> object:
-        layout, end = shm.plan(buffers)
+        layout, end = shm.plan(parts)
         tag = str(slot.index)
-        if buffers:
+        if parts:
             worker.request = shm.Segment.grown(worker.request, self._name, tag + "q", end)
-            shm.write(worker.request.buf, buffers, layout)
-        if buffers or worker.response_hint:
+            shm.write(worker.request.buf, parts, layout)
+        if parts or worker.response_hint:
             # Results are often the size of the input (a frame in, a frame out).
             size = max(end, worker.response_hint)
             worker.response = shm.Segment.grown(worker.response, self._name, tag + "r", size)
@@ -671,7 +685,7 @@ class ProcessPool:
         delivered = True
         try:
             try:
-                await loop.sock_sendall(worker.sock, shm.message(control, data))
+                await shm.send(worker.sock, shm.message(control, data))
             except OSError:  # the worker is gone: its sentinel resolves the reply
                 delivered = False
             answer = await reply
@@ -698,11 +712,15 @@ class ProcessPool:
         else:
             source = worker.response.buf if worker.response is not None else memoryview(b"")
         try:
-            # Copies: the segment is reused by the next call and the caller keeps the result.
-            copies: Iterable[Any] = (
-                shm.views(source, layout) if inline else shm.copies(source, layout)
-            )
-            return pickle.loads(tail[:n_data], buffers=copies)
+            # Copies: the segments are reused by the next call and the caller keeps the result.
+            with memoryview(tail) as pickled:
+                return shm.loads(
+                    pickled[:n_data],
+                    source,
+                    layout,
+                    copy=not inline,
+                    request=worker.request.buf if worker.request is not None else None,
+                )
         except Exception as exc:
             msg = f"block {self._name!r}: the result cannot be unpickled here: {describe(exc)}"
             raise ExecutorError(msg) from exc

@@ -39,6 +39,28 @@ def xor_frame(frame: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     return frame ^ 1
 
 
+def draw_in_place(frame: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """What a block that annotates its frame does: draw on the input, return it."""
+    frame[:10, :10] = 255
+    return frame
+
+
+def views_of_input(frame: np.ndarray[Any, Any]) -> dict[str, Any]:
+    """Parts of the input returned as they are: views of whatever memory the input lives in."""
+    return {
+        "whole": frame,
+        "crop": frame[100:300, 200:600],
+        "mirrored": frame[:, ::-1],
+        "channel": frame[..., 1],
+        "fresh": frame[:200] + 1,
+    }
+
+
+def checksums(value: list[np.ndarray[Any, Any]]) -> list[tuple[tuple[int, ...], str, float]]:
+    """What the worker saw of each array: shape, dtype and the sum of its values."""
+    return [(a.shape, a.dtype.str, float(a.astype(np.float64).sum())) for a in value]
+
+
 def make_frame(seed: int) -> np.ndarray[Any, Any]:
     """A small input, a large result (larger than any segment the parent made so far)."""
     return np.full((1080, 1920, 3), seed % 256, dtype=np.uint8)

@@ -266,6 +266,100 @@ async def test_a_result_larger_than_the_segments_comes_back(
     assert segments("grows") == []
 
 
+async def test_a_payload_larger_than_the_segments_then_smaller_again_comes_back(
+    open_pool: Callable[..., Any],
+) -> None:
+    pool = await open_pool("resize", 1, proc_targets.xor_frame, "function")
+    rng = np.random.default_rng(3)
+    shapes = [(480, 640, 3), (1080, 1920, 3), (240, 320, 3), (1080, 1920, 3), (1, 1, 3)]
+    for shape in shapes:
+        frame = rng.integers(0, 256, shape, dtype=np.uint8)
+        out = await pool.call(frame)
+        assert out.shape == shape
+        assert np.array_equal(out, frame ^ 1)
+    # Grown once to the largest payload, then reused: one request and one response segment.
+    assert len(segments("resize")) == 2
+
+
+async def test_non_contiguous_arrays_arrive_intact_and_come_back_contiguous(
+    open_pool: Callable[..., Any],
+) -> None:
+    rng = np.random.default_rng(5)
+    frame = rng.integers(0, 256, (1080, 1920, 3), dtype=np.uint8)
+    floats = rng.random((600, 800))
+    arrays = [
+        frame[100:700, 300:1500],  # a crop: rows with gaps between them
+        frame[::2, ::3],
+        frame[:, ::-1],  # negative strides
+        frame[..., 2],
+        floats.T,  # Fortran order
+        floats[::-2, 1::4],
+        np.broadcast_to(np.arange(1920, dtype=np.int32), (100, 1920)),  # zero strides
+    ]
+    pool = await open_pool("strided", 1, proc_targets.checksums, "function")
+    seen = await pool.call(arrays)
+    assert seen == [(a.shape, a.dtype.str, float(a.astype(np.float64).sum())) for a in arrays]
+    echo = await open_pool("strided_echo", 1, proc_targets.echo, "function")
+    back = await echo.call(arrays)
+    for original, out in zip(arrays, back, strict=True):
+        assert same(out, original)
+        assert out.flags.writeable
+    assert segments("strided_echo")  # they crossed in shared memory, not in the pipe
+
+
+async def test_many_arrays_of_every_kind_in_one_item(open_pool: Callable[..., Any]) -> None:
+    rng = np.random.default_rng(11)
+    dtypes = [np.uint8, np.int16, np.float16, np.float32, np.float64, np.complex64, np.bool_]
+    arrays = [(rng.random((64 + i, 257)) * 100).astype(dtypes[i % len(dtypes)]) for i in range(60)]
+    points = np.zeros(5000, dtype=[("x", np.float32), ("y", np.float32), ("id", np.int64)])
+    points["id"] = np.arange(5000)
+    value = {
+        "arrays": arrays,
+        "points": points,  # a structured dtype
+        "empty": np.zeros((0, 1920, 3), dtype=np.uint8),
+        "scalar": np.array(7.5),
+        "tuple": tuple(arrays[:3]),
+    }
+    pool = await open_pool("many", 1, proc_targets.echo, "function")
+    for _ in range(2):
+        assert same(await pool.call(value), value)
+
+
+async def test_results_never_alias_a_segment_that_the_next_call_overwrites(
+    open_pool: Callable[..., Any],
+) -> None:
+    frames = [np.full((1080, 1920, 3), i, dtype=np.uint8) for i in range(3)]
+    for target in (proc_targets.echo, proc_targets.xor_frame, proc_targets.views_of_input):
+        name = f"alias_{target.__name__}"
+        pool = await open_pool(name, 1, target, "function")
+        first = await pool.call(frames[0])
+        expected = target(frames[0].copy())
+        await pool.call(frames[1])
+        await pool.call(frames[2])
+        assert same(first, expected)
+
+
+async def test_a_frame_drawn_on_in_place_comes_back_drawn_and_the_callers_is_untouched(
+    open_pool: Callable[..., Any],
+) -> None:
+    pool = await open_pool("draw", 1, proc_targets.draw_in_place, "function")
+    frame = np.zeros((1080, 1920, 3), dtype=np.uint8)
+    out = await pool.call(frame)
+    assert (out[:10, :10] == 255).all()
+    assert out[10:].sum() == 0
+    assert frame.sum() == 0  # the worker drew on its copy in shared memory
+    out[0, 0, 0] = 1  # the result is the caller's own, and writable
+
+
+async def test_views_of_the_input_come_back_with_their_values(
+    open_pool: Callable[..., Any],
+) -> None:
+    pool = await open_pool("views", 1, proc_targets.views_of_input, "function")
+    frame = np.random.default_rng(2).integers(0, 250, (1080, 1920, 3), dtype=np.uint8)
+    out = await pool.call(frame)
+    assert same(out, proc_targets.views_of_input(frame))
+
+
 async def test_a_result_that_cannot_be_pickled_fails_with_executor_error(
     open_pool: Callable[..., Any],
 ) -> None:
