@@ -15,7 +15,7 @@ from .block import FunctionBlock
 from .errors import GraphError, PipelineClosed
 from .graph import Graph, iter_blocks
 from .state import Snapshot, StateStore, check_restorable, make_snapshot
-from .stats import BlockStatistics, Bottleneck, find_bottleneck
+from .stats import BlockStatistics, Bottleneck, LatencyHistogram, find_bottleneck
 
 if TYPE_CHECKING:
     from .observe.server import Server
@@ -111,10 +111,14 @@ class Pipeline(Graph):
             results: list[Any] = []
             out = run.output
             buf = out._buf
+            latency = run.latency
+            perf = time.perf_counter
             try:
                 while True:
                     if buf:
-                        results.extend([env.value for env in out.drain_nowait()])
+                        envs = out.drain_nowait()
+                        latency.add_outputs(perf(), envs)
+                        results.extend([env.value for env in envs])
                     elif out.closed:
                         break
                     else:
@@ -155,6 +159,7 @@ class Pipeline(Graph):
                         break
                 except ChannelClosed:
                     break
+                run.latency.add(time.perf_counter() - env.born)
                 yield env.value
             finished = True
         finally:
@@ -238,6 +243,13 @@ class Pipeline(Graph):
         :class:`~aioflow.stats.Bottleneck`."""
         return find_bottleneck(self.statistics())
 
+    def latency(self) -> LatencyHistogram:
+        """End-to-end latency of the current or last run's outputs (empty before any): see
+        :meth:`RunningPipeline.latency`."""
+        if self._run is None:
+            return LatencyHistogram()
+        return self._run.latency.snapshot()
+
 
 class RunningPipeline:
     """An open pipeline: ``submit`` items concurrently, read live statistics, ``stop``."""
@@ -297,6 +309,22 @@ class RunningPipeline:
         waiting on a full output (the limit is downstream) or starved (the limit is the
         source); None before any item arrived. See :class:`~aioflow.stats.Bottleneck`."""
         return find_bottleneck(self._run.statistics())
+
+    def latency(self) -> LatencyHistogram:
+        """End-to-end latency of every output so far, counted in fixed buckets: from when its
+        item entered the pipeline (the source yielded it, or ``submit()`` was called) to when
+        the output was handed to the caller (``run()``'s list, ``stream()``'s consumer, the
+        ``submit()`` future). Its ``count`` is the number of outputs.
+
+        >>> import aioflow as af
+        >>> async def main() -> int:
+        ...     async with af.Pipeline(lambda x: x * 10).open() as running:
+        ...         await running.submit(4)
+        ...         return running.latency().count
+        >>> af.run(main())
+        1
+        """
+        return self._run.latency.snapshot()
 
     async def serve_metrics(
         self, host: str = "127.0.0.1", port: int = 0, *, token: str | None = None

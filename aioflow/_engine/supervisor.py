@@ -22,6 +22,7 @@ from ..stats import BlockStatistics
 from .branching import BranchRuntime
 from .channel import Channel, ChannelClosed
 from .envelope import Envelope, SubmitTicket
+from .latency import Buckets
 from .runner import _NOTHING, BlockRuntime, _Lane
 
 __all__ = ["PipelineRun", "stage_names", "wait_finished"]
@@ -56,6 +57,8 @@ class PipelineRun:
         #: when the run began and (once it has) ended, for the records' ``wall_s``
         self.started = _perf()
         self.stopped: float | None = None
+        #: end-to-end latency of every output, counted where it is handed to the caller
+        self.latency = Buckets()
 
     def build_chain(
         self, stages: tuple[Block | Branch, ...], out: Channel[Envelope]
@@ -316,6 +319,7 @@ class PipelineRun:
                 env = await out.get()
             except ChannelClosed:
                 return
+            self.latency.add(_perf() - env.born)
             ticket = env.ticket
             if ticket is not None:
                 ticket.output(env.value)
