@@ -147,6 +147,14 @@ class Pipeline(Graph):
         run = self._begin()
         sup = asyncio.create_task(run.supervise(run.feed(items)), name=f"aioflow:{self.name}")
         finished = False
+        # End-to-end latency: reading the clock for every output would cost a trivial pipeline
+        # about 10% of its time (measured), so while outputs come fast (under 50 us apart) the
+        # clock is read for one in 16, which counts for itself and the 15 before it.
+        latency = run.latency
+        perf = time.perf_counter
+        skip = owed = 0
+        dt = 0.0
+        last = perf()
         try:
             out = run.output
             while True:
@@ -159,10 +167,21 @@ class Pipeline(Graph):
                         break
                 except ChannelClosed:
                     break
-                run.latency.add(time.perf_counter() - env.born)
+                if owed < skip:
+                    owed += 1
+                else:
+                    now = perf()
+                    dt = now - env.born
+                    owed += 1
+                    latency.add_many(dt, owed)
+                    skip = 15 if now - last < owed * 5e-5 else 0
+                    owed = 0
+                    last = now
                 yield env.value
             finished = True
         finally:
+            if owed:  # counted with the last one timed
+                latency.add_many(dt, owed)
             if not finished:
                 sup.cancel()
             try:

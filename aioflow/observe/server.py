@@ -32,7 +32,7 @@ from typing import Any
 from aiohttp import web
 
 from ..stats import find_bottleneck
-from .metrics import CONTENT_TYPE, StatisticsSource, registry, render
+from .metrics import CONTENT_TYPE, PipelineCollector, StatisticsSource
 
 __all__ = ["Server", "add_routes", "snapshot"]
 
@@ -119,7 +119,7 @@ def add_routes(
     >>> add_routes(app, af.Pipeline(lambda x: x, name="demo"), prefix="/aioflow")
     """
     prefix = prefix.rstrip("/")
-    reg = registry(source)
+    collector = PipelineCollector(source)
     if _CLOSING not in app:
         closing: list[asyncio.Event] = []
         app[_CLOSING] = closing
@@ -132,7 +132,8 @@ def add_routes(
     closing_events = app[_CLOSING]
 
     async def metrics(request: web.Request) -> web.Response:
-        body = render(reg)
+        # the collector's own writer: the same text as render(registry(source)), faster
+        body = collector.text().encode()
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
     app.router.add_get(prefix + "/metrics", _guard(token, metrics))

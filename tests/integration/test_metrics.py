@@ -15,7 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import aioflow as af
-from aioflow.observe import add_routes, registry, render
+from aioflow.observe import PipelineCollector, add_routes, registry, render
 from aioflow.stats import BlockStatistics
 
 pytestmark = pytest.mark.integration
@@ -497,3 +497,23 @@ async def test_a_branch_reports_its_time_blocked_on_a_full_output() -> None:
     assert value(
         samples, "aioflow_blocked_seconds_total", pipeline="branchy", block="both"
     ) == pytest.approx(records["both"].blocked_s)
+
+
+async def test_the_servers_fast_text_is_exactly_what_prometheus_client_writes() -> None:
+    # Names with a quote, a backslash and a newline test the escaping.
+    @af.block(name='odd "name"\\')
+    async def odd(x: int) -> int:
+        return x
+
+    @af.block(batch=af.Batch(max_size=4), queue_size=2, overflow="drop_oldest")
+    async def batched(xs: list[int]) -> list[int]:
+        await asyncio.sleep(0.001)
+        return xs
+
+    pipe = af.Pipeline(odd, batched, name="two\nlines")
+    await pipe.run(range(200))
+    assert pipe.statistics()["batched"].dropped > 0  # a reason label is in the text too
+    text = PipelineCollector(pipe).text()
+    assert text == render(registry(pipe)).decode()
+    assert 'block="odd \\"name\\"\\\\"' in text
+    assert 'pipeline="two\\nlines"' in text
