@@ -45,7 +45,7 @@ from typing import Any
 import uvloop
 
 import aioflow as af
-from aioflow.observe import Server, registry, render
+from aioflow.observe import PipelineCollector, Server
 
 GOAL = 0.03
 SCRAPER = """
@@ -81,15 +81,16 @@ async def timed_run(pipe: af.Pipeline, n: int) -> tuple[float, float]:
 
 
 async def scrape_cost(stages: int) -> float:
-    """Seconds one scrape holds the event loop (collect and render), after a run has filled
-    every block's latency samples: the loop time a scraper takes, 10 times a second."""
+    """Seconds one scrape holds the event loop (read the statistics and write the text, as the
+    server does), after a run has filled every block's latency samples: the loop time a
+    scraper takes, 10 times a second."""
     pipe = pipeline(stages)
     await pipe.run(range(50_000))
-    reg = registry(pipe)
+    collector = PipelineCollector(pipe)
     costs = []
     for _ in range(200):
         t0 = time.perf_counter()
-        render(reg)
+        collector.text()
         costs.append(time.perf_counter() - t0)
     return statistics.median(costs)
 
