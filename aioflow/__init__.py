@@ -24,7 +24,7 @@ from .errors import (
 from .graph import Branch, branch
 from .loop import run
 from .pipeline import Pipeline, RunningPipeline
-from .stats import BlockStatistics
+from .stats import BlockStatistics, Bottleneck, LatencyHistogram
 
 __version__ = "0.1.0"
 
@@ -35,11 +35,13 @@ __all__ = (
     "BlockError",
     "BlockOptions",
     "BlockStatistics",
+    "Bottleneck",
     "Branch",
     "ExecutorError",
     "FunctionBlock",
     "GraphError",
     "ItemDropped",
+    "LatencyHistogram",
     "Pipeline",
     "PipelineClosed",
     "Retry",

@@ -38,6 +38,7 @@ from .graph import Branch
 from .loop import loop_factory
 from .loop import run as run_main
 from .pipeline import Pipeline
+from .stats import LATENCY_BUCKETS
 
 __all__ = ["main"]
 
@@ -323,7 +324,24 @@ async def run_pipeline(
     report = pipe.bottleneck()
     if report is not None:
         err.write(f"bottleneck: {report.message}\n")
+    whole = pipe.latency()
+    if whole.count:
+        err.write(
+            f"end to end: {whole.count} outputs, mean {_ms(whole.mean)}, "
+            f"p50 {_at_most(whole.quantile(0.5))}, p99 {_at_most(whole.quantile(0.99))}\n"
+        )
     return counter[0]
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.1f} ms"
+
+
+def _at_most(bound: float) -> str:
+    """A quantile read from a histogram: the upper bound of its bucket."""
+    if bound == float("inf"):
+        return f"over {LATENCY_BUCKETS[-1]:g} s"
+    return f"<= {bound * 1e3:g} ms"
 
 
 def _user_error(group: BaseExceptionGroup[BaseException]) -> UsageError | None:

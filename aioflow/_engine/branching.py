@@ -141,6 +141,7 @@ class BranchRuntime:
             failed=self.failed,
             in_flight=in_flight,
             queue_depth=queued,
+            blocked_s=self.out.blocked_s,
             workers=len(self.member_ins),
         )
 

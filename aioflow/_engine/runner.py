@@ -33,6 +33,7 @@ from .cancelling import as_failure, cause_of, describe_failure, from_sync
 from .channel import Channel, ChannelClosed
 from .envelope import Envelope
 from .executors import call_in_thread, shutdown_pool, thread_pool
+from .latency import LatencySamples
 from .ordering import ReorderWindow, Sequencer
 from .processes import ProcessPool
 from .pulling import ThreadPuller
@@ -116,7 +117,8 @@ class BlockRuntime:
         self.filtered = 0
         self.flushed = 0
         self.busy_s = 0.0
-        self.latencies: deque[float] = deque(maxlen=_LATENCY_SAMPLES)
+        # timed calls: recent samples (p50, p99) and bucket counts (the latency histogram)
+        self.latencies = LatencySamples(_LATENCY_SAMPLES)
         self.batches = 0
         self.batch_sizes: dict[int, int] = {}
         self.lanes: dict[Hashable, _Lane] = {}
@@ -141,7 +143,7 @@ class BlockRuntime:
         # Items taken from the input and not finished yet. Derived, so that the hot path keeps
         # no extra counter: taken = received - still queued - evicted by overflow.
         in_flight = inq.received - queued - inq.overflowed - finished
-        samples = list(self.latencies)
+        samples = sorted(self.latencies.recent)  # once: percentile() finds it sorted
         return BlockStatistics(
             name=self.name,
             received=inq.received,
@@ -165,6 +167,7 @@ class BlockRuntime:
             batch_sizes=dict(self.batch_sizes),
             keys=len(self.lanes),
             evicted=self.evicted,
+            latency=self.latencies.snapshot(),
         )
 
     # -- item fates ---------------------------------------------------------------------------

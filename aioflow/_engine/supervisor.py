@@ -23,6 +23,7 @@ from .branching import BranchRuntime
 from .cancelling import as_failure, being_cancelled, cause_of, describe_failure
 from .channel import Channel, ChannelClosed
 from .envelope import Envelope, SubmitTicket
+from .latency import Buckets
 from .runner import _NOTHING, BlockRuntime, _Lane
 
 __all__ = ["PipelineRun", "log_unraised", "stage_names", "wait_finished"]
@@ -57,6 +58,8 @@ class PipelineRun:
         #: when the run began and (once it has) ended, for the records' ``wall_s``
         self.started = _perf()
         self.stopped: float | None = None
+        #: end-to-end latency of every output, counted where it is handed to the caller
+        self.latency = Buckets()
 
     def build_chain(
         self, stages: tuple[Block | Branch, ...], out: Channel[Envelope]
@@ -348,6 +351,7 @@ class PipelineRun:
                 env = await out.get()
             except ChannelClosed:
                 return
+            self.latency.add(_perf() - env.born)
             ticket = env.ticket
             if ticket is not None:
                 ticket.output(env.value)

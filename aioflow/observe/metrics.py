@@ -26,17 +26,14 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
-from ..stats import BlockStatistics
+from ..stats import BlockStatistics, LatencyHistogram
 
 __all__ = [
+    "BATCH_BUCKETS",
     "CONTENT_TYPE",
     "PipelineCollector",
     "StatisticsSource",
@@ -58,6 +55,8 @@ class StatisticsSource(Protocol):
     def name(self) -> str: ...
 
     def statistics(self) -> Mapping[str, BlockStatistics]: ...
+
+    def latency(self) -> LatencyHistogram: ...
 
 
 # (metric name without _total, help, the record's field) for the plain counters
@@ -120,24 +119,141 @@ _GAUGES: tuple[tuple[str, str, Callable[[BlockStatistics], float]], ...] = (
 )
 
 
+#: the batch-size histogram's bucket bounds: powers of two, the same at every scrape (a bucket
+#: set that changed between scrapes would break rate() and histogram_quantile())
+BATCH_BUCKETS: tuple[int, ...] = tuple(2**i for i in range(11))
+
+
 def _batch_buckets(sizes: Mapping[int, int]) -> list[tuple[str, float]]:
-    """Cumulative histogram buckets at powers of two up to the largest size seen."""
-    top = max(sizes, default=1)
-    bounds: list[int] = []
-    b = 1
-    while b < top:
-        bounds.append(b)
-        b *= 2
-    bounds.append(b)
+    """Cumulative histogram buckets at :data:`BATCH_BUCKETS` (1 to 1024) and ``+Inf``."""
     buckets = [
-        (str(float(le)), float(sum(n for s, n in sizes.items() if s <= le))) for le in bounds
+        (str(float(le)), float(sum(n for s, n in sizes.items() if s <= le))) for le in BATCH_BUCKETS
     ]
     buckets.append(("+Inf", float(sum(sizes.values()))))
     return buckets
 
 
+def _latency_buckets(hist: LatencyHistogram) -> list[tuple[str, float]]:
+    """Cumulative ``le`` buckets of a latency histogram, ``+Inf`` last."""
+    bounds = [repr(float(b)) for b in hist.bounds]
+    return list(zip([*bounds, "+Inf"], map(float, hist.cumulative()), strict=True))
+
+
+_Labels = tuple[tuple[str, str], ...]
+#: one sample: its name, its labels sorted by name, its value
+_Sample = tuple[str, _Labels, float]
+#: one metric family: name, type, help, and its samples in the order the text format lists them
+_Family = tuple[str, str, str, list[_Sample]]
+#: how prometheus_client writes a number (``+Inf``, Go's exponents)
+_number: Callable[[float], str] = floatToGoString
+
+_DROPPED_HELP = "Items dropped at the block's input, by reason (overflow, stale, incomplete)."
+_QUANTILE_HELP = (
+    "The block's processing time per call over its recent calls, by quantile "
+    "(per batch for a batching block)."
+)
+_BLOCK_LATENCY_HELP = (
+    "The block's processing time per call, since the run began (per batch for a "
+    "batching block). Every timed call: on the fast path of a coroutine block with "
+    "one worker and no timeout, calls under 50 us are timed one in 32."
+)
+_BATCH_HELP = "Items per batch (blocks with af.Batch)."
+_E2E_HELP = (
+    "End-to-end latency of each output: from when its item entered the pipeline "
+    "(the source yielded it, or submit() was called) to when the output was handed "
+    "to the caller."
+)
+_RUN_HELP = "Seconds since the run began (until it ended)."
+
+
+def _histogram(
+    samples: list[_Sample],
+    name: str,
+    labels: _Labels,
+    buckets: list[tuple[str, float]],
+    total: float,
+) -> None:
+    """A histogram's samples as prometheus_client lists them: ``_bucket`` (with ``le`` in its
+    place among the sorted labels), ``_count``, ``_sum``."""
+    at = sum(1 for key, _ in labels if key < "le")
+    head, tail = labels[:at], labels[at:]
+    bucket = name + "_bucket"
+    for le, n in buckets:
+        samples.append((bucket, (*head, ("le", le), *tail), n))
+    samples.append((name + "_count", labels, buckets[-1][1]))
+    samples.append((name + "_sum", labels, total))
+
+
+def _families(source: StatisticsSource) -> list[_Family]:
+    pipeline = source.name
+    records = source.statistics()
+    at: dict[str, _Labels] = {name: (("block", name), ("pipeline", pipeline)) for name in records}
+    families: list[_Family] = []
+    for metric, doc, read in _COUNTERS:
+        samples: list[_Sample] = [
+            (metric + "_total", at[name], float(read(r))) for name, r in records.items()
+        ]
+        families.append((metric, "counter", doc, samples))
+    dropped: list[_Sample] = []
+    for name, rec in records.items():
+        for reason, n in rec.dropped_by.items():
+            dropped.append(("aioflow_items_dropped_total", (*at[name], ("reason", reason)), n))
+    families.append(("aioflow_items_dropped", "counter", _DROPPED_HELP, dropped))
+    for metric, doc, read in _GAUGES:
+        samples = [(metric, at[name], float(read(r))) for name, r in records.items()]
+        families.append((metric, "gauge", doc, samples))
+    quantiles: list[_Sample] = []
+    block_latency: list[_Sample] = []
+    batch: list[_Sample] = []
+    run_wall = 0.0
+    for name, rec in records.items():
+        labels = at[name]
+        quantiles.append(
+            ("aioflow_latency_seconds", (*labels, ("quantile", "0.5")), rec.latency_p50_s)
+        )
+        quantiles.append(
+            ("aioflow_latency_seconds", (*labels, ("quantile", "0.99")), rec.latency_p99_s)
+        )
+        _histogram(
+            block_latency,
+            "aioflow_block_latency_seconds",
+            labels,
+            _latency_buckets(rec.latency),
+            rec.latency.sum_s,
+        )
+        if rec.batch_sizes:
+            total = float(sum(s * n for s, n in rec.batch_sizes.items()))
+            _histogram(batch, "aioflow_batch_size", labels, _batch_buckets(rec.batch_sizes), total)
+        run_wall = max(run_wall, rec.wall_s)
+    families.append(("aioflow_latency_seconds", "gauge", _QUANTILE_HELP, quantiles))
+    families.append(
+        ("aioflow_block_latency_seconds", "histogram", _BLOCK_LATENCY_HELP, block_latency)
+    )
+    families.append(("aioflow_batch_size", "histogram", _BATCH_HELP, batch))
+    whole = source.latency()
+    e2e: list[_Sample] = []
+    _histogram(
+        e2e,
+        "aioflow_pipeline_latency_seconds",
+        (("pipeline", pipeline),),
+        _latency_buckets(whole),
+        whole.sum_s,
+    )
+    families.append(("aioflow_pipeline_latency_seconds", "histogram", _E2E_HELP, e2e))
+    run: list[_Sample] = [("aioflow_run_seconds", (("pipeline", pipeline),), run_wall)]
+    families.append(("aioflow_run_seconds", "gauge", _RUN_HELP, run))
+    return families
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
 class PipelineCollector(Collector):
     """A collector that reads ``source.statistics()`` at every scrape.
+
+    :meth:`text` writes the same metrics in the text format directly, several times faster
+    than :func:`render` (prometheus_client's generic writer): the metrics server uses it.
 
     Args:
         source: a :class:`~aioflow.Pipeline` (its current or last run) or a
@@ -152,51 +268,34 @@ class PipelineCollector(Collector):
         return []
 
     def collect(self) -> Iterator[Metric]:
-        pipeline = self.source.name
-        records = self.source.statistics()
-        counters = [CounterMetricFamily(n, h, labels=_LABELS) for n, h, _ in _COUNTERS]
-        gauges = [GaugeMetricFamily(n, h, labels=_LABELS) for n, h, _ in _GAUGES]
-        dropped = CounterMetricFamily(
-            "aioflow_items_dropped",
-            "Items dropped at the block's input, by reason (overflow, stale, incomplete).",
-            labels=(*_LABELS, "reason"),
-        )
-        latency = GaugeMetricFamily(
-            "aioflow_latency_seconds",
-            "The block's processing time per call over its recent calls, by quantile "
-            "(per batch for a batching block).",
-            labels=(*_LABELS, "quantile"),
-        )
-        batch = HistogramMetricFamily(
-            "aioflow_batch_size", "Items per batch (blocks with af.Batch).", labels=_LABELS
-        )
-        wall = GaugeMetricFamily(
-            "aioflow_run_seconds",
-            "Seconds since the run began (until it ended).",
-            labels=("pipeline",),
-        )
-        run_wall = 0.0
-        for name, rec in records.items():
-            labels = [pipeline, name]
-            for family, (_, _, read) in zip(counters, _COUNTERS, strict=True):
-                family.add_metric(labels, float(read(rec)))
-            for gauge, (_, _, read) in zip(gauges, _GAUGES, strict=True):
-                gauge.add_metric(labels, float(read(rec)))
-            for reason, n in rec.dropped_by.items():
-                dropped.add_metric([*labels, reason], float(n))
-            latency.add_metric([*labels, "0.5"], rec.latency_p50_s)
-            latency.add_metric([*labels, "0.99"], rec.latency_p99_s)
-            if rec.batch_sizes:
-                total = float(sum(s * n for s, n in rec.batch_sizes.items()))
-                batch.add_metric(labels, _batch_buckets(rec.batch_sizes), total)
-            run_wall = max(run_wall, rec.wall_s)
-        wall.add_metric([pipeline], run_wall)
-        yield from counters
-        yield dropped
-        yield from gauges
-        yield latency
-        yield batch
-        yield wall
+        for name, kind, doc, samples in _families(self.source):
+            family = Metric(name, doc, kind)
+            for sample, labels, value in samples:
+                family.add_sample(sample, dict(labels), value)
+            yield family
+
+    def text(self) -> str:
+        """The metrics in the Prometheus text format 0.0.4, exactly as
+        ``render(registry(source))`` writes them."""
+        out: list[str] = []
+        escaped: dict[_Labels, str] = {}
+        values: dict[str, str] = {}
+        for name, kind, doc, samples in _families(self.source):
+            shown = name + "_total" if kind == "counter" else name
+            doc_text = doc.replace("\\", "\\\\").replace("\n", "\\n")
+            out.append(f"# HELP {shown} {doc_text}\n# TYPE {shown} {kind}\n")
+            for sample, labels, value in samples:
+                text = escaped.get(labels)
+                if text is None:
+                    parts = []
+                    for k, v in labels:
+                        e = values.get(v)
+                        if e is None:
+                            e = values[v] = _escape(v)
+                        parts.append(f'{k}="{e}"')
+                    text = escaped[labels] = ",".join(parts)
+                out.append(f"{sample}{{{text}}} {_number(value)}\n")
+        return "".join(out)
 
 
 def registry(source: StatisticsSource) -> CollectorRegistry:

@@ -191,6 +191,8 @@ async def test_the_dashboard_shows_the_blocks_and_their_numbers_change(tmp_path:
                 "document.getElementById('sparkpath').getAttribute('points').split(' ').length > 3",
                 "the sparkline has points",
             )
+            e2e = await tools.evaluate("document.getElementById('e2e').textContent")
+            assert e2e.startswith("\u2264 "), e2e  # the end-to-end p99's bucket bound
             status = await tools.evaluate("document.getElementById('status').textContent")
             assert status == "live"
             shot = await tools.call("Page.captureScreenshot", format="png")
@@ -222,6 +224,8 @@ async def test_the_event_stream_sends_snapshots_of_the_statistics() -> None:
             assert resp.headers["Content-Type"] == "text/event-stream"
             first = json.loads((await resp.content.readline()).decode().removeprefix("data: "))
     assert first["pipeline"] == "snap"
+    assert first["latency"]["count"] == 1  # the one output, end to end
+    assert 0 < first["latency"]["p99_s"] <= 30.0
     [block] = first["blocks"]
     assert block["received"] == 1
     assert block == json.loads(json.dumps(snapshot(running)["blocks"][0])) | {

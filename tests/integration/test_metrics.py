@@ -7,6 +7,7 @@ import asyncio
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 
 import aiohttp
@@ -14,7 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import aioflow as af
-from aioflow.observe import add_routes, registry, render
+from aioflow.observe import PipelineCollector, add_routes, registry, render
 from aioflow.stats import BlockStatistics
 
 pytestmark = pytest.mark.integration
@@ -76,6 +77,23 @@ def assert_matches(samples: Samples, pipeline: str, records: Mapping[str, BlockS
             assert value(samples, "aioflow_batch_size_sum", **labels) == sum(
                 size * n for size, n in rec.batch_sizes.items()
             )
+            for le in (1, 2, 4, 8, 16, 1024):
+                at_most = sum(n for size, n in rec.batch_sizes.items() if size <= le)
+                assert value(samples, "aioflow_batch_size_bucket", **labels, le=f"{le}.0") == (
+                    at_most
+                )
+        assert_histogram(samples, "aioflow_block_latency_seconds", labels, rec.latency)
+
+
+def assert_histogram(
+    samples: Samples, metric: str, labels: Mapping[str, str], hist: af.LatencyHistogram
+) -> None:
+    """A Prometheus histogram's buckets, count and sum equal the statistics' histogram."""
+    les = [*map(repr, hist.bounds), "+Inf"]
+    for le, n in zip(les, hist.cumulative(), strict=True):
+        assert value(samples, f"{metric}_bucket", **labels, le=le) == n, (metric, labels, le)
+    assert value(samples, f"{metric}_count", **labels) == hist.count
+    assert value(samples, f"{metric}_sum", **labels) == pytest.approx(hist.sum_s)
 
 
 async def test_every_metric_equals_the_statistics_after_a_run() -> None:
@@ -111,7 +129,11 @@ async def test_every_metric_equals_the_statistics_after_a_run() -> None:
     assert records["evens"].filtered > 0
     assert records["flaky"].retried > 0
     assert records["batched"].batches > 0
-    assert_matches(parse(render(registry(pipe)).decode()), "books", records)
+    samples = parse(render(registry(pipe)).decode())
+    assert_matches(samples, "books", records)
+    whole = pipe.latency()
+    assert whole.count == records["batched"].emitted > 0
+    assert_histogram(samples, "aioflow_pipeline_latency_seconds", {"pipeline": "books"}, whole)
 
 
 async def test_live_gauges_and_drops_match_while_items_wait() -> None:
@@ -364,3 +386,134 @@ async def test_a_slow_source_shows_as_starved() -> None:
 
 def test_no_report_before_any_run() -> None:
     assert af.Pipeline(lambda x: x).bottleneck() is None
+
+
+# -- latency histograms -------------------------------------------------------------------------
+
+
+async def test_a_sleeping_blocks_latencies_land_in_the_buckets_above_its_sleep() -> None:
+    @af.block
+    def nap(x: int) -> int:  # a thread block: time.sleep lasts at least what it was asked
+        time.sleep(0.003)
+        return x
+
+    @af.block
+    async def wait(x: int) -> int:  # the serial fast path: a slow call is always timed
+        await asyncio.sleep(0.002)
+        return x
+
+    pipe = af.Pipeline(nap, wait, name="naps")
+    out = await pipe.run(range(40))
+    assert out == list(range(40))
+    records = pipe.statistics()
+    hist = records["nap"].latency
+    assert hist.count == records["nap"].completed == 40
+    below = dict(zip(hist.bounds, hist.cumulative(), strict=False))
+    assert below[0.0025] == 0  # every call slept 3 ms: none at or below 2.5 ms
+    assert hist.sum_s >= 40 * 0.003
+    assert hist.quantile(0.0) >= 0.005  # the bucket of the fastest call ends at 5 ms or later
+    assert records["wait"].latency.count == records["wait"].completed == 40
+    # end to end: every output took the 3 ms nap at least
+    whole = pipe.latency()
+    assert whole.count == 40
+    assert dict(zip(whole.bounds, whole.cumulative(), strict=False))[0.0025] == 0
+    assert_histogram(
+        parse(render(registry(pipe)).decode()),
+        "aioflow_block_latency_seconds",
+        {"pipeline": "naps", "block": "nap"},
+        hist,
+    )
+
+
+async def test_a_fast_coroutine_blocks_calls_are_sampled_one_in_32() -> None:
+    @af.block
+    async def quick(x: int) -> int:
+        return x
+
+    pipe = af.Pipeline(quick, name="quick")
+    await pipe.run(range(3200))
+    rec = pipe.statistics()["quick"]
+    # calls under 50 us are timed one in 32 (a slow one, and the one after it, always)
+    assert 0 < rec.latency.count < rec.completed // 4
+    assert pipe.latency().count == 3200  # end to end, every output counts
+
+
+async def test_end_to_end_latency_counts_every_output_of_stream_and_submit() -> None:
+    @af.block
+    async def twice(x: int):  # type: ignore[no-untyped-def]
+        yield x
+        yield x
+
+    pipe = af.Pipeline(twice, name="twice")
+    got = [x async for x in pipe.stream(range(30))]
+    assert len(got) == 60
+    assert pipe.latency().count == 60
+    async with pipe.open() as running:
+        assert running.latency().count == 0  # a new run, a new histogram
+        outs = await asyncio.gather(*(running.submit(i) for i in range(5)))
+        assert outs == [[i, i] for i in range(5)]
+        whole = running.latency()
+        assert whole.count == 10
+        url = await running.serve_metrics()
+        async with aiohttp.ClientSession() as http, http.get(url) as resp:
+            samples = parse(await resp.text())
+        assert_histogram(samples, "aioflow_pipeline_latency_seconds", {"pipeline": "twice"}, whole)
+
+
+async def test_submit_latency_includes_the_wait_for_a_busy_block() -> None:
+    gate = asyncio.Event()
+
+    @af.block
+    async def held(x: int) -> int:
+        await gate.wait()
+        return x
+
+    async with af.Pipeline(held, name="held").open() as running:
+        waiting = asyncio.gather(*(running.submit(i) for i in range(3)))
+        await asyncio.sleep(0.03)
+        gate.set()
+        assert await waiting == [0, 1, 2]
+        whole = running.latency()
+    assert whole.count == 3
+    # each waited for the gate 30 ms at least: nothing at or below 25 ms
+    assert dict(zip(whole.bounds, whole.cumulative(), strict=False))[0.025] == 0
+
+
+async def test_a_branch_reports_its_time_blocked_on_a_full_output() -> None:
+    @af.block
+    async def left(x: int) -> int:
+        return x
+
+    @af.block
+    async def right(x: int) -> int:
+        return -x
+
+    pipe = af.Pipeline(af.branch(left, right, name="both"), name="branchy")
+    async for _ in pipe.stream(range(300)):
+        await asyncio.sleep(0.001)  # a slow consumer: the branch's output fills up
+    records = pipe.statistics()
+    assert records["both"].blocked_s > 0
+    samples = parse(render(registry(pipe)).decode())
+    assert value(
+        samples, "aioflow_blocked_seconds_total", pipeline="branchy", block="both"
+    ) == pytest.approx(records["both"].blocked_s)
+
+
+async def test_the_servers_fast_text_is_exactly_what_prometheus_client_writes() -> None:
+    # Names with a quote, a backslash and a newline test the escaping.
+    @af.block(name='odd "name"\\')
+    async def odd(x: int) -> int:
+        return x
+
+    @af.block(batch=af.Batch(max_size=4), queue_size=2, overflow="drop_oldest")
+    async def batched(xs: list[int]) -> list[int]:
+        await asyncio.sleep(0.001)
+        return xs
+
+    pipe = af.Pipeline(odd, batched, name="two\nlines")
+    await pipe.run(range(200))
+    assert pipe.statistics()["batched"].dropped > 0  # a reason label is in the text too
+    text = PipelineCollector(pipe).text()
+    assert text == render(registry(pipe)).decode()
+    assert 'block="odd \\"name\\"\\\\"' in text
+    assert 'pipeline="two\\nlines"' in text

@@ -294,6 +294,7 @@ def test_the_examples_load_as_their_docs_say() -> None:
     assert run.returncode == 0, run.stderr
     assert len(run.stdout.splitlines()) == 12  # the motion alerts
     assert "bottleneck: 'fetch' limits throughput" in run.stderr
+    assert "end to end: 12 outputs, mean " in run.stderr
 
 
 def test_worker_says_the_distributed_mode_is_not_in_this_version(project: Path) -> None:

@@ -48,6 +48,9 @@ def test_every_public_class_and_function_is_in_all() -> None:
         "BlockError",
         "ItemDropped",
         "ExecutorError",
+        "BlockStatistics",
+        "Bottleneck",
+        "LatencyHistogram",
     ],
 )
 def test_design_names_are_exported(name: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import random
 from collections.abc import AsyncIterator
@@ -10,7 +11,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 import aioflow as af
-from aioflow.stats import percentile
+from aioflow._engine.envelope import Envelope
+from aioflow._engine.latency import Buckets
+from aioflow.stats import LATENCY_BUCKETS, percentile
 from aioflow.testing import Recorder
 
 # -- percentile -------------------------------------------------------------------------------
@@ -200,3 +203,71 @@ async def test_statistics_after_a_run_count_every_item_and_balance() -> None:
     assert stats["both"].emitted == len(outputs)
     assert stats["double"].received == stats["rec"].received == len(outputs)
     assert 0 < len(outputs) < len(items)
+
+
+# -- latency histograms -------------------------------------------------------------------------
+
+
+def test_an_empty_histogram_counts_nothing() -> None:
+    h = af.LatencyHistogram()
+    assert h.bounds == LATENCY_BUCKETS
+    assert h.count == 0
+    assert h.mean == 0.0
+    assert h.quantile(0.99) == 0.0
+    assert h.cumulative() == (0,) * (len(LATENCY_BUCKETS) + 1)
+
+
+def test_the_buckets_are_fixed_ascending_from_100_us_to_30_s() -> None:
+    assert LATENCY_BUCKETS[0] == 0.0001
+    assert LATENCY_BUCKETS[-1] == 30.0
+    assert list(LATENCY_BUCKETS) == sorted(set(LATENCY_BUCKETS))
+    # log-spaced: 2 to 3 times apart, never more
+    assert all(2.0 <= b / a <= 3.0 for a, b in itertools.pairwise(LATENCY_BUCKETS))
+
+
+def test_histogram_quantiles_are_the_bounds_of_the_buckets_holding_them() -> None:
+    # 90 calls in (0.5 ms, 1 ms], 9 in (5 ms, 10 ms], 1 above 30 s
+    counts = [0] * (len(LATENCY_BUCKETS) + 1)
+    counts[LATENCY_BUCKETS.index(0.001)] = 90
+    counts[LATENCY_BUCKETS.index(0.01)] = 9
+    counts[-1] = 1
+    h = af.LatencyHistogram(counts=tuple(counts), sum_s=90 * 0.0008 + 9 * 0.008 + 40.0)
+    assert h.count == 100
+    assert h.quantile(0.5) == 0.001
+    assert h.quantile(0.9) == 0.001
+    assert h.quantile(0.95) == 0.01
+    assert h.quantile(1.0) == float("inf")
+    assert h.mean == pytest.approx(h.sum_s / 100)
+    assert h.cumulative()[-1] == 100
+
+
+def test_a_records_latency_histogram_is_in_as_dict_as_cumulative_buckets() -> None:
+    counts = [0] * (len(LATENCY_BUCKETS) + 1)
+    counts[3] = 2  # (0.5 ms, 1 ms]
+    rec = af.BlockStatistics(name="b", latency=af.LatencyHistogram(counts=tuple(counts)))
+    data = rec.as_dict()["latency"]
+    assert data["count"] == 2
+    assert data["buckets"]["0.0005"] == 0
+    assert data["buckets"]["0.001"] == 2
+    assert data["buckets"]["+Inf"] == 2
+    assert json.loads(json.dumps(data)) == data
+
+
+def test_handed_over_outputs_land_in_the_buckets_of_their_own_latencies() -> None:
+    # Outputs leave in the order their items entered: stamps ascend. Bursts of items share a
+    # stamp, as the feed makes them; the handovers below straddle bucket bounds or not.
+    rng = random.Random(7)
+    for _ in range(300):
+        stamps = sorted(rng.uniform(0.0, 0.05) for _ in range(rng.randint(1, 4)))
+        borns = sorted(rng.choice(stamps) for _ in range(rng.randint(1, 64)))
+        now = 0.05 + rng.uniform(0.0, 0.02)
+        envs = [Envelope(i, born, None) for i, born in enumerate(borns)]
+        counted = Buckets()
+        counted.add_outputs(now, envs)
+        one_by_one = Buckets()
+        for born in borns:
+            one_by_one.add(now - born)
+        assert counted.counts == one_by_one.counts
+        assert counted.snapshot().count == len(envs)
+        if len(set(borns)) == 1:
+            assert counted.sum_s == pytest.approx(one_by_one.sum_s)

@@ -137,6 +137,9 @@
     }
     $("outputs").textContent = last ? number(last.emitted) : "\u2013";
     $("dropped").textContent = number(dropped);
+    const lat = snap.latency;
+    $("e2e").textContent = !lat || !lat.count ? "\u2013"
+      : lat.p99_s === null ? "> 30 s" : "\u2264 " + seconds(lat.p99_s);
     $("bottleneck").textContent = snap.bottleneck
       ? "Bottleneck: " + snap.bottleneck.message : "No bottleneck yet: nothing has run.";
     previous = snap;
