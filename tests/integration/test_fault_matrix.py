@@ -272,12 +272,6 @@ def run_interrupt_script(executor: str, where: str, exc: str) -> subprocess.Comp
     )
 
 
-@pytest.mark.xfail(
-    reason="new defect (issue 10 fault matrix): KeyboardInterrupt/SystemExit raised by user "
-    "code escape the event loop from the block's task; run() sees GeneratorExit and asyncio "
-    "logs 'Task exception was never retrieved' and 'Task was destroyed but it is pending'",
-    strict=True,
-)
 @pytest.mark.parametrize("exc", ["KeyboardInterrupt", "SystemExit"])
 @pytest.mark.parametrize("executor", EXECUTORS)
 @pytest.mark.parametrize("where", WHERE)

@@ -47,11 +47,6 @@ def test_cancelling_random_pipelines_at_random_moments_leaves_nothing(scenario: 
     run_scenario(scenario)
 
 
-@pytest.mark.xfail(
-    reason="new defect (issue 10 random cancellation): a plain setup running in the block's "
-    "thread when the run is cancelled finishes there, but its teardown never runs",
-    strict=True,
-)
 @settings(
     max_examples=60,
     derandomize=True,
@@ -67,11 +62,6 @@ def test_cancelling_random_pipelines_with_thread_setups_leaves_nothing(scenario:
 # -- what the sweeps found, one case each ----------------------------------------------------
 
 
-@pytest.mark.xfail(
-    reason="new defect (issue 10 random cancellation): a cancellation that lands while an "
-    "async teardown awaits interrupts it; the teardown never runs to its end",
-    strict=True,
-)
 async def test_a_teardown_under_way_when_the_run_is_cancelled_runs_to_its_end() -> None:
     log: list[str] = []
 
@@ -94,11 +84,6 @@ async def test_a_teardown_under_way_when_the_run_is_cancelled_runs_to_its_end() 
     assert log == ["teardown begins", "teardown ends"]
 
 
-@pytest.mark.xfail(
-    reason="new defect (issue 10 random cancellation): a plain setup running in the block's "
-    "thread when the run is cancelled finishes there, but its teardown never runs",
-    strict=True,
-)
 async def test_a_thread_setup_that_finishes_after_the_cancellation_is_torn_down() -> None:
     log: list[str] = []
     started = threading.Event()
@@ -147,11 +132,6 @@ if __name__ == "__main__":
 """
 
 
-@pytest.mark.xfail(
-    reason="new defect (issue 10 random cancellation): a plain setup running in the block's "
-    "thread when the run is cancelled finishes there, but its teardown never runs",
-    strict=True,
-)
 @pytest.mark.timeout(SWEEP_TIMEOUT_S + 60)
 def test_cancelling_random_pipelines_with_process_blocks_leaves_nothing(tmp_path: Path) -> None:
     script = tmp_path / "sweep.py"
