@@ -426,6 +426,8 @@ def log_unraised(task: asyncio.Task[Any], name: str, raising: BaseException | No
     exc = task.exception()
     if exc is None or exc is raising:
         return
+    if isinstance(exc, Interrupted) and exc.error is raising:
+        return  # the caller (a submit() in the body of open()) raises the interrupt itself
     for err in _leaves(exc) if isinstance(exc, BaseExceptionGroup) else (exc,):
         block = getattr(err, "block", None)
         logger.error(

@@ -256,11 +256,15 @@ async def test_a_cancelled_error_from_user_code_is_a_block_error_not_the_end_of_
     assert_books_balance(pipe)
 
 
-def run_interrupt_script(executor: str, where: str, exc: str) -> subprocess.CompletedProcess[str]:
-    """A user's script (``asyncio.run(main())``) whose block raises ``exc`` in ``where``."""
+def run_interrupt_script(
+    executor: str, where: str, exc: str, mode: str = "run"
+) -> subprocess.CompletedProcess[str]:
+    """A user's script (``asyncio.run(main())``) whose block raises ``exc`` in ``where``, driven
+    by ``run()``, ``stream()`` or ``submit()`` (``mode``)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE)])}
     code = (
-        f"import fault_targets; fault_targets.interrupted_script({executor!r}, {where!r}, {exc!r})"
+        "import fault_targets; fault_targets.interrupted_script("
+        f"{executor!r}, {where!r}, {exc!r}, {mode!r})"
     )
     return subprocess.run(
         [sys.executable, "-c", code],
@@ -281,11 +285,31 @@ def test_keyboard_interrupt_and_system_exit_from_user_code_stop_the_run_after_te
     """Not an item failure: the exception stops the run and reaches the caller of ``run()``
     itself (bare, as asyncio delivers it), after every block that was set up was torn down; the
     script then ends as Python ends on that exception."""
-    proc = run_interrupt_script(executor, where, exc)
+    check_interrupted(run_interrupt_script(executor, where, exc), where, exc, "run")
+
+
+@pytest.mark.parametrize("exc", ["KeyboardInterrupt", "SystemExit"])
+@pytest.mark.parametrize("executor", EXECUTORS)
+@pytest.mark.parametrize("where", ["setup", "process"])
+@pytest.mark.parametrize("mode", ["stream", "submit"])
+def test_keyboard_interrupt_and_system_exit_reach_stream_and_submit_callers_bare(
+    mode: str, executor: str, where: str, exc: str
+) -> None:
+    """The same for a ``stream()`` consumer and a ``submit()`` caller in ``open()``: the bare
+    exception, after every teardown; nothing else is logged."""
+    proc = run_interrupt_script(executor, where, exc, mode)
+    check_interrupted(proc, where, exc, mode)
+    assert "also failed" not in proc.stderr, proc.stderr
+    assert "stopped (" not in proc.stderr, proc.stderr
+
+
+def check_interrupted(
+    proc: subprocess.CompletedProcess[str], where: str, exc: str, mode: str
+) -> None:
     lines = proc.stdout.splitlines()
     # Python ends on an uncaught KeyboardInterrupt by killing itself with SIGINT.
     assert proc.returncode == (-signal.SIGINT if exc == "KeyboardInterrupt" else 4), proc.stderr
-    assert lines[-1] == f"run raised {exc}", proc.stdout
+    assert lines[-1] == f"{mode} raised {exc}", proc.stdout
     setups = sorted(line.split()[1] for line in lines if line.startswith("setup "))
     if where == "setup":
         setups.remove("b")  # its setup raised: it never finished, so no teardown
