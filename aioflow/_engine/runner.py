@@ -703,13 +703,25 @@ class BlockRuntime:
             try:
                 while True:
                     extra: tuple[Any, ...] = ()
+                    failed: Exception | None = None
                     if self.block._aioflow_stateful:
                         if lane.state is _NOTHING:
-                            lane.state = self._new_state(key)
+                            try:
+                                lane.state = self._new_state(key)
+                            except (Exception, asyncio.CancelledError) as exc:  # sync: not a cancel
+                                failed = from_sync(exc)
                         extra = (lane.state,)
-                    await self._process(env, seq, n, extra)
-                    if hold is not None:
-                        hold.release()
+                    if failed is None:
+                        await self._process(env, seq, n, extra)
+                        if hold is not None:
+                            hold.release()
+                    else:
+                        # create_state() failed: the item fails (per on_error), and the key
+                        # tries again with its next item.
+                        try:
+                            self._give_up(env, env.value, failed, 1)
+                        finally:
+                            await self._finish_keyed(seq, hold, n)
                     if not lane.backlog:
                         break
                     env, n = lane.backlog.popleft()

@@ -366,8 +366,21 @@ class PipelineRun:
             raise err from cause_of(exc)
         finally:
             # A run that stops early closes the source (a camera generator's `finally` runs).
-            await _close_source(source)
+            await self._close_source(source)
         ch.close()
+
+    async def _close_source(self, source: Any) -> None:
+        """Close ``source``; its own cleanup failing is a BlockError of the source, like any
+        other error of it (raised instead of what the feed was raising: that one is its
+        ``__context__``)."""
+        try:
+            await _close_source(source)
+        except (Exception, asyncio.CancelledError) as raised:
+            exc = as_failure(raised)  # a cancellation of the run goes on up
+            err = BlockError(
+                "<source>", f"closing the source failed: {describe_failure(exc)}", phase="source"
+            )
+            raise err from cause_of(exc)
 
     async def sink_tickets(self) -> None:
         """``open()`` mode: hand each output to the ticket of its item."""

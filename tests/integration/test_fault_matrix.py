@@ -319,6 +319,110 @@ def check_interrupted(
     assert "destroyed but it is pending" not in proc.stderr
 
 
+# -- a source whose cleanup fails, a keyed state that cannot be made -------------------------
+
+
+@pytest.mark.parametrize("kind", ["async", "sync"])
+async def test_a_source_whose_cleanup_fails_fails_the_run_with_a_block_error_naming_it(
+    kind: str,
+) -> None:
+    """A block fails, the run stops and closes the camera source, whose own cleanup raises:
+    that error too reaches the group as a BlockError of the source, with the user's exception
+    as ``__cause__``, never bare."""
+    cleanup = OSError("the camera did not close")
+    fault = ValueError("planted")
+
+    async def camera() -> AsyncIterator[int]:
+        # Never suspends: the run's cancellation lands in the feed, which then closes it.
+        try:
+            i = 0
+            while True:
+                yield i
+                i += 1
+        finally:
+            raise cleanup
+
+    def sync_camera() -> Iterator[int]:
+        try:
+            yield from range(1_000_000)
+        finally:
+            raise cleanup
+
+    @af.block(name="detect")
+    async def detect(x: int) -> int:
+        await asyncio.sleep(0)
+        if x == 3:
+            raise fault
+        return x
+
+    pipe = af.Pipeline(detect)
+    with pytest.raises(ExceptionGroup) as info:
+        async with asyncio.timeout(BOUND_S):
+            await pipe.run(camera() if kind == "async" else sync_camera())
+
+    errors = list(info.value.exceptions)
+    assert all(isinstance(e, af.BlockError) for e in errors), errors
+    by_block = {e.block: e for e in errors}
+    assert set(by_block) == {"detect", "<source>"}
+    assert by_block["detect"].__cause__ is fault
+    source_error = by_block["<source>"]
+    assert source_error.phase == "source"
+    assert source_error.__cause__ is cleanup
+    assert "closing the source failed: OSError: the camera did not close" in str(source_error)
+    assert_books_balance(pipe)
+
+
+class Tracks(af.Block):
+    """A keyed tracker whose state cannot be made for camera "broken"."""
+
+    def create_state(self, key: Any) -> list[int]:
+        if key == "broken":
+            msg = f"no calibration for camera {key!r}"
+            raise ValueError(msg)
+        return []
+
+    async def process(self, item: tuple[str, int], state: list[int]) -> int:
+        state.append(item[1])
+        return len(state)
+
+
+async def test_a_create_state_error_fails_the_run_with_a_block_error_naming_the_block() -> None:
+    pipe = af.Pipeline(Tracks(name="tracks", key=lambda item: item[0]))
+    items = [("a", 0), ("a", 1), ("broken", 2), ("a", 3)]
+
+    with pytest.raises(ExceptionGroup) as info:
+        async with asyncio.timeout(BOUND_S):
+            await pipe.run(items)
+
+    err = only_block_error(info.value)
+    assert err.block == "tracks"
+    assert isinstance(err.__cause__, ValueError)
+    assert "no calibration for camera 'broken'" in str(err)
+    assert err.item is not None
+    assert "broken" in err.item
+    assert_books_balance(pipe)
+
+
+async def test_a_create_state_error_is_an_item_failure_per_on_error() -> None:
+    """With ``on_error="skip"`` the item is skipped and counted, the other keys go on, and a
+    ``submit()`` caller of that item gets ``ItemDropped`` (skip) or the bare BlockError."""
+    skip = af.Pipeline(Tracks(name="tracks", key=lambda item: item[0], on_error="skip"))
+    async with asyncio.timeout(BOUND_S):
+        out = await skip.run([("a", 0), ("broken", 1), ("a", 2), ("broken", 3), ("b", 4)])
+    assert out == [1, 2, 1]
+    stats = skip.statistics()["tracks"]
+    assert (stats.completed, stats.skipped, stats.failed) == (3, 2, 0)
+    assert stats.balanced
+
+    fail = af.Pipeline(Tracks(name="tracks", key=lambda item: item[0]))
+    async with asyncio.timeout(BOUND_S), fail.open() as running:
+        with pytest.raises(af.BlockError) as info:
+            await running.submit(("broken", 0))
+        assert await running.submit(("a", 1)) == 1
+    assert info.value.block == "tracks"
+    assert isinstance(info.value.__cause__, ValueError)
+
+
 # -- worker processes that die ----------------------------------------------------------------
 
 
