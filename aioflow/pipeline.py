@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar, overload
 
 from ._engine.channel import ChannelClosed
 from ._engine.envelope import Envelope, SubmitTicket
-from ._engine.supervisor import PipelineRun, log_unraised, stage_names, wait_finished
+from ._engine.supervisor import PipelineRun, log_unraised, result_of, stage_names, wait_finished
 from .block import FunctionBlock, In, Out, PlainStage, Stage
 from .errors import GraphError, PipelineClosed
 from .graph import Graph, iter_blocks
@@ -399,7 +399,7 @@ class Pipeline(Graph[In, Out]):
                     log_unraised(sup, self.name)
                 raise
             await wait_finished(sup)
-            sup.result()
+            result_of(sup)
             return results
         finally:
             self._end()
@@ -468,7 +468,7 @@ class Pipeline(Graph[In, Out]):
                 if not finished:
                     log_unraised(sup, self.name)
                 self._end()
-        sup.result()
+        result_of(sup)
 
     @contextlib.asynccontextmanager
     async def open(
@@ -514,7 +514,7 @@ class Pipeline(Graph[In, Out]):
             try:
                 await run.ready
                 if sup.done():
-                    sup.result()  # setup failed: raise its group
+                    result_of(sup)  # setup failed: raise its group
                     msg = f"pipeline {self.name!r} stopped before it was ready"
                     raise PipelineClosed(msg)
                 yield running
@@ -746,7 +746,7 @@ class RunningPipeline(Generic[In, Out]):
         except BaseException:
             log_unraised(self._task, self.name)
             raise
-        self._task.result()
+        result_of(self._task)
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"

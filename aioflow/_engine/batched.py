@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, cast
 from ..batching import Batch
 from ..block import Retry
 from ..errors import BlockError
+from .cancelling import carrying_interrupts
 from .channel import ChannelClosed
 from .envelope import Envelope
 from .ordering import Sequencer
@@ -50,7 +51,7 @@ class BatchRunner:
             return
         async with asyncio.TaskGroup() as tg:
             for _ in range(workers):
-                tg.create_task(self._worker(batch, seq))
+                tg.create_task(carrying_interrupts(self._worker(batch, seq)))
 
     async def _worker(self, batch: Batch, seq: Sequencer | None) -> None:
         """Collect up to ``max_size`` items, waiting at most ``max_wait`` once one is held, and

@@ -14,22 +14,57 @@ The engine catches ``(Exception, CancelledError)`` around user code and passes t
 :class:`StrayCancel`, an ``Exception`` that the ordinary failure paths handle. The
 :class:`~aioflow.errors.BlockError` made from it carries the original ``CancelledError`` as its
 ``__cause__``.
+
+A ``KeyboardInterrupt`` or ``SystemExit`` raised by the user's code (on the loop, or in a block's
+thread, whose future then holds it) is neither: it stops the run. It must not reach the
+:class:`asyncio.Task` machinery bare, which re-raises it out of the event loop (leaving the run's
+tasks pending and its caller with a ``GeneratorExit``). Every task of the run runs its coroutine
+through :func:`carrying_interrupts`, which turns it into :class:`Interrupted`, an ``Exception``
+that the run's task groups handle like a failure (every other block is cancelled and torn down);
+the caller of the run then raises the interrupt itself, bare.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from ..errors import describe
 
 __all__ = [
+    "Interrupted",
     "StrayCancel",
     "as_failure",
     "being_cancelled",
+    "carrying_interrupts",
     "cause_of",
     "describe_failure",
     "from_sync",
 ]
+
+T = TypeVar("T")
+
+
+class Interrupted(Exception):
+    """A ``KeyboardInterrupt`` or ``SystemExit`` from the user's code, on its way to the caller
+    of the run (which raises :attr:`error`, bare)."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(error)
+        self.error = error
+
+    def __str__(self) -> str:
+        return f"the run was stopped by {describe(self.error)}"
+
+
+async def carrying_interrupts(coro: Coroutine[Any, Any, T]) -> T:
+    """Await ``coro``; a ``KeyboardInterrupt`` or ``SystemExit`` it raises comes out as
+    :class:`Interrupted`. For the coroutine of every task the run starts."""
+    try:
+        return await coro
+    except (KeyboardInterrupt, SystemExit) as exc:
+        raise Interrupted(exc) from exc
 
 
 class StrayCancel(Exception):

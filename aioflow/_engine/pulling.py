@@ -31,7 +31,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .cancelling import from_sync
+from .cancelling import carrying_interrupts, from_sync
 from .envelope import Envelope
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ class ThreadPuller:
             else:
                 async with asyncio.TaskGroup() as tg:
                     for _ in range(self.workers):
-                        tg.create_task(self._drive())
+                        tg.create_task(carrying_interrupts(self._drive()))
         finally:
             self.stopping = True
 

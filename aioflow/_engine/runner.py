@@ -20,7 +20,7 @@ import logging
 import multiprocessing
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Hashable, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Hashable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
@@ -29,10 +29,10 @@ from ..block import Block, FunctionBlock, Retry
 from ..errors import BlockError, describe, summarize
 from ..stats import BlockStatistics, percentile
 from .batched import BatchRunner
-from .cancelling import as_failure, cause_of, describe_failure, from_sync
+from .cancelling import as_failure, carrying_interrupts, cause_of, describe_failure, from_sync
 from .channel import Channel, ChannelClosed
 from .envelope import Envelope
-from .executors import call_in_thread, shutdown_pool, thread_pool
+from .executors import _wait_through_cancel, call_in_thread, shutdown_pool, thread_pool
 from .latency import LatencySamples
 from .ordering import ReorderWindow, Sequencer
 from .processes import ProcessPool
@@ -125,8 +125,11 @@ class BlockRuntime:
         self.evicted = 0
         #: keep keyed state at end of stream (it goes to a snapshot store) instead of evicting
         self.keep_state = False
-        #: teardown errors made while the block was being cancelled (see ``_teardown_failed``)
+        #: teardown errors made while the block was being cancelled (see ``_teardown_failed``),
+        #: and the error of a plain setup that ended after the cancellation came
         self.teardown_errors: list[BlockError] = []
+        #: whether the block's setup completed (then its teardown runs)
+        self.set_up = False
 
     # -- statistics ---------------------------------------------------------------------------
 
@@ -335,7 +338,6 @@ class BlockRuntime:
         opts = self.opts
         if blk._aioflow_executor == "thread":
             self.pool = thread_pool(self.name, opts.workers)
-        setup_done = False
         failure: BaseException | None = None
         in_process = blk._aioflow_executor == "process"
         try:
@@ -357,8 +359,13 @@ class BlockRuntime:
                     err = BlockError(self.name, describe(exc), phase="setup")
                     raise err from exc
             elif type(blk).setup is not Block.setup:
-                await self._hook(blk.setup, "setup")
-            setup_done = True
+                if asyncio.iscoroutinefunction(blk.setup):
+                    await self._setup()  # a cancellation interrupts it: it did not complete
+                else:
+                    # A thread cannot be interrupted: a plain setup running when the run is
+                    # cancelled is waited for, and torn down if it completed.
+                    await self._to_end(self._setup(), "setup")
+            self.set_up = True
             ready()
             if opts.batch is not None:
                 await self._run_batched(opts.batch)
@@ -379,7 +386,7 @@ class BlockRuntime:
                 seq = Sequencer(opts.workers, self.out.put) if opts.ordered else None
                 async with asyncio.TaskGroup() as tg:
                     for _ in range(opts.workers):
-                        tg.create_task(self._worker(seq))
+                        tg.create_task(carrying_interrupts(self._worker(seq)))
         except BaseException as exc:
             failure = exc
             raise
@@ -387,12 +394,37 @@ class BlockRuntime:
             try:
                 if self.procpool is not None:
                     await self._close_processes(failure)
-                elif setup_done and type(blk).teardown is not Block.teardown:
+                elif self.set_up and type(blk).teardown is not Block.teardown:
                     await self._teardown(failure)
             finally:
                 if self.pool is not None:
                     await shutdown_pool(self.pool)
         self.out.close()
+
+    async def _setup(self) -> None:
+        await self._hook(self.block.setup, "setup")
+        self.set_up = True
+
+    async def _to_end(self, coro: Coroutine[Any, Any, None], phase: str) -> None:
+        """Run ``coro`` (a setup or teardown) to its end, even if this task is cancelled
+        meanwhile, and raise what it raised; a cancellation that came meanwhile is re-raised
+        once it ended (what it raised is then kept with ``teardown_errors``).
+
+        A second cancellation does not abandon it either: a hook that never returns holds the
+        end of the run, as a thread call that never returns does."""
+        task = asyncio.get_running_loop().create_task(
+            carrying_interrupts(coro), name=f"aioflow:{self.name}:{phase}"
+        )
+        try:
+            await _wait_through_cancel(task)
+        except asyncio.CancelledError:
+            exc = task.exception()
+            if isinstance(exc, BlockError):
+                self.teardown_errors.append(exc)
+            elif exc is not None:
+                raise exc from None  # an interrupt stops the run all the same
+            raise
+        task.result()
 
     async def _hook(self, hook: Callable[[], Any], phase: str) -> None:
         try:
@@ -416,7 +448,10 @@ class BlockRuntime:
 
     async def _teardown(self, failure: BaseException | None) -> None:
         try:
-            await self._hook(self.block.teardown, "teardown")
+            # Releasing a camera or a model must not be cut short: a cancellation that lands
+            # meanwhile waits for the teardown to end (a teardown that never returns holds the
+            # end of the run).
+            await self._to_end(self._hook(self.block.teardown, "teardown"), "teardown")
         except BlockError as err:
             self._teardown_failed(err, failure)
 
@@ -613,9 +648,12 @@ class BlockRuntime:
         hold = asyncio.Semaphore(opts.workers) if seq is None else None
         stopping = asyncio.Event()
         async with asyncio.TaskGroup() as tg:
-            workers = [tg.create_task(self._keyed_worker(seq, hold)) for _ in range(opts.workers)]
+            workers = [
+                tg.create_task(carrying_interrupts(self._keyed_worker(seq, hold)))
+                for _ in range(opts.workers)
+            ]
             if opts.evict_after is not None:
-                tg.create_task(self._evictor(stopping))
+                tg.create_task(carrying_interrupts(self._evictor(stopping)))
             await asyncio.wait(workers)
             # Not cancel(): an eviction under way must finish and hand its flush on.
             stopping.set()
@@ -668,13 +706,25 @@ class BlockRuntime:
             try:
                 while True:
                     extra: tuple[Any, ...] = ()
+                    failed: Exception | None = None
                     if self.block._aioflow_stateful:
                         if lane.state is _NOTHING:
-                            lane.state = self._new_state(key)
+                            try:
+                                lane.state = self._new_state(key)
+                            except (Exception, asyncio.CancelledError) as exc:  # sync: not a cancel
+                                failed = from_sync(exc)
                         extra = (lane.state,)
-                    await self._process(env, seq, n, extra)
-                    if hold is not None:
-                        hold.release()
+                    if failed is None:
+                        await self._process(env, seq, n, extra)
+                        if hold is not None:
+                            hold.release()
+                    else:
+                        # create_state() failed: the item fails (per on_error), and the key
+                        # tries again with its next item.
+                        try:
+                            self._give_up(env, env.value, failed, 1)
+                        finally:
+                            await self._finish_keyed(seq, hold, n)
                     if not lane.backlog:
                         break
                     env, n = lane.backlog.popleft()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterable, Coroutine, Hashable, Iterable
+from collections.abc import AsyncIterable, Coroutine, Hashable, Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -20,13 +20,20 @@ from ..errors import BlockError, GraphError, PipelineClosed, describe, summarize
 from ..graph import Branch
 from ..stats import BlockStatistics
 from .branching import BranchRuntime
-from .cancelling import as_failure, being_cancelled, cause_of, describe_failure
+from .cancelling import (
+    Interrupted,
+    as_failure,
+    being_cancelled,
+    carrying_interrupts,
+    cause_of,
+    describe_failure,
+)
 from .channel import Channel, ChannelClosed
 from .envelope import Envelope, SubmitTicket
 from .latency import Buckets
 from .runner import _NOTHING, BlockRuntime, _Lane
 
-__all__ = ["PipelineRun", "log_unraised", "stage_names", "wait_finished"]
+__all__ = ["PipelineRun", "log_unraised", "result_of", "stage_names", "wait_finished"]
 
 logger = logging.getLogger("aioflow")
 
@@ -152,6 +159,15 @@ class PipelineRun:
                     tg.create_task(_guarded(coro, self.name), name=f"aioflow:{self.name}")
         except BaseExceptionGroup as group:
             leaves = [*_leaves(group), *self._teardown_errors()]
+            interrupt = next((e for e in leaves if isinstance(e, Interrupted)), None)
+            if interrupt is not None:
+                # KeyboardInterrupt / SystemExit from a block's code: every block has been
+                # cancelled and torn down; the caller raises the interrupt itself (result_of),
+                # and what else failed meanwhile is logged, each one.
+                outcome = "interrupted"
+                self._log_beside(interrupt.error, leaves)
+                self._abort(interrupt)
+                raise interrupt from None
             if all(isinstance(e, asyncio.CancelledError) for e in leaves):
                 outcome = "cancelled"
             self._abort(group)
@@ -159,16 +175,7 @@ class PipelineRun:
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):
                 outcome = "cancelled"
-            for err in self._teardown_errors():
-                logger.error(
-                    "pipeline %r stopped (%s); block %r: %s",
-                    self.name,
-                    type(exc).__name__,
-                    err.block,
-                    err,
-                    exc_info=err,
-                    extra={"block": err.block},
-                )
+            self._log_beside(exc, self._teardown_errors())
             self._abort(exc)
             raise
         else:
@@ -186,6 +193,23 @@ class PipelineRun:
             self._abort(None)
             if logger.isEnabledFor(logging.INFO):
                 self._log_stop(outcome)
+
+    def _log_beside(self, stopped_by: BaseException, errors: Sequence[BaseException]) -> None:
+        """Log each of ``errors``, made while the run stopped on ``stopped_by`` (which its
+        caller raises instead)."""
+        for err in errors:
+            if isinstance(err, (Interrupted, asyncio.CancelledError)):
+                continue
+            block = getattr(err, "block", None)
+            logger.error(
+                "pipeline %r stopped (%s); block %r: %s",
+                self.name,
+                type(stopped_by).__name__,
+                block,
+                err,
+                exc_info=err,
+                extra={"block": block} if block is not None else None,
+            )
 
     # -- logging (records carry ``pipeline``, and ``block`` where a block is concerned) --------
 
@@ -273,10 +297,15 @@ class PipelineRun:
     def _abort(self, cause: BaseException | None) -> None:
         """Fail every ``submit()`` still waiting: the pipeline will not answer it."""
         for ticket in list(self.tickets):
-            if not ticket.future.done():
-                err = PipelineClosed(f"pipeline {self.name!r} stopped before the item finished")
-                err.__cause__ = cause
-                ticket.future.set_exception(err)
+            if ticket.future.done():
+                continue
+            if isinstance(cause, Interrupted):
+                # As for the caller of run(): the interrupt itself, bare.
+                ticket.future.set_exception(cause.error)
+                continue
+            err = PipelineClosed(f"pipeline {self.name!r} stopped before the item finished")
+            err.__cause__ = cause
+            ticket.future.set_exception(err)
         self.tickets.clear()
 
     async def feed(self, items: Iterable[Any] | AsyncIterable[Any]) -> None:
@@ -340,8 +369,21 @@ class PipelineRun:
             raise err from cause_of(exc)
         finally:
             # A run that stops early closes the source (a camera generator's `finally` runs).
-            await _close_source(source)
+            await self._close_source(source)
         ch.close()
+
+    async def _close_source(self, source: Any) -> None:
+        """Close ``source``; its own cleanup failing is a BlockError of the source, like any
+        other error of it (raised instead of what the feed was raising: that one is its
+        ``__context__``)."""
+        try:
+            await _close_source(source)
+        except (Exception, asyncio.CancelledError) as raised:
+            exc = as_failure(raised)  # a cancellation of the run goes on up
+            err = BlockError(
+                "<source>", f"closing the source failed: {describe_failure(exc)}", phase="source"
+            )
+            raise err from cause_of(exc)
 
     async def sink_tickets(self) -> None:
         """``open()`` mode: hand each output to the ticket of its item."""
@@ -368,14 +410,27 @@ class PipelineRun:
 async def _guarded(coro: Coroutine[Any, Any, None], name: str) -> None:
     """Run one task of the run; a CancelledError that ends it while nobody is cancelling it (the
     user's, slipped past the block's own handling) fails the run instead of ending the task
-    quietly, which a TaskGroup would take as a normal exit."""
+    quietly, which a TaskGroup would take as a normal exit. A KeyboardInterrupt or SystemExit
+    comes out as :class:`~.cancelling.Interrupted` (see :func:`result_of`)."""
     try:
-        await coro
+        await carrying_interrupts(coro)
     except asyncio.CancelledError as exc:
         if being_cancelled():
             raise
         msg = f"{describe(exc)} ended the task while the run was not being cancelled"
         raise BlockError(name, msg) from exc
+
+
+def result_of(task: asyncio.Task[None]) -> None:
+    """``task.result()`` of the run's task, done; when a KeyboardInterrupt or SystemExit from
+    a block's code stopped the run, that exception itself, bare, as Python raises it."""
+    try:
+        task.result()
+    except Interrupted as carried:
+        error = carried.error
+    else:
+        return
+    raise error
 
 
 def log_unraised(task: asyncio.Task[Any], name: str, raising: BaseException | None = None) -> None:
@@ -388,6 +443,8 @@ def log_unraised(task: asyncio.Task[Any], name: str, raising: BaseException | No
     exc = task.exception()
     if exc is None or exc is raising:
         return
+    if isinstance(exc, Interrupted) and exc.error is raising:
+        return  # the caller (a submit() in the body of open()) raises the interrupt itself
     for err in _leaves(exc) if isinstance(exc, BaseExceptionGroup) else (exc,):
         block = getattr(err, "block", None)
         logger.error(

@@ -116,12 +116,14 @@ def _raise(exc: str) -> None:
     raise SystemExit(4)
 
 
-def interrupted_script(executor: str, where: str, exc: str) -> None:
+def interrupted_script(executor: str, where: str, exc: str, mode: str = "run") -> None:
     """What ``python -c`` runs for one interrupt cell: a user script whose block ``b`` raises
     ``exc`` in ``where`` (setup, process, teardown, batch, generator), then a block ``after``.
 
-    It prints one line per lifecycle event and, when ``pipe.run()`` raises, which exception
-    reached it; then it lets the exception end the script, as a user's script would.
+    It drives the pipeline with ``pipe.run()``, ``pipe.stream()`` or ``open()`` + one
+    ``submit()`` at a time (``mode``), prints one line per lifecycle event and, when the call
+    raises, which exception reached it; then it lets the exception end the script, as a
+    user's script would.
     """
 
     def say(line: str) -> None:
@@ -200,13 +202,24 @@ def interrupted_script(executor: str, where: str, exc: str) -> None:
         async def teardown(self) -> None:
             say("teardown after")
 
+    async def drive(pipe: af.Pipeline) -> None:
+        if mode == "run":
+            await pipe.run(range(100))
+        elif mode == "stream":
+            async for _ in pipe.stream(range(100)):
+                pass
+        else:
+            async with pipe.open() as running:
+                for x in range(100):
+                    await running.submit(x)
+
     async def main() -> None:
         pipe = af.Pipeline(blk, After(name="after", executor="thread"))
         try:
-            await pipe.run(range(100))
+            await drive(pipe)
         except BaseException as caught:
-            say(f"run raised {type(caught).__name__}")
+            say(f"{mode} raised {type(caught).__name__}")
             raise
-        say("run returned")
+        say(f"{mode} returned")
 
     asyncio.run(main())

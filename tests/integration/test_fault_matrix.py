@@ -256,11 +256,15 @@ async def test_a_cancelled_error_from_user_code_is_a_block_error_not_the_end_of_
     assert_books_balance(pipe)
 
 
-def run_interrupt_script(executor: str, where: str, exc: str) -> subprocess.CompletedProcess[str]:
-    """A user's script (``asyncio.run(main())``) whose block raises ``exc`` in ``where``."""
+def run_interrupt_script(
+    executor: str, where: str, exc: str, mode: str = "run"
+) -> subprocess.CompletedProcess[str]:
+    """A user's script (``asyncio.run(main())``) whose block raises ``exc`` in ``where``, driven
+    by ``run()``, ``stream()`` or ``submit()`` (``mode``)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE)])}
     code = (
-        f"import fault_targets; fault_targets.interrupted_script({executor!r}, {where!r}, {exc!r})"
+        "import fault_targets; fault_targets.interrupted_script("
+        f"{executor!r}, {where!r}, {exc!r}, {mode!r})"
     )
     return subprocess.run(
         [sys.executable, "-c", code],
@@ -272,12 +276,6 @@ def run_interrupt_script(executor: str, where: str, exc: str) -> subprocess.Comp
     )
 
 
-@pytest.mark.xfail(
-    reason="new defect (issue 10 fault matrix): KeyboardInterrupt/SystemExit raised by user "
-    "code escape the event loop from the block's task; run() sees GeneratorExit and asyncio "
-    "logs 'Task exception was never retrieved' and 'Task was destroyed but it is pending'",
-    strict=True,
-)
 @pytest.mark.parametrize("exc", ["KeyboardInterrupt", "SystemExit"])
 @pytest.mark.parametrize("executor", EXECUTORS)
 @pytest.mark.parametrize("where", WHERE)
@@ -287,11 +285,31 @@ def test_keyboard_interrupt_and_system_exit_from_user_code_stop_the_run_after_te
     """Not an item failure: the exception stops the run and reaches the caller of ``run()``
     itself (bare, as asyncio delivers it), after every block that was set up was torn down; the
     script then ends as Python ends on that exception."""
-    proc = run_interrupt_script(executor, where, exc)
+    check_interrupted(run_interrupt_script(executor, where, exc), where, exc, "run")
+
+
+@pytest.mark.parametrize("exc", ["KeyboardInterrupt", "SystemExit"])
+@pytest.mark.parametrize("executor", EXECUTORS)
+@pytest.mark.parametrize("where", ["setup", "process"])
+@pytest.mark.parametrize("mode", ["stream", "submit"])
+def test_keyboard_interrupt_and_system_exit_reach_stream_and_submit_callers_bare(
+    mode: str, executor: str, where: str, exc: str
+) -> None:
+    """The same for a ``stream()`` consumer and a ``submit()`` caller in ``open()``: the bare
+    exception, after every teardown; nothing else is logged."""
+    proc = run_interrupt_script(executor, where, exc, mode)
+    check_interrupted(proc, where, exc, mode)
+    assert "also failed" not in proc.stderr, proc.stderr
+    assert "stopped (" not in proc.stderr, proc.stderr
+
+
+def check_interrupted(
+    proc: subprocess.CompletedProcess[str], where: str, exc: str, mode: str
+) -> None:
     lines = proc.stdout.splitlines()
     # Python ends on an uncaught KeyboardInterrupt by killing itself with SIGINT.
     assert proc.returncode == (-signal.SIGINT if exc == "KeyboardInterrupt" else 4), proc.stderr
-    assert lines[-1] == f"run raised {exc}", proc.stdout
+    assert lines[-1] == f"{mode} raised {exc}", proc.stdout
     setups = sorted(line.split()[1] for line in lines if line.startswith("setup "))
     if where == "setup":
         setups.remove("b")  # its setup raised: it never finished, so no teardown
@@ -299,6 +317,110 @@ def test_keyboard_interrupt_and_system_exit_from_user_code_stop_the_run_after_te
     assert setups == downs, proc.stdout
     assert "never retrieved" not in proc.stderr
     assert "destroyed but it is pending" not in proc.stderr
+
+
+# -- a source whose cleanup fails, a keyed state that cannot be made -------------------------
+
+
+@pytest.mark.parametrize("kind", ["async", "sync"])
+async def test_a_source_whose_cleanup_fails_fails_the_run_with_a_block_error_naming_it(
+    kind: str,
+) -> None:
+    """A block fails, the run stops and closes the camera source, whose own cleanup raises:
+    that error too reaches the group as a BlockError of the source, with the user's exception
+    as ``__cause__``, never bare."""
+    cleanup = OSError("the camera did not close")
+    fault = ValueError("planted")
+
+    async def camera() -> AsyncIterator[int]:
+        # Never suspends: the run's cancellation lands in the feed, which then closes it.
+        try:
+            i = 0
+            while True:
+                yield i
+                i += 1
+        finally:
+            raise cleanup
+
+    def sync_camera() -> Iterator[int]:
+        try:
+            yield from range(1_000_000)
+        finally:
+            raise cleanup
+
+    @af.block(name="detect")
+    async def detect(x: int) -> int:
+        await asyncio.sleep(0)
+        if x == 3:
+            raise fault
+        return x
+
+    pipe = af.Pipeline(detect)
+    with pytest.raises(ExceptionGroup) as info:
+        async with asyncio.timeout(BOUND_S):
+            await pipe.run(camera() if kind == "async" else sync_camera())
+
+    errors = list(info.value.exceptions)
+    assert all(isinstance(e, af.BlockError) for e in errors), errors
+    by_block = {e.block: e for e in errors}
+    assert set(by_block) == {"detect", "<source>"}
+    assert by_block["detect"].__cause__ is fault
+    source_error = by_block["<source>"]
+    assert source_error.phase == "source"
+    assert source_error.__cause__ is cleanup
+    assert "closing the source failed: OSError: the camera did not close" in str(source_error)
+    assert_books_balance(pipe)
+
+
+class Tracks(af.Block):
+    """A keyed tracker whose state cannot be made for camera "broken"."""
+
+    def create_state(self, key: Any) -> list[int]:
+        if key == "broken":
+            msg = f"no calibration for camera {key!r}"
+            raise ValueError(msg)
+        return []
+
+    async def process(self, item: tuple[str, int], state: list[int]) -> int:
+        state.append(item[1])
+        return len(state)
+
+
+async def test_a_create_state_error_fails_the_run_with_a_block_error_naming_the_block() -> None:
+    pipe = af.Pipeline(Tracks(name="tracks", key=lambda item: item[0]))
+    items = [("a", 0), ("a", 1), ("broken", 2), ("a", 3)]
+
+    with pytest.raises(ExceptionGroup) as info:
+        async with asyncio.timeout(BOUND_S):
+            await pipe.run(items)
+
+    err = only_block_error(info.value)
+    assert err.block == "tracks"
+    assert isinstance(err.__cause__, ValueError)
+    assert "no calibration for camera 'broken'" in str(err)
+    assert err.item is not None
+    assert "broken" in err.item
+    assert_books_balance(pipe)
+
+
+async def test_a_create_state_error_is_an_item_failure_per_on_error() -> None:
+    """With ``on_error="skip"`` the item is skipped and counted, the other keys go on, and a
+    ``submit()`` caller of that item gets ``ItemDropped`` (skip) or the bare BlockError."""
+    skip = af.Pipeline(Tracks(name="tracks", key=lambda item: item[0], on_error="skip"))
+    async with asyncio.timeout(BOUND_S):
+        out = await skip.run([("a", 0), ("broken", 1), ("a", 2), ("broken", 3), ("b", 4)])
+    assert out == [1, 2, 1]
+    stats = skip.statistics()["tracks"]
+    assert (stats.completed, stats.skipped, stats.failed) == (3, 2, 0)
+    assert stats.balanced
+
+    fail = af.Pipeline(Tracks(name="tracks", key=lambda item: item[0]))
+    async with asyncio.timeout(BOUND_S), fail.open() as running:
+        with pytest.raises(af.BlockError) as info:
+            await running.submit(("broken", 0))
+        assert await running.submit(("a", 1)) == 1
+    assert info.value.block == "tracks"
+    assert isinstance(info.value.__cause__, ValueError)
 
 
 # -- worker processes that die ----------------------------------------------------------------

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import glob
+import itertools
+import logging
 import os
 import signal
 import subprocess
@@ -47,11 +49,6 @@ def test_cancelling_random_pipelines_at_random_moments_leaves_nothing(scenario: 
     run_scenario(scenario)
 
 
-@pytest.mark.xfail(
-    reason="new defect (issue 10 random cancellation): a plain setup running in the block's "
-    "thread when the run is cancelled finishes there, but its teardown never runs",
-    strict=True,
-)
 @settings(
     max_examples=60,
     derandomize=True,
@@ -67,11 +64,6 @@ def test_cancelling_random_pipelines_with_thread_setups_leaves_nothing(scenario:
 # -- what the sweeps found, one case each ----------------------------------------------------
 
 
-@pytest.mark.xfail(
-    reason="new defect (issue 10 random cancellation): a cancellation that lands while an "
-    "async teardown awaits interrupts it; the teardown never runs to its end",
-    strict=True,
-)
 async def test_a_teardown_under_way_when_the_run_is_cancelled_runs_to_its_end() -> None:
     log: list[str] = []
 
@@ -94,11 +86,6 @@ async def test_a_teardown_under_way_when_the_run_is_cancelled_runs_to_its_end() 
     assert log == ["teardown begins", "teardown ends"]
 
 
-@pytest.mark.xfail(
-    reason="new defect (issue 10 random cancellation): a plain setup running in the block's "
-    "thread when the run is cancelled finishes there, but its teardown never runs",
-    strict=True,
-)
 async def test_a_thread_setup_that_finishes_after_the_cancellation_is_torn_down() -> None:
     log: list[str] = []
     started = threading.Event()
@@ -125,6 +112,108 @@ async def test_a_thread_setup_that_finishes_after_the_cancellation_is_torn_down(
     assert log == ["setup", "teardown"]
 
 
+async def test_a_teardown_runs_to_its_end_through_repeated_cancellations() -> None:
+    """Cancelling the caller again and again while a teardown awaits never abandons it: the
+    run ends once it has."""
+    log: list[str] = []
+
+    frames = asyncio.Event()
+
+    class Camera(af.Block):
+        async def process(self, item: int) -> int:
+            frames.set()
+            await asyncio.sleep(0)
+            return item
+
+        async def teardown(self) -> None:
+            log.append("teardown begins")
+            await asyncio.sleep(0.05)
+            log.append("teardown ends")
+
+    task = asyncio.create_task(af.Pipeline(Camera()).run(itertools.count()))
+    async with asyncio.timeout(10):
+        await frames.wait()
+        task.cancel()  # stops the run: the teardown begins
+        while not log:
+            await asyncio.sleep(0.001)
+        for _ in range(5):  # while the teardown awaits
+            task.cancel()
+            await asyncio.sleep(0.002)
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert log == ["teardown begins", "teardown ends"]
+
+
+async def test_a_teardown_failing_after_the_cancellation_is_logged_and_the_run_cancelled(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The teardown runs to its end and fails there: the caller still gets its cancellation,
+    and the teardown's BlockError is logged, naming the block."""
+    log: list[str] = []
+
+    class Camera(af.Block):
+        async def process(self, item: int) -> int:
+            return item
+
+        async def teardown(self) -> None:
+            log.append("teardown begins")
+            await asyncio.sleep(0.02)
+            log.append("teardown ends")
+            raise OSError("the camera did not release")
+
+    caplog.set_level(logging.ERROR)
+    task = asyncio.create_task(af.Pipeline(Camera(name="camera")).run(range(3)))
+    async with asyncio.timeout(10):
+        while not log:
+            await asyncio.sleep(0.001)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert log == ["teardown begins", "teardown ends"]
+    logged = [
+        r for r in caplog.records if r.name == "aioflow" and "did not release" in r.getMessage()
+    ]
+    assert len(logged) == 1
+    assert getattr(logged[0], "block", None) == "camera"
+    assert isinstance(logged[0].exc_info[1], af.BlockError)  # type: ignore[index]
+    assert logged[0].exc_info[1].phase == "teardown"  # type: ignore[index,union-attr]
+
+
+async def test_a_thread_setup_failing_after_the_cancellation_is_logged_and_not_torn_down(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A plain setup that fails after the cancellation came did not complete: no teardown; its
+    error is logged, and the caller gets its cancellation."""
+    log: list[str] = []
+    started = threading.Event()
+
+    class Model(af.Block):
+        def setup(self) -> None:  # type: ignore[override]
+            started.set()
+            time.sleep(0.05)
+            log.append("setup fails")
+            raise OSError("no weights")
+
+        def process(self, item: int) -> int:
+            return item
+
+        def teardown(self) -> None:  # type: ignore[override]
+            log.append("teardown")
+
+    caplog.set_level(logging.ERROR)
+    task = asyncio.create_task(af.Pipeline(Model(name="model", executor="thread")).run(range(3)))
+    async with asyncio.timeout(10):
+        while not started.is_set():
+            await asyncio.sleep(0.001)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert log == ["setup fails"]
+    logged = [r for r in caplog.records if r.name == "aioflow" and "no weights" in r.getMessage()]
+    assert len(logged) == 1
+    assert getattr(logged[0], "block", None) == "model"
+
+
 #: How long the child may take for its 24 examples before it is taken for hung.
 SWEEP_TIMEOUT_S = 75
 
@@ -147,11 +236,6 @@ if __name__ == "__main__":
 """
 
 
-@pytest.mark.xfail(
-    reason="new defect (issue 10 random cancellation): a plain setup running in the block's "
-    "thread when the run is cancelled finishes there, but its teardown never runs",
-    strict=True,
-)
 @pytest.mark.timeout(SWEEP_TIMEOUT_S + 60)
 def test_cancelling_random_pipelines_with_process_blocks_leaves_nothing(tmp_path: Path) -> None:
     script = tmp_path / "sweep.py"
