@@ -15,7 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-__all__ = ["call_in_thread", "shutdown_pool", "thread_pool"]
+__all__ = ["call_in_thread", "shutdown_pool", "thread_pool", "wait_through_cancel"]
 
 T = TypeVar("T")
 
@@ -25,7 +25,7 @@ def thread_pool(block: str, workers: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"aioflow[{block}]")
 
 
-async def _wait_through_cancel(fut: asyncio.Future[Any]) -> None:
+async def wait_through_cancel(fut: asyncio.Future[Any]) -> None:
     """Wait for ``fut`` even if we are cancelled meanwhile; re-raise the cancellation after.
 
     A cancellation that arrives in the same loop turn as ``fut``'s completion is a cancellation
@@ -54,7 +54,7 @@ async def shutdown_pool(pool: ThreadPoolExecutor) -> None:
     joiner = threading.Thread(target=join, name="aioflow-pool-join", daemon=True)
     joiner.start()
     try:
-        await _wait_through_cancel(done)
+        await wait_through_cancel(done)
     finally:
         if done.done():
             joiner.join()

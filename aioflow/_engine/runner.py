@@ -32,7 +32,7 @@ from .batched import BatchRunner
 from .cancelling import as_failure, carrying_interrupts, cause_of, describe_failure, from_sync
 from .channel import Channel, ChannelClosed
 from .envelope import Envelope
-from .executors import _wait_through_cancel, call_in_thread, shutdown_pool, thread_pool
+from .executors import call_in_thread, shutdown_pool, thread_pool, wait_through_cancel
 from .latency import LatencySamples
 from .ordering import ReorderWindow, Sequencer
 from .processes import ProcessPool
@@ -416,7 +416,7 @@ class BlockRuntime:
             carrying_interrupts(coro), name=f"aioflow:{self.name}:{phase}"
         )
         try:
-            await _wait_through_cancel(task)
+            await wait_through_cancel(task)
         except asyncio.CancelledError:
             exc = task.exception()
             if isinstance(exc, BlockError):

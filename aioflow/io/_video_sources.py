@@ -57,7 +57,7 @@ _LIVE_SCHEMES = frozenset(
 _END = object()
 
 
-async def _wait_through_cancel(fut: asyncio.Future[None]) -> None:
+async def wait_through_cancel(fut: asyncio.Future[None]) -> None:
     """Wait for ``fut`` even if cancelled meanwhile; re-raise the cancellation afterwards."""
     cancelled = False
     while not fut.done():
@@ -214,7 +214,7 @@ class VideoSource:
         for st in hub.streams:
             if st.exited is not None:
                 try:
-                    await _wait_through_cancel(st.exited)
+                    await wait_through_cancel(st.exited)
                 except asyncio.CancelledError:
                     cancelled = True  # wait for the other threads too, then re-raise
             if st.thread is not None:

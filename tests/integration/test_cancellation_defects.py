@@ -29,7 +29,7 @@ import proc_targets
 import pytest
 
 import aioflow as af
-from aioflow._engine.executors import _wait_through_cancel
+from aioflow._engine.executors import wait_through_cancel
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +57,7 @@ def never_retrieved(records: list[logging.LogRecord]) -> list[str]:
 async def test_a_cancellation_arriving_with_the_awaited_completion_is_kept() -> None:
     """The exact race: the future completes and the waiter is cancelled in the same loop turn."""
     fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    waiter = asyncio.create_task(_wait_through_cancel(fut))
+    waiter = asyncio.create_task(wait_through_cancel(fut))
     await asyncio.sleep(0)  # the waiter now waits on the future
     fut.set_result(None)
     waiter.cancel()
