@@ -9,6 +9,7 @@ from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterab
 from typing import Any
 
 from ._engine.channel import ChannelClosed
+from ._engine.edge import Transport
 from ._engine.envelope import Envelope, SubmitTicket
 from ._engine.supervisor import PipelineRun, stage_names, wait_finished
 from .block import FunctionBlock
@@ -60,13 +61,7 @@ class Pipeline(Graph):
     # -- runs ---------------------------------------------------------------------------------
 
     def _begin(self) -> PipelineRun:
-        if self._active:
-            msg = (
-                f"pipeline {self.name!r} is already running; a Pipeline object runs once at a "
-                "time. For concurrent callers, open it once and share it: "
-                "`async with pipe.open() as running: await running.submit(item)`"
-            )
-            raise GraphError(msg)
+        self._check_idle()
         # Function blocks keep no state and may serve several pipelines at once; a Block
         # instance's state belongs to one run.
         blocks = [b for b in iter_blocks(self.stages) if not isinstance(b, FunctionBlock)]
@@ -84,22 +79,37 @@ class Pipeline(Graph):
         self._run = run
         return run
 
+    def _check_idle(self) -> None:
+        if self._active:
+            msg = (
+                f"pipeline {self.name!r} is already running; a Pipeline object runs once at a "
+                "time. For concurrent callers, open it once and share it: "
+                "`async with pipe.open() as running: await running.submit(item)`"
+            )
+            raise GraphError(msg)
+
     def _end(self) -> None:
         for blk in iter_blocks(self.stages):  # (function blocks are never marked)
             if blk._aioflow_running is self:
                 blk._aioflow_running = None
         self._active = False
 
-    async def run(self, items: Iterable[Any] | AsyncIterable[Any]) -> list[Any]:
+    async def run(
+        self, items: Iterable[Any] | AsyncIterable[Any], *, transport: Transport | None = None
+    ) -> list[Any]:
         """Run the pipeline over ``items`` and return every output, in order.
 
-        Returns once every block has finished and torn down.
+        Returns once every block has finished and torn down. With ``transport``
+        (``aioflow.transport.redis.RedisTransport(url)``) the blocks run in worker processes
+        (``python -m aioflow worker``) and the outputs are the same.
 
         Raises:
             ExceptionGroup: of :class:`BlockError`, if a block failed (after every block
                 stopped and every teardown ran); catch with ``except* af.BlockError``.
             GraphError: the pipeline is already running.
         """
+        if transport is not None:
+            return [out async for out in self.stream(items, transport=transport)]
         run = self._begin()
         try:
             sup = asyncio.create_task(run.supervise(run.feed(items)), name=f"aioflow:{self.name}")
@@ -124,7 +134,9 @@ class Pipeline(Graph):
         finally:
             self._end()
 
-    async def stream(self, items: Iterable[Any] | AsyncIterable[Any]) -> AsyncGenerator[Any, None]:
+    async def stream(
+        self, items: Iterable[Any] | AsyncIterable[Any], *, transport: Transport | None = None
+    ) -> AsyncGenerator[Any, None]:
         """Run the pipeline over ``items``, yielding outputs in order as they come.
 
         Memory stays bounded however long ``items`` is: a slow consumer makes the source wait.
@@ -135,6 +147,16 @@ class Pipeline(Graph):
         Raises:
             ExceptionGroup: of :class:`BlockError`, if a block failed.
         """
+        if transport is not None:
+            self._check_idle()
+            self._active = True
+            try:
+                async with contextlib.aclosing(transport.stream(self, items)) as outs:
+                    async for out in outs:
+                        yield out
+            finally:
+                self._active = False
+            return
         run = self._begin()
         sup = asyncio.create_task(run.supervise(run.feed(items)), name=f"aioflow:{self.name}")
         finished = False
@@ -163,7 +185,11 @@ class Pipeline(Graph):
 
     @contextlib.asynccontextmanager
     async def open(
-        self, *, restore: Snapshot | None = None, store: StateStore | None = None
+        self,
+        *,
+        restore: Snapshot | None = None,
+        store: StateStore | None = None,
+        transport: Transport | None = None,
     ) -> AsyncIterator[RunningPipeline]:
         """Start the pipeline as a service for :meth:`RunningPipeline.submit`.
 
@@ -178,6 +204,9 @@ class Pipeline(Graph):
                 starts from its latest snapshot (unless ``restore`` is given) and, when it
                 drains, writes a new one, atomically. Keys then live on instead of being
                 evicted at the end.
+            transport: run the blocks in worker processes
+                (``aioflow.transport.redis.RedisTransport(url)``); the object yielded has the
+                same ``submit``, ``statistics`` and ``stop``.
 
         >>> import aioflow as af
         >>> async def main() -> int:
@@ -186,6 +215,18 @@ class Pipeline(Graph):
         >>> af.run(main())
         40
         """
+        if transport is not None:
+            if restore is not None or store is not None:
+                msg = f"pipeline {self.name!r}: restore= and store= do not apply with transport="
+                raise GraphError(msg)
+            self._check_idle()
+            self._active = True
+            try:
+                async with transport.open(self) as remote:
+                    yield remote
+            finally:
+                self._active = False
+            return
         if restore is None and store is not None:
             restore = await store.load()
         run = self._begin()
