@@ -5,8 +5,9 @@
   output as a JSON line, then the statistics on stderr.
 * ``bench`` measures the per-item overhead of trivial stages against a hand-written
   ``asyncio.Queue`` pipeline on this machine.
-* ``worker`` serves a pipeline's blocks for the distributed mode (Redis Streams edges), which is
-  not part of this version: it says so and exits with status 2.
+* ``worker MODULE:NAME --redis URL --blocks A,B`` serves consecutive blocks of a pipeline for the
+  distributed mode (Redis Streams edges; needs ``pip install aioflow[redis]``); see
+  :mod:`aioflow.transport.worker`.
 
 ``MODULE:NAME`` names a :class:`~aioflow.Pipeline` (or a function returning one) importable from
 the current directory, like ``examples.quickstart:pipe``.
@@ -177,8 +178,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_bench.add_argument("--n", type=int, default=50_000)
     p_bench.add_argument("--stages", type=int, nargs="+", default=[3, 10])
     p_bench.add_argument("--reps", type=int, default=5)
-    p_worker = commands.add_parser("worker", help="serve blocks over Redis (not in this version)")
-    p_worker.add_argument("target", nargs="?")
+    p_worker = commands.add_parser(
+        "worker", help="serve blocks of a pipeline from Redis", add_help=False
+    )
+    p_worker.add_argument("args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
 
     if args.command == "graph":
@@ -195,8 +198,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "bench":
         bench(args.n, args.stages, args.reps, sys.stdout)
         return 0
-    sys.stderr.write(
-        "aioflow worker: the distributed mode (Redis Streams edges) is not part of this "
-        "version; run pipelines in one process with `python -m aioflow run`\n"
-    )
-    return 2
+    try:
+        from .transport import worker
+    except ImportError as exc:  # the [redis] extra is missing: one line saying what to install
+        sys.stderr.write(f"aioflow worker: {exc}\n")
+        return 2
+    return worker.main(args.args, load)

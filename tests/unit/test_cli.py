@@ -66,10 +66,19 @@ def test_a_target_that_is_not_a_pipeline_is_refused(project: Path) -> None:
     assert "not an aioflow Pipeline" in done.stderr
 
 
-def test_worker_says_the_distributed_mode_is_not_in_this_version(project: Path) -> None:
+def test_worker_refuses_blocks_that_are_not_stages_of_the_pipeline(project: Path) -> None:
+    done = aioflow(
+        project, "worker", "mypipe:pipe", "--redis", "redis://127.0.0.1:1/0", "--blocks", "nope"
+    )
+    assert done.returncode == 2
+    assert "['nope'] is not a stage of pipeline 'demo'" in done.stderr
+    assert "['double', 'check']" in done.stderr
+
+
+def test_worker_without_its_options_says_which_are_needed(project: Path) -> None:
     done = aioflow(project, "worker", "mypipe:pipe")
     assert done.returncode == 2
-    assert "not part of this version" in done.stderr
+    assert "--redis" in done.stderr
 
 
 def test_bench_measures_against_hand_written_queues(project: Path) -> None:

@@ -1,0 +1,122 @@
+"""The distributed mode when workers die, stop, or fall behind (real redis-server, real
+worker processes)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+from collections.abc import AsyncIterator
+
+import pytest
+import redis_pipelines as rp
+from conftest import Workers
+
+from aioflow.transport.messages import Keys, graph_signature
+from aioflow.transport.redis import RedisTransport, backlog, connect
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+async def test_sigkill_a_worker_three_times_nothing_lost_nothing_doubled_order_kept(
+    redis_url: str, redis_prefix: str, workers: Workers
+) -> None:
+    env = {"AIOFLOW_TEST_DELAY": "0.01"}
+    info = ("--log-level", "INFO")
+
+    def start() -> subprocess.Popen[str]:
+        return workers.start("slowpipe", "first,slow", claim_idle=0.5, env=env, extra=info)
+
+    steady = start()
+    graph_hash, _ = graph_signature("slowpipe", rp.slowpipe.stages)
+    inbox = Keys(redis_prefix, "slowpipe", graph_hash).inbox("first")
+    client = connect(redis_url)
+    ready = [asyncio.Event() for _ in range(3)]
+
+    async def pending_of(proc: subprocess.Popen[str]) -> int:
+        # (Redis lists a consumer once it has read something.)
+        for consumer in await client.xinfo_consumers(inbox, "aioflow"):
+            if f"-{proc.pid}-" in consumer["name"].decode():
+                return int(consumer["pending"])
+        return 0
+
+    async def killer() -> None:
+        for round_ in range(3):
+            victim = start()
+            while "pipeline 'slowpipe'" not in workers.output(victim):  # not serving yet
+                await asyncio.sleep(0.02)
+            ready[round_].set()  # the source goes on once the victim serves
+            while not await pending_of(victim):
+                await asyncio.sleep(0.005)
+            victim.kill()  # SIGKILL mid-stream, holding items: another worker must take them
+            await asyncio.to_thread(victim.wait)
+
+    async def source() -> AsyncIterator[int]:
+        for x in range(1200):
+            if x % 400 == 0:
+                await ready[x // 400].wait()
+            yield x
+
+    transport = RedisTransport(redis_url, prefix=redis_prefix)
+    kills = asyncio.create_task(killer())
+    try:
+        outputs = [out async for out in rp.slowpipe.stream(source(), transport=transport)]
+        await kills
+    finally:
+        kills.cancel()
+        await asyncio.gather(kills, return_exceptions=True)
+        await client.aclose()
+    assert steady.poll() is None
+    assert [p.returncode for p in workers.procs[1:]] == [-signal.SIGKILL] * 3
+    assert outputs == [2 * x + 1 for x in range(1200)]
+    # The killed workers' pending items were taken over by the live one.
+    assert "took over entry" in workers.output(steady)
+
+
+async def test_sigterm_stops_a_busy_worker_with_status_0_and_its_items_finish_elsewhere(
+    redis_url: str, redis_prefix: str, workers: Workers
+) -> None:
+    env = {"AIOFLOW_TEST_DELAY": "0.2"}
+    leaving = workers.start("slowpipe", "first,slow", claim_idle=1.0, env=env)
+    transport = RedisTransport(redis_url, prefix=redis_prefix)
+    items = list(range(60))
+    outputs = []
+    async for out in rp.slowpipe.stream(items, transport=transport):
+        outputs.append(out)
+        if len(outputs) == 5:
+            leaving.send_signal(signal.SIGTERM)
+            # The bound the docs promise (grace 3 s, then in-flight items stay pending).
+            await asyncio.to_thread(leaving.wait, timeout=5)
+            assert leaving.returncode == 0, workers.output(leaving)
+            workers.start("slowpipe", "first,slow", claim_idle=1.0, env=env)
+    assert outputs == [2 * x + 1 for x in items]
+
+
+async def test_backpressure_keeps_the_slow_segments_backlog_at_its_queue_size(
+    redis_url: str, redis_prefix: str, workers: Workers
+) -> None:
+    workers.start("backpressure", "fast")
+    workers.start("backpressure", "crawl")
+    transport = RedisTransport(redis_url, prefix=redis_prefix)
+    graph_hash, _ = graph_signature("backpressure", rp.backpressure.stages)
+    keys = Keys(redis_prefix, "backpressure", graph_hash)
+    client = connect(redis_url)
+    seen = {"fast": 0, "crawl": 0}
+
+    async def watch() -> None:
+        while True:
+            for block in seen:
+                seen[block] = max(seen[block], await backlog(client, keys.inbox(block)))
+            await asyncio.sleep(0.005)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        outputs = await rp.backpressure.run(range(120), transport=transport)
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        await client.aclose()
+    assert outputs == [10 * x for x in range(120)]
+    # crawl's queue_size is 8: its stream never holds more, and it did fill up.
+    assert 6 <= seen["crawl"] <= 8
+    assert seen["fast"] <= 64
