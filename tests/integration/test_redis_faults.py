@@ -4,9 +4,13 @@ worker processes)."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import signal
+import socket
 import subprocess
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 
 import pytest
 import redis_pipelines as rp
@@ -120,3 +124,76 @@ async def test_backpressure_keeps_the_slow_segments_backlog_at_its_queue_size(
     # crawl's queue_size is 8: its stream never holds more, and it did fill up.
     assert 6 <= seen["crawl"] <= 8
     assert seen["fast"] <= 64
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[tuple[str, Callable[[], None], Callable[[], None]]]:
+    """A redis-server of this test's own (append-only file in a temporary folder), with
+    ``stop()`` and ``start()`` to restart it on the same port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"redis://127.0.0.1:{port}/0"
+    args = [
+        shutil.which("redis-server") or "redis-server",
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--appendonly",
+        "yes",
+        "--save",
+        "",
+        "--dir",
+        str(tmp_path),
+    ]
+    server: list[subprocess.Popen[bytes]] = []
+
+    def start() -> None:
+        server.append(subprocess.Popen(args, stdout=subprocess.DEVNULL))
+        for _ in range(200):
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    return
+            time.sleep(0.02)
+        pytest.fail(f"redis-server did not start on port {port}")
+
+    def stop() -> None:
+        proc = server[-1]
+        proc.send_signal(signal.SIGTERM)  # shutdown: the append-only file is flushed
+        proc.wait(timeout=30)
+
+    start()
+    try:
+        yield url, stop, start
+    finally:
+        if server[-1].poll() is None:
+            server[-1].kill()
+            server[-1].wait()
+
+
+async def test_a_redis_restart_mid_run_is_survived_and_nothing_is_lost(
+    own_redis: tuple[str, Callable[[], None], Callable[[], None]], redis_prefix: str
+) -> None:
+    url, stop, start = own_redis
+    workers = Workers(url, redis_prefix)
+    env = {"AIOFLOW_TEST_DELAY": "0.005"}
+    try:
+        workers.start("slowpipe", "first,slow", env=env)
+        workers.start("slowpipe", "first,slow", env=env)
+        transport = RedisTransport(url, prefix=redis_prefix)
+        outputs = []
+        async for out in rp.slowpipe.stream(range(1000), transport=transport):
+            outputs.append(out)
+            if len(outputs) == 300:
+                await asyncio.to_thread(stop)
+                await asyncio.sleep(1.0)
+                await asyncio.to_thread(start)
+        assert outputs == [2 * x + 1 for x in range(1000)]
+        assert all(proc.poll() is None for proc in workers.procs), [
+            workers.output(p) for p in workers.procs
+        ]
+    finally:
+        workers.stop()
+        for log in workers.logs:
+            log.close()
