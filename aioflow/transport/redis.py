@@ -699,7 +699,7 @@ class RemoteRunning:
         return await future
 
     def statistics(self) -> dict[str, BlockStatistics]:
-        """Records of the caller's view; the workers' own books are not gathered yet."""
+        """Zero records: the workers' books are not gathered to the caller yet."""
         return {name: BlockStatistics(name=name) for name in _names(self.pipeline)}
 
     async def stop(self) -> None:

@@ -77,6 +77,29 @@ _BATCH = 100
 EXIT_MISMATCH = 2
 
 
+class _Slots:
+    """How many more items the worker may take: the reader and the reclaimer share it (neither
+    holds slots while it waits on Redis, so neither starves the other)."""
+
+    def __init__(self, size: int) -> None:
+        self.free = size
+        self._freed = asyncio.Event()
+        self._freed.set()
+
+    def take(self, n: int) -> None:
+        self.free -= n
+        if self.free < 1:
+            self._freed.clear()
+
+    def release(self) -> None:
+        self.free += 1
+        if self.free > 0:
+            self._freed.set()
+
+    async def wait_free(self) -> None:
+        await self._freed.wait()
+
+
 class _Abandon(Exception):
     """Leave the segment by cancelling it: items still in it stay pending in Redis."""
 
@@ -218,7 +241,7 @@ class Worker:
             await client.aclose()
 
     async def _serve(self, client: Any, running: RunningPipeline) -> None:
-        slots = asyncio.Semaphore(self.prefetch)
+        slots = _Slots(self.prefetch)
         done: asyncio.Queue[_Done] = asyncio.Queue(maxsize=self.prefetch)
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
@@ -252,15 +275,12 @@ class Worker:
         client: Any,
         running: RunningPipeline,
         done: asyncio.Queue[_Done],
-        slots: asyncio.Semaphore,
+        slots: _Slots,
     ) -> None:
         stop = self.stopping
         while not stop.is_set():
-            await slots.acquire()
-            n = 1
-            while n < _BATCH and not slots.locked():
-                await slots.acquire()
-                n += 1
+            await slots.wait_free()
+            n = min(_BATCH, slots.free)
             try:
                 reply = await client.xreadgroup(
                     GROUP, self.consumer, {self.inbox: ">"}, count=n, block=500
@@ -271,8 +291,7 @@ class Worker:
                 await ensure_group(client, self.inbox)
                 reply = []
             entries = reply[0][1] if reply else []
-            for _ in range(n - len(entries)):
-                slots.release()
+            slots.take(len(entries))
             for entry_id, fields in entries:
                 self._dispatch(entry_id, fields, running, done, 1)
 
@@ -382,9 +401,7 @@ class Worker:
 
     # -- writing ------------------------------------------------------------------------------
 
-    async def _flusher(
-        self, client: Any, done: asyncio.Queue[_Done], slots: asyncio.Semaphore
-    ) -> None:
+    async def _flusher(self, client: Any, done: asyncio.Queue[_Done], slots: _Slots) -> None:
         while True:
             batch = [await done.get()]
             while len(batch) < _BATCH and not done.empty():
@@ -441,7 +458,7 @@ class Worker:
         client: Any,
         running: RunningPipeline,
         done: asyncio.Queue[_Done],
-        slots: asyncio.Semaphore,
+        slots: _Slots,
     ) -> None:
         idle_ms = max(1, int(self.claim_idle * 1000))
         period = max(0.05, self.claim_idle / 2)
@@ -449,11 +466,8 @@ class Worker:
             await asyncio.sleep(period)
             cursor = "0-0"
             while not self.stopping.is_set():
-                free = 0
-                while free < _BATCH and not slots.locked():
-                    await slots.acquire()
-                    free += 1
-                if not free:
+                free = min(_BATCH, slots.free)
+                if free < 1:
                     break
                 cursor, claimed, deleted = await _autoclaim(
                     client, self.inbox, self.consumer, idle_ms, cursor, free
@@ -463,8 +477,7 @@ class Worker:
                     await client.xack(self.inbox, GROUP, *deleted)
                     self.trimmed += len(deleted)
                 fresh = [(eid, f) for eid, f in claimed if eid not in self.in_flight]
-                for _ in range(free - len(fresh)):
-                    slots.release()
+                slots.take(len(fresh))
                 if fresh:
                     counts = await _deliveries(client, self.inbox, [eid for eid, _ in fresh])
                     for eid, fields in fresh:

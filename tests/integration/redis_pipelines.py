@@ -78,3 +78,13 @@ async def crawl(x: int) -> int:
 
 
 backpressure = af.Pipeline(fast, crawl, name="backpressure")
+
+
+@af.block
+async def crash_on_3(x: int) -> int:
+    if x == 3:
+        os._exit(1)  # the worker process dies holding the item
+    return x
+
+
+poisoned = af.Pipeline(crash_on_3, name="poisoned")

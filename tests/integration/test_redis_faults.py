@@ -16,6 +16,7 @@ import pytest
 import redis_pipelines as rp
 from conftest import Workers
 
+import aioflow as af
 from aioflow.transport.messages import Keys, graph_signature
 from aioflow.transport.redis import RedisTransport, backlog, connect
 
@@ -197,3 +198,45 @@ async def test_a_redis_restart_mid_run_is_survived_and_nothing_is_lost(
         workers.stop()
         for log in workers.logs:
             log.close()
+
+
+async def test_an_item_that_kills_every_worker_is_dead_lettered_after_max_deliveries(
+    redis_url: str, redis_prefix: str, workers: Workers
+) -> None:
+    deaths = 0
+
+    def start() -> subprocess.Popen[str]:
+        return workers.start(
+            "poisoned", "crash_on_3", claim_idle=0.3, extra=("--max-deliveries", "2")
+        )
+
+    async def keep_one_worker_alive() -> None:
+        nonlocal deaths
+        proc = start()
+        while True:
+            if proc.poll() is not None:
+                deaths += 1
+                proc = start()
+            await asyncio.sleep(0.05)
+
+    keeper = asyncio.create_task(keep_one_worker_alive())
+    transport = RedisTransport(redis_url, prefix=redis_prefix)
+    try:
+        async with rp.poisoned.open(transport=transport) as running:
+            assert await running.submit(1) == 1
+            with pytest.raises(af.BlockError, match="delivered 3 times") as info:
+                await running.submit(3)
+            assert info.value.block == "crash_on_3"
+            assert await running.submit(4) == 4  # the service goes on
+    finally:
+        keeper.cancel()
+        await asyncio.gather(keeper, return_exceptions=True)
+    assert deaths == 2  # delivered, died; taken over, died; then dead-lettered, not run
+    graph_hash, _ = graph_signature("poisoned", rp.poisoned.stages)
+    client = connect(redis_url)
+    try:
+        dead = await client.xrange(Keys(redis_prefix, "poisoned", graph_hash).dead)
+    finally:
+        await client.aclose()
+    assert len(dead) == 1
+    assert b"more than max_deliveries=2" in dead[0][1][b"reason"]
