@@ -39,7 +39,15 @@ from .._engine.channel import Channel, ChannelClosed
 from .._engine.segment import sub_pipeline
 from .._engine.supervisor import PipelineRun, wait_finished
 from ..block import Block
-from ..errors import BlockError, GraphError, ItemDropped, PipelineClosed, describe, summarize
+from ..errors import (
+    AioflowError,
+    BlockError,
+    GraphError,
+    ItemDropped,
+    PipelineClosed,
+    describe,
+    summarize,
+)
 from ..graph import Branch
 from ..stats import BlockStatistics
 from .codec import Codec, CodecError, MsgpackCodec, pack_plain
@@ -61,6 +69,7 @@ __all__ = [
     "RedisConnectionError",
     "RedisError",
     "Client",
+    "NoWorkerError",
     "RedisTransport",
     "ResponseError",
     "backlog",
@@ -186,6 +195,10 @@ async def backlog(client: Any, stream: str) -> int:
     return int(await client.xlen(stream))
 
 
+class NoWorkerError(AioflowError):
+    """Items wait for a segment that no worker serves (``no_worker_timeout``)."""
+
+
 class _Credit:
     """How many more items a producer may write to a stream before it looks again."""
 
@@ -264,6 +277,9 @@ class RedisTransport:
         codec: how items are written (default :class:`~aioflow.transport.codec.MsgpackCodec`;
             workers must use the same).
         prefix: the first part of every key (several deployments on one Redis).
+        no_worker_timeout: seconds after which a run fails with :class:`NoWorkerError` when
+            items wait and no worker ever took one from the first remote stream (None: wait;
+            a warning naming the block is logged after a second either way).
         window: most inputs in flight per run (sent and not yet answered); default: the sum of
             the remote stages' ``queue_size`` plus 64.
 
@@ -280,6 +296,7 @@ class RedisTransport:
         codec: Codec | None = None,
         prefix: str = "aioflow",
         window: int | None = None,
+        no_worker_timeout: float | None = None,
     ) -> None:
         if isinstance(local, str):
             msg = f"local= takes a collection of stage names, got the str {local!r}"
@@ -289,6 +306,7 @@ class RedisTransport:
         self.codec = codec if codec is not None else MsgpackCodec()
         self.prefix = prefix
         self.window = window
+        self.no_worker_timeout = no_worker_timeout
 
     def __repr__(self) -> str:
         return f"<RedisTransport {redact(self.url)}>"
@@ -421,6 +439,7 @@ class _Session:
         self.next_out = 0
         self.out: Channel[_Pending] = Channel(window)
         self.failure: BaseException | None = None
+        self.no_worker_since: float | None = None
         #: set whenever no input is waiting for answers
         self.drained = asyncio.Event()
 
@@ -490,9 +509,7 @@ class _Session:
                 if feeder is not None:
                     feeder.cancel()
         except BaseException as exc:
-            if isinstance(exc, Exception):
-                self.failure = exc
-            self._fail_all(exc)
+            self._fail_all(exc)  # (results() raises it from the task)
             raise
         finally:
             if not self.started.done():
@@ -579,7 +596,10 @@ class _Session:
                 return
             reply = await client.xread({self.reply: last}, count=1000, block=1000)
             if not reply:
+                if self.pending:
+                    await self._check_workers()
                 continue
+            self.no_worker_since = None
             entries = reply[0][1]
             for _entry_id, fields in entries:
                 self._answer(fields)
@@ -588,6 +608,31 @@ class _Session:
             await client.xtrim(self.reply, minid=last, approximate=False)
             if self.ordered and self.failure is not None:
                 return
+
+    async def _check_workers(self) -> None:
+        """Answers are awaited and none came for a second: has any worker ever taken an item
+        from the first remote stream? (Redis lists a consumer once it has read.) Warn once;
+        fail after the transport's ``no_worker_timeout``."""
+        consumers = 0
+        for group in await self.client.xinfo_groups(self.inbox):
+            if group.get("name") in (GROUP, GROUP.encode()):
+                consumers = int(group.get("consumers") or 0)
+        if consumers:
+            self.no_worker_since = None
+            return
+        now = asyncio.get_running_loop().time()
+        msg = (
+            f"pipeline {self.name!r}: no worker has taken an item for block {self.first_name!r} "
+            f"(stream {self.inbox}); start one: python -m aioflow worker MODULE:PIPELINE "
+            f"--redis URL --blocks {self.first_name}[,NEXT...]"
+        )
+        if self.no_worker_since is None:
+            self.no_worker_since = now
+            logger.warning("%s", msg)
+            return
+        timeout = self.transport.no_worker_timeout
+        if timeout is not None and now - self.no_worker_since >= timeout:
+            raise NoWorkerError(f"{msg}; gave up after {timeout:g} s")
 
     def _answer(self, fields: dict[bytes, bytes]) -> None:
         try:

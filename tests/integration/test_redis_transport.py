@@ -16,7 +16,7 @@ from conftest import Workers
 
 import aioflow as af
 from aioflow.transport.messages import RemoteError
-from aioflow.transport.redis import RedisTransport
+from aioflow.transport.redis import NoWorkerError, RedisTransport
 
 pytestmark = pytest.mark.integration
 
@@ -183,3 +183,16 @@ async def test_a_worker_never_prints_the_password_of_its_url(
     assert proc.returncode == 0
     assert "hunter2" not in err
     assert "redis://:***@" in err
+
+
+async def test_without_a_worker_the_caller_warns_naming_the_block_then_gives_up(
+    redis_url: str, redis_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    transport = RedisTransport(redis_url, prefix=redis_prefix, no_worker_timeout=1.0)
+    with pytest.raises(ExceptionGroup) as info:
+        await rp.chain.run(range(3), transport=transport)
+    (err,) = info.value.exceptions
+    assert isinstance(err, NoWorkerError)
+    assert "no worker has taken an item for block 'double'" in str(err)
+    assert "--blocks double" in str(err)
+    assert any("no worker has taken an item" in r.getMessage() for r in caplog.records)
