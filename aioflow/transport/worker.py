@@ -109,6 +109,18 @@ class SegmentMismatch(Exception):
     differs from the one the callers run."""
 
 
+def _concurrency(stages: Sequence[Block | Branch]) -> int:
+    """Items the stages work on at once (``workers``, times the batch size when batched)."""
+    total = 0
+    for stage in stages:
+        if isinstance(stage, Branch):
+            total += max(_concurrency(member) for member in stage.members)
+        else:
+            opts = stage.options
+            total += opts.workers * (opts.batch.max_size if opts.batch is not None else 1)
+    return total
+
+
 def _stage_name(stage: Block | Branch) -> str:
     return stage.name if isinstance(stage, Branch) else stage.options.name
 
@@ -151,6 +163,7 @@ class Worker:
         prefix: str = "aioflow",
         grace: float = 3.0,
         consumer: str | None = None,
+        prefetch: int | None = None,
     ) -> None:
         stages = pipeline.stages
         names = [_stage_name(s) for s in stages]
@@ -188,7 +201,13 @@ class Worker:
             Credit(self.outbox, stage_capacity(stages[nxt])) if self.outbox is not None else None
         )
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.prefetch = max(1, min(256, PipelineRun.chain_capacity(self.stages)))
+        # Items taken from Redis ahead of the segment: enough to keep its workers busy, few
+        # enough to leave the rest to the other workers of the segment (a worker that took a
+        # whole backlog would leave them idle).
+        capacity = PipelineRun.chain_capacity(self.stages)
+        self.prefetch = prefetch or max(
+            1, min(capacity, 256, max(8, 4 * _concurrency(self.stages)))
+        )
         self.stopping = asyncio.Event()
         self.in_flight: set[bytes] = set()
         #: counters for the log and tests
@@ -550,6 +569,9 @@ def main(argv: Sequence[str], load: Callable[[str], Pipeline]) -> int:
     parser.add_argument("--codec", default="msgpack", choices=["msgpack", "pickle"])
     parser.add_argument("--prefix", default="aioflow")
     parser.add_argument("--grace", type=float, default=3.0)
+    parser.add_argument(
+        "--prefetch", type=int, default=None, help="items taken ahead (default: 4 x workers, >= 8)"
+    )
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args(list(argv))
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
@@ -564,6 +586,7 @@ def main(argv: Sequence[str], load: Callable[[str], Pipeline]) -> int:
             codec=args.codec,
             prefix=args.prefix,
             grace=args.grace,
+            prefetch=args.prefetch,
         )
     except SegmentMismatch as exc:
         sys.stderr.write(f"aioflow worker: {exc}\n")
