@@ -150,6 +150,7 @@ class Pipeline(Graph):
         if transport is not None:
             self._check_idle()
             self._active = True
+            self._run = None  # the workers keep the books: no stale local ones
             try:
                 async with contextlib.aclosing(transport.stream(self, items)) as outs:
                     async for out in outs:
@@ -221,6 +222,7 @@ class Pipeline(Graph):
                 raise GraphError(msg)
             self._check_idle()
             self._active = True
+            self._run = None
             try:
                 async with transport.open(self) as remote:
                     yield remote

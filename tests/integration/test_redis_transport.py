@@ -50,9 +50,12 @@ async def test_blocks_kept_local_run_in_the_caller(
 ) -> None:
     workers.start("chain", "inc,square")
     transport = RedisTransport(redis_url, prefix=redis_prefix, local={"double"})
+    await rp.chain.run(range(7))
     assert await rp.chain.run(range(50), transport=transport) == [
         (2 * x + 1) ** 2 for x in range(50)
     ]
+    # The books of the local run before are not shown as this run's (workers keep theirs).
+    assert rp.chain.statistics()["double"].received == 0
 
 
 async def test_an_error_reaches_the_caller_as_a_block_error_naming_block_and_item(
