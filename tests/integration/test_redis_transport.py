@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import pickle
 import signal
 import time
@@ -199,3 +200,25 @@ async def test_without_a_worker_the_caller_warns_naming_the_block_then_gives_up(
     assert "no worker has taken an item for block 'double'" in str(err)
     assert "--blocks double" in str(err)
     assert any("no worker has taken an item" in r.getMessage() for r in caplog.records)
+
+
+async def test_leaving_the_stream_early_or_cancelling_the_run_leaves_no_task_behind(
+    redis_url: str, redis_prefix: str, workers: Workers
+) -> None:
+    workers.start("slowpipe", "first,slow", env={"AIOFLOW_TEST_DELAY": "0.05"})
+    transport = RedisTransport(redis_url, prefix=redis_prefix)
+    before = asyncio.all_tasks()
+    async with contextlib.aclosing(rp.slowpipe.stream(range(1000), transport=transport)) as outs:
+        async for out in outs:
+            if out == 7:  # the output of item 3
+                break
+    assert asyncio.all_tasks() == before
+
+    run = asyncio.create_task(rp.slowpipe.run(range(1000), transport=transport))
+    await asyncio.sleep(1.0)
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    assert asyncio.all_tasks() == before
+    # The pipeline object is free for another run.
+    assert await rp.slowpipe.run(range(3), transport=transport) == [1, 3, 5]
