@@ -8,8 +8,9 @@
   serve the metrics and the live dashboard while it runs.
 * ``bench`` measures the per-item overhead of trivial stages against a hand-written
   ``asyncio.Queue`` pipeline on this machine.
-* ``worker`` serves a pipeline's blocks for the distributed mode (Redis Streams edges), which is
-  not part of this version: it says so and exits with status 2.
+* ``worker MODULE:NAME --redis URL --blocks A,B`` serves consecutive blocks of a pipeline for the
+  distributed mode (Redis Streams edges; needs ``pip install aioflow[redis]``); see
+  :mod:`aioflow.transport.worker`.
 
 ``MODULE:PIPELINE`` names a :class:`~aioflow.Pipeline` (or a function returning one) importable
 from the current folder, like ``examples.quickstart:pipe``. Mistakes in what is typed (a module
@@ -513,7 +514,10 @@ example:
 
 WORKER_EXAMPLE = """\
 example:
-  aioflow worker mypipe:pipe
+  aioflow worker examples.quickstart:pipe --redis redis://127.0.0.1:6379/0 --blocks lookup
+
+'aioflow worker --help' after the command name shows every option of the worker
+(it needs aioflow[redis]).
 """
 
 
@@ -614,12 +618,18 @@ def build_parser() -> argparse.ArgumentParser:
     p_bench.add_argument("--reps", type=int, default=5, help="repetitions (default 5)")
     p_worker = commands.add_parser(
         "worker",
-        help="serve blocks over Redis (not in this version)",
-        description="Serve a pipeline's blocks for the distributed mode (not in this version).",
+        help="serve consecutive blocks of a pipeline from Redis Streams (distributed mode)",
+        description="Serve consecutive blocks of a pipeline for the distributed mode: read "
+        "their input stream, run them, write their outputs on (needs aioflow[redis]).",
         epilog=WORKER_EXAMPLE,
         formatter_class=_RAW,
+        add_help=False,
     )
-    p_worker.add_argument("target", nargs="?", metavar="MODULE:PIPELINE", help="the pipeline")
+    p_worker.add_argument(
+        "args",
+        nargs=argparse.REMAINDER,
+        help="MODULE:PIPELINE --redis URL --blocks NAME[,NAME...] and the worker's options",
+    )
     return parser
 
 
@@ -645,8 +655,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write(f"{PROG} {args.command}: interrupted\n")
         return 130
-    sys.stderr.write(
-        "aioflow worker: the distributed mode (Redis Streams edges) is not part of this "
-        "version; run pipelines in one process with `python -m aioflow run`\n"
-    )
-    return 2
+    try:
+        from .transport import worker
+    except ImportError as exc:  # the [redis] extra is missing: one line saying what to install
+        sys.stderr.write(f"{PROG} worker: {exc}\n")
+        return 2
+    return worker.main(args.args, load)

@@ -17,6 +17,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar, overload
 
 from ._engine.channel import ChannelClosed
+from ._engine.edge import Transport
 from ._engine.envelope import Envelope, SubmitTicket
 from ._engine.supervisor import PipelineRun, log_unraised, result_of, stage_names, wait_finished
 from .block import FunctionBlock, In, Out, PlainStage, Stage
@@ -329,13 +330,7 @@ class Pipeline(Graph[In, Out]):
     # -- runs ---------------------------------------------------------------------------------
 
     def _begin(self, restore: Snapshot | None = None) -> PipelineRun:
-        if self._active:
-            msg = (
-                f"pipeline {self.name!r} is already running; a Pipeline object runs once at a "
-                "time. For concurrent callers, open it once and share it: "
-                "`async with pipe.open() as running: await running.submit(item)`"
-            )
-            raise GraphError(msg)
+        self._check_idle()
         # Function blocks keep no state and may serve several pipelines at once; a Block
         # instance's state belongs to one run.
         blocks = [b for b in iter_blocks(self.stages) if not isinstance(b, FunctionBlock)]
@@ -355,16 +350,29 @@ class Pipeline(Graph[In, Out]):
         self._run = run
         return run
 
+    def _check_idle(self) -> None:
+        if self._active:
+            msg = (
+                f"pipeline {self.name!r} is already running; a Pipeline object runs once at a "
+                "time. For concurrent callers, open it once and share it: "
+                "`async with pipe.open() as running: await running.submit(item)`"
+            )
+            raise GraphError(msg)
+
     def _end(self) -> None:
         for blk in iter_blocks(self.stages):  # (function blocks are never marked)
             if blk._aioflow_running is self:
                 blk._aioflow_running = None
         self._active = False
 
-    async def run(self, items: Iterable[In] | AsyncIterable[In]) -> list[Out]:
+    async def run(
+        self, items: Iterable[In] | AsyncIterable[In], *, transport: Transport | None = None
+    ) -> list[Out]:
         """Run the pipeline over ``items`` and return every output, in order.
 
-        Returns once every block has finished and torn down.
+        Returns once every block has finished and torn down. With ``transport``
+        (``aioflow.transport.redis.RedisTransport(url)``) the blocks run in worker processes
+        (``python -m aioflow worker``) and the outputs are the same.
 
         Raises:
             ExceptionGroup: of :class:`BlockError`, if a block failed (after every block
@@ -373,6 +381,8 @@ class Pipeline(Graph[In, Out]):
                 or not iterable.
         """
         _check_items(self.name, "run", items)
+        if transport is not None:
+            return [out async for out in self.stream(items, transport=transport)]
         run = self._begin()
         try:
             sup = asyncio.create_task(run.supervise(run.feed(items)), name=f"aioflow:{self.name}")
@@ -404,7 +414,9 @@ class Pipeline(Graph[In, Out]):
         finally:
             self._end()
 
-    def stream(self, items: Iterable[In] | AsyncIterable[In]) -> AsyncGenerator[Out, None]:
+    def stream(
+        self, items: Iterable[In] | AsyncIterable[In], *, transport: Transport | None = None
+    ) -> AsyncGenerator[Out, None]:
         """Run the pipeline over ``items``, yielding outputs in order as they come.
 
         An async generator: consume it with ``async for`` (a plain ``for`` raises a
@@ -419,7 +431,22 @@ class Pipeline(Graph[In, Out]):
                 iterable; when iterated, if the pipeline is already running.
         """
         _check_items(self.name, "stream", items)
+        if transport is not None:
+            return _Stream(self._remote_stream(items, transport), self.name)
         return _Stream(self._stream(items), self.name)
+
+    async def _remote_stream(
+        self, items: Iterable[Any] | AsyncIterable[Any], transport: Transport
+    ) -> AsyncGenerator[Any, None]:
+        self._check_idle()
+        self._active = True
+        self._run = None  # the workers keep the books: no stale local ones
+        try:
+            async with contextlib.aclosing(transport.stream(self, items)) as outs:
+                async for out in outs:
+                    yield out
+        finally:
+            self._active = False
 
     async def _stream(self, items: Iterable[Any] | AsyncIterable[Any]) -> AsyncGenerator[Any, None]:
         run = self._begin()
@@ -472,7 +499,11 @@ class Pipeline(Graph[In, Out]):
 
     @contextlib.asynccontextmanager
     async def open(
-        self, *, restore: Snapshot | None = None, store: StateStore | None = None
+        self,
+        *,
+        restore: Snapshot | None = None,
+        store: StateStore | None = None,
+        transport: Transport | None = None,
     ) -> AsyncIterator[RunningPipeline[In, Out]]:
         """Start the pipeline as a service for :meth:`RunningPipeline.submit`.
 
@@ -487,6 +518,9 @@ class Pipeline(Graph[In, Out]):
                 starts from its latest snapshot (unless ``restore`` is given) and, when it
                 drains, writes a new one, atomically. Keys then live on instead of being
                 evicted at the end.
+            transport: run the blocks in worker processes
+                (``aioflow.transport.redis.RedisTransport(url)``); the object yielded has the
+                same ``submit``, ``statistics`` and ``stop``.
 
         Raises:
             SnapshotError: the snapshot (or the store's file) is not a valid snapshot.
@@ -500,6 +534,19 @@ class Pipeline(Graph[In, Out]):
         >>> af.run(main())
         40
         """
+        if transport is not None:
+            if restore is not None or store is not None:
+                msg = f"pipeline {self.name!r}: restore= and store= do not apply with transport="
+                raise GraphError(msg)
+            self._check_idle()
+            self._active = True
+            self._run = None
+            try:
+                async with transport.open(self) as remote:
+                    yield remote
+            finally:
+                self._active = False
+            return
         if restore is None and store is not None:
             restore = await store.load()
         run = self._begin(restore)

@@ -1,9 +1,12 @@
-"""Shared test configuration: every async test runs on asyncio's default loop and on uvloop."""
+"""Shared test configuration: every async test runs on asyncio's default loop and on uvloop;
+the Redis server of the suite."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+import os
+import uuid
+from collections.abc import Callable, Iterator, Mapping
 
 import pytest
 import uvloop
@@ -13,3 +16,32 @@ def pytest_asyncio_loop_factories(
     config: pytest.Config, item: pytest.Item
 ) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
     return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The Redis server of the suite (``make test`` starts one: scripts/with-services)."""
+    url = os.environ.get("AIOFLOW_REDIS_URL")
+    if not url:
+        pytest.fail(
+            "AIOFLOW_REDIS_URL is not set: run the suite with `make test`, or by hand under "
+            "`scripts/with-services env PYTHONPATH=$PWD .venv/bin/python -m pytest ...`, which "
+            "start a throwaway redis-server"
+        )
+    return url
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test's own; its keys are deleted afterwards."""
+    import redis
+
+    prefix = f"aioflow-test-{uuid.uuid4().hex[:10]}"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()

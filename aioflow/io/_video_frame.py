@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .. import AioflowError
+from ..wire import register
 
 __all__ = ["Frame", "Image", "VideoError", "VideoSourceError", "VideoWriterError"]
 
@@ -130,3 +131,7 @@ class VideoWriterError(VideoError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.path, self.stream, self.reason))
+
+
+# Frames travel between processes (the Redis transport) as a tagged record, without pickle.
+register(Frame, tag="aioflow.io._video_frame:Frame")

@@ -297,10 +297,19 @@ def test_the_examples_load_as_their_docs_say() -> None:
     assert "end to end: 12 outputs, mean " in run.stderr
 
 
-def test_worker_says_the_distributed_mode_is_not_in_this_version(project: Path) -> None:
+def test_worker_refuses_blocks_that_are_not_stages_of_the_pipeline(project: Path) -> None:
+    done = aioflow(
+        project, "worker", "mypipe:pipe", "--redis", "redis://127.0.0.1:1/0", "--blocks", "nope"
+    )
+    assert done.returncode == 2
+    assert "['nope'] is not a stage of pipeline 'demo'" in done.stderr
+    assert "['double', 'check']" in done.stderr
+
+
+def test_worker_without_its_options_says_which_are_needed(project: Path) -> None:
     done = aioflow(project, "worker", "mypipe:pipe")
     assert done.returncode == 2
-    assert "not part of this version" in done.stderr
+    assert "--redis" in done.stderr
 
 
 def test_bench_measures_against_hand_written_queues(project: Path) -> None:

@@ -1,0 +1,228 @@
+"""What the distributed mode writes to its streams, and where.
+
+Stream keys (``P`` is the prefix, ``aioflow`` unless set; ``H`` a hash of the pipeline's graph)::
+
+    P:{pipeline}:{H}:in:{block}     the input stream of the first block of a segment
+    P:{pipeline}:{H}:reply:{run}    one caller's replies (one stream per run, deleted after it)
+    P:{pipeline}:{H}:dead           the dead-letter stream
+    P:{pipeline}:graph              the graph the latest caller runs (a worker checks it)
+
+An item entry has two fields: ``m`` (msgpack: the run id, the item's *path*, the reply stream,
+the last remote block, the codec's name) and ``v`` (the item, written by the codec). A path is
+the input's index in its run, followed by one position per fan-out: when a segment makes ``n != 1``
+outputs from an item it also tells the caller (a ``split`` reply), and its outputs carry the
+path plus their position. The last remote segment answers each path with an ``out`` reply (its
+outputs, possibly none) or an ``err`` reply (the error as data: block, item summary, exception
+type and message; never a pickled exception).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+from ..block import Block
+from ..errors import AioflowError, BlockError
+from ..graph import Branch
+from .codec import Codec, CodecError, pack_plain, unpack_plain
+
+__all__ = [
+    "GROUP",
+    "ItemMeta",
+    "Keys",
+    "MessageError",
+    "RemoteError",
+    "error_from_data",
+    "error_to_data",
+    "graph_signature",
+    "pack_item",
+    "pack_reply",
+    "parse_item",
+    "read_meta",
+]
+
+#: the consumer group every segment's workers share on their input stream
+GROUP = "aioflow"
+
+
+class MessageError(AioflowError):
+    """An entry of a stream is not a message of this version of aioflow, or cannot be read."""
+
+
+class RemoteError(Exception):
+    """The cause of a :class:`~aioflow.BlockError` raised in another process: its exception's
+    type name and message, as text (exceptions never travel as objects)."""
+
+    def __init__(self, type_name: str, message: str) -> None:
+        self.type_name = type_name
+        self.message = message
+        super().__init__(type_name, message)
+
+    def __str__(self) -> str:
+        return f"{self.type_name}: {self.message}" if self.message else self.type_name
+
+
+class Keys:
+    """The Redis keys of one pipeline graph."""
+
+    def __init__(self, prefix: str, pipeline: str, graph_hash: str) -> None:
+        self.prefix = prefix
+        self.base = f"{prefix}:{pipeline}:{graph_hash}"
+        self.graph = f"{prefix}:{pipeline}:graph"
+        self.dead = f"{self.base}:dead"
+
+    def inbox(self, block: str) -> str:
+        return f"{self.base}:in:{block}"
+
+    def reply(self, run: str) -> str:
+        return f"{self.base}:reply:{run}"
+
+
+def _option_text(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if callable(value) and hasattr(value, "__qualname__"):
+        return f"{getattr(value, '__module__', '?')}.{value.__qualname__}"
+    return repr(value)
+
+
+def _stage_doc(stage: Block | Branch) -> Any:
+    if isinstance(stage, Branch):
+        return {
+            "branch": stage.name,
+            "queue_size": stage.queue_size,
+            "members": [[_stage_doc(s) for s in member] for member in stage.members],
+        }
+    opts = stage.options
+    doc = {f.name: _option_text(getattr(opts, f.name)) for f in fields(opts)}
+    doc["kind"] = stage._aioflow_kind
+    return doc
+
+
+def graph_signature(name: str, stages: Sequence[Block | Branch]) -> tuple[str, str]:
+    """``(hash, description)`` of a pipeline: block names, order, kinds and options."""
+    doc = json.dumps({"pipeline": name, "stages": [_stage_doc(s) for s in stages]}, sort_keys=True)
+    return hashlib.sha256(doc.encode()).hexdigest()[:16], doc
+
+
+@dataclass(frozen=True, slots=True)
+class ItemMeta:
+    """Where an item comes from and where its answers go."""
+
+    run: str
+    path: tuple[int, ...]
+    reply: str
+    #: the last block that runs remotely; after it, outputs go to the reply stream
+    end: str
+    codec: str
+
+
+def pack_item(meta: ItemMeta, value: bytes) -> dict[bytes, bytes]:
+    m = pack_plain(
+        {"r": meta.run, "p": list(meta.path), "to": meta.reply, "end": meta.end, "c": meta.codec}
+    )
+    return {b"m": m, b"v": value}
+
+
+def parse_item(fields: Mapping[bytes, bytes], codec: Codec) -> tuple[ItemMeta, Any]:
+    """The meta and the decoded item of a stream entry.
+
+    Raises:
+        MessageError: the entry is malformed, written by another codec, or does not decode.
+    """
+    meta = read_meta(fields)
+    try:
+        run, path, reply, end, name = meta["r"], meta["p"], meta["to"], meta["end"], meta["c"]
+    except KeyError as exc:
+        msg = f"malformed item message: no {exc.args[0]!r} field"
+        raise MessageError(msg) from None
+    if not (
+        isinstance(run, str)
+        and isinstance(reply, str)
+        and isinstance(end, str)
+        and isinstance(name, str)
+        and isinstance(path, list)
+        and path
+        and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in path)
+    ):
+        msg = "malformed item message: bad run, path, reply, end or codec field"
+        raise MessageError(msg)
+    if name != codec.name:
+        msg = (
+            f"refused an item written with the {name!r} codec: this process reads only "
+            f"{codec.name!r}"
+        )
+        raise MessageError(msg)
+    value = fields.get(b"v")
+    if not isinstance(value, bytes):
+        msg = "malformed item message: no 'v' field"
+        raise MessageError(msg)
+    try:
+        item = codec.decode(value)
+    except CodecError as exc:
+        msg = f"the item does not decode: {exc}"
+        raise MessageError(msg) from exc
+    return ItemMeta(run, tuple(path), reply, end, name), item
+
+
+def read_meta(fields: Mapping[bytes, bytes]) -> dict[str, Any]:
+    raw = fields.get(b"m")
+    if not isinstance(raw, bytes):
+        msg = "malformed message: no 'm' field"
+        raise MessageError(msg)
+    try:
+        meta = unpack_plain(raw)
+    except CodecError as exc:
+        msg = f"malformed message: 'm' is {exc}"
+        raise MessageError(msg) from exc
+    if not isinstance(meta, dict):
+        msg = f"malformed message: 'm' is a {type(meta).__name__}, not a map"
+        raise MessageError(msg)
+    return meta
+
+
+def pack_reply(
+    path: Sequence[int], kind: str, value: bytes = b"", **extra: Any
+) -> dict[bytes, bytes]:
+    """A reply entry: ``kind`` is ``out`` (value: the outputs), ``split`` (``n``) or ``err``
+    (``e``: the error as data)."""
+    return {b"m": pack_plain({"p": list(path), "k": kind, **extra}), b"v": value}
+
+
+def error_to_data(err: BlockError) -> dict[str, Any]:
+    cause = err.__cause__
+    if isinstance(cause, RemoteError):
+        type_name, message = cause.type_name, cause.message
+    elif cause is not None:
+        type_name, message = type(cause).__name__, str(cause)
+    else:
+        type_name, message = type(err).__name__, err.message
+    return {
+        "block": err.block,
+        "message": err.message,
+        "item": err.item,
+        "attempt": err.attempt,
+        "phase": err.phase,
+        "type": type_name,
+        "text": message,
+    }
+
+
+def error_from_data(data: Any) -> BlockError:
+    """The :class:`BlockError` an ``err`` reply describes, its cause a :class:`RemoteError`."""
+    if not isinstance(data, dict):
+        data = {}
+    item = data.get("item")
+    attempt = data.get("attempt")
+    err = BlockError(
+        str(data.get("block", "<remote>")),
+        str(data.get("message", "failed in a worker (no details)")),
+        item=item if isinstance(item, str) else None,
+        attempt=attempt if isinstance(attempt, int) and attempt >= 1 else 1,
+        phase=str(data.get("phase", "process")),
+    )
+    err.__cause__ = RemoteError(str(data.get("type", "Exception")), str(data.get("text", "")))
+    return err

@@ -1,0 +1,615 @@
+"""A worker of the distributed mode: serves one segment of a pipeline from its Redis stream.
+
+``python -m aioflow worker MODULE:PIPELINE --redis URL --blocks NAME[,NAME...]``
+
+The worker runs its segment (consecutive stages of the pipeline) with the same engine as a local
+run: a pipeline of those stages, opened as a service, in-process channels inside. Around it:
+
+* a reader takes entries from the segment's input stream with ``XREADGROUP`` in the group every
+  worker of the segment shares, as many as the segment has room for;
+* each item goes through the segment (:func:`~aioflow._engine.segment.submit_outcome`); its
+  outputs go to the next segment's stream, or to the caller's reply stream after the last
+  remote block, and the input entry is acknowledged (and deleted) in the same ``MULTI`` as those
+  writes: an item is never acknowledged before its outputs are safe downstream;
+* a reclaimer takes over entries another worker left pending longer than ``claim_idle`` seconds
+  (it died) with ``XAUTOCLAIM``; an entry delivered more than ``max_deliveries`` times goes to
+  the dead-letter stream, and its caller gets an error;
+* a heartbeat re-claims the worker's own in-flight entries so that live work is not taken over;
+* an entry that does not decode (malformed, or written by another codec such as pickle) goes to
+  the dead-letter stream with the reason; nothing in it runs.
+
+SIGTERM or SIGINT: stop reading, let in-flight items finish for a few seconds, leave the rest
+pending (another worker reclaims them), exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .._engine.segment import Outcome, sub_pipeline, submit_outcome
+from .._engine.supervisor import PipelineRun
+from ..errors import BlockError, PipelineClosed, summarize
+from ..graph import Branch
+from .codec import Codec, CodecError, codec_named
+from .messages import (
+    GROUP,
+    ItemMeta,
+    Keys,
+    MessageError,
+    error_to_data,
+    graph_signature,
+    pack_item,
+    pack_reply,
+    parse_item,
+)
+from .redis import (
+    RedisConnectionError,
+    RedisError,
+    ResponseError,
+    connect,
+    ensure_group,
+    redact,
+    stage_capacity,
+)
+from .redis import _Credit as Credit
+
+if TYPE_CHECKING:
+    from ..block import Block
+    from ..pipeline import Pipeline, RunningPipeline
+
+__all__ = ["SegmentMismatch", "Worker", "main"]
+
+logger = logging.getLogger("aioflow.worker")
+
+_BATCH = 100
+#: exit status of a worker whose pipeline or blocks do not match
+EXIT_MISMATCH = 2
+
+
+class _Slots:
+    """How many more items the worker may take: the reader and the reclaimer share it (neither
+    holds slots while it waits on Redis, so neither starves the other)."""
+
+    def __init__(self, size: int) -> None:
+        self.free = size
+        self._freed = asyncio.Event()
+        self._freed.set()
+
+    def take(self, n: int) -> None:
+        self.free -= n
+        if self.free < 1:
+            self._freed.clear()
+
+    def release(self) -> None:
+        self.free += 1
+        if self.free > 0:
+            self._freed.set()
+
+    async def wait_free(self) -> None:
+        await self._freed.wait()
+
+
+class _Abandon(Exception):
+    """Leave the segment by cancelling it: items still in it stay pending in Redis."""
+
+
+class SegmentMismatch(Exception):
+    """The worker cannot serve: its blocks are not a segment of the pipeline, or the pipeline
+    differs from the one the callers run."""
+
+
+def _concurrency(stages: Sequence[Block | Branch]) -> int:
+    """Items the stages work on at once (``workers``, times the batch size when batched)."""
+    total = 0
+    for stage in stages:
+        if isinstance(stage, Branch):
+            total += max(_concurrency(member) for member in stage.members)
+        else:
+            opts = stage.options
+            total += opts.workers * (opts.batch.max_size if opts.batch is not None else 1)
+    return total
+
+
+def _stage_name(stage: Block | Branch) -> str:
+    return stage.name if isinstance(stage, Branch) else stage.options.name
+
+
+@dataclass
+class _Done:
+    """What to write for one input entry, acknowledged in the same transaction."""
+
+    entry: bytes
+    downstream: list[dict[bytes, bytes]] = field(default_factory=list)
+    replies: list[dict[bytes, bytes]] = field(default_factory=list)
+    reply_to: str = ""
+    dead: dict[bytes, bytes] | None = None
+
+
+class Worker:
+    """Serves the stages ``blocks`` of ``pipeline`` from Redis.
+
+    Args:
+        pipeline: the whole pipeline (the same definition as the callers').
+        blocks: names of consecutive top-level stages of it.
+        url: the Redis URL.
+        claim_idle: seconds an entry may stay pending with another worker before this one
+            takes it over (that worker is presumed dead).
+        max_deliveries: deliveries after which an entry goes to the dead-letter stream.
+        codec: the codec's name (``"msgpack"``; ``"pickle"`` only if you trust every writer).
+        prefix: the key prefix (the transport's ``prefix``).
+        grace: seconds in-flight items get to finish after SIGTERM before they are left pending.
+    """
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        blocks: Sequence[str],
+        url: str,
+        *,
+        claim_idle: float = 30.0,
+        max_deliveries: int = 5,
+        codec: str = "msgpack",
+        prefix: str = "aioflow",
+        grace: float = 3.0,
+        consumer: str | None = None,
+        prefetch: int | None = None,
+    ) -> None:
+        stages = pipeline.stages
+        names = [_stage_name(s) for s in stages]
+        wanted = list(blocks)
+        if not wanted or wanted[0] not in names:
+            msg = (
+                f"--blocks {','.join(wanted)}: {wanted[:1]} is not a stage of pipeline "
+                f"{pipeline.name!r} (stages: {names})"
+            )
+            raise SegmentMismatch(msg)
+        first = names.index(wanted[0])
+        if names[first : first + len(wanted)] != wanted:
+            msg = (
+                f"--blocks {','.join(wanted)} are not consecutive stages of pipeline "
+                f"{pipeline.name!r} (stages in order: {names})"
+            )
+            raise SegmentMismatch(msg)
+        self.pipeline = pipeline
+        self.name = pipeline.name
+        self.stages = stages[first : first + len(wanted)]
+        self.blocks = wanted
+        self.last = wanted[-1]
+        nxt = first + len(wanted)
+        self.next_name = names[nxt] if nxt < len(stages) else None
+        self.url = url
+        self.claim_idle = claim_idle
+        self.max_deliveries = max_deliveries
+        self.codec: Codec = codec_named(codec)
+        self.grace = grace
+        self.graph_hash, _ = graph_signature(pipeline.name, stages)
+        self.keys = Keys(prefix, pipeline.name, self.graph_hash)
+        self.inbox = self.keys.inbox(wanted[0])
+        self.outbox = self.keys.inbox(self.next_name) if self.next_name else None
+        self.credit = (
+            Credit(self.outbox, stage_capacity(stages[nxt])) if self.outbox is not None else None
+        )
+        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        # Items taken from Redis ahead of the segment: enough to keep its workers busy, few
+        # enough to leave the rest to the other workers of the segment (a worker that took a
+        # whole backlog would leave them idle).
+        capacity = PipelineRun.chain_capacity(self.stages)
+        self.prefetch = prefetch or max(
+            1, min(capacity, 256, max(8, 4 * _concurrency(self.stages)))
+        )
+        self.stopping = asyncio.Event()
+        self.in_flight: set[bytes] = set()
+        #: counters for the log and tests
+        self.acked = 0
+        self.dead_letters = 0
+        self.trimmed = 0
+        self._items: set[asyncio.Task[None]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._tg: asyncio.TaskGroup
+
+    async def check_graph(self, client: Any) -> None:
+        """Raise :class:`SegmentMismatch` if the callers run another version of the pipeline."""
+        current = await client.get(self.keys.graph)
+        if current is None:
+            await client.set(self.keys.graph, self.graph_hash, nx=True)
+            return
+        theirs = current.decode() if isinstance(current, bytes) else str(current)
+        if theirs != self.graph_hash:
+            msg = (
+                f"pipeline {self.name!r} here (graph {self.graph_hash}) differs from the one its "
+                f"callers run (graph {theirs}): block names, order or options changed. Start the "
+                "worker with the callers' version of the code"
+            )
+            raise SegmentMismatch(msg)
+
+    async def serve(self) -> None:
+        """Serve until :attr:`stopping` is set (SIGTERM, SIGINT) or the task is cancelled."""
+        client = connect(self.url)
+        try:
+            await self.check_graph(client)
+            await ensure_group(client, self.inbox)
+            if self.outbox is not None:
+                await ensure_group(client, self.outbox)
+            logger.info(
+                "worker %s: pipeline %r, blocks %s, on %s (graph %s)",
+                self.consumer,
+                self.name,
+                ",".join(self.blocks),
+                redact(self.url),
+                self.graph_hash,
+            )
+            segment = sub_pipeline(
+                self.pipeline, self.stages, f"{self.name}[{','.join(self.blocks)}]"
+            )
+            with contextlib.suppress(_Abandon):
+                async with segment.open() as running:
+                    await self._serve(client, running)
+        finally:
+            await client.aclose()
+
+    async def _serve(self, client: Any, running: RunningPipeline) -> None:
+        slots = _Slots(self.prefetch)
+        done: asyncio.Queue[_Done] = asyncio.Queue(maxsize=self.prefetch)
+        async with asyncio.TaskGroup() as tg:
+            self._tg = tg
+            helpers = [
+                tg.create_task(self._flusher(client, done, slots), name="aioflow:flush"),
+                tg.create_task(self._reclaimer(client, running, done, slots), name="aioflow:claim"),
+                tg.create_task(self._heartbeat(client), name="aioflow:heartbeat"),
+            ]
+            try:
+                await self._reader(client, running, done, slots)
+                # Stopping: in-flight items get a grace period, then stay pending for others.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.grace):
+                        await self._idle.wait()
+            finally:
+                for task in (*helpers, *self._items):
+                    task.cancel()
+        if self.in_flight:
+            logger.warning(
+                "worker %s: %d items left pending for other workers",
+                self.consumer,
+                len(self.in_flight),
+            )
+            # Leave the segment by cancellation rather than waiting for its items to drain.
+            raise _Abandon
+
+    # -- reading ------------------------------------------------------------------------------
+
+    async def _reader(
+        self,
+        client: Any,
+        running: RunningPipeline,
+        done: asyncio.Queue[_Done],
+        slots: _Slots,
+    ) -> None:
+        stop = self.stopping
+        while not stop.is_set():
+            await slots.wait_free()
+            n = min(_BATCH, slots.free)
+            try:
+                reply = await client.xreadgroup(
+                    GROUP, self.consumer, {self.inbox: ">"}, count=n, block=500
+                )
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                await ensure_group(client, self.inbox)
+                reply = []
+            entries = reply[0][1] if reply else []
+            slots.take(len(entries))
+            for entry_id, fields in entries:
+                self._dispatch(entry_id, fields, running, done, 1)
+
+    def _dispatch(
+        self,
+        entry_id: bytes,
+        fields: dict[bytes, bytes],
+        running: RunningPipeline,
+        done: asyncio.Queue[_Done],
+        deliveries: int,
+    ) -> None:
+        self.in_flight.add(entry_id)
+        self._idle.clear()
+        task = self._tg.create_task(self._handle(entry_id, fields, running, done, deliveries))
+        self._items.add(task)
+        task.add_done_callback(self._items.discard)
+
+    async def _handle(
+        self,
+        entry_id: bytes,
+        fields: dict[bytes, bytes],
+        running: RunningPipeline,
+        done: asyncio.Queue[_Done],
+        deliveries: int,
+    ) -> None:
+        try:
+            meta, value = parse_item(fields, self.codec)
+        except MessageError as exc:
+            logger.warning(
+                "worker %s: entry %s of %s goes to the dead-letter stream: %s",
+                self.consumer,
+                entry_id.decode(),
+                self.inbox,
+                exc,
+            )
+            await done.put(self._dead(entry_id, fields, str(exc)))
+            return
+        if deliveries > self.max_deliveries:
+            reason = (
+                f"delivered {deliveries} times without finishing (more than max_deliveries="
+                f"{self.max_deliveries}): a worker died on it each time?"
+            )
+            item = self._dead(entry_id, fields, reason)
+            err = BlockError(self.blocks[0], reason, item=summarize(value))
+            item.replies.append(pack_reply(meta.path, "err", e=error_to_data(err)))
+            item.reply_to = meta.reply
+            await done.put(item)
+            return
+        try:
+            outcome = await submit_outcome(running, value)
+        except BlockError as err:
+            item = _Done(entry_id, reply_to=meta.reply)
+            item.replies.append(pack_reply(meta.path, "err", e=error_to_data(err)))
+            await done.put(item)
+            return
+        except PipelineClosed:
+            return  # stopping: the entry stays pending for another worker
+        await done.put(self._answer(entry_id, meta, outcome))
+
+    def _answer(self, entry_id: bytes, meta: ItemMeta, outcome: Outcome) -> _Done:
+        item = _Done(entry_id, reply_to=meta.reply)
+        outputs = outcome.outputs
+        extra: dict[str, Any] = {}
+        if not outputs:
+            extra = {"reason": outcome.reason, "block": outcome.block}
+        try:
+            if self.last == meta.end or self.outbox is None:
+                if self.last != meta.end:
+                    msg = (
+                        f"this worker's blocks ({','.join(self.blocks)}) go past {meta.end!r}, "
+                        "the caller's last remote block: start workers whose blocks end there"
+                    )
+                    raise MessageError(msg)
+                item.replies.append(
+                    pack_reply(meta.path, "out", self.codec.encode(outputs), **extra)
+                )
+                return item
+            if meta.end in self.blocks:
+                msg = (
+                    f"this worker's blocks ({','.join(self.blocks)}) go past {meta.end!r}, "
+                    "the caller's last remote block: start workers whose blocks end there"
+                )
+                raise MessageError(msg)
+            if len(outputs) != 1:
+                item.replies.append(pack_reply(meta.path, "split", n=len(outputs), **extra))
+            for j, out in enumerate(outputs):
+                path = meta.path if len(outputs) == 1 else (*meta.path, j)
+                child = ItemMeta(meta.run, path, meta.reply, meta.end, meta.codec)
+                item.downstream.append(pack_item(child, self.codec.encode(out)))
+        except (CodecError, MessageError) as exc:
+            err = BlockError(self.last, f"its output cannot be sent on: {exc}")
+            item = _Done(entry_id, reply_to=meta.reply)
+            item.replies.append(pack_reply(meta.path, "err", e=error_to_data(err)))
+        return item
+
+    def _dead(self, entry_id: bytes, fields: dict[bytes, bytes], reason: str) -> _Done:
+        dead = {
+            b"stream": self.inbox.encode(),
+            b"entry": entry_id,
+            b"reason": reason.encode(),
+            b"worker": self.consumer.encode(),
+        }
+        for key, value in fields.items():
+            if isinstance(key, bytes) and key in (b"m", b"v"):
+                dead[b"original_" + key] = value
+        return _Done(entry_id, dead=dead)
+
+    # -- writing ------------------------------------------------------------------------------
+
+    async def _flusher(self, client: Any, done: asyncio.Queue[_Done], slots: _Slots) -> None:
+        while True:
+            batch = [await done.get()]
+            while len(batch) < _BATCH and not done.empty():
+                batch.append(done.get_nowait())
+            await self._write(client, batch)
+            for item in batch:
+                self.in_flight.discard(item.entry)
+                slots.release()
+            if not self.in_flight:
+                self._idle.set()
+
+    async def _write(self, client: Any, batch: list[_Done]) -> None:
+        pos = 0
+        while pos < len(batch):
+            chunk: list[_Done] = []
+            if self.credit is not None and self.outbox is not None:
+                # Backpressure: never put more into the next stream than its backlog bound.
+                wanted = sum(len(item.downstream) for item in batch[pos:])
+                allowed = await self.credit.take(client, wanted) if wanted else 0
+                count = 0
+                while pos < len(batch):
+                    n = len(batch[pos].downstream)
+                    if chunk and count + n > allowed:
+                        break
+                    chunk.append(batch[pos])
+                    count += n
+                    pos += 1
+                self.credit.credit += allowed - count  # (negative when one item overshoots)
+            else:
+                chunk, pos = batch[pos:], len(batch)
+            await self._commit(client, chunk)
+
+    async def _commit(self, client: Any, chunk: list[_Done]) -> None:
+        pipe = client.pipeline(transaction=True)
+        ids = []
+        for item in chunk:
+            for fields in item.downstream:
+                pipe.xadd(self.outbox, fields)
+            for fields in item.replies:
+                pipe.xadd(item.reply_to, fields, nomkstream=True)
+            if item.dead is not None:
+                pipe.xadd(self.keys.dead, item.dead, maxlen=100_000, approximate=True)
+                self.dead_letters += 1
+            ids.append(item.entry)
+        pipe.xack(self.inbox, GROUP, *ids)
+        pipe.xdel(self.inbox, *ids)
+        await client.guard(pipe.execute())
+        self.acked += len(ids)
+
+    # -- taking over ----------------------------------------------------------------------------
+
+    async def _reclaimer(
+        self,
+        client: Any,
+        running: RunningPipeline,
+        done: asyncio.Queue[_Done],
+        slots: _Slots,
+    ) -> None:
+        idle_ms = max(1, int(self.claim_idle * 1000))
+        period = max(0.05, self.claim_idle / 2)
+        while not self.stopping.is_set():
+            await asyncio.sleep(period)
+            cursor = "0-0"
+            while not self.stopping.is_set():
+                free = min(_BATCH, slots.free)
+                if free < 1:
+                    break
+                cursor, claimed, deleted = await _autoclaim(
+                    client, self.inbox, self.consumer, idle_ms, cursor, free
+                )
+                if deleted:
+                    # Trimmed away while pending (a leaky edge): acknowledged and counted.
+                    await client.xack(self.inbox, GROUP, *deleted)
+                    self.trimmed += len(deleted)
+                fresh = [(eid, f) for eid, f in claimed if eid not in self.in_flight]
+                slots.take(len(fresh))
+                if fresh:
+                    counts = await _deliveries(client, self.inbox, [eid for eid, _ in fresh])
+                    for eid, fields in fresh:
+                        logger.info(
+                            "worker %s: took over entry %s of %s (delivery %d)",
+                            self.consumer,
+                            eid.decode(),
+                            self.inbox,
+                            counts.get(eid, 0),
+                        )
+                        self._dispatch(eid, fields, running, done, counts.get(eid, 1))
+                if cursor in ("0-0", b"0-0"):
+                    break
+
+    async def _heartbeat(self, client: Any) -> None:
+        """Keep this worker's in-flight entries from looking idle (taken over while alive)."""
+        period = max(0.05, self.claim_idle / 3)
+        while True:
+            await asyncio.sleep(period)
+            ids = list(self.in_flight)
+            for start in range(0, len(ids), 500):
+                await client.xclaim(
+                    self.inbox, GROUP, self.consumer, 0, ids[start : start + 500], justid=True
+                )
+
+
+async def _autoclaim(
+    client: Any, stream: str, consumer: str, idle_ms: int, cursor: Any, count: int
+) -> tuple[Any, list[tuple[bytes, dict[bytes, bytes]]], list[bytes]]:
+    reply = await client.xautoclaim(stream, GROUP, consumer, idle_ms, cursor, count=count)
+    nxt = reply[0]
+    claimed = [(eid, fields) for eid, fields in reply[1] if fields is not None]
+    deleted = list(reply[2]) if len(reply) > 2 else []
+    deleted += [eid for eid, fields in reply[1] if fields is None]
+    return nxt, claimed, deleted
+
+
+async def _deliveries(client: Any, stream: str, ids: list[bytes]) -> dict[bytes, int]:
+    """How many times each entry was delivered (XPENDING over their range)."""
+    lo, hi = min(ids, key=_id_key), max(ids, key=_id_key)
+    rows = await client.xpending_range(stream, GROUP, lo, hi, len(ids) + 1000)
+    wanted = set(ids)
+    counts: dict[bytes, int] = {}
+    for row in rows:
+        eid = row["message_id"]
+        if eid in wanted:
+            counts[eid] = int(row["times_delivered"])
+    return counts
+
+
+def _id_key(entry_id: bytes) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition(b"-")
+    return int(ms), int(seq or 0)
+
+
+# -- the command line -------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str], load: Callable[[str], Pipeline]) -> int:
+    """``python -m aioflow worker ...``; ``load`` resolves ``MODULE:PIPELINE``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m aioflow worker",
+        description="serve consecutive blocks of a pipeline from Redis Streams",
+    )
+    parser.add_argument("target", help="MODULE:NAME of the Pipeline (the callers' definition)")
+    parser.add_argument("--redis", required=True, help="redis:// or rediss:// URL")
+    parser.add_argument("--blocks", required=True, help="NAME[,NAME...]: consecutive stages")
+    parser.add_argument("--claim-idle", type=float, default=30.0)
+    parser.add_argument("--max-deliveries", type=int, default=5)
+    parser.add_argument("--codec", default="msgpack", choices=["msgpack", "pickle"])
+    parser.add_argument("--prefix", default="aioflow")
+    parser.add_argument("--grace", type=float, default=3.0)
+    parser.add_argument(
+        "--prefetch", type=int, default=None, help="items taken ahead (default: 4 x workers, >= 8)"
+    )
+    parser.add_argument("--log-level", default="WARNING")
+    args = parser.parse_args(list(argv))
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    pipeline = load(args.target)
+    try:
+        worker = Worker(
+            pipeline,
+            [b for b in args.blocks.split(",") if b],
+            args.redis,
+            claim_idle=args.claim_idle,
+            max_deliveries=args.max_deliveries,
+            codec=args.codec,
+            prefix=args.prefix,
+            grace=args.grace,
+            prefetch=args.prefetch,
+        )
+    except SegmentMismatch as exc:
+        sys.stderr.write(f"aioflow worker: {exc}\n")
+        return EXIT_MISMATCH
+    from ..loop import run as run_main
+
+    try:
+        run_main(_serve_until_signalled(worker))
+    except SegmentMismatch as exc:
+        sys.stderr.write(f"aioflow worker: {exc}\n")
+        return EXIT_MISMATCH
+    except (RedisConnectionError, RedisError, OSError) as exc:
+        sys.stderr.write(f"aioflow worker: Redis at {redact(args.redis)}: {exc}\n")
+        return 1
+    return 0
+
+
+async def _serve_until_signalled(worker: Worker) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.stopping.set)
+    try:
+        await worker.serve()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)

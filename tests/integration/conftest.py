@@ -1,0 +1,94 @@
+"""Worker processes of the distributed mode, started for real (``python -m aioflow worker``)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+import pytest
+
+HERE = Path(__file__).parent
+ROOT = HERE.parent.parent
+
+
+class Workers:
+    """Starts workers of the test pipelines (``tests/integration/redis_pipelines.py``) and stops
+    every one of them at the end of the test."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.procs: list[subprocess.Popen[str]] = []
+        self.logs: list[IO[str]] = []
+
+    def output(self, proc: subprocess.Popen[str]) -> str:
+        """What ``proc`` wrote to stderr so far."""
+        log = self.logs[self.procs.index(proc)]
+        log.seek(0)
+        return log.read()
+
+    def start(
+        self,
+        pipeline: str,
+        blocks: str,
+        *,
+        claim_idle: float = 30.0,
+        env: dict[str, str] | None = None,
+        extra: tuple[str, ...] = (),
+    ) -> subprocess.Popen[str]:
+        # stderr goes to a file: a pipe nobody reads would fill up and stall a chatty worker.
+        log = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed by the fixture
+        self.logs.append(log)
+        path = os.pathsep.join([str(ROOT), str(HERE), os.environ.get("PYTHONPATH", "")])
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "aioflow",
+                "worker",
+                f"redis_pipelines:{pipeline}",
+                "--redis",
+                self.url,
+                "--blocks",
+                blocks,
+                "--prefix",
+                self.prefix,
+                "--claim-idle",
+                str(claim_idle),
+                *extra,
+            ],
+            env={**os.environ, "PYTHONPATH": path, **(env or {})},
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            text=True,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def workers(redis_url: str, redis_prefix: str) -> Iterator[Workers]:
+    started = Workers(redis_url, redis_prefix)
+    try:
+        yield started
+    finally:
+        started.stop()
+        for log in started.logs:
+            log.close()

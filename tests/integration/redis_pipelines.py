@@ -1,0 +1,90 @@
+"""Pipelines the Redis tests run in worker processes (imported by name by the workers)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import aioflow as af
+
+
+@af.block
+async def double(x: int) -> int:
+    return 2 * x
+
+
+@af.block(workers=4)
+async def inc(x: int) -> int:
+    return x + 1
+
+
+@af.block
+async def square(x: int) -> int:
+    return x * x
+
+
+chain = af.Pipeline(double, inc, square, name="chain")
+
+
+@af.block
+async def explode(x: int):  # type: ignore[no-untyped-def]
+    for i in range(x % 3):
+        yield (x, i)
+
+
+@af.block
+async def label(pair: tuple[int, int]) -> str:
+    return f"{pair[0]}.{pair[1]}"
+
+
+@af.block
+async def fail_on_7(x: int) -> int:
+    if x == 7:
+        raise ValueError(f"seven is not allowed: {x}")
+    return x
+
+
+fanout = af.Pipeline(explode, label, name="fanout")
+failing = af.Pipeline(fail_on_7, inc.with_options(name="after"), name="failing")
+
+
+@af.block(workers=8)
+async def slow(x: int) -> int:
+    await asyncio.sleep(float(os.environ.get("AIOFLOW_TEST_DELAY", "0.002")))
+    return x + 1
+
+
+slowpipe = af.Pipeline(double.with_options(name="first"), slow, name="slowpipe")
+
+
+# The same name as `chain`, another graph: a worker of it must refuse to serve chain's callers.
+chain_v2 = af.Pipeline(
+    double.with_options(name="double"),
+    inc.with_options(workers=2),
+    square.with_options(name="square"),
+    name="chain",
+)
+
+
+@af.block
+async def fast(x: int) -> int:
+    return x
+
+
+@af.block(queue_size=8)
+async def crawl(x: int) -> int:
+    await asyncio.sleep(0.02)
+    return x * 10
+
+
+backpressure = af.Pipeline(fast, crawl, name="backpressure")
+
+
+@af.block
+async def crash_on_3(x: int) -> int:
+    if x == 3:
+        os._exit(1)  # the worker process dies holding the item
+    return x
+
+
+poisoned = af.Pipeline(crash_on_3, name="poisoned")
