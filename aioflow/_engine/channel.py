@@ -175,23 +175,8 @@ class Channel(Generic[T]):
                 # Give the reader one chance to make room before the policy drops something:
                 # a producer that never waits would otherwise drop nearly everything.
                 await asyncio.sleep(0)
-        else:
-            while len(buf) >= self.capacity:
-                if self._closed:
-                    break
-                fut = self._get_loop().create_future()
-                self._putters.append(fut)
-                t0 = _perf()
-                try:
-                    await fut
-                except BaseException:
-                    fut.cancel()
-                    # We were woken but will not put: pass the turn on.
-                    if len(buf) < self.capacity and not self._closed:
-                        self._wake_putter()
-                    raise
-                finally:
-                    self.blocked_s += _perf() - t0
+        elif len(buf) >= self.capacity:
+            await self.wait_writable()
         return self.put_nowait(item)
 
     async def wait_writable(self) -> None:
@@ -209,6 +194,7 @@ class Channel(Generic[T]):
                 await fut
             except BaseException:
                 fut.cancel()
+                # We were woken but will not put: pass the turn on.
                 if len(buf) < self.capacity and not self._closed:
                     self._wake_putter()
                 raise
