@@ -248,7 +248,6 @@ class BatchPuller:
         self.sent = 0
         self.received = 0
         self.held: deque[Envelope] = deque()
-        self.progress = asyncio.Event()
         self.stopping = False
 
     async def run(self) -> None:
@@ -273,13 +272,9 @@ class BatchPuller:
         loop = asyncio.get_running_loop()
         while True:
             if self.held:
+                # Outputs wait for room. (Nothing else holds the thread back here: the results
+                # it handed over before returning have all been taken in by now.)
                 await self._flush()
-                continue
-            with self.lock:
-                blocked = self._blocked()
-            if blocked:
-                self.progress.clear()
-                await self.progress.wait()
                 continue
             if not buf:
                 if inq.closed:
@@ -329,7 +324,6 @@ class BatchPuller:
         while held:
             await put(held[0])
             held.popleft()
-        self.progress.set()
 
     # -- in the block's thread ----------------------------------------------------------------
 
@@ -390,7 +384,6 @@ class BatchPuller:
         self, envs: list[Envelope], results: list[Any] | tuple[Any, ...], dt: float
     ) -> None:
         self.received += len(envs)
-        self.progress.set()
         if self.stopping:
             return  # the run was cancelled while the call ran: nobody reads the output
         rt = self.rt
