@@ -9,13 +9,15 @@ keeps the block's counters. What stays per item is described in ``docs/batching.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Any, cast
 
 from ..batching import Batch
 from ..block import Retry
 from ..errors import BlockError
-from .cancelling import carrying_interrupts
+from .cancelling import carrying_interrupts, from_sync
 from .channel import ChannelClosed
 from .envelope import Envelope
 from .ordering import Sequencer
@@ -26,6 +28,13 @@ if TYPE_CHECKING:
 __all__ = ["BatchLengthError", "BatchRunner"]
 
 _perf = time.perf_counter
+_EMPTY = "empty"  # no batch to take now: the input is empty, or max_wait has to run on the loop
+_PAUSE = "pause"  # the output is full
+_STOPPED = "stopped"  # the run is ending
+
+# A batch the thread could not finish by itself: its items, and the function's outcome (the
+# exception it raised, or what it returned), and when the call began.
+_Unfinished = tuple[list[Envelope], Any, float]
 
 
 class BatchLengthError(ValueError):
@@ -41,6 +50,15 @@ class BatchRunner:
     async def run(self, batch: Batch) -> None:
         rt = self.rt
         workers = rt.opts.workers
+        if (
+            workers == 1
+            and rt.pool is not None
+            and rt.procpool is None
+            and rt.kind == "function"
+            and rt.opts.timeout is None
+        ):
+            await BatchPuller(self, batch).run()
+            return
         seq = (
             Sequencer(workers * batch.max_size, rt.out.put)
             if rt.opts.ordered and workers > 1
@@ -106,11 +124,18 @@ class BatchRunner:
             if envs:
                 await self._run(envs, numbers, seq)
 
-    async def _run(self, envs: list[Envelope], numbers: list[int], seq: Sequencer | None) -> None:
+    async def _run(
+        self,
+        envs: list[Envelope],
+        numbers: list[int],
+        seq: Sequencer | None,
+        first: tuple[Any, float] | None = None,
+    ) -> None:
         """Call the function on a batch. A raised exception fails the call, and so every item
         still to do; an exception *returned* in an item's place (``asyncio.gather(...,
         return_exceptions=True)`` style) fails that item only. Either way ``af.Retry`` calls the
-        function again on the failed items."""
+        function again on the failed items. ``first``: the first call was already made (by a
+        :class:`BatchPuller` thread): what it returned or raised, and when it began."""
         rt = self.rt
         values = [env.value for env in envs]
         policy = rt.opts.on_error
@@ -120,11 +145,16 @@ class BatchRunner:
         pending = list(range(len(envs)))
         attempt = 0
         returned = False
-        t0 = _perf()
+        t0 = _perf() if first is None else first[1]
         while True:
             attempt += 1
             try:
-                results = await rt._call([values[i] for i in pending])
+                if first is not None and attempt == 1:
+                    results = first[0]
+                    if isinstance(results, BaseException):
+                        raise results
+                else:
+                    results = await rt._call([values[i] for i in pending])
                 if not isinstance(results, list | tuple) or len(results) != len(pending):
                     found = (
                         f"{len(results)} results"
@@ -185,3 +215,189 @@ class BatchRunner:
         if undelivered:  # several items of the batch failed: each one is reported
             msg = f"block {rt.name!r}: {len(undelivered)} items of a batch failed"
             raise ExceptionGroup(msg, undelivered)
+
+
+class BatchPuller:
+    """A batched thread block with one worker (no ``timeout``) whose thread takes its batches
+    itself.
+
+    The general path forms each batch on the event loop and hands it to the thread with
+    ``run_in_executor``: between two calls the device waits while the result travels to the
+    loop, the loop wakes, forms the next batch and the thread wakes again (a fraction of a
+    millisecond on an idle machine, more on a busy one). Here the thread, once a call returns,
+    hands the results to the loop with ``call_soon_threadsafe`` and takes the next batch
+    straight from the block's input: everything ready, up to ``max_size`` (with ``max_wait >
+    0``, only a full batch: a shorter one goes back to the loop, which waits up to ``max_wait``
+    for more as the general path does). The loop steps in when the input is empty, when the
+    output is full, and when a call fails (retries, skips, dead letters and per-item errors
+    take the general path, :meth:`BatchRunner._run`, from the call that failed).
+
+    Order, ``max_age`` (checked as the batch is taken), the block's bound (a thread takes no
+    batch while the outputs on their way or waiting would not fit the output) and every counter
+    (updated on the event loop) hold as on the general path.
+    """
+
+    def __init__(self, runner: BatchRunner, batch: Batch) -> None:
+        self.runner = runner
+        self.rt = runner.rt
+        self.max_size = batch.max_size
+        self.max_wait = batch.max_wait
+        # Under ``lock``: outputs handed to the loop. On the loop: outputs taken in, outputs
+        # that found the output channel full (sent on by the driver, in order).
+        self.lock = threading.Lock()
+        self.sent = 0
+        self.received = 0
+        self.held: deque[Envelope] = deque()
+        self.stopping = False
+
+    async def run(self) -> None:
+        try:
+            await self._drive()
+        finally:
+            self.stopping = True
+
+    def _blocked(self) -> bool:
+        """Whether the thread must not take another batch now: outputs wait for room, or the
+        ones on their way overfill the output. Like the general path, the thread may run one
+        batch whose outputs then wait for room (in ``held``, sent on by the driver)."""
+        if self.held:
+            return True
+        out = self.rt.out
+        return not out.leaky and len(out._buf) + self.sent - self.received > out.capacity
+
+    async def _drive(self) -> None:
+        rt = self.rt
+        inq = rt.inq
+        buf = inq._buf
+        loop = asyncio.get_running_loop()
+        while True:
+            if self.held:
+                # Outputs wait for room. (Nothing else holds the thread back here: the results
+                # it handed over before returning have all been taken in by now.)
+                await self._flush()
+                continue
+            if not buf:
+                if inq.closed:
+                    return
+                await inq.wait_readable()
+                continue
+            if self.max_wait > 0 and len(buf) < self.max_size:
+                await self._collect()
+                continue
+            result = await loop.run_in_executor(rt.pool, self._pull, loop)
+            if isinstance(result, tuple):
+                envs, outcome, t0 = result
+                await self._flush()  # what came before the failed batch leaves first
+                await self.runner._run(envs, [-1] * len(envs), None, (outcome, t0))
+
+    async def _collect(self) -> None:
+        """One batch the general way: hold the first item, wait up to ``max_wait`` for more."""
+        rt = self.rt
+        inq = rt.inq
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.max_wait
+        envs: list[Envelope] = []
+        max_age = rt.opts.max_age
+        while len(envs) < self.max_size:
+            if not inq._buf:
+                remaining = deadline - loop.time()
+                if inq.closed or remaining <= 0:
+                    break
+                try:
+                    async with asyncio.timeout(remaining):
+                        await inq.wait_readable()
+                except TimeoutError:
+                    break
+                if not inq._buf:
+                    break
+            env = inq.get_nowait()
+            if max_age is not None and _perf() - env.born > max_age:
+                rt._drop_stale(env)
+            else:
+                envs.append(env)
+        if envs:
+            await self.runner._run(envs, [-1] * len(envs), None)
+
+    async def _flush(self) -> None:
+        held = self.held
+        put = self.rt.out.put
+        while held:
+            await put(held[0])
+            held.popleft()
+
+    # -- in the block's thread ----------------------------------------------------------------
+
+    def _pull(self, loop: asyncio.AbstractEventLoop) -> str | _Unfinished:
+        """Take and run batches until the input has none ready, the output is full, a call
+        fails or the run stops."""
+        rt = self.rt
+        inq = rt.inq
+        buf = inq._buf
+        fn = rt.fn
+        max_size = self.max_size
+        need = max_size if self.max_wait > 0 else 1
+        max_age = rt.opts.max_age
+        call = loop.call_soon_threadsafe
+        lock = self.lock
+        perf = _perf
+        while not self.stopping:
+            with lock:
+                if self._blocked():
+                    return _PAUSE
+                if len(buf) < need:
+                    return _EMPTY
+                envs = [buf.popleft() for _ in range(min(len(buf), max_size))]
+            if inq._putters:
+                call(inq._wake_putter)
+            if max_age is not None:
+                now = perf()
+                stale = [env for env in envs if now - env.born > max_age]
+                if stale:
+                    call(self._stale, stale)
+                    envs = [env for env in envs if now - env.born <= max_age]
+                    if not envs:
+                        continue
+            t0 = perf()
+            try:
+                results = fn([env.value for env in envs])
+            except (Exception, asyncio.CancelledError) as exc:
+                return envs, from_sync(exc), t0
+            dt = perf() - t0
+            if (
+                not isinstance(results, list | tuple)
+                or len(results) != len(envs)
+                or any(isinstance(r, BaseException) for r in results)
+            ):
+                return envs, results, t0
+            with lock:
+                self.sent += len(envs)
+            call(self._deliver, envs, results, dt)
+        return _STOPPED
+
+    # -- on the event loop --------------------------------------------------------------------
+
+    def _stale(self, envs: list[Envelope]) -> None:
+        for env in envs:
+            self.rt._drop_stale(env)
+
+    def _deliver(
+        self, envs: list[Envelope], results: list[Any] | tuple[Any, ...], dt: float
+    ) -> None:
+        self.received += len(envs)
+        if self.stopping:
+            return  # the run was cancelled while the call ran: nobody reads the output
+        rt = self.rt
+        rt.busy_s += dt
+        rt.latencies.append(dt)
+        rt.batches += 1
+        size = len(envs)
+        rt.batch_sizes[size] = rt.batch_sizes.get(size, 0) + 1
+        rt.completed += size
+        out = rt.out
+        held = self.held
+        for env, result in zip(envs, results, strict=True):
+            env.value = result
+            if held or (not out.leaky and len(out._buf) >= out.capacity):
+                held.append(env)
+            else:
+                out.put_nowait(env)

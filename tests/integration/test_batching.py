@@ -620,6 +620,162 @@ async def test_overflow_drops_are_counted_per_item() -> None:
     assert stats.balanced
 
 
+# -- a thread that takes its next batch itself -----------------------------------------------
+
+
+class ThreadGate:
+    """Holds the first call of a thread batch function until released."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def first_call(self) -> None:
+        if not self.gate.is_set():
+            self.entered.set()
+            assert self.gate.wait(10), "the test never released the first call"
+
+
+async def test_a_thread_takes_every_ready_item_as_its_call_returns() -> None:
+    held = ThreadGate()
+    seen: list[list[int]] = []
+    threads: set[int] = set()
+
+    @af.block(batch=af.Batch(max_size=3, max_wait=0))
+    def embed(items: list[int]) -> list[int]:
+        seen.append(list(items))
+        threads.add(threading.get_ident())
+        held.first_call()
+        return [10 * x for x in items]
+
+    async with af.Pipeline(embed).open() as running:
+        first = asyncio.create_task(running.submit(0))
+        await wait_event(held.entered, "first call entered")
+        queued = [asyncio.create_task(running.submit(x)) for x in range(1, 8)]
+        await wait_until(lambda: running.statistics()["embed"].queue_depth == 7, "7 queued")
+        held.gate.set()
+        async with asyncio.timeout(5):
+            answers = await asyncio.gather(first, *queued)
+        stats = running.statistics()["embed"]
+
+    # The device is never kept waiting for the loop: each call takes what was ready.
+    assert answers == [10 * x for x in range(8)]
+    assert seen == [[0], [1, 2, 3], [4, 5, 6], [7]]
+    assert len(threads) == 1
+    assert stats.batch_sizes == {1: 2, 3: 2}
+    assert stats.completed == stats.emitted == 8
+    assert stats.balanced
+
+
+async def test_a_thread_takes_only_full_batches_and_leaves_a_short_one_to_max_wait() -> None:
+    held = ThreadGate()
+    seen: list[list[int]] = []
+
+    @af.block(batch=af.Batch(max_size=3, max_wait=LONG))
+    def embed(items: list[int]) -> list[int]:
+        seen.append(list(items))
+        held.first_call()
+        return [x + 1 for x in items]
+
+    async with af.Pipeline(embed).open() as running:
+        firsts = [asyncio.create_task(running.submit(x)) for x in range(3)]
+        await wait_event(held.entered, "first call entered")
+        queued = [asyncio.create_task(running.submit(x)) for x in range(3, 7)]
+        await wait_until(lambda: running.statistics()["embed"].queue_depth == 4, "4 queued")
+        held.gate.set()
+        # 3, 4, 5 make a full batch; 6 alone waits for more rather than being called alone.
+        await wait_until(lambda: len(seen) == 2, "the full batch called")
+        await wait_until(lambda: running.statistics()["embed"].in_flight == 1, "6 held")
+        await asyncio.sleep(0.02)
+        assert seen == [[0, 1, 2], [3, 4, 5]]
+        last = [asyncio.create_task(running.submit(x)) for x in (7, 8)]
+        async with asyncio.timeout(5):
+            answers = await asyncio.gather(*firsts, *queued, *last)
+        stats = running.statistics()["embed"]
+
+    assert answers == [x + 1 for x in range(9)]
+    assert seen == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
+    assert stats.batch_sizes == {3: 3}
+    assert stats.balanced
+
+
+async def test_a_thread_drops_the_items_that_went_stale_while_its_call_ran() -> None:
+    held = ThreadGate()
+    seen: list[list[int]] = []
+
+    @af.block(batch=af.Batch(max_size=8, max_wait=0), max_age=0.05)
+    def embed(items: list[int]) -> list[int]:
+        seen.append(list(items))
+        held.first_call()
+        return [-x for x in items]
+
+    async with af.Pipeline(embed).open() as running:
+        first = asyncio.create_task(running.submit(1))
+        await wait_event(held.entered, "first call entered")
+        stale = [asyncio.create_task(running.submit(x)) for x in (2, 3)]
+        await wait_until(lambda: running.statistics()["embed"].queue_depth == 2, "2 queued")
+        await asyncio.sleep(0.1)  # both are now older than max_age
+        held.gate.set()
+        async with asyncio.timeout(5):
+            results = await asyncio.gather(first, *stale, return_exceptions=True)
+            assert await running.submit(4) == -4
+        stats = running.statistics()["embed"]
+
+    assert results[0] == -1
+    for dropped in results[1:]:
+        assert isinstance(dropped, af.ItemDropped), repr(dropped)
+        assert dropped.reason == "stale"
+    assert seen == [[1], [4]]
+    assert stats.dropped_by == {"stale": 2}
+    assert stats.completed == 2
+    assert stats.balanced
+
+
+@pytest.mark.parametrize("failure", ["raised", "returned"])
+async def test_a_failing_batch_in_the_thread_fails_its_items_only_in_order(failure: str) -> None:
+    def embed(items: list[int]) -> list[Any]:
+        if failure == "raised" and 13 in items:
+            msg = "batch with 13"
+            raise ValueError(msg)
+        return [ValueError(f"{x} is bad") if x == 13 else x * 2 for x in items]
+
+    blk = af.block(embed, name="embed", batch=af.Batch(max_size=4, max_wait=0), on_error="skip")
+    pipe = af.Pipeline(blk, af.block(name="slow_sink", queue_size=1)(_yield_once))
+    async with asyncio.timeout(10):
+        out = await pipe.run(range(40))
+
+    stats = pipe.statistics()["embed"]
+    skipped = {13} if failure == "returned" else set()
+    if failure == "raised":
+        # The batch holding 13 is skipped whole; which items it held depends on what was ready.
+        assert stats.skipped == 40 - len(out) >= 1
+        skipped = set(range(40)) - {x // 2 for x in out}
+        assert 13 in skipped
+    assert out == [2 * x for x in range(40) if x not in skipped]
+    assert stats.completed + stats.skipped == 40
+    assert stats.balanced
+    assert pipe.statistics()["slow_sink"].balanced
+
+
+async def _yield_once(x: int) -> int:
+    await asyncio.sleep(0)
+    return x
+
+
+async def test_a_thread_never_overfills_a_slow_output_and_keeps_order() -> None:
+    def embed(items: list[int]) -> list[int]:
+        return [x + 1000 for x in items]
+
+    blk = af.block(embed, name="embed", batch=af.Batch(max_size=8, max_wait=0))
+    pipe = af.Pipeline(blk, af.block(name="slow_sink", queue_size=1)(_yield_once))
+    async with asyncio.timeout(10):
+        out = await pipe.run(range(300))
+    assert out == [x + 1000 for x in range(300)]
+    for stats in pipe.statistics().values():
+        assert stats.received == stats.completed == stats.emitted == 300
+        assert stats.balanced
+
+
 # -- graph errors ---------------------------------------------------------------------------
 
 
