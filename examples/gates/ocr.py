@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,9 +26,11 @@ SHA256 = {
     DET_MODEL: "090f04abcd9d9a7498bc4ebf677e4cb9bdce1fe4197ddb7e529f1ef44e1ff94f",
     REC_MODEL: "6f327246b50388f3c176ae304bd95767ea6dc0c9ae92153ef8cbe210b3c14884",
 }
-DET_SIZE = (480, 256)  # W, H: multiples of 32 (640x352 reads no better here, at 1.7x the cost)
+DET_WIDTH = 480  # the detector's input width; its height follows the frame's aspect
 REC_HEIGHT = 48
-REC_WIDTH = 192  # crops are resized to this fixed width so that they batch together
+# Crops keep their aspect: resized to 48 px high, then padded on the right to the next of these
+# widths, so that crops of similar width batch together (OnnxModel runs one call per shape).
+REC_WIDTHS = (128, 192, 256, 320)
 PLATE_CHARS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
@@ -53,8 +54,16 @@ def normalise(bgr: np.ndarray) -> np.ndarray:
     return (bgr.astype(np.float32) / 127.5 - 1.0).transpose(2, 0, 1)
 
 
-def det_input(image: np.ndarray) -> np.ndarray:
-    return normalise(cv2.resize(image, DET_SIZE, interpolation=cv2.INTER_LINEAR))
+def det_size(shape: tuple[int, ...], width: int = DET_WIDTH) -> tuple[int, int]:
+    """(W, H) of the detector's input for frames of ``shape``: ``width`` wide (a multiple of
+    32), as high as the frame's aspect makes it, rounded to a multiple of 32."""
+    height = max(32, round(width * shape[0] / shape[1] / 32) * 32)
+    return width, height
+
+
+def det_input(image: np.ndarray, width: int = DET_WIDTH) -> np.ndarray:
+    size = det_size(image.shape, width)
+    return normalise(cv2.resize(image, size, interpolation=cv2.INTER_AREA))
 
 
 @dataclass(frozen=True)
@@ -116,22 +125,30 @@ def order_points(pts: np.ndarray) -> np.ndarray:
 
 
 def crop(image: np.ndarray, box: Box) -> np.ndarray:
-    """The box's pixels, straightened and resized to the recogniser's input size (48 x 192)."""
-    dst = np.array(
-        [[0, 0], [REC_WIDTH, 0], [REC_WIDTH, REC_HEIGHT], [0, REC_HEIGHT]], dtype=np.float32
-    )
+    """The box's pixels, straightened, 48 px high and as wide as the box's aspect makes it
+    (at most the widest of ``REC_WIDTHS``: a longer line is squeezed)."""
+    top = float(np.linalg.norm(box.points[1] - box.points[0]))
+    side = float(np.linalg.norm(box.points[3] - box.points[0]))
+    width = int(np.clip(round(REC_HEIGHT * top / max(side, 1.0)), 16, REC_WIDTHS[-1]))
+    dst = np.array([[0, 0], [width, 0], [width, REC_HEIGHT], [0, REC_HEIGHT]], dtype=np.float32)
     matrix = cv2.getPerspectiveTransform(box.points, dst)
     return cv2.warpPerspective(
         image,
         matrix,
-        (REC_WIDTH, REC_HEIGHT),
-        flags=cv2.INTER_LINEAR,
+        (width, REC_HEIGHT),
+        flags=cv2.INTER_AREA if side > 2 * REC_HEIGHT else cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_REPLICATE,
     )
 
 
 def rec_input(crop_bgr: np.ndarray) -> np.ndarray:
-    return normalise(crop_bgr)
+    """The recogniser's input: the normalised crop, padded on the right with zeros (mid grey,
+    as PaddleOCR pads) to the next width in ``REC_WIDTHS``."""
+    width = crop_bgr.shape[1]
+    bucket = next((w for w in REC_WIDTHS if w >= width), REC_WIDTHS[-1])
+    x = np.zeros((3, REC_HEIGHT, bucket), np.float32)
+    x[:, :, :width] = normalise(crop_bgr)
+    return x
 
 
 class CtcDecoder:
@@ -159,32 +176,61 @@ class CtcDecoder:
         return "".join(text), float(np.mean(scores)) if scores else 0.0
 
 
-# Letters and digits that look alike, for correcting a read against the plate format.
-TO_LETTER = {"0": "D", "1": "J", "2": "Z", "4": "A", "5": "S", "6": "G", "7": "T", "8": "B"}
-TO_DIGIT = {
-    "D": "0",
-    "J": "1",
-    "Z": "2",
-    "A": "4",
-    "S": "5",
-    "G": "6",
-    "T": "7",
-    "B": "8",
-    "O": "0",
-    "I": "1",
-    "Q": "0",
-    "U": "0",
-    "L": "1",
-}
-PLATE_RE = re.compile(r"^[A-HJ-NPR-Z]{3}[0-9]{4}$")
+@dataclass(frozen=True)
+class PlateRules:
+    """What a text box must look like to be read as a plate (``plate_like``).
+
+    The detector's boxes are text lines grown by 60% of their height, so a plate's line of 4-10
+    characters (each 0.5-0.9 of the text's height wide) makes a box 1.6 to 6 times as wide as
+    high; the bounds leave room for wide fonts, spacing and perspective. Text under 8 px high
+    is not readable (nor read correctly by PP-OCR), a plate's text stays within 30 degrees of
+    level. A plate's text is dark on a light ground or light on a dark one: the ground
+    (Otsu's larger class) covers most of the box, differs clearly from the strokes, and is
+    even, so the strip along the box's top and bottom edges (the plate's margin) is the
+    ground's colour.
+    """
+
+    min_aspect: float = 1.3
+    max_aspect: float = 8.0
+    min_text_px: float = 8.0
+    max_tilt_deg: float = 30.0
+    min_contrast: float = 24.0  # grey levels between ground and strokes
+    min_ground: float = 0.45  # share of the box's pixels in the ground class
+    min_margin: float = 0.6  # share of the edge strips' pixels in the ground class
 
 
-def correct(text: str) -> str | None:
-    """Fit a raw read to the plate format (3 letters, 4 digits), or None if it cannot."""
-    text = text.replace(" ", "")
-    if len(text) != 7:
-        return None
-    fixed = "".join(TO_LETTER.get(c, c) for c in text[:3]) + "".join(
-        TO_DIGIT.get(c, c) for c in text[3:]
-    )
-    return fixed if PLATE_RE.match(fixed) else None
+DEFAULT_PLATE_RULES = PlateRules()
+
+
+def plate_like(image: np.ndarray, box: Box, rules: PlateRules = DEFAULT_PLATE_RULES) -> str | None:
+    """None when ``box`` may hold a plate's text, else why not: ``"shape"`` or ``"ground"``."""
+    p = box.points
+    top = float(np.linalg.norm(p[1] - p[0]))
+    side = float(np.linalg.norm(p[3] - p[0]))
+    if side < 1.0:
+        return "shape"
+    tilt = abs(float(np.degrees(np.arctan2(p[1][1] - p[0][1], p[1][0] - p[0][0]))))
+    if (
+        not rules.min_aspect <= top / side <= rules.max_aspect
+        or side / 1.6 < rules.min_text_px
+        or min(tilt, 180 - tilt) > rules.max_tilt_deg
+    ):
+        return "shape"
+    return None if ground_ok(crop(image, box), rules) else "ground"
+
+
+def ground_ok(crop_bgr: np.ndarray, rules: PlateRules = DEFAULT_PLATE_RULES) -> bool:
+    """Whether a straightened crop shows text on an even, contrasting ground (see PlateRules)."""
+    grey = cv2.cvtColor(crop_bgr, cv2.COLOR_BGR2GRAY)
+    _threshold, binary = cv2.threshold(grey, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    light = binary > 0
+    # The ground is the larger class; the strokes the smaller.
+    ground = light if light.mean() >= 0.5 else ~light
+    if ground.mean() < rules.min_ground or ground.all():
+        return False
+    contrast = abs(float(grey[ground].mean()) - float(grey[~ground].mean()))
+    if contrast < rules.min_contrast:
+        return False
+    strip = max(2, grey.shape[0] // 8)
+    margin = np.concatenate([ground[:strip].ravel(), ground[-strip:].ravel()])
+    return bool(margin.mean() >= rules.min_margin)
