@@ -3,8 +3,9 @@
     source (video_source)            frames of every camera
     >> prepare                       resize and normalise for the detector (2 threads)
     >> detect                        PP-OCR text detection, OnnxModel, batched, 2 sessions
-    >> find_plates                   boxes from the probability map, kept when plate-like;
-                                     one item per crop, at its own aspect
+    >> find_plates                   boxes from the probability map, kept when plate-like,
+                                     cropped at their own aspect
+    >> split                         one item per crop; text standing still read now and then
     >> recognize                     PP-OCR text recognition, OnnxModel, batched by width
     >> read_text                     CTC decoding; the read fitted to the plate formats
     >> regroup                       the reads of one frame back together (keyed by camera)
@@ -83,25 +84,39 @@ def build(
     )
 
     @af.block(workers=2)
-    def find_plates(item: dict[str, Any]) -> Any:
-        """One item per plate-like text box (with its crop), or one empty item for a frame
-        with none; each carries the frame's counts of boxes left out."""
+    def find_plates(item: dict[str, Any]) -> dict[str, Any]:
+        """The frame's plate-like text boxes, each with its recogniser input, and the counts
+        of the boxes left out."""
         frame = item["frame"]
         found = ocr.boxes_from_map(item["prob"], frame.image.shape)
-        dropped = {"boxes": len(found), "shape": 0, "ground": 0}
+        dropped = {"boxes": len(found), "edge": 0, "shape": 0, "ground": 0}
         boxes = []
         for box in found:
             why = ocr.plate_like(frame.image, box, plate_rules)
             if why is None:
-                boxes.append(box)
+                boxes.append((box, ocr.rec_input(ocr.crop(frame.image, box))))
             else:
                 dropped[why] += 1
-        if not boxes:
-            yield {"frame": frame, "k": 0, "n": 0, "dropped": dropped}
+        return {"frame": frame, "boxes": boxes, "dropped": dropped}
+
+    def camera(item: dict[str, Any]) -> str:
+        return str(item["frame"].stream)
+
+    @af.block(key=camera, state=track.StillText)
+    async def split(record: dict[str, Any], still: track.StillText) -> Any:
+        """One item per box to read, or one empty item for a frame with none. Text that has
+        not moved for a while (a sign) is read again only now and then (``StillText``): its
+        box goes to the tracker as held, without a read."""
+        frame, boxes = record["frame"], record["boxes"]
+        hold = still.hold(frame.index, [box.rect for box, _ in boxes])
+        held = [box.rect for (box, _), h in zip(boxes, hold, strict=True) if h]
+        fresh = [(box, x) for (box, x), h in zip(boxes, hold, strict=True) if not h]
+        common = {"frame": frame, "n": len(fresh), "dropped": record["dropped"], "held": held}
+        if not fresh:
+            yield {**common, "k": 0}
             return
-        for k, box in enumerate(boxes):
-            x = ocr.rec_input(ocr.crop(frame.image, box))
-            yield {"frame": frame, "k": k, "n": len(boxes), "box": box, "x": x, "dropped": dropped}
+        for k, (box, x) in enumerate(fresh):
+            yield {**common, "k": k, "box": box, "x": x}
 
     recognize = OnnxModel(
         rec_path,
@@ -121,9 +136,6 @@ def build(
         text = plates.normalise(raw, formats)
         return {**item, "probs": None, "raw": raw, "text": text, "confidence": confidence}
 
-    def camera(item: dict[str, Any]) -> str:
-        return str(item["frame"].stream)
-
     @af.block(key=camera, state=list)
     async def regroup(item: dict[str, Any], pending: list[dict[str, Any]]) -> Any:
         """Crops of one frame arrive together and in order: gather them into one record."""
@@ -131,7 +143,12 @@ def build(
             pending.append(item)
             if item["k"] < item["n"] - 1:
                 return
-        yield {"frame": item["frame"], "reads": list(pending), "dropped": item["dropped"]}
+        yield {
+            "frame": item["frame"],
+            "reads": list(pending),
+            "held": item["held"],
+            "dropped": item["dropped"],
+        }
         pending.clear()
 
     class PlateTracker(af.Block):
@@ -147,6 +164,7 @@ def build(
             counts = state.counts
             counts.frames += 1
             counts.boxes += item["dropped"]["boxes"]
+            counts.at_edge += item["dropped"]["edge"]
             counts.not_plate_shape += item["dropped"]["shape"]
             counts.not_plate_ground += item["dropped"]["ground"]
             reads: list[track.Read] = []
@@ -157,6 +175,8 @@ def build(
                     else:
                         counts.unread += 1
                 reads.append((read["box"].rect, read["text"], read["confidence"]))
+            counts.held += len(item["held"])
+            reads += [(rect, None, 0.0) for rect in item["held"]]
             labelled, events = track.update(
                 state, frame.stream, frame.index, frame.timestamp, reads, track_rules
             )
@@ -214,6 +234,7 @@ def build(
         prepare,
         detect,
         find_plates,
+        split,
         recognize,
         read_text,
         regroup,

@@ -180,57 +180,74 @@ class CtcDecoder:
 class PlateRules:
     """What a text box must look like to be read as a plate (``plate_like``).
 
-    The detector's boxes are text lines grown by 60% of their height, so a plate's line of 4-10
-    characters (each 0.5-0.9 of the text's height wide) makes a box 1.6 to 6 times as wide as
-    high; the bounds leave room for wide fonts, spacing and perspective. Text under 8 px high
-    is not readable (nor read correctly by PP-OCR), a plate's text stays within 30 degrees of
-    level. A plate's text is dark on a light ground or light on a dark one: the ground
-    (Otsu's larger class) covers most of the box, differs clearly from the strokes, and is
-    even, so the strip along the box's top and bottom edges (the plate's margin) is the
-    ground's colour.
+    Shape: the detector's boxes are text lines, so a plate's line of 4-10 characters (each
+    0.5-0.9 of the text's height wide) makes a box 1.3 to 8 times as wide as high, the bounds
+    leaving room for wide fonts, spacing and perspective; a box under 8 px high holds no
+    readable text, and a plate's text stays within 30 degrees of level.
+
+    Ground: a plate is a board, so the text stands out from its ground (Otsu's larger class of
+    the crop) by ``min_contrast`` grey levels, and the ground ends a little beyond the text: in
+    the bands from 0.6 to 1.0 box heights above and below the box, at most ``max_surface`` of
+    the pixels have the ground's colour. Text painted on a wider surface (lettering on a van's
+    side, markings on the road, a word on a wall) fails this; so would a plate exactly the
+    colour of the car around it.
     """
 
     min_aspect: float = 1.3
     max_aspect: float = 8.0
-    min_text_px: float = 8.0
+    min_height_px: float = 8.0
     max_tilt_deg: float = 30.0
-    min_contrast: float = 24.0  # grey levels between ground and strokes
-    min_ground: float = 0.45  # share of the box's pixels in the ground class
-    min_margin: float = 0.6  # share of the edge strips' pixels in the ground class
+    min_contrast: float = 20.0
+    max_surface: float = 0.8
 
 
 DEFAULT_PLATE_RULES = PlateRules()
 
 
 def plate_like(image: np.ndarray, box: Box, rules: PlateRules = DEFAULT_PLATE_RULES) -> str | None:
-    """None when ``box`` may hold a plate's text, else why not: ``"shape"`` or ``"ground"``."""
+    """None when ``box`` may hold a plate's text, else why not: ``"edge"`` (it touches the
+    frame's edge), ``"shape"`` or ``"ground"``."""
     p = box.points
     top = float(np.linalg.norm(p[1] - p[0]))
     side = float(np.linalg.norm(p[3] - p[0]))
     if side < 1.0:
         return "shape"
     tilt = abs(float(np.degrees(np.arctan2(p[1][1] - p[0][1], p[1][0] - p[0][0]))))
+    x0, y0, x1, y1 = box.rect
+    height, width = image.shape[:2]
+    if x0 < 1 or y0 < 1 or x1 > width - 2 or y1 > height - 2:
+        return "edge"  # the text may go on beyond the frame: read it once fully in view
     if (
         not rules.min_aspect <= top / side <= rules.max_aspect
-        or side / 1.6 < rules.min_text_px
+        or side < rules.min_height_px
         or min(tilt, 180 - tilt) > rules.max_tilt_deg
     ):
         return "shape"
-    return None if ground_ok(crop(image, box), rules) else "ground"
+    return None if on_a_board(image, box, crop(image, box), rules) else "ground"
 
 
-def ground_ok(crop_bgr: np.ndarray, rules: PlateRules = DEFAULT_PLATE_RULES) -> bool:
-    """Whether a straightened crop shows text on an even, contrasting ground (see PlateRules)."""
+def on_a_board(
+    image: np.ndarray, box: Box, crop_bgr: np.ndarray, rules: PlateRules = DEFAULT_PLATE_RULES
+) -> bool:
+    """Whether the text stands out from a ground that ends near it (see PlateRules)."""
     grey = cv2.cvtColor(crop_bgr, cv2.COLOR_BGR2GRAY)
-    _threshold, binary = cv2.threshold(grey, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    _, binary = cv2.threshold(grey, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     light = binary > 0
-    # The ground is the larger class; the strokes the smaller.
     ground = light if light.mean() >= 0.5 else ~light
-    if ground.mean() < rules.min_ground or ground.all():
+    if ground.all():
         return False
     contrast = abs(float(grey[ground].mean()) - float(grey[~ground].mean()))
     if contrast < rules.min_contrast:
         return False
-    strip = max(2, grey.shape[0] // 8)
-    margin = np.concatenate([ground[:strip].ravel(), ground[-strip:].ravel()])
-    return bool(margin.mean() >= rules.min_margin)
+    colour = crop_bgr[ground].astype(np.float32).mean(axis=0)
+    x0, y0, x1, y1 = box.rect
+    h = y1 - y0
+    bands = [
+        image[max(y0 - h, 0) : max(y0 - int(0.6 * h), 0), max(x0, 0) : max(x1, 0)],
+        image[y1 + int(0.6 * h) : y1 + h, max(x0, 0) : max(x1, 0)],
+    ]
+    pixels = np.concatenate([b.reshape(-1, 3) for b in bands]).astype(np.float32)
+    if len(pixels) == 0:
+        return True
+    like = np.linalg.norm(pixels - colour, axis=1) < 0.5 * contrast
+    return bool(like.mean() <= rules.max_surface)

@@ -147,10 +147,12 @@ def report(result: Result) -> None:
         )
     c = result.summary.counts
     print(
-        f"\n{c.boxes} text boxes: {c.not_plate_shape} not a plate's shape, {c.not_plate_ground} "
-        f"without a plate's ground, {c.unread} unread, {c.off_format} reads fitting no plate "
+        f"\n{c.boxes} text boxes: {c.at_edge} at the frame's edge, {c.not_plate_shape} not a "
+        f"plate's shape, {c.not_plate_ground} without a plate's ground, {c.held} of still "
+        f"text not read again\n{c.unread} crops unread, {c.off_format} reads fitting no plate "
         f"format (dropped)\n{c.tracks} tracks: {c.few_votes} with too few agreeing reads, "
-        f"{c.static} not moving, {c.duplicates} duplicates, {c.events} events"
+        f"{c.static} not moving, {c.on_vehicle} above a plate on its vehicle, "
+        f"{c.duplicates} duplicates, {c.events} events"
     )
     shown = None if result.truth is None else result.truth
     print(f"\n{len(result.events)} events ({result.answered} answered by the webhook)")

@@ -207,3 +207,32 @@ def test_tracker_makes_one_event_per_pass_of_a_moving_plate() -> None:
     assert [e["plate"] for e in events] == ["AB12CDE"]
     assert state.counts.static == 1
     assert state.counts.duplicates >= 1  # the pass, broken by the gap, gave one event
+
+
+def test_lettering_riding_above_a_plate_makes_no_event() -> None:
+    state = track.CameraState()
+    events = []
+    for i in range(12):
+        x = 30 * i
+        reads: list[track.Read] = [
+            ((x, 60, x + 90, 80), "FLEET7", 0.99),  # on the van's side, above its plate
+            ((x + 20, 120, x + 120, 140), "AB12CDE", 0.9),
+        ]
+        events += track.update(state, "cam", i, i / 10, reads)[1]
+    for t in list(state.tracks):
+        if (event := track.close(state, "cam", t)) is not None:
+            events.append(event)
+    assert [e["plate"] for e in events] == ["AB12CDE"]
+    assert state.counts.on_vehicle == 1
+
+
+def test_still_text_is_read_now_and_then_moving_text_every_frame() -> None:
+    still = track.StillText(still_frames=5, every=10)
+    held = [
+        still.hold(i, [(500, 20, 600, 50), (30 * i, 100, 30 * i + 120, 130)]) for i in range(30)
+    ]
+    sign = [h[0] for h in held]
+    plate = [h[1] for h in held]
+    assert not any(plate)
+    assert sign[:5] == [False] * 5  # read until it has stood still for 5 frames
+    assert sum(not h for h in sign[5:]) == 2  # then one frame in ten: frames 10 and 20
