@@ -367,11 +367,55 @@ def gates_section(gates: dict[str, Any]) -> list[str]:
     ]
 
 
+def gates_accuracy_section(acc: dict[str, Any]) -> list[str]:
+    """The flagship's accuracy per level (``run_all.py --only gates_accuracy`` or
+    ``bench_gates_accuracy.py --json benchmarks/results/gates_accuracy.json``)."""
+    goals = {"easy": 0.95, "medium": 0.95, "hard": 0.90}
+    lines = [
+        "| level | plate formats | plates read correctly | wrong events | duplicates "
+        "| of the bound |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for level in acc["levels"]:
+        ratio = sum(level["of_bound"]) / len(level["of_bound"])
+        for mode, t in level["modes"].items():
+            share = t["correct"] / max(t["shown"], 1)
+            goal = goals.get(level["level"])
+            mark = "" if goal is None else (" (met)" if share >= goal else " (NOT met)")
+            wrong = t["wrong"] / max(t["events"], 1)
+            dup = t["duplicates"] / max(t["events"], 1)
+            lines.append(
+                f"| {level['level']} | {'given' if mode == 'formats' else 'none'} | "
+                f"{t['correct']}/{t['shown']} = {share:.0%}{mark} | "
+                f"{t['wrong']}/{t['events']} = {wrong:.0%} | {t['duplicates']} = {dup:.0%} | "
+                f"{ratio:.2f} |"
+            )
+    seeds = ", ".join(str(s) for s in acc["levels"][0]["seeds"])
+    return [
+        "## The flagship's accuracy",
+        "",
+        "`benchmarks/bench_gates_accuracy.py`: for each difficulty level of the generator, "
+        f"{acc['cameras']} cameras x {acc['seconds']:g} s per seed (seeds {seeds}, which the "
+        "rules were not written against), run once with the plate formats the clips use (as "
+        "`make demo` does) and once with none (any plausible plate), scored against the ground "
+        "truth. Goals: plates read correctly >= 95% at easy and medium, >= 90% at hard; wrong "
+        "events and duplicates at most 2% of the events; frames/s at least 0.9 of the two "
+        "models alone on the same frames and crops (the bound, timed on the run with formats). "
+        f"({acc['file']}):",
+        "",
+        "\n".join(lines),
+        "",
+        "Where it fails and why: see [the gate-camera application](gates.md#accuracy).",
+        "",
+    ]
+
+
 def page(
     peers: dict[str, Any] | None,
     latency: dict[str, Any] | None,
     memory: dict[str, Any] | None,
     gates: dict[str, Any] | None = None,
+    gates_accuracy: dict[str, Any] | None = None,
 ) -> str:
     out = [
         "# Benchmarks",
@@ -604,6 +648,8 @@ def page(
         ]
     if gates is not None:
         out += gates_section(gates)
+    if gates_accuracy is not None:
+        out += gates_accuracy_section(gates_accuracy)
     out += ["## What we found", ""]
     if peers is not None and LOCKED in peers["cv"]["of_bound"]:
         cv = peers["cv"]
@@ -685,7 +731,9 @@ def main() -> None:
     peers, latency, memory = load("peers"), load("latency"), load("memory")
     if peers is None and latency is None and memory is None:
         raise SystemExit("no results in benchmarks/results: run benchmarks/run_all.py first")
-    args.out.write_text(page(peers, latency, memory, load("gates")), encoding="utf-8")
+    args.out.write_text(
+        page(peers, latency, memory, load("gates"), load("gates_accuracy")), encoding="utf-8"
+    )
     print(f"wrote {args.out.relative_to(ROOT)} and the plots in {IMG.relative_to(ROOT)}")
     for line in headline(peers):
         print(line)

@@ -92,11 +92,14 @@ def build(
         dropped = {"boxes": len(found), "edge": 0, "shape": 0, "ground": 0}
         boxes = []
         for box in found:
-            why = ocr.plate_like(frame.image, box, plate_rules)
+            why = ocr.plate_shape(frame.image.shape, box, plate_rules)
             if why is None:
-                boxes.append((box, ocr.rec_input(ocr.crop(frame.image, box))))
-            else:
-                dropped[why] += 1
+                cut = ocr.crop(frame.image, box)
+                if ocr.on_a_board(frame.image, box, cut, plate_rules):
+                    boxes.append((box, ocr.rec_input(cut)))
+                    continue
+                why = "ground"
+            dropped[why] += 1
         return {"frame": frame, "boxes": boxes, "dropped": dropped}
 
     def camera(item: dict[str, Any]) -> str:

@@ -207,23 +207,33 @@ DEFAULT_PLATE_RULES = PlateRules()
 def plate_like(image: np.ndarray, box: Box, rules: PlateRules = DEFAULT_PLATE_RULES) -> str | None:
     """None when ``box`` may hold a plate's text, else why not: ``"edge"`` (it touches the
     frame's edge), ``"shape"`` or ``"ground"``."""
+    why = plate_shape(image.shape, box, rules)
+    if why is None and not on_a_board(image, box, crop(image, box), rules):
+        why = "ground"
+    return why
+
+
+def plate_shape(
+    shape: tuple[int, ...], box: Box, rules: PlateRules = DEFAULT_PLATE_RULES
+) -> str | None:
+    """The geometric half of ``plate_like``: ``"edge"``, ``"shape"`` or None."""
     p = box.points
     top = float(np.linalg.norm(p[1] - p[0]))
     side = float(np.linalg.norm(p[3] - p[0]))
+    x0, y0, x1, y1 = box.rect
+    height, width = shape[:2]
+    if x0 < 1 or y0 < 1 or x1 > width - 2 or y1 > height - 2:
+        return "edge"  # the text may go on beyond the frame: read it once fully in view
     if side < 1.0:
         return "shape"
     tilt = abs(float(np.degrees(np.arctan2(p[1][1] - p[0][1], p[1][0] - p[0][0]))))
-    x0, y0, x1, y1 = box.rect
-    height, width = image.shape[:2]
-    if x0 < 1 or y0 < 1 or x1 > width - 2 or y1 > height - 2:
-        return "edge"  # the text may go on beyond the frame: read it once fully in view
     if (
         not rules.min_aspect <= top / side <= rules.max_aspect
         or side < rules.min_height_px
         or min(tilt, 180 - tilt) > rules.max_tilt_deg
     ):
         return "shape"
-    return None if on_a_board(image, box, crop(image, box), rules) else "ground"
+    return None
 
 
 def on_a_board(

@@ -208,9 +208,11 @@ async def main(args: argparse.Namespace) -> int:
     report(result)
     print(f"annotated videos: {out / 'annotated'}")
     score = result.score
-    if score is None:
+    # The demo checks itself; a run on your footage fails only when you ask it to.
+    bar = args.min_accuracy if args.min_accuracy is not None else None if args.source else 0.8
+    if score is None or bar is None:
         return 0
-    return 0 if score.correct / max(score.shown, 1) >= args.min_accuracy else 1
+    return 0 if score.correct / max(score.shown, 1) >= bar else 1
 
 
 def load_truth(path: Path) -> dict[str, list[str]]:
@@ -268,8 +270,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--min-accuracy",
         type=float,
-        default=0.8,
-        help="with a ground truth: exit 1 below this share of plates read correctly",
+        default=None,
+        help="with a ground truth: exit 1 below this share of plates read correctly "
+        "(default: 0.8 for the demo's own clips, none with --source)",
     )
     return p
 

@@ -3,8 +3,8 @@
 Each frame's reads (a box, the plate it shows or None, the recogniser's confidence) join the
 camera's tracks: a read goes to the track whose box, moved on by the track's last step, overlaps
 it most (IoU), preferring a track whose leading plate it agrees with; a confident track does not
-take another plate's read. A track unseen for ``patience_s`` seconds of the stream is closed and
-becomes an event only when
+take another plate's read. A track unseen for ``patience_s`` seconds of the stream (or
+``patience_frames`` frames) is closed and becomes an event only when
 
 * ``min_votes`` of its reads agree on the plate (the plate with the highest summed confidence
   wins, reads of it cut short by one character at either end counting for it): one misread
@@ -68,6 +68,7 @@ class TrackRules:
     """The tracker's rules (see the module's docstring)."""
 
     patience_s: float = 0.5
+    patience_frames: int = 50  # also closes a track, for streams whose clock stands still
     min_votes: int = 2
     min_travel: float = 1.0  # box heights
     dedupe_s: float = 3.0
@@ -253,7 +254,8 @@ def update(
         labelled.append((best.ident, rect, best.text))
     events = []
     for track in list(state.tracks):
-        if time - track.last_time >= rules.patience_s and frame > track.last_frame:
+        gap = frame - track.last_frame
+        if gap > 0 and (time - track.last_time >= rules.patience_s or gap >= rules.patience_frames):
             state.tracks.remove(track)
             event = close(state, camera, track, rules)
             if event is not None:
