@@ -2,4 +2,4 @@
 
 from examples.gates.run import cli
 
-raise SystemExit(cli())
+raise SystemExit(cli(prog="python -m examples.gates"))

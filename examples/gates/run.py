@@ -118,8 +118,10 @@ async def run_demo(
     seed: int = 7,
     webhook_delay: float = 0.05,
     events_file: Path | None = None,
+    formats: tuple[plates.PlateFormat, ...] | None = None,
 ) -> Result:
-    """Generate the videos (with the plate formats they use), serve the webhook, run."""
+    """Generate the videos, serve the webhook, run with ``formats`` (default: the formats the
+    generator drew)."""
     videos, _, drawn = synth.make_dataset(
         out, cameras=cameras, seconds=seconds, level=level, seed=seed
     )
@@ -127,7 +129,7 @@ async def run_demo(
     return await run_pipeline(
         {cam: str(path) for cam, path in videos.items()},
         out,
-        formats=plates.parse_formats(",".join(drawn)),
+        formats=plates.parse_formats(",".join(drawn)) if formats is None else formats,
         events_file=events_file,
         truth=truth,
         webhook_delay=webhook_delay,
@@ -202,6 +204,7 @@ async def main(args: argparse.Namespace) -> int:
             seed=args.seed,
             webhook_delay=args.webhook_delay,
             events_file=events_file,
+            formats=args.plate_format or None,
         )
         if args.ground_truth:
             result.truth = load_truth(Path(args.ground_truth))
@@ -238,8 +241,8 @@ def plate_formats(spec: str) -> tuple[plates.PlateFormat, ...]:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+def parser(prog: str | None = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=(__doc__ or "").splitlines()[0])
     p.add_argument(
         "--source",
         nargs="+",
@@ -256,7 +259,9 @@ def parser() -> argparse.ArgumentParser:
         "fixed (e.g. LL99LLL,LLL999); default: any plausible plate (the demo passes the "
         "formats it generated)",
     )
-    p.add_argument("--events", metavar="FILE", help="append each event to FILE as a JSON line")
+    p.add_argument(
+        "--events", metavar="FILE", help="write each event to FILE as a JSON line (a new file)"
+    )
     p.add_argument(
         "--ground-truth", metavar="FILE", help="score the run against {camera: [plates]} JSON"
     )
@@ -277,8 +282,8 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def cli(argv: list[str] | None = None) -> int:
-    return af.run(main(parser().parse_args(argv)))
+def cli(argv: list[str] | None = None, prog: str | None = None) -> int:
+    return af.run(main(parser(prog).parse_args(argv)))
 
 
 if __name__ == "__main__":

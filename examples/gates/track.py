@@ -2,9 +2,10 @@
 
 Each frame's reads (a box, the plate it shows or None, the recogniser's confidence) join the
 camera's tracks: a read goes to the track whose box, moved on by the track's last step, overlaps
-it most (IoU), preferring a track whose leading plate it agrees with; a confident track does not
-take another plate's read. A track unseen for ``patience_s`` seconds of the stream (or
-``patience_frames`` frames) is closed and becomes an event only when
+it most (IoU; or lies close along its way, see ``match``), preferring a track whose leading
+plate it agrees with; a confident track does not take another plate's read. A track unseen
+for ``patience_s`` seconds of the stream (or ``patience_frames`` frames) is closed and becomes
+an event only when
 
 * ``min_votes`` of its reads agree on the plate (the plate with the highest summed confidence
   wins, reads of it cut short by one character at either end counting for it): one misread
@@ -40,6 +41,23 @@ def iou(a: Rect, b: Rect) -> float:
 
 def centre(r: Rect) -> tuple[float, float]:
     return (r[0] + r[2]) / 2, (r[1] + r[3]) / 2
+
+
+def match(rect: Rect, predicted: Rect, gap: int) -> float:
+    """How well a box continues a track: the overlap (IoU) with where the track should be now,
+    or, for a box that moved further than its overlap shows (a small plate going fast, whose
+    track has no speed yet), a weak match when its centre is within one box width along and half
+    a box height across of the prediction in the next two frames."""
+    overlap = iou(rect, predicted)
+    if overlap > 0.1 or gap > 2:
+        return overlap
+    (cx, cy), (px, py) = centre(rect), centre(predicted)
+    width = max(rect[2] - rect[0], predicted[2] - predicted[0], 1)
+    height = max(rect[3] - rect[1], predicted[3] - predicted[1], 1)
+    h_ratio = (rect[3] - rect[1]) / max(predicted[3] - predicted[1], 1)
+    if abs(cx - px) < width and abs(cy - py) <= 0.5 * height and 0.67 <= h_ratio <= 1.5:
+        return 0.1 + 0.1 * (1 - abs(cx - px) / width)
+    return overlap
 
 
 def near_miss(a: str, b: str) -> bool:
@@ -218,7 +236,7 @@ def update(
         best: Track | None = None
         best_score = 0.1
         for track in free:
-            score = iou(rect, track.predicted(frame))
+            score = match(rect, track.predicted(frame), frame - track.last_frame)
             leader = track.text
             if text is not None and leader is not None:
                 if text == leader:

@@ -236,3 +236,21 @@ def test_still_text_is_read_now_and_then_moving_text_every_frame() -> None:
     assert not any(plate)
     assert sign[:5] == [False] * 5  # read until it has stood still for 5 frames
     assert sum(not h for h in sign[5:]) == 2  # then one frame in ten: frames 10 and 20
+
+
+def test_a_small_fast_plate_stays_one_track_and_the_other_lane_another() -> None:
+    state = track.CameraState()
+    # Frame 1: the plate moved 50 px, more than its 60 px box overlaps; the other lane's plate
+    # sits 80 px lower.
+    track.update(state, "cam", 0, 0.0, [((0, 100, 60, 114), "AB12CDE", 0.9)])
+    labelled, _ = track.update(
+        state,
+        "cam",
+        1,
+        0.1,
+        [((50, 101, 110, 115), "AB12CDE", 0.9), ((40, 180, 100, 194), "XY34ZZZ", 0.9)],
+    )
+    first, other = labelled
+    assert first[0] == 0
+    assert first[2] == "AB12CDE"
+    assert other[0] == 1
