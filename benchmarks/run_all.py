@@ -9,6 +9,9 @@
   pipeline with planted faults: the books balance, RSS over time, nothing left behind.
 * ``bench_process_frames.py``: a frame or a small object to a worker process and back, against
   ``ProcessPoolExecutor`` and a raw shared-memory ring.
+* ``bench_gates_accuracy.py``: the gate-camera application's accuracy per difficulty level and
+  its speed against its two models alone (only where ``make demo``'s packages are installed:
+  OpenCV, onnxruntime and the rapidocr models).
 
 Each part writes ``benchmarks/results/<part>.json`` (``<part>_quick.json`` in quick mode) with
 the machine, the versions of Python and of every library, and the date. ``benchmarks/report.py``
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
 import json
 import os
 import platform
@@ -43,7 +47,7 @@ import bench_peers  # noqa: E402
 import bench_process_frames  # noqa: E402
 import bench_soak  # noqa: E402
 
-PARTS = ("peers", "latency", "memory", "metrics", "soak", "process_frames")
+PARTS = ("peers", "latency", "memory", "metrics", "soak", "process_frames", "gates_accuracy")
 PACKAGES = (
     "aioflow",
     "uvloop",
@@ -108,7 +112,16 @@ def environment(mode: str) -> dict[str, Any]:
     }
 
 
+def gates_ready() -> bool:
+    """Whether the gate-camera part can run: ``make demo``'s packages are installed."""
+    return all(importlib.util.find_spec(m) is not None for m in ("cv2", "onnxruntime", "rapidocr"))
+
+
 def run_part(part: str, *, quick: bool, reps: int) -> dict[str, Any]:
+    if part == "gates_accuracy":
+        import bench_gates_accuracy
+
+        return bench_gates_accuracy.run_benchmark(quick=quick)
     if part == "peers":
         return bench_peers.run(quick=quick, reps=reps)
     if part == "latency":
@@ -123,7 +136,11 @@ def run_part(part: str, *, quick: bool, reps: int) -> dict[str, Any]:
 
 
 def print_part(part: str, res: dict[str, Any]) -> None:
-    if part == "peers":
+    if part == "gates_accuracy":
+        import bench_gates_accuracy
+
+        bench_gates_accuracy.print_results(res["levels"])
+    elif part == "peers":
         bench_peers.print_overhead(res["overhead"])
         bench_peers.print_cv(res["cv"])
     elif part == "latency":
@@ -166,7 +183,10 @@ def main() -> None:
     mode = "quick" if args.quick else "full"
     args.out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    for part in args.only or PARTS:
+    parts = args.only or [p for p in PARTS if p != "gates_accuracy" or gates_ready()]
+    if "gates_accuracy" not in parts and not args.only:
+        print("gates_accuracy: skipped, it needs make demo's packages (cv2, onnxruntime, rapidocr)")
+    for part in parts:
         meta = environment(mode)
         t0 = time.perf_counter()
         res = run_part(part, quick=args.quick, reps=args.reps)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,9 +26,11 @@ SHA256 = {
     DET_MODEL: "090f04abcd9d9a7498bc4ebf677e4cb9bdce1fe4197ddb7e529f1ef44e1ff94f",
     REC_MODEL: "6f327246b50388f3c176ae304bd95767ea6dc0c9ae92153ef8cbe210b3c14884",
 }
-DET_SIZE = (480, 256)  # W, H: multiples of 32 (640x352 reads no better here, at 1.7x the cost)
+DET_WIDTH = 480  # the detector's input width; its height follows the frame's aspect
 REC_HEIGHT = 48
-REC_WIDTH = 192  # crops are resized to this fixed width so that they batch together
+# Crops keep their aspect: resized to 48 px high, then padded on the right to the next of these
+# widths, so that crops of similar width batch together (OnnxModel runs one call per shape).
+REC_WIDTHS = (128, 192, 256, 320)
 PLATE_CHARS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
@@ -53,8 +54,16 @@ def normalise(bgr: np.ndarray) -> np.ndarray:
     return (bgr.astype(np.float32) / 127.5 - 1.0).transpose(2, 0, 1)
 
 
-def det_input(image: np.ndarray) -> np.ndarray:
-    return normalise(cv2.resize(image, DET_SIZE, interpolation=cv2.INTER_LINEAR))
+def det_size(shape: tuple[int, ...], width: int = DET_WIDTH) -> tuple[int, int]:
+    """(W, H) of the detector's input for frames of ``shape``: ``width`` wide (a multiple of
+    32), as high as the frame's aspect makes it, rounded to a multiple of 32."""
+    height = max(32, round(width * shape[0] / shape[1] / 32) * 32)
+    return width, height
+
+
+def det_input(image: np.ndarray, width: int = DET_WIDTH) -> np.ndarray:
+    size = det_size(image.shape, width)
+    return normalise(cv2.resize(image, size, interpolation=cv2.INTER_AREA))
 
 
 @dataclass(frozen=True)
@@ -116,22 +125,30 @@ def order_points(pts: np.ndarray) -> np.ndarray:
 
 
 def crop(image: np.ndarray, box: Box) -> np.ndarray:
-    """The box's pixels, straightened and resized to the recogniser's input size (48 x 192)."""
-    dst = np.array(
-        [[0, 0], [REC_WIDTH, 0], [REC_WIDTH, REC_HEIGHT], [0, REC_HEIGHT]], dtype=np.float32
-    )
+    """The box's pixels, straightened, 48 px high and as wide as the box's aspect makes it
+    (at most the widest of ``REC_WIDTHS``: a longer line is squeezed)."""
+    top = float(np.linalg.norm(box.points[1] - box.points[0]))
+    side = float(np.linalg.norm(box.points[3] - box.points[0]))
+    width = int(np.clip(round(REC_HEIGHT * top / max(side, 1.0)), 16, REC_WIDTHS[-1]))
+    dst = np.array([[0, 0], [width, 0], [width, REC_HEIGHT], [0, REC_HEIGHT]], dtype=np.float32)
     matrix = cv2.getPerspectiveTransform(box.points, dst)
     return cv2.warpPerspective(
         image,
         matrix,
-        (REC_WIDTH, REC_HEIGHT),
-        flags=cv2.INTER_LINEAR,
+        (width, REC_HEIGHT),
+        flags=cv2.INTER_AREA if side > 2 * REC_HEIGHT else cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_REPLICATE,
     )
 
 
 def rec_input(crop_bgr: np.ndarray) -> np.ndarray:
-    return normalise(crop_bgr)
+    """The recogniser's input: the normalised crop, padded on the right with zeros (mid grey,
+    as PaddleOCR pads) to the next width in ``REC_WIDTHS``."""
+    width = crop_bgr.shape[1]
+    bucket = next((w for w in REC_WIDTHS if w >= width), REC_WIDTHS[-1])
+    x = np.zeros((3, REC_HEIGHT, bucket), np.float32)
+    x[:, :, :width] = normalise(crop_bgr)
+    return x
 
 
 class CtcDecoder:
@@ -159,32 +176,88 @@ class CtcDecoder:
         return "".join(text), float(np.mean(scores)) if scores else 0.0
 
 
-# Letters and digits that look alike, for correcting a read against the plate format.
-TO_LETTER = {"0": "D", "1": "J", "2": "Z", "4": "A", "5": "S", "6": "G", "7": "T", "8": "B"}
-TO_DIGIT = {
-    "D": "0",
-    "J": "1",
-    "Z": "2",
-    "A": "4",
-    "S": "5",
-    "G": "6",
-    "T": "7",
-    "B": "8",
-    "O": "0",
-    "I": "1",
-    "Q": "0",
-    "U": "0",
-    "L": "1",
-}
-PLATE_RE = re.compile(r"^[A-HJ-NPR-Z]{3}[0-9]{4}$")
+@dataclass(frozen=True)
+class PlateRules:
+    """What a text box must look like to be read as a plate (``plate_like``).
+
+    Shape: the detector's boxes are text lines, so a plate's line of 4-10 characters (each
+    0.5-0.9 of the text's height wide) makes a box 1.3 to 8 times as wide as high, the bounds
+    leaving room for wide fonts, spacing and perspective; a box under 8 px high holds no
+    readable text, and a plate's text stays within 30 degrees of level.
+
+    Ground: a plate is a board, so the text stands out from its ground (Otsu's larger class of
+    the crop) by ``min_contrast`` grey levels, and the ground ends a little beyond the text: in
+    the bands from 0.6 to 1.0 box heights above and below the box, at most ``max_surface`` of
+    the pixels have the ground's colour. Text painted on a wider surface (lettering on a van's
+    side, markings on the road, a word on a wall) fails this; so would a plate exactly the
+    colour of the car around it.
+    """
+
+    min_aspect: float = 1.3
+    max_aspect: float = 8.0
+    min_height_px: float = 8.0
+    max_tilt_deg: float = 30.0
+    min_contrast: float = 20.0
+    max_surface: float = 0.8
 
 
-def correct(text: str) -> str | None:
-    """Fit a raw read to the plate format (3 letters, 4 digits), or None if it cannot."""
-    text = text.replace(" ", "")
-    if len(text) != 7:
-        return None
-    fixed = "".join(TO_LETTER.get(c, c) for c in text[:3]) + "".join(
-        TO_DIGIT.get(c, c) for c in text[3:]
-    )
-    return fixed if PLATE_RE.match(fixed) else None
+DEFAULT_PLATE_RULES = PlateRules()
+
+
+def plate_like(image: np.ndarray, box: Box, rules: PlateRules = DEFAULT_PLATE_RULES) -> str | None:
+    """None when ``box`` may hold a plate's text, else why not: ``"edge"`` (it touches the
+    frame's edge), ``"shape"`` or ``"ground"``."""
+    why = plate_shape(image.shape, box, rules)
+    if why is None and not on_a_board(image, box, crop(image, box), rules):
+        why = "ground"
+    return why
+
+
+def plate_shape(
+    shape: tuple[int, ...], box: Box, rules: PlateRules = DEFAULT_PLATE_RULES
+) -> str | None:
+    """The geometric half of ``plate_like``: ``"edge"``, ``"shape"`` or None."""
+    p = box.points
+    top = float(np.linalg.norm(p[1] - p[0]))
+    side = float(np.linalg.norm(p[3] - p[0]))
+    x0, y0, x1, y1 = box.rect
+    height, width = shape[:2]
+    if x0 < 1 or y0 < 1 or x1 > width - 2 or y1 > height - 2:
+        return "edge"  # the text may go on beyond the frame: read it once fully in view
+    if side < 1.0:
+        return "shape"
+    tilt = abs(float(np.degrees(np.arctan2(p[1][1] - p[0][1], p[1][0] - p[0][0]))))
+    if (
+        not rules.min_aspect <= top / side <= rules.max_aspect
+        or side < rules.min_height_px
+        or min(tilt, 180 - tilt) > rules.max_tilt_deg
+    ):
+        return "shape"
+    return None
+
+
+def on_a_board(
+    image: np.ndarray, box: Box, crop_bgr: np.ndarray, rules: PlateRules = DEFAULT_PLATE_RULES
+) -> bool:
+    """Whether the text stands out from a ground that ends near it (see PlateRules)."""
+    grey = cv2.cvtColor(crop_bgr, cv2.COLOR_BGR2GRAY)
+    _, binary = cv2.threshold(grey, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    light = binary > 0
+    ground = light if light.mean() >= 0.5 else ~light
+    if ground.all():
+        return False
+    contrast = abs(float(grey[ground].mean()) - float(grey[~ground].mean()))
+    if contrast < rules.min_contrast:
+        return False
+    colour = crop_bgr[ground].astype(np.float32).mean(axis=0)
+    x0, y0, x1, y1 = box.rect
+    h = y1 - y0
+    bands = [
+        image[max(y0 - h, 0) : max(y0 - int(0.6 * h), 0), max(x0, 0) : max(x1, 0)],
+        image[y1 + int(0.6 * h) : y1 + h, max(x0, 0) : max(x1, 0)],
+    ]
+    pixels = np.concatenate([b.reshape(-1, 3) for b in bands]).astype(np.float32)
+    if len(pixels) == 0:
+        return True
+    like = np.linalg.norm(pixels - colour, axis=1) < 0.5 * contrast
+    return bool(like.mean() <= rules.max_surface)

@@ -1,9 +1,25 @@
-"""Per-camera plate tracking with voting: one event per passing plate.
+"""Per-camera plate tracking with voting: one event per plate per pass.
 
-A read is fitted to the plate format first (``ocr.correct``), then associated with a track of the
-same camera by box overlap (IoU) and text: a plate in the other lane never overlaps, and a read
-that agrees with a track's leading text is preferred. A track unseen for ``patience`` frames is
-closed and its plate decided by a vote over its reads; the end of the stream closes the rest.
+Each frame's reads (a box, the plate it shows or None, the recogniser's confidence) join the
+camera's tracks: a read goes to the track whose box, moved on by the track's last step, overlaps
+it most (IoU; or lies close along its way, see ``match``), preferring a track whose leading
+plate it agrees with; a confident track does not take another plate's read. A track unseen
+for ``patience_s`` seconds of the stream (or ``patience_frames`` frames) is closed and becomes
+an event only when
+
+* ``min_votes`` of its reads agree on the plate (the plate with the highest summed confidence
+  wins, reads of it cut short by one character at either end counting for it): one misread
+  frame, or a sign misread once, makes no event;
+* the box travelled at least ``min_travel`` of its own heights between its first and last read:
+  text that stays put (a sign, a shop front, a painted marking) is not a passing vehicle;
+* no other track that moved with it (the same vehicle) and whose reads agree on a plate sat
+  lower: the plate is a vehicle's lowest text, lettering on the body and stickers ride above;
+* no event of the same camera gave the same plate, or one a character apart (changed or
+  missing, or the plate cut short) with as many votes or more, within the last ``dedupe_s``
+  seconds, and no track still open has such a plate with more votes: a track broken by a few
+  missed frames, or split by a misread or by two boxes on one plate, is one pass.
+
+Every read and track left out is counted in ``Counts``.
 """
 
 from __future__ import annotations
@@ -23,109 +39,367 @@ def iou(a: Rect, b: Rect) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def centre(r: Rect) -> tuple[float, float]:
+    return (r[0] + r[2]) / 2, (r[1] + r[3]) / 2
+
+
+def match(rect: Rect, predicted: Rect, gap: int) -> float:
+    """How well a box continues a track: the overlap (IoU) with where the track should be now,
+    or, for a box that moved further than its overlap shows (a small plate going fast, whose
+    track has no speed yet), a weak match when its centre is within one box width along and half
+    a box height across of the prediction in the next two frames."""
+    overlap = iou(rect, predicted)
+    if overlap > 0.1 or gap > 2:
+        return overlap
+    (cx, cy), (px, py) = centre(rect), centre(predicted)
+    width = max(rect[2] - rect[0], predicted[2] - predicted[0], 1)
+    height = max(rect[3] - rect[1], predicted[3] - predicted[1], 1)
+    h_ratio = (rect[3] - rect[1]) / max(predicted[3] - predicted[1], 1)
+    if abs(cx - px) < width and abs(cy - py) <= 0.5 * height and 0.67 <= h_ratio <= 1.5:
+        return 0.1 + 0.1 * (1 - abs(cx - px) / width)
+    return overlap
+
+
+def near_miss(a: str, b: str) -> bool:
+    """Whether two reads may be one plate: one character changed, one missing, or the one
+    the other cut short at either end (``EET7`` of ``FLEET7``)."""
+    if a == b:
+        return True
+    if len(a) == len(b):
+        return sum(x != y for x, y in zip(a, b, strict=True)) == 1
+    short, long = sorted((a, b), key=len)
+    if short in long:
+        return True
+    return len(long) - len(short) == 1 and any(
+        long[:i] + long[i + 1 :] == short for i in range(len(long))
+    )
+
+
+def cut_short(short: str, long: str) -> bool:
+    """``short`` is ``long`` with its first or last character missing: the reader's box cut
+    the plate's edge."""
+    return len(short) == len(long) - 1 and short in (long[1:], long[:-1])
+
+
+@dataclass(frozen=True)
+class TrackRules:
+    """The tracker's rules (see the module's docstring)."""
+
+    patience_s: float = 0.5
+    patience_frames: int = 50  # also closes a track, for streams whose clock stands still
+    min_votes: int = 2
+    min_travel: float = 1.0  # box heights
+    dedupe_s: float = 3.0
+
+
+DEFAULT_TRACK_RULES = TrackRules()
+
+
+@dataclass
+class Counts:
+    """What the pipeline looked at and left out, per camera (summed for the printed summary)."""
+
+    frames: int = 0
+    boxes: int = 0  # text boxes the detector found
+    at_edge: int = 0  # boxes touching the frame's edge (the text may be cut off)
+    not_plate_shape: int = 0  # boxes of no plate's shape or size
+    not_plate_ground: int = 0  # boxes without a plate's even, contrasting ground
+    unread: int = 0  # crops the recogniser read no plate character in
+    off_format: int = 0  # reads that fit no plate format (or no plausible plate)
+    held: int = 0  # boxes of text standing still, not read again (StillText)
+    tracks: int = 0
+    few_votes: int = 0  # tracks closed without min_votes agreeing reads
+    static: int = 0  # tracks whose text did not move
+    on_vehicle: int = 0  # tracks of text riding above a plate on the same vehicle
+    duplicates: int = 0  # tracks of a plate an event was already sent for
+    events: int = 0
+
+    def add(self, other: Counts) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass
+class StillText:
+    """Per camera: which text boxes have stood still long enough to be read only now and then.
+
+    A box that sits where a box sat in the frame before (its centre within ``tolerance`` of
+    its height, its size within 30%) for ``still_frames`` frames in a row is read on one frame
+    in ``every``; on the others it is held: the tracker sees the box, which keeps its track
+    alive, but no read. Signs and shop fronts then cost the recogniser a tenth; a car that
+    stops at the gate is still read (and was read as it drove up).
+    """
+
+    still_frames: int = 5
+    every: int = 10
+    tolerance: float = 0.15
+    boxes: list[tuple[Rect, int, int]] = field(default_factory=list)  # box, frames still, frame
+
+    def hold(self, frame: int, rects: list[Rect]) -> list[bool]:
+        previous = [b for b in self.boxes if frame - b[2] <= 2]
+        now: list[tuple[Rect, int, int]] = []
+        out = []
+        for rect in rects:
+            h = max(rect[3] - rect[1], 1)
+            (cx, cy), area = centre(rect), (rect[2] - rect[0]) * h
+            match = None
+            for old in previous:
+                (ox, oy), r = centre(old[0]), old[0]
+                old_area = (r[2] - r[0]) * max(r[3] - r[1], 1)
+                if (
+                    abs(cx - ox) <= self.tolerance * h
+                    and abs(cy - oy) <= self.tolerance * h
+                    and 0.7 <= area / max(old_area, 1) <= 1.3
+                ):
+                    match = old
+                    break
+            still = 0
+            if match is not None:
+                previous.remove(match)
+                still = match[1] + 1
+            now.append((rect, still, frame))
+            out.append(still >= self.still_frames and still % self.every != 0)
+        self.boxes = now
+        return out
+
+
 @dataclass
 class Track:
     ident: int
     rect: Rect
     first_frame: int
     last_frame: int
+    first_time: float
+    last_time: float
     votes: Counter[str] = field(default_factory=Counter)
+    confidence: dict[str, float] = field(default_factory=dict)
     reads: int = 0
+    step: tuple[float, float] = (0.0, 0.0)  # the box's last move per frame
+    origin: tuple[float, float] = (0.0, 0.0)
+    travel: float = 0.0  # the farthest the box got from where it was first seen
+    height: float = 0.0  # the largest box height
+    path: dict[int, Rect] = field(default_factory=dict)  # frame: box
+
+    def decided(self, rules: TrackRules) -> str | None:
+        """The track's plate when enough reads agree on it, else None."""
+        text = self.text
+        return text if text is not None and self.votes[text] >= rules.min_votes else None
 
     @property
     def text(self) -> str | None:
-        return self.votes.most_common(1)[0][0] if self.votes else None
+        """The plate the reads agree on: the read with the highest summed confidence, counting
+        for it also the reads of it cut short by one character at either end."""
+        if not self.votes:
+            return None
+
+        def weight(t: str) -> tuple[float, int]:
+            support = self.confidence[t] + sum(
+                c for u, c in self.confidence.items() if cut_short(u, t)
+            )
+            return support, self.votes[t]
+
+        return max(self.votes, key=weight)
+
+    def predicted(self, frame: int) -> Rect:
+        gap = frame - self.last_frame
+        dx, dy = self.step[0] * gap, self.step[1] * gap
+        x0, y0, x1, y1 = self.rect
+        return int(x0 + dx), int(y0 + dy), int(x1 + dx), int(y1 + dy)
 
 
 @dataclass
 class CameraState:
-    """Everything the tracker keeps for one camera (JSON-able, for snapshots)."""
+    """Everything the tracker keeps for one camera."""
 
     tracks: list[Track] = field(default_factory=list)
     next_id: int = 0
+    recent: dict[str, tuple[float, int]] = field(default_factory=dict)  # plate: (time, votes)
+    closed: list[Track] = field(default_factory=list)  # decided tracks of the last dedupe_s
+    counts: Counts = field(default_factory=Counts)
+
+
+Read = tuple[Rect, str | None, float]  # box, plate (None: not one), confidence
 
 
 def update(
     state: CameraState,
     camera: str,
     frame: int,
-    reads: list[tuple[Rect, str | None]],
-    *,
-    patience: int = 3,
-    min_votes: int = 2,
+    time: float,
+    reads: list[Read],
+    rules: TrackRules = DEFAULT_TRACK_RULES,
 ) -> tuple[list[tuple[int, Rect, str | None]], list[dict[str, Any]]]:
     """Feed one frame's reads; return (the frame's labelled boxes, events of closed tracks)."""
     labelled: list[tuple[int, Rect, str | None]] = []
     free = list(state.tracks)
-    for rect, text in reads:
+    for rect, text, conf in reads:
         best: Track | None = None
-        best_score = 0.15
+        best_score = 0.1
         for track in free:
-            score = iou(rect, track.rect)
+            score = match(rect, track.predicted(frame), frame - track.last_frame)
             leader = track.text
             if text is not None and leader is not None:
                 if text == leader:
                     score += 0.5
-                elif track.votes[leader] >= min_votes:
+                elif track.votes[leader] >= rules.min_votes and not near_miss(text, leader):
                     # A confident track does not take another plate's read: the car that just
                     # left and the one coming in through the same spot are different tracks.
-                    score -= 0.5
+                    continue
             if score > best_score:
                 best, best_score = track, score
         if best is None:
-            best = Track(state.next_id, rect, frame, frame)
+            best = Track(state.next_id, rect, frame, frame, time, time, origin=centre(rect))
             state.next_id += 1
+            state.counts.tracks += 1
             state.tracks.append(best)
         else:
             free.remove(best)
+            gap = max(frame - best.last_frame, 1)
+            (ox, oy), (nx, ny) = centre(best.rect), centre(rect)
+            best.step = ((nx - ox) / gap, (ny - oy) / gap)
         best.rect = rect
-        best.last_frame = frame
+        best.last_frame, best.last_time = frame, time
         best.reads += 1
+        cx, cy = centre(rect)
+        best.travel = max(
+            best.travel, ((cx - best.origin[0]) ** 2 + (cy - best.origin[1]) ** 2) ** 0.5
+        )
+        best.height = max(best.height, float(rect[3] - rect[1]))
+        best.path[frame] = rect
         if text is not None:
             best.votes[text] += 1
+            best.confidence[text] = best.confidence.get(text, 0.0) + conf
         labelled.append((best.ident, rect, best.text))
     events = []
     for track in list(state.tracks):
-        if frame - track.last_frame >= patience:
+        gap = frame - track.last_frame
+        if gap > 0 and (time - track.last_time >= rules.patience_s or gap >= rules.patience_frames):
             state.tracks.remove(track)
-            event = close(camera, track, min_votes)
+            event = close(state, camera, track, rules)
             if event is not None:
                 events.append(event)
     return labelled, events
 
 
-def close(camera: str, track: Track, min_votes: int = 2) -> dict[str, Any] | None:
-    """The event of a finished track, or None when too few reads agree."""
+def close(
+    state: CameraState, camera: str, track: Track, rules: TrackRules = DEFAULT_TRACK_RULES
+) -> dict[str, Any] | None:
+    """The event of a finished track, or None (counted) when the rules leave it out."""
     text = track.text
-    if text is None or track.votes[text] < min_votes:
+    counts = state.counts
+    if text is None or track.votes[text] < rules.min_votes:
+        counts.few_votes += 1
         return None
+    if track.travel < rules.min_travel * track.height:
+        counts.static += 1
+        return None
+    votes = track.votes[text]
+    for plate, (seen, _seen_votes) in list(state.recent.items()):
+        if track.first_time - seen > rules.dedupe_s:
+            del state.recent[plate]
+    state.closed = [t for t in state.closed if track.first_time - t.last_time <= rules.dedupe_s]
+    below = [
+        other
+        for other in [*state.tracks, *state.closed]
+        if other is not track
+        and other.decided(rules) is not None
+        and same_vehicle(track, other)
+        and lower(other, track)
+    ]
+    state.closed.append(track)
+    if below:
+        # Text riding on a vehicle above another plausible plate on it: lettering on the
+        # body, a sticker; the plate is the lowest text of a vehicle.
+        counts.on_vehicle += 1
+        return None
+    seen_same = state.recent.get(text)
+    similar = [v for p, (_, v) in state.recent.items() if near_miss(p, text) and v >= votes]
+    # A track still open on the same plate (the detector split one plate into two boxes for a
+    # few frames, or read it cut short) with more votes will send the event.
+    similar += [
+        t.votes[o]
+        for t in state.tracks
+        if t is not track
+        and (o := t.text) is not None
+        and near_miss(o, text)
+        and t.votes[o] > votes
+    ]
+    if seen_same is not None or similar:
+        counts.duplicates += 1
+        if seen_same is not None:
+            state.recent[text] = (track.last_time, max(votes, seen_same[1]))
+        return None
+    state.recent[text] = (track.last_time, votes)
+    counts.events += 1
     return {
         "camera": camera,
         "plate": text,
-        "votes": track.votes[text],
-        "reads": track.reads,
         "first_frame": track.first_frame,
         "last_frame": track.last_frame,
+        "time": round(track.first_time, 3),
+        "reads": votes,
+        "confidence": round(track.confidence[text] / votes, 3),
     }
 
 
-def score(events: list[dict[str, Any]], truth: list[dict[str, Any]]) -> tuple[int, int, int]:
-    """(plates read correctly, plates shown, wrong or duplicate events)."""
-    unmatched = list(truth)
-    correct = 0
-    wrong = 0
-    for event in events:
-        match = next(
-            (
-                t
-                for t in unmatched
-                if t["camera"] == event["camera"] and t["text"] == event["plate"]
-            ),
-            None,
+@dataclass(frozen=True)
+class Score:
+    """A run scored against the plates each camera showed."""
+
+    shown: int
+    correct: int  # plates with an event that read them exactly
+    wrong: int  # events of a plate the camera did not show
+    duplicates: int  # further events of a plate already read
+    events: int
+
+    def __str__(self) -> str:
+        return (
+            f"{self.correct}/{self.shown} plates read correctly "
+            f"({self.correct / max(self.shown, 1):.0%}), {self.wrong} wrong events, "
+            f"{self.duplicates} duplicates (of {self.events} events)"
         )
-        if match is None:
-            wrong += 1
-        else:
-            unmatched.remove(match)
+
+
+def same_vehicle(a: Track, b: Track) -> bool:
+    """Whether two tracks moved together (one vehicle): seen in the same frames for at least
+    half the shorter one's frames (and 3), their offset within half a box height of its median
+    on three frames in four, while they travelled more than that."""
+    common = sorted(a.path.keys() & b.path.keys())
+    if len(common) < max(3, min(len(a.path), len(b.path)) // 2):
+        return False
+    dx = [centre(b.path[f])[0] - centre(a.path[f])[0] for f in common]
+    dy = [centre(b.path[f])[1] - centre(a.path[f])[1] for f in common]
+    mx, my = sorted(dx)[len(dx) // 2], sorted(dy)[len(dy) // 2]
+    limit = 0.5 * max(a.height, b.height)
+    steady = sum(abs(x - mx) <= limit and abs(y - my) <= limit for x, y in zip(dx, dy, strict=True))
+    return steady >= 0.75 * len(common) and a.travel > limit
+
+
+def lower(a: Track, b: Track) -> bool:
+    """Whether ``a``'s box sat lower in the frames both were seen in."""
+    common = a.path.keys() & b.path.keys()
+    return sum(a.path[f][3] - b.path[f][3] for f in common) > 0
+
+
+def score(events: list[dict[str, Any]], truth: dict[str, list[str]]) -> Score:
+    """Score events against ``{camera: [plates shown]}``; plates compare by letters and digits
+    only. A plate shown twice needs two events."""
+
+    def key(text: str) -> str:
+        return "".join(c for c in text.upper() if c.isalnum())
+
+    remaining = {cam: Counter(key(p) for p in plates) for cam, plates in truth.items()}
+    read: dict[str, Counter[str]] = {cam: Counter() for cam in truth}
+    correct = wrong = duplicates = 0
+    for event in sorted(events, key=lambda e: (str(e["camera"]), e["first_frame"])):
+        cam, plate = str(event["camera"]), key(str(event["plate"]))
+        if remaining.get(cam, Counter())[plate] > 0:
+            remaining[cam][plate] -= 1
+            read[cam][plate] += 1
             correct += 1
-    return correct, len(truth), wrong
+        elif read.get(cam, Counter())[plate] > 0:
+            duplicates += 1
+        else:
+            wrong += 1
+    shown = sum(len(p) for p in truth.values())
+    return Score(shown, correct, wrong, duplicates, len(events))

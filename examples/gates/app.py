@@ -1,0 +1,257 @@
+"""The gate-camera pipeline: frames in, one event per passing plate out.
+
+    source (video_source)            frames of every camera
+    >> prepare                       resize and normalise for the detector (2 threads)
+    >> detect                        PP-OCR text detection, OnnxModel, batched, 2 sessions
+    >> find_plates                   boxes from the probability map, kept when plate-like,
+                                     cropped at their own aspect
+    >> split                         one item per crop; text standing still read now and then
+    >> recognize                     PP-OCR text recognition, OnnxModel, batched by width
+    >> read_text                     CTC decoding; the read fitted to the plate formats
+    >> regroup                       the reads of one frame back together (keyed by camera)
+    >> track                         per-camera tracker: votes, motion, one event per pass
+    >> annotate >> record            boxes and plates drawn, one video per camera
+    >> events >> write_events        each event appended to a JSON-lines file (optional)
+    >> webhook                       and POSTed
+
+``pipeline()`` builds it with its defaults (``python -m aioflow graph
+examples.gates.app:pipeline``); ``build()`` takes every option. Importing this module loads
+nothing and starts nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aioflow as af
+from aioflow.infer.onnx import OnnxModel
+from aioflow.io import http, video
+
+from . import ocr, plates, track
+
+
+@dataclass
+class Summary:
+    """What a run decided, filled in as it goes: the events and the counts of what was left out
+    (the tracker adds each camera's counts when the camera's stream ends)."""
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+    counts: track.Counts = field(default_factory=track.Counts)
+
+
+def build(
+    *,
+    out: Path = Path("out/gates"),
+    webhook: str = "http://127.0.0.1:8080/events",
+    formats: tuple[plates.PlateFormat, ...] = (),
+    events_file: Path | None = None,
+    summary: Summary | None = None,
+    det_width: int = ocr.DET_WIDTH,
+    plate_rules: ocr.PlateRules = ocr.DEFAULT_PLATE_RULES,
+    track_rules: track.TrackRules = track.DEFAULT_TRACK_RULES,
+    threads: tuple[int, int] = (1, 1),
+    workers: tuple[int, int] = (2, 1),
+) -> af.Pipeline:
+    """The pipeline. ``formats``: the plate formats to accept (none: any plausible plate);
+    ``events_file``: append each event there as a JSON line; ``summary``: filled in with the
+    events and counts; ``threads``: onnxruntime's intra-op threads per session for detection
+    and recognition, ``workers``: their sessions (calls at once).
+
+    Single-thread sessions, two for the detector: on 2 cores shared with decoding, drawing and
+    encoding, a two-thread session stalls whenever one of its threads is preempted (each
+    operator waits for its slowest thread), so it made 0.77-0.92 of the models-alone bound from
+    run to run; single-thread sessions made 0.92-0.99 (``benchmarks/bench_gates.py``)."""
+    report = summary if summary is not None else Summary()
+    rec_path = ocr.model_path(ocr.REC_MODEL)
+    characters = OnnxModel.inspect(rec_path).metadata["character"].split("\n")
+    decoder = ocr.CtcDecoder(characters)
+
+    @af.block(workers=2)
+    def prepare(frame: video.Frame) -> dict[str, Any]:
+        return {"frame": frame, "x": ocr.det_input(frame.image, det_width)}
+
+    detect = OnnxModel(
+        ocr.model_path(ocr.DET_MODEL),
+        batch=af.Batch(max_size=4, max_wait=0.0),
+        intra_op_num_threads=threads[0],
+        workers=workers[0],
+        select="x",
+        merge=lambda item, prob: {"frame": item["frame"], "prob": prob[0]},
+        name="detect",
+    )
+
+    @af.block(workers=2)
+    def find_plates(item: dict[str, Any]) -> dict[str, Any]:
+        """The frame's plate-like text boxes, each with its recogniser input, and the counts
+        of the boxes left out."""
+        frame = item["frame"]
+        found = ocr.boxes_from_map(item["prob"], frame.image.shape)
+        dropped = {"boxes": len(found), "edge": 0, "shape": 0, "ground": 0}
+        boxes = []
+        for box in found:
+            why = ocr.plate_shape(frame.image.shape, box, plate_rules)
+            if why is None:
+                cut = ocr.crop(frame.image, box)
+                if ocr.on_a_board(frame.image, box, cut, plate_rules):
+                    boxes.append((box, ocr.rec_input(cut)))
+                    continue
+                why = "ground"
+            dropped[why] += 1
+        return {"frame": frame, "boxes": boxes, "dropped": dropped}
+
+    def camera(item: dict[str, Any]) -> str:
+        return str(item["frame"].stream)
+
+    @af.block(key=camera, state=track.StillText)
+    async def split(record: dict[str, Any], still: track.StillText) -> Any:
+        """One item per box to read, or one empty item for a frame with none. Text that has
+        not moved for a while (a sign) is read again only now and then (``StillText``): its
+        box goes to the tracker as held, without a read."""
+        frame, boxes = record["frame"], record["boxes"]
+        hold = still.hold(frame.index, [box.rect for box, _ in boxes])
+        held = [box.rect for (box, _), h in zip(boxes, hold, strict=True) if h]
+        fresh = [(box, x) for (box, x), h in zip(boxes, hold, strict=True) if not h]
+        common = {"frame": frame, "n": len(fresh), "dropped": record["dropped"], "held": held}
+        if not fresh:
+            yield {**common, "k": 0}
+            return
+        for k, (box, x) in enumerate(fresh):
+            yield {**common, "k": k, "box": box, "x": x}
+
+    recognize = OnnxModel(
+        rec_path,
+        batch=af.Batch(max_size=16, max_wait=0.002),
+        intra_op_num_threads=threads[1],
+        workers=workers[1],
+        select="x",  # a frame without boxes selects nothing and passes through
+        merge=lambda item, probs: {**item, "x": None, "probs": probs},
+        name="recognize",
+    )
+
+    @af.block(workers=2)
+    def read_text(item: dict[str, Any]) -> dict[str, Any]:
+        if item["n"] == 0:
+            return item
+        raw, confidence = decoder(item["probs"])
+        text = plates.normalise(raw, formats)
+        return {**item, "probs": None, "raw": raw, "text": text, "confidence": confidence}
+
+    @af.block(key=camera, state=list)
+    async def regroup(item: dict[str, Any], pending: list[dict[str, Any]]) -> Any:
+        """Crops of one frame arrive together and in order: gather them into one record."""
+        if item["n"]:
+            pending.append(item)
+            if item["k"] < item["n"] - 1:
+                return
+        yield {
+            "frame": item["frame"],
+            "reads": list(pending),
+            "held": item["held"],
+            "dropped": item["dropped"],
+        }
+        pending.clear()
+
+    class PlateTracker(af.Block):
+        """One event per passing plate, per camera (``track.py``)."""
+
+        key = staticmethod(camera)
+
+        def create_state(self, key: Any) -> track.CameraState:
+            return track.CameraState()
+
+        async def process(self, item: dict[str, Any], state: track.CameraState) -> Any:
+            frame = item["frame"]
+            counts = state.counts
+            counts.frames += 1
+            counts.boxes += item["dropped"]["boxes"]
+            counts.at_edge += item["dropped"]["edge"]
+            counts.not_plate_shape += item["dropped"]["shape"]
+            counts.not_plate_ground += item["dropped"]["ground"]
+            reads: list[track.Read] = []
+            for read in item["reads"]:
+                if read["text"] is None:
+                    if read["raw"]:
+                        counts.off_format += 1
+                    else:
+                        counts.unread += 1
+                reads.append((read["box"].rect, read["text"], read["confidence"]))
+            counts.held += len(item["held"])
+            reads += [(rect, None, 0.0) for rect in item["held"]]
+            labelled, events = track.update(
+                state, frame.stream, frame.index, frame.timestamp, reads, track_rules
+            )
+            return {"frame": frame, "labelled": labelled, "events": events}
+
+        async def evict(self, key: Any, state: track.CameraState) -> list[dict[str, Any]]:
+            # End of the stream: the plates still in view are decided now.
+            events = [
+                e
+                for t in list(state.tracks)
+                if (e := track.close(state, str(key), t, track_rules)) is not None
+            ]
+            report.counts.add(state.counts)
+            return [{"frame": None, "labelled": [], "events": events}]
+
+    @af.block(workers=2)
+    def annotate(item: dict[str, Any]) -> dict[str, Any]:
+        frame = item["frame"]
+        if frame is None:
+            return item
+        boxes = [rect for _, rect, _ in item["labelled"]]
+        labels = [text or "?" for _, _, text in item["labelled"]]
+        image = video.draw_boxes(frame.image, boxes, labels, color=(0, 200, 255))
+        image = video.draw_text(image, f"{frame.stream} #{frame.index}", (8, 8), copy=False)
+        return {**item, "frame": frame.with_image(image)}
+
+    class Recorder(video.VideoWriter):
+        """The library's writer (at each stream's own frame rate), for records that carry a
+        frame (or none, at the end)."""
+
+        key = staticmethod(lambda item: item["frame"].stream if item["frame"] else "")  # type: ignore[assignment]
+
+        def process(self, item: dict[str, Any]) -> dict[str, Any]:  # type: ignore[override]
+            if item["frame"] is not None:
+                super().process(item["frame"])
+            return item
+
+    @af.block
+    async def events(item: dict[str, Any]) -> Any:
+        for event in item["events"]:
+            report.events.append(event)
+            yield event
+
+    @af.block(workers=1)
+    def write_events(event: dict[str, Any]) -> dict[str, Any]:
+        """Append the event to the events file as one JSON line (in a thread: file IO)."""
+        if events_file is not None:
+            with events_file.open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps(event) + "\n")
+        return event
+
+    webhook_block = http.post(webhook, retry=af.Retry(attempts=3, backoff=0.05), name="webhook")
+
+    return af.Pipeline(
+        prepare,
+        detect,
+        find_plates,
+        split,
+        recognize,
+        read_text,
+        regroup,
+        PlateTracker(name="track"),
+        annotate,
+        Recorder(str(out / "annotated" / "{stream}.mp4"), name="record"),
+        events,
+        write_events,
+        webhook_block,
+        name="gates",
+    )
+
+
+def pipeline() -> af.Pipeline:
+    """The pipeline with its defaults: any plausible plate, events POSTed to
+    ``http://127.0.0.1:8080/events``, annotated videos under ``out/gates``."""
+    return build()
