@@ -317,3 +317,15 @@ def test_bench_measures_against_hand_written_queues(project: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "K= 2: hand-written" in done.stdout
     assert "aioflow" in done.stdout
+
+
+def test_the_flagship_diagram_in_the_docs_is_what_graph_draws() -> None:
+    # docs/gates.md shows the flagship's graph as the CLI renders it; a change to the pipeline
+    # that leaves the page behind fails here.
+    root = Path(__file__).resolve().parents[2]
+    done = aioflow(root, "graph", "examples.gates.app:pipeline", "--format", "mermaid")
+    assert done.returncode == 0, done.stderr
+    page = (root / "docs" / "gates.md").read_text(encoding="utf-8")
+    drawn = page.split("```mermaid\n", 1)[1].split("```", 1)[0]
+    assert drawn.strip() == done.stdout.strip()
+    assert "track" in drawn and "recognize" in drawn
