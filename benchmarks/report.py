@@ -536,7 +536,7 @@ def gates_section(gates: dict[str, Any]) -> list[str]:
         "sessions, two for the detector: with two-thread sessions, which stall whenever another "
         "step takes one of their cores, it made 0.77-0.92 of the bound in a separate run of 4 "
         "repetitions (see "
-        "[On the CPU](video.md#on-the-cpu-threads-and-sessions))." + noisy(gates["runs"]["bound"]),
+        "[On the CPU](onnx.md#on-the-cpu-threads-and-sessions))." + noisy(gates["runs"]["bound"]),
         "",
     ]
 
