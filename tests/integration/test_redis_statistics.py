@@ -102,6 +102,33 @@ async def test_a_service_sees_the_workers_books_while_it_runs(
         assert stat.balanced
 
 
+async def test_a_stopped_workers_books_age_out(
+    redis_url: str, redis_prefix: str, workers: Workers
+) -> None:
+    extra = ("--stats-ttl", "1", "--stats-period", "0.2")
+    proc = workers.start("chain", "double,inc,square", extra=extra)
+    transport = RedisTransport(redis_url, prefix=redis_prefix)
+    await rp.chain.run(range(10), transport=transport)
+    assert rp.chain.statistics()["double"].received == 10
+    proc.terminate()
+    assert proc.wait(timeout=10) == 0
+    pattern = f"{redis_prefix}:chain:*:stats:*"
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        deadline = time.monotonic() + 10
+        while [k async for k in client.scan_iter(match=pattern)]:
+            assert time.monotonic() < deadline, "a stopped worker's books did not expire"
+            await asyncio.sleep(0.1)
+    finally:
+        await client.aclose()
+    # A new worker's books alone: the stopped one's are not counted any more.
+    workers.start("chain", "double,inc,square", extra=extra)
+    await rp.chain.run(range(5), transport=transport)
+    stats = rp.chain.statistics()
+    assert stats["double"].received == 5
+    assert stats["double"].workers == 1
+
+
 def _metrics_url(workers: Workers, proc: object) -> str:
     deadline = time.monotonic() + 20
     while True:
