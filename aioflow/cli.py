@@ -41,7 +41,7 @@ from .loop import run as run_main
 from .pipeline import Pipeline
 from .stats import LATENCY_BUCKETS
 
-__all__ = ["main"]
+__all__ = ["host_port", "main"]
 
 PROG = "aioflow"
 
@@ -357,7 +357,8 @@ def _user_error(group: BaseExceptionGroup[BaseException]) -> UsageError | None:
     return None
 
 
-def _host_port(text: str) -> tuple[str, int]:
+def host_port(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` as ``(host, port)`` (``--metrics``; an empty host is loopback)."""
     host, colon, port = text.rpartition(":")
     if not colon or not port.isdigit():
         msg = f"expected HOST:PORT (like 127.0.0.1:9100), got {text!r}"
@@ -581,7 +582,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument(
         "--metrics",
         metavar="HOST:PORT",
-        type=_host_port,
+        type=host_port,
         help="serve Prometheus metrics at http://HOST:PORT/metrics and the dashboard at / "
         "while it runs (port 0 picks a free one)",
     )

@@ -312,6 +312,8 @@ class Pipeline(Graph[In, Out]):
     def __init__(self, *stages: object, name: str = "pipeline") -> None:
         super().__init__(*stages, name=name)
         self._run: PipelineRun | None = None
+        # the transport of the current or last run when it ran through one (its books)
+        self._transport: Transport | None = None
         self._active = False
 
     @overload
@@ -348,6 +350,7 @@ class Pipeline(Graph[In, Out]):
             blk._aioflow_running = self
         self._active = True
         self._run = run
+        self._transport = None
         return run
 
     def _check_idle(self) -> None:
@@ -440,7 +443,8 @@ class Pipeline(Graph[In, Out]):
     ) -> AsyncGenerator[Any, None]:
         self._check_idle()
         self._active = True
-        self._run = None  # the workers keep the books: no stale local ones
+        self._run = None  # the transport gathers the books (the workers keep them)
+        self._transport = transport
         try:
             async with contextlib.aclosing(transport.stream(self, items)) as outs:
                 async for out in outs:
@@ -541,6 +545,7 @@ class Pipeline(Graph[In, Out]):
             self._check_idle()
             self._active = True
             self._run = None
+            self._transport = transport
             try:
                 async with transport.open(self) as remote:
                     yield remote
@@ -582,7 +587,14 @@ class Pipeline(Graph[In, Out]):
             self._end()
 
     def statistics(self) -> dict[str, BlockStatistics]:
-        """``{block name: BlockStatistics}`` of the current or last run (zeros before any)."""
+        """``{block name: BlockStatistics}`` of the current or last run (zeros before any).
+
+        After a run through a transport, the transport's books: the blocks kept local from this
+        process, the remote ones merged over the workers (``docs/distributed.md``)."""
+        books = getattr(self._transport, "statistics", None)
+        if self._run is None and books is not None:
+            result: dict[str, BlockStatistics] = books(self)
+            return result
         if self._run is None:
             return {name: BlockStatistics(name=name) for name in stage_names(self.stages)}
         return self._run.statistics()

@@ -6,6 +6,8 @@ Stream keys (``P`` is the prefix, ``aioflow`` unless set; ``H`` a hash of the pi
     P:{pipeline}:{H}:reply:{run}    one caller's replies (one stream per run, deleted after it)
     P:{pipeline}:{H}:dead           the dead-letter stream
     P:{pipeline}:graph              the graph the latest caller runs (a worker checks it)
+    P:{pipeline}:{H}:stats:{worker} a hash: block name -> that worker's BlockStatistics record
+                                    (msgpack of ``BlockStatistics.to_data()``), with a TTL
 
 An item entry has two fields: ``m`` (msgpack: the run id, the item's *path*, the reply stream,
 the last remote block, the codec's name) and ``v`` (the item, written by the codec). A path is
@@ -79,6 +81,10 @@ class Keys:
 
     def reply(self, run: str) -> str:
         return f"{self.base}:reply:{run}"
+
+    def stats(self, worker: str) -> str:
+        """The hash of one worker's books (``*`` matches them all)."""
+        return f"{self.base}:stats:{worker}"
 
 
 def _option_text(value: Any) -> Any:

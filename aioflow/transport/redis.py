@@ -37,7 +37,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from .._engine.channel import Channel, ChannelClosed
 from .._engine.segment import sub_pipeline
-from .._engine.supervisor import PipelineRun, wait_finished
+from .._engine.supervisor import PipelineRun, stage_names, wait_finished
 from ..block import Block
 from ..errors import (
     AioflowError,
@@ -49,8 +49,8 @@ from ..errors import (
     summarize,
 )
 from ..graph import Branch
-from ..stats import BlockStatistics
-from .codec import Codec, CodecError, MsgpackCodec, pack_plain
+from ..stats import BlockStatistics, merge_statistics
+from .codec import Codec, CodecError, MsgpackCodec, pack_plain, unpack_plain
 from .messages import (
     GROUP,
     ItemMeta,
@@ -81,6 +81,8 @@ __all__ = [
 logger = logging.getLogger("aioflow.transport")
 
 _BATCH = 100
+#: seconds between two readings of the workers' books by a caller
+BOOKS_PERIOD = 0.5
 WAKE = {b"m": pack_plain({"k": "wake"}), b"v": b""}
 
 
@@ -307,9 +309,21 @@ class RedisTransport:
         self.prefix = prefix
         self.window = window
         self.no_worker_timeout = no_worker_timeout
+        # pipeline name -> the books of its current or last run through this transport
+        self._books: dict[str, _Books] = {}
 
     def __repr__(self) -> str:
         return f"<RedisTransport {redact(self.url)}>"
+
+    def statistics(self, pipeline: Pipeline) -> dict[str, BlockStatistics]:
+        """``{block: BlockStatistics}`` of the current or last run of ``pipeline`` through this
+        transport (what ``pipe.statistics()`` shows after ``run(transport=)``): the blocks kept
+        local from the caller's own books, the remote ones merged over the live workers'
+        published books (:func:`~aioflow.stats.merge_statistics`). Zeros before any run."""
+        books = self._books.get(pipeline.name)
+        if books is None:
+            return {name: BlockStatistics(name=name) for name in _names(pipeline)}
+        return books.statistics()
 
     async def stream(
         self, pipeline: Pipeline, items: Iterable[Any] | AsyncIterable[Any]
@@ -321,13 +335,15 @@ class RedisTransport:
                 yield out
             return
         source: Iterable[Any] | AsyncIterable[Any] = items
-        if plan.head:
-            source = sub_pipeline(pipeline, plan.head, pipeline.name).stream(items)
         session = _Session(self, pipeline, plan, ordered=True)
+        books = self._books[pipeline.name] = _Books(pipeline, session)
+        if plan.head:
+            books.head = sub_pipeline(pipeline, plan.head, pipeline.name)
+            source = books.head.stream(items)
         remote = session.results(source)
         try:
             if plan.tail:
-                tail = sub_pipeline(pipeline, plan.tail, pipeline.name)
+                tail = books.tail = sub_pipeline(pipeline, plan.tail, pipeline.name)
                 async with contextlib.aclosing(tail.stream(remote)) as outs:
                     async for out in outs:
                         yield out
@@ -348,6 +364,7 @@ class RedisTransport:
             )
             raise GraphError(msg)
         session = _Session(self, pipeline, plan, ordered=False)
+        self._books[pipeline.name] = _Books(pipeline, session)
         task = asyncio.create_task(session.supervise(None), name=f"aioflow:{pipeline.name}:redis")
         running = RemoteRunning(pipeline, session, task)
         try:
@@ -442,6 +459,9 @@ class _Session:
         self.no_worker_since: float | None = None
         #: set whenever no input is waiting for answers
         self.drained = asyncio.Event()
+        #: the remote blocks' books, merged over the workers (read every BOOKS_PERIOD)
+        self.remote_names = stage_names(plan.stages[plan.first : plan.last + 1])
+        self.books = {name: BlockStatistics(name=name) for name in self.remote_names}
 
     # -- the caller's side ----------------------------------------------------------------------
 
@@ -501,11 +521,13 @@ class _Session:
                 self.started.set_result(None)
             async with asyncio.TaskGroup() as tg:
                 sender = tg.create_task(self._sender(), name=f"aioflow:{self.name}:send")
+                reader = tg.create_task(self._book_reader(), name=f"aioflow:{self.name}:books")
                 feeder = None
                 if items is not None:
                     feeder = tg.create_task(self._feed(items), name=f"aioflow:{self.name}:feed")
                 await self._receiver()
                 sender.cancel()
+                reader.cancel()
                 if feeder is not None:
                     feeder.cancel()
         except BaseException as exc:
@@ -520,9 +542,48 @@ class _Session:
 
     async def _cleanup(self) -> None:
         try:
+            # The books as the run ends: a worker publishes them with the writes that leave it
+            # idle, so they count every item answered.
+            with contextlib.suppress(RedisError, OSError):
+                await self.read_books()
             await self.client.delete(self.reply)
         finally:
             await self.client.aclose()
+
+    async def _book_reader(self) -> None:
+        while True:
+            await asyncio.sleep(BOOKS_PERIOD)
+            await self.read_books()
+
+    async def read_books(self) -> None:
+        """Read every live worker's published books of this graph and merge them per block."""
+        client = self.client
+        pattern = _glob_escape(self.keys.stats("")) + "*"
+        keys: list[bytes] = []
+        cursor: Any = 0
+        while True:
+            cursor, found = await client.scan(cursor, match=pattern, count=500)
+            keys.extend(found)
+            if int(cursor) == 0:
+                break
+        records: dict[str, list[BlockStatistics]] = {}
+        for key in keys:
+            for field_name, raw in (await client.hgetall(key)).items():
+                try:
+                    stat = BlockStatistics.from_data(unpack_plain(raw))
+                except (CodecError, ValueError) as exc:
+                    logger.warning(
+                        "pipeline %r: books of block %r in %s ignored: %s",
+                        self.name,
+                        field_name,
+                        key,
+                        exc,
+                    )
+                    continue
+                records.setdefault(stat.name, []).append(stat)
+        self.books = {
+            name: merge_statistics(name, records.get(name, ())) for name in self.remote_names
+        }
 
     async def _register(self) -> None:
         client = self.client
@@ -744,8 +805,9 @@ class RemoteRunning:
         return await future
 
     def statistics(self) -> dict[str, BlockStatistics]:
-        """Zero records: the workers' books are not gathered to the caller yet."""
-        return {name: BlockStatistics(name=name) for name in _names(self.pipeline)}
+        """The workers' books per block, merged over every live worker (see
+        :meth:`RedisTransport.statistics`), as last read (every half second)."""
+        return dict(self._session.books)
 
     async def stop(self) -> None:
         """Wait for the submitted items' answers, then stop."""
@@ -766,6 +828,26 @@ class RemoteRunning:
 
 
 def _names(pipeline: Pipeline) -> list[str]:
-    from .._engine.supervisor import stage_names
-
     return stage_names(pipeline.stages)
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally by a Redis glob pattern (SCAN MATCH)."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+class _Books:
+    """The books of one run through the transport: its local blocks' and the workers'."""
+
+    def __init__(self, pipeline: Pipeline, session: _Session) -> None:
+        self.pipeline = pipeline
+        self.session = session
+        self.head: Pipeline | None = None
+        self.tail: Pipeline | None = None
+
+    def statistics(self) -> dict[str, BlockStatistics]:
+        found: dict[str, BlockStatistics] = dict(self.session.books)
+        for part in (self.head, self.tail):
+            if part is not None:
+                found.update(part.statistics())
+        return {name: found.get(name, BlockStatistics(name=name)) for name in _names(self.pipeline)}

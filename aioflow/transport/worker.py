@@ -15,8 +15,17 @@ run: a pipeline of those stages, opened as a service, in-process channels inside
   (it died) with ``XAUTOCLAIM``; an entry delivered more than ``max_deliveries`` times goes to
   the dead-letter stream, and its caller gets an error;
 * a heartbeat re-claims the worker's own in-flight entries so that live work is not taken over;
+* the segment's books (its blocks' :class:`~aioflow.BlockStatistics`) are published to the hash
+  ``P:{pipeline}:{H}:stats:{worker}`` every ``stats_period`` seconds, in the same ``MULTI`` as
+  the writes that leave the worker idle (so a caller that got its last answer reads books that
+  count it), and at exit; the hash expires ``stats_ttl`` seconds after the last publication, so
+  a dead worker's books age out. Callers merge the books of all live workers;
 * an entry that does not decode (malformed, or written by another codec such as pickle) goes to
   the dead-letter stream with the reason; nothing in it runs.
+
+``--metrics HOST:PORT`` serves the segment's own Prometheus metrics (and dashboard) at
+``http://HOST:PORT/metrics`` while the worker runs (:class:`aioflow.observe.Server`; loopback
+unless told otherwise, port 0 picks a free one, the address is printed on stderr).
 
 SIGTERM or SIGINT: stop reading, let in-flight items finish for a few seconds, leave the rest
 pending (another worker reclaims them), exit 0.
@@ -41,7 +50,7 @@ from .._engine.segment import Outcome, sub_pipeline, submit_outcome
 from .._engine.supervisor import PipelineRun
 from ..errors import BlockError, PipelineClosed, summarize
 from ..graph import Branch
-from .codec import Codec, CodecError, codec_named
+from .codec import Codec, CodecError, codec_named, pack_plain
 from .messages import (
     GROUP,
     ItemMeta,
@@ -67,6 +76,7 @@ from .redis import _Credit as Credit
 if TYPE_CHECKING:
     from ..block import Block
     from ..pipeline import Pipeline, RunningPipeline
+    from ..stats import BlockStatistics, LatencyHistogram
 
 __all__ = ["SegmentMismatch", "Worker", "main"]
 
@@ -149,6 +159,10 @@ class Worker:
         codec: the codec's name (``"msgpack"``; ``"pickle"`` only if you trust every writer).
         prefix: the key prefix (the transport's ``prefix``).
         grace: seconds in-flight items get to finish after SIGTERM before they are left pending.
+        stats_period: seconds between publications of the segment's books to Redis.
+        stats_ttl: seconds the published books outlive the worker's last publication.
+        metrics: ``(host, port)`` to serve the segment's Prometheus metrics on while it runs.
+        token: with ``metrics``: the bearer token requests must carry.
     """
 
     def __init__(
@@ -164,6 +178,10 @@ class Worker:
         grace: float = 3.0,
         consumer: str | None = None,
         prefetch: int | None = None,
+        stats_period: float = 0.5,
+        stats_ttl: float = 15.0,
+        metrics: tuple[str, int] | None = None,
+        token: str | None = None,
     ) -> None:
         stages = pipeline.stages
         names = [_stage_name(s) for s in stages]
@@ -209,6 +227,15 @@ class Worker:
             1, min(capacity, 256, max(8, 4 * _concurrency(self.stages)))
         )
         self.stopping = asyncio.Event()
+        self.stats_period = stats_period
+        self.stats_ttl = max(stats_ttl, 2 * stats_period)
+        self.stats_key = self.keys.stats(self.consumer)
+        #: the segment while it runs (its books are published); None before and after
+        self.running: RunningPipeline | None = None
+        self.metrics = metrics
+        self.token = token
+        #: ``http://HOST:PORT/metrics`` once served
+        self.metrics_url = ""
         self.in_flight: set[bytes] = set()
         #: counters for the log and tests
         self.acked = 0
@@ -253,11 +280,55 @@ class Worker:
             segment = sub_pipeline(
                 self.pipeline, self.stages, f"{self.name}[{','.join(self.blocks)}]"
             )
-            with contextlib.suppress(_Abandon):
-                async with segment.open() as running:
-                    await self._serve(client, running)
+            try:
+                with contextlib.suppress(_Abandon):
+                    async with segment.open() as running, contextlib.AsyncExitStack() as stack:
+                        self.running = running
+                        if self.metrics is not None:
+                            await self._serve_metrics(stack, running)
+                        await self._serve(client, running)
+            finally:
+                if self.running is not None:
+                    # The final books (the segment has stopped: nothing in flight any more).
+                    with contextlib.suppress(RedisError, OSError):
+                        await asyncio.shield(self._publish(client))
         finally:
             await client.aclose()
+
+    async def _serve_metrics(
+        self, stack: contextlib.AsyncExitStack, running: RunningPipeline
+    ) -> None:
+        from ..observe import Server
+
+        assert self.metrics is not None
+        host, port = self.metrics
+        server = Server(_SegmentSource(self.name, running), host=host, port=port, token=self.token)
+        await stack.enter_async_context(server)
+        self.metrics_url = server.metrics_url
+        sys.stderr.write(f"aioflow worker {self.consumer}: metrics at {server.metrics_url}\n")
+        sys.stderr.flush()
+
+    def books(self) -> dict[str, bytes]:
+        """The segment's books as the stats hash holds them (block name -> msgpack record)."""
+        if self.running is None:
+            return {}
+        return {
+            name: pack_plain(stat.to_data()) for name, stat in self.running.statistics().items()
+        }
+
+    def _queue_books(self, pipe: Any) -> None:
+        pipe.hset(self.stats_key, mapping=self.books())
+        pipe.pexpire(self.stats_key, int(self.stats_ttl * 1000))
+
+    async def _publish(self, client: Any) -> None:
+        pipe = client.pipeline(transaction=True)
+        self._queue_books(pipe)
+        await client.guard(pipe.execute())
+
+    async def _publisher(self, client: Any) -> None:
+        while True:
+            await self._publish(client)
+            await asyncio.sleep(self.stats_period)
 
     async def _serve(self, client: Any, running: RunningPipeline) -> None:
         slots = _Slots(self.prefetch)
@@ -268,6 +339,7 @@ class Worker:
                 tg.create_task(self._flusher(client, done, slots), name="aioflow:flush"),
                 tg.create_task(self._reclaimer(client, running, done, slots), name="aioflow:claim"),
                 tg.create_task(self._heartbeat(client), name="aioflow:heartbeat"),
+                tg.create_task(self._publisher(client), name="aioflow:books"),
             ]
             try:
                 await self._reader(client, running, done, slots)
@@ -425,14 +497,16 @@ class Worker:
             batch = [await done.get()]
             while len(batch) < _BATCH and not done.empty():
                 batch.append(done.get_nowait())
-            await self._write(client, batch)
+            # The writes that leave the worker idle carry its books along.
+            idle = self.in_flight <= {item.entry for item in batch}
+            await self._write(client, batch, books=idle)
             for item in batch:
                 self.in_flight.discard(item.entry)
                 slots.release()
             if not self.in_flight:
                 self._idle.set()
 
-    async def _write(self, client: Any, batch: list[_Done]) -> None:
+    async def _write(self, client: Any, batch: list[_Done], *, books: bool = False) -> None:
         pos = 0
         while pos < len(batch):
             chunk: list[_Done] = []
@@ -451,9 +525,9 @@ class Worker:
                 self.credit.credit += allowed - count  # (negative when one item overshoots)
             else:
                 chunk, pos = batch[pos:], len(batch)
-            await self._commit(client, chunk)
+            await self._commit(client, chunk, books=books and pos >= len(batch))
 
-    async def _commit(self, client: Any, chunk: list[_Done]) -> None:
+    async def _commit(self, client: Any, chunk: list[_Done], *, books: bool = False) -> None:
         pipe = client.pipeline(transaction=True)
         ids = []
         for item in chunk:
@@ -467,6 +541,8 @@ class Worker:
             ids.append(item.entry)
         pipe.xack(self.inbox, GROUP, *ids)
         pipe.xdel(self.inbox, *ids)
+        if books:
+            self._queue_books(pipe)
         await client.guard(pipe.execute())
         self.acked += len(ids)
 
@@ -523,6 +599,21 @@ class Worker:
                 )
 
 
+class _SegmentSource:
+    """The segment's books under the pipeline's own name (the metrics' ``pipeline`` label is
+    the same in every worker and in the caller)."""
+
+    def __init__(self, name: str, running: RunningPipeline) -> None:
+        self.name = name
+        self._running = running
+
+    def statistics(self) -> dict[str, BlockStatistics]:
+        return self._running.statistics()
+
+    def latency(self) -> LatencyHistogram:
+        return self._running.latency()
+
+
 async def _autoclaim(
     client: Any, stream: str, consumer: str, idle_ms: int, cursor: Any, count: int
 ) -> tuple[Any, list[tuple[bytes, dict[bytes, bytes]]], list[bytes]]:
@@ -557,6 +648,8 @@ def _id_key(entry_id: bytes) -> tuple[int, int]:
 
 def main(argv: Sequence[str], load: Callable[[str], Pipeline]) -> int:
     """``python -m aioflow worker ...``; ``load`` resolves ``MODULE:PIPELINE``."""
+    from ..cli import host_port
+
     parser = argparse.ArgumentParser(
         prog="python -m aioflow worker",
         description="serve consecutive blocks of a pipeline from Redis Streams",
@@ -571,6 +664,22 @@ def main(argv: Sequence[str], load: Callable[[str], Pipeline]) -> int:
     parser.add_argument("--grace", type=float, default=3.0)
     parser.add_argument(
         "--prefetch", type=int, default=None, help="items taken ahead (default: 4 x workers, >= 8)"
+    )
+    parser.add_argument(
+        "--stats-period", type=float, default=0.5, help="seconds between publications of the books"
+    )
+    parser.add_argument(
+        "--stats-ttl", type=float, default=15.0, help="seconds the books outlive the worker"
+    )
+    parser.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        type=host_port,
+        help="serve this worker's Prometheus metrics at http://HOST:PORT/metrics while it runs "
+        "(port 0 picks a free one; the address is printed on stderr)",
+    )
+    parser.add_argument(
+        "--token", help="with --metrics: requests must carry 'Authorization: Bearer TOKEN'"
     )
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args(list(argv))
@@ -587,6 +696,10 @@ def main(argv: Sequence[str], load: Callable[[str], Pipeline]) -> int:
             prefix=args.prefix,
             grace=args.grace,
             prefetch=args.prefetch,
+            stats_period=args.stats_period,
+            stats_ttl=args.stats_ttl,
+            metrics=args.metrics,
+            token=args.token,
         )
     except SegmentMismatch as exc:
         sys.stderr.write(f"aioflow worker: {exc}\n")
