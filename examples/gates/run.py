@@ -66,6 +66,7 @@ class Result:
     received: list[dict[str, Any]]  # as received by the webhook (empty with an outside one)
     truth: dict[str, list[str]] | None
     answered: int
+    bottleneck: af.Bottleneck | None = None
 
     @property
     def events(self) -> list[dict[str, Any]]:
@@ -106,7 +107,16 @@ async def run_pipeline(
         if runner is not None:
             await runner.cleanup()
     stats = pipe.statistics()
-    return Result(stats["prepare"].received, wall, stats, summary, received, truth, len(answers))
+    return Result(
+        stats["prepare"].received,
+        wall,
+        stats,
+        summary,
+        received,
+        truth,
+        len(answers),
+        pipe.bottleneck(),
+    )
 
 
 async def run_demo(
@@ -147,6 +157,8 @@ def report(result: Result) -> None:
             f"{name:12} {rec.received:6d} {rec.emitted:6d} {rec.busy_s:7.1f} {util:5.0%} "
             f"{rec.latency_p50_s * 1e3:7.1f} {batch:>5}"
         )
+    if result.bottleneck is not None:
+        print(f"bottleneck: {result.bottleneck}")
     c = result.summary.counts
     print(
         f"\n{c.boxes} text boxes: {c.at_edge} at the frame's edge, {c.not_plate_shape} not a "
