@@ -822,10 +822,14 @@ class BlockRuntime:
                         # is paused meanwhile.
                         async with _paused(deadline):
                             if seq is None or seq.is_head(n):
+                                # Nor is it busy time: the wait for room is left out of the
+                                # clock (it shows as the output's blocked time instead).
+                                t_put = _perf()
                                 for h in held:
                                     await out.put(h)
                                 held.clear()
                                 await out.put(e)
+                                t0 += _perf() - t_put
                             else:
                                 held.append(e)
                                 self.busy_s += _perf() - t0

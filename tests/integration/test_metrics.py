@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
 import pytest
@@ -517,3 +517,27 @@ async def test_the_servers_fast_text_is_exactly_what_prometheus_client_writes() 
     assert text == render(registry(pipe)).decode()
     assert 'block="odd \\"name\\"\\\\"' in text
     assert 'pipeline="two\\nlines"' in text
+
+
+async def test_a_generator_waiting_on_a_slow_next_block_is_not_counted_busy() -> None:
+    # An async generator block's clock must not run while it waits for room downstream: else
+    # a trivial flat-map in front of the real limit would look like the bottleneck.
+    @af.block
+    async def fan_out(x: int) -> AsyncIterator[int]:
+        for k in range(3):
+            yield x * 3 + k
+
+    @af.block(queue_size=1)
+    async def slow(x: int) -> int:
+        await asyncio.sleep(0.004)
+        return x
+
+    pipe = af.Pipeline(fan_out, slow, name="flatmap")
+    out = await pipe.run(range(20))
+    assert out == list(range(60))
+    stats = pipe.statistics()
+    assert stats["fan_out"].utilisation < 0.5, stats["fan_out"]
+    assert stats["slow"].utilisation > 0.7, stats["slow"]
+    report = pipe.bottleneck()
+    assert report is not None
+    assert report.block == "slow"
