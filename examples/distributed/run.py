@@ -186,6 +186,8 @@ async def run_caller(
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
+    # Once: a second SIGTERM must not cut the stopping of the workers and the server short.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise SystemExit(128 + signum)
 
 
