@@ -1,25 +1,35 @@
 """One Redis edge against a raw redis-py producer/consumer written for the job.
 
-    scripts/with-services python benchmarks/bench_redis_edge.py [--n 20000] [--size 100]
+    python benchmarks/bench_redis_edge.py [--n 20000] [--size 100]
+    python benchmarks/run_all.py --only redis_edge [--quick]
 
 raw: a producer XADDs batches of 100 (pipelined) while a consumer reads XREADGROUP COUNT 100 and
 XACKs each batch (pipelined), in one process. aioflow: ``pipe.run(items, transport=...)`` through
 one worker process that serves an identity block: the items cross the input stream, and the
 answers come back on the run's reply stream. Items are ``size`` bytes; ``BENCH_QUEUE`` sets the
-block's ``queue_size`` (the stream's backlog bound, default 64). Not part of ``make bench`` yet.
+block's ``queue_size`` (the stream's backlog bound, default 64). Uses the server of
+``AIOFLOW_REDIS_URL``, or starts a throwaway redis-server on loopback (:func:`redis_server`).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import shutil
+import socket
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import redis
 import redis.asyncio as aioredis
 
 import aioflow as af
@@ -79,39 +89,95 @@ async def ours(url: str, n: int, payload: bytes, prefix: str) -> float:
     return n / elapsed
 
 
+@contextlib.contextmanager
+def redis_server() -> Iterator[str]:
+    """``AIOFLOW_REDIS_URL`` when set, else a throwaway redis-server on a free loopback port
+    (as ``scripts/with-services`` starts one), stopped on the way out."""
+    url = os.environ.get("AIOFLOW_REDIS_URL")
+    if url:
+        yield url
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        msg = "redis-server is not installed (apt install redis-server) and AIOFLOW_REDIS_URL unset"
+        raise SystemExit(msg)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with tempfile.TemporaryDirectory(prefix="aioflow-bench-redis-") as folder:
+        proc = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+             "no", "--dir", folder],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            url = f"redis://127.0.0.1:{port}/0"
+            client = redis.Redis.from_url(url)
+            for _ in range(200):
+                try:
+                    client.ping()
+                    break
+                except redis.ConnectionError:
+                    time.sleep(0.05)
+            client.close()
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def run(
+    url: str, *, quick: bool, reps: int = 3, n: int | None = None, size: int = 100
+) -> dict[str, Any]:
+    """``reps`` alternating runs of raw and aioflow; items/s of each, medians and ratio."""
+    n = n if n is not None else 2_000 if quick else 20_000
+    reps = 1 if quick else reps
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    payload = os.urandom(size)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "aioflow", "worker", "bench_redis_edge:pipe", "--redis", url,
+         "--blocks", "identity", "--prefix", prefix],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), str(HERE)])},
+    )  # fmt: skip
+    runs = []
+    try:
+        for _ in range(reps):
+            r = af.run(raw(url, n, payload))
+            a = af.run(ours(url, n, payload, prefix))
+            runs.append({"raw_per_s": round(r, 1), "aioflow_per_s": round(a, 1)})
+    finally:
+        worker.terminate()
+        worker.wait()
+    raw_med = statistics.median(x["raw_per_s"] for x in runs)
+    ours_med = statistics.median(x["aioflow_per_s"] for x in runs)
+    return {
+        "items": n,
+        "size": size,
+        "runs": runs,
+        "raw_per_s": raw_med,
+        "aioflow_per_s": ours_med,
+        "of_raw": round(ours_med / raw_med, 3),
+    }
+
+
+def print_results(res: dict[str, Any]) -> None:
+    for x in res["runs"]:
+        r, a = x["raw_per_s"], x["aioflow_per_s"]
+        print(f"{res['size']} B items: raw {r:,.0f}/s, aioflow {a:,.0f}/s: {a / r:.2f} of raw")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=20_000)
     parser.add_argument("--size", type=int, default=100)
     parser.add_argument("--reps", type=int, default=3)
     args = parser.parse_args()
-    url = os.environ["AIOFLOW_REDIS_URL"]
-    prefix = f"bench-{uuid.uuid4().hex[:8]}"
-    payload = os.urandom(args.size)
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "aioflow",
-            "worker",
-            "bench_redis_edge:pipe",
-            "--redis",
-            url,
-            "--blocks",
-            "identity",
-            "--prefix",
-            prefix,
-        ],
-        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), str(HERE)])},
-    )
-    try:
-        for _ in range(args.reps):
-            r = af.run(raw(url, args.n, payload))
-            a = af.run(ours(url, args.n, payload, prefix))
-            print(f"{args.size} B items: raw {r:,.0f}/s, aioflow {a:,.0f}/s: {a / r:.2f} of raw")
-    finally:
-        worker.terminate()
-        worker.wait()
+    with redis_server() as url:
+        print_results(run(url, quick=False, reps=args.reps, n=args.n, size=args.size))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """Scale-out: a segment whose block waits 20 ms per item (a simulated device), served by 1 and
 by 4 worker processes.
 
-    scripts/with-services python benchmarks/bench_redis_scaleout.py [--n 400]
+    python benchmarks/bench_redis_scaleout.py [--n 400]
+    python benchmarks/run_all.py --only redis_scaleout [--quick]
 
-Not part of ``make bench`` yet.
+Uses the server of ``AIOFLOW_REDIS_URL``, or starts a throwaway redis-server on loopback.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
+
+from bench_redis_edge import redis_server
 
 import aioflow as af
 from aioflow.transport.redis import RedisTransport
@@ -57,15 +61,33 @@ def measure(url: str, n: int, workers: int) -> float:
             proc.wait()
 
 
+def run(url: str, *, quick: bool, n: int | None = None) -> dict[str, Any]:
+    """Items/s through 1 and through 4 worker processes of the 20 ms block."""
+    n = n if n is not None else 100 if quick else 400
+    one = measure(url, n, 1)
+    four = measure(url, n, 4)
+    return {
+        "items": n,
+        "ms_per_item": 20,
+        "one_per_s": round(one, 1),
+        "four_per_s": round(four, 1),
+        "ratio": round(four / one, 2),
+    }
+
+
+def print_results(res: dict[str, Any]) -> None:
+    print(
+        f"20 ms/item: 1 worker {res['one_per_s']:.1f} items/s, 4 workers "
+        f"{res['four_per_s']:.1f} items/s: {res['ratio']:.2f}x"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=400)
     args = parser.parse_args()
-    url = os.environ["AIOFLOW_REDIS_URL"]
-    one = measure(url, args.n, 1)
-    four = measure(url, args.n, 4)
-    ratio = four / one
-    print(f"20 ms/item: 1 worker {one:.1f} items/s, 4 workers {four:.1f} items/s: {ratio:.2f}x")
+    with redis_server() as url:
+        print_results(run(url, quick=False, n=args.n))
 
 
 if __name__ == "__main__":

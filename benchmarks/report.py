@@ -642,6 +642,51 @@ def metrics_section(metrics: dict[str, Any]) -> list[str]:
     ]
 
 
+def redis_section(edge: dict[str, Any] | None, scaleout: dict[str, Any] | None) -> list[str]:
+    """Redis edges between processes (``run_all.py --only redis_edge redis_scaleout``)."""
+    out = [
+        "## Redis edges (distributed pipelines)",
+        "",
+        "A pipeline spread over worker processes with Redis Streams between them "
+        "([Distributed pipelines](distributed.md)), on a throwaway `redis-server` on loopback "
+        "(or the server of `AIOFLOW_REDIS_URL`), sharing the machine's cores with the workers.",
+        "",
+    ]
+    if scaleout is not None:
+        out += [
+            f"**Scale-out** (`benchmarks/bench_redis_scaleout.py`, {scaleout['items']} items): a "
+            f"block that waits {scaleout['ms_per_item']} ms per item, one item at a time (a "
+            "simulated device), served by 1 and then by 4 worker processes: "
+            f"{scaleout['one_per_s']:.1f} against {scaleout['four_per_s']:.1f} items/s, "
+            f"**{scaleout['ratio']:.2f}x** (4x is the ceiling). From `{scaleout['file']}`: "
+            f"{machine(scaleout['meta'])}.",
+            "",
+        ]
+    if edge is not None:
+        rows = "\n".join(
+            f"| {i} | {r['raw_per_s']:,.0f} | {r['aioflow_per_s']:,.0f} | "
+            f"{r['aioflow_per_s'] / r['raw_per_s']:.2f} |"
+            for i, r in enumerate(edge["runs"], 1)
+        )
+        out += [
+            f"**One edge** (`benchmarks/bench_redis_edge.py`, {edge['items']:,} items of "
+            f"{edge['size']} bytes): through one worker process serving an identity block and "
+            "back on the run's reply stream, against a raw redis-py producer and consumer of one "
+            "stream in one process (batches of 100, pipelined). Items per second:",
+            "",
+            "| run | raw redis-py | aioflow | of raw |",
+            "| ---: | ---: | ---: | ---: |",
+            rows,
+            "",
+            f"Median: **{edge['of_raw']:.2f}** of raw. An item costs aioflow an `XADD` to the "
+            "segment's stream and an `XADD` of its answer to the reply stream, each packed by "
+            f"redis-py in Python; the raw loop pays one. From `{edge['file']}`: "
+            f"{machine(edge['meta'])}.",
+            "",
+        ]
+    return out
+
+
 def page(
     peers: dict[str, Any] | None,
     latency: dict[str, Any] | None,
@@ -651,6 +696,8 @@ def page(
     frames: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
     gates_accuracy: dict[str, Any] | None = None,
+    redis_edge: dict[str, Any] | None = None,
+    redis_scaleout: dict[str, Any] | None = None,
 ) -> str:
     out = [
         "# Benchmarks",
@@ -900,6 +947,8 @@ def page(
         out += gates_section(gates)
     if gates_accuracy is not None:
         out += gates_accuracy_section(gates_accuracy)
+    if redis_edge is not None or redis_scaleout is not None:
+        out += redis_section(redis_edge, redis_scaleout)
     out += ["## What we found", ""]
     if peers is not None and LOCKED in peers["cv"]["of_bound"]:
         cv = peers["cv"]
@@ -990,6 +1039,8 @@ def main() -> None:
         frames=load("process_frames"),
         metrics=load("metrics"),
         gates_accuracy=load("gates_accuracy"),
+        redis_edge=load("redis_edge"),
+        redis_scaleout=load("redis_scaleout"),
     )
     args.out.write_text(text, encoding="utf-8")
     print(f"wrote {args.out.relative_to(ROOT)} and the plots in {IMG.relative_to(ROOT)}")

@@ -12,6 +12,10 @@
 * ``bench_gates_accuracy.py``: the gate-camera application's accuracy per difficulty level and
   its speed against its two models alone (only where ``make demo``'s packages are installed:
   OpenCV, onnxruntime and the rapidocr models).
+* ``bench_redis_edge.py``: one Redis edge (a worker process serving an identity block) against
+  a raw redis-py producer/consumer; ``bench_redis_scaleout.py``: a 20 ms block served by 1 and
+  by 4 worker processes. Both use ``AIOFLOW_REDIS_URL``, or start a throwaway redis-server on
+  loopback for the part (Debian's ``redis-server`` must be installed).
 
 Each part writes ``benchmarks/results/<part>.json`` (``<part>_quick.json`` in quick mode) with
 the machine, the versions of Python and of every library, and the date. ``benchmarks/report.py``
@@ -30,6 +34,7 @@ import importlib.util
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -47,7 +52,17 @@ import bench_peers  # noqa: E402
 import bench_process_frames  # noqa: E402
 import bench_soak  # noqa: E402
 
-PARTS = ("peers", "latency", "memory", "metrics", "soak", "process_frames", "gates_accuracy")
+PARTS = (
+    "peers",
+    "latency",
+    "memory",
+    "metrics",
+    "soak",
+    "process_frames",
+    "gates_accuracy",
+    "redis_edge",
+    "redis_scaleout",
+)
 PACKAGES = (
     "aioflow",
     "uvloop",
@@ -117,7 +132,22 @@ def gates_ready() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("cv2", "onnxruntime", "rapidocr"))
 
 
+def redis_ready() -> bool:
+    """Whether the Redis parts can run: redis-py is installed, and a server is given or can be
+    started."""
+    server = bool(os.environ.get("AIOFLOW_REDIS_URL")) or shutil.which("redis-server") is not None
+    return server and importlib.util.find_spec("redis") is not None
+
+
 def run_part(part: str, *, quick: bool, reps: int) -> dict[str, Any]:
+    if part in ("redis_edge", "redis_scaleout"):
+        import bench_redis_edge
+        import bench_redis_scaleout
+
+        with bench_redis_edge.redis_server() as url:
+            if part == "redis_edge":
+                return bench_redis_edge.run(url, quick=quick, reps=min(reps, 3))
+            return bench_redis_scaleout.run(url, quick=quick)
     if part == "gates_accuracy":
         import bench_gates_accuracy
 
@@ -136,7 +166,13 @@ def run_part(part: str, *, quick: bool, reps: int) -> dict[str, Any]:
 
 
 def print_part(part: str, res: dict[str, Any]) -> None:
-    if part == "gates_accuracy":
+    if part in ("redis_edge", "redis_scaleout"):
+        import bench_redis_edge
+        import bench_redis_scaleout
+
+        bench = bench_redis_edge if part == "redis_edge" else bench_redis_scaleout
+        bench.print_results(res)
+    elif part == "gates_accuracy":
         import bench_gates_accuracy
 
         bench_gates_accuracy.print_results(res["levels"])
@@ -183,9 +219,13 @@ def main() -> None:
     mode = "quick" if args.quick else "full"
     args.out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    parts = args.only or [p for p in PARTS if p != "gates_accuracy" or gates_ready()]
-    if "gates_accuracy" not in parts and not args.only:
+    ready = {"gates_accuracy": gates_ready(), "redis_edge": redis_ready()}
+    ready["redis_scaleout"] = ready["redis_edge"]
+    parts = args.only or [p for p in PARTS if ready.get(p, True)]
+    if not args.only and not ready["gates_accuracy"]:
         print("gates_accuracy: skipped, it needs make demo's packages (cv2, onnxruntime, rapidocr)")
+    if not args.only and not ready["redis_edge"]:
+        print("redis_edge, redis_scaleout: skipped, they need redis-py and redis-server")
     for part in parts:
         meta = environment(mode)
         t0 = time.perf_counter()

@@ -20,6 +20,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from aioflow import wire
+
 DET_MODEL = "PP-OCRv6_det_small.onnx"
 REC_MODEL = "PP-OCRv6_rec_small.onnx"
 SHA256 = {
@@ -77,6 +79,10 @@ class Box:
         x0, y0 = self.points.min(axis=0)
         x1, y1 = self.points.max(axis=0)
         return int(x0), int(y0), int(x1), int(y1)
+
+
+# A box travels between the worker processes of ``examples/distributed`` (msgpack, no pickle).
+wire.register(Box, tag="examples.gates.ocr:Box")
 
 
 def boxes_from_map(
