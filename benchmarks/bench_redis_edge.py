@@ -19,7 +19,9 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import redis.asyncio as aioredis
 
 import aioflow as af
@@ -29,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 
 
 @af.block(queue_size=int(os.environ.get("BENCH_QUEUE", "64")))
-async def identity(x: bytes) -> bytes:
+async def identity(x: Any) -> Any:
     return x
 
 
@@ -69,7 +71,7 @@ async def raw(url: str, n: int, payload: bytes) -> float:
     return n / elapsed
 
 
-async def ours(url: str, n: int, payload: bytes, prefix: str) -> float:
+async def ours(url: str, n: int, payload: Any, prefix: str) -> float:
     transport = RedisTransport(url, prefix=prefix)
     await pipe.run([payload] * 10, transport=transport)  # warm: the worker is up
     t0 = time.perf_counter()
@@ -84,13 +86,23 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=20_000)
     parser.add_argument("--size", type=int, default=100)
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument(
+        "--frame", action="store_true", help="640x480x3 uint8 frames (numpy) instead of bytes"
+    )
     args = parser.parse_args()
     url = os.environ["AIOFLOW_REDIS_URL"]
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
-    payload = os.urandom(args.size)
+    item: Any
+    if args.frame:
+        item = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+        payload = item.tobytes()
+    else:
+        item = payload = os.urandom(args.size)
+    size = len(payload)
     worker = subprocess.Popen(
         [
             sys.executable,
+            *os.environ.get("BENCH_WORKER_PY", "").split(),
             "-m",
             "aioflow",
             "worker",
@@ -101,14 +113,19 @@ def main() -> None:
             "identity",
             "--prefix",
             prefix,
+            *os.environ.get("BENCH_WORKER_ARGS", "").split(),
         ],
         env={**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), str(HERE)])},
     )
     try:
         for _ in range(args.reps):
             r = af.run(raw(url, args.n, payload))
-            a = af.run(ours(url, args.n, payload, prefix))
-            print(f"{args.size} B items: raw {r:,.0f}/s, aioflow {a:,.0f}/s: {a / r:.2f} of raw")
+            a = af.run(ours(url, args.n, item, prefix))
+            print(
+                f"{size} B items: raw {r:,.0f}/s ({r * size / 1e6:,.0f} MB/s), "
+                f"aioflow {a:,.0f}/s ({a * size / 1e6:,.0f} MB/s): {a / r:.2f} of raw",
+                flush=True,
+            )
     finally:
         worker.terminate()
         worker.wait()
