@@ -1,12 +1,15 @@
 """One Redis edge against a raw redis-py producer/consumer written for the job.
 
-    scripts/with-services python benchmarks/bench_redis_edge.py [--n 20000] [--size 100]
+    scripts/with-services python benchmarks/bench_redis_edge.py [--n 20000] [--size 100] [--frame]
 
 raw: a producer XADDs batches of 100 (pipelined) while a consumer reads XREADGROUP COUNT 100 and
 XACKs each batch (pipelined), in one process. aioflow: ``pipe.run(items, transport=...)`` through
 one worker process that serves an identity block: the items cross the input stream, and the
 answers come back on the run's reply stream. Items are ``size`` bytes; ``BENCH_QUEUE`` sets the
-block's ``queue_size`` (the stream's backlog bound, default 64). Not part of ``make bench`` yet.
+block's ``queue_size`` (the stream's backlog bound, default 64). ``--frame`` sends 640x480x3
+uint8 frames (numpy) instead of bytes; raw sends their bytes. For profiling, ``BENCH_WORKER_PY``
+adds interpreter options to the worker (``-m cProfile -o w.prof``) and ``BENCH_WORKER_ARGS``
+worker options (``--prefetch 8``).
 """
 
 from __future__ import annotations
