@@ -1,6 +1,6 @@
 """One Redis edge against a raw redis-py producer/consumer written for the job.
 
-    python benchmarks/bench_redis_edge.py [--n 20000] [--size 100]
+    python benchmarks/bench_redis_edge.py [--n 20000] [--size 100] [--frame]
     python benchmarks/run_all.py --only redis_edge [--quick]
 
 raw: a producer XADDs batches of 100 (pipelined) while a consumer reads XREADGROUP COUNT 100 and
@@ -9,6 +9,7 @@ one worker process that serves an identity block: the items cross the input stre
 answers come back on the run's reply stream. Items are ``size`` bytes; ``BENCH_QUEUE`` sets the
 block's ``queue_size`` (the stream's backlog bound, default 64). Uses the server of
 ``AIOFLOW_REDIS_URL``, or starts a throwaway redis-server on loopback (:func:`redis_server`).
+``--frame`` sends 640x480x3 uint8 frames (numpy) instead of bytes; raw sends their bytes.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import redis
 import redis.asyncio as aioredis
 
@@ -79,7 +81,7 @@ async def raw(url: str, n: int, payload: bytes) -> float:
     return n / elapsed
 
 
-async def ours(url: str, n: int, payload: bytes, prefix: str) -> float:
+async def ours(url: str, n: int, payload: Any, prefix: str) -> float:
     transport = RedisTransport(url, prefix=prefix)
     await pipe.run([payload] * 10, transport=transport)  # warm: the worker is up
     t0 = time.perf_counter()
@@ -131,13 +133,25 @@ def redis_server() -> Iterator[str]:
 
 
 def run(
-    url: str, *, quick: bool, reps: int = 3, n: int | None = None, size: int = 100
+    url: str,
+    *,
+    quick: bool,
+    reps: int = 3,
+    n: int | None = None,
+    size: int = 100,
+    frame: bool = False,
 ) -> dict[str, Any]:
     """``reps`` alternating runs of raw and aioflow; items/s of each, medians and ratio."""
     n = n if n is not None else 2_000 if quick else 20_000
     reps = 1 if quick else reps
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
-    payload = os.urandom(size)
+    item: Any
+    if frame:
+        item = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+        payload = item.tobytes()
+        size = len(payload)
+    else:
+        item = payload = os.urandom(size)
     worker = subprocess.Popen(
         [sys.executable, "-m", "aioflow", "worker", "bench_redis_edge:pipe", "--redis", url,
          "--blocks", "identity", "--prefix", prefix],
@@ -147,7 +161,7 @@ def run(
     try:
         for _ in range(reps):
             r = af.run(raw(url, n, payload))
-            a = af.run(ours(url, n, payload, prefix))
+            a = af.run(ours(url, n, item, prefix))
             runs.append({"raw_per_s": round(r, 1), "aioflow_per_s": round(a, 1)})
     finally:
         worker.terminate()
@@ -167,7 +181,11 @@ def run(
 def print_results(res: dict[str, Any]) -> None:
     for x in res["runs"]:
         r, a = x["raw_per_s"], x["aioflow_per_s"]
-        print(f"{res['size']} B items: raw {r:,.0f}/s, aioflow {a:,.0f}/s: {a / r:.2f} of raw")
+        mb = res["size"] / 1e6
+        print(
+            f"{res['size']} B items: raw {r:,.0f}/s ({r * mb:,.0f} MB/s), aioflow {a:,.0f}/s "
+            f"({a * mb:,.0f} MB/s): {a / r:.2f} of raw"
+        )
 
 
 def main() -> None:
@@ -175,9 +193,14 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=20_000)
     parser.add_argument("--size", type=int, default=100)
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument(
+        "--frame", action="store_true", help="640x480x3 uint8 frames (numpy) instead of bytes"
+    )
     args = parser.parse_args()
     with redis_server() as url:
-        print_results(run(url, quick=False, reps=args.reps, n=args.n, size=args.size))
+        print_results(
+            run(url, quick=False, reps=args.reps, n=args.n, size=args.size, frame=args.frame)
+        )
 
 
 if __name__ == "__main__":

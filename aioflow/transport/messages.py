@@ -44,6 +44,7 @@ __all__ = [
     "pack_reply",
     "parse_item",
     "read_meta",
+    "reply_answers",
 ]
 
 #: the consumer group every segment's workers share on their input stream
@@ -196,6 +197,21 @@ def pack_reply(
     """A reply entry: ``kind`` is ``out`` (value: the outputs), ``split`` (``n``) or ``err``
     (``e``: the error as data)."""
     return {b"m": pack_plain({"p": list(path), "k": kind, **extra}), b"v": value}
+
+
+def reply_answers(fields: Mapping[bytes, bytes]) -> list[Mapping[bytes, bytes]]:
+    """The answers a reply entry carries: a worker writes the answers of a burst to one caller
+    in one entry, as fields ``m``/``v``, ``m1``/``v1``, ``m2``/``v2``..."""
+    if b"m1" not in fields:
+        return [fields]
+    answers: list[Mapping[bytes, bytes]] = [
+        {b"m": fields.get(b"m", b""), b"v": fields.get(b"v", b"")}
+    ]
+    i = 1
+    while (meta := fields.get(b"m%d" % i)) is not None:
+        answers.append({b"m": meta, b"v": fields.get(b"v%d" % i, b"")})
+        i += 1
+    return answers
 
 
 def error_to_data(err: BlockError) -> dict[str, Any]:

@@ -17,7 +17,14 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Collection, Iterable
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Collection,
+    Iterable,
+    Mapping,
+)
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -60,6 +67,7 @@ from .messages import (
     graph_signature,
     pack_item,
     read_meta,
+    reply_answers,
 )
 
 if TYPE_CHECKING:
@@ -76,14 +84,29 @@ __all__ = [
     "connect",
     "ensure_group",
     "redact",
+    "wire",
 ]
 
 logger = logging.getLogger("aioflow.transport")
 
 _BATCH = 100
+#: values longer than this (bytes) are handed to redis-py as memoryviews (see wire())
+_BIG = 64 * 1024
+_READ_SIZE = 1024 * 1024
+#: reply entries a caller reads between two trims of its reply stream
+_TRIM_EVERY = 200
 #: seconds between two readings of the workers' books by a caller
 BOOKS_PERIOD = 0.5
 WAKE = {b"m": pack_plain({"k": "wake"}), b"v": b""}
+
+
+def wire(fields: dict[bytes, bytes]) -> dict[bytes, Any]:
+    """``fields`` as written to Redis: a large value goes as a memoryview, which redis-py sends
+    as it is (its hiredis packer would copy it into the command, slowly for megabytes)."""
+    value = fields.get(b"v")
+    if value is not None and len(value) > _BIG:
+        return {**fields, b"v": memoryview(value)}
+    return fields
 
 
 def redact(url: str) -> str:
@@ -123,6 +146,8 @@ class Client:
             ),
             retry_on_error=[RedisConnectionError, RedisTimeoutError, OSError],
             socket_timeout=30,
+            # Frames are ~1 MB: read them in few calls rather than 64 KiB at a time.
+            socket_read_size=_READ_SIZE,
         )
         self._calls: set[asyncio.Task[Any]] = set()
 
@@ -186,15 +211,21 @@ async def backlog(client: Any, stream: str) -> int:
         groups = await client.xinfo_groups(stream)
     except ResponseError:
         return 0  # no stream yet
+    found = _group_backlog(groups)
+    # (None: Redis cannot tell, entries were deleted out of order: be cautious)
+    return found if found is not None else int(await client.xlen(stream))
+
+
+def _group_backlog(groups: Any) -> int | None:
+    """The group's lag plus pending from an XINFO GROUPS reply; None when it cannot tell."""
     for group in groups:
         name = group.get("name")
         if name in (GROUP, GROUP.encode()):
             lag = group.get("lag")
-            pending = int(group.get("pending") or 0)
-            if lag is None:  # Redis cannot tell (entries deleted out of order): be cautious
-                return int(await client.xlen(stream))
-            return int(lag) + pending
-    return int(await client.xlen(stream))
+            if lag is None:
+                return None
+            return int(lag) + int(group.get("pending") or 0)
+    return None
 
 
 class NoWorkerError(AioflowError):
@@ -211,18 +242,36 @@ class _Credit:
         self.capacity = capacity
         self.credit = 0
 
-    async def take(self, client: Any, wanted: int) -> int:
+    async def take(self, client: Any, wanted: int, progress: asyncio.Event | None = None) -> int:
         """Wait until the stream's backlog is under its capacity; return how many of
-        ``wanted`` may be written now (>= 1)."""
+        ``wanted`` may be written now (>= 1). ``progress``, when given, is set when the
+        backlog may have shrunk (answers came): the wait ends then rather than at its timeout."""
         delay = 0.002
         while self.credit < 1:
+            if progress is not None:
+                progress.clear()
             self.credit = self.capacity - await backlog(client, self.stream)
             if self.credit < 1:
-                await asyncio.sleep(delay)
+                if progress is None:
+                    await asyncio.sleep(delay)
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(delay):
+                            await progress.wait()
                 delay = min(delay * 2, 0.05)
         n = min(wanted, self.credit)
         self.credit -= n
         return n
+
+    def queue_check(self, pipe: Any) -> None:
+        """Read the backlog in ``pipe`` after its writes (no round trip of its own); pass the
+        reply to :meth:`checked`."""
+        pipe.xinfo_groups(self.stream)
+
+    def checked(self, groups: Any) -> None:
+        found = None if isinstance(groups, BaseException) else _group_backlog(groups)
+        # Not known (an error, or Redis cannot tell): the next take() asks again.
+        self.credit = 0 if found is None else self.capacity - found
 
 
 class _Plan:
@@ -442,6 +491,8 @@ class _Session:
             window = 64 + PipelineRun.chain_capacity(plan.stages[plan.first : plan.last + 1])
         self.window = asyncio.Semaphore(window)
         self.credit = _Credit(self.inbox, stage_capacity(first))
+        #: set when answers come (the first stream's backlog may have shrunk)
+        self.progress = asyncio.Event()
         self.ordered = ordered
         self.client: Any = None
         self.started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -642,16 +693,22 @@ class _Session:
     async def _write(self, client: Any, batch: list[tuple[int, dict[bytes, bytes]]]) -> None:
         start = 0
         while start < len(batch):
-            n = await self.credit.take(client, len(batch) - start)
+            n = await self.credit.take(client, len(batch) - start, self.progress)
             pipe = client.pipeline(transaction=False)
             for _, fields in batch[start : start + n]:
-                pipe.xadd(self.inbox, fields)
-            await client.guard(pipe.execute())
+                pipe.xadd(self.inbox, wire(fields))
+            self.credit.queue_check(pipe)
+            replies = await client.guard(pipe.execute(raise_on_error=False))
+            for reply in replies[:-1]:
+                if isinstance(reply, Exception):
+                    raise reply
+            self.credit.checked(replies[-1])
             start += n
 
     async def _receiver(self) -> None:
         client = self.client
         last = "0-0"
+        unread = 0  # entries read since the reply stream was last trimmed
         while True:
             if self.sent_all and not self.pending and self.ordered:
                 return
@@ -663,10 +720,15 @@ class _Session:
             self.no_worker_since = None
             entries = reply[0][1]
             for _entry_id, fields in entries:
-                self._answer(fields)
+                for answer in reply_answers(fields):
+                    self._answer(answer)
             last = entries[-1][0]
+            self.progress.set()
             # Read entries are not needed again: keep the reply stream short for long services.
-            await client.xtrim(self.reply, minid=last, approximate=False)
+            unread += len(entries)
+            if unread >= _TRIM_EVERY:
+                await client.xtrim(self.reply, minid=last, approximate=False)
+                unread = 0
             if self.ordered and self.failure is not None:
                 return
 
@@ -695,7 +757,7 @@ class _Session:
         if timeout is not None and now - self.no_worker_since >= timeout:
             raise NoWorkerError(f"{msg}; gave up after {timeout:g} s")
 
-    def _answer(self, fields: dict[bytes, bytes]) -> None:
+    def _answer(self, fields: Mapping[bytes, bytes]) -> None:
         try:
             meta = read_meta(fields)
             if meta.get("k") == "wake":

@@ -42,7 +42,7 @@ import signal
 import socket
 import sys
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +63,7 @@ from .messages import (
     parse_item,
 )
 from .redis import (
+    _BIG,
     RedisConnectionError,
     RedisError,
     ResponseError,
@@ -70,6 +71,7 @@ from .redis import (
     ensure_group,
     redact,
     stage_capacity,
+    wire,
 )
 from .redis import _Credit as Credit
 
@@ -83,6 +85,8 @@ __all__ = ["SegmentMismatch", "Worker", "main"]
 logger = logging.getLogger("aioflow.worker")
 
 _BATCH = 100
+#: seconds of work a worker of a fast segment takes ahead (see Worker._adapt)
+PREFETCH_WORK = 0.02
 #: exit status of a worker whose pipeline or blocks do not match
 EXIT_MISMATCH = 2
 
@@ -92,6 +96,7 @@ class _Slots:
     holds slots while it waits on Redis, so neither starves the other)."""
 
     def __init__(self, size: int) -> None:
+        self.size = size
         self.free = size
         self._freed = asyncio.Event()
         self._freed.set()
@@ -105,6 +110,14 @@ class _Slots:
         self.free += 1
         if self.free > 0:
             self._freed.set()
+
+    def resize(self, size: int) -> None:
+        self.free += size - self.size
+        self.size = size
+        if self.free > 0:
+            self._freed.set()
+        else:
+            self._freed.clear()
 
     async def wait_free(self) -> None:
         await self._freed.wait()
@@ -222,10 +235,17 @@ class Worker:
         # Items taken from Redis ahead of the segment: enough to keep its workers busy, few
         # enough to leave the rest to the other workers of the segment (a worker that took a
         # whole backlog would leave them idle).
+        # Fast blocks (the books show each item takes well under PREFETCH_WORK seconds) get more,
+        # up to the segment's capacity: reading 8 at a time, a worker of a fast block would
+        # spend its time waiting on Redis round trips (see _adapt).
         capacity = PipelineRun.chain_capacity(self.stages)
         self.prefetch = prefetch or max(
             1, min(capacity, 256, max(8, 4 * _concurrency(self.stages)))
         )
+        self.base_prefetch = self.prefetch
+        self.max_prefetch = self.prefetch if prefetch else max(self.prefetch, min(capacity, 256))
+        self._slots: _Slots | None = None
+        self._books_lock = asyncio.Lock()
         self.stopping = asyncio.Event()
         self.stats_period = stats_period
         self.stats_ttl = max(stats_ttl, 2 * stats_period)
@@ -312,18 +332,35 @@ class Worker:
         """The segment's books as the stats hash holds them (block name -> msgpack record)."""
         if self.running is None:
             return {}
-        return {
-            name: pack_plain(stat.to_data()) for name, stat in self.running.statistics().items()
-        }
+        stats = self.running.statistics()
+        self._adapt(stats.values())
+        return {name: pack_plain(stat.to_data()) for name, stat in stats.items()}
+
+    def _adapt(self, stats: Iterable[BlockStatistics]) -> None:
+        """Take as many items ahead as the segment finishes in about PREFETCH_WORK seconds
+        (its slowest block's busy time per item and worker), between the default prefetch and
+        the segment's capacity; a slow block keeps the default, so the other workers of the
+        segment still get their share."""
+        if self.max_prefetch <= self.base_prefetch or self._slots is None:
+            return
+        per_item = 0.0
+        for stat in stats:
+            if stat.completed:
+                per_item = max(per_item, stat.busy_s / stat.completed / max(1, stat.workers))
+        wanted = int(PREFETCH_WORK / per_item) if per_item > 0 else self.max_prefetch
+        size = max(self.base_prefetch, min(self.max_prefetch, wanted))
+        self._slots.resize(size)
+        self.prefetch = size
 
     def _queue_books(self, pipe: Any) -> None:
         pipe.hset(self.stats_key, mapping=self.books())
         pipe.pexpire(self.stats_key, int(self.stats_ttl * 1000))
 
     async def _publish(self, client: Any) -> None:
-        pipe = client.pipeline(transaction=True)
-        self._queue_books(pipe)
-        await client.guard(pipe.execute())
+        async with self._books_lock:
+            pipe = client.pipeline(transaction=True)
+            self._queue_books(pipe)
+            await client.guard(pipe.execute())
 
     async def _publisher(self, client: Any) -> None:
         while True:
@@ -331,8 +368,8 @@ class Worker:
             await asyncio.sleep(self.stats_period)
 
     async def _serve(self, client: Any, running: RunningPipeline) -> None:
-        slots = _Slots(self.prefetch)
-        done: asyncio.Queue[_Done] = asyncio.Queue(maxsize=self.prefetch)
+        slots = self._slots = _Slots(self.prefetch)
+        done: asyncio.Queue[_Done] = asyncio.Queue(maxsize=self.max_prefetch)
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
             helpers = [
@@ -371,7 +408,7 @@ class Worker:
         stop = self.stopping
         while not stop.is_set():
             await slots.wait_free()
-            n = min(_BATCH, slots.free)
+            n = slots.free
             try:
                 reply = await client.xreadgroup(
                     GROUP, self.consumer, {self.inbox: ">"}, count=n, block=500
@@ -528,23 +565,45 @@ class Worker:
             await self._commit(client, chunk, books=books and pos >= len(batch))
 
     async def _commit(self, client: Any, chunk: list[_Done], *, books: bool = False) -> None:
+        if books:
+            # Books go out in the order they were read: a publication of older books (from
+            # the publisher, on another connection) must not land after these.
+            async with self._books_lock:
+                await self._commit_now(client, chunk, books=True)
+        else:
+            await self._commit_now(client, chunk)
+
+    async def _commit_now(self, client: Any, chunk: list[_Done], *, books: bool = False) -> None:
         pipe = client.pipeline(transaction=True)
         ids = []
+        # The answers of a burst to one caller go in one entry (fields m, v, m1, v1, ...).
+        answers: dict[str, dict[bytes, bytes]] = {}
         for item in chunk:
             for fields in item.downstream:
-                pipe.xadd(self.outbox, fields)
-            for fields in item.replies:
-                pipe.xadd(item.reply_to, fields, nomkstream=True)
+                pipe.xadd(self.outbox, wire(fields))
+            if item.replies:
+                entry = answers.setdefault(item.reply_to, {})
+                for fields in item.replies:
+                    _append_answer(entry, fields)
             if item.dead is not None:
                 pipe.xadd(self.keys.dead, item.dead, maxlen=100_000, approximate=True)
                 self.dead_letters += 1
             ids.append(item.entry)
+        for reply_to, entry in answers.items():
+            pipe.xadd(reply_to, _wire_all(entry), nomkstream=True)
         pipe.xack(self.inbox, GROUP, *ids)
         pipe.xdel(self.inbox, *ids)
         if books:
             self._queue_books(pipe)
-        await client.guard(pipe.execute())
+        if self.credit is not None:
+            self.credit.queue_check(pipe)  # the next stream's backlog, in the same round trip
+        replies = await client.guard(pipe.execute(raise_on_error=False))
         self.acked += len(ids)
+        if self.credit is not None:
+            self.credit.checked(replies.pop())
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
 
     # -- taking over ----------------------------------------------------------------------------
 
@@ -638,6 +697,20 @@ async def _deliveries(client: Any, stream: str, ids: list[bytes]) -> dict[bytes,
     return counts
 
 
+def _append_answer(entry: dict[bytes, bytes], fields: dict[bytes, bytes]) -> None:
+    """Add one answer (``m``, ``v``) to a reply entry: the first as ``m``/``v``, the next ones
+    as ``m1``/``v1``, ``m2``/``v2``... (:func:`~aioflow.transport.messages.reply_answers`)."""
+    n = len(entry) // 2
+    suffix = str(n).encode() if n else b""
+    entry[b"m" + suffix] = fields[b"m"]
+    entry[b"v" + suffix] = fields.get(b"v", b"")
+
+
+def _wire_all(entry: dict[bytes, bytes]) -> dict[bytes, Any]:
+    """A reply entry with its large values as memoryviews (see :func:`~.redis.wire`)."""
+    return {k: memoryview(v) if len(v) > _BIG else v for k, v in entry.items()}
+
+
 def _id_key(entry_id: bytes) -> tuple[int, int]:
     ms, _, seq = entry_id.partition(b"-")
     return int(ms), int(seq or 0)
@@ -663,7 +736,10 @@ def main(argv: Sequence[str], load: Callable[[str], Pipeline]) -> int:
     parser.add_argument("--prefix", default="aioflow")
     parser.add_argument("--grace", type=float, default=3.0)
     parser.add_argument(
-        "--prefetch", type=int, default=None, help="items taken ahead (default: 4 x workers, >= 8)"
+        "--prefetch",
+        type=int,
+        default=None,
+        help="items taken ahead (default: 4 x workers, >= 8, more for a fast segment)",
     )
     parser.add_argument(
         "--stats-period", type=float, default=0.5, help="seconds between publications of the books"
