@@ -295,7 +295,16 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 
 def cli(argv: list[str] | None = None, prog: str | None = None) -> int:
-    return af.run(main(parser(prog).parse_args(argv)))
+    args = parser(prog).parse_args(argv)
+    failed = False
+    try:
+        return af.run(main(args))
+    except* af.BlockError as group:
+        # A source that cannot be read, a webhook that refuses: say which, one line each.
+        for err in group.exceptions:
+            print(f"{prog or 'gates'}: error: {err}", file=sys.stderr)
+        failed = True
+    return 2 if failed else 1
 
 
 if __name__ == "__main__":

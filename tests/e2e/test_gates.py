@@ -254,3 +254,21 @@ def test_a_small_fast_plate_stays_one_track_and_the_other_lane_another() -> None
     assert first[0] == 0
     assert first[2] == "AB12CDE"
     assert other[0] == 1
+
+
+def test_a_source_that_is_not_video_is_one_error_line_and_status_2(tmp_path: Path) -> None:
+    bogus = tmp_path / "gate_south.mp4"
+    bogus.write_text("not a video")
+    done = subprocess.run(
+        [sys.executable, "examples/gates/run.py", "--source", str(bogus), "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1, done.stderr
+    assert str(bogus) in errors[0]
+    assert "Traceback" not in done.stderr
