@@ -175,6 +175,9 @@ class Worker:
             takes it over (that worker is presumed dead).
         max_deliveries: deliveries after which an entry goes to the dead-letter stream.
         codec: the codec's name (``"msgpack"``; ``"pickle"`` only if you trust every writer).
+        frames: how the worker writes video frames on: ``"raw"`` (lossless, the default) or
+            ``"jpeg"`` (see :class:`~aioflow.transport.codec.MsgpackCodec`); it reads both.
+        jpeg_quality: with ``frames="jpeg"``: 0 to 100.
         prefix: the key prefix (the transport's ``prefix``).
         grace: seconds in-flight items get to finish after SIGTERM before they are left pending.
         stats_period: seconds between publications of the segment's books to Redis.
@@ -192,6 +195,8 @@ class Worker:
         claim_idle: float = 30.0,
         max_deliveries: int = 5,
         codec: str = "msgpack",
+        frames: str = "raw",
+        jpeg_quality: int = 90,
         prefix: str = "aioflow",
         grace: float = 3.0,
         consumer: str | None = None,
@@ -227,7 +232,7 @@ class Worker:
         self.url = url
         self.claim_idle = claim_idle
         self.max_deliveries = max_deliveries
-        self.codec: Codec = codec_named(codec)
+        self.codec: Codec = codec_named(codec, frames=frames, jpeg_quality=jpeg_quality)
         self.grace = grace
         self.graph_hash, _ = graph_signature(pipeline.name, stages)
         self.keys = Keys(prefix, pipeline.name, self.graph_hash)
@@ -780,6 +785,15 @@ def main(argv: Sequence[str], load: Callable[[str], Pipeline]) -> int:
     parser.add_argument("--claim-idle", type=float, default=30.0)
     parser.add_argument("--max-deliveries", type=int, default=5)
     parser.add_argument("--codec", default="msgpack", choices=["msgpack", "pickle"])
+    parser.add_argument(
+        "--frames",
+        default="raw",
+        choices=["raw", "jpeg"],
+        help="how video frames are written on (default raw, lossless; jpeg: about 10x smaller)",
+    )
+    parser.add_argument(
+        "--jpeg-quality", type=int, default=90, help="with --frames jpeg: 0-100 (default 90)"
+    )
     parser.add_argument("--prefix", default="aioflow")
     parser.add_argument("--grace", type=float, default=3.0)
     parser.add_argument(
@@ -816,6 +830,8 @@ def main(argv: Sequence[str], load: Callable[[str], Pipeline]) -> int:
             claim_idle=args.claim_idle,
             max_deliveries=args.max_deliveries,
             codec=args.codec,
+            frames=args.frames,
+            jpeg_quality=args.jpeg_quality,
             prefix=args.prefix,
             grace=args.grace,
             prefetch=args.prefetch,
@@ -827,6 +843,8 @@ def main(argv: Sequence[str], load: Callable[[str], Pipeline]) -> int:
     except SegmentMismatch as exc:
         sys.stderr.write(f"aioflow worker: {exc}\n")
         return EXIT_MISMATCH
+    except ValueError as exc:  # a bad codec option (--jpeg-quality 200)
+        parser.error(str(exc))
     from ..loop import run as run_main
 
     try:

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 import aioflow as af
+
+if TYPE_CHECKING:
+    from aioflow.io.video import Frame  # (not imported at run time: OpenCV is slow to load)
 
 
 @af.block
@@ -117,3 +123,12 @@ async def fresh(x: int) -> int:
 
 
 aging = af.Pipeline(fresh, name="aging")
+
+
+# Frames on the wire (MsgpackCodec(frames="jpeg") / --frames jpeg).
+@af.block
+async def brighten(frame: Frame) -> Frame:
+    return frame.with_image(np.clip(frame.image.astype(np.int16) + 10, 0, 255).astype(np.uint8))
+
+
+framepipe = af.Pipeline(brighten, name="framepipe")
