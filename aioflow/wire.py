@@ -132,9 +132,13 @@ def register_variant(
         LookupError: ``cls`` is not registered.
         ValueError: ``tag`` is already registered for another type.
     """
-    if cls not in _by_type:
+    own = _by_type.get(cls)
+    if own is None:
         msg = f"{cls.__qualname__} is not registered: aioflow.wire.register it first"
         raise LookupError(msg)
+    if tag == own.tag:
+        msg = f"a variant needs a tag of its own: {tag!r} is {cls.__qualname__}'s own tag"
+        raise ValueError(msg)
     known = _by_tag.get(tag)
     if known is not None and known.cls is not cls:
         msg = f"wire tag {tag!r} is already registered for {known.cls.__qualname__}"

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import cv2
 import numpy as np
 import pytest
 
+from aioflow import wire
 from aioflow.io.video import Frame
 from aioflow.transport.codec import CodecError, MsgpackCodec, codec_named
 
@@ -114,3 +117,33 @@ def test_the_workers_codec_by_name_takes_the_frames_option() -> None:
     assert (codec.frames, codec.jpeg_quality) == ("jpeg", 80)
     with pytest.raises(ValueError, match="needs the msgpack codec"):
         codec_named("pickle", frames="jpeg")
+
+
+def test_a_variant_needs_its_type_registered_first_and_a_tag_of_its_own() -> None:
+    @dataclasses.dataclass
+    class Shot:
+        image: np.ndarray
+
+    def to_fields(obj: Shot, options: object) -> dict[str, object]:
+        return {}
+
+    with pytest.raises(LookupError, match="not registered"):
+        wire.register_variant(
+            Shot, "jpeg", tag="tests.jpeg:Shot.jpeg", to_fields=to_fields, from_fields=dict
+        )
+    wire.register(Shot, tag="tests.jpeg:Shot")
+    with pytest.raises(ValueError, match="needs a tag of its own"):
+        wire.register_variant(
+            Shot, "jpeg", tag="tests.jpeg:Shot", to_fields=to_fields, from_fields=dict
+        )
+    with pytest.raises(ValueError, match="already registered for Frame"):
+        wire.register_variant(
+            Shot,
+            "jpeg",
+            tag="aioflow.io._video_frame:Frame.jpeg",
+            to_fields=to_fields,
+            from_fields=dict,
+        )
+    # Nothing was changed: a Shot still travels as itself.
+    back = MsgpackCodec(frames="jpeg").decode(MsgpackCodec(frames="jpeg").encode(Shot(np.ones(3))))
+    assert isinstance(back, Shot)
