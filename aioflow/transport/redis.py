@@ -734,9 +734,15 @@ class _Session:
             await self.client.aclose()
 
     async def _book_reader(self) -> None:
+        loop = asyncio.get_running_loop()
+        synced = loop.time()
         while True:
             await asyncio.sleep(BOOKS_PERIOD)
             await self.read_books()
+            if loop.time() - synced > 60:
+                # A long service: the local clock drifts from the server's (items' birth).
+                await self.clock.sync(self.client)
+                synced = loop.time()
 
     async def read_books(self) -> None:
         """Read every live worker's published books of this graph and merge them per block."""
