@@ -21,16 +21,29 @@ Register your own dataclasses in the module that defines them::
         score: float
 
     aioflow.wire.register(Detection, tag="myapp.Detection")
+
+A registered type may also have *variants*: other ways to write it that a codec uses when asked
+(``MsgpackCodec(frames="jpeg")`` writes frames with the ``"jpeg"`` variant, which the video
+``Frame`` registers). A variant has a tag of its own, so the receiving side rebuilds the object
+whichever way it was written, with no option of its own.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["Record", "lookup_tag", "lookup_type", "register"]
+__all__ = [
+    "Record",
+    "Variant",
+    "lookup_tag",
+    "lookup_type",
+    "lookup_variant",
+    "register",
+    "register_variant",
+]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -43,8 +56,20 @@ class Record:
     from_fields: Callable[[dict[str, Any]], Any]
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Variant:
+    """Another way to write a registered type (see :func:`register_variant`)."""
+
+    cls: type
+    name: str
+    tag: str
+    #: (object, the codec's options) -> dict of fields, or None to write the object as usual
+    to_fields: Callable[[Any, Mapping[str, Any]], dict[str, Any] | None]
+
+
 _by_type: dict[type, Record] = {}
 _by_tag: dict[str, Record] = {}
+_variants: dict[tuple[type, str], Variant] = {}
 
 
 def register(
@@ -88,6 +113,51 @@ def register(
     record = Record(cls, tag, to_fields, from_fields)
     _by_type[cls] = record
     _by_tag[tag] = record
+
+
+def register_variant(
+    cls: type,
+    name: str,
+    *,
+    tag: str,
+    to_fields: Callable[[Any, Mapping[str, Any]], dict[str, Any] | None],
+    from_fields: Callable[[dict[str, Any]], Any],
+) -> None:
+    """Another way to write instances of ``cls`` (already registered): a codec asked for the
+    variant ``name`` writes them as ``tag`` plus ``to_fields(obj, options)`` (``options``: the
+    codec's, such as ``{"quality": 90}``; None from ``to_fields`` means "not for this one,
+    write it as usual"), and any process rebuilds them from ``tag`` with ``from_fields``.
+
+    Raises:
+        LookupError: ``cls`` is not registered.
+        ValueError: ``tag`` is already registered for another type.
+    """
+    own = _by_type.get(cls)
+    if own is None:
+        msg = f"{cls.__qualname__} is not registered: aioflow.wire.register it first"
+        raise LookupError(msg)
+    if tag == own.tag:
+        msg = f"a variant needs a tag of its own: {tag!r} is {cls.__qualname__}'s own tag"
+        raise ValueError(msg)
+    known = _by_tag.get(tag)
+    if known is not None and known.cls is not cls:
+        msg = f"wire tag {tag!r} is already registered for {known.cls.__qualname__}"
+        raise ValueError(msg)
+    _by_tag[tag] = Record(cls, tag, _write_only(tag), from_fields)
+    _variants[cls, name] = Variant(cls, name, tag, to_fields)
+
+
+def _write_only(tag: str) -> Callable[[Any], dict[str, Any]]:
+    def to_fields(obj: Any) -> dict[str, Any]:
+        msg = f"{tag!r} is a variant: it is written through its Variant, not its Record"
+        raise TypeError(msg)
+
+    return to_fields
+
+
+def lookup_variant(cls: type, name: str) -> Variant | None:
+    """The variant ``name`` registered for exactly ``cls``, or None."""
+    return _variants.get((cls, name))
 
 
 def lookup_type(cls: type) -> Record | None:

@@ -48,8 +48,11 @@ class _OutcomeTicket(SubmitTicket):
         self.future.set_result(Outcome(list(self.outputs), reason, self.block))
 
 
-async def submit_outcome(running: RunningPipeline, item: Any) -> Outcome:
+async def submit_outcome(running: RunningPipeline, item: Any, *, age: float = 0.0) -> Outcome:
     """Send ``item`` through ``running`` and return its :class:`Outcome`.
+
+    ``age``: seconds since the item entered the pipeline elsewhere (in another process), which
+    ``max_age`` counts from.
 
     Raises:
         BlockError: the item failed (the pipeline goes on).
@@ -67,7 +70,7 @@ async def submit_outcome(running: RunningPipeline, item: Any) -> Outcome:
     tickets.add(ticket)
     try:
         try:
-            await run.input.put(Envelope(item, time.perf_counter(), ticket))
+            await run.input.put(Envelope(item, time.perf_counter() - age, ticket))
         except ChannelClosed:
             msg = f"pipeline {running.name!r} is not accepting items: it is stopping or stopped"
             raise PipelineClosed(msg) from None

@@ -7,7 +7,8 @@ extension types:
   refused: they would need pickle), and numpy scalars likewise;
 * tuples (msgpack alone would turn them into lists) and integers beyond 64 bits;
 * the record types registered in :mod:`aioflow.wire` (the video ``Frame`` is one) as their tag
-  and a map of their fields.
+  and a map of their fields. With ``frames="jpeg"`` a frame's image is written as JPEG (lossy,
+  about ten times smaller; needs OpenCV on both sides); raw, lossless, is the default.
 
 Decoding never imports or calls anything named in the message except registered record types,
 so a message cannot run code. Bad bytes raise :class:`CodecError`, never anything else.
@@ -103,6 +104,14 @@ def _read_dtype(text: Any) -> np.dtype[Any]:
 class MsgpackCodec:
     """msgpack for structure, raw buffers for numpy arrays, tags for registered records.
 
+    Args:
+        frames: how video frames (:class:`aioflow.io.video.Frame`) are written: ``"raw"``
+            (default: their pixels as they are, lossless) or ``"jpeg"`` (their image as JPEG:
+            lossy, about a tenth of the bytes, and OpenCV's encoding time; a frame whose image
+            is not uint8 ``(h, w)`` or ``(h, w, 3)`` still goes raw). A receiver reads both
+            kinds, whatever its own setting.
+        jpeg_quality: with ``frames="jpeg"``: 0 to 100 (OpenCV's scale; 95 is its default).
+
     >>> import numpy as np
     >>> codec = MsgpackCodec()
     >>> codec.decode(codec.encode({"box": (1, 2), "mask": np.eye(2, dtype=np.uint8)}))["box"]
@@ -110,6 +119,26 @@ class MsgpackCodec:
     """
 
     name = "msgpack"
+
+    def __init__(self, *, frames: str = "raw", jpeg_quality: int = 90) -> None:
+        if frames not in ("raw", "jpeg"):
+            msg = f"MsgpackCodec: frames must be 'raw' or 'jpeg', got {frames!r}"
+            raise ValueError(msg)
+        if (
+            isinstance(jpeg_quality, bool)
+            or not isinstance(jpeg_quality, int)
+            or not 0 <= jpeg_quality <= 100
+        ):
+            msg = f"MsgpackCodec: jpeg_quality must be an int from 0 to 100, got {jpeg_quality!r}"
+            raise ValueError(msg)
+        self.frames = frames
+        self.jpeg_quality = jpeg_quality
+        self._options = {"quality": jpeg_quality}
+
+    def __repr__(self) -> str:
+        if self.frames == "raw":
+            return "MsgpackCodec()"
+        return f"MsgpackCodec(frames={self.frames!r}, jpeg_quality={self.jpeg_quality})"
 
     def encode(self, obj: Any) -> bytes:
         try:
@@ -138,6 +167,16 @@ class MsgpackCodec:
             return msgpack.ExtType(_TUPLE, self._pack(list(obj)))
         record = wire.lookup_type(type(obj))
         if record is not None:
+            if self.frames != "raw":
+                variant = wire.lookup_variant(type(obj), self.frames)
+                if variant is not None:
+                    try:
+                        fields = variant.to_fields(obj, self._options)
+                    except Exception as exc:
+                        msg = f"cannot write a {record.tag!r} as {self.frames}: {exc}"
+                        raise CodecError(msg) from exc
+                    if fields is not None:
+                        return msgpack.ExtType(_RECORD, self._pack([variant.tag, fields]))
             return msgpack.ExtType(_RECORD, self._pack([record.tag, record.to_fields(obj)]))
         # Subclasses of the plain types (strict_types sends them here): write the plain value.
         if isinstance(obj, bool):
@@ -296,11 +335,14 @@ def unpack_plain(data: bytes) -> Any:
         raise CodecError(msg) from exc
 
 
-def codec_named(name: str) -> Codec:
-    """``"msgpack"`` or ``"pickle"`` (which warns)."""
+def codec_named(name: str, *, frames: str = "raw", jpeg_quality: int = 90) -> Codec:
+    """``"msgpack"`` (with :class:`MsgpackCodec`'s options) or ``"pickle"`` (which warns)."""
     if name == "msgpack":
-        return MsgpackCodec()
+        return MsgpackCodec(frames=frames, jpeg_quality=jpeg_quality)
     if name == "pickle":
+        if frames != "raw":
+            msg = f"frames={frames!r} needs the msgpack codec (pickle writes frames as they are)"
+            raise ValueError(msg)
         return PickleCodec()
     msg = f"unknown codec {name!r}: expected 'msgpack' or 'pickle'"
     raise ValueError(msg)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
@@ -37,9 +38,11 @@ __all__ = [
     "Keys",
     "MessageError",
     "RemoteError",
+    "ServerClock",
     "error_from_data",
     "error_to_data",
     "graph_signature",
+    "item_metas",
     "pack_item",
     "pack_reply",
     "parse_item",
@@ -125,13 +128,22 @@ class ItemMeta:
     #: the last block that runs remotely; after it, outputs go to the reply stream
     end: str
     codec: str
+    #: when the input entered the pipeline, in seconds on the Redis server's clock (for
+    #: ``max_age``; :class:`ServerClock`); None when not known
+    born: float | None = None
 
 
 def pack_item(meta: ItemMeta, value: bytes) -> dict[bytes, bytes]:
-    m = pack_plain(
-        {"r": meta.run, "p": list(meta.path), "to": meta.reply, "end": meta.end, "c": meta.codec}
-    )
-    return {b"m": m, b"v": value}
+    doc: dict[str, Any] = {
+        "r": meta.run,
+        "p": list(meta.path),
+        "to": meta.reply,
+        "end": meta.end,
+        "c": meta.codec,
+    }
+    if meta.born is not None:
+        doc["t"] = meta.born
+    return {b"m": pack_plain(doc), b"v": value}
 
 
 def parse_item(fields: Mapping[bytes, bytes], codec: Codec) -> tuple[ItemMeta, Any]:
@@ -157,6 +169,10 @@ def parse_item(fields: Mapping[bytes, bytes], codec: Codec) -> tuple[ItemMeta, A
     ):
         msg = "malformed item message: bad run, path, reply, end or codec field"
         raise MessageError(msg)
+    born = meta.get("t")
+    if born is not None and (isinstance(born, bool) or not isinstance(born, int | float)):
+        msg = f"malformed item message: its birth time is a {type(born).__name__}, not a number"
+        raise MessageError(msg)
     if name != codec.name:
         msg = (
             f"refused an item written with the {name!r} codec: this process reads only "
@@ -172,7 +188,46 @@ def parse_item(fields: Mapping[bytes, bytes], codec: Codec) -> tuple[ItemMeta, A
     except CodecError as exc:
         msg = f"the item does not decode: {exc}"
         raise MessageError(msg) from exc
-    return ItemMeta(run, tuple(path), reply, end, name), item
+    return ItemMeta(run, tuple(path), reply, end, name, None if born is None else float(born)), item
+
+
+def item_metas(fields: Mapping[bytes, bytes]) -> list[dict[str, Any]]:
+    """The metas (``m`` fields: run, path, reply stream...) of the items an entry carries, as
+    plain dicts; fields ``m1``, ``m2``... count as further items. Unreadable ones are left out."""
+    metas = []
+    for key in sorted(k for k in fields if isinstance(k, bytes) and k[:1] == b"m"):
+        if key != b"m" and not key[1:].isdigit():
+            continue
+        try:
+            metas.append(read_meta({b"m": fields[key]}))
+        except MessageError:
+            continue
+    return metas
+
+
+class ServerClock:
+    """Seconds on the Redis server's clock, read locally: the one clock every process of a
+    distributed pipeline shares, so an item's age (``max_age``) does not depend on the clocks
+    of the machines agreeing. :meth:`sync` measures the offset (``TIME``, halfway through the
+    round trip) against this process's monotonic clock."""
+
+    __slots__ = ("offset",)
+
+    def __init__(self) -> None:
+        self.offset = time.time() - time.monotonic()  # until the first sync
+
+    async def sync(self, client: Any) -> None:
+        t0 = time.monotonic()
+        sec, usec = await client.time()
+        t1 = time.monotonic()
+        self.offset = int(sec) + int(usec) / 1e6 - (t0 + t1) / 2
+
+    def now(self) -> float:
+        return time.monotonic() + self.offset
+
+    def age(self, born: float) -> float:
+        """Seconds since ``born`` (a :meth:`now` reading, possibly of another process)."""
+        return max(0.0, self.now() - born)
 
 
 def read_meta(fields: Mapping[bytes, bytes]) -> dict[str, Any]:

@@ -63,9 +63,12 @@ from .messages import (
     ItemMeta,
     Keys,
     MessageError,
+    ServerClock,
     error_from_data,
     graph_signature,
+    item_metas,
     pack_item,
+    pack_reply,
     read_meta,
     reply_answers,
 )
@@ -83,6 +86,7 @@ __all__ = [
     "backlog",
     "connect",
     "ensure_group",
+    "queue_drop_notices",
     "redact",
     "wire",
 ]
@@ -232,20 +236,90 @@ class NoWorkerError(AioflowError):
     """Items wait for a segment that no worker serves (``no_worker_timeout``)."""
 
 
+#: Trims a leaky edge's stream (atomically, so that no worker reads an entry as it goes): while
+#: more than ARGV[2] entries wait undelivered, delete the oldest (drop_oldest) or the newest
+#: (drop_newest) of them. Entries delivered to a worker (pending) are never touched: their
+#: worker answers for them. Returns {waiting, pending, id1, {m fields of id1}, id2, ...}: the
+#: producer tells the trimmed items' callers. (XINFO's lag is unknown after deletions ahead of
+#: the group: then XLEN minus pending, as workers delete what they acknowledge.)
+TRIM_SCRIPT = """
+local stream, group = KEYS[1], ARGV[1]
+local capacity = tonumber(ARGV[2])
+local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', stream)
+if not ok then return {-1, 0} end
+local last, lag, pending
+for _, g in ipairs(groups) do
+  local f = {}
+  for i = 1, #g, 2 do f[g[i]] = g[i + 1] end
+  if f['name'] == group then
+    last, lag, pending = f['last-delivered-id'], f['lag'], tonumber(f['pending'])
+  end
+end
+if last == nil then return {-1, 0} end
+if not lag then lag = redis.call('XLEN', stream) - pending end
+lag = tonumber(lag)
+local out = {lag, pending}
+local excess = lag - capacity
+if excess <= 0 then return out end
+local entries
+if ARGV[3] == 'drop_newest' then
+  entries = redis.call('XREVRANGE', stream, '+', '(' .. last, 'COUNT', excess)
+else
+  entries = redis.call('XRANGE', stream, '(' .. last, '+', 'COUNT', excess)
+end
+for _, e in ipairs(entries) do
+  local metas = {}
+  local fields = e[2]
+  for i = 1, #fields, 2 do
+    if string.sub(fields[i], 1, 1) == 'm' then
+      metas[#metas + 1] = fields[i]
+      metas[#metas + 1] = fields[i + 1]
+    end
+  end
+  redis.call('XDEL', stream, e[1])
+  out[#out + 1] = e[1]
+  out[#out + 1] = metas
+end
+out[1] = lag - #entries
+return out
+"""
+
+
 class _Credit:
-    """How many more items a producer may write to a stream before it looks again."""
+    """How many more items a producer may write to a stream before it looks again.
 
-    __slots__ = ("capacity", "credit", "stream")
+    A leaky edge (the reading block's ``overflow`` is ``"drop_oldest"`` or ``"drop_newest"``)
+    never makes its producer wait: each burst of writes is followed by :data:`TRIM_SCRIPT`,
+    which deletes the undelivered entries beyond ``capacity``; :meth:`checked` returns the
+    metas of the items they carried, whose callers the producer tells
+    (:func:`queue_drop_notices`), and :attr:`dropped` counts them for the reading block's books.
+    """
 
-    def __init__(self, stream: str, capacity: int) -> None:
+    __slots__ = ("block", "capacity", "credit", "dropped", "overflow", "stream")
+
+    def __init__(
+        self, stream: str, capacity: int, *, overflow: str = "block", block: str = ""
+    ) -> None:
         self.stream = stream
         self.capacity = capacity
         self.credit = 0
+        self.overflow = overflow
+        #: the block that reads the stream (its books count the drops)
+        self.block = block
+        #: items this producer trimmed from the stream
+        self.dropped = 0
+
+    @property
+    def leaky(self) -> bool:
+        return self.overflow != "block"
 
     async def take(self, client: Any, wanted: int, progress: asyncio.Event | None = None) -> int:
         """Wait until the stream's backlog is under its capacity; return how many of
         ``wanted`` may be written now (>= 1). ``progress``, when given, is set when the
-        backlog may have shrunk (answers came): the wait ends then rather than at its timeout."""
+        backlog may have shrunk (answers came): the wait ends then rather than at its timeout.
+        A leaky edge never waits: all of ``wanted`` may go (the trim follows the writes)."""
+        if self.leaky:
+            return wanted
         delay = 0.002
         while self.credit < 1:
             if progress is not None:
@@ -264,14 +338,60 @@ class _Credit:
         return n
 
     def queue_check(self, pipe: Any) -> None:
-        """Read the backlog in ``pipe`` after its writes (no round trip of its own); pass the
-        reply to :meth:`checked`."""
-        pipe.xinfo_groups(self.stream)
+        """Read the backlog in ``pipe`` after its writes (no round trip of its own), or trim
+        the stream of a leaky edge; pass the reply to :meth:`checked`."""
+        if self.leaky:
+            pipe.eval(TRIM_SCRIPT, 1, self.stream, GROUP, self.capacity, self.overflow)
+        else:
+            pipe.xinfo_groups(self.stream)
 
-    def checked(self, groups: Any) -> None:
-        found = None if isinstance(groups, BaseException) else _group_backlog(groups)
+    def checked(self, reply: Any) -> list[dict[str, Any]]:
+        """Take :meth:`queue_check`'s reply; returns the metas of the items a leaky edge's
+        trim dropped (for :func:`queue_drop_notices`)."""
+        if self.leaky:
+            if isinstance(reply, BaseException):
+                # The writes went through; the next burst's trim catches up.
+                logger.warning("trimming %s failed: %s", self.stream, reply)
+                return []
+            dropped: list[dict[str, Any]] = []
+            for i in range(2, len(reply) - 1, 2):
+                fields = reply[i + 1]
+                dropped.extend(item_metas(dict(zip(fields[::2], fields[1::2], strict=True))))
+            self.dropped += len(dropped)
+            return dropped
+        found = None if isinstance(reply, BaseException) else _group_backlog(reply)
         # Not known (an error, or Redis cannot tell): the next take() asks again.
         self.credit = 0 if found is None else self.capacity - found
+        return []
+
+    def books(self) -> BlockStatistics | None:
+        """The reading block's books of the drops this producer made (merged with the
+        workers' records of that block), or None before any."""
+        if not self.dropped:
+            return None
+        n = self.dropped
+        return BlockStatistics(
+            name=self.block, received=n, dropped=n, dropped_by={"overflow": n}, workers=0
+        )
+
+
+def queue_drop_notices(
+    pipe: Any, codec: Codec, metas: Iterable[Mapping[str, Any]], block: str, reason: str
+) -> int:
+    """Tell the callers of dropped items (:meth:`_Credit.checked`) that ``block`` dropped them
+    for ``reason``: adds to ``pipe`` an ``out`` answer with no outputs to each item's reply
+    stream, as a worker answers for an item its segment dropped (a reply stream that is gone,
+    its run over, is not made again). Returns how many."""
+    empty = codec.encode([])
+    count = 0
+    for meta in metas:
+        path, reply = meta.get("p"), meta.get("to")
+        if not isinstance(path, list) or not isinstance(reply, str):
+            continue
+        answer = pack_reply(path, "out", empty, reason=reason, block=block)
+        pipe.xadd(reply, answer, nomkstream=True)
+        count += 1
+    return count
 
 
 class _Plan:
@@ -315,6 +435,11 @@ def _stage_name(stage: Block | Branch) -> str:
 def stage_capacity(stage: Block | Branch) -> int:
     """The ``queue_size`` of a stage's input edge (the bound of its stream's backlog)."""
     return stage.queue_size if isinstance(stage, Branch) else stage.options.queue_size
+
+
+def stage_overflow(stage: Block | Branch) -> str:
+    """The ``overflow`` policy of a stage's input edge (a branch's is ``"block"``)."""
+    return "block" if isinstance(stage, Branch) else stage.options.overflow
 
 
 class RedisTransport:
@@ -490,7 +615,14 @@ class _Session:
         if window is None:
             window = 64 + PipelineRun.chain_capacity(plan.stages[plan.first : plan.last + 1])
         self.window = asyncio.Semaphore(window)
-        self.credit = _Credit(self.inbox, stage_capacity(first))
+        self.credit = _Credit(
+            self.inbox,
+            stage_capacity(first),
+            overflow=stage_overflow(first),
+            block=self.first_name,
+        )
+        #: the Redis server's clock: items carry their birth on it (max_age across machines)
+        self.clock = ServerClock()
         #: set when answers come (the first stream's backlog may have shrunk)
         self.progress = asyncio.Event()
         self.ordered = ordered
@@ -533,7 +665,9 @@ class _Session:
             pend.open.clear()
             self._finish(idx, pend)
             return idx
-        meta = ItemMeta(self.run_id, (idx,), self.reply, self.end, self.codec.name)
+        meta = ItemMeta(
+            self.run_id, (idx,), self.reply, self.end, self.codec.name, self.clock.now()
+        )
         await self.sendq.put((idx, pack_item(meta, body)))
         return idx
 
@@ -602,9 +736,15 @@ class _Session:
             await self.client.aclose()
 
     async def _book_reader(self) -> None:
+        loop = asyncio.get_running_loop()
+        synced = loop.time()
         while True:
             await asyncio.sleep(BOOKS_PERIOD)
             await self.read_books()
+            if loop.time() - synced > 60:
+                # A long service: the local clock drifts from the server's (items' birth).
+                await self.clock.sync(self.client)
+                synced = loop.time()
 
     async def read_books(self) -> None:
         """Read every live worker's published books of this graph and merge them per block."""
@@ -632,6 +772,10 @@ class _Session:
                     )
                     continue
                 records.setdefault(stat.name, []).append(stat)
+        # The drops this caller made on a leaky first edge count in that block's books.
+        own = self.credit.books()
+        if own is not None:
+            records.setdefault(own.name, []).append(own)
         self.books = {
             name: merge_statistics(name, records.get(name, ())) for name in self.remote_names
         }
@@ -640,6 +784,7 @@ class _Session:
         client = self.client
         await client.set(self.keys.graph, self.graph_hash)
         await ensure_group(client, self.inbox)
+        await self.clock.sync(client)
         # The reply stream exists from the start: workers write to it with NOMKSTREAM, so the
         # late answers of a run that ended (and deleted it) do not make it again.
         await client.xadd(self.reply, WAKE)
@@ -702,8 +847,26 @@ class _Session:
             for reply in replies[:-1]:
                 if isinstance(reply, Exception):
                     raise reply
-            self.credit.checked(replies[-1])
+            dropped = self.credit.checked(replies[-1])
+            if dropped:
+                await self._dropped(client, dropped)
             start += n
+
+    async def _dropped(self, client: Any, metas: list[dict[str, Any]]) -> None:
+        """Items a leaky first edge trimmed: this run's are answered here, other callers' on
+        their reply streams."""
+        others = [meta for meta in metas if meta.get("r") != self.run_id]
+        empty = self.codec.encode([])
+        for meta in metas:
+            path = meta.get("p")
+            if meta.get("r") == self.run_id and isinstance(path, list):
+                self._answer(
+                    pack_reply(path, "out", empty, reason="overflow", block=self.first_name)
+                )
+        self.progress.set()
+        pipe = client.pipeline(transaction=False)
+        if queue_drop_notices(pipe, self.codec, others, self.first_name, "overflow"):
+            await client.guard(pipe.execute(raise_on_error=False))
 
     async def _receiver(self) -> None:
         client = self.client

@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -50,12 +51,14 @@ from .._engine.segment import Outcome, sub_pipeline, submit_outcome
 from .._engine.supervisor import PipelineRun
 from ..errors import BlockError, PipelineClosed, summarize
 from ..graph import Branch
+from ..stats import BlockStatistics, merge_statistics
 from .codec import Codec, CodecError, codec_named, pack_plain
 from .messages import (
     GROUP,
     ItemMeta,
     Keys,
     MessageError,
+    ServerClock,
     error_to_data,
     graph_signature,
     pack_item,
@@ -69,8 +72,10 @@ from .redis import (
     ResponseError,
     connect,
     ensure_group,
+    queue_drop_notices,
     redact,
     stage_capacity,
+    stage_overflow,
     wire,
 )
 from .redis import _Credit as Credit
@@ -78,7 +83,7 @@ from .redis import _Credit as Credit
 if TYPE_CHECKING:
     from ..block import Block
     from ..pipeline import Pipeline, RunningPipeline
-    from ..stats import BlockStatistics, LatencyHistogram
+    from ..stats import LatencyHistogram
 
 __all__ = ["SegmentMismatch", "Worker", "main"]
 
@@ -170,6 +175,9 @@ class Worker:
             takes it over (that worker is presumed dead).
         max_deliveries: deliveries after which an entry goes to the dead-letter stream.
         codec: the codec's name (``"msgpack"``; ``"pickle"`` only if you trust every writer).
+        frames: how the worker writes video frames on: ``"raw"`` (lossless, the default) or
+            ``"jpeg"`` (see :class:`~aioflow.transport.codec.MsgpackCodec`); it reads both.
+        jpeg_quality: with ``frames="jpeg"``: 0 to 100.
         prefix: the key prefix (the transport's ``prefix``).
         grace: seconds in-flight items get to finish after SIGTERM before they are left pending.
         stats_period: seconds between publications of the segment's books to Redis.
@@ -187,6 +195,8 @@ class Worker:
         claim_idle: float = 30.0,
         max_deliveries: int = 5,
         codec: str = "msgpack",
+        frames: str = "raw",
+        jpeg_quality: int = 90,
         prefix: str = "aioflow",
         grace: float = 3.0,
         consumer: str | None = None,
@@ -222,15 +232,24 @@ class Worker:
         self.url = url
         self.claim_idle = claim_idle
         self.max_deliveries = max_deliveries
-        self.codec: Codec = codec_named(codec)
+        self.codec: Codec = codec_named(codec, frames=frames, jpeg_quality=jpeg_quality)
         self.grace = grace
         self.graph_hash, _ = graph_signature(pipeline.name, stages)
         self.keys = Keys(prefix, pipeline.name, self.graph_hash)
         self.inbox = self.keys.inbox(wanted[0])
         self.outbox = self.keys.inbox(self.next_name) if self.next_name else None
         self.credit = (
-            Credit(self.outbox, stage_capacity(stages[nxt])) if self.outbox is not None else None
+            Credit(
+                self.outbox,
+                stage_capacity(stages[nxt]),
+                overflow=stage_overflow(stages[nxt]),
+                block=names[nxt],
+            )
+            if self.outbox is not None
+            else None
         )
+        #: the Redis server's clock, on which items carry their birth (max_age)
+        self.clock = ServerClock()
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         # Items taken from Redis ahead of the segment: enough to keep its workers busy, few
         # enough to leave the rest to the other workers of the segment (a worker that took a
@@ -242,8 +261,15 @@ class Worker:
         self.prefetch = prefetch or max(
             1, min(capacity, 256, max(8, 4 * _concurrency(self.stages)))
         )
+        leaky = stage_overflow(self.stages[0]) != "block"
+        if prefetch is None and leaky:
+            # A leaky edge keeps its backlog in Redis, where the newest entries replace the
+            # oldest: items taken ahead would wait here instead, and grow old.
+            self.prefetch = max(1, _concurrency(self.stages[:1]))
         self.base_prefetch = self.prefetch
-        self.max_prefetch = self.prefetch if prefetch else max(self.prefetch, min(capacity, 256))
+        self.max_prefetch = (
+            self.prefetch if prefetch or leaky else max(self.prefetch, min(capacity, 256))
+        )
         self._slots: _Slots | None = None
         self._books_lock = asyncio.Lock()
         self.stopping = asyncio.Event()
@@ -287,6 +313,7 @@ class Worker:
         try:
             await self.check_graph(client)
             await ensure_group(client, self.inbox)
+            await self.clock.sync(client)
             if self.outbox is not None:
                 await ensure_group(client, self.outbox)
             logger.info(
@@ -334,6 +361,18 @@ class Worker:
             return {}
         stats = self.running.statistics()
         self._adapt(stats.values())
+        first = next(iter(stats), None)
+        if self.trimmed and first is not None:
+            # Entries deleted while pending (acknowledged by the reclaimer) were this block's.
+            n = self.trimmed
+            gone = BlockStatistics(
+                name=first, received=n, dropped=n, dropped_by={"trimmed": n}, workers=0
+            )
+            stats[first] = merge_statistics(first, [stats[first], gone])
+        if self.credit is not None and (drops := self.credit.books()) is not None:
+            # The drops this worker made on the leaky edge to the next segment: a record of
+            # the next block holding only them (the caller merges it with that block's).
+            stats[drops.name] = drops
         return {name: pack_plain(stat.to_data()) for name, stat in stats.items()}
 
     def _adapt(self, stats: Iterable[BlockStatistics]) -> None:
@@ -468,8 +507,9 @@ class Worker:
             item.reply_to = meta.reply
             await done.put(item)
             return
+        age = 0.0 if meta.born is None else self.clock.age(meta.born)
         try:
-            outcome = await submit_outcome(running, value)
+            outcome = await submit_outcome(running, value, age=age)
         except BlockError as err:
             item = _Done(entry_id, reply_to=meta.reply)
             item.replies.append(pack_reply(meta.path, "err", e=error_to_data(err)))
@@ -507,7 +547,7 @@ class Worker:
                 item.replies.append(pack_reply(meta.path, "split", n=len(outputs), **extra))
             for j, out in enumerate(outputs):
                 path = meta.path if len(outputs) == 1 else (*meta.path, j)
-                child = ItemMeta(meta.run, path, meta.reply, meta.end, meta.codec)
+                child = dataclasses.replace(meta, path=path)
                 item.downstream.append(pack_item(child, self.codec.encode(out)))
         except (CodecError, MessageError) as exc:
             err = BlockError(self.last, f"its output cannot be sent on: {exc}")
@@ -599,11 +639,18 @@ class Worker:
             self.credit.queue_check(pipe)  # the next stream's backlog, in the same round trip
         replies = await client.guard(pipe.execute(raise_on_error=False))
         self.acked += len(ids)
-        if self.credit is not None:
-            self.credit.checked(replies.pop())
+        dropped = self.credit.checked(replies.pop()) if self.credit is not None else []
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
+        if dropped and self.credit is not None:
+            # Items a leaky next edge trimmed: their callers hear it from here, with books
+            # that count the drops when these writes leave the worker idle.
+            pipe = client.pipeline(transaction=True)
+            queue_drop_notices(pipe, self.codec, dropped, self.credit.block, "overflow")
+            if books:
+                self._queue_books(pipe)
+            await client.guard(pipe.execute(raise_on_error=False))
 
     # -- taking over ----------------------------------------------------------------------------
 
@@ -649,8 +696,13 @@ class Worker:
     async def _heartbeat(self, client: Any) -> None:
         """Keep this worker's in-flight entries from looking idle (taken over while alive)."""
         period = max(0.05, self.claim_idle / 3)
+        synced = asyncio.get_running_loop().time()
         while True:
             await asyncio.sleep(period)
+            if asyncio.get_running_loop().time() - synced > 60:
+                # The local clock drifts from the server's (max_age reads it).
+                await self.clock.sync(client)
+                synced = asyncio.get_running_loop().time()
             ids = list(self.in_flight)
             for start in range(0, len(ids), 500):
                 await client.xclaim(
@@ -733,6 +785,15 @@ def main(argv: Sequence[str], load: Callable[[str], Pipeline]) -> int:
     parser.add_argument("--claim-idle", type=float, default=30.0)
     parser.add_argument("--max-deliveries", type=int, default=5)
     parser.add_argument("--codec", default="msgpack", choices=["msgpack", "pickle"])
+    parser.add_argument(
+        "--frames",
+        default="raw",
+        choices=["raw", "jpeg"],
+        help="how video frames are written on (default raw, lossless; jpeg: about 10x smaller)",
+    )
+    parser.add_argument(
+        "--jpeg-quality", type=int, default=90, help="with --frames jpeg: 0-100 (default 90)"
+    )
     parser.add_argument("--prefix", default="aioflow")
     parser.add_argument("--grace", type=float, default=3.0)
     parser.add_argument(
@@ -769,6 +830,8 @@ def main(argv: Sequence[str], load: Callable[[str], Pipeline]) -> int:
             claim_idle=args.claim_idle,
             max_deliveries=args.max_deliveries,
             codec=args.codec,
+            frames=args.frames,
+            jpeg_quality=args.jpeg_quality,
             prefix=args.prefix,
             grace=args.grace,
             prefetch=args.prefetch,
@@ -780,6 +843,8 @@ def main(argv: Sequence[str], load: Callable[[str], Pipeline]) -> int:
     except SegmentMismatch as exc:
         sys.stderr.write(f"aioflow worker: {exc}\n")
         return EXIT_MISMATCH
+    except ValueError as exc:  # a bad codec option (--jpeg-quality 200)
+        parser.error(str(exc))
     from ..loop import run as run_main
 
     try:

@@ -35,6 +35,7 @@ import redis
 
 import aioflow as af
 from aioflow.io import video
+from aioflow.transport.codec import MsgpackCodec
 from aioflow.transport.redis import RedisTransport
 from examples.distributed import app
 from examples.gates import app as gates
@@ -117,7 +118,9 @@ def redis_server(url: str | None) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def workers(url: str, prefix: str, env: dict[str, str]) -> Iterator[list[subprocess.Popen[bytes]]]:
+def workers(
+    url: str, prefix: str, env: dict[str, str], codec_args: tuple[str, ...] = ()
+) -> Iterator[list[subprocess.Popen[bytes]]]:
     """One worker process per segment, ready (publishing its books) when this yields."""
     procs: list[subprocess.Popen[bytes]] = []
     pythonpath = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
@@ -126,7 +129,7 @@ def workers(url: str, prefix: str, env: dict[str, str]) -> Iterator[list[subproc
         for segment in app.SEGMENTS:
             cmd = [
                 sys.executable, "-m", "aioflow", "worker", "examples.distributed.app:pipeline",
-                "--redis", url, "--blocks", ",".join(segment), "--prefix", prefix,
+                "--redis", url, "--blocks", ",".join(segment), "--prefix", prefix, *codec_args,
             ]  # fmt: skip
             procs.append(subprocess.Popen(cmd, env=env, cwd=ROOT))
             print(f"worker {','.join(segment)} (pid {procs[-1].pid})", flush=True)
@@ -165,13 +168,14 @@ def wait_ready(url: str, prefix: str, procs: list[subprocess.Popen[bytes]]) -> N
 async def run_caller(
     url: str, prefix: str, videos: dict[str, str], out: Path,
     formats: tuple[plates.PlateFormat, ...], truth: dict[str, list[str]], webhook_delay: float,
+    codec: MsgpackCodec | None = None,
 ) -> demo.Result:  # fmt: skip
     """The caller's side: the pipeline of ``app`` with the transport; the rest as the demo's."""
     runner, webhook, received = await demo.serve_webhook(webhook_delay)
     summary = gates.Summary()
     try:
         pipe = gates.build(out=out, webhook=webhook, formats=formats, summary=summary)
-        transport = RedisTransport(url, local=app.LOCAL, prefix=prefix)
+        transport = RedisTransport(url, local=app.LOCAL, prefix=prefix, codec=codec)
         source = video.video_source(videos)
         t0 = time.perf_counter()
         answers = await pipe.run(source, transport=transport)
@@ -205,11 +209,14 @@ def main(args: argparse.Namespace) -> int:
     os.environ.update(env)  # the caller builds the workers' pipeline: the same graph hash
     prefix = f"aioflow-gates-{uuid.uuid4().hex[:8]}"
     signal.signal(signal.SIGTERM, _terminate)  # stop the workers and the server on SIGTERM too
-    with redis_server(args.redis) as url, workers(url, prefix, env):
+    # Frames on the wire: raw (lossless, the default) or JPEG, the same on every side.
+    codec = MsgpackCodec(frames=args.frames, jpeg_quality=args.jpeg_quality)
+    codec_args = ("--frames", args.frames, "--jpeg-quality", str(args.jpeg_quality))
+    with redis_server(args.redis) as url, workers(url, prefix, env, codec_args):
         result = af.run(
             run_caller(
                 url, prefix, {cam: str(p) for cam, p in videos.items()}, out.resolve(),
-                plates.parse_formats(",".join(drawn)), truth, args.webhook_delay,
+                plates.parse_formats(",".join(drawn)), truth, args.webhook_delay, codec,
             )
         )  # fmt: skip
     demo.report(result)
@@ -230,6 +237,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="out/distributed")
     p.add_argument("--webhook-delay", type=float, default=0.05)
     p.add_argument("--min-accuracy", type=float, default=0.8)
+    p.add_argument(
+        "--frames",
+        choices=["raw", "jpeg"],
+        default="raw",
+        help="frames on the wire: raw (lossless, default) or jpeg (about 10x fewer bytes)",
+    )
+    p.add_argument("--jpeg-quality", type=int, default=90)
     return p
 
 

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 import aioflow as af
+
+if TYPE_CHECKING:
+    from aioflow.io.video import Frame  # (not imported at run time: OpenCV is slow to load)
 
 
 @af.block
@@ -88,3 +94,41 @@ async def crash_on_3(x: int) -> int:
 
 
 poisoned = af.Pipeline(crash_on_3, name="poisoned")
+
+
+# Leaky edges across streams: a slow block behind a drop_oldest / drop_newest / max_age edge.
+def _lag_delay() -> float:
+    return float(os.environ.get("AIOFLOW_TEST_DELAY", "0.05"))
+
+
+@af.block(queue_size=4, overflow="drop_oldest")
+async def lag(x: int) -> int:
+    await asyncio.sleep(_lag_delay())
+    return x
+
+
+leaky = af.Pipeline(lag, name="leaky")
+leaky_behind = af.Pipeline(
+    fast.with_options(name="feed"), lag.with_options(name="lag"), name="leaky2"
+)
+leaky_newest = af.Pipeline(
+    lag.with_options(name="lag", overflow="drop_newest"), name="leaky_newest"
+)
+
+
+@af.block(max_age=0.3)
+async def fresh(x: int) -> int:
+    await asyncio.sleep(_lag_delay())
+    return x
+
+
+aging = af.Pipeline(fresh, name="aging")
+
+
+# Frames on the wire (MsgpackCodec(frames="jpeg") / --frames jpeg).
+@af.block
+async def brighten(frame: Frame) -> Frame:
+    return frame.with_image(np.clip(frame.image.astype(np.int16) + 10, 0, 255).astype(np.uint8))
+
+
+framepipe = af.Pipeline(brighten, name="framepipe")

@@ -1,0 +1,156 @@
+"""Leaky edges across streams: ``overflow="drop_oldest"`` / ``"drop_newest"`` and ``max_age``
+on a block whose input is a Redis stream. Real redis-server, real worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+import redis_pipelines as rp
+from conftest import Workers
+
+import aioflow as af
+from aioflow.stats import BlockStatistics
+from aioflow.transport.codec import unpack_plain
+from aioflow.transport.messages import GROUP, Keys, graph_signature
+from aioflow.transport.redis import RedisTransport, connect, ensure_group
+
+pytestmark = pytest.mark.integration
+
+
+def _balanced(stat: BlockStatistics) -> bool:
+    return (
+        stat.received
+        == (stat.completed + stat.dropped + stat.skipped + stat.failed + stat.in_flight)
+        + stat.queue_depth
+    )
+
+
+@pytest.mark.parametrize(
+    ("attr", "segments"),
+    [("leaky", ["lag"]), ("leaky_behind", ["feed", "lag"])],
+    ids=["caller-writes-the-leaky-edge", "a-worker-writes-the-leaky-edge"],
+)
+async def test_a_drop_oldest_edge_never_blocks_its_producer_and_keeps_the_newest(
+    redis_url: str, redis_prefix: str, workers: Workers, attr: str, segments: list[str]
+) -> None:
+    pipe: af.Pipeline[int, int] = getattr(rp, attr)
+    for blocks in segments:
+        workers.start(attr, blocks)
+    n = 200
+    transport = RedisTransport(redis_url, prefix=redis_prefix)
+    outputs = await pipe.run(range(n), transport=transport)
+    stat = pipe.statistics()["lag"]
+    dropped = n - len(outputs)
+    # 200 items at 50 ms each would take 10 s behind a blocking edge: the source went on and
+    # the stream's oldest entries were trimmed.
+    assert dropped > 0
+    # Every input is an output or a counted drop, and the block's books say why.
+    assert stat.dropped == dropped
+    assert stat.dropped_by == {"overflow": dropped}
+    assert stat.completed == len(outputs)
+    assert stat.received == n
+    assert _balanced(stat)
+    # The newest entries survive (queue_size 4); outputs stay in input order.
+    assert outputs[-4:] == list(range(n - 4, n))
+    assert outputs == sorted(set(outputs))
+
+
+async def test_a_drop_oldest_edge_answers_each_submit_with_item_dropped(
+    redis_url: str, redis_prefix: str, workers: Workers
+) -> None:
+    workers.start("leaky", "lag")
+    transport = RedisTransport(redis_url, prefix=redis_prefix)
+    async with rp.leaky.open(transport=transport) as running:
+        results = await asyncio.gather(
+            *(running.submit(x) for x in range(40)), return_exceptions=True
+        )
+    drops = [r for r in results if isinstance(r, af.ItemDropped)]
+    assert drops
+    assert {(d.reason, d.block) for d in drops} == {("overflow", "lag")}
+    assert all(isinstance(r, af.ItemDropped) or r == x for x, r in enumerate(results))
+
+
+async def test_a_drop_newest_edge_keeps_the_oldest_and_counts_the_rest(
+    redis_url: str, redis_prefix: str, workers: Workers
+) -> None:
+    workers.start("leaky_newest", "lag", env={"AIOFLOW_TEST_DELAY": "0.2"})
+    n = 100
+    transport = RedisTransport(redis_url, prefix=redis_prefix)
+    outputs = await rp.leaky_newest.run(range(n), transport=transport)
+    stat = rp.leaky_newest.statistics()["lag"]
+    assert outputs[:4] == [0, 1, 2, 3]
+    assert n - 1 not in outputs
+    assert stat.dropped_by == {"overflow": n - len(outputs)}
+    assert stat.completed == len(outputs)
+    assert _balanced(stat)
+
+
+async def test_max_age_counts_from_the_caller_and_drops_what_waited_too_long(
+    redis_url: str, redis_prefix: str, workers: Workers
+) -> None:
+    # fresh has max_age=0.3 s. Items that waited in the stream for a worker that was not
+    # there yet are stale when it reads them, although they are new to it; items sent once
+    # it serves are not.
+    started = asyncio.Event()
+
+    async def source() -> AsyncIterator[int]:
+        for x in range(10):
+            yield x
+        await started.wait()
+        for x in range(10, 20):
+            await asyncio.sleep(0.05)
+            yield x
+
+    transport = RedisTransport(redis_url, prefix=redis_prefix)
+    run = asyncio.create_task(rp.aging.run(source(), transport=transport))
+    await asyncio.sleep(0.8)  # the first ten are older than max_age now
+    worker = workers.start(
+        "aging", "fresh", env={"AIOFLOW_TEST_DELAY": "0.001"}, extra=("--log-level", "INFO")
+    )
+    while "pipeline 'aging'" not in workers.output(worker):
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.5)  # (it has read the stale ones)
+    started.set()
+    outputs = await run
+    stat = rp.aging.statistics()["fresh"]
+    assert outputs  # the fresh ones went through
+    assert outputs == [x for x in range(10, 20) if x in outputs]
+    assert stat.dropped_by == {"stale": 20 - len(outputs)}
+    assert stat.completed == len(outputs)
+    assert _balanced(stat)
+
+
+async def test_an_entry_trimmed_while_pending_is_acknowledged_and_counted_as_a_drop(
+    redis_url: str, redis_prefix: str, workers: Workers
+) -> None:
+    graph_hash, _ = graph_signature("leaky", rp.leaky.stages)
+    keys = Keys(redis_prefix, "leaky", graph_hash)
+    inbox = keys.inbox("lag")
+    client = connect(redis_url)
+    try:
+        await ensure_group(client, inbox)
+        # A worker that died holding an entry, and the entry trimmed away since.
+        entry = await client.xadd(inbox, {b"m": b"\x80", b"v": b""})
+        await client.xreadgroup(GROUP, "ghost", {inbox: ">"}, count=1)
+        await client.xdel(inbox, entry)
+        assert (await client.xpending(inbox, GROUP))["pending"] == 1
+        workers.start("leaky", "lag", claim_idle=0.2)
+        deadline = time.monotonic() + 30
+        while (await client.xpending(inbox, GROUP))["pending"]:
+            assert time.monotonic() < deadline, "the trimmed entry stayed pending"
+            await asyncio.sleep(0.05)
+        # The worker's books count it as a drop of the block that would have read it.
+        found: dict[str, int] = {}
+        while not found:
+            assert time.monotonic() < deadline, "no books count the trimmed entry"
+            async for key in client.raw.scan_iter(match=keys.stats("*")):
+                raw = await client.hget(key, "lag")
+                if raw is not None:
+                    found = dict(BlockStatistics.from_data(unpack_plain(raw)).dropped_by)
+            await asyncio.sleep(0.05)
+        assert found == {"trimmed": 1}
+    finally:
+        await client.aclose()
