@@ -279,7 +279,7 @@ async def test_a_slow_oldest_item_holds_the_other_threads_to_the_window() -> Non
         with lock:
             started.append(item)
         if item == 0:
-            release.wait(5)
+            release.wait(30)  # set by watch() below; the timeout only keeps a failure from hanging
         return item
 
     async def watch() -> None:
@@ -316,8 +316,12 @@ async def test_cancelling_while_threads_wait_for_the_window_leaves_no_thread() -
     for _ in range(3):
         while not started.acquire(blocking=False):
             await asyncio.sleep(0.005)
-    await asyncio.sleep(0.05)
+    for _ in range(500):  # until item 0's failure reached the loop and its backoff began
+        if pipe.statistics()["windowed_model"].retried == 1:
+            break
+        await asyncio.sleep(0.01)
     assert pipe.statistics()["windowed_model"].retried == 1
+    await asyncio.sleep(0.02)  # the threads that finished items 1 and 2 now wait for item 0
     run.cancel()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(run, 5)
