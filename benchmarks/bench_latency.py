@@ -101,17 +101,43 @@ class Outcome:
     latencies: list[float]
     done_at: list[float]  # completion times, seconds from the start
     drops: dict[str, int]
+    numbers: list[int]  # the outputs' item numbers, in the order of ``latencies``
 
 
 # -- aioflow ----------------------------------------------------------------------------------
 
 
-def sleep_step(x: Any) -> Any:
-    time.sleep(0.002)  # as long as the numpy step, without using the CPU
+# By item number: when the middle step finished with the item (it then travels to the model's
+# queue) and when the model started on it. The difference is the item's wait in front of the
+# model: hand-off to the event loop, time in the queue, hand-off to the model's thread.
+READY: dict[int, float] = {}
+STARTED: dict[int, float] = {}
+
+
+def numpy_step(x: tuple[int, float]) -> tuple[int, float]:
+    cv.cpu_step(0)
+    READY[x[0]] = time.perf_counter()
     return x
 
 
-CPU_STEPS: dict[str, Callable[[Any], Any]] = {"numpy": cv.cpu_step, "sleep": sleep_step}
+def sleep_step(x: tuple[int, float]) -> tuple[int, float]:
+    time.sleep(0.002)  # as long as the numpy step, without using the CPU
+    READY[x[0]] = time.perf_counter()
+    return x
+
+
+def model(x: tuple[int, float]) -> tuple[int, float]:
+    STARTED[x[0]] = time.perf_counter()
+    cv.infer_one(0)
+    return x
+
+
+def waits(numbers: list[int]) -> list[float]:
+    """Each output's wait in front of the model, in seconds."""
+    return [STARTED[i] - READY[i] for i in numbers]
+
+
+CPU_STEPS: dict[str, Callable[[Any], Any]] = {"numpy": numpy_step, "sleep": sleep_step}
 
 
 def aioflow_pipeline(edges: str, cpu: str = "numpy") -> af.Pipeline:
@@ -123,7 +149,7 @@ def aioflow_pipeline(edges: str, cpu: str = "numpy") -> af.Pipeline:
     return af.Pipeline(
         af.block(name="io_in", workers=4)(cv.io_in),
         af.block(name="cpu", workers=2)(CPU_STEPS[cpu]),
-        af.block(name="infer", workers=1, **leaky)(cv.infer_one),
+        af.block(name="infer", workers=1, **leaky)(model),
         af.block(name="io_out", workers=4)(cv.io_out),
         name=f"latency-{edges}-{cpu}",
     )
@@ -139,16 +165,17 @@ async def run_aioflow(pipe: af.Pipeline, times: list[float]) -> Outcome:
                 await asyncio.sleep(delay)
             yield i, t0 + t
 
-    latencies, done_at = [], []
-    async for _, due in pipe.stream(arrivals()):
+    latencies, done_at, numbers = [], [], []
+    async for i, due in pipe.stream(arrivals()):
         now = time.perf_counter()
         latencies.append(now - due)
         done_at.append(now - t0)
+        numbers.append(i)
     drops: dict[str, int] = {}
     for rec in pipe.statistics().values():
         for reason, count in rec.dropped_by.items():
             drops[reason] = drops.get(reason, 0) + count
-    return Outcome(latencies, done_at, drops)
+    return Outcome(latencies, done_at, drops, numbers)
 
 
 # -- hand-written -----------------------------------------------------------------------------
@@ -164,6 +191,7 @@ async def run_handwritten(leaky: bool, times: list[float], cpu_step: str = "nump
     cpu_pool, gpu_pool = ThreadPoolExecutor(2), ThreadPoolExecutor(1)
     latencies: list[float] = []
     done_at: list[float] = []
+    numbers: list[int] = []
     dropped = 0
     t0 = time.perf_counter()
 
@@ -203,13 +231,14 @@ async def run_handwritten(leaky: bool, times: list[float], cpu_step: str = "nump
         return await loop.run_in_executor(cpu_pool, CPU_STEPS[cpu_step], x)
 
     async def infer(x: Any) -> Any:
-        return await loop.run_in_executor(gpu_pool, cv.infer_one, x)
+        return await loop.run_in_executor(gpu_pool, model, x)
 
     async def sink() -> None:
         while (x := await q[4].get()) is not stop:
             now = time.perf_counter()
             latencies.append(now - x[1])
             done_at.append(now - t0)
+            numbers.append(x[0])
 
     try:
         async with asyncio.TaskGroup() as tg:
@@ -222,7 +251,7 @@ async def run_handwritten(leaky: bool, times: list[float], cpu_step: str = "nump
     finally:
         cpu_pool.shutdown()
         gpu_pool.shutdown()
-    return Outcome(latencies, done_at, {"overflow": dropped} if dropped else {})
+    return Outcome(latencies, done_at, {"overflow": dropped} if dropped else {}, numbers)
 
 
 # -- driver -----------------------------------------------------------------------------------
@@ -258,6 +287,8 @@ async def run_all(duration: float, reps: int) -> dict[str, Any]:
             # repetition see the same schedule.
             seed = rep * 1000 + SCENARIOS.index(s)
             times = schedule(s.arrivals, s.load * bound, duration, seed)
+            READY.clear()
+            STARTED.clear()
             if sys_ == "aioflow":
                 res = await run_aioflow(pipes[(s.edges, s.cpu)], times)
             else:
@@ -272,6 +303,9 @@ async def run_all(duration: float, reps: int) -> dict[str, Any]:
             # Throughput over the last 90% of the arrival window (the first 10% fills queues).
             lo, hi = START_S + 0.1 * duration, START_S + duration
             done = sum(1 for t in res.done_at if lo <= t < hi)
+            wait = waits(res.numbers)
+            # What the latency would be without the wait in front of the model.
+            rest = [lat - w for lat, w in zip(res.latencies, wait, strict=True)]
             samples[(sys_, s.name)].append(
                 {
                     "arrivals": len(times),
@@ -282,6 +316,9 @@ async def run_all(duration: float, reps: int) -> dict[str, Any]:
                     "p50_ms": percentile(res.latencies, 0.5) * 1e3,
                     "p99_ms": percentile(res.latencies, 0.99) * 1e3,
                     "max_ms": max(res.latencies) * 1e3,
+                    "wait_p50_ms": percentile(wait, 0.5) * 1e3,
+                    "wait_p99_ms": percentile(wait, 0.99) * 1e3,
+                    "without_wait_p99_ms": percentile(rest, 0.99) * 1e3,
                     "throughput": done / (hi - lo),
                 }
             )

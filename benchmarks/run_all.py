@@ -2,6 +2,8 @@
 
 * ``bench_peers.py``: per-item overhead against hand-written queues, pypeln, aiostream and
   streamz; the CV-shaped pipeline for every library;
+* ``bench_cv_pipeline.py`` (part ``batching``): the CV-shaped pipeline with inference batched,
+  against a hand-written batching loop and the machine's ceilings;
 * ``bench_latency.py``: latency under load, blocking against leaky edges;
 * ``bench_memory.py``: RSS after 10 thousand and 1 million items;
 * ``bench_metrics.py``: per-item overhead with a Prometheus scraper polling every 100 ms.
@@ -45,6 +47,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import bench_cv_pipeline  # noqa: E402
 import bench_latency  # noqa: E402
 import bench_memory  # noqa: E402
 import bench_metrics  # noqa: E402
@@ -54,6 +57,7 @@ import bench_soak  # noqa: E402
 
 PARTS = (
     "peers",
+    "batching",
     "latency",
     "memory",
     "metrics",
@@ -154,6 +158,8 @@ def run_part(part: str, *, quick: bool, reps: int) -> dict[str, Any]:
         return bench_gates_accuracy.run_benchmark(quick=quick)
     if part == "peers":
         return bench_peers.run(quick=quick, reps=reps)
+    if part == "batching":
+        return bench_cv_pipeline.run(quick=quick, reps=reps)
     if part == "latency":
         return bench_latency.run(quick=quick, reps=reps)
     if part == "metrics":
@@ -179,6 +185,8 @@ def print_part(part: str, res: dict[str, Any]) -> None:
     elif part == "peers":
         bench_peers.print_overhead(res["overhead"])
         bench_peers.print_cv(res["cv"])
+    elif part == "batching":
+        bench_cv_pipeline.print_batching(res)
     elif part == "latency":
         bench_latency.print_latency(res)
     elif part == "metrics":

@@ -12,9 +12,12 @@ the block's input (a :class:`collections.deque`; a lock numbers the items as the
 calls the user's function, and hands the result to the event loop with
 ``call_soon_threadsafe`` while it goes on with the next item. The event loop puts outputs back
 in input order (unless ``ordered=False``) and steps in only when the input runs empty (it waits
-for the next item, then restarts the thread's loop), when the output is full or the reorder
-window is (it waits for room), and when a call fails (retries, skips and dead letters take the
-general path, on a thread of the same pool).
+for the next item, then restarts the thread's loop), when the output is full (it waits for
+room), and when a call fails (retries, skips and dead letters take the general path, on a thread
+of the same pool). A thread held by the reorder window alone (the oldest unfinished item is
+still in another thread's call) waits in its thread and is woken by the thread that finishes
+that item: no trip through the event loop, which on a busy machine left it idle for
+milliseconds.
 
 What the general path guarantees holds here too: order, a block holds at most
 ``queue_size + workers`` items (queued, in a call, or finished and waiting for their turn),
@@ -60,6 +63,9 @@ class ThreadPuller:
         # Under ``lock`` (threads and loop): items taken and numbered, results handed to the
         # loop, and (ordered) the numbers not finished yet, which open the reorder window.
         self.lock = threading.Lock()
+        # Signalled (under ``lock``) when the oldest unfinished item finishes and when the run
+        # stops: a thread held only by the reorder window waits on it, in the thread.
+        self.window_open = threading.Condition(self.lock)
         self.taken = 0
         self.sent = 0
         self.unfinished: set[int] = set()
@@ -82,22 +88,39 @@ class ThreadPuller:
                     for _ in range(self.workers):
                         tg.create_task(carrying_interrupts(self._drive()))
         finally:
-            self.stopping = True
+            with self.lock:
+                self.stopping = True
+                self.window_open.notify_all()
 
     def _blocked(self) -> bool:
         """Whether a thread must not take another item now (call under ``lock``): outputs wait
         for room, the results on their way would overfill the output, or the reorder window is
         full. Like a worker of the general path, a thread may finish one item that then waits
         for room."""
+        return self._output_blocked() or self._window_full()
+
+    def _output_blocked(self) -> bool:
+        """Outputs wait for room, or the results on their way would overfill the output (call
+        under ``lock``): only the event loop can change that."""
         if self.held:
             return True
         out = self.rt.out
-        if not out.leaky and len(out._buf) + self.sent - self.received > out.capacity:
-            return True
-        if self.ordered:
-            oldest = min(self.unfinished) if self.unfinished else self.taken
-            return self.taken - oldest >= self.workers
-        return False
+        return not out.leaky and len(out._buf) + self.sent - self.received > out.capacity
+
+    def _window_full(self) -> bool:
+        """The reorder window is full (call under ``lock``): the oldest unfinished item is in
+        another thread's call, or in the loop's failure handling; both signal ``window_open``
+        when it finishes."""
+        if not self.ordered:
+            return False
+        oldest = min(self.unfinished) if self.unfinished else self.taken
+        return self.taken - oldest >= self.workers
+
+    def _finished(self, n: int) -> None:
+        """Item ``n`` is no longer in a call (call under ``lock``)."""
+        self.unfinished.discard(n)
+        if self.ordered and (not self.unfinished or n < min(self.unfinished)):
+            self.window_open.notify_all()
 
     async def _drive(self) -> None:
         """Keep one thread of the pool running :meth:`_pull`, and do what it cannot."""
@@ -158,9 +181,18 @@ class ThreadPuller:
         ordered = self.ordered
         unfinished = self.unfinished
         perf = _perf
-        while not self.stopping:
+        window_open = self.window_open
+        while True:
             with lock:
-                if self._blocked():
+                # Held by the reorder window alone: wait here for the oldest item to finish
+                # (a thread-to-thread signal) rather than go back to the loop, which would
+                # have to wake and start this thread again (two wake-ups that, on a busy
+                # machine, leave the thread idle for milliseconds).
+                while self._window_full() and not self._output_blocked() and not self.stopping:
+                    window_open.wait()
+                if self.stopping:
+                    return _STOPPED
+                if self._output_blocked():
                     return _PAUSE
                 try:
                     env = buf.popleft()
@@ -184,9 +216,8 @@ class ThreadPuller:
                 dt = perf() - t0
             with lock:
                 self.sent += 1
-                unfinished.discard(n)
+                self._finished(n)
             call(deliver, env, value, dt, n)
-        return _STOPPED
 
     # -- on the event loop --------------------------------------------------------------------
 
@@ -234,7 +265,7 @@ class ThreadPuller:
         """The reorder window's side of :class:`~.ordering.Sequencer`, for the general
         path's failure handling (retries, skips, partial outputs) of item ``seq``."""
         with self.lock:
-            self.unfinished.discard(seq)
+            self._finished(seq)
         self._done(seq, list(outputs))
         if self.held:
             async with self.flushing:

@@ -267,3 +267,85 @@ async def test_a_retry_on_one_thread_keeps_the_order_of_the_others() -> None:
     rec = pipe.statistics()["flaky"]
     assert rec.retried == 10
     assert books_balance(rec)
+
+
+async def test_a_slow_oldest_item_holds_the_other_threads_to_the_window() -> None:
+    release = threading.Event()
+    lock = threading.Lock()
+    started: list[int] = []
+
+    @af.block(workers=3)
+    def model(item: int) -> int:
+        with lock:
+            started.append(item)
+        if item == 0:
+            release.wait(30)  # set by watch() below; the timeout only keeps a failure from hanging
+        return item
+
+    async def watch() -> None:
+        while len(started) < 3:
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.05)  # time for a thread to take a fourth item, were it allowed
+        with lock:
+            assert sorted(started) == [0, 1, 2]  # the window: 3 items from the oldest unfinished
+        release.set()
+
+    pipe = af.Pipeline(model)
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(watch())
+        run = tg.create_task(pipe.run(range(40)))
+    assert run.result() == list(range(40))
+    assert books_balance(pipe.statistics()["model"])
+
+
+async def test_cancelling_while_threads_wait_for_the_window_leaves_no_thread() -> None:
+    started = threading.Semaphore(0)
+
+    # Item 0 fails at once and waits out a long backoff on the event loop; the threads that
+    # finished items 1 and 2 wait for it, in their threads, until the run is cancelled.
+    @af.block(name="windowed_model", workers=3, on_error=af.Retry(attempts=2, backoff=30))
+    def model(item: int) -> int:
+        started.release()
+        if item == 0:
+            msg = "transient failure on 0"
+            raise ConnectionError(msg)
+        return item
+
+    pipe = af.Pipeline(model)
+    run = asyncio.create_task(pipe.run(range(100)))
+    for _ in range(3):
+        while not started.acquire(blocking=False):
+            await asyncio.sleep(0.005)
+    for _ in range(500):  # until item 0's failure reached the loop and its backoff began
+        if pipe.statistics()["windowed_model"].retried == 1:
+            break
+        await asyncio.sleep(0.01)
+    assert pipe.statistics()["windowed_model"].retried == 1
+    await asyncio.sleep(0.02)  # the threads that finished items 1 and 2 now wait for item 0
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(run, 5)
+    assert not [t for t in threading.enumerate() if "windowed_model" in t.name]
+
+
+async def test_the_oldest_item_retried_while_the_others_wait_for_the_window() -> None:
+    tries: dict[int, int] = {}
+    lock = threading.Lock()
+
+    @af.block(workers=3, on_error=af.Retry(attempts=2, backoff=0.001))
+    def flaky(item: int) -> int:
+        with lock:
+            tries[item] = tries.get(item, 0) + 1
+            first = tries[item] == 1
+        if item % 10 == 0 and first:
+            time.sleep(0.01)  # the other threads finish theirs and wait for this one
+            msg = f"transient failure on {item}"
+            raise ConnectionError(msg)
+        return item
+
+    pipe = af.Pipeline(flaky)
+    out = await pipe.run(range(50))
+    assert out == list(range(50))
+    rec = pipe.statistics()["flaky"]
+    assert rec.retried == 5
+    assert books_balance(rec)
