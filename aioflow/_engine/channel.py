@@ -167,6 +167,31 @@ class Channel(Generic[T]):
             self._wake_getter()
         return True
 
+    def extend_nowait(self, items: list[T]) -> None:
+        """Put a run of items at once, without waiting: one count, one look for waiting
+        getters (as many woken as there are items for them).
+
+        With ``"block"`` the run must fit: when it does not, nothing is put and
+        :class:`asyncio.QueueFull` is raised. A leaky channel applies its policy to each item,
+        as :meth:`put_nowait` does.
+        """
+        if self._closed:
+            msg = "put on a closed channel"
+            raise ChannelClosed(msg)
+        if self.leaky:
+            for item in items:
+                self.put_nowait(item)
+            return
+        buf = self._buf
+        if len(buf) + len(items) > self.capacity:
+            raise asyncio.QueueFull
+        self.received += len(items)
+        buf.extend(items)
+        getters = self._getters
+        if getters:
+            for _ in range(min(len(items), len(getters))):
+                self._wake_getter()
+
     async def put(self, item: T) -> bool:
         """Put ``item``, waiting while the channel is full (``"block"`` policy only)."""
         buf = self._buf
