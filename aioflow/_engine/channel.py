@@ -58,6 +58,7 @@ class Channel(Generic[T]):
         "overflow",
         "overflowed",
         "received",
+        "uncounted",
     )
 
     def __init__(
@@ -83,6 +84,9 @@ class Channel(Generic[T]):
         self.received = 0
         #: items the overflow policy discarded
         self.overflowed = 0
+        #: set while a writer hands items on in a run and counts them at its end: how many it
+        #: has put meanwhile (see :meth:`counted`)
+        self.uncounted: Callable[[], int] | None = None
         #: seconds writers waited for room, summed over writers (read only on the slow path)
         self.blocked_s = 0.0
 
@@ -96,6 +100,14 @@ class Channel(Generic[T]):
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def counted(self) -> int:
+        """``received``, with what a writer handing on a run has put and not counted yet:
+        the count for statistics, exact at every moment."""
+        uncounted = self.uncounted
+        if uncounted is None:
+            return self.received
+        return self.received + uncounted()
 
     def full(self) -> bool:
         return len(self._buf) >= self.capacity
