@@ -403,6 +403,7 @@ class Pipeline(Graph[In, Out]):
                         envs = out.drain_nowait()
                         latency.add_outputs(perf(), envs)
                         results.extend(map(_value, envs))
+                        run.recycle(envs)
                     elif out.closed:
                         break
                     else:

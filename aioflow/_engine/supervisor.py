@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterable, Coroutine, Hashable, Iterable, Sequence
 from dataclasses import replace
 from itertools import islice
+from sys import getrefcount
 from typing import Any
 
 from ..block import Block
@@ -39,6 +40,7 @@ __all__ = ["PipelineRun", "log_unraised", "result_of", "stage_names", "wait_fini
 logger = logging.getLogger("aioflow")
 
 _perf = time.perf_counter
+_SPARE = 256  # envelopes kept for reuse, at most
 
 
 Runtime = BlockRuntime | BranchRuntime
@@ -68,6 +70,9 @@ class PipelineRun:
         self.stopped: float | None = None
         #: end-to-end latency of every output, counted where it is handed to the caller
         self.latency = Buckets()
+        #: envelopes of outputs that ``run()`` has taken, for the source to reuse (see
+        #: :meth:`recycle`)
+        self.spare: list[Envelope] = []
 
     def build_chain(
         self, stages: tuple[Block | Branch, ...], out: Channel[Envelope]
@@ -129,6 +134,18 @@ class PipelineRun:
             for key, state in pairs:
                 lane = rt.lanes[key] = _Lane()
                 lane.state = state
+
+    def recycle(self, envs: list[Envelope]) -> None:
+        """Keep the envelopes of outputs that have been handed over, for :meth:`feed` to reuse
+        (a few at most). Only an envelope that nothing else refers to is kept: ``envs`` itself,
+        the loop and ``getrefcount`` hold the only references to it."""
+        spare = self.spare
+        if len(spare) >= _SPARE:
+            return
+        keep = spare.append
+        for env in envs:
+            if getrefcount(env) == 3:
+                keep(env)
 
     def _mark_ready(self) -> None:
         self._unready -= 1
@@ -348,6 +365,8 @@ class PipelineRun:
             else:
                 source = iter(items)
                 new = object.__new__
+                spare = self.spare
+                reuse = spare.pop
                 while True:
                     room = cap - len(buf)
                     if room <= 0:
@@ -362,8 +381,9 @@ class PipelineRun:
                     add = run.append
                     try:
                         for x in islice(source, want):
-                            # (an Envelope without the call of its __init__: a third cheaper)
-                            env = new(Envelope)
+                            # (an Envelope without the call of its __init__: a third cheaper,
+                            # and one that run() has handed over cheaper still)
+                            env = reuse() if spare else new(Envelope)
                             env.value = x
                             env.born = now
                             env.ticket = None
