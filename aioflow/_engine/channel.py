@@ -12,6 +12,10 @@ served) plus what a pipeline edge needs on top:
 It is built on a :class:`collections.deque` with one future per *waiting* caller, so a put or get
 that does not have to wait costs a few attribute lookups and no allocation. There is no unbounded
 mode: the capacity is always a positive integer.
+
+Items also move in *runs*: the source puts as many as fit at once (:meth:`Channel.extend_nowait`),
+and a one-worker block hands on a run item by item but counts it once, at its end; meanwhile
+:meth:`Channel.counted` (what statistics read) adds what the run has put (``uncounted``).
 """
 
 from __future__ import annotations
