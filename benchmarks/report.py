@@ -713,7 +713,9 @@ def hotpath_section(hot: dict[str, Any]) -> list[str]:
         f"(best of 3, N = {hot['n']:,}); medians. Each checkout is judged by its ratio to the "
         "hand-written pipeline timed in the same process. The CPU time of the process is the "
         "steadier clock on this shared machine (load average "
-        f"{meta['load_average']} when it began); the wall time is shown too.",
+        f"{meta['load_average']} when it began); the wall time is shown too. (The tables "
+        "above come from the last full run of the suite, which may predate this change: "
+        "see the commit in its line under *The results behind this page*.)",
         "",
         f"µs per item per stage, K = {k}, uvloop (ratio: hand-written / aioflow, median "
         "and range over the pairs):",
