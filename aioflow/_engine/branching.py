@@ -130,10 +130,11 @@ class BranchRuntime:
     def record(self) -> BlockStatistics:
         inq = self.inq
         queued = len(inq)
-        in_flight = inq.received - queued - self.completed - self.incomplete - self.failed
+        received = inq.counted()  # (exact while a block before it hands on a run)
+        in_flight = received - queued - self.completed - self.incomplete - self.failed
         return BlockStatistics(
             name=self.name,
-            received=inq.received,
+            received=received,
             completed=self.completed,
             emitted=self.completed,
             dropped=self.incomplete,

@@ -12,6 +12,10 @@ served) plus what a pipeline edge needs on top:
 It is built on a :class:`collections.deque` with one future per *waiting* caller, so a put or get
 that does not have to wait costs a few attribute lookups and no allocation. There is no unbounded
 mode: the capacity is always a positive integer.
+
+Items also move in *runs*: the source puts as many as fit at once (:meth:`Channel.extend_nowait`),
+and a one-worker block hands on a run item by item but counts it once, at its end; meanwhile
+:meth:`Channel.counted` (what statistics read) adds what the run has put (``uncounted``).
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ class Channel(Generic[T]):
         "overflow",
         "overflowed",
         "received",
+        "uncounted",
     )
 
     def __init__(
@@ -83,6 +88,9 @@ class Channel(Generic[T]):
         self.received = 0
         #: items the overflow policy discarded
         self.overflowed = 0
+        #: set while a writer hands items on in a run and counts them at its end: how many it
+        #: has put meanwhile (see :meth:`counted`)
+        self.uncounted: Callable[[], int] | None = None
         #: seconds writers waited for room, summed over writers (read only on the slow path)
         self.blocked_s = 0.0
 
@@ -96,6 +104,14 @@ class Channel(Generic[T]):
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def counted(self) -> int:
+        """``received``, with what a writer handing on a run has put and not counted yet:
+        the count for statistics, exact at every moment."""
+        uncounted = self.uncounted
+        if uncounted is None:
+            return self.received
+        return self.received + uncounted()
 
     def full(self) -> bool:
         return len(self._buf) >= self.capacity
@@ -166,6 +182,31 @@ class Channel(Generic[T]):
         if self._getters:
             self._wake_getter()
         return True
+
+    def extend_nowait(self, items: list[T]) -> None:
+        """Put a run of items at once, without waiting: one count, one look for waiting
+        getters (as many woken as there are items for them).
+
+        With ``"block"`` the run must fit: when it does not, nothing is put and
+        :class:`asyncio.QueueFull` is raised. A leaky channel applies its policy to each item,
+        as :meth:`put_nowait` does.
+        """
+        if self._closed:
+            msg = "put on a closed channel"
+            raise ChannelClosed(msg)
+        if self.leaky:
+            for item in items:
+                self.put_nowait(item)
+            return
+        buf = self._buf
+        if len(buf) + len(items) > self.capacity:
+            raise asyncio.QueueFull
+        self.received += len(items)
+        buf.extend(items)
+        getters = self._getters
+        if getters:
+            for _ in range(min(len(items), len(getters))):
+                self._wake_getter()
 
     async def put(self, item: T) -> bool:
         """Put ``item``, waiting while the channel is full (``"block"`` policy only)."""

@@ -108,6 +108,15 @@ class BlockRuntime:
         self.out = out
         self.pool: ThreadPoolExecutor | None = None
         self.completed = 0
+        #: while ``_serial`` runs: its output channel, whose ``received`` counted from
+        #: ``handed_from`` (plus ``putting``, an item waiting for room) is what it completed
+        self.handing: Channel[Envelope] | None = None
+        self.handed_from = 0
+        self.putting = 0
+        #: while ``_serial`` hands on a run: the items taken from its input, and the items that
+        #: ended without an output, when the run began (-1: no run under way)
+        self.run_taken = -1
+        self.run_ended = 0
         self.emitted = 0
         self.stale = 0
         self.skipped = 0
@@ -135,6 +144,7 @@ class BlockRuntime:
 
     def record(self) -> BlockStatistics:
         inq = self.inq
+        received = inq.counted()
         queued = len(inq)
         dropped_by: dict[str, int] = {}
         if inq.overflowed:
@@ -142,16 +152,21 @@ class BlockRuntime:
         if self.stale:
             dropped_by["stale"] = self.stale
         dropped = inq.overflowed + self.stale
-        finished = self.completed + self.skipped + self.failed + self.stale
+        completed = self.completed
+        if self.handing is not None:
+            # The serial path counts its completed items as the outputs it handed on (see
+            # ``_serial``): the same number, kept by the output channel at no extra cost.
+            completed += self.handing.counted() - self.handed_from + self.putting
+        finished = completed + self.skipped + self.failed + self.stale
         # Items taken from the input and not finished yet. Derived, so that the hot path keeps
         # no extra counter: taken = received - still queued - evicted by overflow.
-        in_flight = inq.received - queued - inq.overflowed - finished
+        in_flight = received - queued - inq.overflowed - finished
         samples = sorted(self.latencies.recent)  # once: percentile() finds it sorted
         return BlockStatistics(
             name=self.name,
-            received=inq.received,
-            completed=self.completed,
-            emitted=(self.emitted if self.one_to_many else self.completed) + self.flushed,
+            received=received,
+            completed=completed,
+            emitted=(self.emitted if self.one_to_many else completed) + self.flushed,
             dropped=dropped,
             dropped_by=dropped_by,
             skipped=self.skipped,
@@ -212,15 +227,17 @@ class BlockRuntime:
         if self.opts.on_error == "skip":
             self._skip(env, err, attempt, "skipped", "skipped")
             return
-        self.failed += 1
-        if env.ticket is not None and env.ticket.fail(err):
+        delivered = env.ticket is not None and env.ticket.fail(err)
+        if delivered:
             logger.info("block %r failed an item: %s", self.name, err, extra={"block": self.name})
-            return
-        raise err
+        # (counted after the log record: its handlers run while the block still holds the
+        # item, as ``_uncounted`` assumes)
+        self.failed += 1
+        if not delivered:
+            raise err
 
     def _skip(self, env: Envelope, err: BlockError, attempt: int, reason: str, what: str) -> None:
-        """Count, log and end an item that failed for good but does not fail the run."""
-        self.skipped += 1
+        """Log, count and end an item that failed for good but does not fail the run."""
         logger.warning(
             "block %r %s item %s after %d attempt(s): %s",
             self.name,
@@ -230,6 +247,7 @@ class BlockRuntime:
             err.message,
             extra={"block": self.name},
         )
+        self.skipped += 1
         if env.ticket is not None:
             env.ticket.drop(reason, self.name)
 
@@ -470,69 +488,152 @@ class BlockRuntime:
     async def _serial(self) -> None:
         """The fast path: one worker, a coroutine function, no timeout.
 
-        It waits only when its input is empty or its output full. Reading the clock costs as much
-        as a trivial block, so busy time is measured per burst of back-to-back items, and the
-        per-item latency is sampled: every item while calls are slow (> 50 us), one in 32 while
-        they are fast.
+        Items go through in *runs*: with ``n`` items waiting in the input and room for ``m`` in
+        the output, ``min(n, m)`` items are taken, processed and handed on one after the other,
+        without looking at either channel's level in between. Both numbers can only grow while
+        the run goes on, even when the function suspends meanwhile: this worker is its input's
+        only reader (a leaky writer evicts one item only to put one) and its output's only
+        writer. So a run never finds its input empty nor overfills its output, and every item
+        is still taken from the input only when its turn comes (the bound holds) and handed on
+        as soon as it is made (the next block can start on it; a waiting writer is woken).
+
+        The books cost nothing per item: the output channel counts a run's items once, at its
+        end (statistics read meanwhile add what :meth:`_uncounted` derives), and
+        ``completed`` is read off that count (see :meth:`record`). Reading the clock costs as
+        much as a trivial block, so busy time is measured per burst of back-to-back items, and
+        the latency is sampled: every call is timed while calls are slow (> 50 us), one in 32
+        or so while they are fast. A timed call, and an item that must wait for room in the
+        output, go by themselves, between runs.
         """
         inq = self.inq
         buf = inq._buf
+        putters = inq._putters
+        take = buf.popleft
         out = self.out
         obuf = out._buf
+        getters = out._getters
+        hand = obuf.append
         ocap = out.capacity
         fn = self.fn
         lat = self.latencies
         max_age = self.opts.max_age
+        aging = max_age is not None
+        age_limit = max_age if max_age is not None else 0.0
         perf = _perf
-        skip = 0
+        skip = 0  # calls to leave untimed before the next timed one
+        slow = False
+        handed = 0  # items the current run has handed on (counted at its end)
+        self.handed_from = out.received
+        self.putting = 0
+        self.handing = out
+        out.uncounted = self._uncounted
         t_burst = perf()
         try:
             while True:
-                if buf:
-                    env = buf.popleft()
-                    if inq._putters:
-                        inq._wake_putter()
-                else:
+                n = len(buf)
+                if not n:
+                    if inq._closed:
+                        return  # every item taken
                     self.busy_s += perf() - t_burst
-                    env = await inq.get()
+                    await inq.wait_readable()
                     t_burst = perf()
-                if max_age is not None and perf() - env.born > max_age:
-                    self._drop_stale(env)
                     continue
-                try:
-                    if skip:
-                        skip -= 1
+                room = ocap - len(obuf)
+                if room <= 0 or slow or not skip:
+                    # One item by itself, timed.
+                    env = take()
+                    if putters:
+                        inq._wake_putter()
+                    if aging and perf() - env.born > age_limit:
+                        self._drop_stale(env)
+                        continue
+                    t0 = perf()
+                    try:
                         value = await fn(env.value)
+                    except (Exception, asyncio.CancelledError) as raised:
+                        exc = as_failure(raised)  # a cancellation of the run goes on up
+                        self.busy_s += perf() - t_burst
+                        value = await self._retry(env, exc, None)
+                        t_burst = perf()
+                        if value is _NOTHING:
+                            continue
                     else:
-                        t0 = perf()
-                        value = await fn(env.value)
                         t1 = perf()
                         dt = t1 - t0
                         lat.append(dt)
                         self.busy_s += t1 - t_burst
                         t_burst = t1
-                        skip = 0 if dt > 5e-5 else 31
-                except (Exception, asyncio.CancelledError) as raised:
-                    exc = as_failure(raised)  # a cancellation of the run goes on up
-                    self.busy_s += perf() - t_burst
-                    value = await self._retry(env, exc, None)
-                    t_burst = perf()
-                    if value is _NOTHING:
+                        slow = dt > 5e-5
+                        skip = 0 if slow else 32
+                    env.value = value
+                    if room > 0:
+                        hand(env)
+                        out.received += 1
+                        if getters:
+                            out._wake_getter()
+                    else:
+                        # The output is full: wait for room (or let the policy of a leaky
+                        # output decide), the item counted as completed meanwhile.
+                        self.busy_s += perf() - t_burst
+                        self.putting = 1
+                        await out.put(env)
+                        self.putting = 0
+                        t_burst = perf()
+                    continue
+                run = n if n < room else room
+                skip = skip - run if skip > run else 0
+                self.run_taken = inq.counted() - n - inq.overflowed
+                self.run_ended = self.skipped + self.failed + self.stale
+                for _ in range(run):
+                    env = take()
+                    if putters:
+                        inq._wake_putter()
+                    if aging and perf() - env.born > age_limit:
+                        self._drop_stale(env)
                         continue
-                self.completed += 1
-                env.value = value
-                if len(obuf) < ocap:
-                    out.received += 1
-                    obuf.append(env)
-                    if out._getters:
+                    try:
+                        env.value = await fn(env.value)
+                    except (Exception, asyncio.CancelledError) as raised:
+                        exc = as_failure(raised)  # a cancellation of the run goes on up
+                        self.busy_s += perf() - t_burst
+                        value = await self._retry(env, exc, None)
+                        t_burst = perf()
+                        if value is _NOTHING:
+                            continue
+                        env.value = value
+                    hand(env)
+                    handed += 1
+                    if getters:
                         out._wake_getter()
-                else:
-                    self.busy_s += perf() - t_burst
-                    await out.put(env)
-                    t_burst = perf()
+                out.received += handed
+                handed = 0
+                self.run_taken = -1
         except ChannelClosed:
             self.busy_s += perf() - t_burst
             return
+        finally:
+            # From here on the counts are kept item by item again.
+            out.received += handed
+            out.uncounted = None
+            self.run_taken = -1
+            self.completed += out.received - self.handed_from + self.putting
+            self.putting = 0
+            self.handing = None
+
+    def _uncounted(self) -> int:
+        """The items that the run under way has handed on and not counted yet.
+
+        Statistics are read while the run is suspended in, or calling out to, the block's
+        function, its retries, its dead-letter sink or its log handlers: each time while it
+        holds one item whose end is not counted yet. So of the items the run has taken, those
+        handed on are the rest, less those that ended otherwise (stale, skipped, failed).
+        """
+        if self.run_taken < 0:
+            return 0
+        inq = self.inq
+        taken = inq.counted() - len(inq._buf) - inq.overflowed - self.run_taken
+        ended = self.skipped + self.failed + self.stale - self.run_ended
+        return taken - ended - 1
 
     async def _worker(self, seq: Sequencer | None) -> None:
         """The general worker: any kind of function, ordered or not."""

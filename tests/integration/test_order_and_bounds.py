@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import random
 import threading
 import time
@@ -296,6 +297,81 @@ async def test_unordered_block_holds_at_most_queue_size_plus_workers() -> None:
 
     assert outputs == [*range(1, 200), 0]
     assert 1 < max(held) <= 4 + 3
+
+
+async def test_items_handed_on_in_runs_keep_order_bounds_and_books_at_every_moment() -> None:
+    # A one-worker async block hands items on in runs: as many as wait in its input and fit
+    # in its output, one after the other, and counts them at the end of the run. Here calls
+    # suspend halfway through such runs, fail (skipped) or fail once (retried), and a sampler
+    # reads the books at every turn of the loop: at every moment a block has an item in flight
+    # exactly while it holds one (suspended in its call, or waiting to retry it), holds at most
+    # queue_size + 1 items, and balances; and the outputs keep their order.
+    retried: set[int] = set()
+    holding = {"first": False, "second": False, "third": False, "after": False}
+
+    @af.block(queue_size=8, name="first")
+    async def first(x: int) -> int:
+        if x % 5 == 0:
+            holding["first"] = True
+            await asyncio.sleep(0)
+            holding["first"] = False
+        return x
+
+    @af.block(queue_size=8, name="second", on_error="skip")
+    async def second(x: int) -> int:
+        if x % 13 == 0:
+            raise ValueError(f"{x} is unlucky")
+        return x
+
+    @af.block(queue_size=8, name="third", on_error=af.Retry(attempts=2, backoff=0.0))
+    async def third(x: int) -> int:
+        holding["third"] = True  # until a call returns: a failed one is retried
+        if x % 7 == 0 and x not in retried:
+            retried.add(x)
+            raise ValueError(f"{x} fails once")
+        if x % 3 == 0:
+            await asyncio.sleep(0)
+        holding["third"] = False
+        return x
+
+    after = Recorder(name="after", queue_size=8)
+    pipe = af.Pipeline(first, second, third, after)
+    names = list(holding)
+    held: dict[str, list[int]] = {name: [] for name in names}
+    wrong: list[tuple[str, bool, af.BlockStatistics]] = []
+    seen_holding = dict.fromkeys(names, 0)
+    stop = asyncio.Event()
+
+    async def sample() -> None:
+        while not stop.is_set():
+            stats = pipe.statistics()
+            for name, nxt in itertools.pairwise(names):
+                # taken in and not handed on, skipped items aside
+                held[name].append(stats[name].received - stats[nxt].received - stats[name].skipped)
+            for name in names:
+                seen_holding[name] += holding[name]
+                if stats[name].in_flight != holding[name] or not stats[name].balanced:
+                    wrong.append((name, holding[name], stats[name]))
+            await asyncio.sleep(0)
+
+    n = 2000
+    async with asyncio.TaskGroup() as tg:
+        sampler = tg.create_task(sample())
+        outputs = await pipe.run(ScriptedSource(range(n)))
+        stop.set()
+        await sampler
+
+    assert outputs == [x for x in range(n) if x % 13]
+    assert wrong == []
+    for name in names[:-1]:
+        assert max(held[name]) <= 8 + 1, name
+    # The sampler did look while items were held, in every block that suspends.
+    assert seen_holding["first"] > 10
+    assert seen_holding["third"] > 10
+    stats = pipe.statistics()
+    assert stats["second"].skipped == len(range(0, n, 13))
+    assert stats["third"].retried == len([x for x in range(0, n, 7) if x % 13])
+    assert all(s.in_flight == s.queue_depth == 0 for s in stats.values())
 
 
 async def test_read_ahead_from_source_is_bounded_by_the_sum_of_capacities() -> None:

@@ -296,3 +296,53 @@ async def test_get_nowait_makes_room_for_a_waiting_putter() -> None:
     await settle()
     assert putter.done()
     assert ch.get_nowait() == 2
+
+
+# -- runs -------------------------------------------------------------------------------------
+
+
+async def test_a_run_put_at_once_wakes_as_many_waiting_getters_as_it_has_items() -> None:
+    ch: Channel[int] = Channel(8)
+    getters = [asyncio.create_task(ch.get()) for _ in range(3)]
+    await settle()
+    ch.extend_nowait([1, 2])
+    await settle()
+    assert [g.result() for g in getters[:2]] == [1, 2]  # first come, first served
+    assert not getters[2].done()
+    ch.extend_nowait([3, 4, 5])
+    await settle()
+    assert getters[2].result() == 3
+    assert contents(ch) == [4, 5]
+    assert ch.received == 5
+
+
+async def test_a_run_that_does_not_fit_a_blocking_channel_puts_nothing() -> None:
+    ch: Channel[int] = Channel(3)
+    ch.put_nowait(0)
+    with pytest.raises(asyncio.QueueFull):
+        ch.extend_nowait([1, 2, 3])
+    ch.extend_nowait([1, 2])
+    assert contents(ch) == [0, 1, 2]
+    assert ch.received == 3
+
+
+@pytest.mark.parametrize(
+    ("overflow", "kept", "dropped"),
+    [("drop_oldest", [2, 3, 4], [0, 1]), ("drop_newest", [0, 1, 2], [3, 4])],
+)
+async def test_a_run_into_a_leaky_channel_drops_by_its_policy(
+    overflow: Any, kept: list[int], dropped: list[int]
+) -> None:
+    lost: list[int] = []
+    ch: Channel[int] = Channel(3, overflow=overflow, on_drop=lost.append)
+    ch.extend_nowait([0, 1, 2, 3, 4])
+    assert contents(ch) == kept
+    assert lost == dropped
+    assert (ch.received, ch.overflowed) == (5, 2)
+
+
+async def test_a_run_into_a_closed_channel_raises() -> None:
+    ch: Channel[int] = Channel(3)
+    ch.close()
+    with pytest.raises(ChannelClosed):
+        ch.extend_nowait([1])
