@@ -822,6 +822,8 @@ def batching_section(res: dict[str, Any]) -> list[str]:
         "early may not start a fifth item while the oldest of its four is still running (the "
         "reorder window bounds the block's memory); it waits in its thread and starts the "
         "moment that item finishes. The hand-written peer keeps no order.",
+        "",
+    ]
 
 
 def hotpath_section(hot: dict[str, Any]) -> list[str]:
