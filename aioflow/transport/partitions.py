@@ -218,6 +218,19 @@ def _after(entry_id: bytes) -> str:
     return f"{ms}-{int(seq or 0) + 1}"
 
 
+def _id_key(entry_id: bytes) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition(b"-")
+    return int(ms), int(seq or 0)
+
+
+def _before(entry_id: bytes) -> bytes:
+    """The largest id before ``entry_id``."""
+    ms, seq = _id_key(entry_id)
+    if seq > 0:
+        return b"%d-%d" % (ms, seq - 1)
+    return b"%d-%d" % (ms - 1, 2**64 - 1)
+
+
 #: what the owner hands the worker to process: (token, fields, deliveries)
 Entry = tuple[bytes, dict[bytes, bytes], int]
 
@@ -480,6 +493,10 @@ class Owner:
     async def snapshot(self, client: Any, p: _Part, *, release: bool = False) -> bool:
         """Write ``p``'s state at a moment when every item taken from it is done; with
         ``release``, give up its lease in the same script. False if the lease was lost."""
+        if not release and (self._unwritable or not self.lanes.stateful):
+            # No state to carry over: no need to stop the partition; keep from its oldest
+            # entry in flight on (a next owner processes those again).
+            return await self._write_snapshot(client, p, release=False, carry=False)
         p.paused = True
         try:
             while p.index in self.reading or p.in_flight:
@@ -489,26 +506,34 @@ class Owner:
         finally:
             p.paused = False
 
-    async def _write_snapshot(self, client: Any, p: _Part, *, release: bool) -> bool:
+    async def _write_snapshot(
+        self, client: Any, p: _Part, *, release: bool, carry: bool = True
+    ) -> bool:
         want = self._in(p.index)
-        try:
-            pairs = [[k, s] for k, s in self.lanes.states(want).items()]
-            state = encode(
-                Snapshot(version=VERSION, pipeline=self.pipeline, blocks={self.block: pairs})
-            )
-        except SnapshotError as exc:
-            if not self._unwritable:
-                logger.error(
-                    "worker %s: the state of block %r cannot be snapshotted; a worker that "
-                    "takes over its partitions starts their keys afresh: %s",
-                    self.consumer,
-                    self.block,
-                    exc,
-                )
-                self._unwritable = True
-            state = b""
-        mark = p.last or b"0-0"
-        trim = _after(p.last) if p.last else ""
+        last = p.last
+        state = b""
+        if not carry:
+            if p.in_flight:
+                oldest = min((untoken(t)[1] for t in p.in_flight), key=_id_key)
+                last = _before(oldest)
+        else:
+            try:
+                pairs = [[k, s] for k, s in self.lanes.states(want).items()]
+                snap = Snapshot(version=VERSION, pipeline=self.pipeline, blocks={self.block: pairs})
+                state = encode(snap)
+            except SnapshotError as exc:
+                if not self._unwritable:
+                    logger.warning(
+                        "worker %s: the state of block %r cannot be written to a snapshot, so a "
+                        "worker that takes over one of its partitions starts its keys afresh "
+                        "(per-key order still holds): %s",
+                        self.consumer,
+                        self.block,
+                        exc,
+                    )
+                    self._unwritable = True
+        mark = last or b"0-0"
+        trim = _after(last) if last else ""
         done = await client.eval(
             _SNAPSHOT,
             3,
@@ -521,8 +546,10 @@ class Owner:
             trim,
             "1" if release else "0",
         )
-        if not done:
+        if not done:  # the lease expired meanwhile: another worker may own it now
             p.owned = p.ready = False
+            if not p.in_flight:
+                self.lanes.drop(want)
             return False
         p.snapped = p.last
         self.snapshots += 1

@@ -165,3 +165,33 @@ async def test_two_workers_never_process_one_partition_at_once_and_share_the_par
     assert {p.pid for p in later} <= pids
     assert any(len({pid for _, _, pid in spans}) > 1 for spans in by_part.values())
     assert first.poll() is None
+
+
+async def test_a_keyed_worker_stopped_by_sigterm_snapshots_and_releases_its_partitions_at_once(
+    redis_url: str, redis_prefix: str, workers: Workers
+) -> None:
+    env = {"AIOFLOW_TEST_DELAY": "0.005"}
+    # Leases that would outlast the test: the next worker can only start at once if the
+    # leaving one released them.
+    extra = ("--lease-ttl", "300", "--log-level", "INFO")
+    leaving = workers.start("keyed", "count", env=env, extra=extra)
+    graph_hash, _ = graph_signature("keyed", rp.keyed.stages)
+    keys = Keys(redis_prefix, "keyed", graph_hash)
+    client = connect(redis_url)
+    transport = RedisTransport(redis_url, prefix=redis_prefix)
+    items = [(f"cam{x % 8}", x // 8) for x in range(800)]
+    outputs = []
+    try:
+        async for out in rp.keyed.stream(items, transport=transport):
+            outputs.append(out)
+            if len(outputs) == 200:
+                leaving.send_signal(signal.SIGTERM)
+                await asyncio.to_thread(leaving.wait, timeout=10)
+                assert leaving.returncode == 0, workers.output(leaving)
+                leases = [await client.get(f"{keys.base}:lease:count:{i}") for i in range(16)]
+                assert leases == [None] * 16  # released, not left to expire
+                nxt = workers.start("keyed", "count", env=env, extra=extra)
+        assert outputs == expected(800)
+        assert "keys restored" in workers.output(nxt)
+    finally:
+        await client.aclose()
