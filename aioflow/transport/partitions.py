@@ -511,11 +511,12 @@ class Owner:
     ) -> bool:
         want = self._in(p.index)
         last = p.last
+        trim = _after(last) if last else ""
         state = b""
         if not carry:
             if p.in_flight:
                 oldest = min((untoken(t)[1] for t in p.in_flight), key=_id_key)
-                last = _before(oldest)
+                last, trim = _before(oldest), oldest.decode()
         else:
             try:
                 pairs = [[k, s] for k, s in self.lanes.states(want).items()]
@@ -533,7 +534,6 @@ class Owner:
                     )
                     self._unwritable = True
         mark = last or b"0-0"
-        trim = _after(last) if last else ""
         done = await client.eval(
             _SNAPSHOT,
             3,

@@ -118,3 +118,13 @@ async def tag(x: int) -> tuple[str, int]:
 
 keyed = af.Pipeline(count, name="keyed")
 tagged = af.Pipeline(tag, count.with_options(name="count2"), name="tagged")
+
+
+@af.block(key=lambda item: item[0], workers=4)
+async def lane(item: tuple[str, int]) -> tuple[str, int]:
+    """Keyed without a state: per-key order only (its partitions are not paused to snapshot)."""
+    await asyncio.sleep(float(os.environ.get("AIOFLOW_TEST_DELAY", "0.002")))
+    return item
+
+
+lanes = af.Pipeline(lane, name="lanes")

@@ -195,3 +195,20 @@ async def test_a_keyed_worker_stopped_by_sigterm_snapshots_and_releases_its_part
         assert "keys restored" in workers.output(nxt)
     finally:
         await client.aclose()
+
+
+async def test_a_keyed_block_without_state_survives_its_owner_sigkilled(
+    redis_url: str, redis_prefix: str, workers: Workers
+) -> None:
+    env = {"AIOFLOW_TEST_DELAY": "0.005"}
+    procs = [workers.start("lanes", "lane", env=env, extra=FAST) for _ in range(2)]
+    transport = RedisTransport(redis_url, prefix=redis_prefix)
+    items = [(f"cam{x % 8}", x // 8) for x in range(1200)]
+    outputs = []
+    async for out in rp.lanes.stream(items, transport=transport):
+        outputs.append(out)
+        if len(outputs) == 300:
+            procs[0].kill()  # the streams were trimmed while it ran: nothing may be lost
+    assert outputs == items
+    assert procs[0].wait() == -signal.SIGKILL
+    assert "took over partition" in workers.output(procs[1])
