@@ -128,3 +128,13 @@ async def lane(item: tuple[str, int]) -> tuple[str, int]:
 
 
 lanes = af.Pipeline(lane, name="lanes")
+
+
+@af.block(key=lambda x: x % 2)
+async def crash_keyed(x: int) -> int:
+    if x == 3:
+        os._exit(1)  # the owner of 3's partition dies holding it, each time
+    return x
+
+
+poisoned_keyed = af.Pipeline(crash_keyed, name="poisoned_keyed")

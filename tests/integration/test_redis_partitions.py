@@ -13,6 +13,7 @@ import pytest
 import redis_pipelines as rp
 from conftest import Workers
 
+import aioflow as af
 from aioflow.state import decode
 from aioflow.transport.messages import Keys, graph_signature
 from aioflow.transport.partitions import partition_of, partition_streams
@@ -212,3 +213,33 @@ async def test_a_keyed_block_without_state_survives_its_owner_sigkilled(
     assert outputs == items
     assert procs[0].wait() == -signal.SIGKILL
     assert "took over partition" in workers.output(procs[1])
+
+
+async def test_an_item_that_kills_every_owner_of_its_partition_is_dead_lettered(
+    redis_url: str, redis_prefix: str, workers: Workers
+) -> None:
+    deaths = 0
+    extra = ("--max-deliveries", "2", "--lease-ttl", "0.5")
+
+    async def keep_one_worker_alive() -> None:
+        nonlocal deaths
+        proc = workers.start("poisoned_keyed", "crash_keyed", extra=extra)
+        while True:
+            if proc.poll() is not None:
+                deaths += 1
+                proc = workers.start("poisoned_keyed", "crash_keyed", extra=extra)
+            await asyncio.sleep(0.05)
+
+    keeper = asyncio.create_task(keep_one_worker_alive())
+    transport = RedisTransport(redis_url, prefix=redis_prefix)
+    try:
+        async with rp.poisoned_keyed.open(transport=transport) as running:
+            assert await running.submit(1) == 1
+            with pytest.raises(af.BlockError, match="delivered 3 times") as info:
+                await running.submit(3)
+            assert info.value.block == "crash_keyed"
+            assert await running.submit(5) == 5  # the same key, after it: the service goes on
+    finally:
+        keeper.cancel()
+        await asyncio.gather(keeper, return_exceptions=True)
+    assert deaths == 2  # delivered, died; taken over, died; then dead-lettered, not run
