@@ -21,7 +21,11 @@ run: a pipeline of those stages, opened as a service, in-process channels inside
   count it), and at exit; the hash expires ``stats_ttl`` seconds after the last publication, so
   a dead worker's books age out. Callers merge the books of all live workers;
 * an entry that does not decode (malformed, or written by another codec such as pickle) goes to
-  the dead-letter stream with the reason; nothing in it runs.
+  the dead-letter stream with the reason; nothing in it runs;
+* a segment headed by a keyed block reads instead the partitions of its input it holds the lease
+  of, snapshots their keys' state to Redis, and takes over those of a worker that died
+  (:mod:`aioflow.transport.partitions`); a worker before a keyed segment routes its outputs to
+  their key's partition.
 
 ``--metrics HOST:PORT`` serves the segment's own Prometheus metrics (and dashboard) at
 ``http://HOST:PORT/metrics`` while the worker runs (:class:`aioflow.observe.Server`; loopback

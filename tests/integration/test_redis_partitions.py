@@ -40,51 +40,32 @@ async def test_the_keyed_owner_sigkilled_mid_stream_hands_its_state_and_order_to
     streams = partition_streams(keys.inbox("count"), 16)
     client = connect(redis_url)
     killed: list[subprocess.Popen[str]] = []
-    go_on = asyncio.Event()
 
-    async def pending_of(proc: subprocess.Popen[str]) -> int:
-        total = 0
-        for stream in streams:
-            for consumer in await client.xinfo_consumers(stream, "aioflow"):
-                if f"-{proc.pid}-" in consumer["name"].decode():
-                    total += int(consumer["pending"])
-        return total
-
-    async def killer() -> None:
-        await go_on.wait()
-        for _ in range(2):  # two of the three owners die holding items; one is left
-            alive = [p for p in procs if p.poll() is None]
-            victim = None
-            while victim is None:
-                for proc in alive:
-                    if await pending_of(proc):
-                        victim = proc
-                        break
-                else:
-                    await asyncio.sleep(0.005)
-            victim.kill()  # SIGKILL: no drain, no release; its leases must expire
-            await asyncio.to_thread(victim.wait)
-            killed.append(victim)
-            await asyncio.sleep(1.5)  # the next victim holds taken-over partitions
+    async def kill_a_holder() -> None:
+        for proc in procs:
+            if proc in killed:
+                continue
+            for stream in streams:
+                for consumer in await client.xinfo_consumers(stream, "aioflow"):
+                    if f"-{proc.pid}-" in consumer["name"].decode() and consumer["pending"]:
+                        proc.kill()  # SIGKILL: no drain, no release; its leases must expire
+                        killed.append(proc)
+                        return
 
     async def source() -> AsyncIterator[tuple[str, int]]:
         for x in range(1600):
-            if x == 200:
-                go_on.set()
+            # Two of the three owners die holding items, the second after the first's
+            # partitions were taken over; one is left.
+            if (x >= 200 and not killed) or (x >= 900 and len(killed) == 1):
+                await kill_a_holder()
             yield f"cam{x % 8}", x // 8
 
     # The caller routes each item to its key's partition (count heads the only segment).
     transport = RedisTransport(redis_url, prefix=redis_prefix)
-    kills = asyncio.create_task(killer())
-    try:
-        outputs = [out async for out in rp.keyed.stream(source(), transport=transport)]
-        await kills
-    finally:
-        kills.cancel()
-        await asyncio.gather(kills, return_exceptions=True)
+    outputs = [out async for out in rp.keyed.stream(source(), transport=transport)]
     try:
         assert len(killed) == 2
-        assert [p.returncode for p in killed] == [-signal.SIGKILL] * 2
+        assert [p.wait() for p in killed] == [-signal.SIGKILL] * 2
         # Every output once, in input order; each key's running count goes 1, 2, 3, ... with
         # neither a reset (state lost) nor a jump (an item counted twice) nor a swap (order).
         assert outputs == expected(1600)
@@ -203,16 +184,36 @@ async def test_a_keyed_block_without_state_survives_its_owner_sigkilled(
 ) -> None:
     env = {"AIOFLOW_TEST_DELAY": "0.005"}
     procs = [workers.start("lanes", "lane", env=env, extra=FAST) for _ in range(2)]
+    graph_hash, _ = graph_signature("lanes", rp.lanes.stages)
+    streams = partition_streams(Keys(redis_prefix, "lanes", graph_hash).inbox("lane"), 16)
+    client = connect(redis_url)
+    killed: list[subprocess.Popen[str]] = []
+
+    async def kill_a_holder() -> None:
+        for proc in procs:
+            for stream in streams:
+                for consumer in await client.xinfo_consumers(stream, "aioflow"):
+                    if f"-{proc.pid}-" in consumer["name"].decode() and consumer["pending"]:
+                        proc.kill()  # the streams were trimmed while it ran: nothing is lost
+                        killed.append(proc)
+                        return
+
+    async def source() -> AsyncIterator[tuple[str, int]]:
+        for x in range(1200):
+            if x >= 300 and not killed:
+                await kill_a_holder()
+            yield f"cam{x % 8}", x // 8
+
     transport = RedisTransport(redis_url, prefix=redis_prefix)
-    items = [(f"cam{x % 8}", x // 8) for x in range(1200)]
-    outputs = []
-    async for out in rp.lanes.stream(items, transport=transport):
-        outputs.append(out)
-        if len(outputs) == 300:
-            procs[0].kill()  # the streams were trimmed while it ran: nothing may be lost
-    assert outputs == items
-    assert procs[0].wait() == -signal.SIGKILL
-    assert "took over partition" in workers.output(procs[1])
+    try:
+        outputs = [out async for out in rp.lanes.stream(source(), transport=transport)]
+    finally:
+        await client.aclose()
+    assert outputs == [(f"cam{x % 8}", x // 8) for x in range(1200)]
+    assert killed, "no worker held an item while the source ran"
+    assert killed[0].wait() == -signal.SIGKILL
+    survivor = next(p for p in procs if p is not killed[0])
+    assert "took over partition" in workers.output(survivor)
 
 
 async def test_an_item_that_kills_every_owner_of_its_partition_is_dead_lettered(
