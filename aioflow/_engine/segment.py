@@ -9,7 +9,7 @@ answer; :func:`sub_pipeline` builds the pipeline of some of a pipeline's stages.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from ..graph import Branch
     from ..pipeline import Pipeline, RunningPipeline
 
-__all__ = ["Outcome", "sub_pipeline", "submit_outcome"]
+__all__ = ["KeyedLanes", "Outcome", "sub_pipeline", "submit_outcome"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,3 +96,55 @@ def sub_pipeline(pipeline: Pipeline, stages: Sequence[Block | Branch], name: str
     finally:
         for blk, owner in zip(blocks, owners, strict=True):
             blk._aioflow_owner = owner
+
+
+class KeyedLanes:
+    """The per-key lanes of one keyed block of a running segment: what the distributed mode's
+    partitions snapshot, restore and drop (``aioflow/transport/partitions.py``)."""
+
+    def __init__(self, running: RunningPipeline, name: str) -> None:
+        found = [rt for rt in running._run.blocks if rt.name == name]
+        if not found:
+            msg = f"no block {name!r} in pipeline {running.name!r}"
+            raise KeyError(msg)
+        self._rt = found[0]
+        #: whether the block keeps a state per key (``state=`` or ``create_state``)
+        self.stateful = bool(self._rt.block._aioflow_stateful)
+
+    def keep(self) -> None:
+        """Keep the keys when the segment ends instead of evicting them: their state lives on
+        in Redis for the partition's next owner."""
+        self._rt.keep_state = True
+
+    def states(self, want: Callable[[Hashable], bool]) -> dict[Hashable, Any]:
+        """The live state of every key ``want`` accepts (keys without a state yet left out)."""
+        from .runner import _NOTHING
+
+        return {
+            key: lane.state
+            for key, lane in list(self._rt.lanes.items())
+            if lane.state is not _NOTHING and want(key)
+        }
+
+    def restore(self, pairs: Sequence[Sequence[Any]]) -> None:
+        """Give each ``[key, state]`` pair's key its state (a key being processed keeps its own)."""
+        from .runner import _Lane
+
+        lanes = self._rt.lanes
+        for key, state in pairs:
+            lane = lanes.get(key)
+            if lane is None:
+                lane = lanes[key] = _Lane()
+            elif lane.busy or lane.backlog:
+                continue
+            lane.state = state
+
+    def drop(self, want: Callable[[Hashable], bool]) -> int:
+        """Forget the idle keys ``want`` accepts (another worker owns them now); how many."""
+        lanes = self._rt.lanes
+        gone = [
+            k for k, lane in list(lanes.items()) if not lane.busy and not lane.backlog and want(k)
+        ]
+        for key in gone:
+            del lanes[key]
+        return len(gone)

@@ -8,6 +8,8 @@ Stream keys (``P`` is the prefix, ``aioflow`` unless set; ``H`` a hash of the pi
     P:{pipeline}:graph              the graph the latest caller runs (a worker checks it)
     P:{pipeline}:{H}:stats:{worker} a hash: block name -> that worker's BlockStatistics record
                                     (msgpack of ``BlockStatistics.to_data()``), with a TTL
+    P:{pipeline}:{H}:in:{block}:p{i}  partition i of a keyed block's input; its lease, snapshot,
+                                    partition count and members: :mod:`.partitions`
 
 An item entry has two fields: ``m`` (msgpack: the run id, the item's *path*, the reply stream,
 the last remote block, the codec's name) and ``v`` (the item, written by the codec). A path is

@@ -72,6 +72,7 @@ from .messages import (
     read_meta,
     reply_answers,
 )
+from .partitions import DEFAULT_PARTITIONS, Router, agree_count, keyed_block
 
 if TYPE_CHECKING:
     from ..pipeline import Pipeline
@@ -458,6 +459,9 @@ class RedisTransport:
             a warning naming the block is logged after a second either way).
         window: most inputs in flight per run (sent and not yet answered); default: the sum of
             the remote stages' ``queue_size`` plus 64.
+        partitions: how many partitions the input of a keyed block that heads a segment has
+            (each read by one worker at a time, so that its per-key order and state hold across
+            workers; ``docs/distributed.md``), unless a worker or caller chose already.
 
     >>> transport = RedisTransport("redis://:secret@localhost:6379/0")
     >>> transport
@@ -473,6 +477,7 @@ class RedisTransport:
         prefix: str = "aioflow",
         window: int | None = None,
         no_worker_timeout: float | None = None,
+        partitions: int = DEFAULT_PARTITIONS,
     ) -> None:
         if isinstance(local, str):
             msg = f"local= takes a collection of stage names, got the str {local!r}"
@@ -483,6 +488,10 @@ class RedisTransport:
         self.prefix = prefix
         self.window = window
         self.no_worker_timeout = no_worker_timeout
+        if isinstance(partitions, bool) or not isinstance(partitions, int) or partitions < 1:
+            msg = f"partitions must be an int >= 1, got {partitions!r}"
+            raise ValueError(msg)
+        self.partitions = partitions
         # pipeline name -> the books of its current or last run through this transport
         self._books: dict[str, _Books] = {}
 
@@ -623,6 +632,10 @@ class _Session:
         )
         #: the Redis server's clock: items carry their birth on it (max_age across machines)
         self.clock = ServerClock()
+        self.credit = _Credit(self.inbox, stage_capacity(first))
+        #: a keyed first remote block: each item goes to its key's partition stream
+        self.keyed = keyed_block(first)
+        self.router: Router | None = None
         #: set when answers come (the first stream's backlog may have shrunk)
         self.progress = asyncio.Event()
         self.ordered = ordered
@@ -668,6 +681,8 @@ class _Session:
         meta = ItemMeta(
             self.run_id, (idx,), self.reply, self.end, self.codec.name, self.clock.now()
         )
+        if self.keyed is not None:
+            self.route(idx, value)
         await self.sendq.put((idx, pack_item(meta, body)))
         return idx
 
@@ -785,6 +800,11 @@ class _Session:
         await client.set(self.keys.graph, self.graph_hash)
         await ensure_group(client, self.inbox)
         await self.clock.sync(client)
+        if self.keyed is not None:
+            count = await agree_count(client, self.keys, self.first_name, self.transport.partitions)
+            self.router = Router(self.keyed, self.inbox, count, _Credit)
+            for stream in self.router.streams:
+                await ensure_group(client, stream)
         # The reply stream exists from the start: workers write to it with NOMKSTREAM, so the
         # late answers of a run that ended (and deleted it) do not make it again.
         await client.xadd(self.reply, WAKE)
@@ -835,7 +855,31 @@ class _Session:
                 batch.append(nxt)
             await self._write(client, batch)
 
+    def route(self, idx: int, value: Any) -> None:
+        if self.router is None:  # (send() before _register(): not possible, kept safe)
+            msg = f"pipeline {self.name!r}: an item was sent before the session registered"
+            raise RuntimeError(msg)
+        self.router.assign(idx, value)
+
+    async def _write_partitioned(
+        self, client: Any, router: Router, batch: list[tuple[int, dict[bytes, bytes]]]
+    ) -> None:
+        routed = [(router.assigned(idx), fields) for idx, fields in batch]
+        counts: dict[int, int] = {}
+        for part, _ in routed:
+            counts[part] = counts.get(part, 0) + 1
+        await router.reserve(client, counts, self.progress)
+        pipe = client.pipeline(transaction=False)
+        for part, fields in routed:
+            pipe.xadd(router.streams[part], wire(fields))
+        for reply in await client.guard(pipe.execute(raise_on_error=False)):
+            if isinstance(reply, Exception):
+                raise reply
+
     async def _write(self, client: Any, batch: list[tuple[int, dict[bytes, bytes]]]) -> None:
+        if self.router is not None:
+            await self._write_partitioned(client, self.router, batch)
+            return
         start = 0
         while start < len(batch):
             n = await self.credit.take(client, len(batch) - start, self.progress)
@@ -900,7 +944,9 @@ class _Session:
         from the first remote stream? (Redis lists a consumer once it has read.) Warn once;
         fail after the transport's ``no_worker_timeout``."""
         consumers = 0
-        for group in await self.client.xinfo_groups(self.inbox):
+        # (a keyed first block: whoever owns partition 0 reads its stream)
+        watched = self.inbox if self.router is None else self.router.streams[0]
+        for group in await self.client.xinfo_groups(watched):
             if group.get("name") in (GROUP, GROUP.encode()):
                 consumers = int(group.get("consumers") or 0)
         if consumers:

@@ -21,7 +21,11 @@ run: a pipeline of those stages, opened as a service, in-process channels inside
   count it), and at exit; the hash expires ``stats_ttl`` seconds after the last publication, so
   a dead worker's books age out. Callers merge the books of all live workers;
 * an entry that does not decode (malformed, or written by another codec such as pickle) goes to
-  the dead-letter stream with the reason; nothing in it runs.
+  the dead-letter stream with the reason; nothing in it runs;
+* a segment headed by a keyed block reads instead the partitions of its input it holds the lease
+  of, snapshots their keys' state to Redis, and takes over those of a worker that died
+  (:mod:`aioflow.transport.partitions`); a worker before a keyed segment routes its outputs to
+  their key's partition.
 
 ``--metrics HOST:PORT`` serves the segment's own Prometheus metrics (and dashboard) at
 ``http://HOST:PORT/metrics`` while the worker runs (:class:`aioflow.observe.Server`; loopback
@@ -47,7 +51,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .._engine.segment import Outcome, sub_pipeline, submit_outcome
+from .._engine.segment import KeyedLanes, Outcome, sub_pipeline, submit_outcome
 from .._engine.supervisor import PipelineRun
 from ..errors import BlockError, PipelineClosed, summarize
 from ..graph import Branch
@@ -64,6 +68,15 @@ from .messages import (
     pack_item,
     pack_reply,
     parse_item,
+)
+from .partitions import (
+    DEFAULT_PARTITIONS,
+    Entry,
+    Owner,
+    Router,
+    agree_count,
+    keyed_block,
+    partition_streams,
 )
 from .redis import (
     _BIG,
@@ -162,6 +175,8 @@ class _Done:
     replies: list[dict[bytes, bytes]] = field(default_factory=list)
     reply_to: str = ""
     dead: dict[bytes, bytes] | None = None
+    #: the partition of each ``downstream`` item when the next segment is keyed
+    routes: list[int] = field(default_factory=list)
 
 
 class Worker:
@@ -184,6 +199,11 @@ class Worker:
         stats_ttl: seconds the published books outlive the worker's last publication.
         metrics: ``(host, port)`` to serve the segment's Prometheus metrics on while it runs.
         token: with ``metrics``: the bearer token requests must carry.
+        partitions: when a keyed block heads a segment (this one, or the next): how many
+            partitions its input has, unless the first caller or worker chose already.
+        lease_ttl: seconds a partition's lease lasts without renewal: how long the partitions
+            of a worker that died wait for another owner.
+        snapshot_period: seconds between two snapshots of a partition's keyed state.
     """
 
     def __init__(
@@ -205,6 +225,9 @@ class Worker:
         stats_ttl: float = 15.0,
         metrics: tuple[str, int] | None = None,
         token: str | None = None,
+        partitions: int = DEFAULT_PARTITIONS,
+        lease_ttl: float = 10.0,
+        snapshot_period: float = 1.0,
     ) -> None:
         stages = pipeline.stages
         names = [_stage_name(s) for s in stages]
@@ -283,6 +306,19 @@ class Worker:
         #: ``http://HOST:PORT/metrics`` once served
         self.metrics_url = ""
         self.in_flight: set[bytes] = set()
+        # A keyed block heading this segment: its input is partitioned, each partition read by
+        # one worker at a time (aioflow/transport/partitions.py); likewise for the next segment.
+        if partitions < 1:
+            msg = f"partitions must be >= 1, got {partitions}"
+            raise SegmentMismatch(msg)
+        self.partitions = partitions
+        self.lease_ttl = lease_ttl
+        self.snapshot_period = snapshot_period
+        self.keyed = keyed_block(self.stages[0])
+        self.next_keyed = keyed_block(stages[nxt]) if nxt < len(stages) else None
+        self.owner: Owner | None = None
+        self.router: Router | None = None
+        self._part_count = 0
         #: counters for the log and tests
         self.acked = 0
         self.dead_letters = 0
@@ -316,6 +352,7 @@ class Worker:
             await self.clock.sync(client)
             if self.outbox is not None:
                 await ensure_group(client, self.outbox)
+            await self._partition(client)
             logger.info(
                 "worker %s: pipeline %r, blocks %s, on %s (graph %s)",
                 self.consumer,
@@ -341,6 +378,22 @@ class Worker:
                         await asyncio.shield(self._publish(client))
         finally:
             await client.aclose()
+
+    async def _partition(self, client: Any) -> None:
+        """Agree on the partitions of a keyed input (this segment's, the next one's)."""
+        if self.keyed is not None:
+            self._part_count = await agree_count(
+                client, self.keys, self.keyed.options.name, self.partitions
+            )
+            for stream in partition_streams(self.inbox, self._part_count):
+                await ensure_group(client, stream)
+        if self.next_keyed is not None and self.outbox is not None:
+            count = await agree_count(
+                client, self.keys, self.next_keyed.options.name, self.partitions
+            )
+            self.router = Router(self.next_keyed, self.outbox, count, Credit)
+            for stream in self.router.streams:
+                await ensure_group(client, stream)
 
     async def _serve_metrics(
         self, stack: contextlib.AsyncExitStack, running: RunningPipeline
@@ -409,16 +462,32 @@ class Worker:
     async def _serve(self, client: Any, running: RunningPipeline) -> None:
         slots = self._slots = _Slots(self.prefetch)
         done: asyncio.Queue[_Done] = asyncio.Queue(maxsize=self.max_prefetch)
+        owner = self.owner = self._owner(running, done, slots)
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
             helpers = [
                 tg.create_task(self._flusher(client, done, slots), name="aioflow:flush"),
-                tg.create_task(self._reclaimer(client, running, done, slots), name="aioflow:claim"),
-                tg.create_task(self._heartbeat(client), name="aioflow:heartbeat"),
                 tg.create_task(self._publisher(client), name="aioflow:books"),
             ]
+            if owner is None:
+                helpers += [
+                    tg.create_task(
+                        self._reclaimer(client, running, done, slots), name="aioflow:claim"
+                    ),
+                    tg.create_task(self._heartbeat(client), name="aioflow:heartbeat"),
+                ]
+            else:
+                # A partition's pending entries wait for its next owner (the lease), not for
+                # an idle time: only the owner may process them, in order.
+                helpers += [
+                    tg.create_task(owner.lease_loop(client), name="aioflow:leases"),
+                    tg.create_task(owner.snapshot_loop(client), name="aioflow:snapshots"),
+                ]
             try:
-                await self._reader(client, running, done, slots)
+                if owner is None:
+                    await self._reader(client, running, done, slots)
+                else:
+                    await self._partition_reader(client, owner, running, done, slots)
                 # Stopping: in-flight items get a grace period, then stay pending for others.
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.grace):
@@ -426,6 +495,9 @@ class Worker:
             finally:
                 for task in (*helpers, *self._items):
                     task.cancel()
+        if owner is not None:
+            # Snapshot and release the partitions whose items are done, release the others.
+            await owner.drain(client)
         if self.in_flight:
             logger.warning(
                 "worker %s: %d items left pending for other workers",
@@ -436,6 +508,64 @@ class Worker:
             raise _Abandon
 
     # -- reading ------------------------------------------------------------------------------
+
+    def _owner(
+        self, running: RunningPipeline, done: asyncio.Queue[_Done], slots: _Slots
+    ) -> Owner | None:
+        if self.keyed is None:
+            return None
+        name = self.keyed.options.name
+        lanes = KeyedLanes(running, name)
+        lanes.keep()  # the keys' state lives on in Redis when this worker stops
+
+        async def process(entries: list[Entry]) -> None:
+            slots.take(len(entries))
+            for tok, fields, deliveries in entries:
+                self._dispatch(tok, fields, running, done, deliveries)
+
+        return Owner(
+            self.keys,
+            name,
+            self.inbox,
+            self._part_count,
+            self.consumer,
+            lanes,
+            ttl=self.lease_ttl,
+            snapshot_period=self.snapshot_period,
+            pipeline=self.name,
+            process=process,
+        )
+
+    async def _partition_reader(
+        self,
+        client: Any,
+        owner: Owner,
+        running: RunningPipeline,
+        done: asyncio.Queue[_Done],
+        slots: _Slots,
+    ) -> None:
+        """Read the partitions this worker owns (each in its stream's order)."""
+        stop = self.stopping
+        while not stop.is_set():
+            await slots.wait_free()
+            streams = owner.readable()
+            if not streams:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.05):
+                        await stop.wait()
+                continue
+            owner.begin_read(streams)
+            try:
+                # Short blocks: a partition to be snapshotted waits for this read to end.
+                reply = await client.xreadgroup(
+                    GROUP, self.consumer, streams, count=slots.free, block=100
+                )
+                entries = owner.entries(reply)
+                slots.take(len(entries))
+                for tok, fields, deliveries in entries:
+                    self._dispatch(tok, fields, running, done, deliveries)
+            finally:
+                owner.end_read()
 
     async def _reader(
         self,
@@ -471,6 +601,8 @@ class Worker:
         deliveries: int,
     ) -> None:
         self.in_flight.add(entry_id)
+        if self.owner is not None:
+            self.owner.dispatched(entry_id)
         self._idle.clear()
         task = self._tg.create_task(self._handle(entry_id, fields, running, done, deliveries))
         self._items.add(task)
@@ -549,6 +681,8 @@ class Worker:
                 path = meta.path if len(outputs) == 1 else (*meta.path, j)
                 child = dataclasses.replace(meta, path=path)
                 item.downstream.append(pack_item(child, self.codec.encode(out)))
+                if self.router is not None:
+                    item.routes.append(self.router.partition(out))
         except (CodecError, MessageError) as exc:
             err = BlockError(self.last, f"its output cannot be sent on: {exc}")
             item = _Done(entry_id, reply_to=meta.reply)
@@ -556,9 +690,12 @@ class Worker:
         return item
 
     def _dead(self, entry_id: bytes, fields: dict[bytes, bytes], reason: str) -> _Done:
+        stream, entry = self.inbox, entry_id
+        if self.owner is not None:
+            stream, entry = self.owner.stream_of(entry_id)
         dead = {
-            b"stream": self.inbox.encode(),
-            b"entry": entry_id,
+            b"stream": stream.encode(),
+            b"entry": entry,
             b"reason": reason.encode(),
             b"worker": self.consumer.encode(),
         }
@@ -579,6 +716,8 @@ class Worker:
             await self._write(client, batch, books=idle)
             for item in batch:
                 self.in_flight.discard(item.entry)
+                if self.owner is not None:
+                    self.owner.finished(item.entry)
                 slots.release()
             if not self.in_flight:
                 self._idle.set()
@@ -587,7 +726,15 @@ class Worker:
         pos = 0
         while pos < len(batch):
             chunk: list[_Done] = []
-            if self.credit is not None and self.outbox is not None:
+            if self.router is not None:
+                # Backpressure per partition of the next (keyed) segment.
+                chunk, pos = batch[pos:], len(batch)
+                counts: dict[int, int] = {}
+                for item in chunk:
+                    for part in item.routes:
+                        counts[part] = counts.get(part, 0) + 1
+                await self.router.reserve(client, counts)
+            elif self.credit is not None and self.outbox is not None:
                 # Backpressure: never put more into the next stream than its backlog bound.
                 wanted = sum(len(item.downstream) for item in batch[pos:])
                 allowed = await self.credit.take(client, wanted) if wanted else 0
@@ -618,9 +765,11 @@ class Worker:
         ids = []
         # The answers of a burst to one caller go in one entry (fields m, v, m1, v1, ...).
         answers: dict[str, dict[bytes, bytes]] = {}
+        router = self.router
         for item in chunk:
-            for fields in item.downstream:
-                pipe.xadd(self.outbox, wire(fields))
+            for k, fields in enumerate(item.downstream):
+                stream = self.outbox if router is None else router.streams[item.routes[k]]
+                pipe.xadd(stream, wire(fields))
             if item.replies:
                 entry = answers.setdefault(item.reply_to, {})
                 for fields in item.replies:
@@ -631,15 +780,19 @@ class Worker:
             ids.append(item.entry)
         for reply_to, entry in answers.items():
             pipe.xadd(reply_to, _wire_all(entry), nomkstream=True)
-        pipe.xack(self.inbox, GROUP, *ids)
-        pipe.xdel(self.inbox, *ids)
+        if self.owner is not None:
+            self.owner.queue_acks(pipe, ids)
+        else:
+            pipe.xack(self.inbox, GROUP, *ids)
+            pipe.xdel(self.inbox, *ids)
         if books:
             self._queue_books(pipe)
-        if self.credit is not None:
-            self.credit.queue_check(pipe)  # the next stream's backlog, in the same round trip
+        credit = self.credit if self.router is None else None
+        if credit is not None:
+            credit.queue_check(pipe)  # the next stream's backlog, in the same round trip
         replies = await client.guard(pipe.execute(raise_on_error=False))
         self.acked += len(ids)
-        dropped = self.credit.checked(replies.pop()) if self.credit is not None else []
+        dropped = credit.checked(replies.pop()) if credit is not None else []
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
@@ -818,6 +971,24 @@ def main(argv: Sequence[str], load: Callable[[str], Pipeline]) -> int:
     parser.add_argument(
         "--token", help="with --metrics: requests must carry 'Authorization: Bearer TOKEN'"
     )
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        default=DEFAULT_PARTITIONS,
+        help="partitions of a keyed block's input (the first caller or worker decides)",
+    )
+    parser.add_argument(
+        "--lease-ttl",
+        type=float,
+        default=10.0,
+        help="seconds a partition's lease lasts unrenewed (how long a dead owner's wait)",
+    )
+    parser.add_argument(
+        "--snapshot-period",
+        type=float,
+        default=1.0,
+        help="seconds between snapshots of a keyed block's state to Redis",
+    )
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args(list(argv))
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
@@ -839,6 +1010,9 @@ def main(argv: Sequence[str], load: Callable[[str], Pipeline]) -> int:
             stats_ttl=args.stats_ttl,
             metrics=args.metrics,
             token=args.token,
+            partitions=args.partitions,
+            lease_ttl=args.lease_ttl,
+            snapshot_period=args.snapshot_period,
         )
     except SegmentMismatch as exc:
         sys.stderr.write(f"aioflow worker: {exc}\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -132,3 +133,52 @@ async def brighten(frame: Frame) -> Frame:
 
 
 framepipe = af.Pipeline(brighten, name="framepipe")
+
+
+@af.block(key=lambda item: item[0], state=dict, workers=4)
+async def count(item: tuple[str, int], state: dict[str, int]) -> tuple[str, int, int]:
+    """A running count per key: the n-th item of a key (in the block's sequence) gets n."""
+    key, seq = item
+    trace = os.environ.get("AIOFLOW_TEST_TRACE")
+    start = time.monotonic()
+    await asyncio.sleep(float(os.environ.get("AIOFLOW_TEST_DELAY", "0.002")))
+    state["n"] = state.get("n", 0) + 1
+    if trace:
+        # Who processed which key when (CLOCK_MONOTONIC is the same clock in every process).
+        line = f"{os.getpid()} {key} {seq} {start} {time.monotonic()}\n"
+        await asyncio.to_thread(_append, trace, line)
+    return key, seq, state["n"]
+
+
+def _append(path: str, line: str) -> None:
+    with open(path, "a") as fh:
+        fh.write(line)
+
+
+@af.block
+async def tag(x: int) -> tuple[str, int]:
+    return f"cam{x % 8}", x // 8
+
+
+keyed = af.Pipeline(count, name="keyed")
+tagged = af.Pipeline(tag, count.with_options(name="count2"), name="tagged")
+
+
+@af.block(key=lambda item: item[0], workers=4)
+async def lane(item: tuple[str, int]) -> tuple[str, int]:
+    """Keyed without a state: per-key order only (its partitions are not paused to snapshot)."""
+    await asyncio.sleep(float(os.environ.get("AIOFLOW_TEST_DELAY", "0.002")))
+    return item
+
+
+lanes = af.Pipeline(lane, name="lanes")
+
+
+@af.block(key=lambda x: x % 2)
+async def crash_keyed(x: int) -> int:
+    if x == 3:
+        os._exit(1)  # the owner of 3's partition dies holding it, each time
+    return x
+
+
+poisoned_keyed = af.Pipeline(crash_keyed, name="poisoned_keyed")

@@ -1,0 +1,586 @@
+"""Partitions: a keyed block's per-key order and state across worker processes.
+
+A segment whose first block is keyed (``key=``) does not read one stream shared by all its
+workers: its input is split into a fixed number of *partitions*, one stream each::
+
+    P:{pipeline}:{H}:in:{block}:p{i}          partition i's stream (i in 0..count-1)
+    P:{pipeline}:{H}:lease:{block}:{i}        its owner's lease: the worker's name, with a TTL
+    P:{pipeline}:{H}:snap:{block}:{i}         its state: a hash {state: snapshot, mark: entry id}
+    P:{pipeline}:{H}:partitions:{block}       how many partitions (the first writer decides)
+    P:{pipeline}:{H}:members:{block}          live workers of the segment (sorted set, by expiry)
+
+* **Routing.** A producer (the caller, or the worker of the segment before) computes the block's
+  key of each item, and writes it to the stream of partition ``hash(key) % count`` (a stable
+  hash of the key's msgpack bytes, the same in every process). All of a key's items are in one
+  stream, in the order they were written.
+* **Ownership.** A partition is read by one worker at a time: the one holding its lease
+  (``SET NX PX``, renewed every ``ttl / 3`` seconds by a compare-and-set script). Each worker
+  takes free partitions up to its fair share (``ceil(count / live workers)``) and hands over
+  those beyond it, so that a worker that starts later gets work.
+* **State.** Every ``snapshot_period`` seconds, and when it hands a partition over or stops, the
+  owner stops reading that partition, lets its items in flight finish (acknowledged), and writes
+  the state of the partition's keys with the snapshot codec (:mod:`aioflow.state`; JSON, no
+  pickle) together with the *mark*, the last entry it took from the stream, and trims the
+  stream up to the mark: one script, run only while the lease is still its own. Entries after
+  the mark stay in the stream, acknowledged or not.
+* **Takeover.** A worker that gets a partition whose owner died (the lease expired) restores the
+  snapshot, then processes again, in stream order, every entry after the mark up to the last
+  one the group delivered (acknowledged ones whose effect on the state was not in the snapshot,
+  and the dead owner's pending ones, which it claims), before it reads new ones. The state then
+  counts every item once, and each key's items go through the block in order. Their outputs may
+  go downstream twice (at least once, as everywhere inside); the caller keeps one answer per
+  item.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+import random
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .._engine.segment import KeyedLanes
+from ..block import Block
+from ..errors import SnapshotError
+from ..graph import Branch
+from ..state import VERSION, Snapshot, decode, encode
+from .codec import pack_plain
+from .messages import GROUP, Keys
+
+if TYPE_CHECKING:
+    from .redis import _Credit
+
+__all__ = [
+    "DEFAULT_PARTITIONS",
+    "Owner",
+    "Router",
+    "agree_count",
+    "keyed_block",
+    "partition_of",
+    "partition_streams",
+]
+
+logger = logging.getLogger("aioflow.worker")
+
+#: partitions of a keyed segment's input unless the first writer chose otherwise
+DEFAULT_PARTITIONS = 16
+
+_RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('del', KEYS[1])
+end
+return 0
+"""
+
+# KEYS: lease, snapshot hash, stream. ARGV: owner, state, mark, trim id ('' for none), release.
+_SNAPSHOT = """
+if redis.call('get', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+redis.call('hset', KEYS[2], 'state', ARGV[2], 'mark', ARGV[3])
+if ARGV[4] ~= '' then
+  redis.call('xtrim', KEYS[3], 'MINID', ARGV[4])
+end
+if ARGV[5] == '1' then
+  redis.call('del', KEYS[1])
+end
+return 1
+"""
+
+
+def partition_of(key: Hashable, count: int) -> int:
+    """The partition of ``key``: the same in every process (Python's ``hash()`` of a str is
+    not: it is salted per process)."""
+    try:
+        data = pack_plain(key)
+    except (TypeError, ValueError):
+        data = repr(key).encode()
+    digest = hashlib.blake2b(data, digest_size=8).digest()
+    return int.from_bytes(digest, "big") % count
+
+
+def keyed_block(stage: Block | Branch | None) -> Block | None:
+    """``stage`` if it is a keyed block (its segment's input is partitioned), else None."""
+    if isinstance(stage, Block) and stage.options.key is not None:
+        return stage
+    return None
+
+
+def partition_streams(inbox: str, count: int) -> list[str]:
+    """The streams of a keyed segment's input (``inbox`` is its unpartitioned stream's key)."""
+    return [f"{inbox}:p{i}" for i in range(count)]
+
+
+async def agree_count(client: Any, keys: Keys, block: str, wanted: int) -> int:
+    """The number of partitions of ``block``'s input: the first process to ask decides (every
+    producer and worker must route alike); a process that wanted another number is told."""
+    key = f"{keys.base}:partitions:{block}"
+    await client.set(key, wanted, nx=True)
+    found = int(await client.get(key))
+    if found != wanted:
+        logger.warning(
+            "block %r: its input has %d partitions (set by the first caller or worker), not "
+            "the %d asked for here; using %d",
+            block,
+            found,
+            wanted,
+            found,
+        )
+    return found
+
+
+class Router:
+    """A producer's side: each item to its key's partition stream, each stream bounded.
+
+    Each partition's backlog is bounded by ``ceil(queue_size / count)`` (at least 2), so that
+    the partitions together hold about the block's ``queue_size``.
+    """
+
+    def __init__(
+        self, block: Block, inbox: str, count: int, credit: Callable[[str, int], _Credit]
+    ) -> None:
+        opts = block.options
+        self.block = opts.name
+        self._key = opts.key
+        self.count = count
+        self.streams = partition_streams(inbox, count)
+        cap = max(2, math.ceil(opts.queue_size / count))
+        self.credits = [credit(stream, cap) for stream in self.streams]
+        self._assigned: dict[int, int] = {}
+
+    def partition(self, value: Any) -> int:
+        """The partition of an item. A key function that fails sends it to partition 0: the
+        block's worker computes the key again and reports the error for the item."""
+        assert self._key is not None
+        try:
+            return partition_of(self._key(value), self.count)
+        except Exception:
+            return 0
+
+    def assign(self, idx: int, value: Any) -> None:
+        """Remember the partition of the caller's item ``idx`` until it is written."""
+        self._assigned[idx] = self.partition(value)
+
+    def assigned(self, idx: int) -> int:
+        return self._assigned.pop(idx, 0)
+
+    async def reserve(
+        self, client: Any, counts: dict[int, int], progress: asyncio.Event | None = None
+    ) -> None:
+        """Wait until each partition in ``counts`` has room for that many more entries."""
+        for part, wanted in counts.items():
+            credit = self.credits[part]
+            while wanted > 0:
+                wanted -= await credit.take(client, wanted, progress)
+
+
+@dataclass(eq=False)
+class _Part:
+    index: int
+    stream: str
+    owned: bool = False
+    #: replayed after a takeover: the reader may read new entries
+    ready: bool = False
+    #: being snapshotted: the reader leaves it alone until its items in flight are done
+    paused: bool = False
+    in_flight: set[bytes] = field(default_factory=set)
+    #: (loop time) until when the lease is surely ours: read only before that, less a margin
+    valid_until: float = 0.0
+    #: the last entry taken from the stream, and that entry at the last snapshot
+    last: bytes | None = None
+    snapped: bytes | None = None
+
+
+def token(part: int, entry_id: bytes) -> bytes:
+    """A worker's name for an entry of a partition stream (ids repeat across streams)."""
+    return b"%d/%s" % (part, entry_id)
+
+
+def untoken(tok: bytes) -> tuple[int, bytes]:
+    part, _, entry_id = tok.partition(b"/")
+    return int(part), entry_id
+
+
+def _after(entry_id: bytes) -> str:
+    """The smallest id after ``entry_id`` (XTRIM MINID keeps it and what follows)."""
+    ms, _, seq = entry_id.decode().partition("-")
+    return f"{ms}-{int(seq or 0) + 1}"
+
+
+def _id_key(entry_id: bytes) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition(b"-")
+    return int(ms), int(seq or 0)
+
+
+def _before(entry_id: bytes) -> bytes:
+    """The largest id before ``entry_id``."""
+    ms, seq = _id_key(entry_id)
+    if seq > 0:
+        return b"%d-%d" % (ms, seq - 1)
+    return b"%d-%d" % (ms - 1, 2**64 - 1)
+
+
+#: what the owner hands the worker to process: (token, fields, deliveries)
+Entry = tuple[bytes, dict[bytes, bytes], int]
+
+
+class Owner:
+    """A worker's side: the partitions it owns, their leases, snapshots and takeovers.
+
+    Args:
+        keys: the graph's keys.
+        block: the keyed block that heads the segment.
+        inbox: its unpartitioned input stream's key (the partitions' streams derive from it).
+        count: the number of partitions (:func:`agree_count`).
+        consumer: this worker's name (the leases' value).
+        lanes: the block's per-key lanes in the running segment.
+        ttl: seconds a lease lasts without renewal: how long a dead owner's partitions wait.
+        snapshot_period: seconds between two snapshots of a partition that took new items.
+        process: called with the entries to process again after a takeover, in stream order.
+    """
+
+    def __init__(
+        self,
+        keys: Keys,
+        block: str,
+        inbox: str,
+        count: int,
+        consumer: str,
+        lanes: KeyedLanes,
+        *,
+        ttl: float,
+        snapshot_period: float,
+        pipeline: str,
+        process: Callable[[list[Entry]], Awaitable[None]],
+    ) -> None:
+        self.block = block
+        self.count = count
+        self.consumer = consumer
+        self.lanes = lanes
+        self.ttl_ms = max(1, int(ttl * 1000))
+        self.snapshot_period = snapshot_period
+        self.pipeline = pipeline
+        self._process = process
+        self.parts = [_Part(i, s) for i, s in enumerate(partition_streams(inbox, count))]
+        self._by_stream = {p.stream.encode(): p for p in self.parts}
+        self._lease = [f"{keys.base}:lease:{block}:{i}" for i in range(count)]
+        self._snap = [f"{keys.base}:snap:{block}:{i}" for i in range(count)]
+        self.members = f"{keys.base}:members:{block}"
+        #: partitions in the reader's current XREADGROUP
+        self.reading: set[int] = set()
+        self._settled = asyncio.Event()
+        #: counters for the log and tests
+        self.taken_over = 0
+        self.snapshots = 0
+        self._unwritable = False
+        # A read blocks 0.1 s at most; the lease is renewed every ttl / 3.
+        self._margin = max(0.15, ttl / 4)
+        #: partitions beyond this worker's fair share, to hand over
+        self.excess = 0
+
+    # -- the reader's side ----------------------------------------------------------------------
+
+    def readable(self) -> dict[str, str]:
+        """``{stream: ">"}`` of the partitions the reader may read now: owned, and with a
+        lease that lasts past the read (with a margin), so that whatever a read delivers was
+        delivered before the lease could expire, and a next owner's takeover sees it."""
+        limit = asyncio.get_running_loop().time() + self._margin
+        return {
+            p.stream: ">"
+            for p in self.parts
+            if p.owned and p.ready and not p.paused and p.valid_until > limit
+        }
+
+    def begin_read(self, streams: dict[str, str]) -> None:
+        self.reading = {self._by_stream[s.encode()].index for s in streams}
+
+    def end_read(self) -> None:
+        self.reading = set()
+        self._settled.set()
+
+    def entries(self, reply: Any) -> list[Entry]:
+        """The entries of an XREADGROUP reply over partition streams, as tokens."""
+        found: list[Entry] = []
+        for stream, entries in reply or ():
+            part = self._by_stream[stream if isinstance(stream, bytes) else stream.encode()]
+            if not part.owned:
+                # Lost while the read was under way: its next owner processes these (they were
+                # delivered before the lease expired, so its takeover claims them).
+                continue
+            for entry_id, fields in entries:
+                found.append((token(part.index, entry_id), fields, 1))
+        return found
+
+    def dispatched(self, tok: bytes) -> None:
+        part, entry_id = untoken(tok)
+        p = self.parts[part]
+        p.in_flight.add(tok)
+        p.last = entry_id
+
+    def finished(self, tok: bytes) -> None:
+        part, _ = untoken(tok)
+        p = self.parts[part]
+        p.in_flight.discard(tok)
+        if not p.in_flight:
+            self._settled.set()
+            if not p.owned:
+                # Lost or handed over while items were in flight: its keys are another's now.
+                self.lanes.drop(self._in(part))
+
+    def queue_acks(self, pipe: Any, tokens: list[bytes]) -> None:
+        """Acknowledge entries of partition streams in ``pipe``. They are not deleted: the
+        next snapshot trims them (a new owner processes again those after the last one)."""
+        by_part: dict[int, list[bytes]] = {}
+        for tok in tokens:
+            part, entry_id = untoken(tok)
+            by_part.setdefault(part, []).append(entry_id)
+        for part, ids in by_part.items():
+            pipe.xack(self.parts[part].stream, GROUP, *ids)
+
+    def stream_of(self, tok: bytes) -> tuple[str, bytes]:
+        part, entry_id = untoken(tok)
+        return self.parts[part].stream, entry_id
+
+    # -- leases ---------------------------------------------------------------------------------
+
+    async def lease_loop(self, client: Any) -> None:
+        """Renew the leases and take free partitions up to the fair share (handing over is
+        :meth:`snapshot_loop`'s: it waits for items in flight, which must not delay renewals)."""
+        period = max(0.05, self.ttl_ms / 3000)
+        while True:
+            await self.tick(client)
+            await asyncio.sleep(period)
+
+    async def tick(self, client: Any) -> None:
+        sec, usec = await client.time()
+        now = int(sec) * 1000 + int(usec) // 1000
+        pipe = client.pipeline(transaction=True)
+        pipe.zadd(self.members, {self.consumer: now + self.ttl_ms})
+        pipe.zremrangebyscore(self.members, "-inf", now)
+        pipe.zcard(self.members)
+        live = int((await client.guard(pipe.execute()))[-1])
+        share = math.ceil(self.count / max(1, live))
+        held = [p for p in self.parts if p.owned]
+        loop = asyncio.get_running_loop()
+        sent = loop.time()  # (before the renewal: the lease lasts at least ttl from here)
+        pipe = client.pipeline(transaction=False)
+        for p in held:
+            pipe.eval(_RENEW, 1, self._lease[p.index], self.consumer, self.ttl_ms)
+        renewed = await client.guard(pipe.execute()) if held else []
+        for p, ok in zip(held, renewed, strict=True):
+            if ok and p.owned:
+                p.valid_until = sent + self.ttl_ms / 1000
+                continue
+            if not ok and p.owned:
+                p.owned = p.ready = False
+                logger.warning(
+                    "worker %s: lost the lease of partition %d of %r (it expired: was the worker "
+                    "stalled for %.1f s?); its items in flight may be processed again elsewhere",
+                    self.consumer,
+                    p.index,
+                    self.block,
+                    self.ttl_ms / 1000,
+                )
+                if not p.in_flight:
+                    self.lanes.drop(self._in(p.index))
+        owned = [p for p in self.parts if p.owned]
+        # Another worker joined: hand it partitions (the snapshot loop does, one at a time).
+        self.excess = max(0, len(owned) - share)
+        # (A partition lost here with items still in flight waits for them: taking it back now
+        # would process them a second time on top of their own effect on the state.)
+        free = [p for p in self.parts if not p.owned and not p.in_flight]
+        random.shuffle(free)  # workers starting together do not all race for partition 0
+        for p in free:
+            if len(owned) >= share:
+                break
+            sent = loop.time()
+            if await client.set(self._lease[p.index], self.consumer, nx=True, px=self.ttl_ms):
+                p.owned = True
+                p.valid_until = sent + self.ttl_ms / 1000
+                owned.append(p)
+                await self.take_over(client, p)
+
+    async def take_over(self, client: Any, p: _Part) -> None:
+        """Restore ``p``'s state and process again what its last owner left after its mark."""
+        want = self._in(p.index)
+        self.lanes.drop(want)
+        saved = await client.hgetall(self._snap[p.index])
+        mark = saved.get(b"mark") or None
+        state = saved.get(b"state")
+        restored = 0
+        if state:
+            try:
+                snap = decode(state)
+            except SnapshotError as exc:
+                logger.error(
+                    "worker %s: the state of partition %d of %r cannot be read; its keys start "
+                    "afresh: %s",
+                    self.consumer,
+                    p.index,
+                    self.block,
+                    exc,
+                )
+            else:
+                pairs = snap["blocks"].get(self.block, [])
+                self.lanes.restore(pairs)
+                restored = len(pairs)
+        last_delivered = b"0-0"
+        for group in await client.xinfo_groups(p.stream):
+            if group.get("name") in (GROUP, GROUP.encode()):
+                found = group.get("last-delivered-id")
+                last_delivered = found if isinstance(found, bytes) else str(found).encode()
+        replay: list[Entry] = []
+        if last_delivered != b"0-0":
+            lo = b"(" + mark if mark else b"-"
+            entries = await client.xrange(p.stream, min=lo, max=last_delivered)
+            ids = [eid for eid, _ in entries]
+            for start in range(0, len(ids), 500):
+                await client.xclaim(p.stream, GROUP, self.consumer, 0, ids[start : start + 500])
+            counts: dict[bytes, int] = {}
+            if ids:
+                rows = await client.xpending_range(
+                    p.stream, GROUP, ids[0], ids[-1], len(ids) + 1000
+                )
+                counts = {row["message_id"]: int(row["times_delivered"]) for row in rows}
+            replay = [(token(p.index, eid), f, counts.get(eid, 1)) for eid, f in entries]
+        p.last = p.snapped = mark
+        if replay or restored:
+            self.taken_over += 1
+            logger.info(
+                "worker %s: took over partition %d of %r: %d keys restored, %d entries after "
+                "the snapshot processed again",
+                self.consumer,
+                p.index,
+                self.block,
+                restored,
+                len(replay),
+            )
+        if replay:
+            await self._process(replay)
+        p.ready = True
+
+    # -- snapshots ------------------------------------------------------------------------------
+
+    async def snapshot_loop(self, client: Any) -> None:
+        """Hand over the partitions beyond the fair share; snapshot the others on a cadence."""
+        loop = asyncio.get_running_loop()
+        due = loop.time() + self.snapshot_period
+        while True:
+            await asyncio.sleep(min(self.snapshot_period, self.ttl_ms / 3000))
+            if self.excess > 0:
+                owned = [p for p in self.parts if p.owned and p.ready]
+                if owned:
+                    self.excess -= 1
+                    await self.snapshot(client, owned[-1], release=True)
+            if loop.time() < due:
+                continue
+            due = loop.time() + self.snapshot_period
+            for p in self.parts:
+                if p.owned and p.ready and p.last != p.snapped:
+                    await self.snapshot(client, p)
+
+    async def snapshot(self, client: Any, p: _Part, *, release: bool = False) -> bool:
+        """Write ``p``'s state at a moment when every item taken from it is done; with
+        ``release``, give up its lease in the same script. False if the lease was lost."""
+        if not release and (self._unwritable or not self.lanes.stateful):
+            # No state to carry over: no need to stop the partition; keep from its oldest
+            # entry in flight on (a next owner processes those again).
+            return await self._write_snapshot(client, p, release=False, carry=False)
+        p.paused = True
+        try:
+            while p.index in self.reading or p.in_flight:
+                self._settled.clear()
+                await self._settled.wait()
+            return await self._write_snapshot(client, p, release=release)
+        finally:
+            p.paused = False
+
+    async def _write_snapshot(
+        self, client: Any, p: _Part, *, release: bool, carry: bool = True
+    ) -> bool:
+        want = self._in(p.index)
+        last = p.last
+        trim = _after(last) if last else ""
+        state = b""
+        if not carry:
+            if p.in_flight:
+                oldest = min((untoken(t)[1] for t in p.in_flight), key=_id_key)
+                last, trim = _before(oldest), oldest.decode()
+        else:
+            try:
+                pairs = [[k, s] for k, s in self.lanes.states(want).items()]
+                snap = Snapshot(version=VERSION, pipeline=self.pipeline, blocks={self.block: pairs})
+                state = encode(snap)
+            except SnapshotError as exc:
+                if not self._unwritable:
+                    logger.warning(
+                        "worker %s: the state of block %r cannot be written to a snapshot, so a "
+                        "worker that takes over one of its partitions starts its keys afresh "
+                        "(per-key order still holds): %s",
+                        self.consumer,
+                        self.block,
+                        exc,
+                    )
+                    self._unwritable = True
+        mark = last or b"0-0"
+        done = await client.eval(
+            _SNAPSHOT,
+            3,
+            self._lease[p.index],
+            self._snap[p.index],
+            p.stream,
+            self.consumer,
+            state,
+            mark,
+            trim,
+            "1" if release else "0",
+        )
+        if not done:  # the lease expired meanwhile: another worker may own it now
+            p.owned = p.ready = False
+            if not p.in_flight:
+                self.lanes.drop(want)
+            return False
+        p.snapped = p.last
+        self.snapshots += 1
+        if release:
+            p.owned = p.ready = False
+            self.lanes.drop(want)
+            logger.info(
+                "worker %s: handed over partition %d of %r", self.consumer, p.index, self.block
+            )
+        return True
+
+    async def drain(self, client: Any) -> None:
+        """Stopping: snapshot and release every partition whose items are all done; release
+        the others as they are (their next owner processes again what follows the mark)."""
+        for p in self.parts:
+            if not p.owned:
+                continue
+            if p.ready and not p.in_flight and p.index not in self.reading:
+                await self._write_snapshot(client, p, release=True)
+            else:
+                await client.eval(_RELEASE, 1, self._lease[p.index], self.consumer)
+                p.owned = p.ready = False
+        await client.zrem(self.members, self.consumer)
+
+    def owned(self) -> list[int]:
+        return [p.index for p in self.parts if p.owned]
+
+    def _in(self, part: int) -> Callable[[Hashable], bool]:
+        count = self.count
+
+        def want(key: Hashable) -> bool:
+            return partition_of(key, count) == part
+
+        return want

@@ -1,0 +1,246 @@
+"""Keyed blocks in workers: per-key order and state across worker processes (partitions with
+leases, snapshots in Redis), with real redis-server and real worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import redis_pipelines as rp
+from conftest import Workers
+
+import aioflow as af
+from aioflow.state import decode
+from aioflow.transport.messages import Keys, graph_signature
+from aioflow.transport.partitions import partition_of, partition_streams
+from aioflow.transport.redis import RedisTransport, connect
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+KEYS = [f"cam{i}" for i in range(8)]
+FAST = ("--lease-ttl", "1", "--snapshot-period", "0.2", "--log-level", "INFO")
+
+
+def expected(n: int) -> list[tuple[str, int, int]]:
+    """Item x is the (x // 8)-th of key cam{x % 8}: the running count of its key is x // 8 + 1."""
+    return [(f"cam{x % 8}", x // 8, x // 8 + 1) for x in range(n)]
+
+
+async def test_the_keyed_owner_sigkilled_mid_stream_hands_its_state_and_order_to_another(
+    redis_url: str, redis_prefix: str, workers: Workers
+) -> None:
+    env = {"AIOFLOW_TEST_DELAY": "0.005"}
+    procs = [workers.start("keyed", "count", env=env, extra=FAST) for _ in range(3)]
+    graph_hash, _ = graph_signature("keyed", rp.keyed.stages)
+    keys = Keys(redis_prefix, "keyed", graph_hash)
+    streams = partition_streams(keys.inbox("count"), 16)
+    client = connect(redis_url)
+    killed: list[subprocess.Popen[str]] = []
+
+    async def kill_a_holder() -> None:
+        for proc in procs:
+            if proc in killed:
+                continue
+            for stream in streams:
+                for consumer in await client.xinfo_consumers(stream, "aioflow"):
+                    if f"-{proc.pid}-" in consumer["name"].decode() and consumer["pending"]:
+                        proc.kill()  # SIGKILL: no drain, no release; its leases must expire
+                        killed.append(proc)
+                        return
+
+    async def source() -> AsyncIterator[tuple[str, int]]:
+        for x in range(1600):
+            # Two of the three owners die holding items, the second after the first's
+            # partitions were taken over; one is left.
+            if (x >= 200 and not killed) or (x >= 900 and len(killed) == 1):
+                await kill_a_holder()
+            yield f"cam{x % 8}", x // 8
+
+    # The caller routes each item to its key's partition (count heads the only segment).
+    transport = RedisTransport(redis_url, prefix=redis_prefix)
+    outputs = [out async for out in rp.keyed.stream(source(), transport=transport)]
+    try:
+        assert len(killed) == 2
+        assert [p.wait() for p in killed] == [-signal.SIGKILL] * 2
+        # Every output once, in input order; each key's running count goes 1, 2, 3, ... with
+        # neither a reset (state lost) nor a jump (an item counted twice) nor a swap (order).
+        assert outputs == expected(1600)
+        survivor = next(p for p in procs if p.poll() is None)
+        log = workers.output(survivor)
+        assert "took over partition" in log
+        assert "keys restored" in log
+        # The state lives on in Redis: within a snapshot period of the last item, every
+        # partition's snapshot counts every item of its keys.
+        counts: dict[str, int] = {}
+        for _ in range(200):
+            for part in range(16):
+                raw = await client.hget(f"{keys.base}:snap:count:{part}", "state")
+                if raw:
+                    for key, state in decode(raw)["blocks"]["count"]:
+                        assert partition_of(key, 16) == part
+                        counts[key] = state["n"]
+            if counts == dict.fromkeys(KEYS, 200):
+                break
+            await asyncio.sleep(0.05)
+        assert counts == dict.fromkeys(KEYS, 200)
+    finally:
+        await client.aclose()
+
+
+async def test_two_workers_never_process_one_partition_at_once_and_share_the_partitions(
+    redis_url: str, redis_prefix: str, workers: Workers, tmp_path: Path
+) -> None:
+    trace = tmp_path / "trace.txt"
+    env = {"AIOFLOW_TEST_DELAY": "0.003", "AIOFLOW_TEST_TRACE": str(trace)}
+    extra = ("--lease-ttl", "1", "--snapshot-period", "0.1")
+    workers.start("tagged", "tag")  # upstream worker: routes its outputs to count2's partitions
+    first = workers.start("tagged", "count2", env=env, extra=extra)
+    graph_hash, _ = graph_signature("tagged", rp.tagged.stages)
+    keys = Keys(redis_prefix, "tagged", graph_hash)
+    used = {partition_of(key, 16) for key in KEYS}
+    client = connect(redis_url)
+    later: list[subprocess.Popen[str]] = []
+
+    async def owns_used_partition(proc: subprocess.Popen[str]) -> bool:
+        for part in used:
+            owner = await client.get(f"{keys.base}:lease:count2:{part}")
+            if owner is not None and f"-{proc.pid}-" in owner.decode():
+                return True
+        return False
+
+    async def source() -> AsyncIterator[int]:
+        for x in range(2400):
+            if x in (600, 1200):
+                # A worker joins mid-stream; the busy one hands it partitions (with their state).
+                proc = workers.start("tagged", "count2", env=env, extra=extra)
+                later.append(proc)
+                while not await owns_used_partition(proc):
+                    assert proc.poll() is None, workers.output(proc)
+                    await asyncio.sleep(0.02)
+            yield x
+
+    transport = RedisTransport(redis_url, prefix=redis_prefix)
+    try:
+        outputs = [out async for out in rp.tagged.stream(source(), transport=transport)]
+    finally:
+        await client.aclose()
+    assert outputs == expected(2400)
+    # (pid, partition) intervals: within a partition, no two processes' intervals overlap.
+    by_part: dict[int, list[tuple[float, float, int]]] = {}
+    for line in trace.read_text().splitlines():
+        pid, key, _seq, start, end = line.split()
+        by_part.setdefault(partition_of(key, 16), []).append((float(start), float(end), int(pid)))
+    for part, spans in by_part.items():
+        latest: dict[int, float] = {}  # pid -> the end of its last item so far
+        for start, end, pid in sorted(spans):
+            for other, other_end in latest.items():
+                if other != pid:
+                    assert start >= other_end, f"partition {part}: {pid} and {other} at once"
+            latest[pid] = max(end, latest.get(pid, end))
+    # The partitions were shared: the workers that joined processed items too, and some
+    # partition moved from one process to another.
+    pids = {pid for spans in by_part.values() for _, _, pid in spans}
+    assert {p.pid for p in later} <= pids
+    assert any(len({pid for _, _, pid in spans}) > 1 for spans in by_part.values())
+    assert first.poll() is None
+
+
+async def test_a_keyed_worker_stopped_by_sigterm_snapshots_and_releases_its_partitions_at_once(
+    redis_url: str, redis_prefix: str, workers: Workers
+) -> None:
+    env = {"AIOFLOW_TEST_DELAY": "0.005"}
+    # Leases that would outlast the test: the next worker can only start at once if the
+    # leaving one released them.
+    extra = ("--lease-ttl", "300", "--log-level", "INFO")
+    leaving = workers.start("keyed", "count", env=env, extra=extra)
+    graph_hash, _ = graph_signature("keyed", rp.keyed.stages)
+    keys = Keys(redis_prefix, "keyed", graph_hash)
+    client = connect(redis_url)
+    transport = RedisTransport(redis_url, prefix=redis_prefix)
+    items = [(f"cam{x % 8}", x // 8) for x in range(800)]
+    outputs = []
+    try:
+        async for out in rp.keyed.stream(items, transport=transport):
+            outputs.append(out)
+            if len(outputs) == 200:
+                leaving.send_signal(signal.SIGTERM)
+                await asyncio.to_thread(leaving.wait, timeout=10)
+                assert leaving.returncode == 0, workers.output(leaving)
+                leases = [await client.get(f"{keys.base}:lease:count:{i}") for i in range(16)]
+                assert leases == [None] * 16  # released, not left to expire
+                nxt = workers.start("keyed", "count", env=env, extra=extra)
+        assert outputs == expected(800)
+        assert "keys restored" in workers.output(nxt)
+    finally:
+        await client.aclose()
+
+
+async def test_a_keyed_block_without_state_survives_its_owner_sigkilled(
+    redis_url: str, redis_prefix: str, workers: Workers
+) -> None:
+    env = {"AIOFLOW_TEST_DELAY": "0.005"}
+    procs = [workers.start("lanes", "lane", env=env, extra=FAST) for _ in range(2)]
+    graph_hash, _ = graph_signature("lanes", rp.lanes.stages)
+    streams = partition_streams(Keys(redis_prefix, "lanes", graph_hash).inbox("lane"), 16)
+    client = connect(redis_url)
+    killed: list[subprocess.Popen[str]] = []
+
+    async def kill_a_holder() -> None:
+        for proc in procs:
+            for stream in streams:
+                for consumer in await client.xinfo_consumers(stream, "aioflow"):
+                    if f"-{proc.pid}-" in consumer["name"].decode() and consumer["pending"]:
+                        proc.kill()  # the streams were trimmed while it ran: nothing is lost
+                        killed.append(proc)
+                        return
+
+    async def source() -> AsyncIterator[tuple[str, int]]:
+        for x in range(1200):
+            if x >= 300 and not killed:
+                await kill_a_holder()
+            yield f"cam{x % 8}", x // 8
+
+    transport = RedisTransport(redis_url, prefix=redis_prefix)
+    try:
+        outputs = [out async for out in rp.lanes.stream(source(), transport=transport)]
+    finally:
+        await client.aclose()
+    assert outputs == [(f"cam{x % 8}", x // 8) for x in range(1200)]
+    assert killed, "no worker held an item while the source ran"
+    assert killed[0].wait() == -signal.SIGKILL
+    survivor = next(p for p in procs if p is not killed[0])
+    assert "took over partition" in workers.output(survivor)
+
+
+async def test_an_item_that_kills_every_owner_of_its_partition_is_dead_lettered(
+    redis_url: str, redis_prefix: str, workers: Workers
+) -> None:
+    deaths = 0
+    extra = ("--max-deliveries", "2", "--lease-ttl", "0.5")
+
+    async def keep_one_worker_alive() -> None:
+        nonlocal deaths
+        proc = workers.start("poisoned_keyed", "crash_keyed", extra=extra)
+        while True:
+            if proc.poll() is not None:
+                deaths += 1
+                proc = workers.start("poisoned_keyed", "crash_keyed", extra=extra)
+            await asyncio.sleep(0.05)
+
+    keeper = asyncio.create_task(keep_one_worker_alive())
+    transport = RedisTransport(redis_url, prefix=redis_prefix)
+    try:
+        async with rp.poisoned_keyed.open(transport=transport) as running:
+            assert await running.submit(1) == 1
+            with pytest.raises(af.BlockError, match="delivered 3 times") as info:
+                await running.submit(3)
+            assert info.value.block == "crash_keyed"
+            assert await running.submit(5) == 5  # the same key, after it: the service goes on
+    finally:
+        keeper.cancel()
+        await asyncio.gather(keeper, return_exceptions=True)
+    assert deaths == 2  # delivered, died; taken over, died; then dead-lettered, not run
