@@ -632,7 +632,6 @@ class _Session:
         )
         #: the Redis server's clock: items carry their birth on it (max_age across machines)
         self.clock = ServerClock()
-        self.credit = _Credit(self.inbox, stage_capacity(first))
         #: a keyed first remote block: each item goes to its key's partition stream
         self.keyed = keyed_block(first)
         self.router: Router | None = None
