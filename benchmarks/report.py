@@ -526,7 +526,8 @@ def gpu_section(cuda: dict[str, Any] | None) -> list[str]:
         )
     return [
         *out,
-        f"`OnnxModel` against direct onnxruntime calls on CUDA, model `{cuda['model']}` "
+        f"`OnnxModel` against direct onnxruntime calls on {cuda['providers'].upper()}, model "
+        f"`{cuda['model']}` "
         f"{tuple(cuda['item_shape'])}, {cuda['items']} items, items/s, medians "
         f"(onnxruntime {meta['onnxruntime']}, {meta['platform']}, {meta['date']}; {command}).",
         "",
