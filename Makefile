@@ -10,7 +10,7 @@ BENCH_STAMP := $(VENV)/.installed-bench-$(HASH)
 # The demo's PP-OCR models ship inside the rapidocr wheel; we use its model files only.
 RAPIDOCR := rapidocr==3.10.0
 
-.PHONY: demo quickstart test check lint typecheck docs bench bench-full clean
+.PHONY: demo quickstart test test-gpu check lint typecheck docs bench bench-full clean
 
 # Editable installs put the checkout on sys.path with a .pth path entry (setuptools' compat mode)
 # rather than an import hook, so that mypy and pyright, which cannot run import hooks, resolve
@@ -37,9 +37,29 @@ demo: $(DEMO_STAMP)
 quickstart: $(DEMO_STAMP)
 	$(BIN)/python examples/quickstart.py
 
-# The suite's services (a throwaway redis-server on loopback) start and stop with it.
+# The suite's services (a throwaway redis-server on loopback) start and stop with it. The tests
+# marked gpu are left out (pytest prints how many): `make test-gpu` runs them.
 test: $(STAMP)
-	scripts/with-services $(BIN)/python -m pytest -q
+	scripts/with-services $(BIN)/python -m pytest -q -m "not gpu"
+
+# The GPU tests, in an environment of their own with onnxruntime-gpu in place of onnxruntime
+# (never both in one environment: they overwrite each other's files). Fails, never skips, where
+# onnxruntime offers no CUDAExecutionProvider or a session does not run on it.
+GPU_VENV := .venv-gpu
+GPU_BIN := $(GPU_VENV)/bin
+GPU_STAMP := $(GPU_VENV)/.installed-gpu-$(HASH)
+
+$(GPU_BIN)/python:
+	$(PYTHON) -m venv $(GPU_VENV)
+	$(GPU_BIN)/python -m pip install -q --upgrade pip
+
+$(GPU_STAMP): $(GPU_BIN)/python pyproject.toml
+	$(GPU_BIN)/python -m pip install -q -e '.[test-gpu]' $(EDITABLE)
+	touch $(GPU_STAMP)
+
+test-gpu: $(GPU_STAMP)
+	$(GPU_BIN)/python scripts/check-cuda
+	$(GPU_BIN)/python -m pytest -q -m gpu
 
 lint: $(STAMP)
 	$(BIN)/ruff check aioflow tests examples benchmarks
@@ -71,4 +91,4 @@ bench-full: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/report.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache site
+	rm -rf $(VENV) $(GPU_VENV) .pytest_cache .mypy_cache .ruff_cache site

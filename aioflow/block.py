@@ -155,6 +155,7 @@ class BlockOptions:
     state: Callable[[], Any] | None = None
     evict_after: float | None = None
     dead_letter: Callable[[Any, BlockError], Any] | None = None
+    zero_copy: bool = False
 
     def __post_init__(self) -> None:
         name = self.name
@@ -194,6 +195,20 @@ class BlockOptions:
             raise bad("key", "None or a callable item -> key", self.key)
         if self.dead_letter is not None and not callable(self.dead_letter):
             raise bad("dead_letter", "None or a callable (item, error)", self.dead_letter)
+        if not isinstance(self.zero_copy, bool):
+            raise bad("zero_copy", "True or False", self.zero_copy)
+        if self.zero_copy and self.executor != "process":
+            found = (
+                "no executor (the default: a thread or the event loop)"
+                if self.executor is None
+                else f"executor={self.executor!r}"
+            )
+            msg = (
+                f"block {name!r}: option 'zero_copy' needs executor='process' (it lends a worker "
+                "process's results from shared memory instead of copying them); found "
+                f"{found}, whose results are never copied"
+            )
+            raise GraphError(msg)
         if self.state is not None and not callable(self.state):
             raise bad("state", "None or a callable that makes a new state", self.state)
         if self.key is None:
@@ -238,6 +253,9 @@ _GUESSES: dict[str, str] = {
     "by": "key=lambda item: item.camera",
     "group_by": "key=lambda item: item.camera",
     "partition": "key=lambda item: item.camera",
+    "zerocopy": "zero_copy=True",
+    "shared_memory": "zero_copy=True",
+    "copy": "zero_copy=True",
 }
 
 
@@ -729,6 +747,7 @@ def block(
     state: None = None,
     evict_after: float | None = None,
     dead_letter: Callable[[Any, BlockError], Any] | None = None,
+    zero_copy: bool = False,
 ) -> _Decorator: ...
 
 
@@ -749,6 +768,7 @@ def block(  # type: ignore[overload-overlap]  # (a `Batch | None` value takes th
     state: None = None,
     evict_after: float | None = None,
     dead_letter: Callable[[Any, BlockError], Any] | None = None,
+    zero_copy: bool = False,
 ) -> _BatchDecorator: ...
 
 
@@ -769,6 +789,7 @@ def block(  # type: ignore[overload-overlap]  # (a `... | None` state takes the 
     state: Callable[[], Any],
     evict_after: float | None = None,
     dead_letter: Callable[[Any, BlockError], Any] | None = None,
+    zero_copy: bool = False,
 ) -> _StateDecorator: ...
 
 
@@ -789,6 +810,7 @@ def block(
     state: Callable[[], Any] | None = None,
     evict_after: float | None = None,
     dead_letter: Callable[[Any, BlockError], Any] | None = None,
+    zero_copy: bool = False,
 ) -> Callable[[Callable[P, R]], FunctionBlock[P, R]]: ...
 
 
@@ -810,6 +832,7 @@ def block(
     state: Callable[[], Any] | None = None,
     evict_after: float | None = None,
     dead_letter: Callable[[Any, BlockError], Any] | None = None,
+    zero_copy: bool = False,
     **unknown: Any,
 ) -> Any:
     """Make a pipeline block from a function.
@@ -842,6 +865,11 @@ def block(
             (after its retries) instead of failing the run: it is counted as skipped (and in
             ``dead_letters``); ``submit()`` raises ``ItemDropped("dead_letter")``. Called on the
             event loop, so it must not block (append to a list, ``put_nowait`` on a queue).
+        zero_copy: with ``executor="process"``: the arrays of a result (32 KiB or more) come
+            back as read-only views of the worker's shared memory instead of copies, which
+            saves a copy of each frame. Each view stays valid for as long as it is referenced:
+            the memory is reused only once every view of it is gone (writing to one raises
+            ``ValueError``; ``arr.copy()`` makes a writable one).
 
     Raises:
         GraphError: an option is unknown (the message names the closest valid one) or has a
@@ -868,6 +896,7 @@ def block(
         "state": state,
         "evict_after": evict_after,
         "dead_letter": dead_letter,
+        "zero_copy": zero_copy,
     }
     if name is not None:
         options["name"] = name

@@ -9,10 +9,14 @@ a few numbers and strings). Two jobs for the frames:
 - ``new``: the function returns ``frame ^ 1``, a new frame of the same size (one more pass
   over the frame in the worker, and a result that the transport has to move).
 
-Three contenders, each with one worker process, at steady state (start-up and a warm-up
-excluded), one call at a time, every result checked:
+Four contenders, each with one worker process, at steady state (start-up and a warm-up
+excluded), one call at a time, every result checked (and let go of before the next call):
 
-- ``aioflow``: ``ProcessPool.call``, what a block with ``executor="process"`` runs;
+- ``aioflow``: ``ProcessPool.call``, what a block with ``executor="process"`` runs (results
+  copied out of shared memory: the caller's own);
+- ``zero_copy``: the same with ``zero_copy=True`` (``@af.block(executor="process",
+  zero_copy=True)``): results are read-only views of the worker's shared memory, lent until
+  the caller lets go of them;
 - ``executor``: ``loop.run_in_executor`` on a ``concurrent.futures.ProcessPoolExecutor``
   (everything pickled through a pipe both ways);
 - ``ring``: a raw shared-memory peer written here: two pre-allocated segments (one each way),
@@ -56,7 +60,7 @@ import numpy as np
 import aioflow as af
 from aioflow._engine.processes import ProcessPool
 
-CONTENDERS = ("aioflow", "executor", "ring")
+CONTENDERS = ("aioflow", "zero_copy", "executor", "ring")
 #: (case name, frame shape or None for the small object, job)
 CASES: tuple[tuple[str, tuple[int, ...] | None, str], ...] = (
     ("small object", None, "same"),
@@ -217,7 +221,11 @@ async def measure(rounds: int, quick: bool) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     rng = np.random.default_rng(0)
     largest = max(int(np.prod(shape)) for _, shape, _ in CASES if shape is not None)
-    pools = {job: ProcessPool(f"bench_{job}", 1, fn, "function") for job, fn in JOBS.items()}
+    pools = {
+        (job, lend): ProcessPool(f"bench_{job}", 1, fn, "function", zero_copy=lend)
+        for job, fn in JOBS.items()
+        for lend in (False, True)
+    }
     for pool in pools.values():
         await pool.start()
     executor = ProcessPoolExecutor(max_workers=1)
@@ -227,10 +235,10 @@ async def measure(rounds: int, quick: bool) -> dict[str, Any]:
         for case, shape, job in CASES:
             value: Any = SMALL if shape is None else rng.integers(0, 256, shape, dtype=np.uint8)
             want = expected(value, job)
-            pool = pools[job]
             fn = JOBS[job]
             calls: dict[str, Callable[[Any], Any]] = {
-                "aioflow": pool.call,
+                "aioflow": pools[job, False].call,
+                "zero_copy": pools[job, True].call,
                 "executor": lambda v, fn=fn: loop.run_in_executor(executor, fn, v),  # type: ignore[misc]
                 "ring": lambda v, job=job: ring.call(job, v),  # type: ignore[misc]
             }
@@ -240,7 +248,8 @@ async def measure(rounds: int, quick: bool) -> dict[str, Any]:
             for c in CONTENDERS:
                 await time_calls(c, calls[c], value, want, WARMUP)
             for r in range(rounds):
-                order = CONTENDERS[r % 3 :] + CONTENDERS[: r % 3]  # rotate who goes first
+                k = r % len(CONTENDERS)
+                order = CONTENDERS[k:] + CONTENDERS[:k]  # rotate who goes first
                 got: dict[str, list[float]] = {c: [] for c in CONTENDERS}
                 # Short turns, so that a burst of load on the shared machine hits all three.
                 for _ in range(0, n, TURN):
@@ -275,16 +284,16 @@ def run(*, quick: bool, reps: int | None = None) -> dict[str, Any]:
 def print_frames(res: dict[str, Any]) -> None:
     print(f"Round trip through one worker process, medians over {res['rounds']} rounds (ms):")
     print(
-        f"{'case':20} {'aioflow':>8} {'executor':>9} {'ring':>7} {'memcpy':>7}"
-        f" {'vs executor':>12} {'vs ring':>8}"
+        f"{'case':20} {'aioflow':>8} {'zero_copy':>9} {'executor':>9} {'ring':>7} {'memcpy':>7}"
+        f" {'executor/zc':>12} {'ring/zc':>8}"
     )
     for row in res["rows"]:
         memcpy = f"{row['memcpy_ms']:7.3f}" if "memcpy_ms" in row else f"{'':7}"
         print(
-            f"{row['case']:20} {row['aioflow_ms']:8.3f} {row['executor_ms']:9.3f}"
-            f" {row['ring_ms']:7.3f} {memcpy}"
-            f" {row['executor_ms'] / row['aioflow_ms']:11.1f}x"
-            f" {row['ring_ms'] / row['aioflow_ms']:7.2f}x"
+            f"{row['case']:20} {row['aioflow_ms']:8.3f} {row['zero_copy_ms']:9.3f}"
+            f" {row['executor_ms']:9.3f} {row['ring_ms']:7.3f} {memcpy}"
+            f" {row['executor_ms'] / row['zero_copy_ms']:11.1f}x"
+            f" {row['ring_ms'] / row['zero_copy_ms']:7.2f}x"
         )
 
 

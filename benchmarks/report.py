@@ -483,17 +483,17 @@ FRAME_GOAL_VS_EXECUTOR = 50
 
 def frames_table(res: dict[str, Any]) -> str:
     lines = [
-        "| value, job | aioflow | ProcessPoolExecutor | raw ring | one memcpy "
-        "| executor / aioflow | ring / aioflow |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| value, job | aioflow | aioflow, `zero_copy` | ProcessPoolExecutor | raw ring "
+        "| one memcpy | executor / `zero_copy` | ring / `zero_copy` |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in res["rows"]:
         memcpy = fmt(row["memcpy_ms"], 3) if "memcpy_ms" in row else ""
         lines.append(
-            f"| {row['case']} | {fmt(row['aioflow_ms'], 3)} | {fmt(row['executor_ms'], 3)} | "
-            f"{fmt(row['ring_ms'], 3)} | {memcpy} | "
-            f"{row['executor_ms'] / row['aioflow_ms']:.1f}x | "
-            f"{row['ring_ms'] / row['aioflow_ms']:.2f}x |"
+            f"| {row['case']} | {fmt(row['aioflow_ms'], 3)} | {fmt(row['zero_copy_ms'], 3)} | "
+            f"{fmt(row['executor_ms'], 3)} | {fmt(row['ring_ms'], 3)} | {memcpy} | "
+            f"{row['executor_ms'] / row['zero_copy_ms']:.1f}x | "
+            f"{row['ring_ms'] / row['zero_copy_ms']:.2f}x |"
         )
     return "\n".join(lines)
 
@@ -504,8 +504,10 @@ def frames_section(res: dict[str, Any]) -> list[str]:
     same = by["1920x1080x3, same"]
     new = by["1920x1080x3, new"]
     small = by["small object"]
-    met_ms = same["aioflow_ms"] <= FRAME_GOAL_MS
-    ratio = same["executor_ms"] / same["aioflow_ms"]
+    lent = same["zero_copy_ms"]
+    met_ms = lent <= FRAME_GOAL_MS
+    ratio = same["executor_ms"] / lent
+    spread = {c: same[f"{c}_rounds_ms"] for c in ("aioflow", "zero_copy", "ring")}
     return [
         "## A frame to a process block and back",
         "",
@@ -514,42 +516,93 @@ def frames_section(res: dict[str, Any]) -> list[str]:
         f"({same['calls_each']} calls per contender for the large frames), in milliseconds. "
         "The frames are `uint8`; *same* returns the frame the worker was given (a block that "
         "draws on its frame in place), *new* returns `frame ^ 1` (a new frame, and one more "
-        "pass over it in the worker); the small object is a dict of five numbers and strings.",
+        "pass over it in the worker); the small object is a dict of five numbers and strings. "
+        "Every result is checked, then let go of before the next call.",
         "",
         '- **aioflow**: `ProcessPool.call`, what a block with `executor="process"` runs: '
         "arrays cross in per-worker shared-memory segments, reused from call to call, and the "
-        "header through a socket.",
+        "header through a socket; the result is copied out, the caller's own.",
+        "- **aioflow, `zero_copy`**: the same with `zero_copy=True` "
+        "([Executors](executors.md#results-without-the-copy-back-zero_copytrue)): the "
+        "result's arrays are read-only views of the worker's segment, which is not reused "
+        "while they live.",
         "- **ProcessPoolExecutor**: `loop.run_in_executor` on a one-worker "
         "`concurrent.futures.ProcessPoolExecutor`, everything pickled through a pipe.",
         "- **raw ring**: written in the benchmark, no framework and no event loop: one "
         "pre-allocated segment each way, the header through a socket that is also the wake-up, "
         "the caller blocking on it. The frame is copied in, the worker's result copied into "
-        "the response segment and copied out by the caller, so that, as with aioflow, the "
-        "result does not alias a segment that the next call overwrites.",
+        "the response segment and copied out by the caller, so that, as with aioflow's "
+        "default, the result does not alias a segment that the next call overwrites.",
         "",
         frames_table(res),
         "",
-        f"A 1920x1080x3 frame there and back takes {same['aioflow_ms']:.2f} ms "
+        f"A 1920x1080x3 frame there and back takes {lent:.2f} ms with `zero_copy=True` "
         f"(goal {FRAME_GOAL_MS} ms: {ok(met_ms)}), {ratio:.0f}x less than with "
         f"`ProcessPoolExecutor` (goal {FRAME_GOAL_VS_EXECUTOR}x: "
-        f"{ok(ratio >= FRAME_GOAL_VS_EXECUTOR)}). It costs one copy each way: into the "
-        "request segment, and out of it into the caller's own array, because a result that "
-        "lies in the request segment (the input, or a view of it) is referenced there rather "
-        "than copied by the worker. The ring copies it three times; aioflow takes "
-        f"{same['aioflow_ms'] / same['ring_ms']:.2f} of the ring's time there. A new frame "
-        "(*new*) costs "
-        f"{new['aioflow_ms']:.2f} ms against the ring's {new['ring_ms']:.2f} ms: both make "
-        "the same three copies and the worker's pass. A small object costs "
+        f"{ok(ratio >= FRAME_GOAL_VS_EXECUTOR)}), and {same['aioflow_ms']:.2f} ms by default "
+        f"({same['executor_ms'] / same['aioflow_ms']:.0f}x). By default it costs one copy each "
+        "way: into the request segment, and out of it into the caller's own array (a result "
+        "that lies in the request segment, the input or a view of it, is referenced there "
+        "rather than copied by the worker). `zero_copy` leaves out the copy back: one copy "
+        "of the frame in all, against the ring's three. A new frame (*new*) costs "
+        f"{new['aioflow_ms']:.2f} ms by default, {new['zero_copy_ms']:.2f} ms with "
+        f"`zero_copy`, against the ring's {new['ring_ms']:.2f} ms: the worker's pass and its "
+        "copy into the response segment stay. A small object costs "
         f"{small['aioflow_ms'] * 1e3:.0f} µs against the ring's "
         f"{small['ring_ms'] * 1e3:.0f} µs: two event-loop wake-ups (one in each process) "
         "that the blocking ring does not pay. On this machine a wake-up is most of it: the "
         "`send` that wakes the other process is the largest cost in a profile of either side.",
         "",
         "The machine is shared: the medians of single rounds for the 1920x1080x3 *same* case "
-        f"ranged over {min(same['aioflow_rounds_ms']):.2f}-{max(same['aioflow_rounds_ms']):.2f}"
-        f" ms for aioflow and {min(same['ring_rounds_ms']):.2f}-"
-        f"{max(same['ring_rounds_ms']):.2f} ms for the ring, as other programs came and went. "
-        "Compare the contenders within a row; the absolute times move with the load.",
+        f"ranged over {min(spread['zero_copy']):.2f}-{max(spread['zero_copy']):.2f} ms with "
+        f"`zero_copy`, {min(spread['aioflow']):.2f}-{max(spread['aioflow']):.2f} ms by default "
+        f"and {min(spread['ring']):.2f}-{max(spread['ring']):.2f} ms for the ring, as other "
+        "programs came and went (load average "
+        f"{res['meta']['load_average_at_start'][0]:.1f} at the start). Compare the "
+        "contenders within a row; the absolute times move with the load.",
+        "",
+    ]
+
+
+def gpu_section(cuda: dict[str, Any] | None) -> list[str]:
+    """``OnnxModel`` on CUDA against direct onnxruntime calls (``bench_onnx.py --providers
+    cuda``), or why there are no figures."""
+    out = ["## Models on a GPU", ""]
+    command = (
+        "`python benchmarks/bench_onnx.py --providers cuda --json "
+        "benchmarks/results/onnx_cuda.json`"
+    )
+    if cuda is None:
+        return [
+            *out,
+            "No figures yet: no machine with a GPU was lent to the sessions that ran this "
+            f"suite. On one, with onnxruntime-gpu in place of onnxruntime, {command} runs "
+            "`OnnxModel` and direct `session.run` calls on the CUDA execution provider, each "
+            "with and without IO binding, for batches 1 to 32, and `benchmarks/report.py` then "
+            "puts them here; `make test-gpu` checks the same paths for correctness.",
+            "",
+        ]
+    meta = cuda["meta"]
+    med, ratio = cuda["items_per_s"], cuda["ratio"]
+    lines = [
+        "| batch | direct | aioflow | aioflow / direct | direct, IO bound | aioflow, IO bound "
+        "| aioflow / direct, bound |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for b in cuda["batches"]:
+        lines.append(
+            f"| {b} | {med[f'direct b={b}']:.0f} | {med[f'aioflow b={b}']:.0f} | "
+            f"{ratio[f'b={b}']:.2f} | {med[f'direct bound b={b}']:.0f} | "
+            f"{med[f'aioflow bound b={b}']:.0f} | {ratio[f'b={b} bound']:.2f} |"
+        )
+    return [
+        *out,
+        f"`OnnxModel` against direct onnxruntime calls on {cuda['providers'].upper()}, model "
+        f"`{cuda['model']}` "
+        f"{tuple(cuda['item_shape'])}, {cuda['items']} items, items/s, medians "
+        f"(onnxruntime {meta['onnxruntime']}, {meta['platform']}, {meta['date']}; {command}).",
+        "",
+        "\n".join(lines),
         "",
     ]
 
@@ -911,6 +964,7 @@ def page(
     redis_edge: dict[str, Any] | None = None,
     redis_scaleout: dict[str, Any] | None = None,
     hotpath: dict[str, Any] | None = None,
+    onnx_cuda: dict[str, Any] | None = None,
 ) -> str:
     out = [
         "# Benchmarks",
@@ -1160,6 +1214,7 @@ def page(
         out += soak_section(soak)
     if frames is not None:
         out += frames_section(frames)
+    out += gpu_section(onnx_cuda)
     if metrics is not None:
         out += metrics_section(metrics)
     if gates is not None:
@@ -1262,6 +1317,7 @@ def main() -> None:
         redis_edge=load("redis_edge"),
         redis_scaleout=load("redis_scaleout"),
         hotpath=load("hotpath"),
+        onnx_cuda=load("onnx_cuda"),
     )
     args.out.write_text(text, encoding="utf-8")
     print(f"wrote {args.out.relative_to(ROOT)} and the plots in {IMG.relative_to(ROOT)}")

@@ -45,3 +45,25 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
             client.delete(*keys)
     finally:
         client.close()
+
+
+# -- the GPU tests: deselected unless asked for (-m gpu), never silently ----------------------
+
+_GPU_DESELECTED = pytest.StashKey[int]()
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    if not items:
+        return
+    config = items[0].config
+    gpu = sum(1 for item in items if item.get_closest_marker("gpu") is not None)
+    config.stash[_GPU_DESELECTED] = config.stash.get(_GPU_DESELECTED, 0) + gpu
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    count = terminalreporter.config.stash.get(_GPU_DESELECTED, 0)
+    if count:
+        terminalreporter.write_line(
+            f"{count} gpu test(s) deselected (-m 'not gpu'): they need a CUDA GPU; "
+            "run `make test-gpu` on a machine with one"
+        )

@@ -66,6 +66,10 @@ _START_METHODS: Final = ("spawn", "forkserver")
 _READ_SIZE: Final = 1 << 16
 #: What ``_run`` returns when the worker was dead before it could read the request.
 _UNDELIVERED: Final = object()
+#: With ``zero_copy``: how many of a worker's segments results may hold at once. Past it,
+#: results are copied (read-only all the same), so that a caller keeping every result (a list
+#: of outputs) does not make a segment per result.
+_LEND_LIMIT: Final = 4
 
 
 def _death(worker: _Worker, when: str) -> str:
@@ -108,15 +112,22 @@ class _Server:
         self.block = block
         self.index = index
         self.request: shm.Attachment | None = None
-        self.response: shm.Attachment | None = None
+        #: the parent's segments this worker has mapped, by name (the parent says which go)
+        self.attached: dict[str, shm.Attachment] = {}
 
-    @staticmethod
-    def _attach(current: shm.Attachment | None, name: str | None) -> shm.Attachment | None:
-        if current is not None and current.name == name:
-            return current
-        if current is not None:
-            current.close()
-        return shm.attach(name) if name is not None else None
+    def _attach(self, name: str | None) -> shm.Attachment | None:
+        if name is None:
+            return None
+        attached = self.attached.get(name)
+        if attached is None:
+            attached = self.attached[name] = shm.attach(name)
+        return attached
+
+    def _forget(self, names: tuple[str, ...]) -> None:
+        for name in names:
+            attached = self.attached.pop(name, None)
+            if attached is not None:
+                attached.close()
 
     async def serve(self, payload: bytes, kind: str) -> None:
         blk: Block | None = None
@@ -146,9 +157,8 @@ class _Server:
                     await _hook(blk.teardown)
                 except (Exception, asyncio.CancelledError) as exc:
                     failure = shm.pack_exception(exc)
-            for segment in (self.request, self.response):
-                if segment is not None:
-                    segment.close()
+            self.request = None
+            self._forget(tuple(self.attached))
             if closing:
                 await self.link.send(("closed", failure))
 
@@ -161,9 +171,10 @@ class _Server:
             control, tail = message
             if control[0] == "close":
                 return True
-            _, request, response, n_data, layout, inline = control
-            self.request = self._attach(self.request, request)
-            self.response = self._attach(self.response, response)
+            _, request, response_name, n_data, layout, inline, forget = control
+            self._forget(forget)
+            self.request = self._attach(request)
+            response = self._attach(response_name)
             source = memoryview(tail) if inline or self.request is None else self.request.buf
             try:
                 with memoryview(tail) as data:
@@ -174,10 +185,10 @@ class _Server:
                 continue
             finally:
                 value = None  # the input's arrays are views of a segment the next call reuses
-            await self._reply(result)
+            await self._reply(result, response)
             del result
 
-    async def _reply(self, result: Any) -> None:
+    async def _reply(self, result: Any, response: shm.Attachment | None) -> None:
         request = self.request
         # Arrays of the result that lie in the request segment (the input, returned) are
         # referenced there: the parent copies them out, and nothing is copied here.
@@ -192,9 +203,9 @@ class _Server:
             await self.link.send(("error", shm.pack_exception(ExecutorError(msg))))
             return
         layout, end = shm.plan(parts)
-        if not parts or (self.response is not None and end <= len(self.response.buf)):
-            if parts and self.response is not None:
-                shm.write(self.response.buf, parts, layout)
+        if not parts or (response is not None and end <= len(response.buf)):
+            if parts and response is not None:
+                shm.write(response.buf, parts, layout)
             await self.link.send(("ok", len(data), layout, False), data)
             return
         # No segment, or too small: send the parts in the pipe; the parent grows the segment.
@@ -253,8 +264,11 @@ class _Worker:
         self.reply: asyncio.Future[tuple[tuple[Any, ...], bytearray] | None] | None = None
         self.teardown_error: shm.PackedError | None = None
         self.exited: asyncio.Future[None] = loop.create_future()
-        self.request: shm.Segment | None = None
-        self.response: shm.Segment | None = None
+        #: every shared-memory segment of this worker: each call takes one for the request
+        #: and one for the response among those not lent (see ProcessPool's ``zero_copy``)
+        self.segments: list[shm.Segment] = []
+        #: names of segments destroyed since the last call: the worker unmaps them
+        self.forgotten: list[str] = []
         #: size of the largest result that did not fit in the response segment
         self.response_hint = 0
         self._loop = loop
@@ -263,6 +277,32 @@ class _Worker:
 
     def describe(self) -> str:
         return f"worker process {self.index} of block {self.block!r}"
+
+    def take(self, size: int, tag: str, other: shm.Segment | None = None) -> shm.Segment:
+        """A segment of at least ``size`` bytes that no lent array uses and that is not
+        ``other``: the first that fits, else one of them grown, else a new one."""
+        usable = [i for i, seg in enumerate(self.segments) if seg is not other and not seg.lent()]
+        for i in usable:
+            if self.segments[i].fits(size):
+                return self.segments[i]
+        if usable:
+            i = usable[0]
+            self.forgotten.append(self.segments[i].name)
+            grown = shm.Segment.grown(self.segments[i], self.block, tag, size)
+            self.segments[i] = grown
+            return grown
+        segment = shm.Segment(self.block, tag, size)
+        self.segments.append(segment)
+        return segment
+
+    def lent(self) -> int:
+        """How many of this worker's segments lent arrays still use."""
+        return sum(seg.lent() for seg in self.segments)
+
+    def destroy_segments(self) -> None:
+        for segment in self.segments:
+            segment.destroy()
+        self.segments.clear()
 
     def watch(self) -> None:
         self.sock.setblocking(False)
@@ -328,9 +368,7 @@ class _Worker:
         self.exitcode = self.process.exitcode
         self.dead = True
         self.sock.close()
-        for segment in (self.request, self.response):
-            if segment is not None:
-                segment.destroy()
+        self.destroy_segments()
         if self.exitcode is not None:
             self.process.close()
         if not self.ready.done():
@@ -362,13 +400,19 @@ class ProcessPool:
             ``"coroutine"`` or ``"asyncgen"`` (list of outputs).
         start_method: ``"spawn"`` (default) or ``"forkserver"``.
         close_timeout: seconds :meth:`close` gives the workers' teardown before killing them.
+        zero_copy: return the arrays of a result (those of :data:`.shm.INLINE_LIMIT` bytes or
+            more) as read-only views of the worker's shared memory instead of copies. A segment
+            a result's arrays lie in is not reused while any of them (or any view of them) is
+            alive; beyond ``_LEND_LIMIT`` such segments per worker, results are read-only
+            copies.
 
     Raises:
         GraphError: ``target`` cannot be sent to a worker (see :meth:`check_picklable`), or a
             bad ``workers``, ``kind`` or ``start_method``.
 
     Arrays a worker receives are views of a shared-memory segment that the next call reuses:
-    copy one that the block keeps beyond the call. Results come back as private copies.
+    copy one that the block keeps beyond the call. Results come back as private copies, or
+    lent read-only views with ``zero_copy``.
 
     Typical use (``square`` must be importable by the workers, so defined in a module)::
 
@@ -389,6 +433,7 @@ class ProcessPool:
         *,
         start_method: str | None = None,
         close_timeout: float = 10.0,
+        zero_copy: bool = False,
     ) -> None:
         method = start_method or "spawn"
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
@@ -402,6 +447,7 @@ class ProcessPool:
             raise GraphError(msg)
         self._name = name
         self._kind = kind
+        self._zero_copy = zero_copy
         self._payload = ship(name, target)
         self._ctx: SpawnContext | ForkServerContext = (
             multiprocessing.get_context("forkserver")
@@ -535,9 +581,7 @@ class ProcessPool:
             _warn(f"unclosed process pool of block {self._name!r}", ResourceWarning, source=self)
             for w in workers:
                 w.kill()
-                for segment in (w.request, w.response):
-                    if segment is not None:
-                        segment.destroy()
+                w.destroy_segments()
 
     # -- calls ----------------------------------------------------------------------------------
 
@@ -665,20 +709,24 @@ class ProcessPool:
     ) -> object:
         layout, end = shm.plan(parts)
         tag = str(slot.index)
+        request: shm.Segment | None = None
+        response: shm.Segment | None = None
         if parts:
-            worker.request = shm.Segment.grown(worker.request, self._name, tag + "q", end)
-            shm.write(worker.request.buf, parts, layout)
+            request = worker.take(end, tag + "q")
+            shm.write(request.buf, parts, layout)
         if parts or worker.response_hint:
             # Results are often the size of the input (a frame in, a frame out).
-            size = max(end, worker.response_hint)
-            worker.response = shm.Segment.grown(worker.response, self._name, tag + "r", size)
+            response = worker.take(max(end, worker.response_hint), tag + "r", request)
+        forget = tuple(worker.forgotten)
+        worker.forgotten.clear()
         control = (
             "call",
-            worker.request.name if worker.request is not None else None,
-            worker.response.name if worker.response is not None else None,
+            request.name if request is not None else None,
+            response.name if response is not None else None,
             len(data),
             layout,
             False,
+            forget,
         )
         loop = asyncio.get_running_loop()
         reply = worker.reply = loop.create_future()
@@ -706,24 +754,54 @@ class ProcessPool:
         if op == "error":
             raise worker.unpack(rest[0])
         n_data, layout, inline = rest
-        if inline:
-            worker.response_hint = max(worker.response_hint, layout[-1][0] + layout[-1][1])
-            source = memoryview(tail)
-        else:
-            source = worker.response.buf if worker.response is not None else memoryview(b"")
         try:
-            # Copies: the segments are reused by the next call and the caller keeps the result.
             with memoryview(tail) as pickled:
-                return shm.loads(
-                    pickled[:n_data],
-                    source,
-                    layout,
-                    copy=not inline,
-                    request=worker.request.buf if worker.request is not None else None,
+                return self._result(
+                    worker, pickled[:n_data], layout, tail if inline else None, request, response
                 )
         except Exception as exc:
             msg = f"block {self._name!r}: the result cannot be unpickled here: {describe(exc)}"
             raise ExecutorError(msg) from exc
+
+    def _result(
+        self,
+        worker: _Worker,
+        pickled: memoryview,
+        layout: shm.Layout,
+        tail: bytearray | None,
+        request: shm.Segment | None,
+        response: shm.Segment | None,
+    ) -> object:
+        """The worker's result rebuilt here: copies, since the segments are reused by the next
+        call and the caller keeps the result; with ``zero_copy``, read-only views of the
+        segments, which then stay out of use for as long as any of those views lives (copies,
+        read-only too, once ``_LEND_LIMIT`` segments of this worker are lent)."""
+        inline = tail is not None
+        zero_copy = self._zero_copy
+        if inline:
+            worker.response_hint = max(worker.response_hint, layout[-1][0] + layout[-1][1])
+        if not zero_copy or worker.lent() >= _LEND_LIMIT:
+            source: Any = memoryview(tail) if tail is not None else None
+            if source is None:
+                source = response.buf if response is not None else memoryview(b"")
+            elif zero_copy:
+                source = source.toreadonly()
+            return shm.loads(
+                pickled,
+                source,
+                layout,
+                copy=not inline,
+                request=request.buf if request is not None else None,
+                frozen=zero_copy,
+            )
+        if tail is not None:
+            source = memoryview(tail).toreadonly()  # private to this result: nothing to lend
+        else:
+            source = response.lend() if response is not None else memoryview(b"")
+        root = request.lend() if request is not None else None
+        value = shm.loads(pickled, source, layout, copy=False, request=root, lent_request=True)
+        del source, root  # now a segment counts as lent only if the value holds a view of it
+        return value
 
     async def _died(self, slot: _Slot, worker: _Worker) -> ExecutorError:
         slot.worker = None

@@ -370,6 +370,7 @@ class BlockRuntime:
                     blk,
                     blk._aioflow_kind,
                     start_method="forkserver" if method == "forkserver" else "spawn",
+                    zero_copy=opts.zero_copy,
                 )
                 try:
                     await self.procpool.start()

@@ -48,6 +48,7 @@ import socket
 import struct
 import threading
 import traceback
+import weakref
 from collections import deque
 from collections.abc import Sequence
 from multiprocessing.shared_memory import SharedMemory
@@ -72,6 +73,7 @@ __all__ = [
     "address",
     "attach",
     "dumps",
+    "lend",
     "loads",
     "message",
     "pack_exception",
@@ -104,10 +106,13 @@ Part = Any
 class _Reading(threading.local):
     """What :func:`loads` is rebuilding, for :func:`_rebuild_array` (one per thread)."""
 
-    source: memoryview | None = None
+    source: Any = None
     layout: Layout = ()
-    request: memoryview | None = None
+    request: Any = None
     copy = True
+    frozen = False
+    #: whether arrays of the request segment are lent (views) rather than copied
+    lent_request = False
 
 
 _reading = _Reading()
@@ -126,7 +131,17 @@ def _rebuild_array(index: int, dtype: Any, shape: tuple[int, ...], fortran: bool
     order: Literal["C", "F"] = "F" if fortran else "C"
     offset = _reading.layout[index][0]
     array = np.ndarray(shape, dtype, buffer=source, offset=offset, order=order)
-    return array.copy(order="K") if _reading.copy else array
+    return _finish(array)
+
+
+def _finish(view: Any) -> Any:
+    """``view`` as :func:`loads` was asked to return it: itself, a copy, a read-only copy."""
+    if not _reading.copy:
+        return view  # read-only already when the source is (a lent result)
+    array = view.copy(order="K")
+    if _reading.frozen:
+        array.flags.writeable = False
+    return array
 
 
 def _rebuild_resident(
@@ -137,7 +152,12 @@ def _rebuild_resident(
     if request is None:
         raise _not_reading()
     view = np.ndarray(shape, dtype, buffer=request, offset=offset, strides=strides)
-    return view.copy(order="K")  # the request segment is reused by the next call
+    if _reading.lent_request:
+        return view  # read-only: the request is a lent root (see lend)
+    array = view.copy(order="K")  # the request segment is reused by the next call
+    if _reading.frozen:
+        array.flags.writeable = False
+    return array
 
 
 def address(buf: memoryview) -> int:
@@ -298,31 +318,50 @@ def write(dest: memoryview, parts: Sequence[Part], layout: Layout) -> None:
 
 def loads(
     data: bytes | bytearray | memoryview,
-    source: memoryview,
+    source: Any,
     layout: Layout,
     *,
     copy: bool,
-    request: memoryview | None = None,
+    request: Any = None,
+    lent_request: bool = False,
+    frozen: bool = False,
 ) -> Any:
     """Rebuild a value that :func:`dumps` pickled, its parts read from ``source``.
 
-    ``copy=False`` (a worker): arrays are views of ``source``, valid only until it is reused.
-    ``copy=True`` (the parent): every array and buffer is a private, writable copy (one pass
-    each). ``request`` is the parent's view of the request segment, for arrays of a result
-    that lie in it.
+    ``source`` and ``request`` are buffers (a memoryview, or a flat ``uint8`` array).
+    ``copy=False``: arrays are views of ``source`` (or of ``request``), valid only until it is
+    reused; a worker reads its input so, and the parent reads a lent result so from a
+    read-only :func:`lend` root, whose arrays are then read-only too. ``copy=True`` (the
+    parent): every array and buffer is a private copy (one pass each), read-only when
+    ``frozen``. ``request`` is the parent's view of the request segment, for arrays of a result
+    that lie in it: they are copied (read-only when ``frozen``) unless ``lent_request``, when
+    ``request`` is a :func:`lend` root too. Other buffers than arrays are copied unless
+    ``copy`` is false and not ``frozen`` (a worker's input).
     """
-    buffers: list[memoryview | bytearray] = [
-        source[o : o + n] for o, n, is_array in layout if not is_array
-    ]
-    if copy:
+    keep = not copy and not frozen
+    buffers: list[Any] = [source[o : o + n] for o, n, is_array in layout if not is_array]
+    if not keep:
         buffers = [bytearray(b) for b in buffers]
     reading = _reading
-    saved = reading.source, reading.layout, reading.request, reading.copy
-    reading.source, reading.layout, reading.request, reading.copy = source, layout, request, copy
+    saved = (reading.source, reading.layout, reading.request, reading.copy, reading.frozen,
+             reading.lent_request)  # fmt: skip
+    reading.source, reading.layout, reading.request = source, layout, request
+    reading.copy, reading.frozen, reading.lent_request = copy, frozen, lent_request
     try:
         return pickle.loads(data, buffers=buffers)
     finally:  # restored, not cleared: an unpickled object may call loads itself
-        reading.source, reading.layout, reading.request, reading.copy = saved
+        (reading.source, reading.layout, reading.request, reading.copy, reading.frozen,
+         reading.lent_request) = saved  # fmt: skip
+
+
+def lend(buf: memoryview) -> Any:
+    """A read-only ``uint8`` array over ``buf`` for :func:`loads` to build lent arrays on.
+
+    Every array built on it (and every view of those) keeps alive one object made for this
+    call, ``root.base``: a weak reference to it says when the caller has let go of all of them
+    (see :meth:`Segment.lend`).
+    """
+    return np.frombuffer(buf.toreadonly(), dtype=np.uint8)
 
 
 # -- segments --------------------------------------------------------------------------------
@@ -354,9 +393,22 @@ class Segment:
         self.buf: memoryview = memoryview(b"")
         if self._shm.buf is not None:
             self.buf = self._shm.buf
+        self._lease: weakref.ref[Any] | None = None
 
     def fits(self, size: int) -> bool:
         return size <= self.size
+
+    def lend(self) -> Any:
+        """A read-only root over the segment to build lent arrays on (see :func:`lend`); the
+        segment counts as :meth:`lent` for as long as any array built on it is alive."""
+        root = lend(self.buf)
+        self._lease = weakref.ref(root.base)
+        return root
+
+    def lent(self) -> bool:
+        """Whether arrays lent from this segment are still alive: then it must not be reused."""
+        lease = self._lease
+        return lease is not None and lease() is not None
 
     def destroy(self) -> None:
         """Close and unlink the segment (idempotent)."""
@@ -366,8 +418,10 @@ class Segment:
         self.buf = memoryview(b"")
         try:
             shm.close()
-        except BufferError:  # a view is still alive somewhere: the mapping goes with it
-            pass
+        except BufferError:
+            # A lent array is still alive: the mapping stays until it goes, and the name is
+            # unlinked now. Forgotten here, or SharedMemory.__del__ would fail to close it again.
+            shm.__dict__.update(_buf=None, _mmap=None)
         try:
             shm.unlink()
         except FileNotFoundError:

@@ -74,6 +74,15 @@ def die_on(value: object) -> tuple[object, int]:
     return value, os.getpid()
 
 
+def frame_job(item: tuple[np.ndarray[Any, Any], str]) -> np.ndarray[Any, Any]:
+    """``(frame, job)``: ``"same"`` returns the frame, ``"new"`` returns ``frame ^ 1``,
+    ``"sigkill"`` kills this worker."""
+    frame, job = item
+    if job == "sigkill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return frame if job == "same" else frame ^ 1
+
+
 def raise_value_error(value: object) -> None:
     raise ValueError(f"bad item {value!r}")
 
@@ -118,6 +127,18 @@ def hang_on_path(value: object) -> int:
         while True:
             time.sleep(3600)
     return os.getpid()
+
+
+def echo_or_hang_on_path(value: object) -> object:
+    """With a path: as :func:`hang_on_path`. Otherwise the value itself."""
+    if isinstance(value, str):
+        hang_on_path(value)
+    return value
+
+
+def with_blob(value: object) -> dict[str, object]:
+    """The value and a large bytearray made here (it crosses out of band, not as an array)."""
+    return {"value": value, "blob": bytearray(b"x" * 100_000)}
 
 
 def rendezvous(args: tuple[str, int]) -> int:

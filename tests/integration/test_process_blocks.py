@@ -262,6 +262,53 @@ async def test_a_process_block_takes_batches() -> None:
     assert rec.completed == 12
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_zero_copy_frames_reach_the_next_blocks_read_only_and_intact(workers: int) -> None:
+    rng = np.random.default_rng(8)
+    frames = [rng.integers(0, 256, size=(1080, 1920, 3), dtype=np.uint8) for _ in range(8)]
+    name = unique("lend")
+    blk = af.block(name=name, executor="process", workers=workers, zero_copy=True)(
+        targets.frame_facts
+    )
+
+    @af.block(name="checksum")
+    def checksum(out: dict[str, Any]) -> dict[str, Any]:  # a thread, as users write them
+        return {**out, "seen": int(out["inverted"].sum(dtype=np.uint64))}
+
+    out = await af.Pipeline(blk, checksum).run({"id": i, "frame": f} for i, f in enumerate(frames))
+
+    assert [o["id"] for o in out] == list(range(8))
+    for o, frame in zip(out, frames, strict=True):  # all held at once: none overwritten
+        assert np.array_equal(o["frame"], frame)
+        assert np.array_equal(o["inverted"], 255 - frame)
+        assert o["seen"] == int((255 - frame).sum(dtype=np.uint64))
+        assert not o["frame"].flags.writeable
+        assert not o["inverted"].flags.writeable
+    assert segments(name) == []
+
+
+async def test_writing_to_a_zero_copy_result_fails_the_block_that_writes_with_a_clear_error() -> (
+    None
+):
+    name = unique("lend")
+    blk = af.block(name=name, executor="process", zero_copy=True)(targets.frame_facts)
+
+    @af.block(name="annotate")
+    def annotate(out: dict[str, Any]) -> dict[str, Any]:
+        out["frame"][:10, :10] = 0  # drawing on a lent frame: it must be copied first
+        return out
+
+    frame = np.ones((480, 640, 3), dtype=np.uint8)
+    with pytest.raises(ExceptionGroup) as info:
+        await af.Pipeline(blk, annotate).run([{"id": 0, "frame": frame}])
+    err = info.value.exceptions[0]
+    assert isinstance(err, af.BlockError)
+    assert "annotate" in str(err)
+    assert isinstance(err.__cause__, ValueError)
+    assert "read-only" in str(err.__cause__)
+    assert segments(name) == []
+
+
 # -- cancellation ----------------------------------------------------------------------------
 
 
@@ -322,3 +369,14 @@ def test_key_with_a_process_executor_is_a_graph_error(tmp_path: Path) -> None:
         af.block(executor="process", key=str)(targets.die_on_kill)
     with pytest.raises(af.GraphError, match=r"block 'keyed_probe'.*key=.*executor='process'"):
         targets.SetupProbe(str(tmp_path), name="keyed_probe", executor="process", key=str)
+
+
+def test_zero_copy_without_a_process_executor_is_a_graph_error() -> None:
+    with pytest.raises(af.GraphError, match=r"block 'frame_facts': option 'zero_copy' needs "):
+        af.block(zero_copy=True)(targets.frame_facts)
+    with pytest.raises(af.GraphError, match=r"zero_copy.*found executor='thread'"):
+        af.block(executor="thread", zero_copy=True)(targets.frame_facts)
+    with pytest.raises(af.GraphError, match=r"option 'zero_copy' must be True or False"):
+        af.block(executor="process", zero_copy=1)(targets.frame_facts)
+    with pytest.raises(af.GraphError, match=r"did you mean zero_copy=True"):
+        af.block(executor="process", zerocopy=True)(targets.frame_facts)

@@ -570,3 +570,127 @@ async def test_calls_fail_after_close(open_pool: Callable[..., Any]) -> None:
     await pool.close()
     with pytest.raises(af.ExecutorError, match=r"block 'closed': the process pool is closed"):
         await pool.call(1)
+
+
+# -- zero_copy: results lent from shared memory -------------------------------------------------
+
+
+def frame(seed: int) -> np.ndarray[Any, Any]:
+    return np.random.default_rng(seed).integers(0, 256, (1080, 1920, 3), dtype=np.uint8)
+
+
+def expected_job(value: np.ndarray[Any, Any], job: str) -> np.ndarray[Any, Any]:
+    return value if job == "same" else value ^ 1
+
+
+@pytest.mark.parametrize("job", ["same", "new"])
+async def test_zero_copy_results_are_right_and_read_only(
+    open_pool: Callable[..., Any], job: str
+) -> None:
+    pool = await open_pool(f"lend_{job}", 1, proc_targets.frame_job, "function", zero_copy=True)
+    for seed in range(3):
+        value = frame(seed)
+        out = await pool.call((value, job))
+        assert same(out, expected_job(value, job))
+        assert not out.flags.writeable
+        with pytest.raises(ValueError, match="read-only"):
+            out[0, 0, 0] = 1
+        with pytest.raises(ValueError, match="WRITEABLE"):
+            out.flags.writeable = True
+        mine = out.copy()  # the way to a writable one
+        mine[0, 0, 0] ^= 1
+        assert same(out, expected_job(value, job))  # the copy is the caller's own
+
+
+@pytest.mark.parametrize("job", ["same", "new"])
+async def test_a_held_zero_copy_result_is_never_overwritten_by_later_calls(
+    open_pool: Callable[..., Any], job: str
+) -> None:
+    name = f"hold_{job}"
+    pool = await open_pool(name, 1, proc_targets.frame_job, "function", zero_copy=True)
+    first = await pool.call((frame(0), job))
+    corner = first[:100, :100]  # a view outlives the array it came from
+    del first
+    held = [await pool.call((frame(i), job)) for i in range(1, 12)]  # past the lending limit
+    for _ in range(5):
+        await pool.call((frame(99), job))
+    assert same(corner, expected_job(frame(0), job)[:100, :100])
+    for i, out in enumerate(held, start=1):
+        assert same(out, expected_job(frame(i), job))
+        assert not out.flags.writeable  # copies past the limit are read-only as well
+    # Held results do not make segments without bound: at most 4 lent, 2 in use.
+    assert len(segments(name)) <= 6
+    del corner, held
+    for _ in range(3):  # let go of everything: the pool settles back on two segments
+        await pool.call((frame(5), job))
+    assert len(segments(name)) <= 6
+
+
+async def test_zero_copy_arrays_of_every_kind_and_other_buffers_come_back_equal(
+    open_pool: Callable[..., Any],
+) -> None:
+    arrays = [
+        np.arange(100_000, dtype=np.float32).reshape(250, 400),
+        np.asfortranarray(np.arange(60_000, dtype=np.int64).reshape(200, 300)),
+        np.arange(200_000, dtype=np.uint8)[::2],
+        np.zeros(10, dtype=np.int16),  # small: inline in the pickle
+    ]
+    pool = await open_pool("lendmany", 1, proc_targets.with_blob, "function", zero_copy=True)
+    out = await pool.call(arrays)
+    assert same(out["value"], arrays)
+    assert all(not a.flags.writeable for a in out["value"][:3])
+    again = await pool.call(arrays[:1])  # reuses the segment the blob was in: it was copied
+    assert same(again["value"], arrays[:1])
+    assert out["blob"] == bytearray(b"x" * 100_000)
+
+
+async def test_closing_a_zero_copy_pool_while_results_are_held_unlinks_every_segment(
+    open_pool: Callable[..., Any],
+) -> None:
+    pool = await open_pool("lendclose", 2, proc_targets.frame_job, "function", zero_copy=True)
+    held = await asyncio.gather(*(pool.call((frame(i), "new")) for i in range(4)))
+    await pool.close()
+    assert_gone("lendclose", [])  # segments unlinked; the memory goes with the last view
+    for i, out in enumerate(held):
+        assert same(out, frame(i) ^ 1)
+
+
+async def test_a_killed_zero_copy_worker_loses_no_held_result_and_is_replaced(
+    open_pool: Callable[..., Any],
+) -> None:
+    name = "lendkill"
+    pool = await open_pool(name, 1, proc_targets.frame_job, "function", zero_copy=True)
+    kept = [await pool.call((frame(i), job)) for i, job in enumerate(["same", "new"])]
+    with pytest.raises(af.ExecutorError, match="died"):
+        await pool.call((frame(7), "sigkill"))
+    after = await pool.call((frame(3), "new"))  # the replacement worker
+    assert same(after, frame(3) ^ 1)
+    assert same(kept[0], frame(0))
+    assert same(kept[1], frame(1) ^ 1)
+    # The dead worker's segments are unlinked although results still view them.
+    assert len(segments(name)) <= 3
+
+
+async def test_cancelling_a_zero_copy_call_keeps_held_results_and_the_slot_recovers(
+    tmp_path: Path,
+) -> None:
+    pool = ProcessPool(
+        "lendcancel", 1, proc_targets.echo_or_hang_on_path, "function", zero_copy=True
+    )
+    await pool.start()
+    try:
+        lent = await pool.call(frame(0))
+        pid_file = tmp_path / "pid"
+        task = asyncio.create_task(pool.call(str(pid_file)))
+        await wait_for_file(pid_file)
+        stuck = int(pid_file.read_text())
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        again = await pool.call(frame(1))  # a new worker in the same slot
+        assert same(again, frame(1))
+        assert same(lent, frame(0))
+    finally:
+        await pool.close()
+    assert_gone("lendcancel", [stuck])
+    assert same(lent, frame(0))

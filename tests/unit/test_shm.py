@@ -12,6 +12,7 @@ import gc
 import pickle
 import threading
 import weakref
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -134,3 +135,59 @@ def test_a_dump_inside_a_dump_does_not_disturb_the_outer_one() -> None:
     assert np.array_equal(out["first"], frame)
     assert out["last"] is out["first"]
     assert out["nested"] == {"pickled": True, "parts": 1}
+
+
+def test_a_lent_segment_counts_as_lent_while_any_view_of_its_arrays_lives() -> None:
+    frame = np.arange(300 * 400 * 3, dtype=np.uint8).reshape(300, 400, 3)
+    data, parts = shm.dumps({"frame": frame})
+    layout, end = shm.plan(parts)
+    segment = shm.Segment("unit_lend", "0q", end)
+    try:
+        shm.write(segment.buf, parts, layout)
+        root = segment.lend()
+        value = shm.loads(data, root, layout, copy=False, frozen=True)
+        del root
+        assert segment.lent()
+        out = value["frame"]
+        assert np.array_equal(out, frame)
+        assert not out.flags.writeable
+        with pytest.raises(ValueError, match="read-only"):
+            out[0, 0, 0] = 1
+        corner = out[:10, :10].T  # a view of a view keeps the lease too
+        del value, out
+        assert segment.lent()
+        del corner
+        assert not segment.lent()
+        root = segment.lend()  # built on, but nothing kept: not lent
+        shm.loads(data, root, layout, copy=False, frozen=True)
+        del root
+        assert not segment.lent()
+    finally:
+        segment.destroy()
+
+
+def test_destroying_a_segment_that_a_lent_array_still_views_unlinks_it_quietly() -> None:
+    data, parts = shm.dumps(np.full((200, 200), 7, dtype=np.int32))
+    layout, end = shm.plan(parts)
+    segment = shm.Segment("unit_lend", "1q", end)
+    shm.write(segment.buf, parts, layout)
+    out = shm.loads(data, segment.lend(), layout, copy=False, frozen=True)
+    name = segment.name
+    segment.destroy()
+    segment.destroy()  # idempotent
+    del segment
+    gc.collect()  # SharedMemory.__del__ runs: it must not fail to close the mapping again
+    assert not (Path("/dev/shm") / name).exists()
+    assert (out == 7).all()  # the mapping lives on with the array
+
+
+def test_frozen_copies_are_read_only_and_the_callers_own() -> None:
+    frame = np.ones((200, 300), dtype=np.float32)
+    data, parts = shm.dumps([frame])
+    layout, end = shm.plan(parts)
+    buf = bytearray(end)
+    shm.write(memoryview(buf), parts, layout)
+    (out,) = shm.loads(data, memoryview(buf), layout, copy=True, frozen=True)
+    buf[:] = bytes(end)  # the segment reused
+    assert np.array_equal(out, frame)
+    assert not out.flags.writeable
