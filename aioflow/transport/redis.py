@@ -234,7 +234,8 @@ def _group_backlog(groups: Any) -> int | None:
 
 
 class NoWorkerError(AioflowError):
-    """Items wait for a segment that no worker serves (``no_worker_timeout``)."""
+    """Items wait for a segment that no live worker serves (``no_worker_timeout``); the
+    message names the segment's first block."""
 
 
 #: Trims a leaky edge's stream (atomically, so that no worker reads an entry as it goes): while
@@ -450,14 +451,16 @@ class RedisTransport:
     Args:
         url: ``redis://[:password@]host:port/db`` or ``rediss://...`` (TLS). The password is
             never logged.
-        local: names of stages the caller runs itself (at the start or end of the pipeline:
-            ``local={"decode"}``); every other stage runs in workers.
+        local: names of top-level stages the caller runs itself, anywhere in the pipeline
+            (``local={"decode"}``; ``local={"track"}`` between two remote parts); every other
+            stage runs in workers.
         codec: how items are written (default :class:`~aioflow.transport.codec.MsgpackCodec`;
             workers must use the same).
         prefix: the first part of every key (several deployments on one Redis).
         no_worker_timeout: seconds after which a run fails with :class:`NoWorkerError` when
-            items wait and no worker ever took one from the first remote stream (None: wait;
-            a warning naming the block is logged after a second either way).
+            items wait in the stream of a remote segment that no live worker serves (none
+            ever read it, or the books of all that did expired) and no answer came meanwhile
+            (None: wait; a warning naming the block is logged after a second either way).
         window: most inputs in flight per run (sent and not yet answered); default: the sum of
             the remote stages' ``queue_size`` plus 64.
 

@@ -5,6 +5,7 @@ worker processes)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import subprocess
 from typing import Any
@@ -117,6 +118,13 @@ async def test_several_local_parts_alternate_with_remote_ones(
     books = rp.layers.statistics()
     assert books["l2"].received == books["l4"].received == 300
     assert books["l3"].emitted == 300
+    # Leaving the stream early stops every part, here and in the run's tasks.
+    before = asyncio.all_tasks()
+    async with contextlib.aclosing(rp.layers.stream(range(10_000), transport=transport)) as outs:
+        async for out in outs:
+            if out == expected[5]:
+                break
+    assert asyncio.all_tasks() == before
     async with rp.layers.open(transport=transport) as running:
         assert await asyncio.gather(*(running.submit(x) for x in items[:40])) == expected[:40]
         assert running.statistics()["l4"].completed == 40
