@@ -528,6 +528,7 @@ class RedisTransport:
                 outs = session.results(source)
             source = failure.tap(outs)
             chain.append(source)
+        first: BaseExceptionGroup[BaseException] | None = None
         try:
             async for out in chain[-1]:
                 yield out
@@ -537,12 +538,15 @@ class RedisTransport:
             first = failure.first
             if first is None or first is group:
                 raise
-            raise first from None
         finally:
             # The last closes the ones before it as it stops (each closes its source); closing
             # them all here, last first, also covers a consumer that left early.
             for outs in reversed(chain):
                 await outs.aclose()
+        if first is not None:
+            # (raised here, not in the except clause: there, the wrapping group would become
+            # its __context__, and that group holds it: a cycle that tracebacks recurse into)
+            raise first
 
     @contextlib.asynccontextmanager
     async def open(self, pipeline: Pipeline) -> AsyncIterator[RemoteRunning]:
@@ -754,6 +758,10 @@ class _Session:
                 task.cancel()
             await wait_finished(task)
         if self.failure is not None:
+            if not task.cancelled() and task.exception() is not None:
+                # (retrieved: the failure says what went wrong; the task's own error, if
+                # any, came of stopping on it)
+                logger.debug("pipeline %r: stopping: %r", self.name, task.exception())
             raise self.failure
         task.result()
 
@@ -1092,6 +1100,8 @@ class _Session:
             self.failure = BaseExceptionGroup(f"pipeline {self.name!r} failed", [pend.error])
             self.out.close()
             return
+        if self.failure is not None:
+            return  # the run stopped at a failure: later answers (of one reply burst) go
         self.done[idx] = pend
         while self.next_out in self.done:
             self.out.put_nowait(self.done.pop(self.next_out))

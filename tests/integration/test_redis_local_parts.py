@@ -206,3 +206,12 @@ async def test_errors_of_remote_blocks_around_a_local_one_name_block_and_item(
     (err,) = info.value.exceptions
     assert (err.block, err.item) == ("fail_on_7", "7")
     assert isinstance(err.__cause__, RemoteError)
+
+    # And a local block before the remote ones: its own error, flat, as the local run raises it.
+    workers.start("failing", "after")
+    transport = RedisTransport(redis_url, prefix=redis_prefix, local={"fail_on_7"})
+    with pytest.raises(ExceptionGroup) as info:
+        await rp.failing.run(range(20), transport=transport)
+    (err,) = info.value.exceptions
+    assert (err.block, err.item) == ("fail_on_7", "7")
+    assert isinstance(err.__cause__, ValueError)
