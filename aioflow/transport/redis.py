@@ -990,16 +990,16 @@ class _Session:
         pending) and no live consumer: none ever read it, or every one that did has stopped
         publishing its books (a worker refreshes them every ``--stats-period`` and they expire
         ``--stats-ttl`` after: a worker killed with SIGKILL counts as gone once they have).
-        The streams are the input streams of the leg's stages: those where a segment starts
-        exist (the caller or the segment before writes there); the others are skipped."""
+        The streams are the input streams of the leg's stages found in Redis (those where a
+        segment starts: the caller or the segment before writes there), a keyed block's
+        partition streams (``in:{block}:p{i}``) included."""
         client = self.client
         found: list[tuple[str, str]] = []
-        for block in self.leg_names:
-            stream = self.keys.inbox(block)
+        for block, stream in await self._leg_streams():
             try:
                 groups = await client.xinfo_groups(stream)
             except ResponseError:
-                continue  # no such stream: no segment starts at this block
+                continue  # gone meanwhile
             if not any(g.get("name") in (GROUP, GROUP.encode()) for g in groups):
                 continue
             waiting = _group_backlog(groups)
@@ -1033,6 +1033,30 @@ class _Session:
                 )
             )
         return found
+
+    async def _leg_streams(self) -> list[tuple[str, str]]:
+        """``(block, stream)`` of every input stream of this leg's stages that exists: one
+        SCAN of this graph's input streams (only while no answer comes)."""
+        prefix = self.keys.inbox("")
+        heads = {self.keys.inbox(name): name for name in self.leg_names}
+        found: set[tuple[str, str]] = set()  # (SCAN may return a key twice)
+        cursor: Any = 0
+        while True:
+            cursor, keys = await self.client.scan(
+                cursor, match=_glob_escape(prefix) + "*", count=500
+            )
+            for key in keys:
+                stream = _text(key)
+                base, sep, part = stream.rpartition(":p")
+                block = heads.get(stream)
+                if block is None and sep and part.isdigit():
+                    block = heads.get(base)  # a partition of a keyed block's input
+                if block is not None:
+                    found.add((block, stream))
+            if int(cursor) == 0:
+                break
+        order = {name: i for i, name in enumerate(self.leg_names)}
+        return sorted(found, key=lambda pair: (order[pair[0]], pair[1]))
 
     def _answer(self, fields: Mapping[bytes, bytes]) -> None:
         try:
