@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import uuid
 from collections.abc import (
@@ -43,7 +44,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(_msg) from exc
 
 from .._engine.channel import Channel, ChannelClosed
-from .._engine.segment import sub_pipeline
+from .._engine.segment import Outcome, sub_pipeline, submit_outcome
 from .._engine.supervisor import PipelineRun, stage_names, wait_finished
 from ..block import Block
 from ..errors import (
@@ -75,7 +76,7 @@ from .messages import (
 from .partitions import DEFAULT_PARTITIONS, Router, agree_count, keyed_block
 
 if TYPE_CHECKING:
-    from ..pipeline import Pipeline
+    from ..pipeline import Pipeline, RunningPipeline
 
 __all__ = [
     "RedisConnectionError",
@@ -234,7 +235,8 @@ def _group_backlog(groups: Any) -> int | None:
 
 
 class NoWorkerError(AioflowError):
-    """Items wait for a segment that no worker serves (``no_worker_timeout``)."""
+    """Items wait for a segment that no live worker serves (``no_worker_timeout``); the
+    message names the segment's first block."""
 
 
 #: Trims a leaky edge's stream (atomically, so that no worker reads an entry as it goes): while
@@ -395,8 +397,18 @@ def queue_drop_notices(
     return count
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Part:
+    """Consecutive stages of a pipeline that run in one place: the caller (``local``), or
+    workers (a *leg*: one or more segments, answered on the caller's reply stream)."""
+
+    local: bool
+    stages: tuple[Block | Branch, ...]
+
+
 class _Plan:
-    """Which stages of a pipeline run in the caller and which in workers."""
+    """Which stages of a pipeline run in the caller and which in workers: alternating parts,
+    in pipeline order (``a >> b >> c`` with ``local={"b"}``: workers, caller, workers)."""
 
     def __init__(self, pipeline: Pipeline, local: Collection[str]) -> None:
         stages = pipeline.stages
@@ -408,25 +420,16 @@ class _Plan:
                 f"(stages: {names})"
             )
             raise GraphError(msg)
-        remote = [i for i, n in enumerate(names) if n not in local]
-        if remote and remote != list(range(remote[0], remote[-1] + 1)):
-            msg = (
-                f"pipeline {pipeline.name!r}: the blocks kept local ({sorted(local)}) must be at "
-                "the start or the end of the pipeline, so that the remote blocks are consecutive"
-            )
-            raise GraphError(msg)
         self.stages = stages
-        self.first = remote[0] if remote else len(stages)
-        self.last = remote[-1] if remote else -1
-        self.remote = bool(remote)
-
-    @property
-    def head(self) -> tuple[Block | Branch, ...]:
-        return self.stages[: self.first]
-
-    @property
-    def tail(self) -> tuple[Block | Branch, ...]:
-        return self.stages[self.last + 1 :]
+        self.parts: list[_Part] = []
+        for stage, name in zip(stages, names, strict=True):
+            here = name in local
+            if self.parts and self.parts[-1].local == here:
+                last = self.parts[-1]
+                self.parts[-1] = _Part(here, (*last.stages, stage))
+            else:
+                self.parts.append(_Part(here, (stage,)))
+        self.remote = any(not part.local for part in self.parts)
 
 
 def _stage_name(stage: Block | Branch) -> str:
@@ -449,14 +452,16 @@ class RedisTransport:
     Args:
         url: ``redis://[:password@]host:port/db`` or ``rediss://...`` (TLS). The password is
             never logged.
-        local: names of stages the caller runs itself (at the start or end of the pipeline:
-            ``local={"decode"}``); every other stage runs in workers.
+        local: names of top-level stages the caller runs itself, anywhere in the pipeline
+            (``local={"decode"}``; ``local={"track"}`` between two remote parts); every other
+            stage runs in workers.
         codec: how items are written (default :class:`~aioflow.transport.codec.MsgpackCodec`;
             workers must use the same).
         prefix: the first part of every key (several deployments on one Redis).
         no_worker_timeout: seconds after which a run fails with :class:`NoWorkerError` when
-            items wait and no worker ever took one from the first remote stream (None: wait;
-            a warning naming the block is logged after a second either way).
+            items wait in the stream of a remote segment that no live worker serves (none
+            ever read it, or the books of all that did expired) and no answer came meanwhile
+            (None: wait; a warning naming the block is logged after a second either way).
         window: most inputs in flight per run (sent and not yet answered); default: the sum of
             the remote stages' ``queue_size`` plus 64.
         partitions: how many partitions the input of a keyed block that heads a segment has
@@ -511,66 +516,113 @@ class RedisTransport:
     async def stream(
         self, pipeline: Pipeline, items: Iterable[Any] | AsyncIterable[Any]
     ) -> AsyncGenerator[Any, None]:
-        """Outputs of ``pipeline`` over ``items``, in order (``pipe.stream(transport=)``)."""
+        """Outputs of ``pipeline`` over ``items``, in order (``pipe.stream(transport=)``).
+
+        Each part of the plan streams the outputs of the one before: a local part is a pipeline
+        of its stages run here, a remote one a :class:`_Session` whose workers answer on this
+        run's reply stream."""
         plan = _Plan(pipeline, self.local)
-        if not plan.remote:
-            async for out in sub_pipeline(pipeline, plan.stages, pipeline.name).stream(items):
-                yield out
-            return
+        books = self._books[pipeline.name] = _Books(pipeline)
+        failure = _FirstFailure()
         source: Iterable[Any] | AsyncIterable[Any] = items
-        session = _Session(self, pipeline, plan, ordered=True)
-        books = self._books[pipeline.name] = _Books(pipeline, session)
-        if plan.head:
-            books.head = sub_pipeline(pipeline, plan.head, pipeline.name)
-            source = books.head.stream(items)
-        remote = session.results(source)
-        try:
-            if plan.tail:
-                tail = books.tail = sub_pipeline(pipeline, plan.tail, pipeline.name)
-                async with contextlib.aclosing(tail.stream(remote)) as outs:
-                    async for out in outs:
-                        yield out
+        chain: list[AsyncGenerator[Any, None]] = []
+        for part in plan.parts:
+            if part.local:
+                sub = sub_pipeline(pipeline, part.stages, pipeline.name)
+                books.local.append(sub)
+                outs = sub.stream(source)
             else:
-                async for out in remote:
-                    yield out
+                session = _Session(self, pipeline, part.stages, ordered=True)
+                books.sessions.append(session)
+                outs = session.results(source)
+            source = failure.tap(outs)
+            chain.append(source)
+        first: BaseExceptionGroup[BaseException] | None = None
+        try:
+            async for out in chain[-1]:
+                yield out
+        except BaseExceptionGroup as group:
+            # A part's failure reaches the parts after it as their source's error (wrapped
+            # once per part): raise it as it first came out, as the local run would.
+            first = failure.first
+            if first is None or first is group:
+                raise
         finally:
-            await remote.aclose()
+            # The last closes the ones before it as it stops (each closes its source); closing
+            # them all here, last first, also covers a consumer that left early.
+            for outs in reversed(chain):
+                await outs.aclose()
+        if first is not None:
+            # (raised here, not in the except clause: there, the wrapping group would become
+            # its __context__, and that group holds it: a cycle that tracebacks recurse into)
+            raise first
 
     @contextlib.asynccontextmanager
     async def open(self, pipeline: Pipeline) -> AsyncIterator[RemoteRunning]:
         """A running service of ``pipeline`` for ``submit()`` (``pipe.open(transport=)``)."""
         plan = _Plan(pipeline, self.local)
-        if plan.head or plan.tail or not plan.remote:
-            msg = (
-                f"pipeline {pipeline.name!r}: open(transport=) runs every block in workers in "
-                "this version; local= is supported by run() and stream()"
-            )
-            raise GraphError(msg)
-        session = _Session(self, pipeline, plan, ordered=False)
-        self._books[pipeline.name] = _Books(pipeline, session)
-        task = asyncio.create_task(session.supervise(None), name=f"aioflow:{pipeline.name}:redis")
-        running = RemoteRunning(pipeline, session, task)
-        try:
-            await session.started
-            if task.done():
-                task.result()
-            yield running
-        except BaseException:
-            task.cancel()
-            await wait_finished(task)
-            raise
-        await running.stop()
+        books = self._books[pipeline.name] = _Books(pipeline)
+        parts: list[_Session | RunningPipeline] = []
+        tasks: list[asyncio.Task[None]] = []
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                for part in plan.parts:
+                    if part.local:
+                        sub = sub_pipeline(pipeline, part.stages, pipeline.name)
+                        books.local.append(sub)
+                        parts.append(await stack.enter_async_context(sub.open()))
+                        continue
+                    session = _Session(self, pipeline, part.stages, ordered=False)
+                    books.sessions.append(session)
+                    task = asyncio.create_task(
+                        session.supervise(None), name=f"aioflow:{pipeline.name}:redis"
+                    )
+                    tasks.append(task)
+                    parts.append(session)
+                    await session.started
+                    if task.done():
+                        task.result()
+                running = RemoteRunning(pipeline, parts, tasks, books)
+                yield running
+            except BaseException:
+                for task in tasks:
+                    task.cancel()
+                for task in tasks:
+                    await wait_finished(task)
+                raise
+            await running.stop()
+
+
+class _FirstFailure:
+    """Remembers the first exception group that came out of a chain of generators."""
+
+    def __init__(self) -> None:
+        self.first: BaseExceptionGroup[BaseException] | None = None
+
+    async def tap(self, outs: AsyncGenerator[Any, None]) -> AsyncGenerator[Any, None]:
+        async with contextlib.aclosing(outs):
+            try:
+                async for out in outs:
+                    yield out
+            except BaseExceptionGroup as group:
+                if self.first is None:
+                    self.first = group
+                raise
 
 
 class _Pending:
     """One input's answers: the paths still open, and the outputs found so far."""
 
-    __slots__ = ("block", "error", "future", "open", "outs", "reason")
+    __slots__ = ("block", "error", "future", "open", "outcome", "outs", "reason")
 
-    def __init__(self, idx: int, future: asyncio.Future[Any] | None) -> None:
+    def __init__(
+        self, idx: int, future: asyncio.Future[Any] | None, *, outcome: bool = False
+    ) -> None:
         self.open: set[tuple[int, ...]] = {(idx,)}
         self.outs: list[tuple[tuple[int, ...], list[Any]]] = []
         self.future = future
+        #: the future gets the item's Outcome (every output, or the reason for none)
+        self.outcome = outcome
         self.error: BlockError | None = None
         self.reason: str | None = None
         self.block: str | None = None
@@ -605,7 +657,12 @@ class _Session:
     """One run (or one open service) of a pipeline on Redis, seen from the caller."""
 
     def __init__(
-        self, transport: RedisTransport, pipeline: Pipeline, plan: _Plan, *, ordered: bool
+        self,
+        transport: RedisTransport,
+        pipeline: Pipeline,
+        leg: tuple[Block | Branch, ...],
+        *,
+        ordered: bool,
     ) -> None:
         self.transport = transport
         self.pipeline = pipeline
@@ -614,15 +671,17 @@ class _Session:
         graph_hash, self.graph_doc = graph_signature(pipeline.name, pipeline.stages)
         self.graph_hash = graph_hash
         self.keys = Keys(transport.prefix, pipeline.name, graph_hash)
-        first, last = plan.stages[plan.first], plan.stages[plan.last]
+        first, last = leg[0], leg[-1]
         self.first_name = _stage_name(first)
         self.end = _stage_name(last)
+        #: the leg's top-level stages: a segment of its workers starts at one of them
+        self.leg_names = [_stage_name(stage) for stage in leg]
         self.inbox = self.keys.inbox(self.first_name)
         self.run_id = uuid.uuid4().hex
         self.reply = self.keys.reply(self.run_id)
         window = transport.window
         if window is None:
-            window = 64 + PipelineRun.chain_capacity(plan.stages[plan.first : plan.last + 1])
+            window = 64 + PipelineRun.chain_capacity(leg)
         self.window = asyncio.Semaphore(window)
         self.credit = _Credit(
             self.inbox,
@@ -651,21 +710,27 @@ class _Session:
         self.next_out = 0
         self.out: Channel[_Pending] = Channel(window)
         self.failure: BaseException | None = None
+        #: since when a segment of this leg has had items waiting and no live worker
         self.no_worker_since: float | None = None
+        #: the blocks heading such segments, warned about (once per outage)
+        self.warned: set[str] = set()
         #: set whenever no input is waiting for answers
         self.drained = asyncio.Event()
         #: the remote blocks' books, merged over the workers (read every BOOKS_PERIOD)
-        self.remote_names = stage_names(plan.stages[plan.first : plan.last + 1])
+        self.remote_names = stage_names(leg)
         self.books = {name: BlockStatistics(name=name) for name in self.remote_names}
 
     # -- the caller's side ----------------------------------------------------------------------
 
-    async def send(self, value: Any, future: asyncio.Future[Any] | None) -> int:
-        """Queue ``value`` for the first remote stage; returns its index."""
+    async def send(
+        self, value: Any, future: asyncio.Future[Any] | None, *, outcome: bool = False
+    ) -> int:
+        """Queue ``value`` for the first remote stage; returns its index. ``future`` (open())
+        gets the answer as ``submit()`` returns it, or with ``outcome`` its :class:`Outcome`."""
         await self.window.acquire()
         idx = self.next_idx
         self.next_idx += 1
-        pend = self.pending[idx] = _Pending(idx, future)
+        pend = self.pending[idx] = _Pending(idx, future, outcome=outcome)
         try:
             body = self.codec.encode(value)
         except CodecError as exc:
@@ -707,6 +772,10 @@ class _Session:
                 task.cancel()
             await wait_finished(task)
         if self.failure is not None:
+            if not task.cancelled() and task.exception() is not None:
+                # (retrieved: the failure says what went wrong; the task's own error, if
+                # any, came of stopping on it)
+                logger.debug("pipeline %r: stopping: %r", self.name, task.exception())
             raise self.failure
         task.result()
 
@@ -939,31 +1008,98 @@ class _Session:
                 return
 
     async def _check_workers(self) -> None:
-        """Answers are awaited and none came for a second: has any worker ever taken an item
-        from the first remote stream? (Redis lists a consumer once it has read.) Warn once;
-        fail after the transport's ``no_worker_timeout``."""
-        consumers = 0
-        # (a keyed first block: whoever owns partition 0 reads its stream)
-        watched = self.inbox if self.router is None else self.router.streams[0]
-        for group in await self.client.xinfo_groups(watched):
-            if group.get("name") in (GROUP, GROUP.encode()):
-                consumers = int(group.get("consumers") or 0)
-        if consumers:
+        """Answers are awaited and none came for a second: does every segment of this leg
+        with items waiting have a live worker? Warn once per segment without one; fail after
+        the transport's ``no_worker_timeout`` (answers coming again reset the clock)."""
+        stuck = await self._stuck_segments()
+        if not stuck:
             self.no_worker_since = None
+            self.warned.clear()
             return
+        for block, msg in stuck:
+            if block not in self.warned:
+                self.warned.add(block)
+                logger.warning("%s", msg)
         now = asyncio.get_running_loop().time()
-        msg = (
-            f"pipeline {self.name!r}: no worker has taken an item for block {self.first_name!r} "
-            f"(stream {self.inbox}); start one: python -m aioflow worker MODULE:PIPELINE "
-            f"--redis URL --blocks {self.first_name}[,NEXT...]"
-        )
         if self.no_worker_since is None:
             self.no_worker_since = now
-            logger.warning("%s", msg)
             return
         timeout = self.transport.no_worker_timeout
         if timeout is not None and now - self.no_worker_since >= timeout:
-            raise NoWorkerError(f"{msg}; gave up after {timeout:g} s")
+            raise NoWorkerError(f"{stuck[0][1]}; gave up after {timeout:g} s")
+
+    async def _stuck_segments(self) -> list[tuple[str, str]]:
+        """``(block, message)`` for each stream of this leg that has entries waiting (lag or
+        pending) and no live consumer: none ever read it, or every one that did has stopped
+        publishing its books (a worker refreshes them every ``--stats-period`` and they expire
+        ``--stats-ttl`` after: a worker killed with SIGKILL counts as gone once they have).
+        The streams are the input streams of the leg's stages found in Redis (those where a
+        segment starts: the caller or the segment before writes there), a keyed block's
+        partition streams (``in:{block}:p{i}``) included."""
+        client = self.client
+        found: list[tuple[str, str]] = []
+        for block, stream in await self._leg_streams():
+            try:
+                groups = await client.xinfo_groups(stream)
+            except ResponseError:
+                continue  # gone meanwhile
+            if not any(g.get("name") in (GROUP, GROUP.encode()) for g in groups):
+                continue
+            waiting = _group_backlog(groups)
+            if waiting is None:
+                waiting = int(await client.xlen(stream))
+            if waiting < 1:
+                continue
+            consumers = await client.xinfo_consumers(stream, GROUP)
+            start = (
+                f"start one: python -m aioflow worker MODULE:PIPELINE --redis URL "
+                f"--blocks {block}[,NEXT...]"
+            )
+            if not consumers:
+                found.append(
+                    (
+                        block,
+                        f"pipeline {self.name!r}: no worker has taken an item for block "
+                        f"{block!r} (stream {stream}, {waiting} waiting); {start}",
+                    )
+                )
+                continue
+            names = [_text(c.get("name", "")) for c in consumers]
+            if await client.exists(*(self.keys.stats(n) for n in names)):
+                continue  # a live worker serves it
+            found.append(
+                (
+                    block,
+                    f"pipeline {self.name!r}: no live worker serves block {block!r} (stream "
+                    f"{stream}, {waiting} waiting): the {len(names)} that read it have "
+                    f"stopped (their books expired); {start}",
+                )
+            )
+        return found
+
+    async def _leg_streams(self) -> list[tuple[str, str]]:
+        """``(block, stream)`` of every input stream of this leg's stages that exists: one
+        SCAN of this graph's input streams (only while no answer comes)."""
+        prefix = self.keys.inbox("")
+        heads = {self.keys.inbox(name): name for name in self.leg_names}
+        found: set[tuple[str, str]] = set()  # (SCAN may return a key twice)
+        cursor: Any = 0
+        while True:
+            cursor, keys = await self.client.scan(
+                cursor, match=_glob_escape(prefix) + "*", count=500
+            )
+            for key in keys:
+                stream = _text(key)
+                base, sep, part = stream.rpartition(":p")
+                block = heads.get(stream)
+                if block is None and sep and part.isdigit():
+                    block = heads.get(base)  # a partition of a keyed block's input
+                if block is not None:
+                    found.add((block, stream))
+            if int(cursor) == 0:
+                break
+        order = {name: i for i, name in enumerate(self.leg_names)}
+        return sorted(found, key=lambda pair: (order[pair[0]], pair[1]))
 
     def _answer(self, fields: Mapping[bytes, bytes]) -> None:
         try:
@@ -1013,7 +1149,10 @@ class _Session:
                 future.set_exception(pend.error)
                 return
             outputs = pend.outputs()
-            if len(outputs) == 1:
+            if pend.outcome:
+                reason = None if outputs else (pend.reason or "filtered")
+                future.set_result(Outcome(outputs, reason, pend.block))
+            elif len(outputs) == 1:
                 future.set_result(outputs[0])
             elif outputs:
                 future.set_result(outputs)
@@ -1028,6 +1167,8 @@ class _Session:
             self.failure = BaseExceptionGroup(f"pipeline {self.name!r} failed", [pend.error])
             self.out.close()
             return
+        if self.failure is not None:
+            return  # the run stopped at a failure: later answers (of one reply burst) go
         self.done[idx] = pend
         while self.next_out in self.done:
             self.out.put_nowait(self.done.pop(self.next_out))
@@ -1043,13 +1184,24 @@ class _Session:
 
 
 class RemoteRunning:
-    """``pipe.open(transport=...)``: submit items to a pipeline whose blocks run in workers."""
+    """``pipe.open(transport=...)``: submit items to a pipeline whose blocks run in workers,
+    and in this process those kept local (``local=``), wherever they are in the pipeline."""
 
-    def __init__(self, pipeline: Pipeline, session: _Session, task: asyncio.Task[None]) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        parts: list[_Session | RunningPipeline],
+        tasks: list[asyncio.Task[None]],
+        books: _Books,
+    ) -> None:
         self.pipeline = pipeline
-        self._session = session
-        self._task = task
+        self._parts = parts
+        self._tasks = tasks
+        self._books = books
         self._closing = False
+        self._active = 0  # submit() calls under way
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     @property
     def name(self) -> str:
@@ -1057,41 +1209,87 @@ class RemoteRunning:
 
     @property
     def closed(self) -> bool:
-        return self._closing or self._task.done()
+        return self._closing or any(task.done() for task in self._tasks)
 
     async def submit(self, item: Any) -> Any:
-        """Send ``item`` through the workers and return its output (a list for several).
+        """Send ``item`` through the pipeline and return its output (a list for several).
 
         Raises:
             ItemDropped: the pipeline made no output for it.
-            BlockError: the item failed (its cause a ``RemoteError``: type and message).
+            BlockError: the item failed (in a worker: its cause a ``RemoteError``, type and
+                message).
             PipelineClosed: the service is stopping or stopped.
         """
         if self.closed:
             msg = f"pipeline {self.name!r} is not accepting items: it is stopping or stopped"
             raise PipelineClosed(msg)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        await self._session.send(item, future)
-        return await future
+        self._active += 1
+        self._idle.clear()
+        try:
+            outcome = await self._through(0, item)
+        finally:
+            self._active -= 1
+            if not self._active:
+                self._idle.set()
+        outputs = outcome.outputs
+        if len(outputs) == 1:
+            return outputs[0]
+        if outputs:
+            return outputs
+        raise ItemDropped(outcome.reason or "filtered", outcome.block or "pipeline")
+
+    async def _through(self, k: int, value: Any) -> Outcome:
+        """What becomes of ``value`` in parts ``k`` onwards: each output of a part goes
+        through the parts after it; the outputs come back in order."""
+        part = self._parts[k]
+        if isinstance(part, _Session):
+            future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+            await part.send(value, future, outcome=True)
+            outcome = await future
+        else:
+            outcome = await submit_outcome(part, value)
+        if k + 1 == len(self._parts) or not outcome.outputs:
+            return outcome
+        if len(outcome.outputs) == 1:
+            return await self._through(k + 1, outcome.outputs[0])
+        # Every output's fate is awaited (none is left running); the first failure in output
+        # order is the item's, as a local run's first failing output fails its submit().
+        found = await asyncio.gather(
+            *(self._through(k + 1, out) for out in outcome.outputs), return_exceptions=True
+        )
+        outputs: list[Any] = []
+        reason = block = None
+        for sub in found:
+            if isinstance(sub, BaseException):
+                raise sub
+            outputs.extend(sub.outputs)
+            if not sub.outputs and reason is None:
+                reason, block = sub.reason, sub.block
+        if outputs:
+            return Outcome(outputs)
+        return Outcome([], reason, block)
 
     def statistics(self) -> dict[str, BlockStatistics]:
-        """The workers' books per block, merged over every live worker (see
-        :meth:`RedisTransport.statistics`), as last read (every half second)."""
-        return dict(self._session.books)
+        """``{block: BlockStatistics}``: the blocks kept local live from this process, the
+        others merged over every live worker (see :meth:`RedisTransport.statistics`), as last
+        read (every half second)."""
+        return self._books.statistics()
 
     async def stop(self) -> None:
         """Wait for the submitted items' answers, then stop."""
         self._closing = True
-        session = self._session
-        if session.pending and not self._task.done():
-            session.drained.clear()
-            await asyncio.wait(
-                [self._task, asyncio.ensure_future(session.drained.wait())],
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await wait_finished(self._task)
+        tasks = self._tasks
+        if self._active and not any(task.done() for task in tasks):
+            idle = asyncio.ensure_future(self._idle.wait())
+            try:
+                await asyncio.wait([*tasks, idle], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                idle.cancel()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await wait_finished(task)
 
     def __repr__(self) -> str:
         return f"<RemoteRunning {self.name!r} {'closed' if self.closed else 'open'}>"
@@ -1101,23 +1299,28 @@ def _names(pipeline: Pipeline) -> list[str]:
     return stage_names(pipeline.stages)
 
 
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _glob_escape(text: str) -> str:
     """``text`` matched literally by a Redis glob pattern (SCAN MATCH)."""
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 class _Books:
-    """The books of one run through the transport: its local blocks' and the workers'."""
+    """The books of one run through the transport: its local parts' and the workers'."""
 
-    def __init__(self, pipeline: Pipeline, session: _Session) -> None:
+    def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
-        self.session = session
-        self.head: Pipeline | None = None
-        self.tail: Pipeline | None = None
+        #: the pipelines of the parts run here, and the sessions of those run in workers
+        self.local: list[Pipeline] = []
+        self.sessions: list[_Session] = []
 
     def statistics(self) -> dict[str, BlockStatistics]:
-        found: dict[str, BlockStatistics] = dict(self.session.books)
-        for part in (self.head, self.tail):
-            if part is not None:
-                found.update(part.statistics())
+        found: dict[str, BlockStatistics] = {}
+        for session in self.sessions:
+            found.update(session.books)
+        for part in self.local:
+            found.update(part.statistics())
         return {name: found.get(name, BlockStatistics(name=name)) for name in _names(self.pipeline)}

@@ -182,3 +182,36 @@ async def crash_keyed(x: int) -> int:
 
 
 poisoned_keyed = af.Pipeline(crash_keyed, name="poisoned_keyed")
+
+
+# Blocks kept local in the middle (RedisTransport(local=...)): remote, caller, remote.
+@af.block
+async def spread(x: int):  # type: ignore[no-untyped-def]
+    for i in range(x % 3):  # 0, 1 or 2 outputs
+        yield x * 10 + i
+
+
+@af.block
+async def keep_odd(x: int):  # type: ignore[no-untyped-def]
+    if x == 501:
+        raise ValueError(f"{x} is not allowed")
+    if x % 2:
+        yield x
+        if x % 4 == 3:
+            yield -x
+
+
+@af.block(workers=2)
+async def show(x: int) -> str:
+    return f"<{x}>"
+
+
+sandwich = af.Pipeline(spread, keep_odd, show, name="sandwich")
+layers = af.Pipeline(
+    double.with_options(name="l1"),
+    inc.with_options(name="l2"),
+    square.with_options(name="l3"),
+    inc.with_options(name="l4"),
+    double.with_options(name="l5"),
+    name="layers",
+)
