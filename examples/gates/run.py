@@ -165,7 +165,8 @@ def report(result: Result) -> None:
         f"plate's shape, {c.not_plate_ground} without a plate's ground, {c.held} of still "
         f"text not read again\n{c.unread} crops unread, {c.off_format} reads fitting no plate "
         f"format (dropped)\n{c.tracks} tracks: {c.few_votes} with too few agreeing reads, "
-        f"{c.static} not moving, {c.on_vehicle} above a plate on its vehicle, "
+        f"{c.static} not moving, {c.unsure} unsure of a look-alike (0 or O...), "
+        f"{c.on_vehicle} above a plate on its vehicle, "
         f"{c.duplicates} duplicates, {c.events} events"
     )
     shown = None if result.truth is None else result.truth
