@@ -1,17 +1,24 @@
 """Per-camera plate tracking with voting: one event per plate per pass.
 
-Each frame's reads (a box, the plate it shows or None, the recogniser's confidence) join the
-camera's tracks: a read goes to the track whose box, moved on by the track's last step, overlaps
+Each frame's reads (a box, the plate it shows or None, the recogniser's confidence and, without
+plate formats, its evidence for each look-alike character) join the camera's tracks: a read goes to the track whose box, moved on by the track's last step, overlaps
 it most (IoU; or lies close along its way, see ``match``), preferring a track whose leading
 plate it agrees with; a confident track does not take another plate's read. A track unseen
 for ``patience_s`` seconds of the stream (or ``patience_frames`` frames) is closed and becomes
 an event only when
 
-* ``min_votes`` of its reads agree on the plate (the plate with the highest summed confidence
-  wins, reads of it cut short by one character at either end counting for it): one misread
-  frame, or a sign misread once, makes no event;
-* the box travelled at least ``min_travel`` of its own heights between its first and last read:
-  text that stays put (a sign, a shop front, a painted marking) is not a passing vehicle;
+* ``min_votes`` of its reads agree on the plate: reads that differ only in look-alikes (0/O,
+  1/I...) are one *reading* (``plates.fold``); the reading with the highest summed confidence
+  wins, reads of it cut short by one character at either end counting for it; failing that,
+  ``min_consensus`` reads within one character of what their characters agree on by majority
+  (``Track.consensus``). One or two misread frames, or a sign misread twice, make no event;
+* each look-alike position is the digit or the letter as the learnt plate shapes (``Shapes``,
+  without formats) or else the recogniser's evidence summed over the reads say; when that
+  evidence is a near toss-up (over ``max_doubt`` for the form not chosen) the track is held as
+  unsure, and sent only if shapes learnt later settle it;
+* the box travelled at least ``min_travel`` of its own heights between its first and last read,
+  both its edges moving the same way (``moved``): text that stays put (a sign, a shop front, a
+  painted marking, a sign the detector sometimes cuts short) is not a passing vehicle;
 * no other track that moved with it (the same vehicle) and whose reads agree on a plate sat
   lower: the plate is a vehicle's lowest text, lettering on the body and stickers ride above;
 * no event of the same camera gave the same plate, or one a character apart (changed or
