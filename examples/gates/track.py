@@ -1,11 +1,11 @@
 """Per-camera plate tracking with voting: one event per plate per pass.
 
 Each frame's reads (a box, the plate it shows or None, the recogniser's confidence and, without
-plate formats, its evidence for each look-alike character) join the camera's tracks: a read goes to the track whose box, moved on by the track's last step, overlaps
-it most (IoU; or lies close along its way, see ``match``), preferring a track whose leading
-plate it agrees with; a confident track does not take another plate's read. A track unseen
-for ``patience_s`` seconds of the stream (or ``patience_frames`` frames) is closed and becomes
-an event only when
+plate formats, its evidence for each look-alike character) join the camera's tracks: a read
+goes to the track whose box, moved on by the track's last step, overlaps it most (IoU; or lies
+close along its way, see ``match``), preferring a track whose leading plate it agrees with; a
+confident track does not take another plate's read. A track unseen for ``patience_s`` seconds
+of the stream (or ``patience_frames`` frames) is closed and becomes an event only when
 
 * ``min_votes`` of its reads agree on the plate: reads that differ only in look-alikes (0/O,
   1/I...) are one *reading* (``plates.fold``); the reading with the highest summed confidence
