@@ -114,6 +114,9 @@ class TrackRules:
     min_consensus: int = 4  # reads behind a reading pieced together character by character
     max_doubt: float = 0.4  # the most of the evidence a look-alike left unchosen may hold
     hold_s: float = 60.0  # how long an unsure track waits for the learnt shapes to settle it
+    # Send a track's event while it is still open, once this many reads agree and every other
+    # rule holds (None: when it closes).
+    early_votes: int | None = 5
     min_travel: float = 1.0  # box heights
     dedupe_s: float = 3.0
 
@@ -210,6 +213,7 @@ class Track:
     travel: float = 0.0  # the farthest the box got from where it was first seen
     height: float = 0.0  # the largest box height
     path: dict[int, Rect] = field(default_factory=dict)  # frame: box
+    sent: str | None = None  # the reading its event went out for while it was open (early)
 
     def add(self, text: str, confidence: float, evidence: plates.Evidence = ()) -> None:
         """Count one read of the plate: its reading's vote and confidence, and at each
@@ -458,6 +462,12 @@ def update(
             best.add(text, conf, evidence)
         labelled.append((best.ident, rect, best.text))
     events = []
+    if rules.early_votes is not None:
+        for track in state.tracks:
+            if track.sent is None and track.last_frame == frame:
+                event = close(state, camera, track, rules, early=True)
+                if event is not None:
+                    events.append(event)
     for track in list(state.tracks):
         gap = frame - track.last_frame
         if gap > 0 and (time - track.last_time >= rules.patience_s or gap >= rules.patience_frames):
@@ -484,16 +494,27 @@ def close(
     rules: TrackRules = DEFAULT_TRACK_RULES,
     *,
     retry: bool = False,
+    early: bool = False,
 ) -> dict[str, Any] | None:
     """The event of a finished track, or None (counted) when the rules leave it out. A track
     left unsure by look-alikes is held in ``state.unsure`` when shapes are learnt, and closed
-    again (``retry``) once they have changed."""
+    again (``retry``) once they have changed. ``early``: the same rules on a track still open,
+    which gives its event now when they all hold (``early_votes`` agreeing reads), else None
+    (nothing counted: the track is decided when it closes)."""
     key = track.key
     counts = state.counts
+    if track.sent is not None and not early and (key is None or near_miss(key, track.sent)):
+        # Its event went out early: the pass is over. (Had another plate taken the track over
+        # since, it is decided as any other track.)
+        state.recent[track.sent] = (track.last_time, track.votes[track.sent])
+        state.closed.append(track)
+        return None
     if key is None:
         counts.few_votes += 1
         return None
     votes, confidence, forms = track.votes[key], track.confidence[key], track.forms[key]
+    if early and (rules.early_votes is None or votes < rules.early_votes):
+        return None
     if votes < rules.min_votes:
         # Reads that never agree whole may still agree character by character.
         agreed = track.consensus()
@@ -502,7 +523,8 @@ def close(
             return None
         key, votes, confidence, forms = agreed
     if track.travel < rules.min_travel * track.height:
-        counts.static += 1
+        if not early:
+            counts.static += 1
         return None
     text = resolve(key, forms)
     settled = state.shapes.kinds(key) if state.shapes is not None else None
@@ -512,9 +534,10 @@ def close(
             t if kind is None else plates.TO_LETTER[c] if kind == "L" else c
             for t, c, kind in zip(text, key, settled, strict=True)
         )
-    if doubt(forms, settled) > rules.max_doubt:
+    # Early, the evidence has yet to pile up: half the doubt allowed at the close.
+    if doubt(forms, settled) > rules.max_doubt / (2 if early else 1):
         # The reads split between a digit and its look-alike letter: a guess, not a read.
-        if not retry:
+        if not retry and not early:
             counts.unsure += 1
             if state.shapes is not None:
                 state.unsure.append(track)
@@ -533,7 +556,10 @@ def close(
         and same_vehicle(track, other)
         and lower(other, track)
     ]
-    state.closed.append(track)
+    if early and below:
+        return None
+    if not early:
+        state.closed.append(track)
     if below:
         # Text riding on a vehicle above another plausible plate on it: lettering on the
         # body, a sticker; the plate is the lowest text of a vehicle.
@@ -548,6 +574,8 @@ def close(
         for t in state.tracks
         if t is not track and (o := t.key) is not None and near_miss(o, key) and t.votes[o] > votes
     ]
+    if early and (seen_same is not None or similar):
+        return None
     if seen_same is not None or similar:
         counts.duplicates += 1
         if seen_same is not None:
@@ -556,6 +584,8 @@ def close(
     state.recent[key] = (track.last_time, votes)
     if state.shapes is not None:
         state.shapes.learn(key)
+    if early:
+        track.sent = key
     counts.events += 1
     return {
         "camera": camera,

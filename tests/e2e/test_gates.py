@@ -287,6 +287,7 @@ def _pass(
         read: track.Read = (rect, text, confidence, evidence)
         events += track.update(state, "cam", start + i, (start + i) / 10, [read])[1]
     for t in list(state.tracks):
+        state.tracks.remove(t)  # as the tracker does when a track closes
         if (event := track.close(state, "cam", t)) is not None:
             events.append(event)
     return events
@@ -385,3 +386,35 @@ def test_a_plate_held_as_unsure_is_sent_once_later_plates_settle_its_look_alike(
     assert [e["plate"] for e in events] == ["7MRX49", "4KTR73", "0LTM98"]
     assert events[-1]["first_frame"] == 0
     assert state.counts.unsure == 0
+
+
+def test_the_event_goes_out_once_the_plate_is_read_surely_and_once_per_pass() -> None:
+    state = track.CameraState()
+    sent_at = []
+    for i in range(20):
+        reads: list[track.Read] = [((25 * i, 100, 25 * i + 100, 120), "AB12CDE", 0.9)]
+        for event in track.update(state, "cam", i, i / 10, reads)[1]:
+            sent_at.append((i, event))
+    after = []
+    for t in list(state.tracks):
+        if (event := track.close(state, "cam", t)) is not None:
+            after.append(event)
+    # Sent on the frame its fifth agreeing read came in, while the plate is still in view;
+    # closing the track sends nothing more.
+    assert [(i, e["plate"], e["last_frame"], e["reads"]) for i, e in sent_at] == [
+        (4, "AB12CDE", 4, 5)
+    ]
+    assert after == []
+    assert state.counts.events == 1
+    assert state.counts.duplicates == 0
+    # Without early events, the same pass gives its event when the track closes.
+    late = track.CameraState()
+    rules = track.TrackRules(early_votes=None)
+    events = []
+    for i in range(20):
+        reads = [((25 * i, 100, 25 * i + 100, 120), "AB12CDE", 0.9)]
+        events += track.update(late, "cam", i, i / 10, reads, rules)[1]
+    assert events == []
+    assert [
+        e["last_frame"] for t in list(late.tracks) if (e := track.close(late, "cam", t, rules))
+    ] == [19]
