@@ -16,9 +16,10 @@ of the stream (or ``patience_frames`` frames) is closed and becomes an event onl
   without formats) or else the recogniser's evidence summed over the reads say; when that
   evidence is a near toss-up (over ``max_doubt`` for the form not chosen) the track is held as
   unsure, and sent only if shapes learnt later settle it;
-* the box travelled at least ``min_travel`` of its own heights between its first and last read,
-  both its edges moving the same way (``moved``): text that stays put (a sign, a shop front, a
-  painted marking, a sign the detector sometimes cuts short) is not a passing vehicle;
+* the box travelled at least ``min_travel`` of its own heights from its first sighting, on two
+  sightings at least, both its edges moving the same way (``moved``): text that stays put (a
+  sign, a shop front, a painted marking, a sign the detector sometimes cuts short or a passing
+  car's box joins once) is not a passing vehicle;
 * no other track that moved with it (the same vehicle) and whose reads agree on a plate sat
   lower: the plate is a vehicle's lowest text, lettering on the body and stickers ride above;
 * no event of the same camera gave the same plate, or one a character apart (changed or
@@ -116,7 +117,7 @@ class TrackRules:
     hold_s: float = 60.0  # how long an unsure track waits for the learnt shapes to settle it
     # Send a track's event while it is still open, once this many reads agree and every other
     # rule holds (None: when it closes).
-    early_votes: int | None = 5
+    early_votes: int | None = None
     min_travel: float = 1.0  # box heights
     dedupe_s: float = 3.0
 
@@ -210,10 +211,18 @@ class Track:
     reads: int = 0
     step: tuple[float, float] = (0.0, 0.0)  # the box's last move per frame
     origin: Rect = (0, 0, 0, 0)
-    travel: float = 0.0  # the farthest the box got from where it was first seen
+    # The two farthest the box got from where it was first seen; it travelled as far as the
+    # nearer of them: one stray box joining the track (a passing car's text next to a sign)
+    # does not make it move.
+    farthest: tuple[float, float] = (0.0, 0.0)
     height: float = 0.0  # the largest box height
     path: dict[int, Rect] = field(default_factory=dict)  # frame: box
     sent: str | None = None  # the reading its event went out for while it was open (early)
+
+    @property
+    def travel(self) -> float:
+        """How far the box moved: the second farthest it got from where it was first seen."""
+        return self.farthest[1]
 
     def add(self, text: str, confidence: float, evidence: plates.Evidence = ()) -> None:
         """Count one read of the plate: its reading's vote and confidence, and at each
@@ -455,7 +464,9 @@ def update(
         best.rect = rect
         best.last_frame, best.last_time = frame, time
         best.reads += 1
-        best.travel = max(best.travel, moved(best.origin, rect))
+        far = moved(best.origin, rect)
+        if far > best.farthest[1]:
+            best.farthest = (max(far, best.farthest[0]), min(far, best.farthest[0]))
         best.height = max(best.height, float(rect[3] - rect[1]))
         best.path[frame] = rect
         if text is not None:
@@ -513,7 +524,7 @@ def close(
         counts.few_votes += 1
         return None
     votes, confidence, forms = track.votes[key], track.confidence[key], track.forms[key]
-    if early and (rules.early_votes is None or votes < rules.early_votes):
+    if early and (rules.early_votes is None or votes < max(rules.early_votes, rules.min_votes)):
         return None
     if votes < rules.min_votes:
         # Reads that never agree whole may still agree character by character.
