@@ -581,9 +581,9 @@ def gates_accuracy_section(acc: dict[str, Any]) -> list[str]:
     seeds = ", ".join(str(s) for s in acc["levels"][0]["seeds"])
     speed = (
         "; frames/s at least 0.9 of the two models alone on the same frames and the crops the "
-        "pipeline reads (timed just before and after the run with formats)"
+        "pipeline reads (timed just before and after the run with formats)."
         if timed
-        else " (frames/s: see [the flagship](#the-flagship-gate-cameras), measured on its own)"
+        else ". Frames/s: see [the flagship](#the-flagship-gate-cameras), measured on its own."
     )
     return [
         "## The flagship's accuracy",
