@@ -1,14 +1,17 @@
 """The flagship's accuracy per difficulty level, and its speed against the models alone.
 
 For each level of ``examples/gates/synth.py`` (easy, medium, hard) it generates fresh clips
-(seeds the rules were not tuned on), runs the pipeline twice, with the plate formats the clips
+(seeds 31-35: the rules were written looking at seeds 3, 7, 11-16, 21 and 22, never these;
+five seeds of 3 cameras x 10 s show about 50 plates per level, so that one wrong event is 2%),
+runs the pipeline twice, with the plate formats the clips
 use (as ``make demo`` does) and with none (any plausible plate), and scores each run against the
 ground truth: plates read correctly, wrong events, duplicates. It also times the first run
 against the two models alone, back to back on the same frames and the crops the pipeline reads
-(``bench_gates.bound(skip_still=True)``), measured just before and just after the run.
+(``bench_gates.bound(skip_still=True)``), measured just before and just after the run
+(``--no-bound`` leaves that out: ``bench_gates.py`` measures the speed properly).
 
-    python benchmarks/bench_gates_accuracy.py [--cameras 3] [--seconds 10] [--seeds 11 12]
-        [--levels easy medium hard] [--json benchmarks/results/gates_accuracy.json]
+    python benchmarks/bench_gates_accuracy.py [--cameras 3] [--seconds 10] [--seeds 31 ... 35]
+        [--levels easy medium hard] [--no-bound] [--json benchmarks/results/gates_accuracy.json]
 """
 
 from __future__ import annotations
@@ -36,13 +39,25 @@ from examples.gates import app, plates, run, synth, track
 GOALS = {"easy": 0.95, "medium": 0.95, "hard": 0.90}
 
 
+SEEDS = [31, 32, 33, 34, 35]
+
+
 async def one_level(
-    level: str, seeds: list[int], cameras: int, seconds: float, det: Any, rec: Any, url: str
+    level: str,
+    seeds: list[int],
+    cameras: int,
+    seconds: float,
+    det: Any,
+    rec: Any,
+    url: str,
+    *,
+    with_bound: bool = True,
 ) -> dict[str, Any]:
     result: dict[str, Any] = {"level": level, "seeds": seeds}
     totals: dict[str, dict[str, Any]] = {}
     fps: list[float] = []
     bounds: list[float] = []
+    per_seed: list[dict[str, Any]] = []
     for seed in seeds:
         out = Path(tempfile.mkdtemp(prefix=f"aioflow-gates-{level}-"))
         videos, _, drawn = synth.make_dataset(
@@ -56,7 +71,7 @@ async def one_level(
 
         for mode, formats in (("formats", plates.parse_formats(",".join(drawn))), ("any", ())):
             summary = app.Summary()
-            if mode == "formats":
+            if mode == "formats" and with_bound:
                 # The bound just before and just after the run: the machine's load drifts.
                 before = await bound()
                 rate = await bench_gates.pipeline(out, videos, url, formats, summary)
@@ -81,21 +96,26 @@ async def one_level(
             shown = {(c, p) for c, ps in truth.items() for p in ps}
             read = {(e["camera"], e["plate"]) for e in summary.events}
             total.setdefault("missed", []).extend(f"{c} {p}" for c, p in sorted(shown - read))
-            print(f"  {level} seed {seed} {mode:8} {score} at {rate:.1f} frames/s")
+            per_seed.append({"seed": seed, "mode": mode, "score": str(score)})
+            print(f"  {level} seed {seed} {mode:8} {score} at {rate:.1f} frames/s", flush=True)
     result["modes"] = totals
     result["frames_per_s"] = fps
     result["bound_frames_per_s"] = bounds
     result["of_bound"] = [a / b for a, b in zip(fps, bounds, strict=True)]
+    result["per_seed"] = per_seed
     return result
 
 
 async def measure(
-    levels: list[str], seeds: list[int], cameras: int, seconds: float
+    levels: list[str], seeds: list[int], cameras: int, seconds: float, *, with_bound: bool = True
 ) -> list[dict[str, Any]]:
     det, rec = bench_gates.sessions()
     runner, url, _ = await run.serve_webhook(0.05)
     try:
-        return [await one_level(lv, seeds, cameras, seconds, det, rec, url) for lv in levels]
+        return [
+            await one_level(lv, seeds, cameras, seconds, det, rec, url, with_bound=with_bound)
+            for lv in levels
+        ]
     finally:
         await runner.cleanup()
 
@@ -105,7 +125,7 @@ def print_results(results: list[dict[str, Any]]) -> None:
     for r in results:
         for mode, t in r["modes"].items():
             share = t["correct"] / max(t["shown"], 1)
-            ratio = sum(r["of_bound"]) / len(r["of_bound"])
+            ratio = sum(r["of_bound"]) / len(r["of_bound"]) if r["of_bound"] else float("nan")
             print(
                 f"{r['level']:7} {mode:8} {t['correct']:3d}/{t['shown']:<3d}{share:4.0%} "
                 f"{t['wrong']:3d}/{t['events']:<3d} {t['duplicates']:3d} {ratio:8.2f}"
@@ -115,14 +135,16 @@ def print_results(results: list[dict[str, Any]]) -> None:
 
 def run_benchmark(*, quick: bool) -> dict[str, Any]:
     """For ``benchmarks/run_all.py``: quick, one camera x 6 s and one seed per level; full,
-    three cameras x 10 s and two seeds."""
-    cameras, seconds, seeds = (1, 6.0, [11]) if quick else (3, 10.0, [11, 12])
+    three cameras x 10 s and five seeds."""
+    cameras, seconds, seeds = (1, 6.0, SEEDS[:1]) if quick else (3, 10.0, SEEDS)
     results = af.run(measure(list(GOALS), seeds, cameras, seconds))
     return {"cameras": cameras, "seconds": seconds, "levels": results}
 
 
 async def main(args: argparse.Namespace) -> None:
-    results = await measure(args.levels, args.seeds, args.cameras, args.seconds)
+    results = await measure(
+        args.levels, args.seeds, args.cameras, args.seconds, with_bound=args.bound
+    )
     print_results(results)
     if args.json:
         import onnxruntime
@@ -147,7 +169,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cameras", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[11, 12])
+    parser.add_argument("--seeds", type=int, nargs="+", default=SEEDS)
     parser.add_argument("--levels", nargs="+", choices=list(synth.LEVELS), default=list(GOALS))
+    parser.add_argument("--bound", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--json")
     af.run(main(parser.parse_args()))

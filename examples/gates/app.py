@@ -135,9 +135,20 @@ def build(
     def read_text(item: dict[str, Any]) -> dict[str, Any]:
         if item["n"] == 0:
             return item
-        raw, confidence = decoder(item["probs"])
+        raw, confidence, evidence = decoder.read(item["probs"])
         text = plates.normalise(raw, formats)
-        return {**item, "probs": None, "raw": raw, "text": text, "confidence": confidence}
+        # Without formats the read is the plate as read, so the recogniser's evidence for each
+        # look-alike character goes with it (the tracker weighs it across the track's reads);
+        # a format has already said which kind each position holds.
+        evidence = evidence if not formats and text is not None else ()
+        return {
+            **item,
+            "probs": None,
+            "raw": raw,
+            "text": text,
+            "confidence": confidence,
+            "evidence": evidence,
+        }
 
     @af.block(key=camera, state=list)
     async def regroup(item: dict[str, Any], pending: list[dict[str, Any]]) -> Any:
@@ -154,13 +165,17 @@ def build(
         }
         pending.clear()
 
+    # Without formats, the cameras learn plate shapes together (``track.Shapes``): a site's
+    # cameras see the same few formats.
+    shapes = track.Shapes() if not formats else None
+
     class PlateTracker(af.Block):
         """One event per passing plate, per camera (``track.py``)."""
 
         key = staticmethod(camera)
 
         def create_state(self, key: Any) -> track.CameraState:
-            return track.CameraState()
+            return track.CameraState(shapes=shapes)
 
         async def process(self, item: dict[str, Any], state: track.CameraState) -> Any:
             frame = item["frame"]
@@ -177,7 +192,7 @@ def build(
                         counts.off_format += 1
                     else:
                         counts.unread += 1
-                reads.append((read["box"].rect, read["text"], read["confidence"]))
+                reads.append((read["box"].rect, read["text"], read["confidence"], read["evidence"]))
             counts.held += len(item["held"])
             reads += [(rect, None, 0.0) for rect in item["held"]]
             labelled, events = track.update(

@@ -22,6 +22,8 @@ import numpy as np
 
 from aioflow import wire
 
+from . import plates
+
 DET_MODEL = "PP-OCRv6_det_small.onnx"
 REC_MODEL = "PP-OCRv6_rec_small.onnx"
 SHA256 = {
@@ -165,21 +167,48 @@ class CtcDecoder:
         self.classes = ["", *characters, " "]
         keep = [0] + [i + 1 for i, c in enumerate(characters) if c in allowed]
         self.keep = np.array(keep)
+        column = {self.classes[k]: j for j, k in enumerate(keep)}
+        # For each character with a look-alike: the columns of its digit and its letter form.
+        self.pairs = {
+            c: (column[d], column[letter])
+            for d, letter in plates.LOOK_ALIKE
+            if d in column and letter in column
+            for c in (d, letter)
+        }
 
     def __call__(self, probs: np.ndarray) -> tuple[str, float]:
         """Text and mean confidence from one [T, classes] probability matrix."""
+        text, confidence, _ = self.read(probs)
+        return text, confidence
+
+    def read(self, probs: np.ndarray) -> tuple[str, float, plates.Evidence]:
+        """Text, mean confidence and, for each character that has a look-alike (0/O, 1/I,
+        8/B, 5/S, 2/Z, 6/G), how much the recogniser saw each of the two: its probabilities of
+        the digit and of the letter, averaged over the time steps the character spans (None for
+        the other characters)."""
         sub = probs[:, self.keep]
         best = sub.argmax(axis=1)
         conf = sub.max(axis=1)
-        text = []
-        scores = []
+        text: list[str] = []
+        scores: list[float] = []
+        evidence: list[tuple[float, float] | None] = []
         previous = -1
-        for t, k in enumerate(best):
-            if k != previous and k != 0:
-                text.append(self.classes[self.keep[k]])
-                scores.append(float(conf[t]))
-            previous = k
-        return "".join(text), float(np.mean(scores)) if scores else 0.0
+        start = 0
+        for t, k in enumerate([*best.tolist(), -1]):
+            if k == previous:
+                continue
+            if previous > 0:  # a character's run ends at t
+                c = self.classes[self.keep[previous]]
+                text.append(c)
+                scores.append(float(conf[start]))
+                pair = self.pairs.get(c)
+                if pair is None:
+                    evidence.append(None)
+                else:
+                    mean = sub[start:t, list(pair)].mean(axis=0)
+                    evidence.append((float(mean[0]), float(mean[1])))
+            previous, start = k, t
+        return "".join(text), float(np.mean(scores)) if scores else 0.0, tuple(evidence)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,9 @@ LOOK_ALIKE = (("0", "O"), ("1", "I"), ("8", "B"), ("5", "S"), ("2", "Z"), ("6", 
 TO_LETTER = dict(LOOK_ALIKE)
 TO_DIGIT = {c: d for d, c in LOOK_ALIKE}
 MIN_LENGTH, MAX_LENGTH = 4, 10
+# Per character of a read: the recogniser's probabilities of the digit and of the letter form of
+# a look-alike character, or None for a character without a look-alike.
+Evidence = tuple[tuple[float, float] | None, ...]
 
 
 def _alnum(text: str) -> str:
@@ -121,6 +124,12 @@ def normalise(text: str, formats: tuple[PlateFormat, ...]) -> str | None:
     fewest = min(changes for _, changes in fits)
     best = {plate for plate, changes in fits if changes == fewest}
     return best.pop() if len(best) == 1 else None
+
+
+def fold(text: str) -> str:
+    """The read with each look-alike letter replaced by its digit (``OLTM98`` -> ``0LTM98``):
+    reads of one plate that differ only in look-alikes fold to one text."""
+    return "".join(TO_DIGIT.get(c, c) for c in text)
 
 
 def same_plate(a: str, b: str) -> bool:

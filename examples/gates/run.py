@@ -87,6 +87,7 @@ async def run_pipeline(
     webhook: str | None = None,
     webhook_delay: float = 0.05,
     live: bool | None = None,
+    track_rules: track.TrackRules = track.DEFAULT_TRACK_RULES,
 ) -> Result:
     """Run the pipeline on ``sources`` (what ``video_source`` takes), POSTing to ``webhook`` or,
     when None, to a stand-in served on loopback."""
@@ -97,7 +98,12 @@ async def run_pipeline(
     summary = app.Summary()
     try:
         pipe = app.build(
-            out=out, webhook=webhook, formats=formats, events_file=events_file, summary=summary
+            out=out,
+            webhook=webhook,
+            formats=formats,
+            events_file=events_file,
+            summary=summary,
+            track_rules=track_rules,
         )
         source = video.video_source(sources, live=live)
         t0 = time.perf_counter()
@@ -129,6 +135,7 @@ async def run_demo(
     webhook_delay: float = 0.05,
     events_file: Path | None = None,
     formats: tuple[plates.PlateFormat, ...] | None = None,
+    track_rules: track.TrackRules = track.DEFAULT_TRACK_RULES,
 ) -> Result:
     """Generate the videos, serve the webhook, run with ``formats`` (default: the formats the
     generator drew)."""
@@ -143,6 +150,7 @@ async def run_demo(
         events_file=events_file,
         truth=truth,
         webhook_delay=webhook_delay,
+        track_rules=track_rules,
     )
 
 
@@ -165,7 +173,8 @@ def report(result: Result) -> None:
         f"plate's shape, {c.not_plate_ground} without a plate's ground, {c.held} of still "
         f"text not read again\n{c.unread} crops unread, {c.off_format} reads fitting no plate "
         f"format (dropped)\n{c.tracks} tracks: {c.few_votes} with too few agreeing reads, "
-        f"{c.static} not moving, {c.on_vehicle} above a plate on its vehicle, "
+        f"{c.static} not moving, {c.unsure} unsure of a look-alike (0 or O...), "
+        f"{c.on_vehicle} above a plate on its vehicle, "
         f"{c.duplicates} duplicates, {c.events} events"
     )
     shown = None if result.truth is None else result.truth
@@ -190,6 +199,7 @@ async def main(args: argparse.Namespace) -> int:
     if events_file is not None:
         events_file.parent.mkdir(parents=True, exist_ok=True)
         events_file.write_text("")
+    rules = track.TrackRules(early_votes=args.early)
     if args.source:
         truth = None
         if args.ground_truth:
@@ -202,6 +212,7 @@ async def main(args: argparse.Namespace) -> int:
             truth=truth,
             webhook=args.webhook,
             webhook_delay=args.webhook_delay,
+            track_rules=rules,
         )
     else:
         print(
@@ -217,6 +228,7 @@ async def main(args: argparse.Namespace) -> int:
             webhook_delay=args.webhook_delay,
             events_file=events_file,
             formats=args.plate_format or None,
+            track_rules=rules,
         )
         if args.ground_truth:
             result.truth = load_truth(Path(args.ground_truth))
@@ -253,6 +265,19 @@ def plate_formats(spec: str) -> tuple[plates.PlateFormat, ...]:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
+def early_votes(text: str) -> int:
+    """``--early N``: a whole number of reads, at least the ``min_votes`` an event needs."""
+    least = track.DEFAULT_TRACK_RULES.min_votes
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < least:
+        msg = f"{text!r}: a number of agreeing reads, at least {least}"
+        raise argparse.ArgumentTypeError(msg)
+    return n
+
+
 def parser(prog: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=(__doc__ or "").splitlines()[0])
     p.add_argument(
@@ -278,6 +303,15 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
         "--ground-truth", metavar="FILE", help="score the run against {camera: [plates]} JSON"
     )
     p.add_argument("--webhook", help="POST events there (default: a stand-in on loopback)")
+    p.add_argument(
+        "--early",
+        type=early_votes,
+        default=None,
+        metavar="N",
+        help="send a plate's event once N reads agree, while it is still in view (default: "
+        "when its track closes, 0.5 s after the plate was last seen; early events cost some "
+        "wrong events, see docs/gates.md)",
+    )
     p.add_argument("--cameras", type=int, default=3)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--level", choices=list(synth.LEVELS), default="medium")

@@ -1,17 +1,25 @@
 """Per-camera plate tracking with voting: one event per plate per pass.
 
-Each frame's reads (a box, the plate it shows or None, the recogniser's confidence) join the
-camera's tracks: a read goes to the track whose box, moved on by the track's last step, overlaps
-it most (IoU; or lies close along its way, see ``match``), preferring a track whose leading
-plate it agrees with; a confident track does not take another plate's read. A track unseen
-for ``patience_s`` seconds of the stream (or ``patience_frames`` frames) is closed and becomes
-an event only when
+Each frame's reads (a box, the plate it shows or None, the recogniser's confidence and, without
+plate formats, its evidence for each look-alike character) join the camera's tracks: a read
+goes to the track whose box, moved on by the track's last step, overlaps it most (IoU; or lies
+close along its way, see ``match``), preferring a track whose leading plate it agrees with; a
+confident track does not take another plate's read. A track unseen for ``patience_s`` seconds
+of the stream (or ``patience_frames`` frames) is closed and becomes an event only when
 
-* ``min_votes`` of its reads agree on the plate (the plate with the highest summed confidence
-  wins, reads of it cut short by one character at either end counting for it): one misread
-  frame, or a sign misread once, makes no event;
-* the box travelled at least ``min_travel`` of its own heights between its first and last read:
-  text that stays put (a sign, a shop front, a painted marking) is not a passing vehicle;
+* ``min_votes`` of its reads agree on the plate: reads that differ only in look-alikes (0/O,
+  1/I...) are one *reading* (``plates.fold``); the reading with the highest summed confidence
+  wins, reads of it cut short by one character at either end counting for it; failing that,
+  ``min_consensus`` reads within one character of what their characters agree on by majority
+  (``Track.consensus``). One or two misread frames, or a sign misread twice, make no event;
+* each look-alike position is the digit or the letter as the learnt plate shapes (``Shapes``,
+  without formats) or else the recogniser's evidence summed over the reads say; when that
+  evidence is a near toss-up (over ``max_doubt`` for the form not chosen) the track is held as
+  unsure, and sent only if shapes learnt later settle it;
+* the box travelled at least ``min_travel`` of its own heights from its first sighting, on two
+  sightings at least, both its edges moving the same way (``moved``): text that stays put (a
+  sign, a shop front, a painted marking, a sign the detector sometimes cuts short or a passing
+  car's box joins once) is not a passing vehicle;
 * no other track that moved with it (the same vehicle) and whose reads agree on a plate sat
   lower: the plate is a vehicle's lowest text, lettering on the body and stickers ride above;
 * no event of the same camera gave the same plate, or one a character apart (changed or
@@ -27,6 +35,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+
+from . import plates
 
 Rect = tuple[int, int, int, int]
 
@@ -60,6 +70,20 @@ def match(rect: Rect, predicted: Rect, gap: int) -> float:
     return overlap
 
 
+def moved(origin: Rect, rect: Rect) -> float:
+    """How far a box moved from ``origin``: along each axis, the smaller shift of its two edges
+    when both shifted the same way, else none. A box that only grew or shrank on one side (the
+    detector cut a sign's text short, or its height flickered) did not move."""
+
+    def shift(a0: int, a1: int, b0: int, b1: int) -> float:
+        d0, d1 = b0 - a0, b1 - a1
+        return float(min(abs(d0), abs(d1))) if d0 * d1 > 0 else 0.0
+
+    dx = shift(origin[0], origin[2], rect[0], rect[2])
+    dy = shift(origin[1], origin[3], rect[1], rect[3])
+    return float((dx * dx + dy * dy) ** 0.5)
+
+
 def near_miss(a: str, b: str) -> bool:
     """Whether two reads may be one plate: one character changed, one missing, or the one
     the other cut short at either end (``EET7`` of ``FLEET7``)."""
@@ -87,7 +111,13 @@ class TrackRules:
 
     patience_s: float = 0.5
     patience_frames: int = 50  # also closes a track, for streams whose clock stands still
-    min_votes: int = 2
+    min_votes: int = 3
+    min_consensus: int = 4  # reads behind a reading pieced together character by character
+    max_doubt: float = 0.4  # the most of the evidence a look-alike left unchosen may hold
+    hold_s: float = 60.0  # how long an unsure track waits for the learnt shapes to settle it
+    # Send a track's event while it is still open, once this many reads agree and every other
+    # rule holds (None: when it closes).
+    early_votes: int | None = None
     min_travel: float = 1.0  # box heights
     dedupe_s: float = 3.0
 
@@ -111,6 +141,7 @@ class Counts:
     few_votes: int = 0  # tracks closed without min_votes agreeing reads
     static: int = 0  # tracks whose text did not move
     on_vehicle: int = 0  # tracks of text riding above a plate on the same vehicle
+    unsure: int = 0  # tracks whose reads left a look-alike (0 or O...) undecided
     duplicates: int = 0  # tracks of a plate an event was already sent for
     events: int = 0
 
@@ -171,24 +202,50 @@ class Track:
     last_frame: int
     first_time: float
     last_time: float
+    # Per reading (a read folded: look-alike letters as their digits, ``plates.fold``): the
+    # reads, their summed confidence, and per position the summed evidence of the digit and of
+    # the letter form where the position holds a look-alike.
     votes: Counter[str] = field(default_factory=Counter)
     confidence: dict[str, float] = field(default_factory=dict)
+    forms: dict[str, list[list[float]]] = field(default_factory=dict)
     reads: int = 0
     step: tuple[float, float] = (0.0, 0.0)  # the box's last move per frame
-    origin: tuple[float, float] = (0.0, 0.0)
-    travel: float = 0.0  # the farthest the box got from where it was first seen
+    origin: Rect = (0, 0, 0, 0)
+    # The two farthest the box got from where it was first seen; it travelled as far as the
+    # nearer of them: one stray box joining the track (a passing car's text next to a sign)
+    # does not make it move.
+    farthest: tuple[float, float] = (0.0, 0.0)
     height: float = 0.0  # the largest box height
     path: dict[int, Rect] = field(default_factory=dict)  # frame: box
-
-    def decided(self, rules: TrackRules) -> str | None:
-        """The track's plate when enough reads agree on it, else None."""
-        text = self.text
-        return text if text is not None and self.votes[text] >= rules.min_votes else None
+    sent: str | None = None  # the reading its event went out for while it was open (early)
 
     @property
-    def text(self) -> str | None:
-        """The plate the reads agree on: the read with the highest summed confidence, counting
-        for it also the reads of it cut short by one character at either end."""
+    def travel(self) -> float:
+        """How far the box moved: the second farthest it got from where it was first seen."""
+        return self.farthest[1]
+
+    def add(self, text: str, confidence: float, evidence: plates.Evidence = ()) -> None:
+        """Count one read of the plate: its reading's vote and confidence, and at each
+        look-alike position the recogniser's evidence for the digit and the letter (the read's
+        own character counting fully when the read carries no evidence)."""
+        key = plates.fold(text)
+        self.votes[key] += 1
+        self.confidence[key] = self.confidence.get(key, 0.0) + confidence
+        forms = self.forms.setdefault(key, [[0.0, 0.0] for _ in key])
+        for i, c in enumerate(text):
+            if c not in plates.TO_LETTER and c not in plates.TO_DIGIT:
+                continue
+            seen = evidence[i] if i < len(evidence) else None
+            digit, letter = seen if seen is not None else (float(c.isdigit()), float(c.isalpha()))
+            total = digit + letter
+            if total > 0:
+                forms[i][0] += digit / total
+                forms[i][1] += letter / total
+
+    @property
+    def key(self) -> str | None:
+        """The reading the reads agree on: the one with the highest summed confidence,
+        counting for it also the reads of it cut short by one character at either end."""
         if not self.votes:
             return None
 
@@ -200,11 +257,148 @@ class Track:
 
         return max(self.votes, key=weight)
 
+    @property
+    def text(self) -> str | None:
+        """The plate the reads agree on: the leading reading, each look-alike position the
+        digit or the letter as the recogniser's evidence summed over the reads says."""
+        key = self.key
+        return None if key is None else resolve(key, self.forms[key])
+
+    def doubt(self, settled: list[str | None] | None = None) -> float:
+        """How unsure the leading reading's look-alike positions are (see ``doubt``)."""
+        key = self.key
+        return 0.0 if key is None else doubt(self.forms[key], settled)
+
+    def consensus(self) -> tuple[str, int, float, list[list[float]]] | None:
+        """For a track whose reads never agree whole, the reading their characters agree on:
+        over the reads of the most common length, each position's character by a majority of
+        the summed confidence (None when a position has none), with the number of reads that
+        differ from it in one position at most, their summed confidence and their evidence for
+        its look-alikes. A plate
+        read ``EL2936``, ``LE2936``, ``LL2934``, ``LL2036`` is ``LL2936`` four times."""
+        if not self.votes:
+            return None
+        length = len(self.key or "")
+        same = [k for k in self.votes if len(k) == length]
+        total = sum(self.confidence[k] for k in same)
+        chars = []
+        for i in range(length):
+            weights: dict[str, float] = {}
+            for k in same:
+                weights[k[i]] = weights.get(k[i], 0.0) + self.confidence[k]
+            c = max(weights, key=lambda x: weights[x])
+            if 2 * weights[c] <= total:
+                return None
+            chars.append(c)
+        key = "".join(chars)
+        near = [k for k in same if sum(a != b for a, b in zip(k, key, strict=True)) <= 1]
+        forms = [[0.0, 0.0] for _ in key]
+        for k in near:
+            for i, f in enumerate(self.forms[k]):
+                if k[i] == key[i]:
+                    forms[i][0] += f[0]
+                    forms[i][1] += f[1]
+        return key, sum(self.votes[k] for k in near), sum(self.confidence[k] for k in near), forms
+
+    def decided(self, rules: TrackRules) -> str | None:
+        """The track's plate when enough reads agree on it, else None."""
+        key = self.key
+        return self.text if key is not None and self.votes[key] >= rules.min_votes else None
+
     def predicted(self, frame: int) -> Rect:
         gap = frame - self.last_frame
         dx, dy = self.step[0] * gap, self.step[1] * gap
         x0, y0, x1, y1 = self.rect
         return int(x0 + dx), int(y0 + dy), int(x1 + dx), int(y1 + dy)
+
+
+def resolve(key: str, forms: list[list[float]]) -> str:
+    """A reading's plate: each look-alike position the digit or the letter, as the evidence
+    summed in ``forms`` says."""
+    return "".join(
+        plates.TO_LETTER[c] if c in plates.TO_LETTER and f[1] > f[0] else c
+        for c, f in zip(key, forms, strict=True)
+    )
+
+
+def doubt(forms: list[list[float]], settled: list[str | None] | None = None) -> float:
+    """How unsure a reading's look-alike positions are: the largest share of the evidence that
+    went to the form not chosen (0: every read agreed, 0.5: a toss-up), leaving out the
+    positions ``settled`` says are settled otherwise."""
+    return max(
+        (
+            min(f) / sum(f)
+            for i, f in enumerate(forms)
+            if sum(f) > 0 and (settled is None or settled[i] is None)
+        ),
+        default=0.0,
+    )
+
+
+def shape(key: str) -> str:
+    """A reading's shape: ``L`` a letter, ``9`` a digit, ``?`` a look-alike (either)."""
+    return "".join(
+        "?" if c in plates.TO_LETTER else "9" if c.isdigit() else "L" if c.isalpha() else c
+        for c in key
+    )
+
+
+@dataclass
+class Shapes:
+    """The plate shapes read so far, to settle look-alike characters when no format is given.
+
+    Each event's reading adds its shape (letters, digits, and ``?`` where a look-alike leaves
+    the kind open, so only what the recogniser could tell apart is learnt). A later plate's
+    look-alike position takes the kind the learnt shapes agree on there: those of its length
+    that match it wherever both are sure, ``min_seen`` of them at least, none saying the other
+    kind. A site sees a few formats again and again, so the plates read plainly teach how
+    the others read: after ``7MRX29``, ``OLTM98`` reads ``0LTM98``. Where the shapes disagree
+    or say nothing, the recogniser's evidence decides.
+    """
+
+    min_seen: int = 2
+    seen: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def learnt(self) -> int:
+        """How many shapes were learnt: a change says to look at the held tracks again."""
+        return self.seen.total()
+
+    def learn(self, key: str) -> None:
+        self.seen[shape(key)] += 1
+
+    def kinds(self, key: str) -> list[str | None]:
+        """Per position of ``key``: ``"L"`` or ``"9"`` where the learnt shapes settle a
+        look-alike, else None."""
+        mine = shape(key)
+        fits = [
+            (s, n)
+            for s, n in self.seen.items()
+            if len(s) == len(mine)
+            and all(a == b or "?" in (a, b) for a, b in zip(s, mine, strict=True))
+        ]
+        # A shape tells only when it is sure where this one is sure on half the positions or
+        # more: shapes that are mostly look-alikes fit anything.
+        fits = [
+            (s, n)
+            for s, n in fits
+            if 2 * sum("?" not in (a, b) for a, b in zip(s, mine, strict=True)) >= len(mine)
+        ]
+        out: list[str | None] = []
+        for i, kind in enumerate(mine):
+            if kind != "?":
+                out.append(None)
+                continue
+            letter = sum(n for s, n in fits if s[i] == "L")
+            digit = sum(n for s, n in fits if s[i] == "9")
+            out.append(
+                "L"
+                if letter >= self.min_seen and not digit
+                else "9"
+                if digit >= self.min_seen and not letter
+                else None
+            )
+        return out
 
 
 @dataclass
@@ -216,9 +410,16 @@ class CameraState:
     recent: dict[str, tuple[float, int]] = field(default_factory=dict)  # plate: (time, votes)
     closed: list[Track] = field(default_factory=list)  # decided tracks of the last dedupe_s
     counts: Counts = field(default_factory=Counts)
+    # Without plate formats: the shapes learnt from the plates read (``Shapes``), which the
+    # cameras of one site share; None (with formats): the reads' own look-alikes stand.
+    shapes: Shapes | None = None
+    unsure: list[Track] = field(default_factory=list)  # held until the shapes settle them
+    checked: int = 0  # the shapes learnt when the held tracks were last looked at
 
 
-Read = tuple[Rect, str | None, float]  # box, plate (None: not one), confidence
+# A box, its plate (None: not one), the recogniser's confidence and, optionally, its evidence
+# for each look-alike character (``plates.Evidence``).
+Read = tuple[Rect, str | None, float] | tuple[Rect, str | None, float, plates.Evidence]
 
 
 def update(
@@ -232,23 +433,26 @@ def update(
     """Feed one frame's reads; return (the frame's labelled boxes, events of closed tracks)."""
     labelled: list[tuple[int, Rect, str | None]] = []
     free = list(state.tracks)
-    for rect, text, conf in reads:
+    for read in reads:
+        rect, text, conf = read[0], read[1], read[2]
+        evidence: plates.Evidence = read[3] if len(read) == 4 else ()
+        key = plates.fold(text) if text is not None else None
         best: Track | None = None
         best_score = 0.1
         for track in free:
             score = match(rect, track.predicted(frame), frame - track.last_frame)
-            leader = track.text
-            if text is not None and leader is not None:
-                if text == leader:
+            leader = track.key
+            if key is not None and leader is not None:
+                if key == leader:
                     score += 0.5
-                elif track.votes[leader] >= rules.min_votes and not near_miss(text, leader):
+                elif track.votes[leader] >= rules.min_votes and not near_miss(key, leader):
                     # A confident track does not take another plate's read: the car that just
                     # left and the one coming in through the same spot are different tracks.
                     continue
             if score > best_score:
                 best, best_score = track, score
         if best is None:
-            best = Track(state.next_id, rect, frame, frame, time, time, origin=centre(rect))
+            best = Track(state.next_id, rect, frame, frame, time, time, origin=rect)
             state.next_id += 1
             state.counts.tracks += 1
             state.tracks.append(best)
@@ -260,17 +464,21 @@ def update(
         best.rect = rect
         best.last_frame, best.last_time = frame, time
         best.reads += 1
-        cx, cy = centre(rect)
-        best.travel = max(
-            best.travel, ((cx - best.origin[0]) ** 2 + (cy - best.origin[1]) ** 2) ** 0.5
-        )
+        far = moved(best.origin, rect)
+        if far > best.farthest[1]:
+            best.farthest = (max(far, best.farthest[0]), min(far, best.farthest[0]))
         best.height = max(best.height, float(rect[3] - rect[1]))
         best.path[frame] = rect
         if text is not None:
-            best.votes[text] += 1
-            best.confidence[text] = best.confidence.get(text, 0.0) + conf
+            best.add(text, conf, evidence)
         labelled.append((best.ident, rect, best.text))
     events = []
+    if rules.early_votes is not None:
+        for track in state.tracks:
+            if track.sent is None and track.last_frame == frame:
+                event = close(state, camera, track, rules, early=True)
+                if event is not None:
+                    events.append(event)
     for track in list(state.tracks):
         gap = frame - track.last_frame
         if gap > 0 and (time - track.last_time >= rules.patience_s or gap >= rules.patience_frames):
@@ -278,22 +486,75 @@ def update(
             event = close(state, camera, track, rules)
             if event is not None:
                 events.append(event)
+    if state.unsure and state.shapes is not None and state.shapes.learnt != state.checked:
+        # Plates read since may have taught the shapes that settle a held track.
+        state.checked = state.shapes.learnt
+        for track in list(state.unsure):
+            if time - track.last_time > rules.hold_s:
+                state.unsure.remove(track)
+            elif (event := close(state, camera, track, rules, retry=True)) is not None:
+                state.unsure.remove(track)
+                events.append(event)
     return labelled, events
 
 
 def close(
-    state: CameraState, camera: str, track: Track, rules: TrackRules = DEFAULT_TRACK_RULES
+    state: CameraState,
+    camera: str,
+    track: Track,
+    rules: TrackRules = DEFAULT_TRACK_RULES,
+    *,
+    retry: bool = False,
+    early: bool = False,
 ) -> dict[str, Any] | None:
-    """The event of a finished track, or None (counted) when the rules leave it out."""
-    text = track.text
+    """The event of a finished track, or None (counted) when the rules leave it out. A track
+    left unsure by look-alikes is held in ``state.unsure`` when shapes are learnt, and closed
+    again (``retry``) once they have changed. ``early``: the same rules on a track still open,
+    which gives its event now when they all hold (``early_votes`` agreeing reads), else None
+    (nothing counted: the track is decided when it closes)."""
+    key = track.key
     counts = state.counts
-    if text is None or track.votes[text] < rules.min_votes:
+    if track.sent is not None and not early and (key is None or near_miss(key, track.sent)):
+        # Its event went out early: the pass is over. (Had another plate taken the track over
+        # since, it is decided as any other track.)
+        state.recent[track.sent] = (track.last_time, track.votes[track.sent])
+        state.closed.append(track)
+        return None
+    if key is None:
         counts.few_votes += 1
         return None
-    if track.travel < rules.min_travel * track.height:
-        counts.static += 1
+    votes, confidence, forms = track.votes[key], track.confidence[key], track.forms[key]
+    if early and (rules.early_votes is None or votes < max(rules.early_votes, rules.min_votes)):
         return None
-    votes = track.votes[text]
+    if votes < rules.min_votes:
+        # Reads that never agree whole may still agree character by character.
+        agreed = track.consensus()
+        if agreed is None or agreed[1] < rules.min_consensus:
+            counts.few_votes += 1
+            return None
+        key, votes, confidence, forms = agreed
+    if track.travel < rules.min_travel * track.height:
+        if not early:
+            counts.static += 1
+        return None
+    text = resolve(key, forms)
+    settled = state.shapes.kinds(key) if state.shapes is not None else None
+    if settled is not None:
+        # No format given: the shapes of the plates read so far settle look-alikes.
+        text = "".join(
+            t if kind is None else plates.TO_LETTER[c] if kind == "L" else c
+            for t, c, kind in zip(text, key, settled, strict=True)
+        )
+    # Early, the evidence has yet to pile up: half the doubt allowed at the close.
+    if doubt(forms, settled) > rules.max_doubt / (2 if early else 1):
+        # The reads split between a digit and its look-alike letter: a guess, not a read.
+        if not retry and not early:
+            counts.unsure += 1
+            if state.shapes is not None:
+                state.unsure.append(track)
+        return None
+    if retry:
+        counts.unsure -= 1
     for plate, (seen, _seen_votes) in list(state.recent.items()):
         if track.first_time - seen > rules.dedupe_s:
             del state.recent[plate]
@@ -306,30 +567,36 @@ def close(
         and same_vehicle(track, other)
         and lower(other, track)
     ]
-    state.closed.append(track)
+    if early and below:
+        return None
+    if not early:
+        state.closed.append(track)
     if below:
         # Text riding on a vehicle above another plausible plate on it: lettering on the
         # body, a sticker; the plate is the lowest text of a vehicle.
         counts.on_vehicle += 1
         return None
-    seen_same = state.recent.get(text)
-    similar = [v for p, (_, v) in state.recent.items() if near_miss(p, text) and v >= votes]
+    seen_same = state.recent.get(key)
+    similar = [v for p, (_, v) in state.recent.items() if near_miss(p, key) and v >= votes]
     # A track still open on the same plate (the detector split one plate into two boxes for a
     # few frames, or read it cut short) with more votes will send the event.
     similar += [
         t.votes[o]
         for t in state.tracks
-        if t is not track
-        and (o := t.text) is not None
-        and near_miss(o, text)
-        and t.votes[o] > votes
+        if t is not track and (o := t.key) is not None and near_miss(o, key) and t.votes[o] > votes
     ]
+    if early and (seen_same is not None or similar):
+        return None
     if seen_same is not None or similar:
         counts.duplicates += 1
         if seen_same is not None:
-            state.recent[text] = (track.last_time, max(votes, seen_same[1]))
+            state.recent[key] = (track.last_time, max(votes, seen_same[1]))
         return None
-    state.recent[text] = (track.last_time, votes)
+    state.recent[key] = (track.last_time, votes)
+    if state.shapes is not None:
+        state.shapes.learn(key)
+    if early:
+        track.sent = key
     counts.events += 1
     return {
         "camera": camera,
@@ -338,7 +605,7 @@ def close(
         "last_frame": track.last_frame,
         "time": round(track.first_time, 3),
         "reads": votes,
-        "confidence": round(track.confidence[text] / votes, 3),
+        "confidence": round(confidence / votes, 3),
     }
 
 

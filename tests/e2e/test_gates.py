@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import aioflow as af
-from examples.gates import plates, run, synth, track
+from examples.gates import ocr, plates, run, synth, track
 
 pytestmark = [pytest.mark.e2e]
 ROOT = Path(__file__).resolve().parents[2]
@@ -272,3 +272,163 @@ def test_a_source_that_is_not_video_is_one_error_line_and_status_2(tmp_path: Pat
     assert len(errors) == 1, done.stderr
     assert str(bogus) in errors[0]
     assert "Traceback" not in done.stderr
+
+
+Reading = tuple[str, float, plates.Evidence]  # text, confidence, evidence
+
+
+def _pass(
+    state: track.CameraState, reads: list[Reading], start: int = 0
+) -> list[dict[str, object]]:
+    """Feed one plate crossing the view, one read per frame, and close what is left."""
+    events = []
+    for i, (text, confidence, evidence) in enumerate(reads):
+        rect = (25 * i, 100, 25 * i + 100, 120)
+        read: track.Read = (rect, text, confidence, evidence)
+        events += track.update(state, "cam", start + i, (start + i) / 10, [read])[1]
+    for t in list(state.tracks):
+        state.tracks.remove(t)  # as the tracker does when a track closes
+        if (event := track.close(state, "cam", t)) is not None:
+            events.append(event)
+    return events
+
+
+def test_look_alikes_are_voted_per_character_by_the_recognisers_evidence() -> None:
+    # No format: the reads differ only in 0 or O at the first position; the recogniser saw a
+    # 0 more often and more surely. One event, with the 0, not one per spelling.
+    reads: list[Reading] = []
+    for i in range(8):
+        seen = (0.8, 0.2) if i % 3 else (0.45, 0.55)  # every third read leans to O
+        text = "0LTM98" if i % 3 else "OLTM98"
+        evidence = (seen, None, None, None, None, (1.0, 0.0))
+        reads.append((text, 0.9, evidence))
+    events = _pass(track.CameraState(shapes=track.Shapes()), reads)
+    assert [e["plate"] for e in events] == ["0LTM98"]
+    assert events[0]["reads"] == 8
+
+
+def test_a_plate_whose_reads_split_between_look_alikes_makes_no_event() -> None:
+    reads: list[Reading] = []
+    for i in range(8):
+        text = "0LTM98" if i % 2 else "OLTM98"
+        seen = (0.55, 0.45) if i % 2 else (0.45, 0.55)
+        evidence = (seen, None, None, None, None, (1.0, 0.0))
+        reads.append((text, 0.9, evidence))
+    state = track.CameraState(shapes=track.Shapes())
+    assert _pass(state, reads) == []
+    assert state.counts.unsure == 1
+
+
+def test_plates_read_plainly_teach_the_shape_of_the_others() -> None:
+    # No format: two plates of shape 9LLL99 without look-alikes, then one whose first
+    # character the recogniser is sure is an O. The shapes say it is a digit: 0LTM98.
+    state = track.CameraState(shapes=track.Shapes())
+    events = []
+    for n, plate in enumerate(["7MRX49", "4KTR73", "OLTM98"]):
+        evidence = tuple(
+            (0.05, 0.95) if c == "O" else (1.0, 0.0) if c in "98" else None for c in plate
+        )
+        events += _pass(state, [(plate, 0.95, evidence)] * 6, start=100 * n)
+    assert [e["plate"] for e in events] == ["7MRX49", "4KTR73", "0LTM98"]
+    # A camera without learnt shapes (or with plate formats given) keeps the read.
+    alone = _pass(track.CameraState(), [("OLTM98", 0.95, ())] * 6)
+    assert [e["plate"] for e in alone] == ["OLTM98"]
+
+
+def test_a_sign_whose_box_is_cut_short_now_and_then_is_not_moving() -> None:
+    state = track.CameraState()
+    events = []
+    for i in range(30):
+        # The detector sometimes finds only the sign's first word: its right edge jumps.
+        rect = (330, 84, 367 if i % 4 == 0 else 418, 99 + i % 2)
+        events += track.update(state, "cam", i, i / 10, [(rect, "SPEED30", 0.9)])[1]
+    for t in list(state.tracks):
+        if (event := track.close(state, "cam", t)) is not None:
+            events.append(event)
+    assert events == []
+    assert state.counts.static >= 1
+
+
+def test_the_decoder_reports_its_evidence_for_look_alike_characters() -> None:
+    characters = list("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+    decoder = ocr.CtcDecoder(characters)
+    classes = len(characters) + 2  # blank, the characters, space
+    probs = np.zeros((5, classes), np.float32)
+    column = {c: i + 1 for i, c in enumerate(characters)}
+    probs[0, column["O"]], probs[0, column["0"]] = 0.6, 0.4  # an O, nearly a 0
+    probs[1, 0] = 1.0  # blank
+    probs[2, column["K"]] = 1.0
+    probs[3, column["7"]] = 0.9
+    probs[3, 0] = 0.1
+    probs[4, column["7"]] = 1.0
+    text, confidence, evidence = decoder.read(probs)
+    assert text == "OK7"
+    assert evidence[0] == pytest.approx((0.4, 0.6))
+    assert evidence[1:] == (None, None)
+    assert decoder(probs) == (text, confidence)
+
+
+def test_a_plate_held_as_unsure_is_sent_once_later_plates_settle_its_look_alike() -> None:
+    state = track.CameraState(shapes=track.Shapes())
+    split: list[Reading] = []
+    for i in range(8):
+        text = "0LTM98" if i % 2 else "OLTM98"
+        seen = (0.55, 0.45) if i % 2 else (0.45, 0.55)
+        split.append((text, 0.9, (seen, None, None, None, None, (1.0, 0.0))))
+    events = _pass(state, split)
+    assert events == []
+    assert state.counts.unsure == 1
+    for n, plate in enumerate(["7MRX49", "4KTR73"]):
+        evidence = tuple((1.0, 0.0) if c in "98" else None for c in plate)
+        events += _pass(state, [(plate, 0.95, evidence)] * 6, start=100 * (n + 1))
+    # The next frame looks at the held track again: the two plates say it starts with a digit.
+    events += track.update(state, "cam", 300, 30.0, [])[1]
+    assert [e["plate"] for e in events] == ["7MRX49", "4KTR73", "0LTM98"]
+    assert events[-1]["first_frame"] == 0
+    assert state.counts.unsure == 0
+
+
+def test_with_early_events_the_event_goes_out_once_the_plate_is_sure_and_once_per_pass() -> None:
+    state = track.CameraState()
+    early = track.TrackRules(early_votes=5)
+    sent_at = []
+    for i in range(20):
+        reads: list[track.Read] = [((25 * i, 100, 25 * i + 100, 120), "AB12CDE", 0.9)]
+        for event in track.update(state, "cam", i, i / 10, reads, early)[1]:
+            sent_at.append((i, event))
+    after = []
+    for t in list(state.tracks):
+        if (event := track.close(state, "cam", t, early)) is not None:
+            after.append(event)
+    # Sent on the frame its fifth agreeing read came in, while the plate is still in view;
+    # closing the track sends nothing more.
+    assert [(i, e["plate"], e["last_frame"], e["reads"]) for i, e in sent_at] == [
+        (4, "AB12CDE", 4, 5)
+    ]
+    assert after == []
+    assert state.counts.events == 1
+    assert state.counts.duplicates == 0
+    # By default the same pass gives its event when the track closes.
+    late = track.CameraState()
+    events = []
+    for i in range(20):
+        reads = [((25 * i, 100, 25 * i + 100, 120), "AB12CDE", 0.9)]
+        events += track.update(late, "cam", i, i / 10, reads)[1]
+    assert events == []
+    closed = [e for t in list(late.tracks) if (e := track.close(late, "cam", t)) is not None]
+    assert [e["last_frame"] for e in closed] == [19]
+
+
+def test_a_sign_joined_once_by_another_box_is_not_moving() -> None:
+    state = track.CameraState()
+    events = []
+    for i in range(30):
+        rect = (440, 81, 544, 99)
+        if i == 29:
+            rect = (408, 81, 431, 95)  # a passing car's text, close enough to join the track
+        events += track.update(state, "cam", i, i / 10, [(rect, "SPEED30", 0.95)])[1]
+    for t in list(state.tracks):
+        if (event := track.close(state, "cam", t)) is not None:
+            events.append(event)
+    assert events == []
+    assert state.counts.static == 1
