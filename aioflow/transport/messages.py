@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -93,11 +95,30 @@ class Keys:
         return f"{self.base}:stats:{worker}"
 
 
+def _module_tail(module: str) -> str:
+    """The last part of a function's module name, the same in a caller and its workers.
+
+    A caller that runs its pipeline's file as a script (``python app.py``) sees the functions
+    it defines in ``__main__``, where its workers (``aioflow worker app:pipe``) import them from
+    ``app``, or from ``pkg.app``: the last part of the name is what both agree on.
+    """
+    if module == "__main__":
+        main = sys.modules.get("__main__")
+        spec = getattr(main, "__spec__", None)
+        if spec is not None and spec.name and spec.name != "__main__":
+            module = spec.name  # python -m pkg.app
+        else:
+            path = getattr(main, "__file__", None)
+            if isinstance(path, str):
+                module = os.path.splitext(os.path.basename(path))[0]
+    return module.rpartition(".")[2]
+
+
 def _option_text(value: Any) -> Any:
     if value is None or isinstance(value, bool | int | float | str):
         return value
     if callable(value) and hasattr(value, "__qualname__"):
-        return f"{getattr(value, '__module__', '?')}.{value.__qualname__}"
+        return f"{_module_tail(getattr(value, '__module__', None) or '?')}.{value.__qualname__}"
     return repr(value)
 
 

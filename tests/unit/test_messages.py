@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import sys
+import types
+from collections.abc import Callable
+from typing import cast
+
 import pytest
 
+import aioflow as af
 from aioflow.transport.codec import MsgpackCodec, pack_plain
 from aioflow.transport.messages import (
     ItemMeta,
     MessageError,
+    graph_signature,
     item_metas,
     pack_item,
     parse_item,
@@ -44,3 +51,34 @@ def test_the_metas_of_every_item_an_entry_carries_are_found() -> None:
         b"meta": pack_plain({"p": [9]}),  # not an item's field
     }
     assert sorted(m["p"] for m in item_metas(several)) == [[1], [2]]
+
+
+def _keyed_pipeline(module: str) -> af.Pipeline[int, int]:
+    """The pipeline of a file ``app.py`` as Python sees it when ``module`` loads it."""
+    namespace: dict[str, object] = {"__name__": module}
+    exec("def plate_key(x):\n    return x % 3\n", namespace)
+    key = cast("Callable[[int], int]", namespace["plate_key"])
+
+    @af.block(key=key)
+    async def track(x: int) -> int:
+        return x
+
+    return af.Pipeline(track, name="gates")
+
+
+def test_a_caller_running_its_file_as_a_script_has_its_workers_graph_hash(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # `python app.py` (functions in __main__) and `aioflow worker app:pipe` (in app) agree;
+    # so does a worker importing the same file as pkg.app.
+    script = types.ModuleType("__main__")
+    script.__file__ = "/srv/gates/app.py"
+    monkeypatch.setitem(sys.modules, "__main__", script)
+    caller = graph_signature("gates", _keyed_pipeline("__main__").stages)[0]
+    assert caller == graph_signature("gates", _keyed_pipeline("app").stages)[0]
+    assert caller == graph_signature("gates", _keyed_pipeline("pkg.app").stages)[0]
+    # A key function of another name is another graph.
+    other = types.ModuleType("__main__")
+    other.__file__ = "/srv/gates/other.py"
+    monkeypatch.setitem(sys.modules, "__main__", other)
+    assert graph_signature("gates", _keyed_pipeline("__main__").stages)[0] != caller
