@@ -119,14 +119,19 @@ def redis_server(url: str | None) -> Iterator[str]:
 
 @contextlib.contextmanager
 def workers(
-    url: str, prefix: str, env: dict[str, str], codec_args: tuple[str, ...] = ()
+    url: str,
+    prefix: str,
+    env: dict[str, str],
+    codec_args: tuple[str, ...] = (),
+    per_segment: int = 1,
 ) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """One worker process per segment, ready (publishing its books) when this yields."""
+    """``per_segment`` worker processes per segment, ready (publishing their books) when this
+    yields."""
     procs: list[subprocess.Popen[bytes]] = []
     pythonpath = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     env = {**os.environ, **env, "PYTHONPATH": pythonpath}
     try:
-        for segment in app.SEGMENTS:
+        for segment in [s for s in app.SEGMENTS for _ in range(per_segment)]:
             cmd = [
                 sys.executable, "-m", "aioflow", "worker", "examples.distributed.app:pipeline",
                 "--redis", url, "--blocks", ",".join(segment), "--prefix", prefix, *codec_args,
@@ -196,6 +201,8 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.workers < 1:
+        raise SystemExit(f"run.py: error: --workers must be at least 1, got {args.workers}")
     out = Path(args.out)
     print(
         f"generating {args.cameras} cameras x {args.seconds:g} s at {synth.FPS} fps, "
@@ -212,7 +219,7 @@ def main(args: argparse.Namespace) -> int:
     # Frames on the wire: raw (lossless, the default) or JPEG, the same on every side.
     codec = MsgpackCodec(frames=args.frames, jpeg_quality=args.jpeg_quality)
     codec_args = ("--frames", args.frames, "--jpeg-quality", str(args.jpeg_quality))
-    with redis_server(args.redis) as url, workers(url, prefix, env, codec_args):
+    with redis_server(args.redis) as url, workers(url, prefix, env, codec_args, args.workers):
         result = af.run(
             run_caller(
                 url, prefix, {cam: str(p) for cam, p in videos.items()}, out.resolve(),
@@ -244,6 +251,12 @@ def parser() -> argparse.ArgumentParser:
         help="frames on the wire: raw (lossless, default) or jpeg (about 10x fewer bytes)",
     )
     p.add_argument("--jpeg-quality", type=int, default=90)
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes per segment (default 1; a keyed segment shares its partitions)",
+    )
     return p
 
 
