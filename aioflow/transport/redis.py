@@ -60,12 +60,11 @@ from ..stats import BlockStatistics, merge_statistics
 from .codec import Codec, CodecError, MsgpackCodec, pack_plain, unpack_plain
 from .messages import (
     GROUP,
-    ItemMeta,
     Keys,
     MessageError,
     error_from_data,
     graph_signature,
-    pack_item,
+    pack_burst,
     read_meta,
     reply_answers,
 )
@@ -81,7 +80,9 @@ __all__ = [
     "RedisTransport",
     "ResponseError",
     "backlog",
+    "burst_size",
     "connect",
+    "cut_bursts",
     "ensure_group",
     "redact",
     "wire",
@@ -93,6 +94,8 @@ _BATCH = 100
 #: values longer than this (bytes) are handed to redis-py as memoryviews (see wire())
 _BIG = 64 * 1024
 _READ_SIZE = 1024 * 1024
+#: a burst entry stops growing past this many bytes (a frame goes alone)
+_BURST_BYTES = 1024 * 1024
 #: reply entries a caller reads between two trims of its reply stream
 _TRIM_EVERY = 200
 #: seconds between two readings of the workers' books by a caller
@@ -103,10 +106,17 @@ WAKE = {b"m": pack_plain({"k": "wake"}), b"v": b""}
 def wire(fields: dict[bytes, bytes]) -> dict[bytes, Any]:
     """``fields`` as written to Redis: a large value goes as a memoryview, which redis-py sends
     as it is (its hiredis packer would copy it into the command, slowly for megabytes)."""
-    value = fields.get(b"v")
-    if value is not None and len(value) > _BIG:
-        return {**fields, b"v": memoryview(value)}
+    if any(len(value) > _BIG for value in fields.values()):
+        return {k: memoryview(v) if len(v) > _BIG else v for k, v in fields.items()}
     return fields
+
+
+def burst_size(capacity: int) -> int:
+    """Most items a producer puts in one entry of a stream whose reader's ``queue_size`` is
+    ``capacity``: an eighth of it (at most 100), so that the bound on the stream's entries,
+    ``capacity // burst``, still bounds its items by ``capacity`` and leaves several entries
+    in flight at once."""
+    return max(1, min(_BATCH, capacity // 8))
 
 
 def redact(url: str) -> str:
@@ -232,14 +242,35 @@ class NoWorkerError(AioflowError):
     """Items wait for a segment that no worker serves (``no_worker_timeout``)."""
 
 
+def cut_bursts(pairs: list[tuple[Any, bytes]], size: int) -> list[list[tuple[Any, bytes]]]:
+    """``pairs`` (an item's path or index, its bytes) cut into the items of burst entries: at
+    most ``size`` each and, past an entry's first item, at most :data:`_BURST_BYTES`."""
+    bursts: list[list[tuple[Any, bytes]]] = []
+    current: list[tuple[Any, bytes]] = []
+    nbytes = 0
+    for pair in pairs:
+        if current and (len(current) >= size or nbytes + len(pair[1]) > _BURST_BYTES):
+            bursts.append(current)
+            current, nbytes = [], 0
+        current.append(pair)
+        nbytes += len(pair[1])
+    if current:
+        bursts.append(current)
+    return bursts
+
+
 class _Credit:
-    """How many more items a producer may write to a stream before it looks again."""
+    """How many more entries a producer may write to a stream before it looks again.
 
-    __slots__ = ("capacity", "credit", "stream")
+    The bound is ``capacity`` items; a producer that writes up to ``burst`` items per entry
+    gets ``capacity // burst`` entries (the backlog Redis reports counts entries)."""
 
-    def __init__(self, stream: str, capacity: int) -> None:
+    __slots__ = ("burst", "capacity", "credit", "stream")
+
+    def __init__(self, stream: str, capacity: int, burst: int = 1) -> None:
         self.stream = stream
-        self.capacity = capacity
+        self.burst = burst
+        self.capacity = max(1, capacity // burst)
         self.credit = 0
 
     async def take(self, client: Any, wanted: int, progress: asyncio.Event | None = None) -> int:
@@ -490,15 +521,14 @@ class _Session:
         if window is None:
             window = 64 + PipelineRun.chain_capacity(plan.stages[plan.first : plan.last + 1])
         self.window = asyncio.Semaphore(window)
-        self.credit = _Credit(self.inbox, stage_capacity(first))
+        capacity = stage_capacity(first)
+        self.credit = _Credit(self.inbox, capacity, burst_size(capacity))
         #: set when answers come (the first stream's backlog may have shrunk)
         self.progress = asyncio.Event()
         self.ordered = ordered
         self.client: Any = None
         self.started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.sendq: asyncio.Queue[tuple[int, dict[bytes, bytes]] | None] = asyncio.Queue(
-            maxsize=_BATCH
-        )
+        self.sendq: asyncio.Queue[tuple[int, bytes] | None] = asyncio.Queue(maxsize=_BATCH)
         self.pending: dict[int, _Pending] = {}
         self.next_idx = 0
         self.sent_all = False
@@ -533,8 +563,7 @@ class _Session:
             pend.open.clear()
             self._finish(idx, pend)
             return idx
-        meta = ItemMeta(self.run_id, (idx,), self.reply, self.end, self.codec.name)
-        await self.sendq.put((idx, pack_item(meta, body)))
+        await self.sendq.put((idx, body))
         return idx
 
     async def results(self, items: Iterable[Any] | AsyncIterable[Any]) -> AsyncGenerator[Any, None]:
@@ -690,20 +719,31 @@ class _Session:
                 batch.append(nxt)
             await self._write(client, batch)
 
-    async def _write(self, client: Any, batch: list[tuple[int, dict[bytes, bytes]]]) -> None:
+    async def _write(self, client: Any, batch: list[tuple[int, bytes]]) -> None:
+        """Write ``batch`` as burst entries (as many items per entry as the stream's bound
+        allows), as fast as the stream's backlog lets."""
         start = 0
         while start < len(batch):
-            n = await self.credit.take(client, len(batch) - start, self.progress)
+            bursts = cut_bursts(batch[start:], self.credit.burst)
+            n = await self.credit.take(client, len(bursts), self.progress)
             pipe = client.pipeline(transaction=False)
-            for _, fields in batch[start : start + n]:
+            for burst in bursts[:n]:
+                fields = pack_burst(
+                    self.run_id,
+                    self.reply,
+                    self.end,
+                    self.codec.name,
+                    [(idx,) for idx, _ in burst],
+                    [body for _, body in burst],
+                )
                 pipe.xadd(self.inbox, wire(fields))
+                start += len(burst)
             self.credit.queue_check(pipe)
             replies = await client.guard(pipe.execute(raise_on_error=False))
             for reply in replies[:-1]:
                 if isinstance(reply, Exception):
                     raise reply
             self.credit.checked(replies[-1])
-            start += n
 
     async def _receiver(self) -> None:
         client = self.client

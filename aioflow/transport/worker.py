@@ -46,28 +46,32 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .._engine.segment import Outcome, sub_pipeline, submit_outcome
+from .._engine.segment import Outcome, sub_pipeline, submit_outcomes
 from .._engine.supervisor import PipelineRun
 from ..errors import BlockError, PipelineClosed, summarize
 from ..graph import Branch
 from .codec import Codec, CodecError, codec_named, pack_plain
 from .messages import (
     GROUP,
+    EntryError,
     ItemMeta,
     Keys,
     MessageError,
     error_to_data,
     graph_signature,
-    pack_item,
+    pack_burst,
     pack_reply,
-    parse_item,
+    parse_entry,
+    value_field,
 )
 from .redis import (
     _BIG,
     RedisConnectionError,
     RedisError,
     ResponseError,
+    burst_size,
     connect,
+    cut_bursts,
     ensure_group,
     redact,
     stage_capacity,
@@ -106,8 +110,8 @@ class _Slots:
         if self.free < 1:
             self._freed.clear()
 
-    def release(self) -> None:
-        self.free += 1
+    def release(self, n: int = 1) -> None:
+        self.free += n
         if self.free > 0:
             self._freed.set()
 
@@ -156,7 +160,11 @@ class _Done:
     downstream: list[dict[bytes, bytes]] = field(default_factory=list)
     replies: list[dict[bytes, bytes]] = field(default_factory=list)
     reply_to: str = ""
-    dead: dict[bytes, bytes] | None = None
+    dead: list[dict[bytes, bytes]] = field(default_factory=list)
+    #: items the entry carries (the worker's slots it holds)
+    items: int = 1
+    #: False for the first part of an entry's outputs, written before the rest (and the ack)
+    ack: bool = True
 
 
 class Worker:
@@ -228,9 +236,10 @@ class Worker:
         self.keys = Keys(prefix, pipeline.name, self.graph_hash)
         self.inbox = self.keys.inbox(wanted[0])
         self.outbox = self.keys.inbox(self.next_name) if self.next_name else None
-        self.credit = (
-            Credit(self.outbox, stage_capacity(stages[nxt])) if self.outbox is not None else None
-        )
+        self.credit: Credit | None = None
+        if self.outbox is not None:
+            capacity = stage_capacity(stages[nxt])
+            self.credit = Credit(self.outbox, capacity, burst_size(capacity))
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         # Items taken from Redis ahead of the segment: enough to keep its workers busy, few
         # enough to leave the rest to the other workers of the segment (a worker that took a
@@ -407,7 +416,8 @@ class Worker:
     ) -> None:
         stop = self.stopping
         while not stop.is_set():
-            await slots.wait_free()
+            while slots.free < 1:  # (an entry's burst may take slots after the wake-up)
+                await slots.wait_free()
             n = slots.free
             try:
                 reply = await client.xreadgroup(
@@ -445,9 +455,11 @@ class Worker:
         done: asyncio.Queue[_Done],
         deliveries: int,
     ) -> None:
+        """Run the items of one entry (one, or a burst) and queue what to write for it: every
+        item answered on its own, the entry acknowledged once all are."""
         try:
-            meta, value = parse_item(fields, self.codec)
-        except MessageError as exc:
+            entry = parse_entry(fields, self.codec)
+        except EntryError as exc:
             logger.warning(
                 "worker %s: entry %s of %s goes to the dead-letter stream: %s",
                 self.consumer,
@@ -455,36 +467,89 @@ class Worker:
                 self.inbox,
                 exc,
             )
-            await done.put(self._dead(entry_id, fields, str(exc)))
+            item = self._dead(entry_id, fields, str(exc))
+            self._refuse(item, exc.metas, f"its input cannot be read: {exc}")
+            await done.put(item)
             return
+        metas = entry.metas
+        if len(metas) > 1 and self._slots is not None:
+            self._slots.take(len(metas) - 1)  # (the reader took one per entry)
         if deliveries > self.max_deliveries:
             reason = (
                 f"delivered {deliveries} times without finishing (more than max_deliveries="
                 f"{self.max_deliveries}): a worker died on it each time?"
             )
-            item = self._dead(entry_id, fields, reason)
-            err = BlockError(self.blocks[0], reason, item=summarize(value))
-            item.replies.append(pack_reply(meta.path, "err", e=error_to_data(err)))
-            item.reply_to = meta.reply
+            item = self._dead(entry_id, fields, reason, items=len(metas))
+            self._refuse(item, metas, reason, entry.values)
             await done.put(item)
             return
+        item = _Done(entry_id, reply_to=metas[0].reply, items=len(metas))
+        for position, reason in entry.errors.items():
+            logger.warning(
+                "worker %s: item %d of entry %s of %s goes to the dead-letter stream: %s",
+                self.consumer,
+                position,
+                entry_id.decode(),
+                self.inbox,
+                reason,
+            )
+            item.dead.append(self._dead_item(entry_id, fields, position, reason))
+            self._refuse(item, [metas[position]], f"its input cannot be read: {reason}")
+        good = [i for i in range(len(metas)) if i not in entry.errors]
         try:
-            outcome = await submit_outcome(running, value)
-        except BlockError as err:
-            item = _Done(entry_id, reply_to=meta.reply)
-            item.replies.append(pack_reply(meta.path, "err", e=error_to_data(err)))
-            await done.put(item)
-            return
+            outcomes = await submit_outcomes(running, [entry.values[i] for i in good])
         except PipelineClosed:
             return  # stopping: the entry stays pending for another worker
-        await done.put(self._answer(entry_id, meta, outcome))
+        children: list[tuple[tuple[int, ...], bytes]] = []
+        for i, outcome in zip(good, outcomes, strict=True):
+            if isinstance(outcome, BlockError):
+                item.replies.append(pack_reply(metas[i].path, "err", e=error_to_data(outcome)))
+            else:
+                self._answer(item, metas[i], outcome, children)
+        if children and self.credit is not None:
+            # The outputs go on as burst entries too (one run: one meta per entry).
+            first = metas[0]
+            for burst in cut_bursts(children, self.credit.burst):
+                item.downstream.append(
+                    pack_burst(
+                        first.run,
+                        first.reply,
+                        first.end,
+                        first.codec,
+                        [path for path, _ in burst],
+                        [body for _, body in burst],
+                    )
+                )
+        await done.put(item)
 
-    def _answer(self, entry_id: bytes, meta: ItemMeta, outcome: Outcome) -> _Done:
-        item = _Done(entry_id, reply_to=meta.reply)
+    def _refuse(
+        self,
+        item: _Done,
+        metas: Sequence[ItemMeta],
+        reason: str,
+        values: Sequence[Any] | None = None,
+    ) -> None:
+        """Tell the callers of ``metas`` that their items failed here with ``reason``."""
+        for position, meta in enumerate(metas):
+            shown = summarize(values[position]) if values is not None else None
+            err = BlockError(self.blocks[0], reason, item=shown)
+            item.replies.append(pack_reply(meta.path, "err", e=error_to_data(err)))
+            item.reply_to = meta.reply
+
+    def _answer(
+        self,
+        item: _Done,
+        meta: ItemMeta,
+        outcome: Outcome,
+        children: list[tuple[tuple[int, ...], bytes]],
+    ) -> None:
+        """Add one item's outputs to what its entry writes: its reply, or (path, bytes) pairs
+        to ``children`` for the next segment."""
         outputs = outcome.outputs
         extra: dict[str, Any] = {}
         if not outputs:
             extra = {"reason": outcome.reason, "block": outcome.block}
+        downstream: list[tuple[tuple[int, ...], bytes]] = []
         try:
             if self.last == meta.end or self.outbox is None:
                 if self.last != meta.end:
@@ -496,36 +561,54 @@ class Worker:
                 item.replies.append(
                     pack_reply(meta.path, "out", self.codec.encode(outputs), **extra)
                 )
-                return item
+                return
             if meta.end in self.blocks:
                 msg = (
                     f"this worker's blocks ({','.join(self.blocks)}) go past {meta.end!r}, "
                     "the caller's last remote block: start workers whose blocks end there"
                 )
                 raise MessageError(msg)
-            if len(outputs) != 1:
-                item.replies.append(pack_reply(meta.path, "split", n=len(outputs), **extra))
             for j, out in enumerate(outputs):
                 path = meta.path if len(outputs) == 1 else (*meta.path, j)
-                child = ItemMeta(meta.run, path, meta.reply, meta.end, meta.codec)
-                item.downstream.append(pack_item(child, self.codec.encode(out)))
+                downstream.append((path, self.codec.encode(out)))
         except (CodecError, MessageError) as exc:
             err = BlockError(self.last, f"its output cannot be sent on: {exc}")
-            item = _Done(entry_id, reply_to=meta.reply)
             item.replies.append(pack_reply(meta.path, "err", e=error_to_data(err)))
-        return item
+            return
+        if len(outputs) != 1:
+            item.replies.append(pack_reply(meta.path, "split", n=len(outputs), **extra))
+        children.extend(downstream)
 
-    def _dead(self, entry_id: bytes, fields: dict[bytes, bytes], reason: str) -> _Done:
-        dead = {
+    def _dead(
+        self, entry_id: bytes, fields: dict[bytes, bytes], reason: str, *, items: int = 1
+    ) -> _Done:
+        """The whole entry to the dead-letter stream (all its fields, as ``original_*``)."""
+        dead = self._dead_header(entry_id, reason)
+        for key, value in fields.items():
+            if isinstance(key, bytes) and key[:1] in (b"m", b"v"):
+                dead[b"original_" + key] = value
+        return _Done(entry_id, dead=[dead], items=items)
+
+    def _dead_item(
+        self, entry_id: bytes, fields: dict[bytes, bytes], position: int, reason: str
+    ) -> dict[bytes, bytes]:
+        """One item of an entry to the dead-letter stream: the entry's ``m``, the item's
+        position in it and its value (as ``original_v``)."""
+        dead = self._dead_header(entry_id, reason)
+        dead[b"position"] = str(position).encode()
+        for key, name in ((b"m", b"original_m"), (value_field(position), b"original_v")):
+            value = fields.get(key)
+            if isinstance(value, bytes):
+                dead[name] = value
+        return dead
+
+    def _dead_header(self, entry_id: bytes, reason: str) -> dict[bytes, bytes]:
+        return {
             b"stream": self.inbox.encode(),
             b"entry": entry_id,
             b"reason": reason.encode(),
             b"worker": self.consumer.encode(),
         }
-        for key, value in fields.items():
-            if isinstance(key, bytes) and key in (b"m", b"v"):
-                dead[b"original_" + key] = value
-        return _Done(entry_id, dead=dead)
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -539,30 +622,44 @@ class Worker:
             await self._write(client, batch, books=idle)
             for item in batch:
                 self.in_flight.discard(item.entry)
-                slots.release()
+                slots.release(item.items)
             if not self.in_flight:
                 self._idle.set()
 
     async def _write(self, client: Any, batch: list[_Done], *, books: bool = False) -> None:
-        pos = 0
-        while pos < len(batch):
+        credit = self.credit
+        if credit is None or self.outbox is None:
+            await self._commit(client, batch, books=books)
+            return
+        queue = list(batch)
+        while queue:
+            # Backpressure: never put more into the next stream than its backlog bound. An
+            # entry whose outputs do not all fit has some written now and the rest, with its
+            # acknowledgement, later (a worker that dies between writes them twice: at least
+            # once, and the caller drops the repeats).
+            wanted = sum(len(item.downstream) for item in queue)
+            allowed = await credit.take(client, wanted) if wanted else 0
             chunk: list[_Done] = []
-            if self.credit is not None and self.outbox is not None:
-                # Backpressure: never put more into the next stream than its backlog bound.
-                wanted = sum(len(item.downstream) for item in batch[pos:])
-                allowed = await self.credit.take(client, wanted) if wanted else 0
-                count = 0
-                while pos < len(batch):
-                    n = len(batch[pos].downstream)
-                    if chunk and count + n > allowed:
-                        break
-                    chunk.append(batch[pos])
+            count = 0
+            while queue:
+                n = len(queue[0].downstream)
+                if count + n <= allowed:
+                    chunk.append(queue.pop(0))
                     count += n
-                    pos += 1
-                self.credit.credit += allowed - count  # (negative when one item overshoots)
-            else:
-                chunk, pos = batch[pos:], len(batch)
-            await self._commit(client, chunk, books=books and pos >= len(batch))
+                    continue
+                head = queue[0]
+                k = allowed - count
+                if k:
+                    # Its answers (a split) go with its first outputs: the caller must know of
+                    # the outputs before their own answers can come.
+                    part = _Done(head.entry, head.downstream[:k], head.replies, head.reply_to)
+                    part.ack = False
+                    chunk.append(part)
+                    head.downstream, head.replies = head.downstream[k:], []
+                    count += k
+                break
+            credit.credit += allowed - count
+            await self._commit(client, chunk, books=books and not queue)
 
     async def _commit(self, client: Any, chunk: list[_Done], *, books: bool = False) -> None:
         if books:
@@ -585,14 +682,16 @@ class Worker:
                 entry = answers.setdefault(item.reply_to, {})
                 for fields in item.replies:
                     _append_answer(entry, fields)
-            if item.dead is not None:
-                pipe.xadd(self.keys.dead, item.dead, maxlen=100_000, approximate=True)
+            for dead in item.dead:
+                pipe.xadd(self.keys.dead, dead, maxlen=100_000, approximate=True)
                 self.dead_letters += 1
-            ids.append(item.entry)
+            if item.ack:
+                ids.append(item.entry)
         for reply_to, entry in answers.items():
             pipe.xadd(reply_to, _wire_all(entry), nomkstream=True)
-        pipe.xack(self.inbox, GROUP, *ids)
-        pipe.xdel(self.inbox, *ids)
+        if ids:
+            pipe.xack(self.inbox, GROUP, *ids)
+            pipe.xdel(self.inbox, *ids)
         if books:
             self._queue_books(pipe)
         if self.credit is not None:
