@@ -106,7 +106,7 @@ def _buffer(obj: np.ndarray[Any, Any]) -> Any:
     the message, not twice."""
     array = np.ascontiguousarray(obj)
     try:
-        return memoryview(array).cast("B")
+        return array.data.cast("B")
     except (TypeError, ValueError, BufferError):
         return array.tobytes()
 

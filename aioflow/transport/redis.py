@@ -263,15 +263,28 @@ class _Credit:
     """How many more entries a producer may write to a stream before it looks again.
 
     The bound is ``capacity`` items; a producer that writes up to ``burst`` items per entry
-    gets ``capacity // burst`` entries (the backlog Redis reports counts entries)."""
+    gets ``capacity // burst`` entries (the backlog Redis reports counts entries). Large items
+    make smaller bursts (:meth:`fit`)."""
 
-    __slots__ = ("burst", "capacity", "credit", "stream")
+    __slots__ = ("burst", "capacity", "credit", "items", "max_burst", "stream")
 
     def __init__(self, stream: str, capacity: int, burst: int = 1) -> None:
         self.stream = stream
-        self.burst = burst
+        self.items = capacity
+        self.max_burst = self.burst = burst
         self.capacity = max(1, capacity // burst)
         self.credit = 0
+
+    def fit(self, sizes: Iterable[int]) -> int:
+        """The burst size for items of these sizes (bytes): large items go fewer per entry
+        (a frame alone), and the stream then gets as many more entries."""
+        burst = max(1, min(self.max_burst, _BURST_BYTES // max(1, max(sizes, default=1))))
+        if burst != self.burst:
+            before = self.capacity
+            self.burst = burst
+            self.capacity = max(1, self.items // burst)
+            self.credit += self.capacity - before
+        return burst
 
     async def take(self, client: Any, wanted: int, progress: asyncio.Event | None = None) -> int:
         """Wait until the stream's backlog is under its capacity; return how many of
@@ -724,7 +737,8 @@ class _Session:
         allows), as fast as the stream's backlog lets."""
         start = 0
         while start < len(batch):
-            bursts = cut_bursts(batch[start:], self.credit.burst)
+            rest = batch[start:]
+            bursts = cut_bursts(rest, self.credit.fit(len(body) for _, body in rest))
             n = await self.credit.take(client, len(bursts), self.progress)
             pipe = client.pipeline(transaction=False)
             for burst in bursts[:n]:

@@ -509,7 +509,8 @@ class Worker:
         if children and self.credit is not None:
             # The outputs go on as burst entries too (one run: one meta per entry).
             first = metas[0]
-            for burst in cut_bursts(children, self.credit.burst):
+            size = self.credit.fit(len(body) for _, body in children)
+            for burst in cut_bursts(children, size):
                 item.downstream.append(
                     pack_burst(
                         first.run,

@@ -23,7 +23,7 @@ from aioflow.transport.messages import (
     parse_entry,
     reply_answers,
 )
-from aioflow.transport.redis import RedisTransport, connect
+from aioflow.transport.redis import RedisTransport, _Credit, burst_size, connect, cut_bursts
 
 pytestmark = pytest.mark.integration
 
@@ -138,3 +138,13 @@ async def test_a_burst_entry_of_a_sigkilled_worker_is_taken_over_nothing_lost_no
     assert victim.returncode == -signal.SIGKILL
     assert outputs == [2 * x + 1 for x in items]  # each once, in order
     assert "took over entry" in workers.output(steady)
+
+
+def test_small_items_share_entries_and_frames_go_alone_within_the_same_item_bound() -> None:
+    credit = _Credit("stream", 64, burst_size(64))
+    small = [(i, b"x" * 100) for i in range(20)]
+    assert [len(b) for b in cut_bursts(small, credit.fit(len(v) for _, v in small))] == [8, 8, 4]
+    assert credit.capacity * credit.burst == 64  # 8 entries of 8 items
+    frames = [(i, bytes(640 * 480 * 3)) for i in range(3)]
+    assert [len(b) for b in cut_bursts(frames, credit.fit(len(v) for _, v in frames))] == [1, 1, 1]
+    assert (credit.capacity, credit.burst) == (64, 1)  # 64 entries of one frame
