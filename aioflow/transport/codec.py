@@ -100,17 +100,6 @@ def _read_dtype(text: Any) -> np.dtype[Any]:
     return dtype
 
 
-def _buffer(obj: np.ndarray[Any, Any]) -> Any:
-    """The array's bytes without a copy where it can (C-contiguous, a dtype the buffer protocol
-    knows): msgpack packs a memoryview as it packs bytes. A frame is then copied once, into
-    the message, not twice."""
-    array = np.ascontiguousarray(obj)
-    try:
-        return array.data.cast("B")
-    except (TypeError, ValueError, BufferError):
-        return array.tobytes()
-
-
 class MsgpackCodec:
     """msgpack for structure, raw buffers for numpy arrays, tags for registered records.
 
@@ -140,7 +129,8 @@ class MsgpackCodec:
     def _default(self, obj: Any) -> Any:
         if isinstance(obj, np.ndarray):
             dtype = _dtype(obj)
-            return msgpack.ExtType(_NDARRAY, self._pack([dtype, list(obj.shape), _buffer(obj)]))
+            body = np.ascontiguousarray(obj).tobytes()
+            return msgpack.ExtType(_NDARRAY, self._pack([dtype, list(obj.shape), body]))
         if isinstance(obj, np.generic):
             dtype = _dtype(obj)
             return msgpack.ExtType(_SCALAR, self._pack([dtype, obj.tobytes()]))
