@@ -1,6 +1,6 @@
 """One Redis edge against a raw redis-py producer/consumer written for the job.
 
-    python benchmarks/bench_redis_edge.py [--n 20000] [--size 100] [--frame]
+    python benchmarks/bench_redis_edge.py [--n 20000] [--size 100] [--frame] [--deep]
     python benchmarks/run_all.py --only redis_edge [--quick]
 
 raw: a producer XADDs batches of 100 (pipelined) while a consumer reads XREADGROUP COUNT 100 and
@@ -8,11 +8,11 @@ XACKs each batch (pipelined), in one process; nothing bounds what the producer w
 aioflow: ``pipe.run(items, transport=...)`` through one worker process that serves an identity
 block: the items cross the input stream, and the answers come back on the run's reply stream.
 Items are ``size`` bytes; ``BENCH_QUEUE`` sets the block's ``queue_size`` (the stream's backlog
-bound, default 64; it bounds the items between the caller's XADD and the worker's XACK, so at a
-given round-trip time it caps the rate: run with ``BENCH_QUEUE=1024`` to compare with raw's
-unbounded producer). Besides items/s, each run reports the CPU time per item of every process
-involved (raw: its loop and Redis; aioflow: the caller, the worker and Redis), a figure the
-load of a shared machine disturbs far less than the rate. Uses the server of
+bound, default 64). The bound counts the items between the caller's XADD and the worker's XACK,
+so at a given round-trip time it caps the rate; ``--deep`` uses ``queue_size=1024`` to compare
+with raw's unbounded producer. Besides items/s, each run reports the CPU time per item of every
+process involved (raw: its loop and Redis; aioflow: the caller, the worker and Redis), a figure
+the load of a shared machine disturbs far less than the rate. Uses the server of
 ``AIOFLOW_REDIS_URL``, or starts a throwaway redis-server on loopback (:func:`redis_server`).
 
 ``--frame`` sends 640x480x3 uint8 frames (numpy) instead of bytes (raw sends their bytes), to a
@@ -61,6 +61,9 @@ pipe = af.Pipeline(identity, name="edge_bench")
 async def shape_of(frame: np.ndarray[Any, Any]) -> tuple[int, ...]:
     return tuple(frame.shape)
 
+
+#: --deep: the same identity block with a bound deep enough for the round trip
+deep_pipe = af.Pipeline(identity.with_options(queue_size=1024), name="edge_bench_deep")
 
 #: --frame: the frame crosses once (to the worker); the answer is its shape
 frame_pipe = af.Pipeline(shape_of, name="edge_bench_frame")
@@ -158,6 +161,7 @@ def run(
     n: int | None = None,
     size: int = 100,
     frame: bool = False,
+    deep: bool = False,
 ) -> dict[str, Any]:
     """``reps`` alternating runs of raw and aioflow; items/s of each, medians and ratio."""
     n = n if n is not None else 2_000 if quick else 20_000
@@ -171,7 +175,11 @@ def run(
     else:
         item = payload = os.urandom(size)
     which, target, block = (
-        (frame_pipe, "frame_pipe", "shape_of") if frame else (pipe, "pipe", "identity")
+        (frame_pipe, "frame_pipe", "shape_of")
+        if frame
+        else (deep_pipe, "deep_pipe", "identity")
+        if deep
+        else (pipe, "pipe", "identity")
     )
     worker = subprocess.Popen(
         [sys.executable, "-m", "aioflow", "worker", f"bench_redis_edge:{target}", "--redis", url,
@@ -230,6 +238,12 @@ def run(
     }
 
 
+def run_part(url: str, *, quick: bool, reps: int = 3) -> dict[str, Any]:
+    """``run_all.py``'s part: 100-byte items at the default ``queue_size`` (64), and under
+    ``deep`` at 1024."""
+    return {**run(url, quick=quick, reps=reps), "deep": run(url, quick=quick, reps=reps, deep=True)}
+
+
 def print_results(res: dict[str, Any]) -> None:
     for x in res["runs"]:
         r, a = x["raw_per_s"], x["aioflow_per_s"]
@@ -249,10 +263,21 @@ def main() -> None:
     parser.add_argument(
         "--frame", action="store_true", help="640x480x3 uint8 frames (numpy) instead of bytes"
     )
+    parser.add_argument(
+        "--deep", action="store_true", help="the identity block with queue_size=1024"
+    )
     args = parser.parse_args()
     with redis_server() as url:
         print_results(
-            run(url, quick=False, reps=args.reps, n=args.n, size=args.size, frame=args.frame)
+            run(
+                url,
+                quick=False,
+                reps=args.reps,
+                n=args.n,
+                size=args.size,
+                frame=args.frame,
+                deep=args.deep,
+            )
         )
 
 
