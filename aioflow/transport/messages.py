@@ -145,8 +145,8 @@ def pack_item(meta: ItemMeta, value: bytes) -> dict[bytes, bytes]:
     return {b"m": m, b"v": value}
 
 
-#: an item's field in a burst entry: ``v``, ``v1``, ``v2``...
 def value_field(position: int) -> bytes:
+    """The field of the item at ``position`` in an entry: ``v``, ``v1``, ``v2``..."""
     return b"v%d" % position if position else b"v"
 
 

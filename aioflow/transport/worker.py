@@ -7,10 +7,12 @@ run: a pipeline of those stages, opened as a service, in-process channels inside
 
 * a reader takes entries from the segment's input stream with ``XREADGROUP`` in the group every
   worker of the segment shares, as many as the segment has room for;
-* each item goes through the segment (:func:`~aioflow._engine.segment.submit_outcome`); its
-  outputs go to the next segment's stream, or to the caller's reply stream after the last
-  remote block, and the input entry is acknowledged (and deleted) in the same ``MULTI`` as those
-  writes: an item is never acknowledged before its outputs are safe downstream;
+* the items of an entry (one, or a burst: see :mod:`~aioflow.transport.messages`) go through
+  the segment together (:func:`~aioflow._engine.segment.submit_outcomes`); their outputs go to
+  the next segment's stream (as burst entries too), or to the caller's reply stream after the
+  last remote block, and the input entry is acknowledged (and deleted) in the same ``MULTI`` as
+  the last of those writes, once every item of it is answered: an item is never acknowledged
+  before its outputs are safe downstream;
 * a reclaimer takes over entries another worker left pending longer than ``claim_idle`` seconds
   (it died) with ``XAUTOCLAIM``; an entry delivered more than ``max_deliveries`` times goes to
   the dead-letter stream, and its caller gets an error;
@@ -21,7 +23,9 @@ run: a pipeline of those stages, opened as a service, in-process channels inside
   count it), and at exit; the hash expires ``stats_ttl`` seconds after the last publication, so
   a dead worker's books age out. Callers merge the books of all live workers;
 * an entry that does not decode (malformed, or written by another codec such as pickle) goes to
-  the dead-letter stream with the reason; nothing in it runs.
+  the dead-letter stream with the reason; nothing in it runs, and its items' callers, when its
+  header names them, get an error each. An item of a burst that does not decode goes there
+  alone (with its position) and its caller gets an error; the rest of the burst runs.
 
 ``--metrics HOST:PORT`` serves the segment's own Prometheus metrics (and dashboard) at
 ``http://HOST:PORT/metrics`` while the worker runs (:class:`aioflow.observe.Server`; loopback
@@ -235,6 +239,8 @@ class Worker:
         self.graph_hash, _ = graph_signature(pipeline.name, stages)
         self.keys = Keys(prefix, pipeline.name, self.graph_hash)
         self.inbox = self.keys.inbox(wanted[0])
+        #: the most items a producer puts in one entry of the input stream
+        self.in_burst = burst_size(stage_capacity(self.stages[0]))
         self.outbox = self.keys.inbox(self.next_name) if self.next_name else None
         self.credit: Credit | None = None
         if self.outbox is not None:
@@ -418,7 +424,9 @@ class Worker:
         while not stop.is_set():
             while slots.free < 1:  # (an entry's burst may take slots after the wake-up)
                 await slots.wait_free()
-            n = slots.free
+            # Entries, not items: a burst holds up to in_burst items, and a worker that took a
+            # burst per free slot would leave the segment's other workers idle.
+            n = -(-slots.free // self.in_burst)
             try:
                 reply = await client.xreadgroup(
                     GROUP, self.consumer, {self.inbox: ">"}, count=n, block=500
@@ -720,7 +728,7 @@ class Worker:
             await asyncio.sleep(period)
             cursor = "0-0"
             while not self.stopping.is_set():
-                free = min(_BATCH, slots.free)
+                free = min(_BATCH, -(-slots.free // self.in_burst))
                 if free < 1:
                     break
                 cursor, claimed, deleted = await _autoclaim(
