@@ -1,15 +1,23 @@
 """One Redis edge against a raw redis-py producer/consumer written for the job.
 
-    python benchmarks/bench_redis_edge.py [--n 20000] [--size 100] [--frame]
+    python benchmarks/bench_redis_edge.py [--n 20000] [--size 100] [--frame] [--deep]
     python benchmarks/run_all.py --only redis_edge [--quick]
 
 raw: a producer XADDs batches of 100 (pipelined) while a consumer reads XREADGROUP COUNT 100 and
-XACKs each batch (pipelined), in one process. aioflow: ``pipe.run(items, transport=...)`` through
-one worker process that serves an identity block: the items cross the input stream, and the
-answers come back on the run's reply stream. Items are ``size`` bytes; ``BENCH_QUEUE`` sets the
-block's ``queue_size`` (the stream's backlog bound, default 64). Uses the server of
+XACKs each batch (pipelined), in one process; nothing bounds what the producer writes ahead.
+aioflow: ``pipe.run(items, transport=...)`` through one worker process that serves an identity
+block: the items cross the input stream, and the answers come back on the run's reply stream.
+Items are ``size`` bytes; ``BENCH_QUEUE`` sets the block's ``queue_size`` (the stream's backlog
+bound, default 64). The bound counts the items between the caller's XADD and the worker's XACK,
+so at a given round-trip time it caps the rate; ``--deep`` uses ``queue_size=1024`` to compare
+with raw's unbounded producer. Besides items/s, each run reports the CPU time per item of every
+process involved (raw: its loop and Redis; aioflow: the caller, the worker and Redis), a figure
+the load of a shared machine disturbs far less than the rate. Uses the server of
 ``AIOFLOW_REDIS_URL``, or starts a throwaway redis-server on loopback (:func:`redis_server`).
-``--frame`` sends 640x480x3 uint8 frames (numpy) instead of bytes; raw sends their bytes.
+
+``--frame`` sends 640x480x3 uint8 frames (numpy) instead of bytes (raw sends their bytes), to a
+block that answers with the frame's shape: each frame crosses Redis once, as raw's bytes do (an
+identity block would send every frame back as its answer, two crossings against raw's one).
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import redis
 import redis.asyncio as aioredis
 
@@ -46,6 +55,18 @@ async def identity(x: bytes) -> bytes:
 
 
 pipe = af.Pipeline(identity, name="edge_bench")
+
+
+@af.block(queue_size=int(os.environ.get("BENCH_QUEUE", "64")))
+async def shape_of(frame: np.ndarray[Any, Any]) -> tuple[int, ...]:
+    return tuple(frame.shape)
+
+
+#: --deep: the same identity block with a bound deep enough for the round trip
+deep_pipe = af.Pipeline(identity.with_options(queue_size=1024), name="edge_bench_deep")
+
+#: --frame: the frame crosses once (to the worker); the answer is its shape
+frame_pipe = af.Pipeline(shape_of, name="edge_bench_frame")
 
 
 async def raw(url: str, n: int, payload: bytes) -> float:
@@ -81,11 +102,11 @@ async def raw(url: str, n: int, payload: bytes) -> float:
     return n / elapsed
 
 
-async def ours(url: str, n: int, payload: Any, prefix: str) -> float:
+async def ours(url: str, n: int, payload: Any, prefix: str, which: af.Pipeline = pipe) -> float:
     transport = RedisTransport(url, prefix=prefix)
-    await pipe.run([payload] * 10, transport=transport)  # warm: the worker is up
+    await which.run([payload] * 10, transport=transport)  # warm: the worker is up
     t0 = time.perf_counter()
-    out = await pipe.run([payload] * n, transport=transport)
+    out = await which.run([payload] * n, transport=transport)
     elapsed = time.perf_counter() - t0
     assert len(out) == n
     return n / elapsed
@@ -140,6 +161,7 @@ def run(
     n: int | None = None,
     size: int = 100,
     frame: bool = False,
+    deep: bool = False,
 ) -> dict[str, Any]:
     """``reps`` alternating runs of raw and aioflow; items/s of each, medians and ratio."""
     n = n if n is not None else 2_000 if quick else 20_000
@@ -152,30 +174,74 @@ def run(
         size = len(payload)
     else:
         item = payload = os.urandom(size)
+    which, target, block = (
+        (frame_pipe, "frame_pipe", "shape_of")
+        if frame
+        else (deep_pipe, "deep_pipe", "identity")
+        if deep
+        else (pipe, "pipe", "identity")
+    )
     worker = subprocess.Popen(
-        [sys.executable, "-m", "aioflow", "worker", "bench_redis_edge:pipe", "--redis", url,
-         "--blocks", "identity", "--prefix", prefix],
+        [sys.executable, "-m", "aioflow", "worker", f"bench_redis_edge:{target}", "--redis", url,
+         "--blocks", block, "--prefix", prefix],
         env={**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), str(HERE)])},
     )  # fmt: skip
     runs = []
+    server = redis.Redis.from_url(url)
+    proc = psutil.Process(worker.pid)
+
+    def cpu() -> float:
+        """CPU seconds so far of this process (raw's loop, or aioflow's caller), the Redis
+        server and the worker (idle while raw runs)."""
+        info = server.info("cpu")
+        times = proc.cpu_times()
+        return (
+            time.process_time()
+            + info["used_cpu_user"]
+            + info["used_cpu_sys"]
+            + times.user
+            + times.system
+        )
+
     try:
         for _ in range(reps):
+            c0 = cpu()
             r = af.run(raw(url, n, payload))
-            a = af.run(ours(url, n, item, prefix))
-            runs.append({"raw_per_s": round(r, 1), "aioflow_per_s": round(a, 1)})
+            c1 = cpu()
+            a = af.run(ours(url, n, item, prefix, which))
+            c2 = cpu()
+            runs.append(
+                {
+                    "raw_per_s": round(r, 1),
+                    "aioflow_per_s": round(a, 1),
+                    "raw_cpu_us": round((c1 - c0) / n * 1e6, 2),
+                    "aioflow_cpu_us": round((c2 - c1) / n * 1e6, 2),
+                }
+            )
     finally:
         worker.terminate()
         worker.wait()
+        server.close()
     raw_med = statistics.median(x["raw_per_s"] for x in runs)
     ours_med = statistics.median(x["aioflow_per_s"] for x in runs)
     return {
         "items": n,
         "size": size,
+        "queue_size": which.stages[0].options.queue_size,
+        "answer": "the frame's shape" if frame else "the item",
         "runs": runs,
         "raw_per_s": raw_med,
         "aioflow_per_s": ours_med,
         "of_raw": round(ours_med / raw_med, 3),
+        "raw_cpu_us": statistics.median(x["raw_cpu_us"] for x in runs),
+        "aioflow_cpu_us": statistics.median(x["aioflow_cpu_us"] for x in runs),
     }
+
+
+def run_part(url: str, *, quick: bool, reps: int = 3) -> dict[str, Any]:
+    """``run_all.py``'s part: 100-byte items at the default ``queue_size`` (64), and under
+    ``deep`` at 1024."""
+    return {**run(url, quick=quick, reps=reps), "deep": run(url, quick=quick, reps=reps, deep=True)}
 
 
 def print_results(res: dict[str, Any]) -> None:
@@ -184,7 +250,8 @@ def print_results(res: dict[str, Any]) -> None:
         mb = res["size"] / 1e6
         print(
             f"{res['size']} B items: raw {r:,.0f}/s ({r * mb:,.0f} MB/s), aioflow {a:,.0f}/s "
-            f"({a * mb:,.0f} MB/s): {a / r:.2f} of raw"
+            f"({a * mb:,.0f} MB/s): {a / r:.2f} of raw; CPU per item (all processes): raw "
+            f"{x['raw_cpu_us']:.1f} us, aioflow {x['aioflow_cpu_us']:.1f} us"
         )
 
 
@@ -196,10 +263,21 @@ def main() -> None:
     parser.add_argument(
         "--frame", action="store_true", help="640x480x3 uint8 frames (numpy) instead of bytes"
     )
+    parser.add_argument(
+        "--deep", action="store_true", help="the identity block with queue_size=1024"
+    )
     args = parser.parse_args()
     with redis_server() as url:
         print_results(
-            run(url, quick=False, reps=args.reps, n=args.n, size=args.size, frame=args.frame)
+            run(
+                url,
+                quick=False,
+                reps=args.reps,
+                n=args.n,
+                size=args.size,
+                frame=args.frame,
+                deep=args.deep,
+            )
         )
 
 

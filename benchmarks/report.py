@@ -797,27 +797,51 @@ def redis_section(edge: dict[str, Any] | None, scaleout: dict[str, Any] | None) 
             "",
         ]
     if edge is not None:
+        cpu = "raw_cpu_us" in edge["runs"][0]
         rows = "\n".join(
             f"| {i} | {r['raw_per_s']:,.0f} | {r['aioflow_per_s']:,.0f} | "
             f"{r['aioflow_per_s'] / r['raw_per_s']:.2f} |"
+            + (f" {r['raw_cpu_us']:.1f} | {r['aioflow_cpu_us']:.1f} |" if cpu else "")
             for i, r in enumerate(edge["runs"], 1)
         )
+        queue = f" (`queue_size={edge['queue_size']}`)" if "queue_size" in edge else ""
         out += [
             f"**One edge** (`benchmarks/bench_redis_edge.py`, {edge['items']:,} items of "
-            f"{edge['size']} bytes): through one worker process serving an identity block and "
-            "back on the run's reply stream, against a raw redis-py producer and consumer of one "
-            "stream in one process (batches of 100, pipelined). Items per second:",
+            f"{edge['size']} bytes): through one worker process serving an identity block"
+            f"{queue} and back on the run's reply stream, against a raw redis-py producer and "
+            "consumer of one stream in one process (batches of 100, pipelined). Items per "
+            "second"
+            + (
+                ", and CPU microseconds per item of every process (raw: its loop and "
+                "Redis; aioflow: caller, worker and Redis)"
+                if cpu
+                else ""
+            )
+            + ":",
             "",
-            "| run | raw redis-py | aioflow | of raw |",
-            "| ---: | ---: | ---: | ---: |",
+            "| run | raw redis-py | aioflow | of raw |"
+            + (" raw CPU µs | aioflow CPU µs |" if cpu else ""),
+            "| ---: | ---: | ---: | ---: |" + (" ---: | ---: |" if cpu else ""),
             rows,
             "",
-            f"Median: **{edge['of_raw']:.2f}** of raw. An item costs aioflow an `XADD` to the "
-            "segment's stream and an `XADD` of its answer to the reply stream, each packed by "
-            f"redis-py in Python; the raw loop pays one. From `{edge['file']}`: "
-            f"{machine(edge['meta'])}.",
+            f"Median: **{edge['of_raw']:.2f}** of raw. The caller writes the items it has ready "
+            "as burst entries (one `XADD` for up to an eighth of the block's `queue_size`), and "
+            "the worker answers a burst in one reply entry; the bound counts the items the worker "
+            "holds, so a small `queue_size` caps the rate at a given round-trip time "
+            "([Distributed pipelines](distributed.md#speed)). "
+            f"From `{edge['file']}`: {machine(edge['meta'])}.",
             "",
         ]
+        deep = edge.get("deep")
+        if deep is not None:
+            runs = ", ".join(f"{r['aioflow_per_s'] / r['raw_per_s']:.2f}" for r in deep["runs"])
+            out += [
+                f"The same with `queue_size={deep['queue_size']}` (a bound deep enough for the "
+                f"round trip; raw has none): **{deep['of_raw']:.2f}** of raw (runs: {runs}); "
+                f"CPU per item {deep['aioflow_cpu_us']:.1f} µs against raw's "
+                f"{deep['raw_cpu_us']:.1f} µs (medians).",
+                "",
+            ]
     return out
 
 

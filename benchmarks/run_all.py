@@ -150,7 +150,7 @@ def run_part(part: str, *, quick: bool, reps: int) -> dict[str, Any]:
 
         with bench_redis_edge.redis_server() as url:
             if part == "redis_edge":
-                return bench_redis_edge.run(url, quick=quick, reps=min(reps, 3))
+                return bench_redis_edge.run_part(url, quick=quick, reps=min(reps, 3))
             return bench_redis_scaleout.run(url, quick=quick)
     if part == "gates_accuracy":
         import bench_gates_accuracy

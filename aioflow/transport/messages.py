@@ -12,7 +12,15 @@ Stream keys (``P`` is the prefix, ``aioflow`` unless set; ``H`` a hash of the pi
                                     partition count and members: :mod:`.partitions`
 
 An item entry has two fields: ``m`` (msgpack: the run id, the item's *path*, the reply stream,
-the last remote block, the codec's name) and ``v`` (the item, written by the codec). A path is
+the last remote block, the codec's name) and ``v`` (the item, written by the codec). A *burst*
+entry carries several items of one run that a producer had ready at once (one ``XADD`` for
+them all): its ``m`` has the same run, reply stream, last block and codec, and the list of the
+items' paths under ``b`` instead of one path under ``p``; the items are the fields ``v``,
+``v1``, ``v2``... in the order of their paths. An ``m`` may carry ``t``, when the input was
+born (the Redis server's clock, for ``max_age``): one number, or in a burst whose items were
+born apart a list of one per path. A worker answers every item of a burst on its
+own (outputs, error or dead letter); acknowledgement, reclaim and the delivery count work per
+entry. A path is
 the input's index in its run, followed by one position per fan-out: when a segment makes ``n != 1``
 outputs from an item it also tells the caller (a ``split`` reply), and its outputs carry the
 path plus their position. The last remote segment answers each path with an ``out`` reply (its
@@ -38,6 +46,8 @@ from .codec import Codec, CodecError, pack_plain, unpack_plain
 
 __all__ = [
     "GROUP",
+    "Entry",
+    "EntryError",
     "ItemMeta",
     "Keys",
     "MessageError",
@@ -47,11 +57,14 @@ __all__ = [
     "error_to_data",
     "graph_signature",
     "item_metas",
+    "pack_burst",
     "pack_item",
     "pack_reply",
+    "parse_entry",
     "parse_item",
     "read_meta",
     "reply_answers",
+    "value_field",
 ]
 
 #: the consumer group every segment's workers share on their input stream
@@ -169,62 +182,183 @@ def pack_item(meta: ItemMeta, value: bytes) -> dict[bytes, bytes]:
     return {b"m": pack_plain(doc), b"v": value}
 
 
-def parse_item(fields: Mapping[bytes, bytes], codec: Codec) -> tuple[ItemMeta, Any]:
-    """The meta and the decoded item of a stream entry.
+def value_field(position: int) -> bytes:
+    """The field of the item at ``position`` in an entry: ``v``, ``v1``, ``v2``..."""
+    return b"v%d" % position if position else b"v"
+
+
+def pack_burst(
+    run: str,
+    reply: str,
+    end: str,
+    codec: str,
+    paths: Sequence[Sequence[int]],
+    values: Sequence[bytes],
+    borns: Sequence[float | None] | None = None,
+) -> dict[bytes, bytes]:
+    """One entry for several items of one run (one item: the plain :func:`pack_item` entry).
+    ``borns``: each item's birth time (:attr:`ItemMeta.born`), written under ``t`` as one
+    number when they all agree, else as a list of one per item; absent when none is known."""
+    if len(paths) == 1:
+        born = borns[0] if borns else None
+        return pack_item(ItemMeta(run, tuple(paths[0]), reply, end, codec, born), values[0])
+    doc: dict[str, Any] = {
+        "r": run,
+        "b": [list(p) for p in paths],
+        "to": reply,
+        "end": end,
+        "c": codec,
+    }
+    if borns is not None and any(born is not None for born in borns):
+        first = borns[0]
+        doc["t"] = first if all(born == first for born in borns) else list(borns)
+    fields = {b"m": pack_plain(doc)}
+    for position, value in enumerate(values):
+        fields[value_field(position)] = value
+    return fields
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """The items of one stream entry (one, or a burst): each item's meta, and either its
+    decoded value or, in ``errors`` under its position, why it does not decode."""
+
+    metas: list[ItemMeta]
+    values: list[Any]
+    errors: dict[int, str]
+
+
+class EntryError(MessageError):
+    """A whole entry cannot be used. ``metas`` lists its items when its header could be read
+    (their callers can be told); it is empty when not even that could."""
+
+    def __init__(self, message: str, metas: Sequence[ItemMeta] = ()) -> None:
+        super().__init__(message)
+        self.metas = list(metas)
+
+
+def _is_path(path: Any) -> bool:
+    return (
+        isinstance(path, list)
+        and bool(path)
+        and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in path)
+    )
+
+
+def parse_entry(fields: Mapping[bytes, bytes], codec: Codec) -> Entry:
+    """The items of a stream entry, one or a burst. An item that does not decode is reported
+    in :attr:`Entry.errors`; the others are unaffected.
 
     Raises:
-        MessageError: the entry is malformed, written by another codec, or does not decode.
+        EntryError: the entry's header is malformed or written by another codec.
     """
-    meta = read_meta(fields)
     try:
-        run, path, reply, end, name = meta["r"], meta["p"], meta["to"], meta["end"], meta["c"]
+        meta = read_meta(fields)
+    except MessageError as exc:
+        raise EntryError(str(exc)) from exc.__cause__
+    burst = "b" in meta
+    try:
+        run, reply, end, name = meta["r"], meta["to"], meta["end"], meta["c"]
+        paths = meta["b"] if burst else [meta["p"]]
     except KeyError as exc:
         msg = f"malformed item message: no {exc.args[0]!r} field"
-        raise MessageError(msg) from None
+        raise EntryError(msg) from None
     if not (
         isinstance(run, str)
         and isinstance(reply, str)
         and isinstance(end, str)
         and isinstance(name, str)
-        and isinstance(path, list)
-        and path
-        and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in path)
+        and isinstance(paths, list)
+        and paths
+        and all(_is_path(p) for p in paths)
     ):
         msg = "malformed item message: bad run, path, reply, end or codec field"
-        raise MessageError(msg)
-    born = meta.get("t")
-    if born is not None and (isinstance(born, bool) or not isinstance(born, int | float)):
-        msg = f"malformed item message: its birth time is a {type(born).__name__}, not a number"
-        raise MessageError(msg)
+        raise EntryError(msg)
+    borns = _births(meta.get("t"), len(paths))
+    metas = [
+        ItemMeta(run, tuple(p), reply, end, name, born)
+        for p, born in zip(paths, borns, strict=True)
+    ]
     if name != codec.name:
         msg = (
             f"refused an item written with the {name!r} codec: this process reads only "
             f"{codec.name!r}"
         )
+        raise EntryError(msg, metas)
+    values: list[Any] = []
+    errors: dict[int, str] = {}
+    for position in range(len(metas)):
+        value = fields.get(value_field(position))
+        if not isinstance(value, bytes):
+            errors[position] = (
+                f"malformed item message: no {value_field(position).decode()!r} field"
+            )
+            values.append(None)
+            continue
+        try:
+            values.append(codec.decode(value))
+        except CodecError as exc:
+            errors[position] = f"the item does not decode: {exc}"
+            values.append(None)
+    return Entry(metas, values, errors)
+
+
+def parse_item(fields: Mapping[bytes, bytes], codec: Codec) -> tuple[ItemMeta, Any]:
+    """The meta and the decoded item of a one-item stream entry.
+
+    Raises:
+        MessageError: the entry is malformed, a burst, written by another codec, or does not
+            decode.
+    """
+    entry = parse_entry(fields, codec)
+    if len(entry.metas) != 1:
+        msg = f"a burst of {len(entry.metas)} items where one item was expected"
         raise MessageError(msg)
-    value = fields.get(b"v")
-    if not isinstance(value, bytes):
-        msg = "malformed item message: no 'v' field"
-        raise MessageError(msg)
-    try:
-        item = codec.decode(value)
-    except CodecError as exc:
-        msg = f"the item does not decode: {exc}"
-        raise MessageError(msg) from exc
-    return ItemMeta(run, tuple(path), reply, end, name, None if born is None else float(born)), item
+    if entry.errors:
+        raise MessageError(entry.errors[0])
+    return entry.metas[0], entry.values[0]
+
+
+def _is_birth(value: Any) -> bool:
+    return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
+
+
+def _births(t: Any, n: int) -> list[float | None]:
+    """The birth times of an entry's ``n`` items from its meta's ``t``: absent, one number
+    for them all, or (a burst whose items were born apart) a list of one per item.
+
+    Raises:
+        EntryError: ``t`` is none of these.
+    """
+    if isinstance(t, list):
+        if len(t) != n or not all(_is_birth(x) for x in t):
+            msg = f"malformed item message: its birth times are not {n} numbers"
+            raise EntryError(msg)
+        return [None if x is None else float(x) for x in t]
+    if not _is_birth(t):
+        msg = f"malformed item message: its birth time is a {type(t).__name__}, not a number"
+        raise EntryError(msg)
+    return [None if t is None else float(t)] * n
 
 
 def item_metas(fields: Mapping[bytes, bytes]) -> list[dict[str, Any]]:
-    """The metas (``m`` fields: run, path, reply stream...) of the items an entry carries, as
-    plain dicts; fields ``m1``, ``m2``... count as further items. Unreadable ones are left out."""
-    metas = []
+    """The metas of the items an entry carries, one plain dict each (run ``r``, path ``p``,
+    reply stream ``to``...): a burst's ``m`` (paths under ``b``) gives one per path; fields
+    ``m1``, ``m2``... count as further items. Unreadable ones are left out."""
+    metas: list[dict[str, Any]] = []
     for key in sorted(k for k in fields if isinstance(k, bytes) and k[:1] == b"m"):
         if key != b"m" and not key[1:].isdigit():
             continue
         try:
-            metas.append(read_meta({b"m": fields[key]}))
+            meta = read_meta({b"m": fields[key]})
         except MessageError:
             continue
+        paths = meta.pop("b", None)
+        if not isinstance(paths, list):
+            metas.append(meta)
+            continue
+        for path in paths:
+            metas.append({**meta, "p": path})
     return metas
 
 

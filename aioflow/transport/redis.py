@@ -68,6 +68,7 @@ from .messages import (
     error_from_data,
     graph_signature,
     item_metas,
+    pack_burst,
     pack_item,
     pack_reply,
     read_meta,
@@ -86,7 +87,9 @@ __all__ = [
     "RedisTransport",
     "ResponseError",
     "backlog",
+    "burst_size",
     "connect",
+    "cut_bursts",
     "ensure_group",
     "queue_drop_notices",
     "redact",
@@ -99,6 +102,8 @@ _BATCH = 100
 #: values longer than this (bytes) are handed to redis-py as memoryviews (see wire())
 _BIG = 64 * 1024
 _READ_SIZE = 1024 * 1024
+#: a burst entry stops growing past this many bytes (a frame goes alone)
+_BURST_BYTES = 1024 * 1024
 #: reply entries a caller reads between two trims of its reply stream
 _TRIM_EVERY = 200
 #: seconds between two readings of the workers' books by a caller
@@ -109,10 +114,17 @@ WAKE = {b"m": pack_plain({"k": "wake"}), b"v": b""}
 def wire(fields: dict[bytes, bytes]) -> dict[bytes, Any]:
     """``fields`` as written to Redis: a large value goes as a memoryview, which redis-py sends
     as it is (its hiredis packer would copy it into the command, slowly for megabytes)."""
-    value = fields.get(b"v")
-    if value is not None and len(value) > _BIG:
-        return {**fields, b"v": memoryview(value)}
+    if any(len(value) > _BIG for value in fields.values()):
+        return {k: memoryview(v) if len(v) > _BIG else v for k, v in fields.items()}
     return fields
+
+
+def burst_size(capacity: int) -> int:
+    """Most items a producer puts in one entry of a stream whose reader's ``queue_size`` is
+    ``capacity``: an eighth of it (at most 100), so that the bound on the stream's entries,
+    ``capacity // burst``, still bounds its items by ``capacity`` and leaves several entries
+    in flight at once."""
+    return max(1, min(_BATCH, capacity // 8))
 
 
 def redact(url: str) -> str:
@@ -288,23 +300,63 @@ return out
 """
 
 
+def cut_bursts(pairs: list[tuple[Any, bytes]], size: int) -> list[list[tuple[Any, bytes]]]:
+    """``pairs`` (an item's path or index, its bytes) cut into the items of burst entries: at
+    most ``size`` each and, past an entry's first item, at most :data:`_BURST_BYTES`."""
+    bursts: list[list[tuple[Any, bytes]]] = []
+    current: list[tuple[Any, bytes]] = []
+    nbytes = 0
+    for pair in pairs:
+        if current and (len(current) >= size or nbytes + len(pair[1]) > _BURST_BYTES):
+            bursts.append(current)
+            current, nbytes = [], 0
+        current.append(pair)
+        nbytes += len(pair[1])
+    if current:
+        bursts.append(current)
+    return bursts
+
+
 class _Credit:
-    """How many more items a producer may write to a stream before it looks again.
+    """How many more entries a producer may write to a stream before it looks again.
+
+    The bound is ``capacity`` items; a producer that writes up to ``burst`` items per entry
+    gets ``capacity // burst`` entries (the backlog Redis reports counts entries). Large items
+    make smaller bursts (:meth:`fit`).
 
     A leaky edge (the reading block's ``overflow`` is ``"drop_oldest"`` or ``"drop_newest"``)
     never makes its producer wait: each burst of writes is followed by :data:`TRIM_SCRIPT`,
-    which deletes the undelivered entries beyond ``capacity``; :meth:`checked` returns the
-    metas of the items they carried, whose callers the producer tells
-    (:func:`queue_drop_notices`), and :attr:`dropped` counts them for the reading block's books.
+    which deletes the undelivered entries beyond the same entry bound; :meth:`checked` returns
+    the metas of every item they carried (each item of a trimmed burst), whose callers the
+    producer tells (:func:`queue_drop_notices`), and :attr:`dropped` counts them, in items,
+    for the reading block's books.
     """
 
-    __slots__ = ("block", "capacity", "credit", "dropped", "overflow", "stream")
+    __slots__ = (
+        "block",
+        "burst",
+        "capacity",
+        "credit",
+        "dropped",
+        "items",
+        "max_burst",
+        "overflow",
+        "stream",
+    )
 
     def __init__(
-        self, stream: str, capacity: int, *, overflow: str = "block", block: str = ""
+        self,
+        stream: str,
+        capacity: int,
+        burst: int = 1,
+        *,
+        overflow: str = "block",
+        block: str = "",
     ) -> None:
         self.stream = stream
-        self.capacity = capacity
+        self.items = capacity
+        self.max_burst = self.burst = burst
+        self.capacity = max(1, capacity // burst)
         self.credit = 0
         self.overflow = overflow
         #: the block that reads the stream (its books count the drops)
@@ -315,6 +367,17 @@ class _Credit:
     @property
     def leaky(self) -> bool:
         return self.overflow != "block"
+
+    def fit(self, sizes: Iterable[int]) -> int:
+        """The burst size for items of these sizes (bytes): large items go fewer per entry
+        (a frame alone), and the stream then gets as many more entries."""
+        burst = max(1, min(self.max_burst, _BURST_BYTES // max(1, max(sizes, default=1))))
+        if burst != self.burst:
+            before = self.capacity
+            self.burst = burst
+            self.capacity = max(1, self.items // burst)
+            self.credit += self.capacity - before
+        return burst
 
     async def take(self, client: Any, wanted: int, progress: asyncio.Event | None = None) -> int:
         """Wait until the stream's backlog is under its capacity; return how many of
@@ -683,9 +746,11 @@ class _Session:
         if window is None:
             window = 64 + PipelineRun.chain_capacity(leg)
         self.window = asyncio.Semaphore(window)
+        capacity = stage_capacity(first)
         self.credit = _Credit(
             self.inbox,
-            stage_capacity(first),
+            capacity,
+            burst_size(capacity),
             overflow=stage_overflow(first),
             block=self.first_name,
         )
@@ -699,9 +764,7 @@ class _Session:
         self.ordered = ordered
         self.client: Any = None
         self.started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.sendq: asyncio.Queue[tuple[int, dict[bytes, bytes]] | None] = asyncio.Queue(
-            maxsize=_BATCH
-        )
+        self.sendq: asyncio.Queue[tuple[int, bytes, float] | None] = asyncio.Queue(maxsize=_BATCH)
         self.pending: dict[int, _Pending] = {}
         self.next_idx = 0
         self.sent_all = False
@@ -742,12 +805,9 @@ class _Session:
             pend.open.clear()
             self._finish(idx, pend)
             return idx
-        meta = ItemMeta(
-            self.run_id, (idx,), self.reply, self.end, self.codec.name, self.clock.now()
-        )
         if self.keyed is not None:
             self.route(idx, value)
-        await self.sendq.put((idx, pack_item(meta, body)))
+        await self.sendq.put((idx, body, self.clock.now()))
         return idx
 
     async def results(self, items: Iterable[Any] | AsyncIterable[Any]) -> AsyncGenerator[Any, None]:
@@ -930,9 +990,20 @@ class _Session:
         self.router.assign(idx, value)
 
     async def _write_partitioned(
-        self, client: Any, router: Router, batch: list[tuple[int, dict[bytes, bytes]]]
+        self, client: Any, router: Router, batch: list[tuple[int, bytes, float]]
     ) -> None:
-        routed = [(router.assigned(idx), fields) for idx, fields in batch]
+        """A keyed first block's items, one per entry of their partition's stream (its owner
+        reads them in order; the worker's burst-aware reader takes them as one-item entries)."""
+        routed = [
+            (
+                router.assigned(idx),
+                pack_item(
+                    ItemMeta(self.run_id, (idx,), self.reply, self.end, self.codec.name, born),
+                    body,
+                ),
+            )
+            for idx, body, born in batch
+        ]
         counts: dict[int, int] = {}
         for part, _ in routed:
             counts[part] = counts.get(part, 0) + 1
@@ -944,16 +1015,33 @@ class _Session:
             if isinstance(reply, Exception):
                 raise reply
 
-    async def _write(self, client: Any, batch: list[tuple[int, dict[bytes, bytes]]]) -> None:
+    async def _write(self, client: Any, batch: list[tuple[int, bytes, float]]) -> None:
+        """Write ``batch`` as burst entries (as many items per entry as the stream's bound
+        allows), as fast as the stream's backlog lets; each item keeps its birth time."""
         if self.router is not None:
             await self._write_partitioned(client, self.router, batch)
             return
         start = 0
         while start < len(batch):
-            n = await self.credit.take(client, len(batch) - start, self.progress)
+            rest = batch[start:]
+            sizes = (len(body) for _, body, _ in rest)
+            bursts = cut_bursts(
+                [((idx, born), body) for idx, body, born in rest], self.credit.fit(sizes)
+            )
+            n = await self.credit.take(client, len(bursts), self.progress)
             pipe = client.pipeline(transaction=False)
-            for _, fields in batch[start : start + n]:
+            for burst in bursts[:n]:
+                fields = pack_burst(
+                    self.run_id,
+                    self.reply,
+                    self.end,
+                    self.codec.name,
+                    [(idx,) for (idx, _), _ in burst],
+                    [body for _, body in burst],
+                    [born for (_, born), _ in burst],
+                )
                 pipe.xadd(self.inbox, wire(fields))
+                start += len(burst)
             self.credit.queue_check(pipe)
             replies = await client.guard(pipe.execute(raise_on_error=False))
             for reply in replies[:-1]:
@@ -962,7 +1050,6 @@ class _Session:
             dropped = self.credit.checked(replies[-1])
             if dropped:
                 await self._dropped(client, dropped)
-            start += n
 
     async def _dropped(self, client: Any, metas: list[dict[str, Any]]) -> None:
         """Items a leaky first edge trimmed: this run's are answered here, other callers' on

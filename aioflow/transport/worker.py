@@ -7,10 +7,12 @@ run: a pipeline of those stages, opened as a service, in-process channels inside
 
 * a reader takes entries from the segment's input stream with ``XREADGROUP`` in the group every
   worker of the segment shares, as many as the segment has room for;
-* each item goes through the segment (:func:`~aioflow._engine.segment.submit_outcome`); its
-  outputs go to the next segment's stream, or to the caller's reply stream after the last
-  remote block, and the input entry is acknowledged (and deleted) in the same ``MULTI`` as those
-  writes: an item is never acknowledged before its outputs are safe downstream;
+* the items of an entry (one, or a burst: see :mod:`~aioflow.transport.messages`) go through
+  the segment together (:func:`~aioflow._engine.segment.submit_outcomes`); their outputs go to
+  the next segment's stream (as burst entries too), or to the caller's reply stream after the
+  last remote block, and the input entry is acknowledged (and deleted) in the same ``MULTI`` as
+  the last of those writes, once every item of it is answered: an item is never acknowledged
+  before its outputs are safe downstream;
 * a reclaimer takes over entries another worker left pending longer than ``claim_idle`` seconds
   (it died) with ``XAUTOCLAIM``; an entry delivered more than ``max_deliveries`` times goes to
   the dead-letter stream, and its caller gets an error;
@@ -21,11 +23,13 @@ run: a pipeline of those stages, opened as a service, in-process channels inside
   count it), and at exit; the hash expires ``stats_ttl`` seconds after the last publication, so
   a dead worker's books age out. Callers merge the books of all live workers;
 * an entry that does not decode (malformed, or written by another codec such as pickle) goes to
-  the dead-letter stream with the reason; nothing in it runs;
+  the dead-letter stream with the reason; nothing in it runs, and its items' callers, when its
+  header names them, get an error each. An item of a burst that does not decode goes there
+  alone (with its position) and its caller gets an error; the rest of the burst runs;
 * a segment headed by a keyed block reads instead the partitions of its input it holds the lease
   of, snapshots their keys' state to Redis, and takes over those of a worker that died
   (:mod:`aioflow.transport.partitions`); a worker before a keyed segment routes its outputs to
-  their key's partition.
+  their key's partition, one item per entry (partition streams are not burst).
 
 ``--metrics HOST:PORT`` serves the segment's own Prometheus metrics (and dashboard) at
 ``http://HOST:PORT/metrics`` while the worker runs (:class:`aioflow.observe.Server`; loopback
@@ -51,7 +55,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .._engine.segment import KeyedLanes, Outcome, sub_pipeline, submit_outcome
+from .._engine.segment import KeyedLanes, Outcome, sub_pipeline, submit_outcomes
 from .._engine.supervisor import PipelineRun
 from ..errors import BlockError, PipelineClosed, summarize
 from ..graph import Branch
@@ -59,15 +63,18 @@ from ..stats import BlockStatistics, merge_statistics
 from .codec import Codec, CodecError, codec_named, pack_plain
 from .messages import (
     GROUP,
+    EntryError,
     ItemMeta,
     Keys,
     MessageError,
     ServerClock,
     error_to_data,
     graph_signature,
+    pack_burst,
     pack_item,
     pack_reply,
-    parse_item,
+    parse_entry,
+    value_field,
 )
 from .partitions import (
     DEFAULT_PARTITIONS,
@@ -83,7 +90,9 @@ from .redis import (
     RedisConnectionError,
     RedisError,
     ResponseError,
+    burst_size,
     connect,
+    cut_bursts,
     ensure_group,
     queue_drop_notices,
     redact,
@@ -124,8 +133,8 @@ class _Slots:
         if self.free < 1:
             self._freed.clear()
 
-    def release(self) -> None:
-        self.free += 1
+    def release(self, n: int = 1) -> None:
+        self.free += n
         if self.free > 0:
             self._freed.set()
 
@@ -166,6 +175,11 @@ def _stage_name(stage: Block | Branch) -> str:
     return stage.name if isinstance(stage, Branch) else stage.options.name
 
 
+#: what an output carries to the next segment besides its bytes: its path, its input's birth
+#: (:attr:`ItemMeta.born`) and its partition there (0 unless that segment is keyed)
+_Child = tuple[tuple[int, ...], float | None, int]
+
+
 @dataclass
 class _Done:
     """What to write for one input entry, acknowledged in the same transaction."""
@@ -174,9 +188,13 @@ class _Done:
     downstream: list[dict[bytes, bytes]] = field(default_factory=list)
     replies: list[dict[bytes, bytes]] = field(default_factory=list)
     reply_to: str = ""
-    dead: dict[bytes, bytes] | None = None
-    #: the partition of each ``downstream`` item when the next segment is keyed
+    dead: list[dict[bytes, bytes]] = field(default_factory=list)
+    #: the partition of each ``downstream`` entry when the next segment is keyed
     routes: list[int] = field(default_factory=list)
+    #: items the entry carries (the worker's slots it holds)
+    items: int = 1
+    #: False for the first part of an entry's outputs, written before the rest (and the ack)
+    ack: bool = True
 
 
 class Worker:
@@ -260,17 +278,19 @@ class Worker:
         self.graph_hash, _ = graph_signature(pipeline.name, stages)
         self.keys = Keys(prefix, pipeline.name, self.graph_hash)
         self.inbox = self.keys.inbox(wanted[0])
+        #: the most items a producer puts in one entry of the input stream
+        self.in_burst = burst_size(stage_capacity(self.stages[0]))
         self.outbox = self.keys.inbox(self.next_name) if self.next_name else None
-        self.credit = (
-            Credit(
+        self.credit: Credit | None = None
+        if self.outbox is not None:
+            capacity = stage_capacity(stages[nxt])
+            self.credit = Credit(
                 self.outbox,
-                stage_capacity(stages[nxt]),
+                capacity,
+                burst_size(capacity),
                 overflow=stage_overflow(stages[nxt]),
                 block=names[nxt],
             )
-            if self.outbox is not None
-            else None
-        )
         #: the Redis server's clock, on which items carry their birth (max_age)
         self.clock = ServerClock()
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -576,8 +596,11 @@ class Worker:
     ) -> None:
         stop = self.stopping
         while not stop.is_set():
-            await slots.wait_free()
-            n = slots.free
+            while slots.free < 1:  # (an entry's burst may take slots after the wake-up)
+                await slots.wait_free()
+            # Entries, not items: a burst holds up to in_burst items, and a worker that took a
+            # burst per free slot would leave the segment's other workers idle.
+            n = -(-slots.free // self.in_burst)
             try:
                 reply = await client.xreadgroup(
                     GROUP, self.consumer, {self.inbox: ">"}, count=n, block=500
@@ -616,9 +639,11 @@ class Worker:
         done: asyncio.Queue[_Done],
         deliveries: int,
     ) -> None:
+        """Run the items of one entry (one, or a burst) and queue what to write for it: every
+        item answered on its own, the entry acknowledged once all are."""
         try:
-            meta, value = parse_item(fields, self.codec)
-        except MessageError as exc:
+            entry = parse_entry(fields, self.codec)
+        except EntryError as exc:
             logger.warning(
                 "worker %s: entry %s of %s goes to the dead-letter stream: %s",
                 self.consumer,
@@ -626,37 +651,102 @@ class Worker:
                 self.inbox,
                 exc,
             )
-            await done.put(self._dead(entry_id, fields, str(exc)))
+            item = self._dead(entry_id, fields, str(exc))
+            self._refuse(item, exc.metas, f"its input cannot be read: {exc}")
+            await done.put(item)
             return
+        metas = entry.metas
+        if len(metas) > 1 and self._slots is not None:
+            self._slots.take(len(metas) - 1)  # (the reader took one per entry)
         if deliveries > self.max_deliveries:
             reason = (
                 f"delivered {deliveries} times without finishing (more than max_deliveries="
                 f"{self.max_deliveries}): a worker died on it each time?"
             )
-            item = self._dead(entry_id, fields, reason)
-            err = BlockError(self.blocks[0], reason, item=summarize(value))
-            item.replies.append(pack_reply(meta.path, "err", e=error_to_data(err)))
-            item.reply_to = meta.reply
+            item = self._dead(entry_id, fields, reason, items=len(metas))
+            self._refuse(item, metas, reason, entry.values)
             await done.put(item)
             return
-        age = 0.0 if meta.born is None else self.clock.age(meta.born)
+        item = _Done(entry_id, reply_to=metas[0].reply, items=len(metas))
+        for position, reason in entry.errors.items():
+            logger.warning(
+                "worker %s: item %d of entry %s of %s goes to the dead-letter stream: %s",
+                self.consumer,
+                position,
+                entry_id.decode(),
+                self.inbox,
+                reason,
+            )
+            item.dead.append(self._dead_item(entry_id, fields, position, reason))
+            self._refuse(item, [metas[position]], f"its input cannot be read: {reason}")
+        good = [i for i in range(len(metas)) if i not in entry.errors]
+        # Each item's age since it entered the pipeline (max_age counts across machines).
+        clock = self.clock
+        births = [metas[i].born for i in good]
+        ages = [0.0 if born is None else clock.age(born) for born in births]
         try:
-            outcome = await submit_outcome(running, value, age=age)
-        except BlockError as err:
-            item = _Done(entry_id, reply_to=meta.reply)
-            item.replies.append(pack_reply(meta.path, "err", e=error_to_data(err)))
-            await done.put(item)
-            return
+            outcomes = await submit_outcomes(running, [entry.values[i] for i in good], ages)
         except PipelineClosed:
             return  # stopping: the entry stays pending for another worker
-        await done.put(self._answer(entry_id, meta, outcome))
+        children: list[tuple[_Child, bytes]] = []
+        for i, outcome in zip(good, outcomes, strict=True):
+            if isinstance(outcome, BlockError):
+                item.replies.append(pack_reply(metas[i].path, "err", e=error_to_data(outcome)))
+            else:
+                self._answer(item, metas[i], outcome, children)
+        first = metas[0]
+        if children and self.router is not None:
+            # A keyed next segment: one output per entry of its key's partition stream.
+            for (path, born, part), body in children:
+                child = dataclasses.replace(first, path=path, born=born)
+                item.downstream.append(pack_item(child, body))
+                item.routes.append(part)
+        elif children and self.credit is not None:
+            # The outputs go on as burst entries too (one run: one meta per entry), each
+            # with its input's birth.
+            size = self.credit.fit(len(body) for _, body in children)
+            for burst in cut_bursts(children, size):
+                item.downstream.append(
+                    pack_burst(
+                        first.run,
+                        first.reply,
+                        first.end,
+                        first.codec,
+                        [path for (path, _, _), _ in burst],
+                        [body for _, body in burst],
+                        [born for (_, born, _), _ in burst],
+                    )
+                )
+        await done.put(item)
 
-    def _answer(self, entry_id: bytes, meta: ItemMeta, outcome: Outcome) -> _Done:
-        item = _Done(entry_id, reply_to=meta.reply)
+    def _refuse(
+        self,
+        item: _Done,
+        metas: Sequence[ItemMeta],
+        reason: str,
+        values: Sequence[Any] | None = None,
+    ) -> None:
+        """Tell the callers of ``metas`` that their items failed here with ``reason``."""
+        for position, meta in enumerate(metas):
+            shown = summarize(values[position]) if values is not None else None
+            err = BlockError(self.blocks[0], reason, item=shown)
+            item.replies.append(pack_reply(meta.path, "err", e=error_to_data(err)))
+            item.reply_to = meta.reply
+
+    def _answer(
+        self,
+        item: _Done,
+        meta: ItemMeta,
+        outcome: Outcome,
+        children: list[tuple[_Child, bytes]],
+    ) -> None:
+        """Add one item's outputs to what its entry writes: its reply, or ((path, birth,
+        partition), bytes) pairs to ``children`` for the next segment."""
         outputs = outcome.outputs
         extra: dict[str, Any] = {}
         if not outputs:
             extra = {"reason": outcome.reason, "block": outcome.block}
+        downstream: list[tuple[_Child, bytes]] = []
         try:
             if self.last == meta.end or self.outbox is None:
                 if self.last != meta.end:
@@ -668,41 +758,58 @@ class Worker:
                 item.replies.append(
                     pack_reply(meta.path, "out", self.codec.encode(outputs), **extra)
                 )
-                return item
+                return
             if meta.end in self.blocks:
                 msg = (
                     f"this worker's blocks ({','.join(self.blocks)}) go past {meta.end!r}, "
                     "the caller's last remote block: start workers whose blocks end there"
                 )
                 raise MessageError(msg)
-            if len(outputs) != 1:
-                item.replies.append(pack_reply(meta.path, "split", n=len(outputs), **extra))
             for j, out in enumerate(outputs):
                 path = meta.path if len(outputs) == 1 else (*meta.path, j)
-                child = dataclasses.replace(meta, path=path)
-                item.downstream.append(pack_item(child, self.codec.encode(out)))
-                if self.router is not None:
-                    item.routes.append(self.router.partition(out))
+                part = self.router.partition(out) if self.router is not None else 0
+                downstream.append(((path, meta.born, part), self.codec.encode(out)))
         except (CodecError, MessageError) as exc:
             err = BlockError(self.last, f"its output cannot be sent on: {exc}")
-            item = _Done(entry_id, reply_to=meta.reply)
             item.replies.append(pack_reply(meta.path, "err", e=error_to_data(err)))
-        return item
+            return
+        if len(outputs) != 1:
+            item.replies.append(pack_reply(meta.path, "split", n=len(outputs), **extra))
+        children.extend(downstream)
 
-    def _dead(self, entry_id: bytes, fields: dict[bytes, bytes], reason: str) -> _Done:
+    def _dead(
+        self, entry_id: bytes, fields: dict[bytes, bytes], reason: str, *, items: int = 1
+    ) -> _Done:
+        """The whole entry to the dead-letter stream (all its fields, as ``original_*``)."""
+        dead = self._dead_header(entry_id, reason)
+        for key, value in fields.items():
+            if isinstance(key, bytes) and key[:1] in (b"m", b"v"):
+                dead[b"original_" + key] = value
+        return _Done(entry_id, dead=[dead], items=items)
+
+    def _dead_item(
+        self, entry_id: bytes, fields: dict[bytes, bytes], position: int, reason: str
+    ) -> dict[bytes, bytes]:
+        """One item of an entry to the dead-letter stream: the entry's ``m``, the item's
+        position in it and its value (as ``original_v``)."""
+        dead = self._dead_header(entry_id, reason)
+        dead[b"position"] = str(position).encode()
+        for key, name in ((b"m", b"original_m"), (value_field(position), b"original_v")):
+            value = fields.get(key)
+            if isinstance(value, bytes):
+                dead[name] = value
+        return dead
+
+    def _dead_header(self, entry_id: bytes, reason: str) -> dict[bytes, bytes]:
         stream, entry = self.inbox, entry_id
         if self.owner is not None:
             stream, entry = self.owner.stream_of(entry_id)
-        dead = {
+        return {
             b"stream": stream.encode(),
             b"entry": entry,
             b"reason": reason.encode(),
             b"worker": self.consumer.encode(),
         }
-        for key, value in fields.items():
-            if isinstance(key, bytes) and key in (b"m", b"v"):
-                dead[b"original_" + key] = value
-        return _Done(entry_id, dead=dead)
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -718,38 +825,54 @@ class Worker:
                 self.in_flight.discard(item.entry)
                 if self.owner is not None:
                     self.owner.finished(item.entry)
-                slots.release()
+                slots.release(item.items)
             if not self.in_flight:
                 self._idle.set()
 
     async def _write(self, client: Any, batch: list[_Done], *, books: bool = False) -> None:
-        pos = 0
-        while pos < len(batch):
-            chunk: list[_Done] = []
-            if self.router is not None:
-                # Backpressure per partition of the next (keyed) segment.
-                chunk, pos = batch[pos:], len(batch)
-                counts: dict[int, int] = {}
-                for item in chunk:
-                    for part in item.routes:
-                        counts[part] = counts.get(part, 0) + 1
+        if self.router is not None:
+            # Backpressure per partition of the next (keyed) segment (one item per entry).
+            counts: dict[int, int] = {}
+            for done in batch:
+                for route in done.routes:
+                    counts[route] = counts.get(route, 0) + 1
+            if counts:
                 await self.router.reserve(client, counts)
-            elif self.credit is not None and self.outbox is not None:
-                # Backpressure: never put more into the next stream than its backlog bound.
-                wanted = sum(len(item.downstream) for item in batch[pos:])
-                allowed = await self.credit.take(client, wanted) if wanted else 0
-                count = 0
-                while pos < len(batch):
-                    n = len(batch[pos].downstream)
-                    if chunk and count + n > allowed:
-                        break
-                    chunk.append(batch[pos])
+            await self._commit(client, batch, books=books)
+            return
+        credit = self.credit
+        if credit is None or self.outbox is None:
+            await self._commit(client, batch, books=books)
+            return
+        queue = list(batch)
+        while queue:
+            # Backpressure: never put more into the next stream than its backlog bound. An
+            # entry whose outputs do not all fit has some written now and the rest, with its
+            # acknowledgement, later (a worker that dies between writes them twice: at least
+            # once, and the caller drops the repeats).
+            wanted = sum(len(item.downstream) for item in queue)
+            allowed = await credit.take(client, wanted) if wanted else 0
+            chunk: list[_Done] = []
+            count = 0
+            while queue:
+                n = len(queue[0].downstream)
+                if count + n <= allowed:
+                    chunk.append(queue.pop(0))
                     count += n
-                    pos += 1
-                self.credit.credit += allowed - count  # (negative when one item overshoots)
-            else:
-                chunk, pos = batch[pos:], len(batch)
-            await self._commit(client, chunk, books=books and pos >= len(batch))
+                    continue
+                head = queue[0]
+                k = allowed - count
+                if k:
+                    # Its answers (a split) go with its first outputs: the caller must know of
+                    # the outputs before their own answers can come.
+                    part = _Done(head.entry, head.downstream[:k], head.replies, head.reply_to)
+                    part.ack = False
+                    chunk.append(part)
+                    head.downstream, head.replies = head.downstream[k:], []
+                    count += k
+                break
+            credit.credit += allowed - count
+            await self._commit(client, chunk, books=books and not queue)
 
     async def _commit(self, client: Any, chunk: list[_Done], *, books: bool = False) -> None:
         if books:
@@ -774,15 +897,16 @@ class Worker:
                 entry = answers.setdefault(item.reply_to, {})
                 for fields in item.replies:
                     _append_answer(entry, fields)
-            if item.dead is not None:
-                pipe.xadd(self.keys.dead, item.dead, maxlen=100_000, approximate=True)
+            for dead in item.dead:
+                pipe.xadd(self.keys.dead, dead, maxlen=100_000, approximate=True)
                 self.dead_letters += 1
-            ids.append(item.entry)
+            if item.ack:
+                ids.append(item.entry)
         for reply_to, entry in answers.items():
             pipe.xadd(reply_to, _wire_all(entry), nomkstream=True)
-        if self.owner is not None:
+        if ids and self.owner is not None:
             self.owner.queue_acks(pipe, ids)
-        else:
+        elif ids:
             pipe.xack(self.inbox, GROUP, *ids)
             pipe.xdel(self.inbox, *ids)
         if books:
@@ -820,7 +944,7 @@ class Worker:
             await asyncio.sleep(period)
             cursor = "0-0"
             while not self.stopping.is_set():
-                free = min(_BATCH, slots.free)
+                free = min(_BATCH, -(-slots.free // self.in_burst))
                 if free < 1:
                     break
                 cursor, claimed, deleted = await _autoclaim(

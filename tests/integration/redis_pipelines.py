@@ -115,6 +115,11 @@ leaky_behind = af.Pipeline(
 leaky_newest = af.Pipeline(
     lag.with_options(name="lag", overflow="drop_newest"), name="leaky_newest"
 )
+# queue_size 32: producers write bursts of 4 items per entry (burst_size), 8 entries waiting
+leaky_bursts = af.Pipeline(lag.with_options(name="lag", queue_size=32), name="leaky3")
+leaky_bursts_behind = af.Pipeline(
+    fast.with_options(name="feed"), lag.with_options(name="lag", queue_size=32), name="leaky4"
+)
 
 
 @af.block(max_age=0.3)
@@ -124,6 +129,8 @@ async def fresh(x: int) -> int:
 
 
 aging = af.Pipeline(fresh, name="aging")
+# the feed worker writes fresh's input as bursts (queue_size 64: 8 items per entry)
+aging_behind = af.Pipeline(fast.with_options(name="feed"), fresh, name="aging2")
 
 
 # Frames on the wire (MsgpackCodec(frames="jpeg") / --frames jpeg).

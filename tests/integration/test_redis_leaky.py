@@ -58,6 +58,33 @@ async def test_a_drop_oldest_edge_never_blocks_its_producer_and_keeps_the_newest
     assert outputs == sorted(set(outputs))
 
 
+@pytest.mark.parametrize(
+    ("attr", "segments"),
+    [("leaky_bursts", ["lag"]), ("leaky_bursts_behind", ["feed", "lag"])],
+    ids=["caller-writes-bursts", "a-worker-writes-bursts"],
+)
+async def test_a_trimmed_burst_answers_and_counts_every_item_it_carried(
+    redis_url: str, redis_prefix: str, workers: Workers, attr: str, segments: list[str]
+) -> None:
+    # lag's queue_size of 32 makes its producers write bursts of 4 items per entry (8 entries
+    # wait at most); a trimmed entry drops all 4, each answered and counted on its own.
+    pipe: af.Pipeline[int, int] = getattr(rp, attr)
+    for blocks in segments:
+        workers.start(attr, blocks, env={"AIOFLOW_TEST_DELAY": "0.02"})
+    n = 600
+    transport = RedisTransport(redis_url, prefix=redis_prefix)
+    outputs = await pipe.run(range(n), transport=transport)
+    stat = pipe.statistics()["lag"]
+    dropped = n - len(outputs)
+    assert dropped > 0
+    assert stat.dropped_by == {"overflow": dropped}
+    assert stat.completed == len(outputs)
+    assert stat.received == n
+    assert _balanced(stat)
+    assert outputs == sorted(set(outputs))  # nothing doubled, input order kept
+    assert n - 1 in outputs  # drop_oldest keeps the newest
+
+
 async def test_a_drop_oldest_edge_answers_each_submit_with_item_dropped(
     redis_url: str, redis_prefix: str, workers: Workers
 ) -> None:
@@ -88,12 +115,21 @@ async def test_a_drop_newest_edge_keeps_the_oldest_and_counts_the_rest(
     assert _balanced(stat)
 
 
+@pytest.mark.parametrize(
+    ("attr", "before"),
+    [("aging", None), ("aging_behind", "feed")],
+    ids=["the-caller-writes-fresh's-input", "a-worker-writes-it-in-bursts"],
+)
 async def test_max_age_counts_from_the_caller_and_drops_what_waited_too_long(
-    redis_url: str, redis_prefix: str, workers: Workers
+    redis_url: str, redis_prefix: str, workers: Workers, attr: str, before: str | None
 ) -> None:
     # fresh has max_age=0.3 s. Items that waited in the stream for a worker that was not
     # there yet are stale when it reads them, although they are new to it; items sent once
-    # it serves are not.
+    # it serves are not. Behind a feed segment, the items reach fresh's stream as bursts
+    # written by feed's worker: each keeps the birth the caller gave it.
+    pipe: af.Pipeline[int, int] = getattr(rp, attr)
+    if before is not None:
+        workers.start(attr, before)
     started = asyncio.Event()
 
     async def source() -> AsyncIterator[int]:
@@ -105,17 +141,17 @@ async def test_max_age_counts_from_the_caller_and_drops_what_waited_too_long(
             yield x
 
     transport = RedisTransport(redis_url, prefix=redis_prefix)
-    run = asyncio.create_task(rp.aging.run(source(), transport=transport))
+    run = asyncio.create_task(pipe.run(source(), transport=transport))
     await asyncio.sleep(0.8)  # the first ten are older than max_age now
     worker = workers.start(
-        "aging", "fresh", env={"AIOFLOW_TEST_DELAY": "0.001"}, extra=("--log-level", "INFO")
+        attr, "fresh", env={"AIOFLOW_TEST_DELAY": "0.001"}, extra=("--log-level", "INFO")
     )
-    while "pipeline 'aging'" not in workers.output(worker):
+    while f"pipeline {pipe.name!r}" not in workers.output(worker):
         await asyncio.sleep(0.02)
     await asyncio.sleep(0.5)  # (it has read the stale ones)
     started.set()
     outputs = await run
-    stat = rp.aging.statistics()["fresh"]
+    stat = pipe.statistics()["fresh"]
     assert outputs  # the fresh ones went through
     assert outputs == [x for x in range(10, 20) if x in outputs]
     assert stat.dropped_by == {"stale": 20 - len(outputs)}

@@ -10,13 +10,16 @@ from typing import cast
 import pytest
 
 import aioflow as af
-from aioflow.transport.codec import MsgpackCodec, pack_plain
+from aioflow.transport.codec import MsgpackCodec, pack_plain, unpack_plain
 from aioflow.transport.messages import (
+    EntryError,
     ItemMeta,
     MessageError,
     graph_signature,
     item_metas,
+    pack_burst,
     pack_item,
+    parse_entry,
     parse_item,
 )
 
@@ -82,3 +85,40 @@ def test_a_caller_running_its_file_as_a_script_has_its_workers_graph_hash(
     other.__file__ = "/srv/gates/other.py"
     monkeypatch.setitem(sys.modules, "__main__", other)
     assert graph_signature("gates", _keyed_pipeline("__main__").stages)[0] != caller
+
+
+def test_every_item_of_a_burst_keeps_its_own_birth_time() -> None:
+    values = [CODEC.encode(x) for x in range(3)]
+    paths = [(0,), (1,), (2, 1)]
+    apart = parse_entry(
+        pack_burst("r", "to", "end", "msgpack", paths, values, [5.0, 6.5, 7]), CODEC
+    )
+    assert [m.born for m in apart.metas] == [5.0, 6.5, 7.0]
+    assert apart.values == [0, 1, 2]
+    # Items born together share one number in the header; unknown births stay unknown.
+    same = pack_burst("r", "to", "end", "msgpack", paths, values, [5.0, 5.0, 5.0])
+    assert [m.born for m in parse_entry(same, CODEC).metas] == [5.0, 5.0, 5.0]
+    assert unpack_plain(same[b"m"])["t"] == 5.0  # one number, not a list
+    unknown = pack_burst("r", "to", "end", "msgpack", paths, values)
+    assert [m.born for m in parse_entry(unknown, CODEC).metas] == [None, None, None]
+    # A burst of one is the plain entry, its birth included.
+    single = pack_burst("r", "to", "end", "msgpack", [(3,)], [values[0]], [9.5])
+    assert parse_item(single, CODEC)[0].born == 9.5
+
+
+def test_a_bursts_birth_times_that_do_not_match_its_items_are_a_malformed_entry() -> None:
+    header = {"r": "r", "b": [[0], [1]], "to": "to", "end": "end", "c": "msgpack"}
+    for t in ([1.0], [1.0, "noon"], "noon", True):
+        fields = {b"m": pack_plain({**header, "t": t}), b"v": CODEC.encode(0), b"v1": b""}
+        with pytest.raises(EntryError, match="birth time"):
+            parse_entry(fields, CODEC)
+
+
+def test_the_metas_of_every_item_of_a_burst_are_found() -> None:
+    burst = pack_burst(
+        "r", "to", "end", "msgpack", [(0,), (1,), (1, 2)], [b"", b"", b""], [1.0, 2.0, 3.0]
+    )
+    metas = item_metas(burst)
+    assert [m["p"] for m in metas] == [[0], [1], [1, 2]]
+    assert {(m["r"], m["to"]) for m in metas} == {("r", "to")}
+    assert all("b" not in m for m in metas)
