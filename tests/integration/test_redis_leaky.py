@@ -14,8 +14,8 @@ from conftest import Workers
 import aioflow as af
 from aioflow.stats import BlockStatistics
 from aioflow.transport.codec import unpack_plain
-from aioflow.transport.messages import GROUP, Keys, graph_signature
-from aioflow.transport.redis import RedisTransport, connect, ensure_group
+from aioflow.transport.messages import GROUP, ItemMeta, Keys, graph_signature, pack_item
+from aioflow.transport.redis import Client, RedisTransport, _Credit, connect, ensure_group
 
 pytestmark = pytest.mark.integration
 
@@ -83,6 +83,72 @@ async def test_a_trimmed_burst_answers_and_counts_every_item_it_carried(
     assert _balanced(stat)
     assert outputs == sorted(set(outputs))  # nothing doubled, input order kept
     assert n - 1 in outputs  # drop_oldest keeps the newest
+
+
+class _Edge:
+    """A leaky stream written as a producer writes it (bursts, each followed by the trim) and
+    read as a worker reads it (XREADGROUP, then XACK and XDEL of what it finished)."""
+
+    def __init__(self, client: Client, stream: str, overflow: str) -> None:
+        self.client = client
+        self.stream = stream
+        self.credit = _Credit(stream, 4, overflow=overflow, block="lag")
+
+    async def write(self, values: range) -> list[int]:
+        """Writes ``values``; returns the ones the trim dropped, in order."""
+        pipe = self.client.pipeline(transaction=True)
+        for x in values:
+            meta = ItemMeta("run", (x,), "reply", "lag", "msgpack")
+            pipe.xadd(self.stream, pack_item(meta, b""))
+        self.credit.queue_check(pipe)
+        replies = await self.client.guard(pipe.execute(raise_on_error=False))
+        return sorted(meta["p"][0] for meta in self.credit.checked(replies[-1]))
+
+    async def finish(self, count: int) -> list[int]:
+        """Takes ``count`` entries, and acknowledges and deletes them; returns their items."""
+        reply = await self.client.xreadgroup(GROUP, "w", {self.stream: ">"}, count=count)
+        entries = reply[0][1] if reply else []
+        if entries:
+            ids = [eid for eid, _ in entries]
+            await self.client.xack(self.stream, GROUP, *ids)
+            await self.client.xdel(self.stream, *ids)
+        return [unpack_plain(fields[b"m"])["p"][0] for _, fields in entries]
+
+
+@pytest.mark.parametrize(
+    ("overflow", "trimmed", "then_taken", "trimmed_then", "kept"),
+    [
+        ("drop_oldest", range(2, 10), [10], range(11, 16), [16, 17, 18, 19]),
+        ("drop_newest", range(6, 14), [2], range(15, 20), [3, 4, 5, 14]),
+    ],
+)
+async def test_a_trim_keeps_queue_size_waiting_entries_after_earlier_trims(
+    redis_url: str,
+    redis_prefix: str,
+    overflow: str,
+    trimmed: range,
+    then_taken: list[int],
+    trimmed_then: range,
+    kept: list[int],
+) -> None:
+    # Deterministically what a worker behind a leaky edge meets (queue_size 4): it took items
+    # before any trim, then a trim deleted the entries ahead of it. (From then on XINFO's lag
+    # counts the deleted entries, redis/redis#13337: a trim that trusted it deleted every
+    # waiting entry, the newest too, and the worker behind got nothing more.)
+    client = connect(redis_url)
+    edge = _Edge(client, f"{redis_prefix}:in:lag", overflow)
+    try:
+        await ensure_group(client, edge.stream)
+        assert await edge.write(range(4)) == []
+        assert await edge.finish(2) == [0, 1]
+        assert await edge.write(range(4, 14)) == list(trimmed)
+        assert await edge.finish(1) == then_taken
+        assert await edge.write(range(14, 20)) == list(trimmed_then)
+        # The edge keeps queue_size entries waiting; every item is an output or a counted drop.
+        assert await edge.finish(100) == kept
+        assert edge.credit.dropped == len(trimmed) + len(trimmed_then)
+    finally:
+        await client.aclose()
 
 
 async def test_a_drop_oldest_edge_answers_each_submit_with_item_dropped(
