@@ -158,6 +158,14 @@ class Router:
         cap = max(2, math.ceil(opts.queue_size / count))
         self.credits = [credit(stream, cap) for stream in self.streams]
         self._assigned: dict[int, int] = {}
+        if opts.overflow != "block":
+            # Not yet across partition streams: say so rather than block where drops are asked.
+            logger.warning(
+                "block %r: overflow=%r does not drop across workers for a keyed block (its input "
+                "is partitioned): the producer waits for room instead (docs/distributed.md)",
+                opts.name,
+                opts.overflow,
+            )
 
     def partition(self, value: Any) -> int:
         """The partition of an item. A key function that fails sends it to partition 0: the
