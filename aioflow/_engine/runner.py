@@ -868,10 +868,22 @@ class BlockRuntime:
         lane = self.lanes.pop(key, None)
         if lane is None:
             return
+        for value in await self.evict_outputs(key, lane):
+            self.flushed += 1
+            await self.out.put(Envelope(value, _perf(), None))
+
+    async def evict_outputs(self, key: Hashable, lane: _Lane) -> list[Any]:
+        """Count ``key`` (its ``lane`` already taken out of :attr:`lanes`) as evicted and
+        return what the block's ``evict`` hook makes of its state (nothing for a function
+        block or a key without state).
+
+        Raises:
+            BlockError: the hook failed (``phase="evict"``).
+        """
         self.evicted += 1
         blk = self.block
         if isinstance(blk, FunctionBlock) or lane.state is _NOTHING:
-            return
+            return []
         try:
             hook: Callable[[Hashable, Any], Any] = blk.evict
             if asyncio.iscoroutinefunction(hook):
@@ -883,9 +895,7 @@ class BlockRuntime:
             exc = as_failure(raised)  # a cancellation of the run goes on up
             err = BlockError(self.name, describe_failure(exc), item=summarize(key), phase="evict")
             raise err from cause_of(exc)
-        for value in outputs or ():
-            self.flushed += 1
-            await self.out.put(Envelope(value, _perf(), None))
+        return list(outputs or ())
 
     async def _run_asyncgen(
         self, env: Envelope, seq: Sequencer | None, n: int, extra: tuple[Any, ...] = ()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import BlockError, PipelineClosed
 from ..graph import iter_blocks
@@ -156,8 +156,76 @@ class KeyedLanes:
             msg = f"no block {name!r} in pipeline {running.name!r}"
             raise KeyError(msg)
         self._rt = found[0]
+        self._running = running
         #: whether the block keeps a state per key (``state=`` or ``create_state``)
         self.stateful = bool(self._rt.block._aioflow_stateful)
+
+    @property
+    def key(self) -> Callable[[Any], Hashable]:
+        """The block's key function."""
+        return cast("Callable[[Any], Hashable]", self._rt.opts.key)
+
+    async def evict(
+        self, keys: Sequence[Hashable]
+    ) -> list[tuple[Hashable, list[Outcome | BlockError]]]:
+        """End ``keys`` as the end of a stream ends every key of a local run: take each idle
+        one out of the block, call its ``evict`` hook, and send what the hook returns through
+        the rest of the segment, as a local run sends its end-of-stream flush. Returns, per key
+        evicted (in ``keys``' order; a key the block does not hold, or one still busy, is left
+        out), what became of each of its outputs in the rest of the segment.
+
+        Raises:
+            BlockError: a hook failed (the keys after it are evicted without their hook).
+            PipelineClosed: the segment is stopping or stopped.
+        """
+        import asyncio
+
+        rt = self._rt
+        lanes = rt.lanes
+        taken = []
+        for key in keys:
+            lane = lanes.get(key)
+            if lane is None or lane.busy or lane.backlog:
+                continue
+            del lanes[key]
+            taken.append((key, lane))
+        run = self._running._run
+        loop = asyncio.get_running_loop()
+        found: list[tuple[Hashable, list[Outcome | BlockError]]] = []
+        mine: list[_OutcomeTicket] = []
+        try:
+            per_key: list[tuple[Hashable, list[_OutcomeTicket]]] = []
+            for key, lane in taken:
+                tickets: list[_OutcomeTicket] = []
+                for value in await rt.evict_outputs(key, lane):
+                    ticket = _OutcomeTicket(loop.create_future())
+                    run.tickets.add(ticket)
+                    mine.append(ticket)
+                    tickets.append(ticket)
+                    rt.flushed += 1
+                    try:
+                        await rt.out.put(Envelope(value, time.perf_counter(), ticket))
+                    except ChannelClosed:
+                        msg = f"pipeline {self._running.name!r} is stopping or stopped"
+                        raise PipelineClosed(msg) from None
+                per_key.append((key, tickets))
+            for key, tickets in per_key:
+                outcomes: list[Outcome | BlockError] = []
+                for ticket in tickets:
+                    try:
+                        outcomes.append(await ticket.future)
+                    except BlockError as err:
+                        outcomes.append(err)
+                found.append((key, outcomes))
+            return found
+        finally:
+            for ticket in mine:
+                run.tickets.discard(ticket)
+                future = ticket.future
+                if not future.done():
+                    future.cancel()
+                elif not future.cancelled():
+                    future.exception()  # retrieved: nobody else will look
 
     def keep(self) -> None:
         """Keep the keys when the segment ends instead of evicting them: their state lives on

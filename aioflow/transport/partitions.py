@@ -83,12 +83,13 @@ end
 return 0
 """
 
-# KEYS: lease, snapshot hash, stream. ARGV: owner, state, mark, trim id ('' for none), release.
+# KEYS: lease, snapshot hash, stream. ARGV: owner, state, mark, trim id ('' for none), release,
+# the runs that touched the keys.
 _SNAPSHOT = """
 if redis.call('get', KEYS[1]) ~= ARGV[1] then
   return 0
 end
-redis.call('hset', KEYS[2], 'state', ARGV[2], 'mark', ARGV[3])
+redis.call('hset', KEYS[2], 'state', ARGV[2], 'mark', ARGV[3], 'runs', ARGV[6])
 if ARGV[4] ~= '' then
   redis.call('xtrim', KEYS[3], 'MINID', ARGV[4])
 end
@@ -296,6 +297,13 @@ class Owner:
         self._margin = max(0.15, ttl / 4)
         #: partitions beyond this worker's fair share, to hand over
         self.excess = 0
+        #: per key: the caller runs whose items it took since it was last evicted, each with
+        #: the path of the first of them (a local run's end of stream evicts keys in that
+        #: order); snapshotted with the state, so that a new owner ends the same runs' keys
+        self.touched: dict[Hashable, dict[str, list[int]]] = {}
+        self._untouchable = False
+        #: set (and replaced) whenever an entry of a partition is finished
+        self._progress = asyncio.Event()
 
     # -- the reader's side ----------------------------------------------------------------------
 
@@ -340,11 +348,54 @@ class Owner:
         part, _ = untoken(tok)
         p = self.parts[part]
         p.in_flight.discard(tok)
+        self._progress.set()
+        self._progress = asyncio.Event()
         if not p.in_flight:
             self._settled.set()
             if not p.owned:
                 # Lost or handed over while items were in flight: its keys are another's now.
-                self.lanes.drop(self._in(part))
+                self._forget(part)
+
+    async def wait_before(self, tok: bytes) -> None:
+        """Wait until every entry of ``tok``'s partition taken before it is finished (its
+        items through the block and acknowledged)."""
+        part, entry_id = untoken(tok)
+        p = self.parts[part]
+        mine = _id_key(entry_id)
+        while any(_id_key(untoken(t)[1]) < mine for t in p.in_flight):
+            await self._progress.wait()
+
+    # -- the end of a caller's run ----------------------------------------------------------------
+
+    def touch(self, key: Hashable, run: str, path: list[int]) -> None:
+        """An item of caller run ``run`` at ``path`` reached the block with ``key``."""
+        runs = self.touched.get(key)
+        if runs is None:
+            runs = self.touched[key] = {}
+        if run not in runs:
+            runs[run] = path
+
+    def touched_by(self, part: int, run: str) -> dict[Hashable, dict[str, list[int]]]:
+        """The keys of partition ``part`` that ``run`` touched, with every run that did."""
+        want = self._in(part)
+        return {k: runs for k, runs in self.touched.items() if run in runs and want(k)}
+
+    def end_run(self, part: int, run: str, gone: set[str]) -> list[tuple[Hashable, list[int]]]:
+        """Caller run ``run`` ended: the keys of partition ``part`` that it touched and that no
+        other live run (not in ``gone``) touched since their last eviction, in the order of
+        their first item of ``run`` (which the caller sorts them by, as a local run's end of
+        stream evicts its keys), each with the path of that item. They and ``run`` are
+        forgotten here: the caller evicts them."""
+        ending: list[tuple[list[int], Hashable]] = []
+        for key, runs in self.touched_by(part, run).items():
+            first = runs.pop(run)
+            for other in gone & runs.keys():
+                del runs[other]
+            if not runs:
+                del self.touched[key]
+                ending.append((first, key))
+        ending.sort(key=lambda pair: pair[0])
+        return [(key, first) for first, key in ending]
 
     def queue_acks(self, pipe: Any, tokens: list[bytes]) -> None:
         """Acknowledge entries of partition streams in ``pipe``. They are not deleted: the
@@ -401,7 +452,7 @@ class Owner:
                     self.ttl_ms / 1000,
                 )
                 if not p.in_flight:
-                    self.lanes.drop(self._in(p.index))
+                    self._forget(p.index)
         owned = [p for p in self.parts if p.owned]
         # Another worker joined: hand it partitions (the snapshot loop does, one at a time).
         self.excess = max(0, len(owned) - share)
@@ -421,11 +472,11 @@ class Owner:
 
     async def take_over(self, client: Any, p: _Part) -> None:
         """Restore ``p``'s state and process again what its last owner left after its mark."""
-        want = self._in(p.index)
-        self.lanes.drop(want)
+        self._forget(p.index)
         saved = await client.hgetall(self._snap[p.index])
         mark = saved.get(b"mark") or None
         state = saved.get(b"state")
+        self._restore_runs(p.index, saved.get(b"runs"))
         restored = 0
         if state:
             try:
@@ -542,6 +593,7 @@ class Owner:
                     )
                     self._unwritable = True
         mark = last or b"0-0"
+        runs = self._runs_of(p.index)
         done = await client.eval(
             _SNAPSHOT,
             3,
@@ -553,17 +605,18 @@ class Owner:
             mark,
             trim,
             "1" if release else "0",
+            runs,
         )
         if not done:  # the lease expired meanwhile: another worker may own it now
             p.owned = p.ready = False
             if not p.in_flight:
-                self.lanes.drop(want)
+                self._forget(p.index)
             return False
         p.snapped = p.last
         self.snapshots += 1
         if release:
             p.owned = p.ready = False
-            self.lanes.drop(want)
+            self._forget(p.index)
             logger.info(
                 "worker %s: handed over partition %d of %r", self.consumer, p.index, self.block
             )
@@ -584,6 +637,58 @@ class Owner:
 
     def owned(self) -> list[int]:
         return [p.index for p in self.parts if p.owned]
+
+    def _forget(self, part: int) -> None:
+        """Drop the idle keys of partition ``part``, and which runs touched its keys (another
+        worker owns it now, or is about to)."""
+        want = self._in(part)
+        self.lanes.drop(want)
+        for key in [k for k in self.touched if want(k)]:
+            del self.touched[key]
+
+    def _runs_of(self, part: int) -> bytes:
+        """Which runs touched the keys of partition ``part``, for its snapshot (the snapshot
+        codec: keys as the state's keys are written)."""
+        want = self._in(part)
+        pairs = [
+            [key, [[run, path] for run, path in runs.items()]]
+            for key, runs in self.touched.items()
+            if want(key)
+        ]
+        if not pairs:
+            return b""
+        try:
+            return encode(Snapshot(version=VERSION, pipeline=self.pipeline, blocks={"": pairs}))
+        except SnapshotError as exc:
+            if not self._untouchable:
+                logger.warning(
+                    "worker %s: the keys of block %r cannot be written to a snapshot, so a worker "
+                    "that takes over one of its partitions does not evict them at the end of the "
+                    "runs that touched them: %s",
+                    self.consumer,
+                    self.block,
+                    exc,
+                )
+                self._untouchable = True
+            return b""
+
+    def _restore_runs(self, part: int, raw: bytes | None) -> None:
+        if not raw:
+            return
+        try:
+            pairs = decode(raw)["blocks"].get("", [])
+        except SnapshotError as exc:
+            logger.error(
+                "worker %s: which runs touched the keys of partition %d of %r cannot be read; "
+                "their runs' ends will not evict them: %s",
+                self.consumer,
+                part,
+                self.block,
+                exc,
+            )
+            return
+        for key, runs in pairs:
+            self.touched[key] = {str(run): list(path) for run, path in runs}
 
     def _in(self, part: int) -> Callable[[Hashable], bool]:
         count = self.count

@@ -74,7 +74,7 @@ from .messages import (
     read_meta,
     reply_answers,
 )
-from .partitions import DEFAULT_PARTITIONS, Router, agree_count, keyed_block
+from .partitions import DEFAULT_PARTITIONS, Router, agree_count, keyed_block, partition_streams
 
 if TYPE_CHECKING:
     from ..pipeline import Pipeline, RunningPipeline
@@ -680,11 +680,12 @@ class _FirstFailure:
 class _Pending:
     """One input's answers: the paths still open, and the outputs found so far."""
 
-    __slots__ = ("block", "error", "future", "open", "outcome", "outs", "reason")
+    __slots__ = ("block", "error", "future", "idx", "open", "outcome", "outs", "reason")
 
     def __init__(
         self, idx: int, future: asyncio.Future[Any] | None, *, outcome: bool = False
     ) -> None:
+        self.idx = idx
         self.open: set[tuple[int, ...]] = {(idx,)}
         self.outs: list[tuple[tuple[int, ...], list[Any]]] = []
         self.future = future
@@ -713,6 +714,16 @@ class _Pending:
         if n == 0 and self.reason is None:
             self.reason = str(meta.get("reason") or "filtered")
             self.block = str(meta.get("block") or "pipeline")
+        return not self.open
+
+    def flushed(self, part: int, paths: list[tuple[int, ...]]) -> bool:
+        """The owner of partition ``part`` ended its keys for the run: their outputs will come
+        at ``paths`` (a repeat, after a takeover, is ignored)."""
+        marker = (self.idx, -1 - part)
+        if marker not in self.open:
+            return False
+        self.open.discard(marker)
+        self.open.update(paths)
         return not self.open
 
     def outputs(self) -> list[Any]:
@@ -783,6 +794,14 @@ class _Session:
         self.warned: set[str] = set()
         #: set whenever no input is waiting for answers
         self.drained = asyncio.Event()
+        #: the keyed blocks of the leg whose keys this run has yet to end (in leg order; see
+        #: _end_next), and whether every end asked for was answered
+        self.to_end = [_stage_name(s) for s in leg if keyed_block(s) is not None]
+        self.ended = not self.to_end
+        #: open(): set by close(); then the run ends once every submitted item is answered
+        self.closing = False
+        #: open(): what the ends of the leg's keyed blocks made, once closed
+        self.end_outcomes: list[asyncio.Future[Any]] = []
         #: the remote blocks' books, merged over the workers (read every BOOKS_PERIOD)
         self.remote_names = stage_names(leg)
         self.books = {name: BlockStatistics(name=name) for name in self.remote_names}
@@ -874,6 +893,8 @@ class _Session:
 
     async def _cleanup(self) -> None:
         try:
+            with contextlib.suppress(RedisError, OSError):
+                await self._drop_keys()
             # The books as the run ends: a worker publishes them with the writes that leave it
             # idle, so they count every item answered.
             with contextlib.suppress(RedisError, OSError):
@@ -1071,12 +1092,92 @@ class _Session:
         if queue_drop_notices(pipe, self.codec, others, self.first_name, "overflow"):
             await client.guard(pipe.execute(raise_on_error=False))
 
+    # -- the end of the run ------------------------------------------------------------------
+
+    async def _end_next(self) -> bool:
+        """Every input is answered: end the run's keys at the next keyed block of the leg, as
+        a local run's end of stream evicts every key of a keyed block (and the next keyed
+        block's after the flush reached it). One ``end`` entry goes to each partition of the
+        block's input, after the run's items; each partition's owner evicts the keys that
+        only this run touched, calls ``evict`` and sends the outputs on with paths under a
+        new index (after the inputs'), then says which paths to wait for (``flushed``).
+        Returns False when no keyed block is left to end."""
+        while self.to_end:
+            name = self.to_end.pop(0)
+            count = await self._partition_count(name)
+            if count is None:
+                continue
+            await self.window.acquire()
+            base = self.next_idx
+            self.next_idx += 1
+            future: asyncio.Future[Any] | None = None
+            if not self.ordered:
+                future = asyncio.get_running_loop().create_future()
+                self.end_outcomes.append(future)
+            pend = self.pending[base] = _Pending(base, future, outcome=True)
+            pend.open = {(base, -1 - part) for part in range(count)}
+            self.drained.clear()
+            await self._write_ends(name, count, base, drop=False)
+            return True
+        self.ended = True
+        return False
+
+    async def _partition_count(self, name: str) -> int | None:
+        """How many partitions ``name``'s input has, when it heads a segment (its input is
+        partitioned); None when it does not (no live worker heads a segment with it)."""
+        if name == self.first_name and self.router is not None:
+            return self.router.count
+        client = self.client
+        found = await client.get(f"{self.keys.base}:partitions:{name}")
+        if found is None:
+            return None
+        sec, usec = await client.time()
+        now = int(sec) * 1000 + int(usec) // 1000
+        if not await client.zcount(f"{self.keys.base}:members:{name}", now, "+inf"):
+            return None
+        return int(found)
+
+    async def _write_ends(self, name: str, count: int, base: int, *, drop: bool) -> None:
+        inbox = self.keys.inbox(name)
+        doc = {
+            "k": "end",
+            "r": self.run_id,
+            "to": self.reply,
+            "end": self.end,
+            "c": self.codec.name,
+            "base": base,
+        }
+        if drop:
+            doc["drop"] = True
+        fields = {b"m": pack_plain(doc)}
+        pipe = self.client.pipeline(transaction=False)
+        for stream in partition_streams(inbox, count):
+            pipe.xadd(stream, fields)
+        await self.client.guard(pipe.execute())
+
+    async def _drop_keys(self) -> None:
+        """The run failed or stopped before its end: its keys in the workers go without
+        ``evict`` (as a local run's keys go with it); nobody waits for the answer."""
+        if self.ended or self.next_idx == 0:
+            return
+        for name in self.to_end:
+            count = await self._partition_count(name)
+            if count is not None:
+                await self._write_ends(name, count, self.next_idx, drop=True)
+        self.ended = True
+
+    def close(self) -> None:
+        """open(): no more items; end the run once every submitted one is answered."""
+        self.closing = True
+        self.sent_all = True
+
     async def _receiver(self) -> None:
         client = self.client
         last = "0-0"
         unread = 0  # entries read since the reply stream was last trimmed
         while True:
-            if self.sent_all and not self.pending and self.ordered:
+            ending = self.sent_all and not self.pending and (self.ordered or self.closing)
+            if ending and (self.failure is not None or not await self._end_next()):
                 return
             reply = await client.xread({self.reply: last}, count=1000, block=1000)
             if not reply:
@@ -1220,6 +1321,13 @@ class _Session:
                 complete = pend.final(path, outputs, meta)
         elif kind == "split":
             complete = pend.split(path, int(meta.get("n", 0)), meta)
+        elif kind == "flushed":
+            try:
+                paths = [tuple(int(i) for i in p) for p in meta.get("paths", ())]
+                complete = pend.flushed(int(meta["part"]), paths)
+            except (KeyError, TypeError, ValueError) as exc:
+                logger.error("pipeline %r: an unreadable reply was ignored: %s", self.name, exc)
+                return
         elif kind == "err":
             pend.error = error_from_data(meta.get("e"))
             complete = True

@@ -74,6 +74,7 @@ from .messages import (
     pack_item,
     pack_reply,
     parse_entry,
+    read_meta,
     value_field,
 )
 from .partitions import (
@@ -84,6 +85,7 @@ from .partitions import (
     agree_count,
     keyed_block,
     partition_streams,
+    untoken,
 )
 from .redis import (
     _BIG,
@@ -337,6 +339,9 @@ class Worker:
         self.keyed = keyed_block(self.stages[0])
         self.next_keyed = keyed_block(stages[nxt]) if nxt < len(stages) else None
         self.owner: Owner | None = None
+        #: the keyed block's lanes when it heads this segment (partitioned)
+        self.lanes: KeyedLanes | None = None
+        self._client: Any = None
         self.router: Router | None = None
         self._part_count = 0
         #: counters for the log and tests
@@ -480,6 +485,7 @@ class Worker:
             await asyncio.sleep(self.stats_period)
 
     async def _serve(self, client: Any, running: RunningPipeline) -> None:
+        self._client = client
         slots = self._slots = _Slots(self.prefetch)
         done: asyncio.Queue[_Done] = asyncio.Queue(maxsize=self.max_prefetch)
         owner = self.owner = self._owner(running, done, slots)
@@ -535,7 +541,7 @@ class Worker:
         if self.keyed is None:
             return None
         name = self.keyed.options.name
-        lanes = KeyedLanes(running, name)
+        lanes = self.lanes = KeyedLanes(running, name)
         lanes.keep()  # the keys' state lives on in Redis when this worker stops
 
         async def process(entries: list[Entry]) -> None:
@@ -641,6 +647,13 @@ class Worker:
     ) -> None:
         """Run the items of one entry (one, or a burst) and queue what to write for it: every
         item answered on its own, the entry acknowledged once all are."""
+        if self.owner is not None and b"v" not in fields:
+            # No item: the end of a caller's run (docs/distributed.md, "The end of a run").
+            with contextlib.suppress(MessageError):
+                meta = read_meta(fields)
+                if meta.get("k") == "end":
+                    await self._end_run(entry_id, fields, meta, running, done, deliveries)
+                    return
         try:
             entry = parse_entry(fields, self.codec)
         except EntryError as exc:
@@ -680,6 +693,16 @@ class Worker:
             item.dead.append(self._dead_item(entry_id, fields, position, reason))
             self._refuse(item, [metas[position]], f"its input cannot be read: {reason}")
         good = [i for i in range(len(metas)) if i not in entry.errors]
+        if self.owner is not None and self.lanes is not None:
+            # Which runs touched which keys: a run's end evicts the keys only it touched.
+            key_of = self.lanes.key
+            for i in good:
+                try:
+                    key = key_of(entry.values[i])
+                    hash(key)
+                except Exception:  # the block reports it for the item
+                    continue
+                self.owner.touch(key, metas[i].run, list(metas[i].path))
         # Each item's age since it entered the pipeline (max_age counts across machines).
         clock = self.clock
         births = [metas[i].born for i in good]
@@ -694,7 +717,12 @@ class Worker:
                 item.replies.append(pack_reply(metas[i].path, "err", e=error_to_data(outcome)))
             else:
                 self._answer(item, metas[i], outcome, children)
-        first = metas[0]
+        self._send_on(item, metas[0], children)
+        await done.put(item)
+
+    def _send_on(self, item: _Done, first: ItemMeta, children: list[tuple[_Child, bytes]]) -> None:
+        """Add the outputs in ``children`` (of run ``first.run``) to what ``item`` writes to
+        the next segment."""
         if children and self.router is not None:
             # A keyed next segment: one output per entry of its key's partition stream.
             for (path, born, part), body in children:
@@ -717,6 +745,90 @@ class Worker:
                         [born for (_, born, _), _ in burst],
                     )
                 )
+
+    async def _end_run(
+        self,
+        entry_id: bytes,
+        fields: dict[bytes, bytes],
+        meta: dict[str, Any],
+        running: RunningPipeline,
+        done: asyncio.Queue[_Done],
+        deliveries: int,
+    ) -> None:
+        """A caller's run ended (an ``end`` entry in one of this segment's partitions): evict
+        the keys of the partition that only that run touched, as a local run's end of stream
+        evicts every key, and send what their ``evict`` hooks return on through the rest of
+        the pipeline, tagged for the caller (``flushed``: the paths it is to wait for)."""
+        owner, lanes = self.owner, self.lanes
+        assert owner is not None
+        assert lanes is not None
+        part, _ = untoken(entry_id)
+        try:
+            run, reply, end, codec = (str(meta[f]) for f in ("r", "to", "end", "c"))
+            base = int(meta["base"])
+        except (KeyError, TypeError, ValueError) as exc:
+            item = self._dead(entry_id, fields, f"malformed end-of-run message: {exc!r}")
+            await done.put(item)
+            return
+        drop = bool(meta.get("drop"))
+        item = _Done(entry_id, reply_to=reply)
+        if deliveries > self.max_deliveries:
+            reason = (
+                f"the end of run {run} in partition {part} was delivered {deliveries} times "
+                f"without finishing (more than max_deliveries={self.max_deliveries}): did its "
+                "evict() kill each worker?"
+            )
+            item = self._dead(entry_id, fields, reason)
+            item.reply_to = reply
+            if not drop:
+                err = BlockError(self.blocks[0], reason, phase="evict")
+                item.replies.append(pack_reply((base,), "err", e=error_to_data(err)))
+            await done.put(item)
+            return
+        # The run's items of this partition taken before this entry are through the block.
+        await owner.wait_before(entry_id)
+        touched = owner.touched_by(part, run)
+        others = sorted({r for runs in touched.values() for r in runs} - {run})
+        gone: set[str] = set()
+        if others:
+            # A run whose caller has gone (its reply stream deleted) no longer holds a key.
+            pipe = self._client.pipeline(transaction=False)
+            for other in others:
+                pipe.exists(self.keys.reply(other))
+            found = await self._client.guard(pipe.execute())
+            gone = {other for other, n in zip(others, found, strict=True) if not n}
+        ending = owner.end_run(part, run, gone)
+        if drop:
+            # The run failed or stopped early: as in a local run, its keys go without evict().
+            doomed = {key for key, _ in ending}
+            lanes.drop(doomed.__contains__)
+            await done.put(item)
+            return
+        firsts = dict(ending)
+        try:
+            evicted = await lanes.evict([key for key, _ in ending])
+        except BlockError as err:
+            item.replies.append(pack_reply((base,), "err", e=error_to_data(err)))
+            await done.put(item)
+            return
+        except PipelineClosed:
+            return  # stopping: the entry stays pending for the partition's next owner
+        born = self.clock.now()
+        paths: list[list[int]] = []
+        children: list[tuple[_Child, bytes]] = []
+        outs: list[dict[bytes, bytes]] = []
+        for key, outcomes in evicted:
+            for j, outcome in enumerate(outcomes):
+                path = (base, *firsts[key], j)
+                paths.append(list(path))
+                child = ItemMeta(run, path, reply, end, codec, born)
+                if isinstance(outcome, BlockError):
+                    outs.append(pack_reply(path, "err", e=error_to_data(outcome)))
+                    continue
+                self._answer(item, child, outcome, children)
+        # The caller learns which paths to wait for before (or with) their answers.
+        item.replies[:0] = [pack_reply((base,), "flushed", part=part, paths=paths), *outs]
+        self._send_on(item, ItemMeta(run, (base,), reply, end, codec, born), children)
         await done.put(item)
 
     def _refuse(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Hashable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -222,3 +223,41 @@ layers = af.Pipeline(
     double.with_options(name="l5"),
     name="layers",
 )
+
+
+# The end of a run in workers: a keyed block whose evict() emits a summary per key.
+def camera_of(item: tuple[str, int]) -> str:
+    return item[0]
+
+
+class Tally(af.Block[tuple[str, int], tuple[str, int, int]]):
+    """A running count per key; when a key ends (the end of the stream), its total."""
+
+    key = staticmethod(camera_of)
+    workers = 2
+
+    async def process(self, item: tuple[str, int], state: dict[str, int]) -> tuple[str, int, int]:
+        await asyncio.sleep(float(os.environ.get("AIOFLOW_TEST_DELAY", "0.001")))
+        state["n"] = state.get("n", 0) + 1
+        return item[0], item[1], state["n"]
+
+    async def evict(self, key: Hashable, state: dict[str, int]) -> list[tuple[str, int, int]]:
+        return [("total", -1, state["n"]), (str(key), -1, state["n"])]
+
+
+@af.block
+async def cam_of(x: int) -> tuple[str, int]:
+    return f"cam{x % 5}", x // 5
+
+
+@af.block
+async def present(item: tuple[str, int, int]):  # type: ignore[no-untyped-def]
+    if item[1] < 0:  # a summary: two lines
+        yield f"{item[0]}={item[2]}"
+        yield "--"
+    else:
+        yield f"{item[0]}#{item[1]}:{item[2]}"
+
+
+tallied = af.Pipeline(Tally(name="tally"), name="tallied")
+tallied_between = af.Pipeline(cam_of, Tally(name="tally"), present, name="tallied2")
