@@ -804,6 +804,14 @@ class Worker:
             lanes.drop(doomed.__contains__)
             await done.put(item)
             return
+        logger.info(
+            "worker %s: run %s ended: %d keys of partition %d of %r evicted",
+            self.consumer,
+            run,
+            len(ending),
+            part,
+            self.blocks[0],
+        )
         firsts = dict(ending)
         try:
             evicted = await lanes.evict([key for key, _ in ending])

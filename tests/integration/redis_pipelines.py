@@ -242,6 +242,7 @@ class Tally(af.Block[tuple[str, int], tuple[str, int, int]]):
         return item[0], item[1], state["n"]
 
     async def evict(self, key: Hashable, state: dict[str, int]) -> list[tuple[str, int, int]]:
+        await asyncio.sleep(float(os.environ.get("AIOFLOW_TEST_EVICT_DELAY", "0")))
         return [("total", -1, state["n"]), (str(key), -1, state["n"])]
 
 

@@ -4,11 +4,20 @@ items' outputs), with real redis-server and real worker processes."""
 
 from __future__ import annotations
 
+import asyncio
+import signal
+import subprocess
+from collections.abc import AsyncIterator
+from typing import Any
+
 import pytest
 import redis_pipelines as rp
 from conftest import Workers
 
-from aioflow.transport.redis import RedisTransport
+import aioflow as af
+from aioflow.transport.messages import Keys, graph_signature
+from aioflow.transport.partitions import partition_of
+from aioflow.transport.redis import RedisTransport, connect
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -45,3 +54,106 @@ async def test_a_keyed_head_segment_flushes_every_key_at_the_end_as_the_local_ru
     # The keys went with the run: a second run counts from 1 again, as locally.
     again = await rp.tallied.run(items, transport=transport)
     assert again == local
+
+
+@pytest.mark.parametrize("n_workers", [1, 2])
+async def test_the_flush_goes_on_through_the_next_segments_to_the_caller(
+    redis_url: str, redis_prefix: str, workers: Workers, n_workers: int
+) -> None:
+    # cam_of routes to tally's partitions from its own worker; the summaries that tally's
+    # evict() returns go through present (another segment, two outputs each) to the caller.
+    workers.start("tallied_between", "cam_of")
+    for _ in range(n_workers):
+        workers.start("tallied_between", "tally", extra=FAST)
+    workers.start("tallied_between", "present")
+    local = await rp.tallied_between.run(range(300))
+    transport = RedisTransport(redis_url, prefix=redis_prefix)
+    remote = [out async for out in rp.tallied_between.stream(range(300), transport=transport)]
+    assert remote == local
+    assert remote[-4:] == ["total=60", "--", "cam4=60", "--"]
+
+
+async def test_a_callers_end_leaves_the_keys_another_live_caller_is_using(
+    redis_url: str, redis_prefix: str, workers: Workers
+) -> None:
+    workers.start("tallied", "tally", extra=FAST)
+    workers.start("tallied", "tally", extra=FAST)
+    first, second = rp.tallied, af.Pipeline(rp.Tally(name="tally"), name="tallied")
+    transport = RedisTransport(redis_url, prefix=redis_prefix)
+    # A and B use different keys, and share one ("shared": a documented limit).
+    a_items = [("shared", 0), *cams(100, name="a"), ("shared", 1)]
+    b_items = [*cams(60, cameras=3, name="b"), ("shared", 2)]
+    half = asyncio.Event()
+    b_done = asyncio.Event()
+
+    async def a_source() -> AsyncIterator[tuple[str, int]]:
+        for x, item in enumerate(a_items):
+            if x == 50:
+                half.set()
+                await b_done.wait()  # A's keys are live in the workers while B ends
+            yield item
+
+    async def run_b() -> list[Any]:
+        await half.wait()
+        try:
+            return await second.run(b_items, transport=transport)
+        finally:
+            b_done.set()
+
+    a_out, b_out = await asyncio.gather(first.run(a_source(), transport=transport), run_b())
+    local_a = await first.run(a_items)
+    local_b = await second.run(b_items[:-1])
+    # B's end evicted B's own keys, as its local run does; "shared", which A still used, stayed
+    # (B's item of it counted after A's first).
+    assert b_out == [*local_b[:60], ("shared", 2, 2), *local_b[60:]]
+    # A's keys went on counting across B's end, and A's end evicted them and "shared" (which
+    # counted B's item too).
+    assert local_a[101:104] == [("shared", 1, 2), ("total", -1, 2), ("shared", -1, 2)]
+    shared = [("shared", 1, 3), ("total", -1, 3), ("shared", -1, 3)]
+    assert a_out == [*local_a[:101], *shared, *local_a[104:]]
+
+
+async def test_owners_sigkilled_mid_stream_and_at_the_end_still_give_the_flush_once(
+    redis_url: str, redis_prefix: str, workers: Workers
+) -> None:
+    # A slow evict(): the owner killed when the items are all answered dies with the end of
+    # the run in hand (or just before it); its partitions' next owner ends their keys.
+    env = {"AIOFLOW_TEST_DELAY": "0.003", "AIOFLOW_TEST_EVICT_DELAY": "0.3"}
+    extra = (*FAST, "--log-level", "INFO")
+    procs = [workers.start("tallied", "tally", env=env, extra=extra) for _ in range(3)]
+    graph_hash, _ = graph_signature("tallied", rp.tallied.stages)
+    keys = Keys(redis_prefix, "tallied", graph_hash)
+    used = sorted({partition_of(f"cam{i}", 16) for i in range(5)})
+    client = connect(redis_url)
+    killed: list[subprocess.Popen[str]] = []
+
+    async def kill_an_owner() -> None:
+        for part in used:
+            owner = await client.get(f"{keys.base}:lease:tally:{part}")
+            for proc in procs:
+                if proc not in killed and owner is not None and f"-{proc.pid}-" in owner.decode():
+                    proc.kill()  # SIGKILL: no drain, no release; its leases must expire
+                    killed.append(proc)
+                    return
+
+    async def source() -> AsyncIterator[tuple[str, int]]:
+        for x, item in enumerate(cams(600)):
+            if x == 200:
+                await kill_an_owner()
+            yield item
+
+    transport = RedisTransport(redis_url, prefix=redis_prefix)
+    remote = []
+    try:
+        async for out in rp.tallied.stream(source(), transport=transport):
+            remote.append(out)
+            if len(remote) == 600:
+                await kill_an_owner()  # the items are answered: the run's end is under way
+    finally:
+        await client.aclose()
+    assert len(killed) == 2
+    assert [p.wait() for p in killed] == [-signal.SIGKILL] * 2
+    # Every output once, in order, the flush included: each key's total counts its items once.
+    assert remote == await rp.tallied.run(cams(600))
+    survivor = next(p for p in procs if p not in killed)
+    assert "took over partition" in workers.output(survivor)
