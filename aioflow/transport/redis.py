@@ -1166,10 +1166,12 @@ class _Session:
                 await self._write_ends(name, count, self.next_idx, drop=True)
         self.ended = True
 
-    def close(self) -> None:
-        """open(): no more items; end the run once every submitted one is answered."""
+    async def close(self) -> None:
+        """open(): no more items; end the run once every submitted one is answered (the
+        session's task then returns)."""
         self.closing = True
         self.sent_all = True
+        await self.client.xadd(self.reply, WAKE)  # the receiver may be waiting for replies
 
     async def _receiver(self) -> None:
         client = self.client
@@ -1475,7 +1477,12 @@ class RemoteRunning:
         return self._books.statistics()
 
     async def stop(self) -> None:
-        """Wait for the submitted items' answers, then stop."""
+        """Wait for the submitted items' answers, end the run (keyed blocks in workers evict
+        the keys it used), then stop.
+
+        Raises:
+            ExceptionGroup: a keyed block's ``evict()`` failed (as a local ``open()`` does).
+        """
         self._closing = True
         tasks = self._tasks
         if self._active and not any(task.done() for task in tasks):
@@ -1484,11 +1491,51 @@ class RemoteRunning:
                 await asyncio.wait([*tasks, idle], return_when=asyncio.FIRST_COMPLETED)
             finally:
                 idle.cancel()
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await wait_finished(task)
+        errors: list[BlockError] = []
+        try:
+            if not any(task.done() for task in tasks):
+                errors = await self._end()
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await wait_finished(task)
+        if errors:
+            raise ExceptionGroup(f"pipeline {self.name!r} failed", errors)
+
+    async def _end(self) -> list[BlockError]:
+        """The end of the run, part by part: each remote part ends its keyed blocks' keys,
+        and what their ``evict()`` makes goes through the parts after it, as a local
+        ``open()`` sends its end-of-stream flush on; it reaches no caller (nobody submitted
+        it). Returns the errors of those outputs."""
+        errors: list[BlockError] = []
+        sessions = [part for part in self._parts if isinstance(part, _Session)]
+        by_session = dict(zip(sessions, self._tasks, strict=True))
+        for k, part in enumerate(self._parts):
+            if not isinstance(part, _Session):
+                continue
+            task = by_session[part]
+            await part.close()
+            await asyncio.wait([task])
+            if task.cancelled() or task.exception() is not None:
+                break  # (its error is the task's, as before)
+            outputs: list[Any] = []
+            for future in part.end_outcomes:
+                try:
+                    outputs.extend(future.result().outputs)
+                except BlockError as err:
+                    errors.append(err)
+            if k + 1 < len(self._parts):
+                found = await asyncio.gather(
+                    *(self._through(k + 1, out) for out in outputs), return_exceptions=True
+                )
+                for sub in found:
+                    if isinstance(sub, BlockError):
+                        errors.append(sub)
+                    elif isinstance(sub, BaseException):
+                        raise sub
+        return errors
 
     def __repr__(self) -> str:
         return f"<RemoteRunning {self.name!r} {'closed' if self.closed else 'open'}>"

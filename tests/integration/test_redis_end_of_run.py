@@ -157,3 +157,34 @@ async def test_owners_sigkilled_mid_stream_and_at_the_end_still_give_the_flush_o
     assert remote == await rp.tallied.run(cams(600))
     survivor = next(p for p in procs if p not in killed)
     assert "took over partition" in workers.output(survivor)
+
+
+async def test_closing_an_open_service_ends_its_keys_in_the_workers(
+    redis_url: str, redis_prefix: str, workers: Workers
+) -> None:
+    workers.start("tallied_between", "cam_of")
+    workers.start("tallied_between", "tally", extra=FAST)
+    pipe = rp.tallied_between
+    # present runs in the caller: the flush goes through it on close, as in a local open().
+    transport = RedisTransport(redis_url, prefix=redis_prefix, local={"present"})
+    async with pipe.open(transport=transport) as running:
+        assert await running.submit(0) == "cam0#0:1"
+        assert await running.submit(5) == "cam0#1:2"
+        assert await running.submit(1) == "cam1#0:1"
+    # The close evicted cam0 and cam1 (evict() ran: 2 summaries of 2 lines each went through
+    # present), so a later run counts them from 1 again and flushes only its own.
+    books = pipe.statistics()
+    assert books["tally"].evicted == 2
+    assert books["present"].received == 3 + 4
+    assert await pipe.run([10, 6], transport=transport) == [
+        "cam0#2:1",
+        "cam1#1:1",
+        "total=1",
+        "--",
+        "cam0=1",
+        "--",
+        "total=1",
+        "--",
+        "cam1=1",
+        "--",
+    ]
