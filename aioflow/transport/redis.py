@@ -798,6 +798,10 @@ class _Session:
         #: _end_next), and whether every end asked for was answered
         self.to_end = [_stage_name(s) for s in leg if keyed_block(s) is not None]
         self.ended = not self.to_end
+        #: ends started, and the paths their flushes announced (a flush's outputs are items
+        #: the next keyed block may hold keys of)
+        self.ends_started = 0
+        self.end_paths = 0
         #: open(): set by close(); then the run ends once every submitted item is answered
         self.closing = False
         #: open(): what the ends of the leg's keyed blocks made, once closed
@@ -1103,6 +1107,8 @@ class _Session:
         new index (after the inputs'), then says which paths to wait for (``flushed``).
         Returns False when no keyed block is left to end."""
         while self.to_end:
+            if self.next_idx == self.ends_started and not self.end_paths:
+                break  # nothing reached the leg (no input, no flush before): no key to end
             name = self.to_end.pop(0)
             count = await self._partition_count(name)
             if count is None:
@@ -1114,6 +1120,7 @@ class _Session:
             if not self.ordered:
                 future = asyncio.get_running_loop().create_future()
                 self.end_outcomes.append(future)
+            self.ends_started += 1
             pend = self.pending[base] = _Pending(base, future, outcome=True)
             pend.open = {(base, -1 - part) for part in range(count)}
             self.drained.clear()
@@ -1327,6 +1334,7 @@ class _Session:
             try:
                 paths = [tuple(int(i) for i in p) for p in meta.get("paths", ())]
                 complete = pend.flushed(int(meta["part"]), paths)
+                self.end_paths += len(paths)
             except (KeyError, TypeError, ValueError) as exc:
                 logger.error("pipeline %r: an unreadable reply was ignored: %s", self.name, exc)
                 return

@@ -188,3 +188,10 @@ async def test_closing_an_open_service_ends_its_keys_in_the_workers(
         "cam1=1",
         "--",
     ]
+
+
+async def test_an_empty_run_has_no_key_to_end_and_needs_no_worker(
+    redis_url: str, redis_prefix: str
+) -> None:
+    transport = RedisTransport(redis_url, prefix=redis_prefix, no_worker_timeout=2)
+    assert await rp.tallied.run([], transport=transport) == await rp.tallied.run([]) == []

@@ -52,6 +52,19 @@ async def test_the_keyed_owner_sigkilled_mid_stream_hands_its_state_and_order_to
                         killed.append(proc)
                         return
 
+    async def snapshot_counts() -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for part in range(16):
+            raw = await client.hget(f"{keys.base}:snap:count:{part}", "state")
+            if raw:
+                for key, state in decode(raw)["blocks"]["count"]:
+                    assert partition_of(key, 16) == part
+                    counts[key] = state["n"]
+        return counts
+
+    answered = asyncio.Event()
+    in_redis: dict[str, int] = {}
+
     async def source() -> AsyncIterator[tuple[str, int]]:
         for x in range(1600):
             # Two of the three owners die holding items, the second after the first's
@@ -59,11 +72,24 @@ async def test_the_keyed_owner_sigkilled_mid_stream_hands_its_state_and_order_to
             if (x >= 200 and not killed) or (x >= 900 and len(killed) == 1):
                 await kill_a_holder()
             yield f"cam{x % 8}", x // 8
+        # Before the stream ends (its end evicts the keys), the state lives on in Redis:
+        # within a snapshot period of the last item, every partition's snapshot counts every
+        # item of its keys.
+        await answered.wait()
+        for _ in range(200):
+            in_redis.update(await snapshot_counts())
+            if in_redis == dict.fromkeys(KEYS, 200):
+                break
+            await asyncio.sleep(0.05)
 
     # The caller routes each item to its key's partition (count heads the only segment).
     transport = RedisTransport(redis_url, prefix=redis_prefix)
-    outputs = [out async for out in rp.keyed.stream(source(), transport=transport)]
+    outputs = []
     try:
+        async for out in rp.keyed.stream(source(), transport=transport):
+            outputs.append(out)
+            if len(outputs) == 1600:
+                answered.set()
         assert len(killed) == 2
         assert [p.wait() for p in killed] == [-signal.SIGKILL] * 2
         # Every output once, in input order; each key's running count goes 1, 2, 3, ... with
@@ -73,20 +99,14 @@ async def test_the_keyed_owner_sigkilled_mid_stream_hands_its_state_and_order_to
         log = workers.output(survivor)
         assert "took over partition" in log
         assert "keys restored" in log
-        # The state lives on in Redis: within a snapshot period of the last item, every
-        # partition's snapshot counts every item of its keys.
-        counts: dict[str, int] = {}
+        assert in_redis == dict.fromkeys(KEYS, 200)
+        # The run's end evicted its keys (as a local run's end does): the next snapshots
+        # hold none of them.
         for _ in range(200):
-            for part in range(16):
-                raw = await client.hget(f"{keys.base}:snap:count:{part}", "state")
-                if raw:
-                    for key, state in decode(raw)["blocks"]["count"]:
-                        assert partition_of(key, 16) == part
-                        counts[key] = state["n"]
-            if counts == dict.fromkeys(KEYS, 200):
+            if not await snapshot_counts():
                 break
             await asyncio.sleep(0.05)
-        assert counts == dict.fromkeys(KEYS, 200)
+        assert await snapshot_counts() == {}
     finally:
         await client.aclose()
 
