@@ -134,6 +134,9 @@ class BlockRuntime:
         self.evicted = 0
         #: keep keyed state at end of stream (it goes to a snapshot store) instead of evicting
         self.keep_state = False
+        #: told of each item's key as it reaches the block (the distributed mode's workers
+        #: note which caller runs touched which keys: aioflow/_engine/segment.py)
+        self.on_key: Callable[[Hashable, Envelope], None] | None = None
         #: teardown errors made while the block was being cancelled (see ``_teardown_failed``),
         #: and the error of a plain setup that ended after the cancellation came
         self.teardown_errors: list[BlockError] = []
@@ -797,6 +800,8 @@ class BlockRuntime:
                 finally:
                     await self._finish_keyed(seq, hold, n)
                 continue
+            if self.on_key is not None:
+                self.on_key(key, env)
             lane = lanes.get(key)
             if lane is None:
                 lane = lanes[key] = _Lane()

@@ -8,6 +8,7 @@ answer; :func:`sub_pipeline` builds the pipeline of some of a pipeline's stages.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
@@ -19,8 +20,6 @@ from .channel import ChannelClosed
 from .envelope import Envelope, SubmitTicket
 
 if TYPE_CHECKING:
-    import asyncio
-
     from ..block import Block
     from ..graph import Branch
     from ..pipeline import Pipeline, RunningPipeline
@@ -38,7 +37,13 @@ class Outcome:
 
 
 class _OutcomeTicket(SubmitTicket):
-    __slots__ = ()
+    __slots__ = ("tag",)
+
+    def __init__(self, future: asyncio.Future[Any], tag: Any = None) -> None:
+        super().__init__(future)
+        #: what the caller of :func:`submit_outcomes` said the item is (for
+        #: :meth:`KeyedLanes.watch`)
+        self.tag = tag
 
     def _settle(self) -> None:
         self.pending -= 1
@@ -58,8 +63,6 @@ async def submit_outcome(running: RunningPipeline, item: Any, *, age: float = 0.
         BlockError: the item failed (the pipeline goes on).
         PipelineClosed: the pipeline is stopping or stopped.
     """
-    import asyncio
-
     run = running._run
     if running.closed:
         msg = f"pipeline {running.name!r} is not accepting items: it is stopping or stopped"
@@ -80,18 +83,20 @@ async def submit_outcome(running: RunningPipeline, item: Any, *, age: float = 0.
 
 
 async def submit_outcomes(
-    running: RunningPipeline, items: Sequence[Any], ages: Sequence[float] | None = None
+    running: RunningPipeline,
+    items: Sequence[Any],
+    ages: Sequence[float] | None = None,
+    tags: Sequence[Any] | None = None,
 ) -> list[Outcome | BlockError]:
     """Send ``items`` through ``running`` together and return what became of each, in order:
     its :class:`Outcome`, or the :class:`BlockError` it failed with (the others go on). One
     call for a burst of items: no task per item. ``ages``: each item's seconds since it
-    entered the pipeline elsewhere (see :func:`submit_outcome`).
+    entered the pipeline elsewhere (see :func:`submit_outcome`). ``tags``: what each item is,
+    for whoever :meth:`KeyedLanes.watch`-es a keyed block (the item's outputs keep its tag).
 
     Raises:
         PipelineClosed: the pipeline is stopping or stopped.
     """
-    import asyncio
-
     run = running._run
     if running.closed:
         msg = f"pipeline {running.name!r} is not accepting items: it is stopping or stopped"
@@ -101,7 +106,7 @@ async def submit_outcomes(
     mine: list[_OutcomeTicket] = []
     try:
         for position, item in enumerate(items):
-            ticket = _OutcomeTicket(loop.create_future())
+            ticket = _OutcomeTicket(loop.create_future(), None if tags is None else tags[position])
             tickets.add(ticket)
             mine.append(ticket)
             age = 0.0 if ages is None else ages[position]
@@ -165,21 +170,30 @@ class KeyedLanes:
         """The block's key function."""
         return cast("Callable[[Any], Hashable]", self._rt.opts.key)
 
+    def watch(self, seen: Callable[[Hashable, Any], None]) -> None:
+        """Call ``seen(key, tag)`` as each item reaches the block: its key, and the tag its
+        input was submitted with (:func:`submit_outcomes`; None when it has none)."""
+
+        def on_key(key: Hashable, env: Envelope) -> None:
+            ticket = env.ticket
+            seen(key, ticket.tag if isinstance(ticket, _OutcomeTicket) else None)
+
+        self._rt.on_key = on_key
+
     async def evict(
-        self, keys: Sequence[Hashable]
+        self, keys: Sequence[Hashable], tag: Any = None
     ) -> list[tuple[Hashable, list[Outcome | BlockError]]]:
         """End ``keys`` as the end of a stream ends every key of a local run: take each idle
         one out of the block, call its ``evict`` hook, and send what the hook returns through
         the rest of the segment, as a local run sends its end-of-stream flush. Returns, per key
         evicted (in ``keys``' order; a key the block does not hold, or one still busy, is left
-        out), what became of each of its outputs in the rest of the segment.
+        out), what became of each of its outputs in the rest of the segment. ``tag``: the
+        outputs' tag, as :func:`submit_outcomes`' (a later watched block sees it).
 
         Raises:
             BlockError: a hook failed (the keys after it are evicted without their hook).
             PipelineClosed: the segment is stopping or stopped.
         """
-        import asyncio
-
         rt = self._rt
         lanes = rt.lanes
         taken = []
@@ -198,7 +212,7 @@ class KeyedLanes:
             for key, lane in taken:
                 tickets: list[_OutcomeTicket] = []
                 for value in await rt.evict_outputs(key, lane):
-                    ticket = _OutcomeTicket(loop.create_future())
+                    ticket = _OutcomeTicket(loop.create_future(), tag)
                     run.tickets.add(ticket)
                     mine.append(ticket)
                     tickets.append(ticket)

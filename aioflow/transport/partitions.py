@@ -49,6 +49,7 @@ from ..errors import SnapshotError
 from ..graph import Branch
 from ..state import VERSION, Snapshot, decode, encode
 from .codec import pack_plain
+from .ending import Touches
 from .messages import GROUP, Keys
 
 if TYPE_CHECKING:
@@ -297,10 +298,9 @@ class Owner:
         self._margin = max(0.15, ttl / 4)
         #: partitions beyond this worker's fair share, to hand over
         self.excess = 0
-        #: per key: the caller runs whose items it took since it was last evicted, each with
-        #: the path of the first of them (a local run's end of stream evicts keys in that
-        #: order); snapshotted with the state, so that a new owner ends the same runs' keys
-        self.touched: dict[Hashable, dict[str, list[int]]] = {}
+        #: which caller runs touched which keys (:mod:`.ending`); snapshotted with the state,
+        #: so that a new owner ends the same runs' keys
+        self.touched = Touches()
         self._untouchable = False
         #: set (and replaced) whenever an entry of a partition is finished
         self._progress = asyncio.Event()
@@ -367,35 +367,13 @@ class Owner:
 
     # -- the end of a caller's run ----------------------------------------------------------------
 
-    def touch(self, key: Hashable, run: str, path: list[int]) -> None:
-        """An item of caller run ``run`` at ``path`` reached the block with ``key``."""
-        runs = self.touched.get(key)
-        if runs is None:
-            runs = self.touched[key] = {}
-        if run not in runs:
-            runs[run] = path
-
     def touched_by(self, part: int, run: str) -> dict[Hashable, dict[str, list[int]]]:
         """The keys of partition ``part`` that ``run`` touched, with every run that did."""
-        want = self._in(part)
-        return {k: runs for k, runs in self.touched.items() if run in runs and want(k)}
+        return self.touched.of_run(run, self._in(part))
 
     def end_run(self, part: int, run: str, gone: set[str]) -> list[tuple[Hashable, list[int]]]:
-        """Caller run ``run`` ended: the keys of partition ``part`` that it touched and that no
-        other live run (not in ``gone``) touched since their last eviction, in the order of
-        their first item of ``run`` (which the caller sorts them by, as a local run's end of
-        stream evicts its keys), each with the path of that item. They and ``run`` are
-        forgotten here: the caller evicts them."""
-        ending: list[tuple[list[int], Hashable]] = []
-        for key, runs in self.touched_by(part, run).items():
-            first = runs.pop(run)
-            for other in gone & runs.keys():
-                del runs[other]
-            if not runs:
-                del self.touched[key]
-                ending.append((first, key))
-        ending.sort(key=lambda pair: pair[0])
-        return [(key, first) for first, key in ending]
+        """:meth:`.Touches.end` for the keys of partition ``part``."""
+        return self.touched.end(run, gone, self._in(part))
 
     def queue_acks(self, pipe: Any, tokens: list[bytes]) -> None:
         """Acknowledge entries of partition streams in ``pipe``. They are not deleted: the
@@ -643,18 +621,12 @@ class Owner:
         worker owns it now, or is about to)."""
         want = self._in(part)
         self.lanes.drop(want)
-        for key in [k for k in self.touched if want(k)]:
-            del self.touched[key]
+        self.touched.forget(want)
 
     def _runs_of(self, part: int) -> bytes:
         """Which runs touched the keys of partition ``part``, for its snapshot (the snapshot
         codec: keys as the state's keys are written)."""
-        want = self._in(part)
-        pairs = [
-            [key, [[run, path] for run, path in runs.items()]]
-            for key, runs in self.touched.items()
-            if want(key)
-        ]
+        pairs = self.touched.pairs(self._in(part))
         if not pairs:
             return b""
         try:
@@ -687,8 +659,7 @@ class Owner:
                 exc,
             )
             return
-        for key, runs in pairs:
-            self.touched[key] = {str(run): list(path) for run, path in runs}
+        self.touched.restore(pairs)
 
     def _in(self, part: int) -> Callable[[Hashable], bool]:
         count = self.count

@@ -802,6 +802,10 @@ class _Session:
         #: the next keyed block may hold keys of)
         self.ends_started = 0
         self.end_paths = 0
+        #: per keyed block inside a segment: the workers that hold keys of this run (in the
+        #: order they said so); and per end under way for such a block, its holders
+        self.holders: dict[str, dict[str, None]] = {}
+        self.holder_waits: dict[int, list[str]] = {}
         #: open(): set by close(); then the run ends once every submitted item is answered
         self.closing = False
         #: open(): what the ends of the leg's keyed blocks made, once closed
@@ -1111,8 +1115,13 @@ class _Session:
                 break  # nothing reached the leg (no input, no flush before): no key to end
             name = self.to_end.pop(0)
             count = await self._partition_count(name)
+            holders: list[str] = []
             if count is None:
-                continue
+                # Inside a segment: each worker that holds keys of the run for it ends them.
+                holders = list(self.holders.get(name, ()))
+                if not holders:
+                    continue
+                count = len(holders)
             await self.window.acquire()
             base = self.next_idx
             self.next_idx += 1
@@ -1124,7 +1133,11 @@ class _Session:
             pend = self.pending[base] = _Pending(base, future, outcome=True)
             pend.open = {(base, -1 - part) for part in range(count)}
             self.drained.clear()
-            await self._write_ends(name, count, base, drop=False)
+            if holders:
+                self.holder_waits[base] = holders
+                await self._write_control_ends(name, holders, base, drop=False)
+            else:
+                await self._write_ends(name, count, base, drop=False)
             return True
         self.ended = True
         return False
@@ -1162,6 +1175,54 @@ class _Session:
             pipe.xadd(stream, fields)
         await self.client.guard(pipe.execute())
 
+    async def _write_control_ends(
+        self, name: str, holders: list[str], base: int, *, drop: bool
+    ) -> None:
+        """The end of the run for ``name``, a keyed block inside a segment: to the control
+        stream of each worker that holds keys of it (``part``: its place in ``holders``)."""
+        pipe = self.client.pipeline(transaction=False)
+        for part, worker in enumerate(holders):
+            doc = {
+                "k": "end",
+                "r": self.run_id,
+                "to": self.reply,
+                "end": self.end,
+                "c": self.codec.name,
+                "base": base,
+                "blk": name,
+                "part": part,
+            }
+            if drop:
+                doc["drop"] = True
+            pipe.xadd(f"{self.keys.base}:ctl:{worker}", {b"m": pack_plain(doc)}, maxlen=10_000)
+        await self.client.guard(pipe.execute())
+
+    async def _lost_holders(self) -> None:
+        """No answer came for a while: a worker that holds keys of an end under way and has
+        stopped (its books expired) will not answer; its keys went with it."""
+        client = self.client
+        for base, holders in list(self.holder_waits.items()):
+            pend = self.pending.get(base)
+            if pend is None:
+                del self.holder_waits[base]
+                continue
+            for part, worker in enumerate(holders):
+                if (base, -1 - part) not in pend.open:
+                    continue
+                if await client.exists(self.keys.stats(worker)):
+                    continue
+                logger.warning(
+                    "pipeline %r: worker %s, which held keys of this run, has stopped: what "
+                    "their evict() would have made at the end of the run is lost",
+                    self.name,
+                    worker,
+                )
+                if pend.flushed(part, []):
+                    pend.open.clear()
+                    del self.holder_waits[base]
+                    self._finish(base, pend)
+                    break
+
     async def _drop_keys(self) -> None:
         """The run failed or stopped before its end: its keys in the workers go without
         ``evict`` (as a local run's keys go with it); nobody waits for the answer."""
@@ -1171,6 +1232,8 @@ class _Session:
             count = await self._partition_count(name)
             if count is not None:
                 await self._write_ends(name, count, self.next_idx, drop=True)
+            elif holders := list(self.holders.get(name, ())):
+                await self._write_control_ends(name, holders, self.next_idx, drop=True)
         self.ended = True
 
     async def close(self) -> None:
@@ -1212,6 +1275,8 @@ class _Session:
         """Answers are awaited and none came for a second: does every segment of this leg
         with items waiting have a live worker? Warn once per segment without one; fail after
         the transport's ``no_worker_timeout`` (answers coming again reset the clock)."""
+        if self.holder_waits:
+            await self._lost_holders()
         stuck = await self._stuck_segments()
         if not stuck:
             self.no_worker_since = None
@@ -1306,6 +1371,11 @@ class _Session:
         try:
             meta = read_meta(fields)
             if meta.get("k") == "wake":
+                return
+            if meta.get("k") == "holds":
+                # A worker holds keys of this run for a keyed block inside its segment.
+                holders = self.holders.setdefault(str(meta["block"]), {})
+                holders[str(meta["worker"])] = None
                 return
             path = tuple(meta["p"])
             kind = meta["k"]

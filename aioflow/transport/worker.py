@@ -53,7 +53,7 @@ import sys
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .._engine.segment import KeyedLanes, Outcome, sub_pipeline, submit_outcomes
 from .._engine.supervisor import PipelineRun
@@ -61,6 +61,7 @@ from ..errors import BlockError, PipelineClosed, summarize
 from ..graph import Branch
 from ..stats import BlockStatistics, merge_statistics
 from .codec import Codec, CodecError, codec_named, pack_plain
+from .ending import Touches
 from .messages import (
     GROUP,
     EntryError,
@@ -341,6 +342,14 @@ class Worker:
         self.owner: Owner | None = None
         #: the keyed block's lanes when it heads this segment (partitioned)
         self.lanes: KeyedLanes | None = None
+        #: keyed blocks inside the segment (not its head): their lanes and which runs touched
+        #: their keys; a run's end reaches them on this worker's control stream (_control)
+        self.inner: dict[str, tuple[KeyedLanes, Touches]] = {}
+        self.control = f"{self.keys.base}:ctl:{self.consumer}"
+        #: (run, block) told to the run's caller: this worker holds keys of it for the block
+        self._announced: set[tuple[str, str]] = set()
+        #: (reply stream, block) to tell, with the next write
+        self._holds: list[tuple[str, str]] = []
         self._client: Any = None
         self.router: Router | None = None
         self._part_count = 0
@@ -401,6 +410,9 @@ class Worker:
                     # The final books (the segment has stopped: nothing in flight any more).
                     with contextlib.suppress(RedisError, OSError):
                         await asyncio.shield(self._publish(client))
+                if self.inner:
+                    with contextlib.suppress(RedisError, OSError):
+                        await asyncio.shield(client.delete(self.control))
         finally:
             await client.aclose()
 
@@ -489,12 +501,17 @@ class Worker:
         slots = self._slots = _Slots(self.prefetch)
         done: asyncio.Queue[_Done] = asyncio.Queue(maxsize=self.max_prefetch)
         owner = self.owner = self._owner(running, done, slots)
+        self._watch(running)
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
             helpers = [
                 tg.create_task(self._flusher(client, done, slots), name="aioflow:flush"),
                 tg.create_task(self._publisher(client), name="aioflow:books"),
             ]
+            if self.inner:
+                helpers.append(
+                    tg.create_task(self._control(client, running, done), name="aioflow:ctl")
+                )
             if owner is None:
                 helpers += [
                     tg.create_task(
@@ -702,13 +719,15 @@ class Worker:
                     hash(key)
                 except Exception:  # the block reports it for the item
                     continue
-                self.owner.touch(key, metas[i].run, list(metas[i].path))
+                self.owner.touched.touch(key, metas[i].run, list(metas[i].path))
         # Each item's age since it entered the pipeline (max_age counts across machines).
         clock = self.clock
         births = [metas[i].born for i in good]
         ages = [0.0 if born is None else clock.age(born) for born in births]
+        # Keyed blocks inside the segment note which run each item is of (see _watch).
+        tags = [(metas[i].run, metas[i].path, metas[i].reply) for i in good] if self.inner else None
         try:
-            outcomes = await submit_outcomes(running, [entry.values[i] for i in good], ages)
+            outcomes = await submit_outcomes(running, [entry.values[i] for i in good], ages, tags)
         except PipelineClosed:
             return  # stopping: the entry stays pending for another worker
         children: list[tuple[_Child, bytes]] = []
@@ -788,15 +807,7 @@ class Worker:
         # The run's items of this partition taken before this entry are through the block.
         await owner.wait_before(entry_id)
         touched = owner.touched_by(part, run)
-        others = sorted({r for runs in touched.values() for r in runs} - {run})
-        gone: set[str] = set()
-        if others:
-            # A run whose caller has gone (its reply stream deleted) no longer holds a key.
-            pipe = self._client.pipeline(transaction=False)
-            for other in others:
-                pipe.exists(self.keys.reply(other))
-            found = await self._client.guard(pipe.execute())
-            gone = {other for other, n in zip(others, found, strict=True) if not n}
+        gone = await self._gone({r for runs in touched.values() for r in runs} - {run})
         ending = owner.end_run(part, run, gone)
         if drop:
             # The run failed or stopped early: as in a local run, its keys go without evict().
@@ -814,13 +825,120 @@ class Worker:
         )
         firsts = dict(ending)
         try:
-            evicted = await lanes.evict([key for key, _ in ending])
+            evicted = await lanes.evict([key for key, _ in ending], (run, (base,), reply))
         except BlockError as err:
             item.replies.append(pack_reply((base,), "err", e=error_to_data(err)))
             await done.put(item)
             return
         except PipelineClosed:
             return  # stopping: the entry stays pending for the partition's next owner
+        self._flush_out(item, evicted, firsts, ItemMeta(run, (base,), reply, end, codec), part)
+        await done.put(item)
+
+    def _watch(self, running: RunningPipeline) -> None:
+        """Note which runs touch which keys of the keyed blocks inside the segment."""
+        for stage in self.stages[1:]:
+            if keyed_block(stage) is None:
+                continue
+            name = cast("Block", stage).options.name
+            lanes = KeyedLanes(running, name)
+            touches = Touches()
+            self.inner[name] = (lanes, touches)
+
+            def seen(key: Any, tag: Any, name: str = name, touches: Touches = touches) -> None:
+                if tag is None:
+                    return
+                run, path, reply = tag
+                touches.touch(key, run, list(path))
+                if (run, name) not in self._announced:
+                    self._announced.add((run, name))
+                    self._holds.append((reply, name))
+
+            lanes.watch(seen)
+
+    async def _control(
+        self, client: Any, running: RunningPipeline, done: asyncio.Queue[_Done]
+    ) -> None:
+        """Read this worker's control stream: the ends of runs for keyed blocks inside the
+        segment (the caller writes one to each worker that told it it holds keys)."""
+        last: Any = "0-0"
+        while True:
+            reply = await client.xread({self.control: last}, count=100, block=1000)
+            for _stream, entries in reply or ():
+                for entry_id, fields in entries:
+                    last = entry_id
+                    try:
+                        meta = read_meta(fields)
+                    except MessageError as exc:
+                        logger.error("worker %s: a control entry ignored: %s", self.consumer, exc)
+                        continue
+                    if meta.get("k") == "end":
+                        await self._end_inner(meta, done)
+                await client.xdel(self.control, *(eid for eid, _ in entries))
+
+    async def _end_inner(self, meta: dict[str, Any], done: asyncio.Queue[_Done]) -> None:
+        """A caller's run ended, for a keyed block inside the segment: as :meth:`_end_run`
+        for the keys this worker holds (``part``: this worker's place in the caller's list)."""
+        try:
+            run, reply, end, codec, name = (str(meta[f]) for f in ("r", "to", "end", "c", "blk"))
+            base, part = int(meta["base"]), int(meta["part"])
+        except (KeyError, TypeError, ValueError) as exc:
+            logger.error("worker %s: a malformed end of a run ignored: %r", self.consumer, exc)
+            return
+        item = _Done(b"", reply_to=reply, items=0, ack=False)
+        found = self.inner.get(name)
+        self._announced.discard((run, name))
+        if found is None:
+            item.replies.append(pack_reply((base,), "flushed", part=part, paths=[]))
+            await done.put(item)
+            return
+        lanes, touches = found
+        gone = await self._gone(touches.others(run))
+        ending = touches.end(run, gone)
+        if meta.get("drop"):
+            doomed = {key for key, _ in ending}
+            lanes.drop(doomed.__contains__)
+            return
+        logger.info(
+            "worker %s: run %s ended: %d keys of %r evicted", self.consumer, run, len(ending), name
+        )
+        try:
+            evicted = await lanes.evict([key for key, _ in ending], (run, (base,), reply))
+        except BlockError as err:
+            item.replies.append(pack_reply((base,), "err", e=error_to_data(err)))
+            await done.put(item)
+            return
+        except PipelineClosed:
+            return  # stopping: its keys go with this worker (the caller sees it gone)
+        # Two workers may hold one key (its items went to both): the worker's place tells
+        # their flushes apart.
+        firsts = {key: [*first, part] for key, first in ending}
+        self._flush_out(item, evicted, firsts, ItemMeta(run, (base,), reply, end, codec), part)
+        await done.put(item)
+
+    async def _gone(self, runs: set[str]) -> set[str]:
+        """Which of ``runs`` have ended without telling (their caller deleted its reply
+        stream): they no longer hold a key."""
+        if not runs:
+            return set()
+        others = sorted(runs)
+        pipe = self._client.pipeline(transaction=False)
+        for other in others:
+            pipe.exists(self.keys.reply(other))
+        found = await self._client.guard(pipe.execute())
+        return {other for other, n in zip(others, found, strict=True) if not n}
+
+    def _flush_out(
+        self,
+        item: _Done,
+        evicted: list[tuple[Any, list[Outcome | BlockError]]],
+        firsts: dict[Any, list[int]],
+        meta: ItemMeta,
+        part: int,
+    ) -> None:
+        """Add what ``evict()`` made of the keys to ``item``: the outputs at paths under the
+        run's new index ``meta.path``, after a ``flushed`` answer that lists those paths."""
+        base = meta.path[0]
         born = self.clock.now()
         paths: list[list[int]] = []
         children: list[tuple[_Child, bytes]] = []
@@ -829,15 +947,14 @@ class Worker:
             for j, outcome in enumerate(outcomes):
                 path = (base, *firsts[key], j)
                 paths.append(list(path))
-                child = ItemMeta(run, path, reply, end, codec, born)
+                child = dataclasses.replace(meta, path=path, born=born)
                 if isinstance(outcome, BlockError):
                     outs.append(pack_reply(path, "err", e=error_to_data(outcome)))
                     continue
                 self._answer(item, child, outcome, children)
         # The caller learns which paths to wait for before (or with) their answers.
         item.replies[:0] = [pack_reply((base,), "flushed", part=part, paths=paths), *outs]
-        self._send_on(item, ItemMeta(run, (base,), reply, end, codec, born), children)
-        await done.put(item)
+        self._send_on(item, dataclasses.replace(meta, born=born), children)
 
     def _refuse(
         self,
@@ -942,6 +1059,8 @@ class Worker:
             idle = self.in_flight <= {item.entry for item in batch}
             await self._write(client, batch, books=idle)
             for item in batch:
+                if not item.entry:
+                    continue  # the flush of a keyed block inside the segment (_end_inner)
                 self.in_flight.discard(item.entry)
                 if self.owner is not None:
                     self.owner.finished(item.entry)
@@ -1005,6 +1124,12 @@ class Worker:
 
     async def _commit_now(self, client: Any, chunk: list[_Done], *, books: bool = False) -> None:
         pipe = client.pipeline(transaction=True)
+        holds, self._holds = self._holds, []
+        for reply_to, block in holds:
+            # Before the answers of the items that made the keys: the caller knows of every
+            # worker holding keys of its run before it sees the run answered.
+            hold = pack_reply((0,), "holds", block=block, worker=self.consumer)
+            pipe.xadd(reply_to, hold, nomkstream=True)
         ids = []
         # The answers of a burst to one caller go in one entry (fields m, v, m1, v1, ...).
         answers: dict[str, dict[bytes, bytes]] = {}

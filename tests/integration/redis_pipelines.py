@@ -262,3 +262,5 @@ async def present(item: tuple[str, int, int]):  # type: ignore[no-untyped-def]
 
 tallied = af.Pipeline(Tally(name="tally"), name="tallied")
 tallied_between = af.Pipeline(cam_of, Tally(name="tally"), present, name="tallied2")
+# tally inside a segment (served as --blocks cam_of,tally): not partitioned
+tallied_inside = af.Pipeline(cam_of, Tally(name="tally"), present, name="tallied3")

@@ -195,3 +195,30 @@ async def test_an_empty_run_has_no_key_to_end_and_needs_no_worker(
 ) -> None:
     transport = RedisTransport(redis_url, prefix=redis_prefix, no_worker_timeout=2)
     assert await rp.tallied.run([], transport=transport) == await rp.tallied.run([]) == []
+
+
+async def test_a_keyed_block_inside_a_segment_flushes_at_the_end_from_each_worker_holding_keys(
+    redis_url: str, redis_prefix: str, workers: Workers
+) -> None:
+    # One worker of [cam_of, tally]: it holds every key, so the run is the local run.
+    first = workers.start("tallied_inside", "cam_of,tally")
+    workers.start("tallied_inside", "present")
+    pipe = rp.tallied_inside
+    transport = RedisTransport(redis_url, prefix=redis_prefix)
+    local = await pipe.run(range(300))
+    assert await pipe.run(range(300), transport=transport) == local
+    # Two workers of it: each holds part of each key's items (state is per worker inside a
+    # segment); both flush at the end, after every item, and the totals add up.
+    workers.start("tallied_inside", "cam_of,tally")
+    outs = await pipe.run(range(3000), transport=transport)
+    items, flush = outs[:3000], outs[3000:]
+    assert [line.split(":")[0] for line in items] == [f"cam{x % 5}#{x // 5}" for x in range(3000)]
+    assert flush
+    assert not any("#" in line for line in flush)
+    totals: dict[str, int] = {}
+    for line in flush:
+        if line.startswith("cam"):
+            cam, n = line.split("=")
+            totals[cam] = totals.get(cam, 0) + int(n)
+    assert totals == {f"cam{i}": 600 for i in range(5)}
+    assert first.poll() is None
