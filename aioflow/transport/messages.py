@@ -10,6 +10,8 @@ Stream keys (``P`` is the prefix, ``aioflow`` unless set; ``H`` a hash of the pi
                                     (msgpack of ``BlockStatistics.to_data()``), with a TTL
     P:{pipeline}:{H}:in:{block}:p{i}  partition i of a keyed block's input; its lease, snapshot,
                                     partition count and members: :mod:`.partitions`
+    P:{pipeline}:{H}:ctl:{worker}   one worker's control stream (the ends of runs for the keyed
+                                    blocks inside its segment)
 
 An item entry has two fields: ``m`` (msgpack: the run id, the item's *path*, the reply stream,
 the last remote block, the codec's name) and ``v`` (the item, written by the codec). A *burst*
@@ -26,6 +28,14 @@ outputs from an item it also tells the caller (a ``split`` reply), and its outpu
 path plus their position. The last remote segment answers each path with an ``out`` reply (its
 outputs, possibly none) or an ``err`` reply (the error as data: block, item summary, exception
 type and message; never a pickled exception).
+
+The end of a caller's run (:mod:`.ending`) is an entry with an ``m`` and no ``v``: ``k`` is
+``end``, with the run, its reply stream, the last remote block, the codec, ``base`` (the index
+its flush's paths start with) and, to a control stream, ``blk`` and ``part``; ``drop`` when
+the run failed (its keys go without ``evict``). A worker answers it ``flushed`` (``part``, and
+the ``paths`` of the flush's outputs, which it answers as items), and tells a run's caller
+``holds`` (``block``, ``worker``) when it first holds keys of the run for a keyed block inside
+its segment.
 """
 
 from __future__ import annotations
@@ -406,8 +416,8 @@ def read_meta(fields: Mapping[bytes, bytes]) -> dict[str, Any]:
 def pack_reply(
     path: Sequence[int], kind: str, value: bytes = b"", **extra: Any
 ) -> dict[bytes, bytes]:
-    """A reply entry: ``kind`` is ``out`` (value: the outputs), ``split`` (``n``) or ``err``
-    (``e``: the error as data)."""
+    """A reply entry: ``kind`` is ``out`` (value: the outputs), ``split`` (``n``), ``err``
+    (``e``: the error as data), or for the end of a run ``flushed`` and ``holds``."""
     return {b"m": pack_plain({"p": list(path), "k": kind, **extra}), b"v": value}
 
 
