@@ -232,6 +232,16 @@ class StreamBuffer(Generic[T]):
             self.report(dropped, superseded)
         return kept
 
+    def would_drop(self, item: T) -> bool:
+        """Whether putting ``item`` now would drop an item (its own stream's, or the largest
+        stream's when full)."""
+        if self._live >= self.capacity:
+            return True
+        if self.per_key is None:
+            return False
+        lane = self._lanes.get(self.key(item))
+        return lane is not None and len(lane) >= self.per_key
+
     def append(self, item: T) -> None:
         """Add ``item`` by the policy (a fast path that appends directly drops as a put does)."""
         self.offer(item)
@@ -354,6 +364,17 @@ class FairChannel(Channel[T]):
         if kept and self._getters:
             self._wake_getter()
         return kept
+
+    async def put(self, item: T) -> bool:
+        """Put ``item``: wait while full (``"block"``), or, where the policy would drop an
+        item, give the reader one chance to take one first (as a plain leaky channel does when
+        full): a producer that never waits would otherwise supersede nearly everything."""
+        if not self.leaky:
+            if len(self._buf) >= self.capacity:
+                await self.wait_writable()
+        elif self.buffer.would_drop(item):
+            await asyncio.sleep(0)
+        return self.put_nowait(item)
 
     def take_capped(self, counts: dict[Hashable, int], cap: int) -> Any:
         """Take the oldest item whose stream has fewer than ``cap`` items in ``counts`` (a

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Hashable
 
@@ -255,3 +256,25 @@ def test_channel_repr_says_what_it_is() -> None:
     ch, _, _ = make(3, newest=True)
     ch.put_nowait(("a", 0))
     assert repr(ch) == "<FairChannel 1/3 drop_oldest open>"
+
+
+async def test_a_put_that_would_supersede_lets_a_waiting_reader_take_first() -> None:
+    """A producer that never waits: the reader still gets every item it is ready for, and
+    only what arrives while it is busy is superseded."""
+    ch, _, superseded = make(8, newest=True)
+    taken: list[Item] = []
+
+    async def reader() -> None:
+        while True:
+            taken.append(await ch.get())
+
+    task = asyncio.create_task(reader())
+    await asyncio.sleep(0)
+    for i in range(20):
+        await ch.put(("a", i))
+    await asyncio.sleep(0)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert taken == [("a", i) for i in range(20)]
+    assert superseded == []
