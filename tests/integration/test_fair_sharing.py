@@ -150,11 +150,13 @@ async def test_fair_true_uses_the_blocks_key() -> None:
 
 
 async def test_a_thread_block_shares_its_queue_fairly_too() -> None:
-    """A plain function (its threads take items themselves): the same books, the quiet camera
-    served; the busy one's frames in order."""
+    """A plain function (its threads take items themselves, racing the loop's puts): the same
+    books, the quiet camera served, the busy one's frames in order. (The quiet camera's 10
+    frames fit in its share of the queue even if the thread takes nothing meanwhile: a thread
+    waiting for the GIL may well not.)"""
     release = threading.Event()
 
-    @af.block(queue_size=16, overflow="drop_oldest", fair=camera_of, executor="thread")
+    @af.block(queue_size=32, overflow="drop_oldest", fair=camera_of, executor="thread")
     def detect(frame: Frame) -> Frame:
         release.wait(10)
         return frame
