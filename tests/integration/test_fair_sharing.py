@@ -334,6 +334,63 @@ async def test_a_batch_holds_at_most_max_per_key_items_of_one_stream(kind: str) 
     assert rec.batch_sizes == {2: 6, 4: 1}
 
 
+async def test_a_capped_batch_waits_for_items_that_may_join_it() -> None:
+    """With a long max_wait, a batch holding two frames of the busy camera does not close on
+    the busy camera's queued frames: it waits for the quiet camera's, and closes when full."""
+    batches: list[list[tuple[str, int]]] = []
+
+    @af.block(batch=af.Batch(4, 3600, max_per_key=2), fair=camera_of, ordered=False, queue_size=16)
+    async def detect(frames: list[Frame]) -> list[Frame]:
+        batches.append([(f.camera, f.index) for f in frames])
+        return frames
+
+    pipe = af.Pipeline(detect)
+
+    async def frames() -> AsyncIterator[Frame]:
+        for i in range(4):
+            yield Frame("busy", i, i)
+        # the batch took busy 0 and 1; busy 2 and 3 wait in the queue
+        await wait_until(lambda: pipe.statistics()["detect"].queue_depth == 2, "two taken")
+        yield Frame("busy", 4, 4)  # wakes the batch, which cannot take it
+        await asyncio.sleep(0)
+        yield Frame("quiet", 0, 5)
+        await asyncio.sleep(0)
+        yield Frame("quiet", 1, 6)
+
+    out = await pipe.run(frames())
+    assert batches[0] == [("busy", 0), ("busy", 1), ("quiet", 0), ("quiet", 1)]
+    assert batches[1] == [("busy", 2), ("busy", 3)]  # the end of the stream closes it
+    assert batches[2:] == [[("busy", 4)]]
+    assert len(out) == 7
+
+
+async def test_submit_of_an_item_a_fair_queue_dropped_raises_item_dropped_overflow() -> None:
+    entered = asyncio.Event()
+    release = asyncio.Event()
+
+    @af.block(queue_size=2, overflow="drop_oldest", fair=camera_of)
+    async def detect(frame: Frame) -> int:
+        entered.set()
+        await release.wait()
+        return frame.index
+
+    async with af.Pipeline(detect).open() as running:
+        first = asyncio.create_task(running.submit(Frame("busy", 0, 0)))
+        await entered.wait()
+        b1 = asyncio.create_task(running.submit(Frame("busy", 1, 1)))
+        b2 = asyncio.create_task(running.submit(Frame("busy", 2, 2)))
+        await wait_until(lambda: running.statistics()["detect"].queue_depth == 2, "2 queued")
+        quiet = asyncio.create_task(running.submit(Frame("quiet", 0, 3)))
+        with pytest.raises(af.ItemDropped) as info:
+            await b1  # the busy camera held the most: its oldest made room
+        assert (info.value.reason, info.value.block) == ("overflow", "detect")
+        release.set()
+        assert [await first, await b2, await quiet] == [0, 2, 0]
+        rec = running.statistics()["detect"]
+    assert rec.dropped_by == {"overflow": 1}
+    assert rec.balanced
+
+
 # -- options --------------------------------------------------------------------------------------
 
 
