@@ -51,6 +51,7 @@ __all__ = [
     "OnError",
     "PlainStage",
     "Retry",
+    "ServeName",
     "Stage",
     "block",
 ]
@@ -77,6 +78,7 @@ else:
 ExecutorName = Literal["async", "thread", "process"]
 Kind = Literal["coroutine", "asyncgen", "function", "generator"]
 OverflowName = Literal["block", "drop_oldest", "drop_newest"]
+ServeName = Literal["oldest", "newest"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +137,7 @@ OnError = Literal["raise", "skip"] | Retry
 
 _EXECUTORS = ("async", "thread", "process")
 _OVERFLOWS = ("block", "drop_oldest", "drop_newest")
+_SERVES = ("oldest", "newest")
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +159,9 @@ class BlockOptions:
     evict_after: float | None = None
     dead_letter: Callable[[Any, BlockError], Any] | None = None
     zero_copy: bool = False
+    fair: bool | Callable[[Any], Hashable] | None = None
+    per_key: int | None = None
+    serve: ServeName = "oldest"
 
     def __post_init__(self) -> None:
         name = self.name
@@ -225,6 +231,97 @@ class BlockOptions:
                 "processes one item of a key at a time; batch in a block before or after it"
             )
             raise GraphError(msg)
+        self._check_streams(bad)
+
+    def _check_streams(self, bad: Callable[[str, str, object], GraphError]) -> None:
+        """``fair``, ``per_key``, ``serve`` and ``Batch(max_per_key=)``: the options that share
+        the input by stream."""
+        name = self.name
+        fair = self.fair
+        if not (fair is None or isinstance(fair, bool) or callable(fair)):
+            raise bad("fair", "None, True (use key=) or a callable item -> stream key", fair)
+        per_key = self.per_key
+        if per_key is not None and (
+            isinstance(per_key, bool) or not isinstance(per_key, int) or per_key < 1
+        ):
+            raise bad("per_key", "None or an int >= 1", per_key)
+        if self.serve not in _SERVES:
+            raise bad("serve", "'oldest' or 'newest'", self.serve)
+        if fair is True and self.key is None:
+            msg = (
+                f"block {name!r}: fair=True shares the input by the block's key=, found "
+                "key=None; give the stream of an item instead: fair=lambda item: item.stream"
+            )
+            raise GraphError(msg)
+        if per_key is not None and self.stream_key() is None:
+            msg = (
+                f"block {name!r}: option 'per_key' needs the stream of each item: "
+                "fair=lambda item: item.stream (or key= on a keyed block); found neither"
+            )
+            raise GraphError(msg)
+        if per_key is not None and per_key > self.queue_size:
+            msg = (
+                f"block {name!r}: option 'per_key' ({per_key}) caps one stream's share of the "
+                f"queue, so it must be <= queue_size ({self.queue_size})"
+            )
+            raise GraphError(msg)
+        capped = self.batch is not None and self.batch.max_per_key is not None
+        if capped:
+            if not callable(fair):
+                msg = (
+                    f"block {name!r}: option 'batch' has max_per_key, which needs the stream of "
+                    f"each item: fair=lambda item: item.stream; found fair={fair!r}"
+                )
+                raise GraphError(msg)
+            if self.ordered:
+                msg = (
+                    f"block {name!r}: option 'batch' has max_per_key: an item of a quiet stream "
+                    "can then leave before an older item of a busy stream that waits for the "
+                    "next batch, so outputs cannot keep global input order; set ordered=False "
+                    "(each stream keeps its order)"
+                )
+                raise GraphError(msg)
+        if self.serve == "newest":
+            if self.overflow != "drop_oldest":
+                msg = (
+                    f"block {name!r}: serve='newest' drops the older items of a stream when a "
+                    "newer one comes, so it needs overflow='drop_oldest' (a leaky edge); found "
+                    f"overflow={self.overflow!r}"
+                )
+                raise GraphError(msg)
+            if per_key is not None:
+                msg = (
+                    f"block {name!r}: serve='newest' keeps one item per stream already; "
+                    f"per_key={per_key} does not apply"
+                )
+                raise GraphError(msg)
+        elif self.overflow == "block":
+            if per_key is not None:
+                msg = (
+                    f"block {name!r}: option 'per_key' drops a stream's items over its share, "
+                    "so it needs a leaky edge: overflow='drop_oldest' (or 'drop_newest'); "
+                    "found overflow='block'"
+                )
+                raise GraphError(msg)
+            if fair and not capped:
+                msg = (
+                    f"block {name!r}: option 'fair' decides which stream loses an item when the "
+                    "queue is full, and with overflow='block' nothing is dropped: use "
+                    "overflow='drop_oldest' (or batch=af.Batch(..., max_per_key=n) to cap a "
+                    "stream's items per batch)"
+                )
+                raise GraphError(msg)
+
+    def stream_key(self) -> Callable[[Any], Hashable] | None:
+        """The stream of an item on this block's input, if its input is shared by stream: the
+        ``fair`` callable, else the block's ``key`` (when ``fair=True``, ``per_key`` or
+        ``serve="newest"`` asks for streams), else None."""
+        fair = self.fair
+        if callable(fair) and not isinstance(fair, bool):
+            return fair
+        if fair is True or self.per_key is not None or self.serve == "newest":
+            return self.key
+        return None
 
     def with_changes(self, **changes: Any) -> BlockOptions:
         return replace(self, **changes)
@@ -250,6 +347,17 @@ _GUESSES: dict[str, str] = {
     "capacity": "queue_size=64",
     "ttl": "max_age=0.5",
     "deadline": "max_age=0.5",
+    "latest": 'serve="newest"',
+    "latest_only": 'serve="newest"',
+    "keep_latest": 'serve="newest"',
+    "conflate": 'serve="newest"',
+    "lifo": 'serve="newest"',
+    "newest_first": 'serve="newest"',
+    "fairness": "fair=lambda item: item.camera",
+    "per_stream": "per_key=2",
+    "max_per_stream": "per_key=2",
+    "max_per_key": "per_key=2 (or batch=af.Batch(16, 0.005, max_per_key=2))",
+    "max_same_source_frames": "batch=af.Batch(16, 0.005, max_per_key=2)",
     "by": "key=lambda item: item.camera",
     "group_by": "key=lambda item: item.camera",
     "partition": "key=lambda item: item.camera",
@@ -408,7 +516,7 @@ class Block(Stage[In, Out]):
                 value = klass.__dict__[option]
                 if isinstance(value, staticmethod):
                     merged[option] = value.__func__
-                elif option in ("key", "state") and inspect.isfunction(value):
+                elif option in ("key", "state", "fair") and inspect.isfunction(value):
                     # `key = lambda item: ...` in a class body: a function of the item, unless
                     # it is written as a method `def key(self, item)`.
                     arity = _positional_arity(value)
@@ -748,6 +856,9 @@ def block(
     evict_after: float | None = None,
     dead_letter: Callable[[Any, BlockError], Any] | None = None,
     zero_copy: bool = False,
+    fair: bool | Callable[[Any], Hashable] | None = None,
+    per_key: int | None = None,
+    serve: ServeName = "oldest",
 ) -> _Decorator: ...
 
 
@@ -769,6 +880,9 @@ def block(  # type: ignore[overload-overlap]  # (a `Batch | None` value takes th
     evict_after: float | None = None,
     dead_letter: Callable[[Any, BlockError], Any] | None = None,
     zero_copy: bool = False,
+    fair: bool | Callable[[Any], Hashable] | None = None,
+    per_key: int | None = None,
+    serve: ServeName = "oldest",
 ) -> _BatchDecorator: ...
 
 
@@ -790,6 +904,9 @@ def block(  # type: ignore[overload-overlap]  # (a `... | None` state takes the 
     evict_after: float | None = None,
     dead_letter: Callable[[Any, BlockError], Any] | None = None,
     zero_copy: bool = False,
+    fair: bool | Callable[[Any], Hashable] | None = None,
+    per_key: int | None = None,
+    serve: ServeName = "oldest",
 ) -> _StateDecorator: ...
 
 
@@ -811,6 +928,9 @@ def block(
     evict_after: float | None = None,
     dead_letter: Callable[[Any, BlockError], Any] | None = None,
     zero_copy: bool = False,
+    fair: bool | Callable[[Any], Hashable] | None = None,
+    per_key: int | None = None,
+    serve: ServeName = "oldest",
 ) -> Callable[[Callable[P, R]], FunctionBlock[P, R]]: ...
 
 
@@ -833,6 +953,9 @@ def block(
     evict_after: float | None = None,
     dead_letter: Callable[[Any, BlockError], Any] | None = None,
     zero_copy: bool = False,
+    fair: bool | Callable[[Any], Hashable] | None = None,
+    per_key: int | None = None,
+    serve: ServeName = "oldest",
     **unknown: Any,
 ) -> Any:
     """Make a pipeline block from a function.
@@ -848,6 +971,16 @@ def block(
         ordered: keep input order in the outputs even with several workers (default True).
         queue_size: capacity of the block's input edge (default 64).
         overflow: ``"block"`` (backpressure), ``"drop_oldest"`` or ``"drop_newest"``.
+        fair: share a leaky input between streams: a callable item -> stream key (``True``: the
+            block's ``key``). A full queue then drops from the stream holding the most items,
+            so a flooding camera cannot push out a quiet one.
+        per_key: with a stream key (``fair`` or ``key``) and a leaky ``overflow``: the most
+            items of one stream the queue holds; the stream's oldest (or, with
+            ``"drop_newest"``, its new item) is dropped past that.
+        serve: ``"oldest"`` (default: first in, first out) or ``"newest"``: with
+            ``overflow="drop_oldest"``, each stream keeps only its newest item (older ones are
+            dropped as ``"superseded"``), so a live block always works on the freshest frame
+            of each stream, streams in turn, each stream's order kept.
         max_age: drop (count as stale) an item older than this many seconds since it entered
             the pipeline, before spending work on it.
         on_error: ``"raise"``, ``"skip"`` or ``af.Retry(attempts, backoff)``.
@@ -897,6 +1030,9 @@ def block(
         "evict_after": evict_after,
         "dead_letter": dead_letter,
         "zero_copy": zero_copy,
+        "fair": fair,
+        "per_key": per_key,
+        "serve": serve,
     }
     if name is not None:
         options["name"] = name

@@ -146,6 +146,12 @@ def describe(pipe: Pipeline, out: TextIO) -> None:
         ]
         if o.key is not None:
             extras.append("keyed")
+        if o.stream_key() is not None:
+            extras.append("fair")
+        if o.per_key is not None:
+            extras.append(f"per_key={o.per_key}")
+        if o.serve != "oldest":
+            extras.append(f"serve={o.serve!r}")
         out.write(
             f"{indent}{o.name}: {s._aioflow_kind} on {o.executor}, workers={o.workers}, "
             f"queue_size={o.queue_size}, ordered={o.ordered}"
@@ -164,6 +170,10 @@ def _node_label(s: Block) -> str:
         label += f", batch {o.batch.max_size}"
     if o.overflow != "block":
         label += f", {o.overflow}"
+    if o.serve != "oldest":
+        label += f", serve {o.serve}"
+    elif o.stream_key() is not None:
+        label += ", fair"
     return label
 
 

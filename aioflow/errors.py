@@ -150,8 +150,9 @@ class ItemDropped(AioflowError):
     """``submit()`` found no output for its item.
 
     Attributes:
-        reason: ``"filtered"``, ``"overflow"``, ``"stale"``, ``"skipped"`` or ``"incomplete"``
-            (a branch member made no output).
+        reason: ``"filtered"``, ``"overflow"``, ``"superseded"`` (a newer item of its stream
+            replaced it, ``serve="newest"``), ``"stale"``, ``"skipped"``, ``"dead_letter"`` or
+            ``"incomplete"`` (a branch member made no output).
         block: the name of the block where the item ended.
     """
 

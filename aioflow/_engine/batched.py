@@ -12,6 +12,7 @@ import asyncio
 import threading
 import time
 from collections import deque
+from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any, cast
 
 from ..batching import Batch
@@ -20,6 +21,7 @@ from ..errors import BlockError
 from .cancelling import carrying_interrupts, from_sync
 from .channel import ChannelClosed
 from .envelope import Envelope
+from .fair import NOTHING, FairChannel
 from .ordering import Sequencer
 
 if TYPE_CHECKING:
@@ -50,6 +52,17 @@ class BatchRunner:
     async def run(self, batch: Batch) -> None:
         rt = self.rt
         workers = rt.opts.workers
+        if batch.max_per_key is not None:
+            # (ordered=False: BlockOptions requires it)
+            if workers == 1:
+                await self._capped_worker(batch, batch.max_per_key)
+                return
+            async with asyncio.TaskGroup() as tg:
+                for _ in range(workers):
+                    tg.create_task(
+                        carrying_interrupts(self._capped_worker(batch, batch.max_per_key))
+                    )
+            return
         if (
             workers == 1
             and rt.pool is not None
@@ -123,6 +136,55 @@ class BatchRunner:
                 env = inq.get_nowait()
             if envs:
                 await self._run(envs, numbers, seq)
+
+    async def _capped_worker(self, batch: Batch, cap: int) -> None:
+        """:meth:`_worker` for ``Batch(max_per_key=cap)``: each batch takes the oldest items
+        whose stream has fewer than ``cap`` in it; the others stay queued, in order, for a later
+        batch. Once the batch holds one item it waits up to ``max_wait`` for more that fit."""
+        rt = self.rt
+        inq = cast(FairChannel[Envelope], rt.inq)
+        max_size = batch.max_size
+        max_wait = batch.max_wait
+        max_age = rt.opts.max_age
+        loop = asyncio.get_running_loop()
+        while True:
+            await inq.wait_readable()
+            counts: dict[Hashable, int] = {}
+            env = inq.take_capped(counts, cap)
+            if env is NOTHING:
+                if inq.closed and not len(inq):
+                    return
+                continue  # another worker took it
+            envs: list[Envelope] = []
+            taken = 0
+            deadline = loop.time() + max_wait
+            while True:
+                taken += 1
+                if max_age is not None and _perf() - env.born > max_age:
+                    rt._drop_stale(env)
+                else:
+                    envs.append(env)
+                if taken >= max_size:
+                    break
+                env = inq.take_capped(counts, cap)
+                while env is NOTHING:
+                    # Nothing here may join this batch (or nothing is here): wait for the next
+                    # item up to the deadline.
+                    remaining = deadline - loop.time()
+                    if inq.closed or max_wait == 0 or remaining <= 0:
+                        break
+                    try:
+                        async with asyncio.timeout(remaining):
+                            await inq.wait_put()
+                    except TimeoutError:
+                        break
+                    env = inq.take_capped(counts, cap)
+                    if env is NOTHING and len(inq):
+                        inq._wake_getter()  # not for this batch: another worker may take it
+                if env is NOTHING:
+                    break
+            if envs:
+                await self._run(envs, [-1] * len(envs), None)
 
     async def _run(
         self,

@@ -62,6 +62,7 @@ class Channel(Generic[T]):
         "overflow",
         "overflowed",
         "received",
+        "superseded",
         "uncounted",
     )
 
@@ -88,6 +89,9 @@ class Channel(Generic[T]):
         self.received = 0
         #: items the overflow policy discarded
         self.overflowed = 0
+        #: of ``overflowed``, those a newer item of the same stream replaced (``serve="newest"``,
+        #: :class:`~.fair.FairChannel`): counted as dropped for reason ``"superseded"``
+        self.superseded = 0
         #: set while a writer hands items on in a run and counts them at its end: how many it
         #: has put meanwhile (see :meth:`counted`)
         self.uncounted: Callable[[], int] | None = None

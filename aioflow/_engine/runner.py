@@ -33,6 +33,7 @@ from .cancelling import as_failure, carrying_interrupts, cause_of, describe_fail
 from .channel import Channel, ChannelClosed
 from .envelope import Envelope
 from .executors import call_in_thread, shutdown_pool, thread_pool, wait_through_cancel
+from .fair import FairChannel
 from .latency import LatencySamples
 from .ordering import ReorderWindow, Sequencer
 from .processes import ProcessPool
@@ -44,6 +45,13 @@ logger = logging.getLogger("aioflow")
 
 _LATENCY_SAMPLES = 1024
 _NOTHING: Any = object()
+_UNKEYED: Hashable = object()  # the stream of items whose stream key failed
+
+
+def _one_stream(env: Envelope) -> Hashable:
+    return None
+
+
 _perf = time.perf_counter
 
 
@@ -102,9 +110,22 @@ class BlockRuntime:
         # so for them ``emitted`` is ``completed`` and the hot path counts once.
         self.one_to_many = self.kind in ("asyncgen", "generator")
         self.fn: Callable[[Any], Any] = blk.fn if isinstance(blk, FunctionBlock) else blk.process
-        self.inq: Channel[Envelope] = Channel(
-            opts.queue_size, overflow=opts.overflow, on_drop=self._on_overflow
-        )
+        self.inq: Channel[Envelope]
+        stream_key = opts.stream_key()
+        if stream_key is not None or opts.serve == "newest":
+            # Shared by stream (aioflow/_engine/fair.py); every other block keeps the plain
+            # channel and its hot paths.
+            self.inq = FairChannel(
+                opts.queue_size,
+                self._stream_of(stream_key),
+                overflow=opts.overflow,
+                per_key=opts.per_key,
+                newest=opts.serve == "newest",
+                on_drop=self._on_overflow,
+                on_supersede=self._on_supersede,
+            )
+        else:
+            self.inq = Channel(opts.queue_size, overflow=opts.overflow, on_drop=self._on_overflow)
         self.out = out
         self.pool: ThreadPoolExecutor | None = None
         self.completed = 0
@@ -150,8 +171,10 @@ class BlockRuntime:
         received = inq.counted()
         queued = len(inq)
         dropped_by: dict[str, int] = {}
-        if inq.overflowed:
-            dropped_by["overflow"] = inq.overflowed
+        if inq.overflowed > inq.superseded:
+            dropped_by["overflow"] = inq.overflowed - inq.superseded
+        if inq.superseded:
+            dropped_by["superseded"] = inq.superseded
         if self.stale:
             dropped_by["stale"] = self.stale
         dropped = inq.overflowed + self.stale
@@ -196,6 +219,41 @@ class BlockRuntime:
     def _on_overflow(self, env: Envelope) -> None:
         if env.ticket is not None:
             env.ticket.drop("overflow", self.name)
+
+    def _on_supersede(self, env: Envelope) -> None:
+        if env.ticket is not None:
+            env.ticket.drop("superseded", self.name)
+
+    def _stream_of(self, key: Callable[[Any], Hashable] | None) -> Callable[[Envelope], Hashable]:
+        """The stream of an item on the input (``None``: one stream). It runs where the item is
+        put, in the block before: a key function that fails must not fail that block, so the
+        item joins the stream of unkeyed items and the first failure is logged (a keyed block
+        computes its key again and fails the item there)."""
+        if key is None:
+            return _one_stream
+        name = self.name
+        failed = False
+
+        def stream_of(env: Envelope) -> Hashable:
+            nonlocal failed
+            try:
+                k = key(env.value)
+                hash(k)
+            except Exception as exc:
+                if not failed:
+                    failed = True
+                    logger.warning(
+                        "block %r: the stream key (fair=) failed for item %s (%s); such items "
+                        "share one stream of their own",
+                        name,
+                        summarize(env.value),
+                        describe(exc),
+                        extra={"block": name},
+                    )
+                return _UNKEYED
+            return k
+
+        return stream_of
 
     def _drop_stale(self, env: Envelope) -> None:
         self.stale += 1

@@ -147,7 +147,9 @@ _Family = tuple[str, str, str, list[_Sample]]
 #: how prometheus_client writes a number (``+Inf``, Go's exponents)
 _number: Callable[[float], str] = floatToGoString
 
-_DROPPED_HELP = "Items dropped at the block's input, by reason (overflow, stale, incomplete)."
+_DROPPED_HELP = (
+    "Items dropped at the block's input, by reason (overflow, superseded, stale, incomplete)."
+)
 _QUANTILE_HELP = (
     "The block's processing time per call over its recent calls, by quantile "
     "(per batch for a batching block)."

@@ -513,6 +513,30 @@ def stage_overflow(stage: Block | Branch) -> str:
     return "block" if isinstance(stage, Branch) else stage.options.overflow
 
 
+def warn_shared_by_stream(leg: Iterable[Block | Branch]) -> list[str]:
+    """Warn about each remote block whose input is shared by stream (``fair=``, ``per_key=``,
+    ``serve="newest"``, ``Batch(max_per_key=)``): a block heading a segment reads a Redis
+    stream, whose trim drops the oldest (or newest) entries of every stream alike and whose
+    workers take entries as they come. So the sharing holds only among the items a worker has
+    read (docs/distributed.md). Returns the blocks warned about."""
+    warned = []
+    for stage in leg:
+        if isinstance(stage, Branch):
+            continue
+        opts = stage.options
+        capped = opts.batch is not None and opts.batch.max_per_key is not None
+        if opts.stream_key() is None and opts.serve == "oldest" and not capped:
+            continue
+        warned.append(opts.name)
+        logger.warning(
+            "block %r: fair=, per_key=, serve='newest' and Batch(max_per_key=) share its input "
+            "by stream only within each worker: where it heads a segment its input is a Redis "
+            "stream, trimmed and read first in, first out across streams (docs/distributed.md)",
+            opts.name,
+        )
+    return warned
+
+
 class RedisTransport:
     """Runs a pipeline's blocks in worker processes, with Redis Streams as the edges between.
 
@@ -771,6 +795,7 @@ class _Session:
         )
         #: the Redis server's clock: items carry their birth on it (max_age across machines)
         self.clock = ServerClock()
+        warn_shared_by_stream(leg)
         #: a keyed first remote block: each item goes to its key's partition stream
         self.keyed = keyed_block(first)
         self.router: Router | None = None

@@ -76,6 +76,27 @@ async def count_async(event: Event, state: dict[str, int]) -> tuple[str, int]:
     return event.label, len(state)
 
 
+@af.block(queue_size=4, overflow="drop_oldest", fair=lambda frame: frame.index, per_key=2)
+async def shared(frame: Frame) -> Frame:
+    return frame
+
+
+@af.block(overflow="drop_oldest", serve="newest", key=lambda event: event.label)
+async def freshest(event: Event) -> str:
+    return event.label
+
+
+@af.block(batch=af.Batch(8, 0.005, max_per_key=2), fair=lambda f: f.index, ordered=False)
+async def embed_fair(frames: list[Frame]) -> list[float]:
+    return [0.0 for _ in frames]
+
+
+assert_type(af.Pipeline(shared), af.Pipeline[Frame, Frame])
+assert_type(af.Pipeline(freshest), af.Pipeline[Event, str])
+assert_type(af.Pipeline(embed_fair), af.Pipeline[Frame, float])
+af.block(serve="latest")  # type: ignore[call-overload]  # "oldest" or "newest"
+af.block(per_key="2")  # type: ignore[call-overload]
+
 first: af.Block[bytes, Frame] = decode
 second: af.Block[Frame, list[Event]] = detect
 assert_type(af.Pipeline(split), af.Pipeline[list[Event], Event])

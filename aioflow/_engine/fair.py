@@ -1,0 +1,400 @@
+"""Channels shared by streams: fair drops, per-stream capacity, newest first.
+
+A block that reads several live streams (cameras) through one leaky edge should not let a
+flooding stream push out a quiet one. A :class:`FairChannel` knows each item's *stream* (a key
+computed when the item is put) and, when it must drop, drops from the stream holding the most
+queued items:
+
+* ``drop_oldest`` on a full channel evicts the oldest item of the largest stream (ties go to
+  the stream of the new item when it already has items queued: the stream pushing is the one
+  that loses);
+* ``drop_newest`` discards the newest item of the largest stream, counting the new one (ties:
+  the new item);
+* ``per_key=n`` holds at most ``n`` items of one stream: an item over that evicts its stream's
+  oldest (``drop_oldest``) or is discarded (``drop_newest``);
+* ``newest=True`` (``serve="newest"``) is ``per_key=1`` whose evictions are counted as
+  *superseded*, not as overflow: each stream keeps only its newest item, and streams are served
+  in the order their newest item arrived (which is global input order).
+
+Items are still taken oldest first across streams, so global input order holds. Every
+operation is O(1) in the number of streams (:class:`StreamBuffer`); the plain
+:class:`~.channel.Channel` is untouched, so blocks without these options pay nothing.
+
+The runner's fast paths read a channel's buffer directly (``_buf``: ``popleft``, ``append``,
+``len``), some from the block's own threads. :class:`StreamBuffer` offers that much of a
+deque's interface, applies the policy in ``append`` too (whoever appends, drops are counted),
+and takes a lock around every change, so a thread taking an item never races the event loop
+putting one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from typing import Any, Generic, TypeVar, cast
+
+from .channel import Channel, ChannelClosed, Overflow
+
+__all__ = ["FairChannel", "StreamBuffer"]
+
+T = TypeVar("T")
+
+
+class _Entry:
+    """One queued item: its stream, its arrival number, and whether it is still queued (the
+    arrival order keeps entries taken out of its middle until they reach its front)."""
+
+    __slots__ = ("item", "key", "live", "seq")
+
+    def __init__(self, item: Any, key: Hashable, seq: int) -> None:
+        self.item = item
+        self.key = key
+        self.seq = seq
+        self.live = True
+
+
+class StreamBuffer(Generic[T]):
+    """The buffer of a :class:`FairChannel`: items in arrival order, and per stream.
+
+    ``order`` holds every entry in arrival order (entries taken out of its middle stay there,
+    marked dead, until they reach its front or a compaction); ``lanes`` the live entries of each
+    stream, oldest first; ``sizes`` the streams by how many items they hold (a count changes by
+    one at a time, so the largest is found in O(1)).
+    """
+
+    __slots__ = (
+        "_dead",
+        "_lanes",
+        "_live",
+        "_lock",
+        "_order",
+        "_seq",
+        "_sizes",
+        "_top",
+        "capacity",
+        "key",
+        "leaky",
+        "newest",
+        "overflow",
+        "per_key",
+        "report",
+    )
+
+    def __init__(
+        self,
+        capacity: int,
+        key: Callable[[T], Hashable],
+        *,
+        overflow: Overflow,
+        per_key: int | None,
+        newest: bool,
+        report: Callable[[T, bool], None],
+    ) -> None:
+        self.capacity = capacity
+        self.key = key
+        self.overflow = overflow
+        self.leaky = overflow != "block"
+        self.per_key = 1 if newest else per_key
+        self.newest = newest
+        #: called (outside the lock) with each item the policy discarded, and whether a newer
+        #: item of its stream superseded it
+        self.report = report
+        self._order: deque[_Entry] = deque()
+        self._lanes: dict[Hashable, deque[_Entry]] = {}
+        self._sizes: dict[int, dict[Hashable, None]] = {}
+        self._top = 0
+        self._live = 0
+        self._dead = 0
+        self._seq = 0
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return self._live
+
+    def __bool__(self) -> bool:
+        return self._live > 0
+
+    def __iter__(self) -> Iterator[T]:
+        with self._lock:
+            items = [e.item for e in self._order if e.live]
+        return iter(items)
+
+    def streams(self) -> dict[Hashable, int]:
+        """How many items each stream holds now."""
+        with self._lock:
+            return {key: len(lane) for key, lane in self._lanes.items()}
+
+    # -- the counts -------------------------------------------------------------------------
+
+    def _grew(self, key: Hashable, size: int) -> None:
+        """Stream ``key`` went from ``size - 1`` to ``size`` items."""
+        sizes = self._sizes
+        if size > 1:
+            bucket = sizes[size - 1]
+            del bucket[key]
+            if not bucket:
+                del sizes[size - 1]
+        sizes.setdefault(size, {})[key] = None
+        if size > self._top:
+            self._top = size
+
+    def _shrank(self, key: Hashable, size: int) -> None:
+        """Stream ``key`` went from ``size + 1`` to ``size`` items."""
+        sizes = self._sizes
+        bucket = sizes[size + 1]
+        del bucket[key]
+        if not bucket:
+            del sizes[size + 1]
+            if self._top == size + 1:
+                self._top = size  # the stream itself is there now (or nothing is left)
+        if size:
+            sizes.setdefault(size, {})[key] = None
+
+    # -- adding and removing (under the lock) ---------------------------------------------------
+
+    def _add(self, item: T, key: Hashable) -> None:
+        lane = self._lanes.get(key)
+        if lane is None:
+            lane = self._lanes[key] = deque()
+        entry = _Entry(item, key, self._seq)
+        self._seq += 1
+        lane.append(entry)
+        self._order.append(entry)
+        self._live += 1
+        self._grew(key, len(lane))
+
+    def _unlink(self, entry: _Entry, lane: deque[_Entry]) -> None:
+        """``entry`` has left ``lane``: forget it (it stays dead in ``order`` for now)."""
+        entry.live = False
+        self._live -= 1
+        key = entry.key
+        if not lane:
+            del self._lanes[key]
+        self._shrank(key, len(lane))
+
+    def _evict(self, key: Hashable, *, newest: bool = False) -> T:
+        """Take the oldest (or newest) item of stream ``key`` out of the middle."""
+        lane = self._lanes[key]
+        entry = lane.pop() if newest else lane.popleft()
+        self._unlink(entry, lane)
+        self._buried()
+        item: T = entry.item
+        return item
+
+    def _buried(self) -> None:
+        """One more dead entry in ``order``; past as many as there are live ones, rebuild it
+        (amortised O(1): once per that many removals)."""
+        self._dead += 1
+        if self._dead > 32 and self._dead > self._live:
+            self._order = deque(e for e in self._order if e.live)
+            self._dead = 0
+
+    def _largest(self) -> Hashable:
+        """The stream holding the most items (ties: the first to reach that many)."""
+        return next(iter(self._sizes[self._top]))
+
+    # -- the deque's interface ------------------------------------------------------------------
+
+    def offer(self, item: T) -> bool:
+        """Add ``item`` by the policy; True if it was kept. What the policy discards is
+        reported (after the lock is released)."""
+        key = self.key(item)
+        dropped: Any = _NONE
+        superseded = False
+        kept = True
+        with self._lock:
+            lane = self._lanes.get(key)
+            held = len(lane) if lane is not None else 0
+            per_key = self.per_key
+            if per_key is not None and held >= per_key:
+                if self.overflow == "drop_newest":
+                    dropped, kept = item, False
+                else:
+                    dropped = self._evict(key)
+                    superseded = self.newest
+            elif self._live >= self.capacity and self.leaky:
+                # The largest stream loses an item, counting the new one in its stream; ties go
+                # to the stream the new item belongs to, if it has items here.
+                if self.overflow == "drop_newest":
+                    if held + 1 >= self._top:
+                        dropped, kept = item, False
+                    else:
+                        dropped = self._evict(self._largest(), newest=True)
+                elif held and held >= self._top:
+                    dropped = self._evict(key)
+                else:
+                    dropped = self._evict(self._largest())
+            if kept:
+                self._add(item, key)
+        if dropped is not _NONE:
+            self.report(dropped, superseded)
+        return kept
+
+    def would_drop(self, item: T) -> bool:
+        """Whether putting ``item`` now would drop an item (its own stream's, or the largest
+        stream's when full)."""
+        if self._live >= self.capacity:
+            return True
+        if self.per_key is None:
+            return False
+        lane = self._lanes.get(self.key(item))
+        return lane is not None and len(lane) >= self.per_key
+
+    def append(self, item: T) -> None:
+        """Add ``item`` by the policy (a fast path that appends directly drops as a put does)."""
+        self.offer(item)
+
+    def extend(self, items: Iterable[T]) -> None:
+        for item in items:
+            self.offer(item)
+
+    def popleft(self) -> T:
+        """Take the oldest item (IndexError if there is none)."""
+        with self._lock:
+            order = self._order
+            while True:
+                entry = order.popleft()  # IndexError when empty, as a deque's
+                if entry.live:
+                    break
+                self._dead -= 1
+            lane = self._lanes[entry.key]
+            lane.popleft()  # the oldest item overall is the oldest of its stream
+            self._unlink(entry, lane)
+        item: T = entry.item
+        return item
+
+    def take_capped(self, counts: dict[Hashable, int], cap: int) -> Any:
+        """Take the oldest item of a stream that has fewer than ``cap`` items in ``counts``
+        (and count it there), or return :data:`NOTHING`. O(streams)."""
+        with self._lock:
+            best: _Entry | None = None
+            for key, lane in self._lanes.items():
+                if counts.get(key, 0) < cap:
+                    head = lane[0]
+                    if best is None or head.seq < best.seq:
+                        best = head
+            if best is None:
+                return NOTHING
+            lane = self._lanes[best.key]
+            lane.popleft()
+            self._unlink(best, lane)
+            if self._order[0] is best:
+                self._order.popleft()
+            else:
+                self._buried()
+        counts[best.key] = counts.get(best.key, 0) + 1
+        return best.item
+
+    def clear(self) -> None:
+        with self._lock:
+            self._order.clear()
+            self._lanes.clear()
+            self._sizes.clear()
+            self._top = self._live = self._dead = 0
+
+
+_NONE: Any = object()
+#: what :meth:`StreamBuffer.take_capped` returns when no stream may give an item
+NOTHING: Any = object()
+
+
+class FairChannel(Channel[T]):
+    """A :class:`~.channel.Channel` whose items belong to streams (see the module's docstring).
+
+    Args:
+        capacity: how many items it holds (>= 1).
+        key: the stream of an item (must not raise: the runner wraps the user's function).
+        overflow: ``"drop_oldest"`` or ``"drop_newest"`` (by stream), or ``"block"`` (never
+            drops; the streams then only serve :meth:`take_capped`, for batches capped per
+            stream).
+        per_key: the most items of one stream it holds, or None.
+        newest: keep only the newest item of each stream (``serve="newest"``).
+        on_drop: called with each item the overflow policy discards.
+        on_supersede: called with each item a newer item of its stream replaced.
+    """
+
+    __slots__ = ("on_supersede",)
+
+    def __init__(
+        self,
+        capacity: int,
+        key: Callable[[T], Hashable],
+        *,
+        overflow: Overflow = "drop_oldest",
+        per_key: int | None = None,
+        newest: bool = False,
+        on_drop: Callable[[T], None] | None = None,
+        on_supersede: Callable[[T], None] | None = None,
+    ) -> None:
+        super().__init__(capacity, overflow=overflow, on_drop=on_drop)
+        self.on_supersede = on_supersede
+        self._buf = StreamBuffer(  # type: ignore[assignment]  # a deque's interface, by streams
+            capacity, key, overflow=overflow, per_key=per_key, newest=newest, report=self._dropped
+        )
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<FairChannel {len(self._buf)}/{self.capacity} {self.overflow} {state}>"
+
+    @property
+    def buffer(self) -> StreamBuffer[T]:
+        return cast(StreamBuffer[T], self._buf)
+
+    def _dropped(self, item: T, superseded: bool) -> None:
+        self.overflowed += 1
+        if superseded:
+            self.superseded += 1
+            if self.on_supersede is not None:
+                self.on_supersede(item)
+        elif self.on_drop is not None:
+            self.on_drop(item)
+
+    def put_nowait(self, item: T) -> bool:
+        """Put ``item`` without waiting, dropping by stream as the policy says; True when it
+        was kept. With ``"block"`` a full channel raises :class:`asyncio.QueueFull`."""
+        if self._closed:
+            msg = "put on a closed channel"
+            raise ChannelClosed(msg)
+        if not self.leaky and len(self._buf) >= self.capacity:
+            raise asyncio.QueueFull
+        self.received += 1
+        kept = self.buffer.offer(item)
+        if kept and self._getters:
+            self._wake_getter()
+        return kept
+
+    async def put(self, item: T) -> bool:
+        """Put ``item``: wait while full (``"block"``), or, where the policy would drop an
+        item, give the reader one chance to take one first (as a plain leaky channel does when
+        full): a producer that never waits would otherwise supersede nearly everything."""
+        if not self.leaky:
+            if len(self._buf) >= self.capacity:
+                await self.wait_writable()
+        elif self.buffer.would_drop(item):
+            await asyncio.sleep(0)
+        return self.put_nowait(item)
+
+    def take_capped(self, counts: dict[Hashable, int], cap: int) -> Any:
+        """Take the oldest item whose stream has fewer than ``cap`` items in ``counts`` (a
+        batch being formed), counting it there; :data:`NOTHING` when no stream may give one."""
+        item = self.buffer.take_capped(counts, cap)
+        if item is not NOTHING and self._putters:
+            self._wake_putter()
+        return item
+
+    async def wait_put(self) -> None:
+        """Wait until the next item is put (or the channel is closed), whatever is buffered."""
+        if self._closed:
+            return
+        fut = self._get_loop().create_future()
+        self._getters.append(fut)
+        try:
+            await fut
+        except BaseException:
+            fut.cancel()
+            # Woken but leaving: pass the turn on to a getter that may take what is there.
+            if self._buf or self._closed:
+                self._wake_getter()
+            raise

@@ -1,0 +1,280 @@
+"""FairChannel: a leaky edge shared by streams (fair=, per_key=, serve="newest")."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Hashable
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aioflow._engine.channel import Overflow
+from aioflow._engine.fair import NOTHING, FairChannel
+
+Item = tuple[str, int]
+
+
+def stream(item: Item) -> Hashable:
+    return item[0]
+
+
+def make(
+    capacity: int,
+    *,
+    overflow: Overflow = "drop_oldest",
+    per_key: int | None = None,
+    newest: bool = False,
+) -> tuple[FairChannel[Item], list[Item], list[Item]]:
+    dropped: list[Item] = []
+    superseded: list[Item] = []
+    ch = FairChannel(
+        capacity,
+        stream,
+        overflow=overflow,
+        per_key=per_key,
+        newest=newest,
+        on_drop=dropped.append,
+        on_supersede=superseded.append,
+    )
+    return ch, dropped, superseded
+
+
+def drain(ch: FairChannel[Item]) -> list[Item]:
+    out = []
+    while len(ch):
+        out.append(ch.get_nowait())
+    return out
+
+
+def test_a_full_queue_drops_the_oldest_of_the_stream_holding_the_most() -> None:
+    ch, dropped, _ = make(4)
+    for item in [("a", 0), ("b", 0), ("a", 1), ("a", 2)]:
+        ch.put_nowait(item)
+    ch.put_nowait(("b", 1))  # full: "a" holds 3, so "a" loses its oldest
+    assert dropped == [("a", 0)]
+    assert drain(ch) == [("b", 0), ("a", 1), ("a", 2), ("b", 1)]  # still first in, first out
+    assert (ch.received, ch.overflowed, ch.superseded) == (5, 1, 0)
+
+
+def test_a_flooding_stream_takes_every_drop_and_a_quiet_one_none() -> None:
+    ch, dropped, _ = make(8)
+    quiet = 0
+    for i in range(200):
+        ch.put_nowait(("flood", i))
+        if i % 10 == 0:
+            ch.put_nowait(("quiet", quiet))
+            quiet += 1
+        if i % 5 == 0:
+            ch.get_nowait()  # a slow reader
+    assert {item[0] for item in dropped} == {"flood"}
+    assert ch.overflowed == len(dropped) > 150
+
+
+def test_the_plain_policy_would_drop_the_quiet_stream() -> None:
+    """The same traffic through the unfair policy: the quiet stream loses items (so the test
+    above can fail)."""
+    from aioflow._engine.channel import Channel
+
+    dropped: list[Item] = []
+    ch: Channel[Item] = Channel(8, overflow="drop_oldest", on_drop=dropped.append)
+    for i in range(200):
+        ch.put_nowait(("flood", i))
+        if i % 10 == 0:
+            ch.put_nowait(("quiet", i))
+        if i % 5 == 0:
+            ch.get_nowait()
+    assert any(item[0] == "quiet" for item in dropped)
+
+
+def test_ties_go_to_the_stream_of_the_new_item() -> None:
+    ch, dropped, _ = make(4)
+    for item in [("a", 0), ("a", 1), ("b", 0), ("b", 1)]:
+        ch.put_nowait(item)
+    ch.put_nowait(("b", 2))  # 2 and 2: "b" is pushing, "b" loses
+    assert dropped == [("b", 0)]
+    ch.put_nowait(("c", 0))  # "c" holds nothing: the first stream to hold the most loses
+    assert dropped == [("b", 0), ("a", 0)]
+    assert drain(ch) == [("a", 1), ("b", 1), ("b", 2), ("c", 0)]
+
+
+def test_per_key_caps_each_stream_before_the_queue_is_full() -> None:
+    ch, dropped, _ = make(10, per_key=2)
+    for i in range(5):
+        ch.put_nowait(("a", i))
+    ch.put_nowait(("b", 0))
+    assert dropped == [("a", 0), ("a", 1), ("a", 2)]
+    assert drain(ch) == [("a", 3), ("a", 4), ("b", 0)]
+    assert ch.superseded == 0  # counted as overflow
+
+
+def test_per_key_with_drop_newest_keeps_a_streams_first_items() -> None:
+    ch, dropped, _ = make(10, overflow="drop_newest", per_key=2)
+    kept = [ch.put_nowait(("a", i)) for i in range(4)]
+    assert kept == [True, True, False, False]
+    assert dropped == [("a", 2), ("a", 3)]
+    assert drain(ch) == [("a", 0), ("a", 1)]
+
+
+def test_drop_newest_discards_the_newest_of_the_largest_stream() -> None:
+    ch, dropped, _ = make(4, overflow="drop_newest")
+    for item in [("a", 0), ("a", 1), ("a", 2), ("b", 0)]:
+        ch.put_nowait(item)
+    assert ch.put_nowait(("b", 1)) is True  # "a" holds 3 > 2: its newest goes
+    assert dropped == [("a", 2)]
+    assert ch.put_nowait(("a", 3)) is False  # "a" would hold 3 again: the new item goes
+    assert dropped == [("a", 2), ("a", 3)]
+    assert drain(ch) == [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
+
+
+def test_newest_keeps_one_item_per_stream_counted_as_superseded() -> None:
+    ch, dropped, superseded = make(8, newest=True)
+    for item in [("a", 0), ("b", 0), ("a", 1), ("a", 2), ("b", 1), ("c", 0)]:
+        ch.put_nowait(item)
+    assert superseded == [("a", 0), ("a", 1), ("b", 0)]
+    assert dropped == []
+    assert (ch.overflowed, ch.superseded) == (3, 3)
+    # Streams in the order their newest item came: global input order of what is left.
+    assert drain(ch) == [("a", 2), ("b", 1), ("c", 0)]
+
+
+def test_newest_with_more_streams_than_room_drops_the_stalest_stream() -> None:
+    ch, dropped, superseded = make(2, newest=True)
+    for item in [("a", 0), ("b", 0), ("a", 1), ("c", 0)]:
+        ch.put_nowait(item)
+    assert superseded == [("a", 0)]
+    assert dropped == [("b", 0)]  # its newest item is the oldest here: it is the overflow
+    assert drain(ch) == [("a", 1), ("c", 0)]
+
+
+def test_take_capped_skips_streams_at_their_cap_and_keeps_the_rest_in_order() -> None:
+    ch, _, _ = make(16, overflow="block")
+    for i in range(6):
+        ch.put_nowait(("a", i))
+    ch.put_nowait(("b", 0))
+    counts: dict[Hashable, int] = {}
+    batch = []
+    while (item := ch.take_capped(counts, 2)) is not NOTHING:
+        batch.append(item)
+    assert batch == [("a", 0), ("a", 1), ("b", 0)]
+    assert counts == {"a": 2, "b": 1}
+    assert drain(ch) == [("a", 2), ("a", 3), ("a", 4), ("a", 5)]
+
+
+def test_block_policy_never_drops_and_raises_queue_full() -> None:
+    ch, dropped, _ = make(2, overflow="block")
+    ch.put_nowait(("a", 0))
+    ch.put_nowait(("a", 1))
+    with pytest.raises(asyncio.QueueFull):
+        ch.put_nowait(("a", 2))
+    assert dropped == []
+    assert ch.received == 2
+
+
+async def test_a_getter_waiting_on_an_empty_channel_is_woken_by_a_put() -> None:
+    ch, _, _ = make(4, newest=True)
+    getter = asyncio.create_task(ch.get())
+    await asyncio.sleep(0)
+    ch.put_nowait(("a", 0))
+    assert await asyncio.wait_for(getter, 1) == ("a", 0)
+
+
+# -- any traffic --------------------------------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    cap=st.integers(1, 6),
+    per_key=st.one_of(st.none(), st.integers(1, 3)),
+    newest=st.booleans(),
+    ops=st.lists(st.one_of(st.sampled_from("abc"), st.just("get")), max_size=60),
+)
+def test_books_order_and_bounds_hold_for_any_traffic(
+    cap: int, per_key: int | None, newest: bool, ops: list[str]
+) -> None:
+    """Whatever is put and taken: the queue never holds more than its capacity nor a stream
+    more than its share; nothing is lost (every item is taken, dropped or still queued); each
+    stream's items come out in order, and all items in global input order."""
+    if newest:
+        per_key = None
+    ch, dropped, superseded = make(cap, per_key=per_key, newest=newest)
+    taken: list[Item] = []
+    put: list[Item] = []
+    for n, op in enumerate(ops):
+        if op == "get":
+            if len(ch):
+                taken.append(ch.get_nowait())
+            continue
+        item = (op, n)
+        put.append(item)
+        ch.put_nowait(item)
+        assert len(ch) <= cap
+        limit = 1 if newest else per_key
+        if limit is not None:
+            assert max(ch.buffer.streams().values()) <= limit
+    left = drain(ch)
+    assert sorted(taken + dropped + superseded + left) == sorted(put)
+    assert ch.received == len(put)
+    assert ch.overflowed == len(dropped) + len(superseded)
+    out = taken + left
+    assert out == sorted(out, key=lambda item: item[1])  # global input order
+
+
+def test_a_thread_taking_while_the_loop_puts_loses_nothing() -> None:
+    """The thread fast paths take straight from the buffer: its lock keeps the books."""
+    ch, dropped, _ = make(16, per_key=4)
+    taken: list[Item] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set() or len(ch):
+            try:
+                taken.append(ch._buf.popleft())
+            except IndexError:
+                pass
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    put = 0
+    try:
+        for i in range(20_000):
+            ch.put_nowait((f"s{i % 7}", i))
+            put += 1
+    finally:
+        stop.set()
+        thread.join()
+    assert len(taken) + len(dropped) == put
+    by_stream: dict[str, list[int]] = {}
+    for name, i in taken:
+        by_stream.setdefault(name, []).append(i)
+    assert all(v == sorted(v) for v in by_stream.values())
+
+
+def test_channel_repr_says_what_it_is() -> None:
+    ch, _, _ = make(3, newest=True)
+    ch.put_nowait(("a", 0))
+    assert repr(ch) == "<FairChannel 1/3 drop_oldest open>"
+
+
+async def test_a_put_that_would_supersede_lets_a_waiting_reader_take_first() -> None:
+    """A producer that never waits: the reader still gets every item it is ready for, and
+    only what arrives while it is busy is superseded."""
+    ch, _, superseded = make(8, newest=True)
+    taken: list[Item] = []
+
+    async def reader() -> None:
+        while True:
+            taken.append(await ch.get())
+
+    task = asyncio.create_task(reader())
+    await asyncio.sleep(0)
+    for i in range(20):
+        await ch.put(("a", i))
+    await asyncio.sleep(0)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert taken == [("a", i) for i in range(20)]
+    assert superseded == []
