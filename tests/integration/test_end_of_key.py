@@ -14,8 +14,11 @@ from collections.abc import AsyncIterator, Hashable
 from typing import Any
 
 import pytest
+import redis_pipelines as rp
+from conftest import Workers
 
 import aioflow as af
+from aioflow.transport.redis import RedisTransport
 
 pytestmark = pytest.mark.integration
 
@@ -182,3 +185,26 @@ async def test_a_marker_survives_a_leaky_edge_that_drops_items() -> None:
 async def test_end_of_key_needs_a_hashable_key() -> None:
     with pytest.raises(TypeError, match="hashable"):
         af.EndOfKey(["gate"])
+
+
+async def test_a_marker_crosses_redis_edges_and_never_reaches_the_caller(
+    redis_url: str, redis_prefix: str, workers: Workers
+) -> None:
+    for name in ("double", "inc", "square"):
+        workers.start("chain", name)
+    transport = RedisTransport(redis_url, prefix=redis_prefix)
+    items: list[Any] = [1, 2, af.EndOfKey("cam"), 3, af.EndOfKey(("site", 4)), 5]
+    local = await rp.chain.run(items)
+    assert local == [9, 25, 49, 121]
+    assert await rp.chain.run(items, transport=transport) == local
+
+
+async def test_a_keyed_block_in_a_worker_ends_the_key_in_the_partition_that_holds_it(
+    redis_url: str, redis_prefix: str, workers: Workers
+) -> None:
+    workers.start("keyed", "count")  # keyed by item[0], partitioned by key across Redis streams
+    transport = RedisTransport(redis_url, prefix=redis_prefix)
+    items: list[Any] = [("a", 0), ("b", 0), ("a", 1), af.EndOfKey("a"), ("a", 2), ("b", 1)]
+    expected = [("a", 0, 1), ("b", 0, 1), ("a", 1, 2), ("a", 2, 1), ("b", 1, 2)]
+    assert await rp.keyed.run(items) == expected  # "a" counts from 1 again after its end
+    assert await rp.keyed.run(items, transport=transport) == expected
