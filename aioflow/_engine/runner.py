@@ -633,6 +633,7 @@ class BlockRuntime:
                         if self.terminal:
                             if env.ticket is not None:
                                 env.ticket.release()
+                            self.run_ended -= 1  # (taken, not handed on: see _uncounted)
                             continue
                         self.handed_from += 1
                         hand(env)
