@@ -368,3 +368,23 @@ def test_bad_watchdog_and_callback_options_fail_at_once(camera_file: Path) -> No
         video_source(camera_file, stall_after=0)
     with pytest.raises(af.GraphError, match="'on_status' must be None or a callable"):
         video_source(camera_file, on_status="print")  # type: ignore[arg-type]
+
+
+async def test_a_failing_status_callback_is_logged_and_the_stream_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clip = write_video(tmp_path / "clip.avi", 6, fps=10.0)
+
+    def broken(event: StreamEvent) -> None:
+        raise RuntimeError(f"cannot page anyone about {event.state}")
+
+    source = video_source(clip, on_status=broken)
+    with caplog.at_level("ERROR", logger="aioflow"):
+        frames = await af.Pipeline(lambda frame: frame.index).run(source)
+    assert frames == list(range(6))
+    failures = [r for r in caplog.records if "on_status callback failed" in r.getMessage()]
+    assert [r.exc_info[1].args[0] for r in failures if r.exc_info and r.exc_info[1]] == [
+        "cannot page anyone about opening",
+        "cannot page anyone about running",
+        "cannot page anyone about ended",
+    ]
