@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from .batching import Batch
 from .block import Block, BlockOptions, FunctionBlock, Retry, block
+from .control import EndOfKey
 from .errors import (
     AioflowError,
     BlockError,
@@ -37,6 +38,7 @@ __all__ = (
     "BlockStatistics",
     "Bottleneck",
     "Branch",
+    "EndOfKey",
     "ExecutorError",
     "FunctionBlock",
     "GraphError",

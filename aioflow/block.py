@@ -606,8 +606,9 @@ class Block(Stage[In, Out]):
 
     async def evict(self, key: Hashable, state: Any) -> Iterable[Any] | None:
         """With ``key=``: a key's state is being dropped, because it was idle for
-        ``evict_after`` seconds or because the stream ended. Return the outputs to emit (a
-        tracker flushes the tracks it holds), or None."""
+        ``evict_after`` seconds, because the source said the key ended
+        (:class:`~aioflow.EndOfKey`, such as a removed video stream) or because the stream
+        ended. Return the outputs to emit (a tracker flushes the tracks it holds), or None."""
         return None
 
     @overload

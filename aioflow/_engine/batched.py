@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from ..batching import Batch
 from ..block import Retry
+from ..control import EndOfKey
 from ..errors import BlockError
 from .cancelling import carrying_interrupts, from_sync
 from .channel import ChannelClosed
@@ -33,6 +34,7 @@ _perf = time.perf_counter
 _EMPTY = "empty"  # no batch to take now: the input is empty, or max_wait has to run on the loop
 _PAUSE = "pause"  # the output is full
 _STOPPED = "stopped"  # the run is ending
+_CONTROL: Any = object()  # in place of a call's outcome: the batch holds a control item
 
 # A batch the thread could not finish by itself: its items, and the function's outcome (the
 # exception it raised, or what it returned), and when the call began.
@@ -109,7 +111,11 @@ class BatchRunner:
             while True:
                 taken += 1
                 n = seq.take() if seq is not None else -1
-                if max_age is not None and _perf() - env.born > max_age:
+                if (
+                    max_age is not None
+                    and _perf() - env.born > max_age
+                    and env.value.__class__ is not EndOfKey
+                ):
                     rt._drop_stale(env)
                     if seq is not None:
                         await seq.complete(n, ())
@@ -160,7 +166,11 @@ class BatchRunner:
             deadline = loop.time() + max_wait
             while True:
                 taken += 1
-                if max_age is not None and _perf() - env.born > max_age:
+                if (
+                    max_age is not None
+                    and _perf() - env.born > max_age
+                    and env.value.__class__ is not EndOfKey
+                ):
                     rt._drop_stale(env)
                 else:
                     envs.append(env)
@@ -199,6 +209,9 @@ class BatchRunner:
         function again on the failed items. ``first``: the first call was already made (by a
         :class:`BatchPuller` thread): what it returned or raised, and when it began."""
         rt = self.rt
+        if first is None and any(env.value.__class__ is EndOfKey for env in envs):
+            await self._split(envs, numbers, seq)
+            return
         values = [env.value for env in envs]
         policy = rt.opts.on_error
         attempts = policy.attempts if isinstance(policy, Retry) else 1
@@ -278,6 +291,26 @@ class BatchRunner:
             msg = f"block {rt.name!r}: {len(undelivered)} items of a batch failed"
             raise ExceptionGroup(msg, undelivered)
 
+    async def _split(self, envs: list[Envelope], numbers: list[int], seq: Sequencer | None) -> None:
+        """A batch with control items among its items: the items on either side of each are
+        called as batches of their own, and the control item goes on between them."""
+        rt = self.rt
+        start = 0
+        for i, env in enumerate(envs):
+            if env.value.__class__ is not EndOfKey:
+                continue
+            if start < i:
+                await self._run(envs[start:i], numbers[start:i], seq)
+            outputs = rt._control_outputs(env)
+            if seq is not None:
+                await seq.complete(numbers[i], outputs)
+            else:
+                for e in outputs:
+                    await rt.out.put(e)
+            start = i + 1
+        if start < len(envs):
+            await self._run(envs[start:], numbers[start:], seq)
+
 
 class BatchPuller:
     """A batched thread block with one worker (no ``timeout``) whose thread takes its batches
@@ -350,7 +383,8 @@ class BatchPuller:
             if isinstance(result, tuple):
                 envs, outcome, t0 = result
                 await self._flush()  # what came before the failed batch leaves first
-                await self.runner._run(envs, [-1] * len(envs), None, (outcome, t0))
+                first = None if outcome is _CONTROL else (outcome, t0)
+                await self.runner._run(envs, [-1] * len(envs), None, first)
 
     async def _collect(self) -> None:
         """One batch the general way: hold the first item, wait up to ``max_wait`` for more."""
@@ -373,7 +407,11 @@ class BatchPuller:
                 if not inq._buf:
                     break
             env = inq.get_nowait()
-            if max_age is not None and _perf() - env.born > max_age:
+            if (
+                max_age is not None
+                and _perf() - env.born > max_age
+                and env.value.__class__ is not EndOfKey
+            ):
                 rt._drop_stale(env)
             else:
                 envs.append(env)
@@ -411,6 +449,8 @@ class BatchPuller:
                 envs = [buf.popleft() for _ in range(min(len(buf), max_size))]
             if inq._putters:
                 call(inq._wake_putter)
+            if any(env.value.__class__ is EndOfKey for env in envs):
+                return envs, _CONTROL, 0.0  # the loop sends it on between the items
             if max_age is not None:
                 now = perf()
                 stale = [env for env in envs if now - env.born > max_age]

@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
+from ..control import EndOfKey
 from ..errors import BlockError, summarize
 from ..graph import Branch
 from ..stats import BlockStatistics
@@ -126,11 +127,17 @@ class BranchRuntime:
         self.completed = 0
         self.incomplete = 0
         self.failed = 0
+        #: control items taken (not items: the statistics leave them out); the last stage
+        #: stops them
+        self.controls = 0
+        self.terminal = False
 
     def record(self) -> BlockStatistics:
         inq = self.inq
-        queued = len(inq)
-        received = inq.counted()  # (exact while a block before it hands on a run)
+        queued_controls = sum(1 for env in inq._buf if env.value.__class__ is EndOfKey)
+        queued = len(inq) - queued_controls
+        # (exact while a block before it hands on a run)
+        received = inq.counted() - self.controls - queued_controls
         in_flight = received - queued - self.completed - self.incomplete - self.failed
         return BlockStatistics(
             name=self.name,
@@ -169,6 +176,13 @@ class BranchRuntime:
                 except ChannelClosed:
                     return
                 await window.acquire()
+                if env.value.__class__ is EndOfKey:
+                    # A control item goes around the members (their keyed blocks do not see
+                    # it), in its place among the joined items.
+                    slot = _Slot(env, 0)
+                    self.slots.append(slot)
+                    self._poke()
+                    continue
                 slot = _Slot(env, len(self.member_ins))
                 self.slots.append(slot)
                 for index, member_in in enumerate(self.member_ins):
@@ -204,7 +218,13 @@ class BranchRuntime:
             slot = slots.popleft()
             self.window.release()
             env = slot.env
-            if slot.error is not None:
+            if env.value.__class__ is EndOfKey:
+                self.controls += 1
+                if not self.terminal:
+                    await self.out.put(env)
+                elif env.ticket is not None:
+                    env.ticket.release()
+            elif slot.error is not None:
                 self.failed += 1
                 if env.ticket is None or not env.ticket.fail(slot.error):
                     raise slot.error

@@ -74,6 +74,7 @@ class StreamBuffer(Generic[T]):
         "_sizes",
         "_top",
         "capacity",
+        "control",
         "key",
         "leaky",
         "newest",
@@ -91,8 +92,13 @@ class StreamBuffer(Generic[T]):
         per_key: int | None,
         newest: bool,
         report: Callable[[T, bool], None],
+        control: Callable[[T], bool] | None = None,
     ) -> None:
         self.capacity = capacity
+        #: whether an item is a control item (``af.EndOfKey``): it belongs to no stream, is
+        #: never dropped (it may go over the capacity: control items are few and small) and
+        #: leaves in arrival order, once every item put before it has left
+        self.control = control
         self.key = key
         self.overflow = overflow
         self.leaky = overflow != "block"
@@ -200,6 +206,13 @@ class StreamBuffer(Generic[T]):
     def offer(self, item: T) -> bool:
         """Add ``item`` by the policy; True if it was kept. What the policy discards is
         reported (after the lock is released)."""
+        if self.control is not None and self.control(item):
+            with self._lock:
+                entry = _Entry(item, _CONTROL, self._seq)
+                self._seq += 1
+                self._order.append(entry)
+                self._live += 1
+            return True
         key = self.key(item)
         dropped: Any = _NONE
         superseded = False
@@ -235,6 +248,8 @@ class StreamBuffer(Generic[T]):
     def would_drop(self, item: T) -> bool:
         """Whether putting ``item`` now would drop an item (its own stream's, or the largest
         stream's when full)."""
+        if self.control is not None and self.control(item):
+            return False
         if self._live >= self.capacity:
             return True
         if self.per_key is None:
@@ -259,6 +274,11 @@ class StreamBuffer(Generic[T]):
                 if entry.live:
                     break
                 self._dead -= 1
+            if entry.key is _CONTROL:
+                entry.live = False
+                self._live -= 1
+                item0: T = entry.item
+                return item0
             lane = self._lanes[entry.key]
             lane.popleft()  # the oldest item overall is the oldest of its stream
             self._unlink(entry, lane)
@@ -269,6 +289,16 @@ class StreamBuffer(Generic[T]):
         """Take the oldest item of a stream that has fewer than ``cap`` items in ``counts``
         (and count it there), or return :data:`NOTHING`. O(streams)."""
         with self._lock:
+            order = self._order
+            while order and not order[0].live:
+                order.popleft()
+                self._dead -= 1
+            if order and order[0].key is _CONTROL:
+                # A control item leaves once everything put before it has left.
+                entry = order.popleft()
+                entry.live = False
+                self._live -= 1
+                return entry.item
             best: _Entry | None = None
             for key, lane in self._lanes.items():
                 if counts.get(key, 0) < cap:
@@ -296,6 +326,8 @@ class StreamBuffer(Generic[T]):
 
 
 _NONE: Any = object()
+#: the "stream" of control items: they are in the arrival order only, in no stream
+_CONTROL: Any = object()
 #: what :meth:`StreamBuffer.take_capped` returns when no stream may give an item
 NOTHING: Any = object()
 
@@ -313,6 +345,8 @@ class FairChannel(Channel[T]):
         newest: keep only the newest item of each stream (``serve="newest"``).
         on_drop: called with each item the overflow policy discards.
         on_supersede: called with each item a newer item of its stream replaced.
+        control: whether an item is a control item (never dropped, in no stream: see
+            :class:`StreamBuffer`).
     """
 
     __slots__ = ("on_supersede",)
@@ -327,11 +361,18 @@ class FairChannel(Channel[T]):
         newest: bool = False,
         on_drop: Callable[[T], None] | None = None,
         on_supersede: Callable[[T], None] | None = None,
+        control: Callable[[T], bool] | None = None,
     ) -> None:
         super().__init__(capacity, overflow=overflow, on_drop=on_drop)
         self.on_supersede = on_supersede
         self._buf = StreamBuffer(  # type: ignore[assignment]  # a deque's interface, by streams
-            capacity, key, overflow=overflow, per_key=per_key, newest=newest, report=self._dropped
+            capacity,
+            key,
+            overflow=overflow,
+            per_key=per_key,
+            newest=newest,
+            report=self._dropped,
+            control=control,
         )
 
     def __repr__(self) -> str:

@@ -34,6 +34,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..control import EndOfKey
 from .cancelling import carrying_interrupts, from_sync
 from .envelope import Envelope
 
@@ -69,6 +70,10 @@ class ThreadPuller:
         self.taken = 0
         self.sent = 0
         self.unfinished: set[int] = set()
+        # Numbers in ``unfinished`` also without ordering when several threads run: a control
+        # item waits for the items taken before it (``parked``, on the loop, in number order).
+        self.track = self.ordered or self.workers > 1
+        self.parked: deque[tuple[int, list[Envelope]]] = deque()
         # On the loop: results taken in, finished items waiting for their turn, outputs that
         # found the output channel full (sent on by the drivers, in order).
         self.received = 0
@@ -178,7 +183,7 @@ class ThreadPuller:
         call = loop.call_soon_threadsafe
         deliver = self._deliver
         lock = self.lock
-        ordered = self.ordered
+        track = self.track
         unfinished = self.unfinished
         perf = _perf
         window_open = self.window_open
@@ -200,7 +205,12 @@ class ThreadPuller:
                     return _EMPTY
                 n = self.taken
                 self.taken = n + 1
-                if ordered:
+                if env.value.__class__ is EndOfKey:
+                    # Not an item: it goes on, in its turn, without a call.
+                    self.sent += 1
+                    call(self._control, env, n)
+                    continue
+                if track:
                     unfinished.add(n)
             if inq._putters:
                 call(inq._wake_putter)
@@ -220,6 +230,27 @@ class ThreadPuller:
             call(deliver, env, value, dt, n)
 
     # -- on the event loop --------------------------------------------------------------------
+
+    def _control(self, env: Envelope, n: int) -> None:
+        self.received += 1
+        envs = self.rt._control_outputs(env)
+        if self.ordered or self.workers == 1:
+            self._done(n, envs)  # (one thread: everything before it was handed over first)
+            return
+        self.parked.append((n, envs))
+        self._unpark()
+
+    def _unpark(self) -> None:
+        """Send on the parked control items whose earlier items have all finished."""
+        parked = self.parked
+        while parked:
+            n, envs = parked[0]
+            with self.lock:
+                oldest = min(self.unfinished) if self.unfinished else self.taken
+            if oldest < n:
+                return
+            parked.popleft()
+            self._place(envs)
 
     def _deliver(self, env: Envelope, value: Any, dt: float, n: int) -> None:
         self.received += 1
@@ -245,6 +276,8 @@ class ThreadPuller:
             return  # the run was cancelled while the call ran: nobody reads the output
         if not self.ordered:
             self._place(envs)
+            if self.parked:
+                self._unpark()
             return
         ready = self.ready
         ready[n] = envs

@@ -26,6 +26,7 @@ from typing import Any, cast
 
 from ..batching import Batch
 from ..block import Block, FunctionBlock, Retry
+from ..control import EndOfKey
 from ..errors import BlockError, describe, summarize
 from ..stats import BlockStatistics, percentile
 from .batched import BatchRunner
@@ -123,6 +124,7 @@ class BlockRuntime:
                 newest=opts.serve == "newest",
                 on_drop=self._on_overflow,
                 on_supersede=self._on_supersede,
+                control=_is_control,
             )
         else:
             self.inq = Channel(opts.queue_size, overflow=opts.overflow, on_drop=self._on_overflow)
@@ -153,6 +155,16 @@ class BlockRuntime:
         self.batch_sizes: dict[int, int] = {}
         self.lanes: dict[Hashable, _Lane] = {}
         self.evicted = 0
+        #: control items (:class:`~aioflow.EndOfKey`) taken from the input: not items, so the
+        #: statistics leave them out
+        self.controls = 0
+        #: the last stage: control items stop here (they never reach the caller)
+        self.terminal = False
+        #: ordered=False with several workers: the numbers of the items being processed, so
+        #: that a control item waits for those taken before it (see ``_behind``)
+        self.taken = 0
+        self.open_items: set[int] = set()
+        self.item_done: asyncio.Event | None = None
         #: keep keyed state at end of stream (it goes to a snapshot store) instead of evicting
         self.keep_state = False
         #: told of each item's key as it reaches the block (the distributed mode's workers
@@ -168,8 +180,9 @@ class BlockRuntime:
 
     def record(self) -> BlockStatistics:
         inq = self.inq
-        received = inq.counted()
-        queued = len(inq)
+        queued_controls = count_controls(inq._buf)
+        received = inq.counted() - self.controls - queued_controls
+        queued = len(inq) - queued_controls
         dropped_by: dict[str, int] = {}
         if inq.overflowed > inq.superseded:
             dropped_by["overflow"] = inq.overflowed - inq.superseded
@@ -217,6 +230,9 @@ class BlockRuntime:
     # -- item fates ---------------------------------------------------------------------------
 
     def _on_overflow(self, env: Envelope) -> None:
+        if env.value.__class__ is EndOfKey:
+            keep_control(self.inq, env, self._on_overflow)
+            return
         if env.ticket is not None:
             env.ticket.drop("overflow", self.name)
 
@@ -254,6 +270,26 @@ class BlockRuntime:
             return k
 
         return stream_of
+
+    async def _pass(self, env: Envelope) -> None:
+        """A control item taken from the input: send it on, unless this is the last stage."""
+        self.controls += 1
+        if self.terminal:
+            if env.ticket is not None:
+                env.ticket.release()
+            return
+        if self.handing is not None:
+            self.handed_from += 1  # (``_serial`` counts what it hands on as completed)
+        await self.out.put(env)
+
+    def _control_outputs(self, env: Envelope) -> list[Envelope]:
+        """The control item's own way on, for a reorder window (counted as taken)."""
+        self.controls += 1
+        if self.terminal:
+            if env.ticket is not None:
+                env.ticket.release()
+            return []
+        return [env]
 
     def _drop_stale(self, env: Envelope) -> None:
         self.stale += 1
@@ -606,6 +642,9 @@ class BlockRuntime:
                     env = take()
                     if putters:
                         inq._wake_putter()
+                    if env.value.__class__ is EndOfKey:
+                        await self._pass(env)
+                        continue
                     if aging and perf() - env.born > age_limit:
                         self._drop_stale(env)
                         continue
@@ -650,6 +689,20 @@ class BlockRuntime:
                     env = take()
                     if putters:
                         inq._wake_putter()
+                    if env.value.__class__ is EndOfKey:
+                        # Not an item: handed on as it is, and not counted as completed.
+                        self.controls += 1
+                        if self.terminal:
+                            if env.ticket is not None:
+                                env.ticket.release()
+                            self.run_ended -= 1  # (taken, not handed on: see _uncounted)
+                            continue
+                        self.handed_from += 1
+                        hand(env)
+                        handed += 1
+                        if getters:
+                            out._wake_getter()
+                        continue
                     if aging and perf() - env.born > age_limit:
                         self._drop_stale(env)
                         continue
@@ -701,6 +754,7 @@ class BlockRuntime:
         """The general worker: any kind of function, ordered or not."""
         inq = self.inq
         max_age = self.opts.max_age
+        unordered = seq is None and self.opts.workers > 1
         while True:
             if seq is not None:
                 await seq.acquire()
@@ -711,12 +765,40 @@ class BlockRuntime:
                     seq.release()
                 return
             n = seq.take() if seq is not None else -1
+            if env.value.__class__ is EndOfKey:
+                if seq is not None:
+                    await seq.complete(n, self._control_outputs(env))
+                else:
+                    await self._behind(env)
+                continue
             if max_age is not None and _perf() - env.born > max_age:
                 self._drop_stale(env)
                 if seq is not None:
                     await seq.complete(n, ())
                 continue
+            if unordered:
+                mine = self.taken
+                self.taken = mine + 1
+                self.open_items.add(mine)
+                try:
+                    await self._process(env, seq, n, ())
+                finally:
+                    self.open_items.discard(mine)
+                    if self.item_done is not None:
+                        self.item_done.set()
+                continue
             await self._process(env, seq, n, ())
+
+    async def _behind(self, env: Envelope) -> None:
+        """Send a control item on behind every item taken before it (``ordered=False`` with
+        several workers: those may still be in other workers' hands)."""
+        mine = self.taken
+        while self.open_items and min(self.open_items) < mine:
+            done = self.item_done
+            if done is None or done.is_set():
+                done = self.item_done = asyncio.Event()
+            await done.wait()
+        await self._pass(env)
 
     async def _process(
         self, env: Envelope, seq: Sequencer | None, n: int, extra: tuple[Any, ...]
@@ -845,24 +927,34 @@ class BlockRuntime:
                     cast(asyncio.Semaphore, hold).release()
                 return
             n = seq.take() if seq is not None else -1
-            if max_age is not None and _perf() - env.born > max_age:
-                self._drop_stale(env)
-                await self._finish_keyed(seq, hold, n)
-                continue
-            try:
-                key = key_fn(env.value)
-                hash(key)
-            except (Exception, asyncio.CancelledError) as exc:  # sync: never a cancellation
-                try:
-                    self._give_up(env, env.value, from_sync(exc), 1)
-                finally:
+            value = env.value
+            if value.__class__ is EndOfKey:
+                # The key ended: its state goes once its earlier items are done (in its lane).
+                # The key function is not called: the marker names the key itself.
+                key = value.key
+                lane = lanes.get(key)
+                if lane is None:  # no state held for it here: it only passes
+                    await self._end_key_outputs(env, [], seq, hold, n)
+                    continue
+            else:
+                if max_age is not None and _perf() - env.born > max_age:
+                    self._drop_stale(env)
                     await self._finish_keyed(seq, hold, n)
-                continue
-            if self.on_key is not None:
-                self.on_key(key, env)
-            lane = lanes.get(key)
-            if lane is None:
-                lane = lanes[key] = _Lane()
+                    continue
+                try:
+                    key = key_fn(value)
+                    hash(key)
+                except (Exception, asyncio.CancelledError) as exc:  # sync: never a cancellation
+                    try:
+                        self._give_up(env, value, from_sync(exc), 1)
+                    finally:
+                        await self._finish_keyed(seq, hold, n)
+                    continue
+                if self.on_key is not None:
+                    self.on_key(key, env)
+                lane = lanes.get(key)
+                if lane is None:
+                    lane = lanes[key] = _Lane()
             if lane.busy:
                 # Another worker holds this key: it takes this item after its current one.
                 lane.backlog.append((env, n))
@@ -870,6 +962,21 @@ class BlockRuntime:
             lane.busy = True
             try:
                 while True:
+                    if env.value.__class__ is EndOfKey:
+                        flushed = await self._flush_key(key, lane)
+                        await self._end_key_outputs(env, flushed, seq, hold, n)
+                        if lanes.get(key) is lane:
+                            del lanes[key]
+                        if not lane.backlog:
+                            break
+                        # Items of the key that came after its end: a new lane, a new state.
+                        fresh = lanes[key] = _Lane()
+                        fresh.backlog, lane.backlog = lane.backlog, fresh.backlog
+                        lane.busy = False
+                        lane = fresh
+                        lane.busy = True
+                        env, n = lane.backlog.popleft()
+                        continue
                     extra: tuple[Any, ...] = ()
                     failed: Exception | None = None
                     if self.block._aioflow_stateful:
@@ -904,6 +1011,50 @@ class BlockRuntime:
             await seq.complete(n, ())
         elif hold is not None:
             hold.release()
+
+    async def _end_key_outputs(
+        self,
+        env: Envelope,
+        flushed: list[Envelope],
+        seq: Sequencer | None,
+        hold: asyncio.Semaphore | None,
+        n: int,
+    ) -> None:
+        """Send on what ending a key made (its evict() outputs), then the marker itself."""
+        envs = flushed + self._control_outputs(env)
+        if seq is not None:
+            await seq.complete(n, envs)
+            return
+        for e in envs:
+            await self.out.put(e)
+        cast(asyncio.Semaphore, hold).release()
+
+    async def _flush_key(self, key: Hashable, lane: _Lane) -> list[Envelope]:
+        """Evict ``lane`` (the key's earlier items are done): its evict() outputs, as
+        envelopes. The lane stays in place meanwhile, so that items of the key that arrive
+        during the hook wait behind it."""
+        self.evicted += 1
+        blk = self.block
+        if isinstance(blk, FunctionBlock) or lane.state is _NOTHING:
+            return []
+        outputs = await self._evict_hook(key, lane.state)
+        envs = [Envelope(value, _perf(), None) for value in outputs or ()]
+        self.flushed += len(envs)
+        return envs
+
+    async def _evict_hook(self, key: Hashable, state: Any) -> Iterable[Any] | None:
+        blk = self.block
+        try:
+            hook: Callable[[Hashable, Any], Any] = blk.evict
+            if asyncio.iscoroutinefunction(hook):
+                outputs: Iterable[Any] | None = await hook(key, state)
+            else:
+                outputs = await call_in_thread(lambda: hook(key, state), self.pool)
+        except (Exception, asyncio.CancelledError) as raised:
+            exc = as_failure(raised)  # a cancellation of the run goes on up
+            err = BlockError(self.name, describe_failure(exc), item=summarize(key), phase="evict")
+            raise err from cause_of(exc)
+        return outputs
 
     def _new_state(self, key: Hashable) -> Any:
         blk = self.block
@@ -947,18 +1098,7 @@ class BlockRuntime:
         blk = self.block
         if isinstance(blk, FunctionBlock) or lane.state is _NOTHING:
             return []
-        try:
-            hook: Callable[[Hashable, Any], Any] = blk.evict
-            if asyncio.iscoroutinefunction(hook):
-                outputs = await hook(key, lane.state)
-            else:
-                state = lane.state
-                outputs = await call_in_thread(lambda: hook(key, state), self.pool)
-        except (Exception, asyncio.CancelledError) as raised:
-            exc = as_failure(raised)  # a cancellation of the run goes on up
-            err = BlockError(self.name, describe_failure(exc), item=summarize(key), phase="evict")
-            raise err from cause_of(exc)
-        return list(outputs or ())
+        return list(await self._evict_hook(key, lane.state) or ())
 
     async def _run_asyncgen(
         self, env: Envelope, seq: Sequencer | None, n: int, extra: tuple[Any, ...] = ()
@@ -1079,3 +1219,43 @@ class _Lane:
         self.busy = False
         self.state: Any = _NOTHING
         self.idle_since = _perf()
+
+
+def _is_control(env: Envelope) -> bool:
+    return env.value.__class__ is EndOfKey
+
+
+def count_controls(buf: Iterable[Envelope]) -> int:
+    """How many control items wait in a channel's buffer (statistics leave them out)."""
+    n = 0
+    for env in buf:
+        if env.value.__class__ is EndOfKey:
+            n += 1
+    return n
+
+
+def keep_control(
+    inq: Channel[Envelope], env: Envelope, on_drop: Callable[[Envelope], None]
+) -> None:
+    """A leaky channel's policy dropped a control item: put it back where it belongs.
+
+    A control item is not an item and must not be lost (a key would keep its state). The
+    oldest item behind it is dropped instead (``drop_oldest``: it was the oldest, so every item
+    before it has been taken); one refused on arrival (``drop_newest``) goes in over the
+    capacity: control items are few and small.
+    """
+    buf = inq._buf
+    inq.overflowed -= 1
+    if inq.overflow == "drop_newest":
+        buf.append(env)
+        if inq._getters:
+            inq._wake_getter()
+        return
+    buf.appendleft(env)
+    for i in range(1, len(buf)):
+        victim = buf[i]
+        if victim.value.__class__ is not EndOfKey:
+            del buf[i]
+            inq.overflowed += 1
+            on_drop(victim)
+            return

@@ -56,6 +56,9 @@ class PipelineRun:
         self.input = self.build_chain(stages, self.output)
         self.order = stage_names(stages)
         self.blocks = [rt for rt in self.runtimes if isinstance(rt, BlockRuntime)]
+        for rt in self.runtimes:
+            # Control items (af.EndOfKey) stop at the last stage: the caller gets items only.
+            rt.terminal = rt.out is self.output
         self._unready = len(self.blocks)
         # Done when every block's setup completed, or when the run ended before that.
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -21,6 +21,7 @@ import re
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, cast
@@ -33,7 +34,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     msg = "aioflow.io.video needs OpenCV: pip install aioflow[cv]"
     raise ImportError(msg) from exc
 
-from .. import Retry
+from .. import EndOfKey, Retry
 from ._video_frame import Frame, Image, VideoSourceError
 
 __all__ = [
@@ -44,13 +45,26 @@ __all__ = [
     "Kind",
     "Options",
     "Spec",
+    "StatusCallback",
     "Stream",
+    "StreamEvent",
     "StreamState",
     "StreamStatistics",
+    "Subscriber",
     "read_stream",
 ]
 
-StreamState = Literal["idle", "opening", "running", "reconnecting", "ended", "failed", "closed"]
+StreamState = Literal[
+    "idle",
+    "opening",
+    "running",
+    "stalled",
+    "reconnecting",
+    "ended",
+    "failed",
+    "removed",
+    "closed",
+]
 
 DEFAULT_RECONNECT = Retry(attempts=10, backoff=0.5, max_backoff=10.0)
 """Reconnect a lost live stream up to 10 times in a row, waiting 0.5 s, 1 s, 2 s ... 10 s."""
@@ -62,7 +76,9 @@ IMAGE_EXTENSIONS = frozenset(
 
 Kind = Literal["path", "camera", "url"]
 logger = logging.getLogger("aioflow")
-ALIVE = ("opening", "running", "reconnecting")
+ALIVE = ("opening", "running", "stalled", "reconnecting")
+_RATE_WINDOW = 5.0  # seconds of recent frames the live rates (fps_read, fps_emitted) cover
+_EVENTS_KEPT = 1024  # events an events() iterator holds for a consumer that falls behind
 _WAIT_SLICE = 0.5  # a reader waiting for room re-checks `stop` this often (a collected source)
 # A file that ends this far before the frame count its header declares is truncated: more than
 # 2 frames and more than 2% short (some containers only estimate the count, from the duration).
@@ -78,8 +94,10 @@ class StreamStatistics:
         stream: the stream id.
         uri: the source as given.
         live: whether it is read live (newest frames kept, the rest dropped).
-        state: ``"idle"`` (not started), ``"opening"``, ``"running"``, ``"reconnecting"``,
-            ``"ended"`` (end of file, or ``stop=``), ``"failed"``, ``"closed"``.
+        state: ``"idle"`` (not started), ``"opening"``, ``"running"``, ``"stalled"`` (running,
+            but no frame for ``stall_after`` seconds), ``"reconnecting"``, ``"ended"`` (end of
+            file, or ``stop=``), ``"failed"``, ``"removed"`` (by ``source.remove()``),
+            ``"closed"``.
         read: frames taken from the source (from ``start=`` on).
         emitted: frames handed to the consumer.
         dropped: live frames discarded because newer ones came before the consumer took them.
@@ -89,8 +107,12 @@ class StreamStatistics:
         truncated: the file ended well before the frame count its header declares (cut short
             or damaged); the frames that could be read were delivered, and a warning was
             logged on the ``"aioflow"`` logger with both numbers.
+        fps_read: frames read per second over the last few seconds (0.0 when none came).
+        fps_emitted: frames handed to the consumer per second, likewise.
+        frame_age: seconds since the newest frame was read (None before the first).
 
-    The books balance: ``read == emitted + dropped + skipped + buffered``.
+    The books balance: ``read == emitted + dropped + skipped + buffered``. (Frames still
+    buffered when a stream is removed are counted as dropped.)
     """
 
     stream: str
@@ -104,6 +126,34 @@ class StreamStatistics:
     buffered: int
     reconnects: int
     truncated: bool
+    fps_read: float = 0.0
+    fps_emitted: float = 0.0
+    frame_age: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEvent:
+    """A change of one stream's state, with its figures at that moment.
+
+    Delivered by ``source.events()`` and to ``video_source(..., on_status=)``.
+
+    Attributes:
+        stream: the stream id.
+        state: the new state: ``"opening"``, ``"running"``, ``"stalled"``, ``"reconnecting"``,
+            ``"ended"``, ``"failed"``, ``"removed"`` or ``"closed"``.
+        previous: the state before.
+        time: when it changed (``time.time()``).
+        statistics: the stream's :class:`StreamStatistics` then (rates, drops, reconnects,
+            frame age).
+        error: with ``"failed"``: the :class:`VideoSourceError`; otherwise None.
+    """
+
+    stream: str
+    state: StreamState
+    previous: StreamState
+    time: float
+    statistics: StreamStatistics
+    error: VideoSourceError | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +168,7 @@ class Options:
     open_timeout: float
     read_timeout: float
     image_fps: float
+    stall_after: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,24 +335,50 @@ def _open(spec: Spec, opts: Options) -> _Capture:
 # -- the reader thread ------------------------------------------------------------------------
 
 
+def _rate(times: deque[float], now: float) -> float:
+    """Frames per second over the recent ``times`` (monotonic), 0.0 when none are recent."""
+    while times and now - times[0] > _RATE_WINDOW:
+        times.popleft()
+    if len(times) < 2:
+        return 0.0
+    span = max(now - times[0], times[-1] - times[0])
+    return (len(times) - 1) / span if span > 0 else 0.0
+
+
 class Stream:
     """One stream's buffer, state and counters; shared by its reader thread and the consumer
-    under the hub's lock."""
+    under the hub's lock.
+
+    ``frames`` holds ``(seq, Frame)`` in reading order, and at the end of a removed stream an
+    ``(seq, EndOfKey)`` that the consumer hands on as the stream's last entry."""
 
     def __init__(self, spec: Spec, capacity: int, lock: threading.Lock) -> None:
         self.spec = spec
         self.capacity = capacity
-        self.frames: deque[tuple[int, Frame]] = deque()
+        self.frames: deque[tuple[int, Frame | EndOfKey]] = deque()
         self.space = threading.Condition(lock)
+        #: this stream's reader stops (closing the source sets every stream's)
+        self.stop = threading.Event()
         self.state: StreamState = "idle"
         self.error: VideoSourceError | None = None
         self.read = self.emitted = self.dropped = self.skipped = self.reconnects = 0
         self.truncated = False
+        #: remove() was asked for it; added by add() and still opening (its failure is
+        #: add()'s to raise, not the iteration's)
+        self.removed = False
+        self.adding = False
         self.thread: threading.Thread | None = None
         self.exited: asyncio.Future[None] | None = None
+        #: monotonic times of recent frames read and emitted (the live rates), of the newest
+        #: frame read, and since when the stream is quiet (the watchdog)
+        self.read_times: deque[float] = deque()
+        self.emit_times: deque[float] = deque()
+        self.last_read: float | None = None
+        self.quiet_since = time.monotonic()
 
     def statistics(self) -> StreamStatistics:
         spec = self.spec
+        now = time.monotonic()
         return StreamStatistics(
             stream=spec.stream,
             uri=spec.uri,
@@ -311,9 +388,12 @@ class Stream:
             emitted=self.emitted,
             dropped=self.dropped,
             skipped=self.skipped,
-            buffered=len(self.frames),
+            buffered=sum(1 for _, f in self.frames if isinstance(f, Frame)),
             reconnects=self.reconnects,
             truncated=self.truncated,
+            fps_read=_rate(self.read_times, now),
+            fps_emitted=_rate(self.emit_times, now),
+            frame_age=None if self.last_read is None else now - self.last_read,
         )
 
 
@@ -322,20 +402,56 @@ def _resolve(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
+StatusCallback = Callable[[StreamEvent], object]
+
+
+class Subscriber:
+    """One ``events()`` iterator: its events (the newest ``_EVENTS_KEPT``) and its waiter."""
+
+    def __init__(self) -> None:
+        self.events: deque[StreamEvent] = deque(maxlen=_EVENTS_KEPT)
+        self.waiter: asyncio.Future[None] | None = None
+        self.lost = 0  # events dropped because the consumer fell behind
+
+    def push(self, event: StreamEvent) -> None:
+        if len(self.events) == self.events.maxlen:
+            self.lost += 1
+        self.events.append(event)
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None:
+            _resolve(waiter)
+
+
 class Hub:
     """What the reader threads and the consumer share. The threads hold this, never the
     :class:`VideoSource`, so a forgotten source can be collected (and then stops them)."""
 
-    def __init__(self, specs: list[Spec], opts: Options) -> None:
+    def __init__(
+        self, specs: list[Spec], opts: Options, on_status: StatusCallback | None = None
+    ) -> None:
         self.opts = opts
         self.lock = threading.Lock()
         self.stop = threading.Event()
-        self.streams = [
-            Stream(spec, opts.buffer or (1 if spec.live else 4), self.lock) for spec in specs
-        ]
+        self.streams = [self.new_stream(spec) for spec in specs]
         self.loop: asyncio.AbstractEventLoop | None = None
         self.waiter: asyncio.Future[None] | None = None
         self.seq = 0
+        # Status events: made under the lock (in any thread), delivered on the loop.
+        self.on_status = on_status
+        self.subscribers: list[Subscriber] = []
+        self.pending: list[StreamEvent] = []
+        self.dispatching = False
+        self.events_over = False
+        self.watchdog: asyncio.TimerHandle | None = None
+
+    def new_stream(self, spec: Spec) -> Stream:
+        return Stream(spec, self.opts.buffer or (1 if spec.live else 4), self.lock)
+
+    def stop_all(self) -> None:
+        """Stop every reader (lock-free: also from ``__del__``)."""
+        self.stop.set()
+        for st in list(self.streams):
+            st.stop.set()
 
     def wake_locked(self) -> None:
         """Wake the consumer if it waits (call with the lock held)."""
@@ -343,32 +459,105 @@ class Hub:
         if waiter is not None and self.loop is not None:
             self._call(_resolve, waiter)
 
-    def _call(self, fn: Any, fut: asyncio.Future[None]) -> None:
+    def _call(self, fn: Any, *args: Any) -> None:
         assert self.loop is not None
         try:
-            self.loop.call_soon_threadsafe(fn, fut)
+            self.loop.call_soon_threadsafe(fn, *args)
         except RuntimeError:  # the loop is closed: nobody waits any more
             pass
+
+    # -- status events ------------------------------------------------------------------------
+
+    def set_state_locked(
+        self, st: Stream, state: StreamState, error: VideoSourceError | None = None
+    ) -> None:
+        """Change a stream's state and publish the event (call with the lock held)."""
+        previous = st.state
+        if previous == state:
+            return
+        st.state = state
+        if state in ("running", "stalled"):
+            st.quiet_since = time.monotonic()
+        if not (self.on_status is not None or self.subscribers):
+            return
+        event = StreamEvent(st.spec.stream, state, previous, time.time(), st.statistics(), error)
+        self.pending.append(event)
+        if not self.dispatching and self.loop is not None:
+            self.dispatching = True
+            self._call(self.dispatch)
+
+    def dispatch(self) -> None:
+        """Deliver the pending events, in order (on the loop)."""
+        with self.lock:
+            events, self.pending = self.pending, []
+            self.dispatching = False
+        callback = self.on_status
+        for event in events:
+            for sub in self.subscribers:
+                sub.push(event)
+            if callback is not None:
+                try:
+                    callback(event)
+                except Exception:  # a broken callback must not stop the stream
+                    logger.exception(
+                        "video source: on_status callback failed on %r (%s)",
+                        event.stream,
+                        event.state,
+                        extra={"stream": event.stream},
+                    )
+
+    def end_events(self) -> None:
+        """The source closed: deliver what is left, then end every events() iterator."""
+        self.dispatch()
+        self.events_over = True
+        for sub in self.subscribers:
+            waiter, sub.waiter = sub.waiter, None
+            if waiter is not None:
+                _resolve(waiter)
+
+    def watch(self) -> None:
+        """The watchdog's tick (on the loop): a running stream with no frame for
+        ``stall_after`` seconds turns ``"stalled"`` (it turns ``"running"`` again with its
+        next frame)."""
+        limit = self.opts.stall_after
+        loop = self.loop
+        if limit is None or loop is None or self.stop.is_set():
+            return
+        now = time.monotonic()
+        with self.lock:
+            for st in self.streams:
+                if not st.spec.live and len(st.frames) >= st.capacity:
+                    st.quiet_since = now  # a file waiting for the consumer is not silent
+                elif st.state == "running" and now - st.quiet_since >= limit:
+                    self.set_state_locked(st, "stalled")
+        self.watchdog = loop.call_later(min(limit / 4, 1.0), self.watch)
+
+    # -- called by the reader threads ---------------------------------------------------------
 
     def fail(self, st: Stream, err: VideoSourceError) -> None:
         with self.lock:
             st.error = err
-            st.state = "failed"
+            self.set_state_locked(st, "failed", err)
             self.wake_locked()
 
     def put(self, st: Stream, frame: Frame) -> bool:
-        """Hand a frame to the consumer; False when the source is closing."""
+        """Hand a frame to the consumer; False when the stream is stopping."""
         with self.lock:
             if st.spec.live:
                 if len(st.frames) >= st.capacity:
                     st.frames.popleft()
                     st.dropped += 1
             else:
-                while len(st.frames) >= st.capacity and not self.stop.is_set():
+                while len(st.frames) >= st.capacity and not st.stop.is_set():
                     st.space.wait(_WAIT_SLICE)
-            if self.stop.is_set():
+            if st.stop.is_set():
                 return False
             st.read += 1
+            now = time.monotonic()
+            st.read_times.append(now)
+            st.last_read = st.quiet_since = now
+            if st.state == "stalled":
+                self.set_state_locked(st, "running")
             self.seq += 1
             st.frames.append((self.seq, frame))
             self.wake_locked()
@@ -377,7 +566,13 @@ class Hub:
     def exited(self, st: Stream) -> None:
         with self.lock:
             if st.state in ALIVE:
-                st.state = "closed" if self.stop.is_set() else "ended"
+                if st.removed:
+                    state: StreamState = "removed"
+                elif st.stop.is_set():
+                    state = "closed"
+                else:
+                    state = "ended"
+                self.set_state_locked(st, state)
             self.wake_locked()
             if st.exited is not None:
                 self._call(_resolve, st.exited)
@@ -389,7 +584,7 @@ def read_stream(hub: Hub, st: Stream) -> None:
     try:
         cap = _open(spec, hub.opts)
         with hub.lock:
-            st.state = "running"
+            hub.set_state_locked(st, "running")
             hub.wake_locked()
         _pump(hub, st, cap)
     except VideoSourceError as err:
@@ -427,7 +622,7 @@ def _read_frames(hub: Hub, st: Stream, held: list[_Capture]) -> None:
     index = 0
     failures = 0  # reconnection attempts since the last frame
     grabbed = False
-    stopping = hub.stop
+    stopping = st.stop
     while not stopping.is_set():
         if opts.stop is not None and index >= opts.stop:
             return
@@ -441,6 +636,7 @@ def _read_frames(hub: Hub, st: Stream, held: list[_Capture]) -> None:
                 with hub.lock:
                     st.read += 1
                     st.skipped += 1
+                    st.last_read = st.quiet_since = time.monotonic()
                 index += 1
                 grabbed = True
                 failures = 0
@@ -515,11 +711,11 @@ def _reconnect(hub: Hub, st: Stream, cap: _Capture, failures: int) -> tuple[_Cap
     if policy is None:
         raise VideoSourceError(spec.uri, spec.stream, "the stream ended (reconnect=None)")
     with hub.lock:
-        st.state = "reconnecting"
+        hub.set_state_locked(st, "reconnecting")
     last = "the stream ended"
     while failures < policy.attempts:
         failures += 1
-        if hub.stop.wait(policy.delay(failures)):
+        if st.stop.wait(policy.delay(failures)):
             return None
         try:
             new = _open(spec, hub.opts)
@@ -527,8 +723,8 @@ def _reconnect(hub: Hub, st: Stream, cap: _Capture, failures: int) -> tuple[_Cap
             last = err.reason
             continue
         with hub.lock:
-            st.state = "running"
             st.reconnects += 1
+            hub.set_state_locked(st, "running")
         return new, failures
     reason = f"lost, and {policy.attempts} reconnection attempts in a row failed (last: {last})"
     raise VideoSourceError(spec.uri, spec.stream, reason)

@@ -24,13 +24,14 @@ import math
 import os
 import re
 import threading
+import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
-from .. import GraphError, Retry
+from .. import EndOfKey, GraphError, Retry
 from ._video_frame import Frame, VideoSourceError
 from ._video_readers import (
     DEFAULT_RECONNECT,
@@ -38,12 +39,15 @@ from ._video_readers import (
     Kind,
     Options,
     Spec,
+    StatusCallback,
     Stream,
+    StreamEvent,
     StreamStatistics,
+    Subscriber,
     read_stream,
 )
 
-__all__ = ["SourceLike", "VideoSource", "video_source"]
+__all__ = ["SourceLike", "StreamEvent", "VideoSource", "video_source"]
 
 SourceLike = str | os.PathLike[str] | int
 """A path (file, folder, ``img_%04d.png`` pattern), a URL, or a camera index (``0`` or ``"0"``)."""
@@ -77,54 +81,214 @@ class VideoSource:
     the first ``__anext__``; they are stopped and joined when the iteration ends (every stream
     ended), raises, or is closed with :meth:`aclose` (or by leaving ``async with``).
 
-    ``statistics()`` reports per stream what was read, emitted, dropped and skipped, and how
-    often a live stream was reconnected.
+    Streams come and go while it runs: :meth:`add` starts a new stream (its own reader, frame
+    index from 0 and statistics), :meth:`remove` stops one. A pipeline that reads the source
+    goes on meanwhile; the source object you passed to ``pipe.run``/``pipe.stream`` (or fed
+    to ``running.submit``) is the one to call them on. A removed stream's last entry is an
+    :class:`aioflow.EndOfKey` of its stream id, behind its last frame: keyed blocks drop that
+    stream's state (calling ``evict``); a pipeline never returns it, but iterating the source
+    yourself you see it (skip it with ``isinstance(item, af.EndOfKey)``).
+
+    The iteration ends once it holds streams and every one of them ended (end of file,
+    ``stop=``). With no streams at all (every one removed) it waits for :meth:`add`, until
+    :meth:`close` or :meth:`aclose`.
+
+    ``statistics()`` reports per stream what was read, emitted, dropped and skipped, how often
+    a live stream was reconnected, its recent rates and the age of its newest frame;
+    :meth:`events` (or ``on_status=``) tells each change of a stream's state.
     """
 
-    def __init__(self, specs: list[Spec], opts: Options) -> None:
-        self._hub = Hub(specs, opts)
+    def __init__(
+        self,
+        specs: list[Spec],
+        opts: Options,
+        *,
+        live: bool | None = None,
+        on_status: StatusCallback | None = None,
+    ) -> None:
+        self._hub = Hub(specs, opts, on_status)
+        self._live = live
         self._state: Literal["new", "running", "closed"] = "new"
+        self._closing = False
 
     @property
     def streams(self) -> tuple[str, ...]:
-        """The stream ids, in the order the sources were given."""
-        return tuple(st.spec.stream for st in self._hub.streams)
+        """The ids of the streams it holds now (removed ones leave), in the order they came."""
+        with self._hub.lock:
+            return tuple(st.spec.stream for st in self._hub.streams if not st.removed)
 
     @property
     def dropped(self) -> int:
-        """Live frames dropped as stale, over all streams."""
+        """Live frames dropped as stale, over the streams it holds."""
         with self._hub.lock:
             return sum(st.dropped for st in self._hub.streams)
 
     @property
     def reconnects(self) -> int:
-        """Successful reconnections of lost live streams, over all streams."""
+        """Successful reconnections of lost live streams, over the streams it holds."""
         with self._hub.lock:
             return sum(st.reconnects for st in self._hub.streams)
 
     def statistics(self) -> dict[str, StreamStatistics]:
-        """``{stream id: StreamStatistics}``, a consistent snapshot."""
+        """``{stream id: StreamStatistics}`` of the streams it holds, a consistent snapshot
+        (a removed stream's last figures come with its ``"removed"`` event)."""
         with self._hub.lock:
-            return {st.spec.stream: st.statistics() for st in self._hub.streams}
+            return {st.spec.stream: st.statistics() for st in self._hub.streams if not st.removed}
+
+    def events(self) -> AsyncIterator[StreamEvent]:
+        """Each change of a stream's state from now on, as a :class:`StreamEvent`.
+
+        ``async for event in source.events(): ...``: the iteration ends once the source is
+        closed and its last events were delivered. Each call makes an iterator of its own;
+        one that falls more than 1024 events behind loses the oldest.
+        """
+        return _Events(self._hub)
+
+    # -- adding and removing streams ----------------------------------------------------------
+
+    async def add(
+        self, uri: SourceLike, *, name: str | None = None, live: bool | None = None
+    ) -> str:
+        """Start another stream; return its id.
+
+        On a running source its reader starts at once and this returns once the stream has
+        opened; its frames join the iteration, numbered from 0. Before the first
+        ``__anext__`` it is added to those that start then.
+
+        Args:
+            uri: as a source of :func:`video_source`.
+            name: the stream id; default: derived from ``uri``, made unique (``-2``...).
+            live: as :func:`video_source`'s; default: the source's ``live=``.
+
+        Raises:
+            GraphError: a bad ``uri`` or ``live``.
+            ValueError: ``name`` is already a stream of this source.
+            VideoSourceError: the source is closed, or (running) the stream cannot be
+                opened; the stream is then discarded and the iteration goes on.
+        """
+        given_live: object = live
+        if given_live is not None and not isinstance(given_live, bool):
+            msg = f"VideoSource.add: live must be None, True or False, got {live!r}"
+            raise GraphError(msg)
+        hub = self._hub
+        with hub.lock:
+            taken = {st.spec.stream for st in hub.streams if not st.removed}
+            spec = _spec(uri, name, self._live if live is None else live, taken)
+            if self._state == "closed" or self._closing:
+                raise VideoSourceError(spec.uri, spec.stream, "the source is closed")
+            st = hub.new_stream(spec)
+            hub.streams.append(st)
+            if self._state == "new":
+                return spec.stream
+            st.adding = True
+        loop = hub.loop
+        assert loop is not None
+        self._launch(st, loop)
+        while True:
+            with hub.lock:
+                if st.state not in ("idle", "opening") or self._is_closed():
+                    st.adding = False
+                    error = st.error
+                    if error is None and self._is_closed():
+                        error = VideoSourceError(spec.uri, spec.stream, "the source closed")
+                    if error is not None:
+                        st.error = None  # add() raises it: the iteration does not
+                        if st in hub.streams:
+                            hub.streams.remove(st)
+                    break
+                waiter = self._waiter_locked(loop)
+            await waiter
+        if error is not None:
+            await self._join(st)
+            raise error
+        return spec.stream
+
+    async def remove(self, name: str) -> StreamStatistics:
+        """Stop the stream ``name`` and take it out; return its last statistics.
+
+        Its reader is stopped and joined (a reader busy in a blocking OpenCV call finishes it
+        first: at most ``read_timeout`` for a silent network stream), its capture released;
+        frames read but not yet taken are dropped (counted). If it delivered frames, an
+        ``af.EndOfKey(name)`` follows its last frame in the iteration, so that keyed blocks
+        end its state. The other streams go on meanwhile. The name is free again at once: a
+        stream added under it later starts afresh.
+
+        Raises:
+            ValueError: no stream of that name.
+        """
+        hub = self._hub
+        with hub.lock:
+            st = next((s for s in hub.streams if s.spec.stream == name and not s.removed), None)
+            if st is None:
+                names = ", ".join(repr(s.spec.stream) for s in hub.streams if not s.removed)
+                msg = f"VideoSource.remove: no stream {name!r} (streams: {names or 'none'})"
+                raise ValueError(msg)
+            st.removed = True
+            st.stop.set()
+            st.space.notify_all()
+        cancelled = False
+        try:
+            await self._join(st)
+        except asyncio.CancelledError:
+            cancelled = True  # the stream is out all the same; then the cancellation goes on
+        with hub.lock:
+            dropped = sum(1 for _, f in st.frames if isinstance(f, Frame))
+            st.frames.clear()
+            st.dropped += dropped
+            st.error = None
+            hub.set_state_locked(st, "removed")
+            if st.emitted:
+                hub.seq += 1
+                st.frames.append((hub.seq, EndOfKey(name)))  # taken out with it
+            elif st in hub.streams:
+                hub.streams.remove(st)
+            hub.wake_locked()
+            stats = st.statistics()
+        if cancelled:
+            raise asyncio.CancelledError
+        return stats
+
+    def close(self) -> None:
+        """Ask the iteration to end: it ends at its next step (frames not yet taken are left
+        out) and stops the readers; a pipeline reading it finishes as at the end of a file.
+        Returns at once; :meth:`aclose` also waits for the readers to exit."""
+        hub = self._hub
+        with hub.lock:
+            self._closing = True
+            hub.wake_locked()
+            if hub.loop is None:
+                self._state = "closed"
+
+    def _is_closed(self) -> bool:
+        # (a method: mypy would narrow the attribute across the awaits that change it)
+        return self._state == "closed"
+
+    # -- iteration ----------------------------------------------------------------------------
 
     def __aiter__(self) -> VideoSource:
         return self
 
     async def __anext__(self) -> Frame:
         hub = self._hub
-        if self._state == "new":
+        if self._state == "new" and not self._closing:
             await self._start()
-        elif self._state == "closed":
-            raise StopAsyncIteration
         loop = hub.loop
-        assert loop is not None
         while True:
+            if self._state == "closed":
+                raise StopAsyncIteration
+            if self._closing:
+                await self.aclose()
+                raise StopAsyncIteration
+            assert loop is not None
             with hub.lock:
                 item = self._take_locked()
                 if item is None:
                     waiter = self._waiter_locked(loop)
             if isinstance(item, Frame):
                 return item
+            if isinstance(item, EndOfKey):
+                # (typed as Frame: a pipeline takes it in its stride, see the class docstring)
+                return cast(Frame, item)
             if item is _END:
                 await self.aclose()
                 raise StopAsyncIteration
@@ -141,50 +305,70 @@ class VideoSource:
             waiter = self._hub.waiter = loop.create_future()
         return waiter
 
-    def _take_locked(self) -> Frame | VideoSourceError | object | None:
-        """The next frame (the one that arrived first, over all streams), the error of a failed
-        stream, _END when every stream ended, or None (wait)."""
+    def _take_locked(self) -> Frame | EndOfKey | VideoSourceError | object | None:
+        """The next frame (the one that arrived first, over all streams) or a removed stream's
+        EndOfKey, the error of a failed stream, _END when every stream ended, or None (wait)."""
         best: Stream | None = None
         ended = True
-        for st in self._hub.streams:
+        streams = self._hub.streams
+        for st in streams:
             if st.frames:
                 ended = False
                 if best is None or st.frames[0][0] < best.frames[0][0]:
                     best = st
-            elif st.error is not None:
+            elif st.error is not None and not st.adding:
                 return st.error
             elif st.state != "ended":
                 ended = False
         if best is not None:
-            frame = best.frames.popleft()[1]
+            entry = best.frames.popleft()[1]
+            if isinstance(entry, EndOfKey):
+                streams.remove(best)  # its last entry: the stream is gone
+                return entry
             best.emitted += 1
+            best.emit_times.append(time.monotonic())
             best.space.notify()
-            return frame
-        return _END if ended else None
+            return entry
+        return _END if ended and streams else None
+
+    def _launch(self, st: Stream, loop: asyncio.AbstractEventLoop) -> None:
+        """Start a stream's reader thread (call on the loop)."""
+        hub = self._hub
+        with hub.lock:
+            hub.set_state_locked(st, "opening")
+        st.exited = loop.create_future()
+        st.thread = threading.Thread(
+            target=read_stream,
+            args=(hub, st),
+            name=f"aioflow-video[{st.spec.stream}]",
+            daemon=True,
+        )
+        st.thread.start()
+
+    async def _join(self, st: Stream) -> None:
+        """Wait (without blocking the loop) until the stream's reader exited."""
+        if st.exited is not None:
+            await wait_through_cancel(st.exited)
+        if st.thread is not None:
+            st.thread.join()  # it signalled as its last act: this returns at once
 
     async def _start(self) -> None:
         hub = self._hub
         loop = asyncio.get_running_loop()
         hub.loop = loop
         self._state = "running"
-        for st in hub.streams:
-            st.state = "opening"
-            st.exited = loop.create_future()
-            st.thread = threading.Thread(
-                target=read_stream,
-                args=(hub, st),
-                name=f"aioflow-video[{st.spec.stream}]",
-                daemon=True,
-            )
-        for st in hub.streams:
-            assert st.thread is not None
-            st.thread.start()
+        with hub.lock:
+            initial = list(hub.streams)
+        for st in initial:
+            self._launch(st, loop)
+        if hub.opts.stall_after is not None:
+            hub.watchdog = loop.call_later(min(hub.opts.stall_after / 4, 1.0), hub.watch)
         # Wait until every stream opened, so that a source that cannot open fails here, at the
         # start, rather than after the others produced frames.
         while True:
             with hub.lock:
-                failed = [st.error for st in hub.streams if st.error is not None]
-                if failed or not any(st.state == "opening" for st in hub.streams):
+                failed = [st.error for st in initial if st.error is not None]
+                if failed or not any(st.state == "opening" for st in initial):
                     break
                 waiter = self._waiter_locked(loop)
             await waiter
@@ -199,26 +383,34 @@ class VideoSource:
         """Stop the reader threads and wait (without blocking the loop) until they exited.
 
         A reader busy in a blocking OpenCV call finishes it first: at most ``read_timeout``
-        (``open_timeout`` while connecting) for a network stream. Safe to call more than once.
+        (``open_timeout`` while connecting) for a network stream. Ends every :meth:`events`
+        iterator once the last events were delivered. Safe to call more than once, and from
+        another task than the one iterating (which then ends).
         """
         hub = self._hub
         if self._state == "new":
             self._state = "closed"
+            hub.events_over = True
+            return
+        if self._state == "closed":
             return
         self._state = "closed"
-        hub.stop.set()
+        if hub.watchdog is not None:
+            hub.watchdog.cancel()
+            hub.watchdog = None
+        hub.stop_all()
         with hub.lock:
-            for st in hub.streams:
+            streams = list(hub.streams)
+            for st in streams:
                 st.space.notify_all()
+            hub.wake_locked()  # a consumer waiting in another task ends
         cancelled = False
-        for st in hub.streams:
-            if st.exited is not None:
-                try:
-                    await wait_through_cancel(st.exited)
-                except asyncio.CancelledError:
-                    cancelled = True  # wait for the other threads too, then re-raise
-            if st.thread is not None:
-                st.thread.join()  # it signalled as its last act: this returns at once
+        for st in streams:
+            try:
+                await self._join(st)
+            except asyncio.CancelledError:
+                cancelled = True  # wait for the other threads too, then re-raise
+        hub.end_events()
         if cancelled:
             raise asyncio.CancelledError
 
@@ -231,7 +423,7 @@ class VideoSource:
     def __del__(self, _warn: Any = warnings.warn) -> None:
         hub = getattr(self, "_hub", None)
         if hub is not None and getattr(self, "_state", None) == "running" and not hub.stop.is_set():
-            hub.stop.set()  # the readers see it within _WAIT_SLICE (or a read timeout)
+            hub.stop_all()  # the readers see it within _WAIT_SLICE (or a read timeout)
             _warn(
                 f"unclosed {self!r}: close it with `await source.aclose()` or `async with`",
                 ResourceWarning,
@@ -240,6 +432,41 @@ class VideoSource:
 
     def __repr__(self) -> str:
         return f"<VideoSource {', '.join(self.streams)} ({self._state})>"
+
+
+class _Events:
+    """The iterator :meth:`VideoSource.events` returns (subscribed when made)."""
+
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
+        self._sub = Subscriber()
+        if hub.events_over:
+            self._done = True
+        else:
+            self._done = False
+            hub.subscribers.append(self._sub)
+
+    def __aiter__(self) -> _Events:
+        return self
+
+    async def __anext__(self) -> StreamEvent:
+        sub = self._sub
+        while not sub.events:
+            if self._done or self._hub.events_over:
+                self._leave()
+                raise StopAsyncIteration
+            sub.waiter = asyncio.get_running_loop().create_future()
+            await sub.waiter
+        return sub.events.popleft()
+
+    async def aclose(self) -> None:
+        """Stop listening."""
+        self._leave()
+
+    def _leave(self) -> None:
+        self._done = True
+        if self._sub in self._hub.subscribers:
+            self._hub.subscribers.remove(self._sub)
 
 
 # -- construction -----------------------------------------------------------------------------
@@ -304,6 +531,33 @@ def _index(option: str, value: object, minimum: int) -> int:
     return value
 
 
+def _spec(source: object, name: str | None, live: bool | None, taken: set[str]) -> Spec:
+    """The spec of one stream: its id (``name``, or derived and made unique against
+    ``taken``) and whether it is read live."""
+    uri, target, kind = _classify(source)
+    if name is None:
+        base = _derive_id(uri, target, kind)
+        stream, n = base, 1
+        while stream in taken:
+            n += 1
+            stream = f"{base}-{n}"
+    else:
+        if not isinstance(name, str) or not name:
+            msg = f"video_source: stream ids must be non-empty strings, got {name!r}"
+            raise GraphError(msg)
+        if name in taken:
+            msg = f"video_source: there is already a stream {name!r}"
+            raise ValueError(msg)
+        stream = name
+    if live is not None:
+        is_live = live
+    elif kind == "url":
+        is_live = urlsplit(uri).scheme.lower() in _LIVE_SCHEMES
+    else:
+        is_live = kind == "camera"
+    return Spec(stream, uri, target, kind, is_live)
+
+
 def video_source(
     uri_or_list: SourceLike | Sequence[SourceLike] | Mapping[str, SourceLike],
     *,
@@ -318,6 +572,8 @@ def video_source(
     open_timeout: float = 10.0,
     read_timeout: float = 10.0,
     image_fps: float = 25.0,
+    stall_after: float | None = None,
+    on_status: StatusCallback | None = None,
 ) -> VideoSource:
     """Frames from video files, image folders, cameras and network streams.
 
@@ -352,6 +608,12 @@ def video_source(
         read_timeout: seconds a network stream may stay silent before it counts as lost. It is
             also how long closing can take while a reader waits on a silent stream.
         image_fps: the nominal frame rate of an image folder (for timestamps and pacing).
+        stall_after: a watchdog: a running stream that delivers no frame for this many
+            seconds turns ``"stalled"`` (an event), and ``"running"`` again with its next
+            frame. None (default): no watchdog.
+        on_status: called on the event loop with each :class:`StreamEvent` (a stream's
+            state changed), as :meth:`VideoSource.events` yields them. Keep it short; what
+            it raises is logged, never raised.
 
     Returns:
         A :class:`VideoSource` (an async iterator of :class:`Frame`, with ``statistics()``).
@@ -429,25 +691,17 @@ def video_source(
         open_timeout=_number("open_timeout", open_timeout, minimum=0),
         read_timeout=_number("read_timeout", read_timeout, minimum=0),
         image_fps=_number("image_fps", image_fps, minimum=0),
+        stall_after=None if stall_after is None else _number("stall_after", stall_after, minimum=0),
     )
+    callback: object = on_status
+    if callback is not None and not callable(callback):
+        msg = f"video_source: option 'on_status' must be None or a callable, got {on_status!r}"
+        raise GraphError(msg)
     specs: list[Spec] = []
-    taken: set[str] = {k for k, _ in items if k is not None}
+    named = {k for k, _ in items if k is not None}
+    taken: set[str] = set()
     for given, source in items:
-        uri, target, kind = _classify(source)
-        if given is None:
-            base = _derive_id(uri, target, kind)
-            stream, n = base, 1
-            while stream in taken:
-                n += 1
-                stream = f"{base}-{n}"
-        else:
-            stream = given
-        taken.add(stream)
-        if live is not None:
-            is_live = live
-        elif kind == "url":
-            is_live = urlsplit(uri).scheme.lower() in _LIVE_SCHEMES
-        else:
-            is_live = kind == "camera"
-        specs.append(Spec(stream, uri, target, kind, is_live))
-    return VideoSource(specs, opts)
+        spec = _spec(source, given, live, taken | (named if given is None else set()))
+        taken.add(spec.stream)
+        specs.append(spec)
+    return VideoSource(specs, opts, live=live, on_status=on_status)

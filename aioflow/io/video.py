@@ -41,7 +41,13 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from .. import Block, FunctionBlock, GraphError
 from ._video_frame import Frame, Image, VideoError, VideoSourceError, VideoWriterError
-from ._video_readers import DEFAULT_RECONNECT, IMAGE_EXTENSIONS, StreamState, StreamStatistics
+from ._video_readers import (
+    DEFAULT_RECONNECT,
+    IMAGE_EXTENSIONS,
+    StreamEvent,
+    StreamState,
+    StreamStatistics,
+)
 from ._video_sources import SourceLike, VideoSource, video_source
 
 __all__ = (
@@ -51,6 +57,7 @@ __all__ = (
     "IMAGE_EXTENSIONS",
     "Image",
     "SourceLike",
+    "StreamEvent",
     "StreamState",
     "StreamStatistics",
     "VideoError",

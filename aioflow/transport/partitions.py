@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._engine.segment import KeyedLanes
 from ..block import Block
+from ..control import EndOfKey
 from ..errors import SnapshotError
 from ..graph import Branch
 from ..state import VERSION, Snapshot, decode, encode
@@ -173,6 +174,8 @@ class Router:
         """The partition of an item. A key function that fails sends it to partition 0: the
         block's worker computes the key again and reports the error for the item."""
         assert self._key is not None
+        if value.__class__ is EndOfKey:  # to the partition that holds the key it ends
+            return partition_of(value.key, self.count)
         try:
             return partition_of(self._key(value), self.count)
         except Exception:
