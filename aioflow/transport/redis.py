@@ -304,6 +304,40 @@ return out
 """
 
 
+#: Writes entries to a stream only as far as its backlog bound allows, atomically (no other
+#: producer writes between the check and the writes): the backlog is the group's lag plus its
+#: pending entries (XLEN when Redis cannot tell the lag), as :func:`backlog` reads it; while it
+#: is under ARGV[2] entries, the next of the ARGV[3] entries is appended (each given as its
+#: number of field-and-value arguments, then those). Returns {written, backlog after}. Being
+#: one command, it also wakes a worker blocked on the stream once, with every entry written
+#: (pipelined XADDs wake it at the first, and it reads one entry at a time).
+APPEND_SCRIPT = """
+local stream, group = KEYS[1], ARGV[1]
+local capacity = tonumber(ARGV[2])
+local backlog = nil
+local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', stream)
+if ok then
+  for _, g in ipairs(groups) do
+    local f = {}
+    for i = 1, #g, 2 do f[g[i]] = g[i + 1] end
+    if f['name'] == group and f['lag'] then
+      backlog = tonumber(f['lag']) + tonumber(f['pending'])
+    end
+  end
+end
+if backlog == nil then backlog = redis.call('XLEN', stream) end
+local count = tonumber(ARGV[3])
+local written, at = 0, 4
+while written < count and backlog + written < capacity do
+  local n = tonumber(ARGV[at])
+  redis.call('XADD', stream, '*', unpack(ARGV, at + 1, at + n))
+  written = written + 1
+  at = at + n + 1
+end
+return {written, backlog + written}
+"""
+
+
 def cut_bursts(pairs: list[tuple[Any, bytes]], size: int) -> list[list[tuple[Any, bytes]]]:
     """``pairs`` (an item's path or index, its bytes) cut into the items of burst entries: at
     most ``size`` each and, past an entry's first item, at most :data:`_BURST_BYTES`."""
@@ -343,6 +377,7 @@ class _Credit:
         "credit",
         "dropped",
         "items",
+        "known",
         "max_burst",
         "overflow",
         "stream",
@@ -362,6 +397,8 @@ class _Credit:
         self.max_burst = self.burst = burst
         self.capacity = max(1, capacity // burst)
         self.credit = 0
+        #: whether ``credit`` came from Redis yet (else the first wait asks at once)
+        self.known = False
         self.overflow = overflow
         #: the block that reads the stream (its books count the drops)
         self.block = block
@@ -406,6 +443,45 @@ class _Credit:
         n = min(wanted, self.credit)
         self.credit -= n
         return n
+
+    async def room(self, client: Any, wanted: int, progress: asyncio.Event) -> int:
+        """How many of ``wanted`` entries to offer :data:`APPEND_SCRIPT` (which writes only
+        those that still fit): at least ``need``, half the bound or all of ``wanted`` when that
+        is less. Waits for room without asking Redis while answers come (:meth:`freed` counts
+        the entries they free, and ``progress`` is set), so that a full stream is refilled in
+        chunks of half its bound, not an entry at a time: each write, each worker's read and
+        each acknowledgement then carries several entries (the round trips, not the bytes, are
+        what an edge pays for at a small ``queue_size``). Asks Redis (:func:`backlog`) first
+        and whenever no answer came for a while (2 ms, doubling to 50 ms): other producers'
+        entries, and answers that come from a later segment long after the acknowledgement
+        here, are seen that way."""
+        need = min(wanted, max(1, self.capacity // 2))
+        loop = asyncio.get_running_loop()
+        delay = 0.002
+        poll_at = loop.time() if not self.known else loop.time() + delay
+        while self.credit < need:
+            progress.clear()
+            timeout = poll_at - loop.time()
+            if timeout > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout):
+                        await progress.wait()
+                if self.credit >= need:
+                    break
+            if loop.time() >= poll_at:
+                self.measured(await backlog(client, self.stream))
+                delay = min(delay * 2, 0.05)
+                poll_at = loop.time() + delay
+        return min(wanted, self.credit)
+
+    def measured(self, found: int) -> None:
+        """The stream's backlog is ``found`` entries (read from Redis just now)."""
+        self.credit = self.capacity - found
+        self.known = True
+
+    def freed(self, n: int) -> None:
+        """``n`` entries this producer wrote were acknowledged (their items answered)."""
+        self.credit = min(self.capacity, self.credit + n)
 
     def queue_check(self, pipe: Any) -> None:
         """Read the backlog in ``pipe`` after its writes (no round trip of its own), or trim
@@ -767,9 +843,16 @@ class _Session:
         self.progress = asyncio.Event()
         self.ordered = ordered
         self.client: Any = None
+        self.append_script: Any = None
         self.started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.sendq: asyncio.Queue[tuple[int, bytes, float] | None] = asyncio.Queue(maxsize=_BATCH)
         self.pending: dict[int, _Pending] = {}
+        #: the entry of the first stream each unanswered input went in, and how many of each
+        #: entry's items are unanswered: an entry whose items are all answered was
+        #: acknowledged, and frees room in the stream (:meth:`_Credit.freed`)
+        self.entry_of: dict[int, int] = {}
+        self.entry_left: dict[int, int] = {}
+        self.entries = 0
         self.next_idx = 0
         self.sent_all = False
         # ordered mode (run/stream): finished inputs wait here for their turn
@@ -1025,6 +1108,9 @@ class _Session:
         if self.router is not None:
             await self._write_partitioned(client, self.router, batch)
             return
+        if not self.credit.leaky:
+            await self._append(client, batch)
+            return
         start = 0
         while start < len(batch):
             rest = batch[start:]
@@ -1054,6 +1140,48 @@ class _Session:
             dropped = self.credit.checked(replies[-1])
             if dropped:
                 await self._dropped(client, dropped)
+
+    async def _append(self, client: Any, batch: list[tuple[int, bytes, float]]) -> None:
+        """Write ``batch`` to a blocking edge with :data:`APPEND_SCRIPT`: the bound is checked
+        and the entries written in one round trip, atomically (:meth:`_Credit.room` says how
+        many to offer)."""
+        credit = self.credit
+        script = self.append_script
+        if script is None:
+            script = self.append_script = client.raw.register_script(APPEND_SCRIPT)
+        start = 0
+        while start < len(batch):
+            rest = batch[start:]
+            sizes = (len(body) for _, body, _ in rest)
+            bursts = cut_bursts(
+                [((idx, born), body) for idx, body, born in rest], credit.fit(sizes)
+            )
+            n = await credit.room(client, len(bursts), self.progress)
+            args: list[Any] = [GROUP, credit.capacity, n]
+            for burst in bursts[:n]:
+                fields = wire(
+                    pack_burst(
+                        self.run_id,
+                        self.reply,
+                        self.end,
+                        self.codec.name,
+                        [(idx,) for (idx, _), _ in burst],
+                        [body for _, body in burst],
+                        [born for (_, born), _ in burst],
+                    )
+                )
+                args.append(2 * len(fields))
+                for pair in fields.items():
+                    args.extend(pair)
+            written, after = await client.guard(script(keys=[self.inbox], args=args))
+            credit.measured(int(after))
+            for burst in bursts[: int(written)]:
+                entry = self.entries
+                self.entries += 1
+                self.entry_left[entry] = len(burst)
+                for (idx, _), _ in burst:
+                    self.entry_of[idx] = entry
+                start += len(burst)
 
     async def _dropped(self, client: Any, metas: list[dict[str, Any]]) -> None:
         """Items a leaky first edge trimmed: this run's are answered here, other callers' on
@@ -1229,6 +1357,14 @@ class _Session:
 
     def _finish(self, idx: int, pend: _Pending) -> None:
         del self.pending[idx]
+        entry = self.entry_of.pop(idx, None)
+        if entry is not None:
+            left = self.entry_left[entry] - 1
+            if left:
+                self.entry_left[entry] = left
+            else:
+                del self.entry_left[entry]
+                self.credit.freed(1)
         if not self.pending:
             self.drained.set()
         future = pend.future

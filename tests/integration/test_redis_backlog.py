@@ -1,0 +1,96 @@
+"""The backlog bound of a Redis edge as producers write to it (real redis-server, real worker
+processes): the caller checks the bound and writes its entries in one atomic step, so several
+producers racing for the same stream never push it past ``queue_size``."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis_pipelines as rp
+from conftest import Workers
+
+import aioflow as af
+from aioflow.transport.messages import GROUP, Keys, graph_signature
+from aioflow.transport.redis import (
+    APPEND_SCRIPT,
+    RedisTransport,
+    backlog,
+    connect,
+    ensure_group,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+async def test_the_append_script_writes_only_the_entries_that_fit_under_the_bound(
+    redis_url: str, redis_prefix: str
+) -> None:
+    client = connect(redis_url)
+    stream = f"{redis_prefix}:append"
+    try:
+        await ensure_group(client, stream)
+        for i in range(6):
+            await client.xadd(stream, {b"v": str(i).encode()})
+        # 4 delivered (pending), 2 waiting: a backlog of 6 entries.
+        await client.xreadgroup(GROUP, "reader", {stream: ">"}, count=4)
+        append = client.raw.register_script(APPEND_SCRIPT)
+
+        def offer(n: int) -> list[bytes | int]:
+            args: list[bytes | int] = [GROUP, 8, n]
+            for i in range(n):
+                args += [2, b"v", f"new{i}".encode()]
+            return args
+
+        assert await client.guard(append(keys=[stream], args=offer(5))) == [2, 8]
+        assert await backlog(client, stream) == 8
+        assert await client.guard(append(keys=[stream], args=offer(3))) == [0, 8]
+        # Acknowledged and deleted (as a worker does): room for 3 more.
+        pending = await client.xpending_range(stream, GROUP, "-", "+", 3)
+        ids = [row["message_id"] for row in pending]
+        await client.xack(stream, GROUP, *ids)
+        await client.xdel(stream, *ids)
+        assert await client.guard(append(keys=[stream], args=offer(5))) == [3, 8]
+        entries = await client.xrange(stream)
+        assert [f[b"v"] for _, f in entries][-5:] == [b"new0", b"new1", b"new0", b"new1", b"new2"]
+    finally:
+        await client.delete(stream)
+        await client.aclose()
+
+
+async def test_two_callers_racing_for_a_slow_segment_never_push_its_backlog_past_queue_size(
+    redis_url: str, redis_prefix: str, workers: Workers
+) -> None:
+    # The callers run `fast` themselves and write straight to crawl's stream (queue_size 8,
+    # a block that takes 20 ms an item): two producers of one stream, each told by Redis how
+    # much room is left in the same step as its writes.
+    workers.start("backpressure", "crawl")
+    other = af.Pipeline(rp.fast.with_options(), rp.crawl.with_options(), name="backpressure")
+    graph_hash, _ = graph_signature("backpressure", rp.backpressure.stages)
+    assert graph_signature("backpressure", other.stages)[0] == graph_hash  # the same streams
+    stream = Keys(redis_prefix, "backpressure", graph_hash).inbox("crawl")
+    client = connect(redis_url)
+    seen: list[int] = []
+
+    async def watch() -> None:
+        while True:
+            seen.append(await backlog(client, stream))
+            await asyncio.sleep(0.002)
+
+    def transport() -> RedisTransport:
+        return RedisTransport(redis_url, prefix=redis_prefix, local={"fast"})
+
+    watcher = asyncio.create_task(watch())
+    try:
+        first, second = await asyncio.gather(
+            rp.backpressure.run(range(60), transport=transport()),
+            other.run(range(100, 160), transport=transport()),
+        )
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        await client.aclose()
+    assert first == [10 * x for x in range(60)]
+    assert second == [10 * x for x in range(100, 160)]
+    assert max(seen) <= 8, f"crawl's stream held {max(seen)} entries, queue_size is 8"
+    assert max(seen) >= 6  # it did fill up: the bound, not the callers, held them back
