@@ -446,16 +446,18 @@ class _Credit:
 
     async def room(self, client: Any, wanted: int, progress: asyncio.Event) -> int:
         """How many of ``wanted`` entries to offer :data:`APPEND_SCRIPT` (which writes only
-        those that still fit): at least ``need``, half the bound or all of ``wanted`` when that
-        is less. Waits for room without asking Redis while answers come (:meth:`freed` counts
-        the entries they free, and ``progress`` is set), so that a full stream is refilled in
-        chunks of half its bound, not an entry at a time: each write, each worker's read and
-        each acknowledgement then carries several entries (the round trips, not the bytes, are
-        what an edge pays for at a small ``queue_size``). Asks Redis (:func:`backlog`) first
+        those that still fit): half the bound (all of ``wanted`` when that is less), and no
+        more. Waits for that much room without asking Redis while answers come (:meth:`freed`
+        counts the entries they free, and ``progress`` is set), so that a full stream is
+        refilled by halves, not an entry at a time, and the worker works on one half while the
+        other is written: each write, each worker's read and each acknowledgement carries
+        several entries (the round trips, not the bytes, are what an edge pays for at a small
+        ``queue_size``). Asks Redis (:func:`backlog`) first
         and whenever no answer came for a while (2 ms, doubling to 50 ms): other producers'
         entries, and answers that come from a later segment long after the acknowledgement
         here, are seen that way."""
-        need = min(wanted, max(1, self.capacity // 2))
+        half = max(1, self.capacity // 2)
+        need = min(wanted, half)
         loop = asyncio.get_running_loop()
         delay = 0.002
         poll_at = loop.time() if not self.known else loop.time() + delay
@@ -472,7 +474,7 @@ class _Credit:
                 self.measured(await backlog(client, self.stream))
                 delay = min(delay * 2, 0.05)
                 poll_at = loop.time() + delay
-        return min(wanted, self.credit)
+        return min(wanted, self.credit, half)
 
     def measured(self, found: int) -> None:
         """The stream's backlog is ``found`` entries (read from Redis just now)."""
