@@ -106,6 +106,8 @@ _READ_SIZE = 1024 * 1024
 _BURST_BYTES = 1024 * 1024
 #: reply entries a caller reads between two trims of its reply stream
 _TRIM_EVERY = 200
+#: most entries a caller looks for at once when answers stop coming (_check_trimmed)
+_TRIM_CHECK = 1000
 #: seconds between two readings of the workers' books by a caller
 BOOKS_PERIOD = 0.5
 WAKE = {b"m": pack_plain({"k": "wake"}), b"v": b""}
@@ -308,7 +310,8 @@ return out
 #: producer writes between the check and the writes): the backlog is the group's lag plus its
 #: pending entries (XLEN when Redis cannot tell the lag), as :func:`backlog` reads it; while it
 #: is under ARGV[2] entries, the next of the ARGV[3] entries is appended (each given as its
-#: number of field-and-value arguments, then those). Returns {written, backlog after}. Being
+#: number of field-and-value arguments, then those). Returns {written, backlog after, the
+#: ids of the entries written...}. Being
 #: one command, it also wakes a worker blocked on the stream once, with every entry written
 #: (pipelined XADDs wake it at the first, and it reads one entry at a time). Used for items up
 #: to 64 KiB: Redis copies a script's arguments twice more than an XADD's, which for frames
@@ -329,14 +332,16 @@ if ok then
 end
 if backlog == nil then backlog = redis.call('XLEN', stream) end
 local count = tonumber(ARGV[3])
+local out = {0, 0}
 local written, at = 0, 4
 while written < count and backlog + written < capacity do
   local n = tonumber(ARGV[at])
-  redis.call('XADD', stream, '*', unpack(ARGV, at + 1, at + n))
+  out[#out + 1] = redis.call('XADD', stream, '*', unpack(ARGV, at + 1, at + n))
   written = written + 1
   at = at + n + 1
 end
-return {written, backlog + written}
+out[1], out[2] = written, backlog + written
+return out
 """
 
 
@@ -851,12 +856,16 @@ class _Session:
         self.started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.sendq: asyncio.Queue[tuple[int, bytes, float] | None] = asyncio.Queue(maxsize=_BATCH)
         self.pending: dict[int, _Pending] = {}
-        #: the entry of the first stream each unanswered input went in, and how many of each
-        #: entry's items are unanswered: an entry whose items are all answered was
-        #: acknowledged, and frees room in the stream (:meth:`_Credit.freed`)
-        self.entry_of: dict[int, int] = {}
-        self.entry_left: dict[int, int] = {}
-        self.entries = 0
+        #: the entry (its id) of the first stream each unanswered input went in (a blocking
+        #: edge, not partitioned): an entry deleted before any worker took it is found by
+        #: :meth:`_check_trimmed`
+        self.entry_of: dict[int, bytes] = {}
+        #: how many items of each entry written by APPEND_SCRIPT are unanswered: an entry whose
+        #: items are all answered was acknowledged, and frees room in the stream
+        #: (:meth:`_Credit.freed`)
+        self.entry_left: dict[bytes, int] = {}
+        #: inputs answered as dropped because their entry was deleted unread (XTRIM, XDEL)
+        self.trimmed = 0
         self.next_idx = 0
         self.sent_all = False
         # ordered mode (run/stream): finished inputs wait here for their turn
@@ -1006,10 +1015,17 @@ class _Session:
                     )
                     continue
                 records.setdefault(stat.name, []).append(stat)
-        # The drops this caller made on a leaky first edge count in that block's books.
+        # The drops this caller made on a leaky first edge count in that block's books, and
+        # so do the inputs it answered as dropped because their entries were deleted unread.
         own = self.credit.books()
         if own is not None:
             records.setdefault(own.name, []).append(own)
+        if self.trimmed:
+            n = self.trimmed
+            gone = BlockStatistics(
+                name=self.first_name, received=n, dropped=n, dropped_by={"trimmed": n}, workers=0
+            )
+            records.setdefault(self.first_name, []).append(gone)
         self.books = {
             name: merge_statistics(name, records.get(name, ())) for name in self.remote_names
         }
@@ -1143,6 +1159,10 @@ class _Session:
             for reply in replies[:-1]:
                 if isinstance(reply, Exception):
                     raise reply
+            if not self.credit.leaky:  # (a leaky edge's trims are answered by the trimmer)
+                for burst, entry in zip(bursts, replies[:-1], strict=False):
+                    for (idx, _), _ in burst:
+                        self.entry_of[idx] = entry
             dropped = self.credit.checked(replies[-1])
             if dropped:
                 await self._dropped(client, dropped)
@@ -1179,11 +1199,9 @@ class _Session:
                 args.append(2 * len(fields))
                 for pair in fields.items():
                     args.extend(pair)
-            written, after = await client.guard(script(keys=[self.inbox], args=args))
-            credit.measured(int(after))
-            for burst in bursts[: int(written)]:
-                entry = self.entries
-                self.entries += 1
+            reply = await client.guard(script(keys=[self.inbox], args=args))
+            credit.measured(int(reply[1]))
+            for burst, entry in zip(bursts, reply[2:], strict=False):
                 self.entry_left[entry] = len(burst)
                 for (idx, _), _ in burst:
                     self.entry_of[idx] = entry
@@ -1215,6 +1233,7 @@ class _Session:
             reply = await client.xread({self.reply: last}, count=1000, block=1000)
             if not reply:
                 if self.pending:
+                    await self._check_trimmed(last)
                     await self._check_workers()
                 continue
             self.no_worker_since = None
@@ -1231,6 +1250,56 @@ class _Session:
                 unread = 0
             if self.ordered and self.failure is not None:
                 return
+
+    async def _check_trimmed(self, read: Any) -> None:
+        """Answers are awaited and none came for a second: were entries of the first stream
+        deleted (an outside ``XTRIM`` or ``XDEL``) before any worker took them? Their inputs
+        will never be answered: answer each as dropped (reason ``"trimmed"``, counted in the
+        first block's books) so that the run ends. An entry a worker took is its worker's to
+        answer (it holds the items), and one a worker acknowledged may live on in a later
+        stream: only entries past the group's last delivered id count. ``read``: the last
+        reply entry read (answers written meanwhile are read first)."""
+        ids = sorted(set(self.entry_of.values()), key=_id_key)[:_TRIM_CHECK]
+        if not ids:
+            return
+        pipe = self.client.pipeline(transaction=True)  # (one moment: nothing moves between)
+        pipe.xinfo_groups(self.inbox)
+        pipe.xrevrange(self.reply, count=1)
+        for entry in ids:
+            pipe.xrange(self.inbox, entry, entry, count=1)
+        groups, newest, *found = await self.client.guard(pipe.execute())
+        if newest and _id_key(newest[0][0]) > _id_key(read):
+            return  # answers came meanwhile: read them first
+        delivered = next(
+            (
+                g.get("last-delivered-id")
+                for g in groups
+                if g.get("name") in (GROUP, GROUP.encode())
+            ),
+            None,
+        )
+        if delivered is None:
+            return
+        gone = {
+            entry
+            for entry, rows in zip(ids, found, strict=True)
+            if not rows and _id_key(entry) > _id_key(delivered)
+        }
+        if not gone:
+            return
+        lost = [idx for idx, entry in self.entry_of.items() if entry in gone]
+        logger.warning(
+            "pipeline %r: %d items were deleted from %s before any worker took them (XTRIM or "
+            "XDEL by someone else?): answered as dropped",
+            self.name,
+            len(lost),
+            self.inbox,
+        )
+        empty = self.codec.encode([])
+        self.trimmed += len(lost)
+        for idx in lost:
+            self._answer(pack_reply((idx,), "out", empty, reason="trimmed", block=self.first_name))
+        self.progress.set()
 
     async def _check_workers(self) -> None:
         """Answers are awaited and none came for a second: does every segment of this leg
@@ -1364,7 +1433,7 @@ class _Session:
     def _finish(self, idx: int, pend: _Pending) -> None:
         del self.pending[idx]
         entry = self.entry_of.pop(idx, None)
-        if entry is not None:
+        if entry in self.entry_left:
             left = self.entry_left[entry] - 1
             if left:
                 self.entry_left[entry] = left
@@ -1534,6 +1603,12 @@ def _names(pipeline: Pipeline) -> list[str]:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _id_key(entry_id: Any) -> tuple[int, int]:
+    """A stream entry id (``b"1700000000000-3"``) as numbers, for comparing ids."""
+    ms, _, seq = _text(entry_id).partition("-")
+    return int(ms), int(seq or 0)
 
 
 def _glob_escape(text: str) -> str:

@@ -15,6 +15,7 @@ from aioflow.transport.messages import GROUP, Keys, graph_signature
 from aioflow.transport.redis import (
     APPEND_SCRIPT,
     RedisTransport,
+    ResponseError,
     backlog,
     connect,
     ensure_group,
@@ -42,7 +43,9 @@ async def test_the_append_script_writes_only_the_entries_that_fit_under_the_boun
                 args += [2, b"v", f"new{i}".encode()]
             return args
 
-        assert await client.guard(append(keys=[stream], args=offer(5))) == [2, 8]
+        got = await client.guard(append(keys=[stream], args=offer(5)))
+        assert got[:2] == [2, 8]
+        assert got[2:] == [eid for eid, _ in (await client.xrange(stream))[-2:]]  # their ids
         assert await backlog(client, stream) == 8
         assert await client.guard(append(keys=[stream], args=offer(3))) == [0, 8]
         # Acknowledged and deleted (as a worker does): room for 3 more.
@@ -50,7 +53,7 @@ async def test_the_append_script_writes_only_the_entries_that_fit_under_the_boun
         ids = [row["message_id"] for row in pending]
         await client.xack(stream, GROUP, *ids)
         await client.xdel(stream, *ids)
-        assert await client.guard(append(keys=[stream], args=offer(5))) == [3, 8]
+        assert (await client.guard(append(keys=[stream], args=offer(5))))[:2] == [3, 8]
         entries = await client.xrange(stream)
         assert [f[b"v"] for _, f in entries][-5:] == [b"new0", b"new1", b"new0", b"new1", b"new2"]
     finally:
@@ -94,3 +97,44 @@ async def test_two_callers_racing_for_a_slow_segment_never_push_its_backlog_past
     assert second == [10 * x for x in range(100, 160)]
     assert max(seen) <= 8, f"crawl's stream held {max(seen)} entries, queue_size is 8"
     assert max(seen) >= 6  # it did fill up: the bound, not the callers, held them back
+
+
+async def test_entries_trimmed_before_any_worker_took_them_end_as_counted_drops_not_a_hang(
+    redis_url: str, redis_prefix: str, workers: Workers
+) -> None:
+    # crawl (20 ms an item, queue_size 8) takes 2 items ahead, so its stream holds entries no
+    # worker took yet; someone else's XTRIM deletes them all once the caller wrote every item.
+    workers.start("backpressure", "crawl", extra=("--prefetch", "2"))
+    graph_hash, _ = graph_signature("backpressure", rp.backpressure.stages)
+    stream = Keys(redis_prefix, "backpressure", graph_hash).inbox("crawl")
+    client = connect(redis_url)
+    transport = RedisTransport(redis_url, prefix=redis_prefix, local={"fast"})
+    trimmed: list[int] = []
+
+    async def trim_when_all_written() -> None:
+        while True:
+            try:
+                info = await client.xinfo_stream(stream)
+            except ResponseError:  # the stream does not exist yet
+                info = {}
+            if int(info.get("entries-added", 0)) >= 30:
+                trimmed.append(await client.xtrim(stream, maxlen=0, approximate=False))
+                return
+            await asyncio.sleep(0.005)
+
+    trimmer = asyncio.create_task(trim_when_all_written())
+    try:
+        async with asyncio.timeout(30):  # (before: the run waited forever for their answers)
+            outputs = await rp.backpressure.run(range(30), transport=transport)
+        await trimmer
+    finally:
+        trimmer.cancel()
+        await asyncio.gather(trimmer, return_exceptions=True)
+        await client.aclose()
+    assert trimmed[0] >= 1
+    assert outputs == sorted(outputs)
+    assert set(outputs) <= {10 * x for x in range(30)}
+    books = rp.backpressure.statistics()["crawl"]
+    # Every input is accounted for: answered, or dropped as trimmed (and counted).
+    assert books.dropped_by.get("trimmed", 0) == 30 - len(outputs) >= 1
+    assert books.received == books.completed + books.dropped == 30
