@@ -459,10 +459,10 @@ class _Credit:
         refilled by halves, not an entry at a time, and the worker works on one half while the
         other is written: each write, each worker's read and each acknowledgement carries
         several entries (the round trips, not the bytes, are what an edge pays for at a small
-        ``queue_size``). Asks Redis (:func:`backlog`) first
-        and whenever no answer came for a while (2 ms, doubling to 50 ms): other producers'
-        entries, and answers that come from a later segment long after the acknowledgement
-        here, are seen that way."""
+        ``queue_size``). Asks Redis (:func:`backlog`) at first, and while the room stays
+        short, 2 ms into the wait and then at intervals doubling to 50 ms: room that other
+        producers' entries free, or that answers from a later segment tell of long after the
+        acknowledgement here, is seen that way."""
         half = max(1, self.capacity // 2)
         need = min(wanted, half)
         loop = asyncio.get_running_loop()
