@@ -462,7 +462,8 @@ class _Credit:
         ``queue_size``). Asks Redis (:func:`backlog`) at first, and while the room stays
         short, 2 ms into the wait and then at intervals doubling to 50 ms: room that other
         producers' entries free, or that answers from a later segment tell of long after the
-        acknowledgement here, is seen that way."""
+        acknowledgement here, is seen that way; from the second such look on, any room is
+        taken (the answers that would tell of more may be far off)."""
         half = max(1, self.capacity // 2)
         need = min(wanted, half)
         loop = asyncio.get_running_loop()
@@ -479,9 +480,13 @@ class _Credit:
                     break
             if loop.time() >= poll_at:
                 self.measured(await backlog(client, self.stream))
+                if self.credit >= 1 and delay >= 0.004:
+                    # Answers do not tell of this room (a later segment answers, or others
+                    # write): waiting longer for half would leave the stream run dry.
+                    break
                 delay = min(delay * 2, 0.05)
                 poll_at = loop.time() + delay
-        return min(wanted, self.credit, half)
+        return max(0, min(wanted, self.credit, half))
 
     def measured(self, found: int) -> None:
         """The stream's backlog is ``found`` entries (read from Redis just now)."""
