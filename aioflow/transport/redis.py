@@ -1272,7 +1272,9 @@ class _Session:
         pipe.xrevrange(self.reply, count=1)
         for entry in ids:
             pipe.xrange(self.inbox, entry, entry, count=1)
-        groups, newest, *found = await self.client.guard(pipe.execute())
+        groups, newest, *found = await self.client.guard(pipe.execute(raise_on_error=False))
+        if isinstance(groups, Exception) or isinstance(newest, Exception):
+            return  # (the stream itself is gone: nothing tells what was read)
         if newest and _id_key(newest[0][0]) > _id_key(read):
             return  # answers came meanwhile: read them first
         delivered = next(
