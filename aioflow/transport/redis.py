@@ -1260,10 +1260,12 @@ class _Session:
         """Answers are awaited and none came for a second: were entries of the first stream
         deleted (an outside ``XTRIM`` or ``XDEL``) before any worker took them? Their inputs
         will never be answered: answer each as dropped (reason ``"trimmed"``, counted in the
-        first block's books) so that the run ends. An entry a worker took is its worker's to
-        answer (it holds the items), and one a worker acknowledged may live on in a later
-        stream: only entries past the group's last delivered id count. ``read``: the last
-        reply entry read (answers written meanwhile are read first)."""
+        first block's books) so that the run ends. An entry a worker holds (pending) is its
+        worker's to answer. One that is neither there nor pending was never delivered when
+        it lies past the group's last delivered id; behind it, it may have been read,
+        acknowledged and passed on to a later segment, except when this leg is one stage (its
+        worker answers in the same ``MULTI`` as it acknowledges, and every answer written
+        before this look has been read: ``read`` is the last reply entry read)."""
         ids = sorted(set(self.entry_of.values()), key=_id_key)[:_TRIM_CHECK]
         if not ids:
             return
@@ -1272,6 +1274,7 @@ class _Session:
         pipe.xrevrange(self.reply, count=1)
         for entry in ids:
             pipe.xrange(self.inbox, entry, entry, count=1)
+            pipe.xpending_range(self.inbox, GROUP, entry, entry, 1)
         groups, newest, *found = await self.client.guard(pipe.execute(raise_on_error=False))
         if isinstance(groups, Exception) or isinstance(newest, Exception):
             return  # (the stream itself is gone: nothing tells what was read)
@@ -1287,16 +1290,17 @@ class _Session:
         )
         if delivered is None:
             return
+        one_stage = len(self.leg_names) == 1
         gone = {
             entry
-            for entry, rows in zip(ids, found, strict=True)
-            if not rows and _id_key(entry) > _id_key(delivered)
+            for entry, rows, pending in zip(ids, found[::2], found[1::2], strict=True)
+            if not rows and not pending and (one_stage or _id_key(entry) > _id_key(delivered))
         }
         if not gone:
             return
         lost = [idx for idx, entry in self.entry_of.items() if entry in gone]
         logger.warning(
-            "pipeline %r: %d items were deleted from %s before any worker took them (XTRIM or "
+            "pipeline %r: %d items were deleted from %s before a worker answered them (XTRIM or "
             "XDEL by someone else?): answered as dropped",
             self.name,
             len(lost),

@@ -138,3 +138,49 @@ async def test_entries_trimmed_before_any_worker_took_them_end_as_counted_drops_
     # Every input is accounted for: answered, or dropped as trimmed (and counted).
     assert books.dropped_by.get("trimmed", 0) == 30 - len(outputs) >= 1
     assert books.received == books.completed + books.dropped == 30
+
+
+async def test_entries_trimmed_mid_run_while_later_ones_are_read_also_end_as_counted_drops(
+    redis_url: str, redis_prefix: str, workers: Workers
+) -> None:
+    # The same, but the trim comes mid-run: the caller writes more entries after it, the
+    # worker reads those, and Redis' last delivered id passes the deleted ones. The remote
+    # leg is one block (crawl): a deleted entry that is not pending and not answered was lost.
+    worker = workers.start(
+        "backpressure", "crawl", extra=("--prefetch", "2", "--log-level", "INFO")
+    )
+    while "pipeline 'backpressure'" not in workers.output(worker):  # not serving yet
+        await asyncio.sleep(0.02)
+    graph_hash, _ = graph_signature("backpressure", rp.backpressure.stages)
+    stream = Keys(redis_prefix, "backpressure", graph_hash).inbox("crawl")
+    client = connect(redis_url)
+    transport = RedisTransport(redis_url, prefix=redis_prefix, local={"fast"})
+    trimmed: list[int] = []
+
+    async def trim_once_entries_wait() -> None:
+        while True:
+            added = (await client.xinfo_stream(stream))["entries-added"]
+            groups = await client.xinfo_groups(stream)
+            lag = next((g["lag"] for g in groups if g["name"] == GROUP.encode()), None)
+            # 16 written (so at least 8 read and answered: the bound is 8), 4 or more waiting
+            # behind the ones the worker holds.
+            if added >= 16 and (lag or 0) >= 4:
+                trimmed.append(await client.xtrim(stream, maxlen=0, approximate=False))
+                return
+            await asyncio.sleep(0.005)
+
+    trimmer = asyncio.create_task(trim_once_entries_wait())
+    try:
+        async with asyncio.timeout(30):
+            outputs = await rp.backpressure.run(range(60), transport=transport)
+        await trimmer
+    finally:
+        trimmer.cancel()
+        await asyncio.gather(trimmer, return_exceptions=True)
+        await client.aclose()
+    assert trimmed[0] >= 1
+    assert outputs == sorted(outputs)
+    assert 10 * 59 in outputs  # items written after the trim went through
+    books = rp.backpressure.statistics()["crawl"]
+    assert books.dropped_by.get("trimmed", 0) == 60 - len(outputs) >= 1
+    assert books.received == books.completed + books.dropped == 60
