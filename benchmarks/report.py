@@ -825,9 +825,10 @@ def redis_section(edge: dict[str, Any] | None, scaleout: dict[str, Any] | None) 
             rows,
             "",
             f"Median: **{edge['of_raw']:.2f}** of raw. The caller writes the items it has ready "
-            "as burst entries (one `XADD` for up to an eighth of the block's `queue_size`), and "
-            "the worker answers a burst in one reply entry; the bound counts the items the worker "
-            "holds, so a small `queue_size` caps the rate at a given round-trip time "
+            "as burst entries (up to an eighth of the block's `queue_size` each), checking the "
+            "bound and writing in one script, and refills a full stream by halves; the worker "
+            "answers a burst in one reply entry. The bound counts the items the worker holds, so "
+            "a small `queue_size` caps the rate at a given round-trip time "
             "([Distributed pipelines](distributed.md#speed)). "
             f"From `{edge['file']}`: {machine(edge['meta'])}.",
             "",

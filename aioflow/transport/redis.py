@@ -106,6 +106,8 @@ _READ_SIZE = 1024 * 1024
 _BURST_BYTES = 1024 * 1024
 #: reply entries a caller reads between two trims of its reply stream
 _TRIM_EVERY = 200
+#: most entries a caller looks for at once when answers stop coming (_check_trimmed)
+_TRIM_CHECK = 1000
 #: seconds between two readings of the workers' books by a caller
 BOOKS_PERIOD = 0.5
 WAKE = {b"m": pack_plain({"k": "wake"}), b"v": b""}
@@ -304,6 +306,45 @@ return out
 """
 
 
+#: Writes entries to a stream only as far as its backlog bound allows, atomically (no other
+#: producer writes between the check and the writes): the backlog is the group's lag plus its
+#: pending entries (XLEN when Redis cannot tell the lag), as :func:`backlog` reads it; while it
+#: is under ARGV[2] entries, the next of the ARGV[3] entries is appended (each given as its
+#: number of field-and-value arguments, then those). Returns {written, backlog after, the
+#: ids of the entries written...}. Being
+#: one command, it also wakes a worker blocked on the stream once, with every entry written
+#: (pipelined XADDs wake it at the first, and it reads one entry at a time). Used for items up
+#: to 64 KiB: Redis copies a script's arguments twice more than an XADD's, which for frames
+#: tripled its CPU per frame (2.3 against 0.8 ms); those are checked, then written.
+APPEND_SCRIPT = """
+local stream, group = KEYS[1], ARGV[1]
+local capacity = tonumber(ARGV[2])
+local backlog = nil
+local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', stream)
+if ok then
+  for _, g in ipairs(groups) do
+    local f = {}
+    for i = 1, #g, 2 do f[g[i]] = g[i + 1] end
+    if f['name'] == group and f['lag'] then
+      backlog = tonumber(f['lag']) + tonumber(f['pending'])
+    end
+  end
+end
+if backlog == nil then backlog = redis.call('XLEN', stream) end
+local count = tonumber(ARGV[3])
+local out = {0, 0}
+local written, at = 0, 4
+while written < count and backlog + written < capacity do
+  local n = tonumber(ARGV[at])
+  out[#out + 1] = redis.call('XADD', stream, '*', unpack(ARGV, at + 1, at + n))
+  written = written + 1
+  at = at + n + 1
+end
+out[1], out[2] = written, backlog + written
+return out
+"""
+
+
 def cut_bursts(pairs: list[tuple[Any, bytes]], size: int) -> list[list[tuple[Any, bytes]]]:
     """``pairs`` (an item's path or index, its bytes) cut into the items of burst entries: at
     most ``size`` each and, past an entry's first item, at most :data:`_BURST_BYTES`."""
@@ -343,6 +384,7 @@ class _Credit:
         "credit",
         "dropped",
         "items",
+        "known",
         "max_burst",
         "overflow",
         "stream",
@@ -362,6 +404,8 @@ class _Credit:
         self.max_burst = self.burst = burst
         self.capacity = max(1, capacity // burst)
         self.credit = 0
+        #: whether ``credit`` came from Redis yet (else the first wait asks at once)
+        self.known = False
         self.overflow = overflow
         #: the block that reads the stream (its books count the drops)
         self.block = block
@@ -406,6 +450,52 @@ class _Credit:
         n = min(wanted, self.credit)
         self.credit -= n
         return n
+
+    async def room(self, client: Any, wanted: int, progress: asyncio.Event) -> int:
+        """How many of ``wanted`` entries to offer :data:`APPEND_SCRIPT` (which writes only
+        those that still fit): half the bound (all of ``wanted`` when that is less), and no
+        more. Waits for that much room without asking Redis while answers come (:meth:`freed`
+        counts the entries they free, and ``progress`` is set), so that a full stream is
+        refilled by halves, not an entry at a time, and the worker works on one half while the
+        other is written: each write, each worker's read and each acknowledgement carries
+        several entries (the round trips, not the bytes, are what an edge pays for at a small
+        ``queue_size``). Asks Redis (:func:`backlog`) at first, and while the room stays
+        short, 2 ms into the wait and then at intervals doubling to 50 ms: room that other
+        producers' entries free, or that answers from a later segment tell of long after the
+        acknowledgement here, is seen that way; from the second such look on, any room is
+        taken (the answers that would tell of more may be far off)."""
+        half = max(1, self.capacity // 2)
+        need = min(wanted, half)
+        loop = asyncio.get_running_loop()
+        delay = 0.002
+        poll_at = loop.time() if not self.known else loop.time() + delay
+        while self.credit < need:
+            progress.clear()
+            timeout = poll_at - loop.time()
+            if timeout > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout):
+                        await progress.wait()
+                if self.credit >= need:
+                    break
+            if loop.time() >= poll_at:
+                self.measured(await backlog(client, self.stream))
+                if self.credit >= 1 and delay >= 0.004:
+                    # Answers do not tell of this room (a later segment answers, or others
+                    # write): waiting longer for half would leave the stream run dry.
+                    break
+                delay = min(delay * 2, 0.05)
+                poll_at = loop.time() + delay
+        return max(0, min(wanted, self.credit, half))
+
+    def measured(self, found: int) -> None:
+        """The stream's backlog is ``found`` entries (read from Redis just now)."""
+        self.credit = self.capacity - found
+        self.known = True
+
+    def freed(self, n: int) -> None:
+        """``n`` entries this producer wrote were acknowledged (their items answered)."""
+        self.credit = min(self.capacity, self.credit + n)
 
     def queue_check(self, pipe: Any) -> None:
         """Read the backlog in ``pipe`` after its writes (no round trip of its own), or trim
@@ -803,9 +893,20 @@ class _Session:
         self.progress = asyncio.Event()
         self.ordered = ordered
         self.client: Any = None
+        self.append_script: Any = None
         self.started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.sendq: asyncio.Queue[tuple[int, bytes, float] | None] = asyncio.Queue(maxsize=_BATCH)
         self.pending: dict[int, _Pending] = {}
+        #: the entry (its id) of the first stream each unanswered input went in (a blocking
+        #: edge, not partitioned): an entry deleted before any worker took it is found by
+        #: :meth:`_check_trimmed`
+        self.entry_of: dict[int, bytes] = {}
+        #: how many items of each entry written by APPEND_SCRIPT are unanswered: an entry whose
+        #: items are all answered was acknowledged, and frees room in the stream
+        #: (:meth:`_Credit.freed`)
+        self.entry_left: dict[bytes, int] = {}
+        #: inputs answered as dropped because their entry was deleted unread (XTRIM, XDEL)
+        self.trimmed = 0
         self.next_idx = 0
         self.sent_all = False
         # ordered mode (run/stream): finished inputs wait here for their turn
@@ -973,10 +1074,17 @@ class _Session:
                     )
                     continue
                 records.setdefault(stat.name, []).append(stat)
-        # The drops this caller made on a leaky first edge count in that block's books.
+        # The drops this caller made on a leaky first edge count in that block's books, and
+        # so do the inputs it answered as dropped because their entries were deleted unread.
         own = self.credit.books()
         if own is not None:
             records.setdefault(own.name, []).append(own)
+        if self.trimmed:
+            n = self.trimmed
+            gone = BlockStatistics(
+                name=self.first_name, received=n, dropped=n, dropped_by={"trimmed": n}, workers=0
+            )
+            records.setdefault(self.first_name, []).append(gone)
         self.books = {
             name: merge_statistics(name, records.get(name, ())) for name in self.remote_names
         }
@@ -1079,6 +1187,11 @@ class _Session:
         if self.router is not None:
             await self._write_partitioned(client, self.router, batch)
             return
+        if not self.credit.leaky and all(len(body) <= _BIG for _, body, _ in batch):
+            await self._append(client, batch)
+            return
+        # A leaky edge's writes are followed by its trim; large items (frames) are written by
+        # XADD: through a script, Redis copies each value twice more (3x its CPU per frame).
         start = 0
         while start < len(batch):
             rest = batch[start:]
@@ -1105,9 +1218,53 @@ class _Session:
             for reply in replies[:-1]:
                 if isinstance(reply, Exception):
                     raise reply
+            if not self.credit.leaky:  # (a leaky edge's trims are answered by the trimmer)
+                for burst, entry in zip(bursts, replies[:-1], strict=False):
+                    for (idx, _), _ in burst:
+                        self.entry_of[idx] = entry
             dropped = self.credit.checked(replies[-1])
             if dropped:
                 await self._dropped(client, dropped)
+
+    async def _append(self, client: Any, batch: list[tuple[int, bytes, float]]) -> None:
+        """Write ``batch`` to a blocking edge with :data:`APPEND_SCRIPT`: the bound is checked
+        and the entries written in one round trip, atomically (:meth:`_Credit.room` says how
+        many to offer)."""
+        credit = self.credit
+        script = self.append_script
+        if script is None:
+            script = self.append_script = client.raw.register_script(APPEND_SCRIPT)
+        start = 0
+        while start < len(batch):
+            rest = batch[start:]
+            sizes = (len(body) for _, body, _ in rest)
+            bursts = cut_bursts(
+                [((idx, born), body) for idx, body, born in rest], credit.fit(sizes)
+            )
+            n = await credit.room(client, len(bursts), self.progress)
+            args: list[Any] = [GROUP, credit.capacity, n]
+            for burst in bursts[:n]:
+                fields = wire(
+                    pack_burst(
+                        self.run_id,
+                        self.reply,
+                        self.end,
+                        self.codec.name,
+                        [(idx,) for (idx, _), _ in burst],
+                        [body for _, body in burst],
+                        [born for (_, born), _ in burst],
+                    )
+                )
+                args.append(2 * len(fields))
+                for pair in fields.items():
+                    args.extend(pair)
+            reply = await client.guard(script(keys=[self.inbox], args=args))
+            credit.measured(int(reply[1]))
+            for burst, entry in zip(bursts, reply[2:], strict=False):
+                self.entry_left[entry] = len(burst)
+                for (idx, _), _ in burst:
+                    self.entry_of[idx] = entry
+                start += len(burst)
 
     async def _dropped(self, client: Any, metas: list[dict[str, Any]]) -> None:
         """Items a leaky first edge trimmed: this run's are answered here, other callers' on
@@ -1279,6 +1436,7 @@ class _Session:
             reply = await client.xread({self.reply: last}, count=1000, block=1000)
             if not reply:
                 if self.pending:
+                    await self._check_trimmed(last)
                     await self._check_workers()
                 continue
             self.no_worker_since = None
@@ -1295,6 +1453,62 @@ class _Session:
                 unread = 0
             if self.ordered and self.failure is not None:
                 return
+
+    async def _check_trimmed(self, read: Any) -> None:
+        """Answers are awaited and none came for a second: were entries of the first stream
+        deleted (an outside ``XTRIM`` or ``XDEL``) before any worker took them? Their inputs
+        will never be answered: answer each as dropped (reason ``"trimmed"``, counted in the
+        first block's books) so that the run ends. An entry a worker holds (pending) is its
+        worker's to answer. One that is neither there nor pending was never delivered when
+        it lies past the group's last delivered id; behind it, it may have been read,
+        acknowledged and passed on to a later segment, except when this leg is one stage (its
+        worker answers in the same ``MULTI`` as it acknowledges, and every answer written
+        before this look has been read: ``read`` is the last reply entry read)."""
+        ids = sorted(set(self.entry_of.values()), key=_id_key)[:_TRIM_CHECK]
+        if not ids:
+            return
+        pipe = self.client.pipeline(transaction=True)  # (one moment: nothing moves between)
+        pipe.xinfo_groups(self.inbox)
+        pipe.xrevrange(self.reply, count=1)
+        for entry in ids:
+            pipe.xrange(self.inbox, entry, entry, count=1)
+            pipe.xpending_range(self.inbox, GROUP, entry, entry, 1)
+        groups, newest, *found = await self.client.guard(pipe.execute(raise_on_error=False))
+        if isinstance(groups, Exception) or isinstance(newest, Exception):
+            return  # (the stream itself is gone: nothing tells what was read)
+        if newest and _id_key(newest[0][0]) > _id_key(read):
+            return  # answers came meanwhile: read them first
+        delivered = next(
+            (
+                g.get("last-delivered-id")
+                for g in groups
+                if g.get("name") in (GROUP, GROUP.encode())
+            ),
+            None,
+        )
+        if delivered is None:
+            return
+        one_stage = len(self.leg_names) == 1
+        gone = {
+            entry
+            for entry, rows, pending in zip(ids, found[::2], found[1::2], strict=True)
+            if not rows and not pending and (one_stage or _id_key(entry) > _id_key(delivered))
+        }
+        if not gone:
+            return
+        lost = [idx for idx, entry in self.entry_of.items() if entry in gone]
+        logger.warning(
+            "pipeline %r: %d items were deleted from %s before a worker answered them (XTRIM or "
+            "XDEL by someone else?): answered as dropped",
+            self.name,
+            len(lost),
+            self.inbox,
+        )
+        empty = self.codec.encode([])
+        self.trimmed += len(lost)
+        for idx in lost:
+            self._answer(pack_reply((idx,), "out", empty, reason="trimmed", block=self.first_name))
+        self.progress.set()
 
     async def _check_workers(self) -> None:
         """Answers are awaited and none came for a second: does every segment of this leg
@@ -1442,6 +1656,14 @@ class _Session:
 
     def _finish(self, idx: int, pend: _Pending) -> None:
         del self.pending[idx]
+        entry = self.entry_of.pop(idx, None)
+        if entry in self.entry_left:
+            left = self.entry_left[entry] - 1
+            if left:
+                self.entry_left[entry] = left
+            else:
+                del self.entry_left[entry]
+                self.credit.freed(1)
         if not self.pending:
             self.drained.set()
         future = pend.future
@@ -1650,6 +1872,12 @@ def _names(pipeline: Pipeline) -> list[str]:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _id_key(entry_id: Any) -> tuple[int, int]:
+    """A stream entry id (``b"1700000000000-3"``) as numbers, for comparing ids."""
+    ms, _, seq = _text(entry_id).partition("-")
+    return int(ms), int(seq or 0)
 
 
 def _glob_escape(text: str) -> str:

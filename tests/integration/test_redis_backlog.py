@@ -1,0 +1,186 @@
+"""The backlog bound of a Redis edge as producers write to it (real redis-server, real worker
+processes): the caller checks the bound and writes its entries in one atomic step, so several
+producers racing for the same stream never push it past ``queue_size``."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis_pipelines as rp
+from conftest import Workers
+
+import aioflow as af
+from aioflow.transport.messages import GROUP, Keys, graph_signature
+from aioflow.transport.redis import (
+    APPEND_SCRIPT,
+    RedisTransport,
+    ResponseError,
+    backlog,
+    connect,
+    ensure_group,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+async def test_the_append_script_writes_only_the_entries_that_fit_under_the_bound(
+    redis_url: str, redis_prefix: str
+) -> None:
+    client = connect(redis_url)
+    stream = f"{redis_prefix}:append"
+    try:
+        await ensure_group(client, stream)
+        for i in range(6):
+            await client.xadd(stream, {b"v": str(i).encode()})
+        # 4 delivered (pending), 2 waiting: a backlog of 6 entries.
+        await client.xreadgroup(GROUP, "reader", {stream: ">"}, count=4)
+        append = client.raw.register_script(APPEND_SCRIPT)
+
+        def offer(n: int) -> list[bytes | int]:
+            args: list[bytes | int] = [GROUP, 8, n]
+            for i in range(n):
+                args += [2, b"v", f"new{i}".encode()]
+            return args
+
+        got = await client.guard(append(keys=[stream], args=offer(5)))
+        assert got[:2] == [2, 8]
+        assert got[2:] == [eid for eid, _ in (await client.xrange(stream))[-2:]]  # their ids
+        assert await backlog(client, stream) == 8
+        assert await client.guard(append(keys=[stream], args=offer(3))) == [0, 8]
+        # Acknowledged and deleted (as a worker does): room for 3 more.
+        pending = await client.xpending_range(stream, GROUP, "-", "+", 3)
+        ids = [row["message_id"] for row in pending]
+        await client.xack(stream, GROUP, *ids)
+        await client.xdel(stream, *ids)
+        assert (await client.guard(append(keys=[stream], args=offer(5))))[:2] == [3, 8]
+        entries = await client.xrange(stream)
+        assert [f[b"v"] for _, f in entries][-5:] == [b"new0", b"new1", b"new0", b"new1", b"new2"]
+    finally:
+        await client.delete(stream)
+        await client.aclose()
+
+
+async def test_two_callers_racing_for_a_slow_segment_never_push_its_backlog_past_queue_size(
+    redis_url: str, redis_prefix: str, workers: Workers
+) -> None:
+    # The callers run `fast` themselves and write straight to crawl's stream (queue_size 8,
+    # a block that takes 20 ms an item): two producers of one stream, each told by Redis how
+    # much room is left in the same step as its writes.
+    workers.start("backpressure", "crawl")
+    other = af.Pipeline(rp.fast.with_options(), rp.crawl.with_options(), name="backpressure")
+    graph_hash, _ = graph_signature("backpressure", rp.backpressure.stages)
+    assert graph_signature("backpressure", other.stages)[0] == graph_hash  # the same streams
+    stream = Keys(redis_prefix, "backpressure", graph_hash).inbox("crawl")
+    client = connect(redis_url)
+    seen: list[int] = []
+
+    async def watch() -> None:
+        while True:
+            seen.append(await backlog(client, stream))
+            await asyncio.sleep(0.002)
+
+    def transport() -> RedisTransport:
+        return RedisTransport(redis_url, prefix=redis_prefix, local={"fast"})
+
+    watcher = asyncio.create_task(watch())
+    try:
+        first, second = await asyncio.gather(
+            rp.backpressure.run(range(60), transport=transport()),
+            other.run(range(100, 160), transport=transport()),
+        )
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        await client.aclose()
+    assert first == [10 * x for x in range(60)]
+    assert second == [10 * x for x in range(100, 160)]
+    assert max(seen) <= 8, f"crawl's stream held {max(seen)} entries, queue_size is 8"
+    assert max(seen) >= 6  # it did fill up: the bound, not the callers, held them back
+
+
+async def test_entries_trimmed_before_any_worker_took_them_end_as_counted_drops_not_a_hang(
+    redis_url: str, redis_prefix: str, workers: Workers
+) -> None:
+    # crawl (20 ms an item, queue_size 8) takes 2 items ahead, so its stream holds entries no
+    # worker took yet; someone else's XTRIM deletes them all once the caller wrote every item.
+    workers.start("backpressure", "crawl", extra=("--prefetch", "2"))
+    graph_hash, _ = graph_signature("backpressure", rp.backpressure.stages)
+    stream = Keys(redis_prefix, "backpressure", graph_hash).inbox("crawl")
+    client = connect(redis_url)
+    transport = RedisTransport(redis_url, prefix=redis_prefix, local={"fast"})
+    trimmed: list[int] = []
+
+    async def trim_when_all_written() -> None:
+        while True:
+            try:
+                info = await client.xinfo_stream(stream)
+            except ResponseError:  # the stream does not exist yet
+                info = {}
+            if int(info.get("entries-added", 0)) >= 30:
+                trimmed.append(await client.xtrim(stream, maxlen=0, approximate=False))
+                return
+            await asyncio.sleep(0.005)
+
+    trimmer = asyncio.create_task(trim_when_all_written())
+    try:
+        async with asyncio.timeout(30):  # (before: the run waited forever for their answers)
+            outputs = await rp.backpressure.run(range(30), transport=transport)
+        await trimmer
+    finally:
+        trimmer.cancel()
+        await asyncio.gather(trimmer, return_exceptions=True)
+        await client.aclose()
+    assert trimmed[0] >= 1
+    assert outputs == sorted(outputs)
+    assert set(outputs) <= {10 * x for x in range(30)}
+    books = rp.backpressure.statistics()["crawl"]
+    # Every input is accounted for: answered, or dropped as trimmed (and counted).
+    assert books.dropped_by.get("trimmed", 0) == 30 - len(outputs) >= 1
+    assert books.received == books.completed + books.dropped == 30
+
+
+async def test_entries_trimmed_mid_run_while_later_ones_are_read_also_end_as_counted_drops(
+    redis_url: str, redis_prefix: str, workers: Workers
+) -> None:
+    # The same, but the trim comes mid-run: the caller writes more entries after it, the
+    # worker reads those, and Redis' last delivered id passes the deleted ones. The remote
+    # leg is one block (crawl): a deleted entry that is not pending and not answered was lost.
+    worker = workers.start(
+        "backpressure", "crawl", extra=("--prefetch", "2", "--log-level", "INFO")
+    )
+    while "pipeline 'backpressure'" not in workers.output(worker):  # not serving yet
+        await asyncio.sleep(0.02)
+    graph_hash, _ = graph_signature("backpressure", rp.backpressure.stages)
+    stream = Keys(redis_prefix, "backpressure", graph_hash).inbox("crawl")
+    client = connect(redis_url)
+    transport = RedisTransport(redis_url, prefix=redis_prefix, local={"fast"})
+    trimmed: list[int] = []
+
+    async def trim_once_entries_wait() -> None:
+        while True:
+            added = (await client.xinfo_stream(stream))["entries-added"]
+            groups = await client.xinfo_groups(stream)
+            lag = next((g["lag"] for g in groups if g["name"] == GROUP.encode()), None)
+            # 16 written (so at least 8 read and answered: the bound is 8), 4 or more waiting
+            # behind the ones the worker holds.
+            if added >= 16 and (lag or 0) >= 4:
+                trimmed.append(await client.xtrim(stream, maxlen=0, approximate=False))
+                return
+            await asyncio.sleep(0.005)
+
+    trimmer = asyncio.create_task(trim_once_entries_wait())
+    try:
+        async with asyncio.timeout(30):
+            outputs = await rp.backpressure.run(range(60), transport=transport)
+        await trimmer
+    finally:
+        trimmer.cancel()
+        await asyncio.gather(trimmer, return_exceptions=True)
+        await client.aclose()
+    assert trimmed[0] >= 1
+    assert outputs == sorted(outputs)
+    assert 10 * 59 in outputs  # items written after the trim went through
+    books = rp.backpressure.statistics()["crawl"]
+    assert books.dropped_by.get("trimmed", 0) == 60 - len(outputs) >= 1
+    assert books.received == books.completed + books.dropped == 60
