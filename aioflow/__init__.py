@@ -24,6 +24,7 @@ from .errors import (
 from .graph import Branch, branch
 from .loop import run
 from .pipeline import Pipeline, RunningPipeline
+from .sampling import Every, Held, every
 from .stats import BlockStatistics, Bottleneck, LatencyHistogram
 
 __version__ = "0.1.0"
@@ -37,9 +38,11 @@ __all__ = (
     "BlockStatistics",
     "Bottleneck",
     "Branch",
+    "Every",
     "ExecutorError",
     "FunctionBlock",
     "GraphError",
+    "Held",
     "ItemDropped",
     "LatencyHistogram",
     "Pipeline",
@@ -50,5 +53,6 @@ __all__ = (
     "__version__",
     "block",
     "branch",
+    "every",
     "run",
 )
