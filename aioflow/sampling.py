@@ -20,6 +20,7 @@ from typing import Any, Generic, TypeVar, overload
 from .block import Block, PlainStage, Stage
 from .errors import GraphError
 from .graph import Branch, Graph, _label_chain, _normalize
+from .wire import register
 
 __all__ = ["Every", "Held", "every"]
 
@@ -55,6 +56,10 @@ class Held(Generic[T_co, R_co]):
     def fresh(self) -> bool:
         """Whether ``result`` was computed from this very item."""
         return self.age_items == 0
+
+
+# (so that a Held travels to the next segment in the distributed mode, without pickle)
+register(Held, tag="aioflow.sampling:Held")
 
 
 class Every(Branch[A, Held[A, R]]):
