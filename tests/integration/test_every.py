@@ -181,12 +181,12 @@ async def test_the_wrapped_block_keeps_its_options_thread_executor_and_batches()
 
 async def test_the_wrapped_block_may_run_in_worker_processes() -> None:
     whoami = af.block(executor="process", workers=2, name="whoami")(proc_targets.whoami)
-    pipe = af.Pipeline(af.every(whoami, n=4, key=lambda x: x % 3), name="procs")
+    pipe = af.Pipeline(af.every(whoami, n=4, key=lambda x: hash(x) % 3), name="procs")
     outputs = await pipe.run(range(24))
     assert [h.item for h in outputs] == list(range(24))
-    for h in outputs:
+    for i, h in enumerate(outputs):
         value, pid = h.result
-        assert value == h.item - 3 * h.age_items  # the key's latest sample: 3 items apart
+        assert value == i - 3 * h.age_items  # the key's latest sample: 3 items apart
         assert pid != os.getpid()
     assert [h.item for h in outputs if h.fresh] == [0, 1, 2, 12, 13, 14]
     assert pipe.statistics()["whoami"].received == 6
