@@ -168,15 +168,16 @@ class EveryRuntime:
         """A slot for ``env``, queued in its lane; whether its item is to be sampled."""
         ev = self.every
         value = env.value
+        which = "key"
         try:
             k = ev.key(value) if ev.key is not None else None
             hash(k)
+            which = "clock"
             t = float(ev.clock(value)) if ev.clock is not None else env.born
         except Exception as exc:  # the user's key or clock: this item fails, in its turn
             error = BlockError(
                 self.name,
-                f"its {'key' if ev.key is not None else 'clock'} function raised "
-                f"{type(exc).__name__}: {exc}",
+                f"its {which} function raised {type(exc).__name__}: {exc}",
                 item=summarize(value),
             )
             error.__cause__ = exc

@@ -329,6 +329,19 @@ async def test_a_failing_key_function_fails_that_item_naming_every() -> None:
             await running.submit(3)
         assert (await running.submit(5)).result == 5
 
+    def clock(x: int) -> float:
+        if x == 2:
+            msg = "no timestamp"
+            raise ValueError(msg)
+        return x / 10
+
+    timed = af.every(lambda x: x, per_second=1, key=key, clock=clock, name="timed")
+    with pytest.raises(ExceptionGroup) as info:
+        await af.Pipeline(timed).run(range(3))
+    (error,) = info.value.exceptions
+    assert isinstance(error, af.BlockError)
+    assert "its clock function raised ValueError: no timestamp" in str(error)
+
 
 @pytest.mark.parametrize(
     ("options", "needle"),
