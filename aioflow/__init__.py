@@ -25,6 +25,7 @@ from .errors import (
 from .graph import Branch, branch
 from .loop import run
 from .pipeline import Pipeline, RunningPipeline
+from .sampling import Every, Held, every
 from .stats import BlockStatistics, Bottleneck, LatencyHistogram
 
 __version__ = "0.1.0"
@@ -39,9 +40,11 @@ __all__ = (
     "Bottleneck",
     "Branch",
     "EndOfKey",
+    "Every",
     "ExecutorError",
     "FunctionBlock",
     "GraphError",
+    "Held",
     "ItemDropped",
     "LatencyHistogram",
     "Pipeline",
@@ -52,5 +55,6 @@ __all__ = (
     "__version__",
     "block",
     "branch",
+    "every",
     "run",
 )

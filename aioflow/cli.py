@@ -39,6 +39,7 @@ from .graph import Branch
 from .loop import loop_factory
 from .loop import run as run_main
 from .pipeline import Pipeline
+from .sampling import Every
 from .stats import LATENCY_BUCKETS
 
 __all__ = ["host_port", "main"]
@@ -131,6 +132,13 @@ def describe(pipe: Pipeline, out: TextIO) -> None:
     out.write(f"pipeline {pipe.name!r}: {pipe.describe()}\n")
 
     def stage(s: Block | Branch, indent: str) -> None:
+        if isinstance(s, Every):
+            rate = f"n={s.n}" if s.n is not None else f"per_second={s.per_second}"
+            keyed = ", keyed" if s.key is not None else ""
+            out.write(f"{indent}every {s.name!r} ({rate}{keyed}, queue_size={s.queue_size})\n")
+            for inner in s.members[0]:
+                stage(inner, indent + "  ")
+            return
         if isinstance(s, Branch):
             out.write(f"{indent}branch {s.name!r} (queue_size={s.queue_size})\n")
             for number, member in enumerate(s.members, 1):

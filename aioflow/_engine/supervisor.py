@@ -20,6 +20,7 @@ from typing import Any
 from ..block import Block
 from ..errors import BlockError, GraphError, PipelineClosed, describe, summarize
 from ..graph import Branch
+from ..sampling import Every
 from ..stats import BlockStatistics
 from .branching import BranchRuntime
 from .cancelling import (
@@ -32,6 +33,7 @@ from .cancelling import (
 )
 from .channel import Channel, ChannelClosed
 from .envelope import Envelope, SubmitTicket
+from .holding import EveryRuntime
 from .latency import Buckets
 from .runner import _NOTHING, BlockRuntime, _Lane
 
@@ -43,7 +45,7 @@ _perf = time.perf_counter
 _SPARE = 256  # envelopes kept for reuse, at most
 
 
-Runtime = BlockRuntime | BranchRuntime
+Runtime = BlockRuntime | BranchRuntime | EveryRuntime
 
 
 class PipelineRun:
@@ -85,7 +87,9 @@ class PipelineRun:
         nxt = out
         for stage in reversed(stages):
             rt: Runtime
-            if isinstance(stage, Branch):
+            if isinstance(stage, Every):
+                rt = EveryRuntime(stage, nxt, self)
+            elif isinstance(stage, Branch):
                 rt = BranchRuntime(stage, nxt, self)
             else:
                 rt = BlockRuntime(stage, nxt)
@@ -241,7 +245,7 @@ class PipelineRun:
                 o = rt.opts
                 parts.append(f"{rt.name} ({o.executor} x{o.workers})")
             else:
-                parts.append(f"{rt.name} (branch)")
+                parts.append(f"{rt.name} ({'every' if isinstance(rt, EveryRuntime) else 'branch'})")
         n = len(self.blocks)
         logger.info(
             "pipeline %r: starting %d block%s: %s",

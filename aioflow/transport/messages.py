@@ -52,6 +52,7 @@ from typing import Any
 from ..block import Block
 from ..errors import AioflowError, BlockError
 from ..graph import Branch
+from ..sampling import Every
 from .codec import Codec, CodecError, pack_plain, unpack_plain
 
 __all__ = [
@@ -147,11 +148,17 @@ def _option_text(value: Any) -> Any:
 
 def _stage_doc(stage: Block | Branch) -> Any:
     if isinstance(stage, Branch):
-        return {
+        doc: dict[str, Any] = {
             "branch": stage.name,
             "queue_size": stage.queue_size,
             "members": [[_stage_doc(s) for s in member] for member in stage.members],
         }
+        if isinstance(stage, Every):
+            doc["every"] = {
+                option: _option_text(getattr(stage, option))
+                for option in ("n", "per_second", "key", "clock", "ordered")
+            }
+        return doc
     opts = stage.options
     doc = {f.name: _option_text(getattr(opts, f.name)) for f in fields(opts)}
     doc["kind"] = stage._aioflow_kind

@@ -40,6 +40,7 @@ IN_PROCESS = (
     "batch_thread",
     "keyed",
     "branch",
+    "every",
     "life_async",
 )
 #: A block whose plain (sync) setup and teardown run in its thread pool.
@@ -217,6 +218,9 @@ def build(
             left = af.block(name=name + "_l")(_sleepy(0))
             right = af.block(executor="thread", name=name + "_r")(lambda x: x)
             stages.append(af.branch(left, right, name=name))
+        elif kind == "every":
+            inner = af.block(name=name + "_s", workers=spec.workers)(_sleepy(spec.delay / 10))
+            stages.append(af.every(inner, n=3, key=lambda x: hash(repr(x)) % 2, name=name))
         elif kind == "life_async":
             stages.append(AsyncLife(record, spec.delay, **opts))
         elif kind == "life_thread":

@@ -56,6 +56,20 @@ fanout = af.Pipeline(explode, label, name="fanout")
 failing = af.Pipeline(fail_on_7, inc.with_options(name="after"), name="failing")
 
 
+@af.block
+async def held_pair(held: af.Held[int, int]) -> tuple[int, int, int]:
+    return held.item, held.result, held.age_items
+
+
+# sample-and-hold in a worker: the Held outputs travel to the next segment
+sampled = af.Pipeline(
+    inc.with_options(name="feed"),
+    af.every(square.with_options(name="sq"), n=3, key=lambda x: x % 2, name="every3"),
+    held_pair,
+    name="sampled",
+)
+
+
 @af.block(workers=8)
 async def slow(x: int) -> int:
     await asyncio.sleep(float(os.environ.get("AIOFLOW_TEST_DELAY", "0.002")))

@@ -1,9 +1,10 @@
 """Random pipelines cancelled at random moments leave nothing behind.
 
 Hypothesis (derandomized: the same examples every run) builds pipelines mixing async, thread,
-generator, batched, keyed and branch blocks and blocks with slow setup and teardown, runs them
-through ``run()``, ``stream()`` or ``open()`` + ``submit()``, and cancels the caller at a random
-moment: a few milliseconds in, or while a setup or a teardown runs. After each run: it ended
+generator, batched, keyed, branch and ``af.every`` blocks and blocks with slow setup and
+teardown, runs them through ``run()``, ``stream()`` or ``open()`` + ``submit()``, and cancels
+the caller at a random moment: a few milliseconds in, or while a setup or a teardown runs.
+After each run: it ended
 within a bound, no task, thread, child process or ``/dev/shm/aioflow*`` segment of it is left,
 every setup that finished had exactly one teardown, and the books balance.
 

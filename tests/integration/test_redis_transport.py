@@ -46,6 +46,27 @@ async def test_flat_maps_and_filters_keep_input_order(
     assert remote[:3] == ["1.0", "2.0", "2.1"]
 
 
+async def test_an_every_stage_in_a_worker_samples_and_holds_as_it_does_locally(
+    redis_url: str, redis_prefix: str, workers: Workers
+) -> None:
+    workers.start("sampled", "every3")  # feed and held_pair stay in the caller
+    transport = RedisTransport(redis_url, prefix=redis_prefix, local={"feed", "held_pair"})
+    items = list(range(40))
+    remote = await rp.sampled.run(items, transport=transport)
+    assert remote == await rp.sampled.run(items)
+    # x+1 by parity; every 3rd of each parity squared, the two after it hold that square
+    assert remote[:8] == [
+        (1, 1, 0),
+        (2, 4, 0),
+        (3, 1, 1),
+        (4, 4, 1),
+        (5, 1, 2),
+        (6, 4, 2),
+        (7, 49, 0),
+        (8, 64, 0),
+    ]
+
+
 async def test_blocks_kept_local_run_in_the_caller(
     redis_url: str, redis_prefix: str, workers: Workers
 ) -> None:

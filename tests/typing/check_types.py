@@ -207,6 +207,32 @@ decode >> af.branch(length, classify)  # type: ignore[arg-type]  # length takes 
 branch_stage: Stage[Frame, tuple[list[Event], str]] = both
 
 
+# -- every: sample-and-hold, one Held(item, result, ...) per input ----------------------------
+
+sampled = af.every(detect, n=5, key=lambda f: f.index)
+assert_type(sampled, af.Every[Frame, list[Event]])
+assert_type(decode >> sampled, af.Pipeline[bytes, af.Held[Frame, list[Event]]])
+assert_type(af.every(classify, per_second=2.5).name, str)
+assert_type(af.every(lambda f: f.index, n=2), af.Every[Any, Any])
+every_stage: Stage[Frame, af.Held[Frame, list[Event]]] = sampled
+af.every(detect, n=5, key=lambda b: b.decode())  # type: ignore[attr-defined]  # a Frame, not bytes
+af.every(detect, 5)  # type: ignore[call-overload]  # options are keyword-only
+
+
+@af.block
+async def draw(held: af.Held[Frame, list[Event]]) -> str:
+    assert_type(held.item, Frame)
+    assert_type(held.result, list[Event])
+    assert_type(held.age_items, int)
+    assert_type(held.age_s, float)
+    assert_type(held.fresh, bool)
+    return ""
+
+
+assert_type(decode >> sampled >> draw, af.Pipeline[bytes, str])
+sampled >> length  # type: ignore[operator]  # length takes a str, not a Held
+
+
 # -- running: run() is list[C], stream() yields C, submit() returns C --------------------------
 
 pipe = decode >> detect >> split

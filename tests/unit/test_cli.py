@@ -29,6 +29,9 @@ def check(x):
 
 pipe = af.Pipeline(double, check, name="demo")
 numbers = [1, 2, 3]
+sampled = af.Pipeline(
+    af.every(double.with_options(name="d2"), n=4, key=lambda x: x % 2), name="sampled"
+)
 
 def make():
     return af.Pipeline(af.block(name="inc")(lambda x: x + 1), name="made")
@@ -71,6 +74,13 @@ def test_graph_prints_the_stages_and_their_options(project: Path) -> None:
     assert "double: coroutine on async, workers=2" in done.stdout
     assert "check: function on thread" in done.stdout
     assert "on_error='skip'" in done.stdout
+
+
+def test_graph_shows_an_every_stage_with_its_rate_and_the_stage_it_wraps(project: Path) -> None:
+    done = aioflow(project, "graph", "mypipe:sampled")
+    assert done.returncode == 0, done.stderr
+    assert "every 'every(d2)' (n=4, keyed, queue_size=64)" in done.stdout
+    assert "    d2: coroutine on async, workers=2" in done.stdout
 
 
 def test_run_streams_json_lines_through_the_pipeline(project: Path) -> None:
