@@ -39,7 +39,7 @@ import hashlib
 import logging
 import math
 import random
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -256,6 +256,9 @@ class Owner:
         ttl: seconds a lease lasts without renewal: how long a dead owner's partitions wait.
         snapshot_period: seconds between two snapshots of a partition that took new items.
         process: called with the entries to process again after a takeover, in stream order.
+        followers: the lanes of the blocks after ``block`` in the segment keyed by the same
+            function (their items come from its partitions, so each key's are in this worker
+            too): snapshotted, restored and dropped with the partition, as ``block``'s.
     """
 
     def __init__(
@@ -271,11 +274,15 @@ class Owner:
         snapshot_period: float,
         pipeline: str,
         process: Callable[[list[Entry]], Awaitable[None]],
+        followers: Mapping[str, KeyedLanes] | None = None,
     ) -> None:
         self.block = block
         self.count = count
         self.consumer = consumer
         self.lanes = lanes
+        self.followers = dict(followers or {})
+        #: whether a block of the partition keeps a state per key (else no pause to snapshot)
+        self.stateful = lanes.stateful or any(f.stateful for f in self.followers.values())
         self.ttl_ms = max(1, int(ttl * 1000))
         self.snapshot_period = snapshot_period
         self.pipeline = pipeline
@@ -344,7 +351,7 @@ class Owner:
             self._settled.set()
             if not p.owned:
                 # Lost or handed over while items were in flight: its keys are another's now.
-                self.lanes.drop(self._in(part))
+                self._drop(self._in(part))
 
     def queue_acks(self, pipe: Any, tokens: list[bytes]) -> None:
         """Acknowledge entries of partition streams in ``pipe``. They are not deleted: the
@@ -401,7 +408,7 @@ class Owner:
                     self.ttl_ms / 1000,
                 )
                 if not p.in_flight:
-                    self.lanes.drop(self._in(p.index))
+                    self._drop(self._in(p.index))
         owned = [p for p in self.parts if p.owned]
         # Another worker joined: hand it partitions (the snapshot loop does, one at a time).
         self.excess = max(0, len(owned) - share)
@@ -422,7 +429,7 @@ class Owner:
     async def take_over(self, client: Any, p: _Part) -> None:
         """Restore ``p``'s state and process again what its last owner left after its mark."""
         want = self._in(p.index)
-        self.lanes.drop(want)
+        self._drop(want)
         saved = await client.hgetall(self._snap[p.index])
         mark = saved.get(b"mark") or None
         state = saved.get(b"state")
@@ -443,6 +450,8 @@ class Owner:
                 pairs = snap["blocks"].get(self.block, [])
                 self.lanes.restore(pairs)
                 restored = len(pairs)
+                for name, lanes in self.followers.items():
+                    lanes.restore(snap["blocks"].get(name, []))
         last_delivered = b"0-0"
         for group in await client.xinfo_groups(p.stream):
             if group.get("name") in (GROUP, GROUP.encode()):
@@ -501,7 +510,7 @@ class Owner:
     async def snapshot(self, client: Any, p: _Part, *, release: bool = False) -> bool:
         """Write ``p``'s state at a moment when every item taken from it is done; with
         ``release``, give up its lease in the same script. False if the lease was lost."""
-        if not release and (self._unwritable or not self.lanes.stateful):
+        if not release and (self._unwritable or not self.stateful):
             # No state to carry over: no need to stop the partition; keep from its oldest
             # entry in flight on (a next owner processes those again).
             return await self._write_snapshot(client, p, release=False, carry=False)
@@ -527,8 +536,11 @@ class Owner:
                 last, trim = _before(oldest), oldest.decode()
         else:
             try:
-                pairs = [[k, s] for k, s in self.lanes.states(want).items()]
-                snap = Snapshot(version=VERSION, pipeline=self.pipeline, blocks={self.block: pairs})
+                blocks = {
+                    name: [[k, s] for k, s in lanes.states(want).items()]
+                    for name, lanes in ((self.block, self.lanes), *self.followers.items())
+                }
+                snap = Snapshot(version=VERSION, pipeline=self.pipeline, blocks=blocks)
                 state = encode(snap)
             except SnapshotError as exc:
                 if not self._unwritable:
@@ -557,13 +569,13 @@ class Owner:
         if not done:  # the lease expired meanwhile: another worker may own it now
             p.owned = p.ready = False
             if not p.in_flight:
-                self.lanes.drop(want)
+                self._drop(want)
             return False
         p.snapped = p.last
         self.snapshots += 1
         if release:
             p.owned = p.ready = False
-            self.lanes.drop(want)
+            self._drop(want)
             logger.info(
                 "worker %s: handed over partition %d of %r", self.consumer, p.index, self.block
             )
@@ -581,6 +593,12 @@ class Owner:
                 await client.eval(_RELEASE, 1, self._lease[p.index], self.consumer)
                 p.owned = p.ready = False
         await client.zrem(self.members, self.consumer)
+
+    def _drop(self, want: Callable[[Hashable], bool]) -> None:
+        """Forget the keys ``want`` accepts, in every block of the partition."""
+        self.lanes.drop(want)
+        for lanes in self.followers.values():
+            lanes.drop(want)
 
     def owned(self) -> list[int]:
         return [p.index for p in self.parts if p.owned]

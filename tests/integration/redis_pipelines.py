@@ -171,6 +171,21 @@ keyed = af.Pipeline(count, name="keyed")
 tagged = af.Pipeline(tag, count.with_options(name="count2"), name="tagged")
 
 
+def by_camera(item: tuple[str, int]) -> str:
+    return item[0]
+
+
+@af.block(key=by_camera, state=dict, workers=2)
+async def again(item: tuple[str, int, int], state: dict[str, int]) -> tuple[str, int, int, int]:
+    """A second running count per key, after a block keyed by the same function in its
+    segment: its items come from that block's partitions, its state goes with their snapshots."""
+    state["n"] = state.get("n", 0) + 1
+    return (*item, state["n"])
+
+
+twice = af.Pipeline(count.with_options(name="count3", key=by_camera), again, name="twice")
+
+
 @af.block(key=lambda item: item[0], workers=4)
 async def lane(item: tuple[str, int]) -> tuple[str, int]:
     """Keyed without a state: per-key order only (its partitions are not paused to snapshot)."""
