@@ -39,7 +39,7 @@ import hashlib
 import logging
 import math
 import random
-from collections.abc import Awaitable, Callable, Hashable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +48,7 @@ from ..block import Block
 from ..errors import SnapshotError
 from ..graph import Branch
 from ..state import VERSION, Snapshot, decode, encode
+from ..stats import BlockStatistics
 from .codec import pack_plain
 from .messages import GROUP, Keys
 
@@ -144,28 +145,25 @@ class Router:
     """A producer's side: each item to its key's partition stream, each stream bounded.
 
     Each partition's backlog is bounded by ``ceil(queue_size / count)`` (at least 2), so that
-    the partitions together hold about the block's ``queue_size``.
+    the partitions together hold about the block's ``queue_size``. A leaky block
+    (``overflow="drop_oldest"`` or ``"drop_newest"``) makes each partition leaky with that
+    bound: the producer never waits, and trims the entries of the partitions it wrote to that
+    no owner has taken beyond it (:meth:`queue_trims`, :meth:`trimmed`).
     """
 
-    def __init__(
-        self, block: Block, inbox: str, count: int, credit: Callable[[str, int], _Credit]
-    ) -> None:
+    def __init__(self, block: Block, inbox: str, count: int, credit: type[_Credit]) -> None:
         opts = block.options
         self.block = opts.name
         self._key = opts.key
         self.count = count
         self.streams = partition_streams(inbox, count)
         cap = max(2, math.ceil(opts.queue_size / count))
-        self.credits = [credit(stream, cap) for stream in self.streams]
+        self.credits = [
+            credit(stream, cap, overflow=opts.overflow, block=opts.name, partitioned=True)
+            for stream in self.streams
+        ]
+        self.leaky = opts.overflow != "block"
         self._assigned: dict[int, int] = {}
-        if opts.overflow != "block":
-            # Not yet across partition streams: say so rather than block where drops are asked.
-            logger.warning(
-                "block %r: overflow=%r does not drop across workers for a keyed block (its input "
-                "is partitioned): the producer waits for room instead (docs/distributed.md)",
-                opts.name,
-                opts.overflow,
-            )
 
     def partition(self, value: Any) -> int:
         """The partition of an item. A key function that fails sends it to partition 0: the
@@ -191,6 +189,33 @@ class Router:
             credit = self.credits[part]
             while wanted > 0:
                 wanted -= await credit.take(client, wanted, progress)
+
+    def queue_trims(self, pipe: Any, parts: Iterable[int]) -> int:
+        """A leaky block's: the trim of each partition in ``parts`` (written to in ``pipe``),
+        after the writes; returns how many replies they add at the end of ``pipe``'s."""
+        if not self.leaky:
+            return 0
+        found = sorted(set(parts))
+        for part in found:
+            self.credits[part].queue_check(pipe)
+        return len(found)
+
+    def trimmed(self, parts: Iterable[int], replies: Sequence[Any]) -> list[dict[str, Any]]:
+        """The metas of the items that :meth:`queue_trims`'s trims (their ``replies``) dropped,
+        for :func:`~aioflow.transport.redis.queue_drop_notices`."""
+        dropped: list[dict[str, Any]] = []
+        for part, reply in zip(sorted(set(parts)), replies, strict=True):
+            dropped += self.credits[part].checked(reply)
+        return dropped
+
+    def books(self) -> BlockStatistics | None:
+        """The keyed block's books of the drops this producer made, or None before any."""
+        n = sum(credit.dropped for credit in self.credits)
+        if not n:
+            return None
+        return BlockStatistics(
+            name=self.block, received=n, dropped=n, dropped_by={"overflow": n}, workers=0
+        )
 
 
 @dataclass(eq=False)
@@ -298,6 +323,8 @@ class Owner:
         #: counters for the log and tests
         self.taken_over = 0
         self.snapshots = 0
+        #: entries deleted while pending, acknowledged at a takeover (the worker's books)
+        self.trimmed = 0
         self._unwritable = False
         # A read blocks 0.1 s at most; the lease is renewed every ttl / 3.
         self._margin = max(0.15, ttl / 4)
@@ -464,12 +491,15 @@ class Owner:
             ids = [eid for eid, _ in entries]
             for start in range(0, len(ids), 500):
                 await client.xclaim(p.stream, GROUP, self.consumer, 0, ids[start : start + 500])
-            counts: dict[bytes, int] = {}
-            if ids:
-                rows = await client.xpending_range(
-                    p.stream, GROUP, ids[0], ids[-1], len(ids) + 1000
-                )
-                counts = {row["message_id"]: int(row["times_delivered"]) for row in rows}
+            rows = await client.xpending_range(p.stream, GROUP, lo, last_delivered, len(ids) + 1000)
+            counts = {row["message_id"]: int(row["times_delivered"]) for row in rows}
+            # Pending entries deleted since (by other hands: a producer's trim never deletes
+            # what the group delivered) are acknowledged, and counted in the block's books.
+            present = set(ids)
+            gone = [eid for eid in counts if eid not in present]
+            if gone:
+                await client.xack(p.stream, GROUP, *gone)
+                self.trimmed += len(gone)
             replay = [(token(p.index, eid), f, counts.get(eid, 1)) for eid, f in entries]
         p.last = p.snapped = mark
         if replay or restored:

@@ -511,17 +511,22 @@ class Worker:
         stats = self.running.statistics()
         self._adapt(stats.values())
         first = next(iter(stats), None)
-        if self.trimmed and first is not None:
-            # Entries deleted while pending (acknowledged by the reclaimer) were this block's.
-            n = self.trimmed
+        n = self.trimmed + (self.owner.trimmed if self.owner is not None else 0)
+        if n and first is not None:
+            # Entries deleted while pending (acknowledged by the reclaimer, or at a takeover)
+            # were this block's.
             gone = BlockStatistics(
                 name=first, received=n, dropped=n, dropped_by={"trimmed": n}, workers=0
             )
             stats[first] = merge_statistics(first, [stats[first], gone])
-        if self.credit is not None and (drops := self.credit.books()) is not None:
-            # The drops this worker made on the leaky edge to the next segment: a record of
-            # the next block holding only them (the caller merges it with that block's).
-            stats[drops.name] = drops
+        for drops in (
+            self.credit.books() if self.credit is not None else None,
+            self.router.books() if self.router is not None else None,
+        ):
+            if drops is not None:
+                # The drops this worker made on the leaky edge to the next segment: a record
+                # of the next block holding only them (the caller merges it with that block's).
+                stats[drops.name] = drops
         return {name: pack_plain(stat.to_data()) for name, stat in stats.items()}
 
     def _adapt(self, stats: Iterable[BlockStatistics]) -> None:
@@ -1048,20 +1053,26 @@ class Worker:
             pipe.xdel(self.inbox, *ids)
         if books:
             self._queue_books(pipe)
-        credit = self.credit if self.router is None else None
+        credit = self.credit if router is None else None
         if credit is not None:
             credit.queue_check(pipe)  # the next stream's backlog, in the same round trip
+        parts = [part for item in chunk for part in item.routes]
+        trims = router.queue_trims(pipe, parts) if router is not None else 0
         replies = await client.guard(pipe.execute(raise_on_error=False))
         self.acked += len(ids)
         dropped = credit.checked(replies.pop()) if credit is not None else []
+        if trims and router is not None:  # (a leaky keyed next block: its partitions trimmed)
+            dropped = router.trimmed(parts, replies[len(replies) - trims :])
+            del replies[len(replies) - trims :]
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
-        if dropped and self.credit is not None:
+        if dropped:
             # Items a leaky next edge trimmed: their callers hear it from here, with books
             # that count the drops when these writes leave the worker idle.
+            block = router.block if router is not None else self.next_name or ""
             pipe = client.pipeline(transaction=True)
-            queue_drop_notices(pipe, self.codec, dropped, self.credit.block, "overflow")
+            queue_drop_notices(pipe, self.codec, dropped, block, "overflow")
             if books:
                 self._queue_books(pipe)
             await client.guard(pipe.execute(raise_on_error=False))
