@@ -441,7 +441,12 @@ class Owner:
         self.excess = max(0, len(owned) - share)
         # (A partition lost here with items still in flight waits for them: taking it back now
         # would process them a second time on top of their own effect on the state.)
-        free = [p for p in self.parts if not p.owned and not p.in_flight]
+        # Nor one a read under way may still deliver from (lost while the loop stalled): its
+        # entries are dropped as the read ends, for the takeover to process; taken back at
+        # once, they would also be processed as they come.
+        free = [
+            p for p in self.parts if not p.owned and not p.in_flight and p.index not in self.reading
+        ]
         random.shuffle(free)  # workers starting together do not all race for partition 0
         for p in free:
             if len(owned) >= share:
