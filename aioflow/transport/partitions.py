@@ -39,7 +39,7 @@ import hashlib
 import logging
 import math
 import random
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +49,7 @@ from ..control import EndOfKey
 from ..errors import SnapshotError
 from ..graph import Branch
 from ..state import VERSION, Snapshot, decode, encode
+from ..stats import BlockStatistics
 from .codec import pack_plain
 from .ending import Touches
 from .messages import GROUP, Keys
@@ -147,28 +148,25 @@ class Router:
     """A producer's side: each item to its key's partition stream, each stream bounded.
 
     Each partition's backlog is bounded by ``ceil(queue_size / count)`` (at least 2), so that
-    the partitions together hold about the block's ``queue_size``.
+    the partitions together hold about the block's ``queue_size``. A leaky block
+    (``overflow="drop_oldest"`` or ``"drop_newest"``) makes each partition leaky with that
+    bound: the producer never waits, and trims the entries of the partitions it wrote to that
+    no owner has taken beyond it (:meth:`queue_trims`, :meth:`trimmed`).
     """
 
-    def __init__(
-        self, block: Block, inbox: str, count: int, credit: Callable[[str, int], _Credit]
-    ) -> None:
+    def __init__(self, block: Block, inbox: str, count: int, credit: type[_Credit]) -> None:
         opts = block.options
         self.block = opts.name
         self._key = opts.key
         self.count = count
         self.streams = partition_streams(inbox, count)
         cap = max(2, math.ceil(opts.queue_size / count))
-        self.credits = [credit(stream, cap) for stream in self.streams]
+        self.credits = [
+            credit(stream, cap, overflow=opts.overflow, block=opts.name, partitioned=True)
+            for stream in self.streams
+        ]
+        self.leaky = opts.overflow != "block"
         self._assigned: dict[int, int] = {}
-        if opts.overflow != "block":
-            # Not yet across partition streams: say so rather than block where drops are asked.
-            logger.warning(
-                "block %r: overflow=%r does not drop across workers for a keyed block (its input "
-                "is partitioned): the producer waits for room instead (docs/distributed.md)",
-                opts.name,
-                opts.overflow,
-            )
 
     def partition(self, value: Any) -> int:
         """The partition of an item. A key function that fails sends it to partition 0: the
@@ -196,6 +194,33 @@ class Router:
             credit = self.credits[part]
             while wanted > 0:
                 wanted -= await credit.take(client, wanted, progress)
+
+    def queue_trims(self, pipe: Any, parts: Iterable[int]) -> int:
+        """A leaky block's: the trim of each partition in ``parts`` (written to in ``pipe``),
+        after the writes; returns how many replies they add at the end of ``pipe``'s."""
+        if not self.leaky:
+            return 0
+        found = sorted(set(parts))
+        for part in found:
+            self.credits[part].queue_check(pipe)
+        return len(found)
+
+    def trimmed(self, parts: Iterable[int], replies: Sequence[Any]) -> list[dict[str, Any]]:
+        """The metas of the items that :meth:`queue_trims`'s trims (their ``replies``) dropped,
+        for :func:`~aioflow.transport.redis.queue_drop_notices`."""
+        dropped: list[dict[str, Any]] = []
+        for part, reply in zip(sorted(set(parts)), replies, strict=True):
+            dropped += self.credits[part].checked(reply)
+        return dropped
+
+    def books(self) -> BlockStatistics | None:
+        """The keyed block's books of the drops this producer made, or None before any."""
+        n = sum(credit.dropped for credit in self.credits)
+        if not n:
+            return None
+        return BlockStatistics(
+            name=self.block, received=n, dropped=n, dropped_by={"overflow": n}, workers=0
+        )
 
 
 @dataclass(eq=False)
@@ -261,6 +286,9 @@ class Owner:
         ttl: seconds a lease lasts without renewal: how long a dead owner's partitions wait.
         snapshot_period: seconds between two snapshots of a partition that took new items.
         process: called with the entries to process again after a takeover, in stream order.
+        followers: the lanes of the blocks after ``block`` in the segment keyed by the same
+            function (their items come from its partitions, so each key's are in this worker
+            too): snapshotted, restored and dropped with the partition, as ``block``'s.
     """
 
     def __init__(
@@ -276,11 +304,15 @@ class Owner:
         snapshot_period: float,
         pipeline: str,
         process: Callable[[list[Entry]], Awaitable[None]],
+        followers: Mapping[str, KeyedLanes] | None = None,
     ) -> None:
         self.block = block
         self.count = count
         self.consumer = consumer
         self.lanes = lanes
+        self.followers = dict(followers or {})
+        #: whether a block of the partition keeps a state per key (else no pause to snapshot)
+        self.stateful = lanes.stateful or any(f.stateful for f in self.followers.values())
         self.ttl_ms = max(1, int(ttl * 1000))
         self.snapshot_period = snapshot_period
         self.pipeline = pipeline
@@ -296,6 +328,8 @@ class Owner:
         #: counters for the log and tests
         self.taken_over = 0
         self.snapshots = 0
+        #: entries deleted while pending, acknowledged at a takeover (the worker's books)
+        self.trimmed = 0
         self._unwritable = False
         # A read blocks 0.1 s at most; the lease is renewed every ttl / 3.
         self._margin = max(0.15, ttl / 4)
@@ -439,7 +473,12 @@ class Owner:
         self.excess = max(0, len(owned) - share)
         # (A partition lost here with items still in flight waits for them: taking it back now
         # would process them a second time on top of their own effect on the state.)
-        free = [p for p in self.parts if not p.owned and not p.in_flight]
+        # Nor one a read under way may still deliver from (lost while the loop stalled): its
+        # entries are dropped as the read ends, for the takeover to process; taken back at
+        # once, they would also be processed as they come.
+        free = [
+            p for p in self.parts if not p.owned and not p.in_flight and p.index not in self.reading
+        ]
         random.shuffle(free)  # workers starting together do not all race for partition 0
         for p in free:
             if len(owned) >= share:
@@ -475,6 +514,8 @@ class Owner:
                 pairs = snap["blocks"].get(self.block, [])
                 self.lanes.restore(pairs)
                 restored = len(pairs)
+                for name, lanes in self.followers.items():
+                    lanes.restore(snap["blocks"].get(name, []))
         last_delivered = b"0-0"
         for group in await client.xinfo_groups(p.stream):
             if group.get("name") in (GROUP, GROUP.encode()):
@@ -487,12 +528,15 @@ class Owner:
             ids = [eid for eid, _ in entries]
             for start in range(0, len(ids), 500):
                 await client.xclaim(p.stream, GROUP, self.consumer, 0, ids[start : start + 500])
-            counts: dict[bytes, int] = {}
-            if ids:
-                rows = await client.xpending_range(
-                    p.stream, GROUP, ids[0], ids[-1], len(ids) + 1000
-                )
-                counts = {row["message_id"]: int(row["times_delivered"]) for row in rows}
+            rows = await client.xpending_range(p.stream, GROUP, lo, last_delivered, len(ids) + 1000)
+            counts = {row["message_id"]: int(row["times_delivered"]) for row in rows}
+            # Pending entries deleted since (by other hands: a producer's trim never deletes
+            # what the group delivered) are acknowledged, and counted in the block's books.
+            present = set(ids)
+            gone = [eid for eid in counts if eid not in present]
+            if gone:
+                await client.xack(p.stream, GROUP, *gone)
+                self.trimmed += len(gone)
             replay = [(token(p.index, eid), f, counts.get(eid, 1)) for eid, f in entries]
         p.last = p.snapped = mark
         if replay or restored:
@@ -533,7 +577,7 @@ class Owner:
     async def snapshot(self, client: Any, p: _Part, *, release: bool = False) -> bool:
         """Write ``p``'s state at a moment when every item taken from it is done; with
         ``release``, give up its lease in the same script. False if the lease was lost."""
-        if not release and (self._unwritable or not self.lanes.stateful):
+        if not release and (self._unwritable or not self.stateful):
             # No state to carry over: no need to stop the partition; keep from its oldest
             # entry in flight on (a next owner processes those again).
             return await self._write_snapshot(client, p, release=False, carry=False)
@@ -559,8 +603,11 @@ class Owner:
                 last, trim = _before(oldest), oldest.decode()
         else:
             try:
-                pairs = [[k, s] for k, s in self.lanes.states(want).items()]
-                snap = Snapshot(version=VERSION, pipeline=self.pipeline, blocks={self.block: pairs})
+                blocks = {
+                    name: [[k, s] for k, s in lanes.states(want).items()]
+                    for name, lanes in ((self.block, self.lanes), *self.followers.items())
+                }
+                snap = Snapshot(version=VERSION, pipeline=self.pipeline, blocks=blocks)
                 state = encode(snap)
             except SnapshotError as exc:
                 if not self._unwritable:
@@ -616,6 +663,12 @@ class Owner:
                 p.owned = p.ready = False
         await client.zrem(self.members, self.consumer)
 
+    def _drop(self, want: Callable[[Hashable], bool]) -> None:
+        """Forget the keys ``want`` accepts, in every block of the partition."""
+        self.lanes.drop(want)
+        for lanes in self.followers.values():
+            lanes.drop(want)
+
     def owned(self) -> list[int]:
         return [p.index for p in self.parts if p.owned]
 
@@ -623,7 +676,7 @@ class Owner:
         """Drop the idle keys of partition ``part``, and which runs touched its keys (another
         worker owns it now, or is about to)."""
         want = self._in(part)
-        self.lanes.drop(want)
+        self._drop(want)
         self.touched.forget(want)
 
     def _runs_of(self, part: int) -> bytes:

@@ -264,6 +264,10 @@ class NoWorkerError(AioflowError):
 #: redis/redis#13337), and trusting it a trim deleted every waiting entry, the newest too.
 #: (A pending entry deleted by other hands makes the count low: fewer are trimmed until the
 #: reclaimer acknowledges it, never one too many.)
+#: With ARGV[4] == '1' the stream is a keyed block's partition, where acknowledged entries stay
+#: until the owner's next snapshot: the entries after the group's last delivered one are read
+#: instead (at most ARGV[2] of them kept, besides those deleted). Its owner never sees those it
+#: deletes (a takeover processes again only entries the group delivered).
 TRIM_SCRIPT = """
 local stream, group = KEYS[1], ARGV[1]
 local capacity = tonumber(ARGV[2])
@@ -278,16 +282,35 @@ for _, g in ipairs(groups) do
   end
 end
 if last == nil then return {-1, 0} end
-local waiting = math.max(0, redis.call('XLEN', stream) - pending)
-local out = {waiting, pending}
-local excess = waiting - capacity
-if excess <= 0 then return out end
-local entries
-if ARGV[3] == 'drop_newest' then
-  entries = redis.call('XREVRANGE', stream, '+', '(' .. last, 'COUNT', excess)
+local waiting, entries
+local after = '(' .. last
+if ARGV[4] == '1' then
+  -- A keyed block's partition keeps acknowledged entries until its owner's next snapshot
+  -- (a next owner processes again those after the mark), so XLEN - pending counts them too:
+  -- the waiting entries are read instead, those after the last delivered (no more than
+  -- capacity are kept, besides the ones to delete).
+  local kept
+  if ARGV[3] == 'drop_newest' then
+    kept = redis.call('XRANGE', stream, after, '+', 'COUNT', capacity)
+    if #kept < capacity then return {#kept, pending} end
+    entries = redis.call('XRANGE', stream, '(' .. kept[#kept][1], '+')
+  else
+    kept = redis.call('XREVRANGE', stream, '+', after, 'COUNT', capacity)
+    if #kept < capacity then return {#kept, pending} end
+    entries = redis.call('XRANGE', stream, after, '(' .. kept[#kept][1])
+  end
+  waiting = #kept + #entries
 else
-  entries = redis.call('XRANGE', stream, '(' .. last, '+', 'COUNT', excess)
+  waiting = math.max(0, redis.call('XLEN', stream) - pending)
+  local excess = waiting - capacity
+  if excess <= 0 then return {waiting, pending} end
+  if ARGV[3] == 'drop_newest' then
+    entries = redis.call('XREVRANGE', stream, '+', after, 'COUNT', excess)
+  else
+    entries = redis.call('XRANGE', stream, after, '+', 'COUNT', excess)
+  end
 end
+local out = {waiting, pending}
 for _, e in ipairs(entries) do
   local metas = {}
   local fields = e[2]
@@ -387,6 +410,7 @@ class _Credit:
         "known",
         "max_burst",
         "overflow",
+        "partitioned",
         "stream",
     )
 
@@ -398,8 +422,11 @@ class _Credit:
         *,
         overflow: str = "block",
         block: str = "",
+        partitioned: bool = False,
     ) -> None:
         self.stream = stream
+        #: a keyed block's partition stream: acknowledged entries stay until a snapshot
+        self.partitioned = partitioned
         self.items = capacity
         self.max_burst = self.burst = burst
         self.capacity = max(1, capacity // burst)
@@ -501,7 +528,15 @@ class _Credit:
         """Read the backlog in ``pipe`` after its writes (no round trip of its own), or trim
         the stream of a leaky edge; pass the reply to :meth:`checked`."""
         if self.leaky:
-            pipe.eval(TRIM_SCRIPT, 1, self.stream, GROUP, self.capacity, self.overflow)
+            pipe.eval(
+                TRIM_SCRIPT,
+                1,
+                self.stream,
+                GROUP,
+                self.capacity,
+                self.overflow,
+                "1" if self.partitioned else "0",
+            )
         else:
             pipe.xinfo_groups(self.stream)
 
@@ -1076,9 +1111,9 @@ class _Session:
                 records.setdefault(stat.name, []).append(stat)
         # The drops this caller made on a leaky first edge count in that block's books, and
         # so do the inputs it answered as dropped because their entries were deleted unread.
-        own = self.credit.books()
-        if own is not None:
-            records.setdefault(own.name, []).append(own)
+        for own in (self.credit.books(), self.router.books() if self.router else None):
+            if own is not None:
+                records.setdefault(own.name, []).append(own)
         if self.trimmed:
             n = self.trimmed
             gone = BlockStatistics(
@@ -1177,9 +1212,15 @@ class _Session:
         pipe = client.pipeline(transaction=False)
         for part, fields in routed:
             pipe.xadd(router.streams[part], wire(fields))
-        for reply in await client.guard(pipe.execute(raise_on_error=False)):
+        trims = router.queue_trims(pipe, counts)  # a leaky keyed block: never waits, trims
+        replies = await client.guard(pipe.execute(raise_on_error=False))
+        for reply in replies[: len(replies) - trims]:
             if isinstance(reply, Exception):
                 raise reply
+        if trims:
+            dropped = router.trimmed(counts, replies[len(replies) - trims :])
+            if dropped:
+                await self._dropped(client, dropped)
 
     async def _write(self, client: Any, batch: list[tuple[int, bytes, float]]) -> None:
         """Write ``batch`` as burst entries (as many items per entry as the stream's bound

@@ -29,7 +29,13 @@ run: a pipeline of those stages, opened as a service, in-process channels inside
 * a segment headed by a keyed block reads instead the partitions of its input it holds the lease
   of, snapshots their keys' state to Redis, and takes over those of a worker that died
   (:mod:`aioflow.transport.partitions`); a worker before a keyed segment routes its outputs to
-  their key's partition, one item per entry (partition streams are not burst).
+  their key's partition, one item per entry (partition streams are not burst), and writes them
+  in the order of its input stream (oldest entry first, whichever worker holds it), so that a
+  key's items reach the partition in the order they reached the segment;
+* a keyed block past the first of the segment splits it there: the parts are served side by
+  side, each as a segment of its own, so that the keyed block's input is partitioned (a block
+  keyed by the same function as its part's head stays in that part: its state goes with the
+  head's snapshots).
 
 ``--metrics HOST:PORT`` serves the segment's own Prometheus metrics (and dashboard) at
 ``http://HOST:PORT/metrics`` while the worker runs (:class:`aioflow.observe.Server`; loopback
@@ -45,6 +51,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import logging
 import os
 import signal
@@ -59,7 +66,7 @@ from .._engine.segment import KeyedLanes, Outcome, sub_pipeline, submit_outcomes
 from .._engine.supervisor import PipelineRun
 from ..errors import BlockError, PipelineClosed, summarize
 from ..graph import Branch
-from ..stats import BlockStatistics, merge_statistics
+from ..stats import BlockStatistics, LatencyHistogram, merge_statistics
 from .codec import Codec, CodecError, codec_named, pack_plain
 from .ending import Touches
 from .messages import (
@@ -108,7 +115,6 @@ from .redis import _Credit as Credit
 if TYPE_CHECKING:
     from ..block import Block
     from ..pipeline import Pipeline, RunningPipeline
-    from ..stats import LatencyHistogram
 
 __all__ = ["SegmentMismatch", "Worker", "main"]
 
@@ -176,6 +182,21 @@ def _concurrency(stages: Sequence[Block | Branch]) -> int:
 
 def _stage_name(stage: Block | Branch) -> str:
     return stage.name if isinstance(stage, Branch) else stage.options.name
+
+
+def _cuts(stages: Sequence[Block | Branch]) -> list[int]:
+    """Where a segment splits into parts: at each keyed block past its first stage, unless it
+    is keyed by the same function as the keyed block heading its part (that block's partitions
+    bring each key's items to one worker already, and its snapshots carry both states)."""
+    cuts: list[int] = []
+    head = keyed_block(stages[0]) if stages else None
+    key = head.options.key if head is not None else None
+    for i, stage in enumerate(stages):
+        blk = keyed_block(stage)
+        if i and blk is not None and blk.options.key is not key:
+            cuts.append(i)
+            key = blk.options.key
+    return cuts
 
 
 #: what an output carries to the next segment besides its bytes: its path, its input's birth
@@ -361,6 +382,38 @@ class Worker:
         self._idle = asyncio.Event()
         self._idle.set()
         self._tg: asyncio.TaskGroup
+        #: a keyed block past the segment's first splits it there: each part (from one keyed
+        #: block to the next) is served as a segment of its own, side by side in this process,
+        #: so that the keyed block's input is partitioned as when it heads a segment (per-key
+        #: order and state across the workers that serve the segment)
+        self.parts: list[Worker] = []
+        cuts = _cuts(self.stages)
+        if cuts:
+            bounds = [0, *cuts, len(wanted)]
+            for lo, hi in itertools.pairwise(bounds):
+                part = Worker(
+                    pipeline,
+                    wanted[lo:hi],
+                    url,
+                    claim_idle=claim_idle,
+                    max_deliveries=max_deliveries,
+                    codec=codec,
+                    frames=frames,
+                    jpeg_quality=jpeg_quality,
+                    prefix=prefix,
+                    grace=grace,
+                    # (a consumer, a lease holder and a stats hash each: the no-worker check
+                    # finds every part's books under the name it reads its streams with)
+                    consumer=self.consumer if lo == 0 else f"{self.consumer}/{wanted[lo]}",
+                    prefetch=prefetch,
+                    stats_period=stats_period,
+                    stats_ttl=stats_ttl,
+                    partitions=partitions,
+                    lease_ttl=lease_ttl,
+                    snapshot_period=snapshot_period,
+                )
+                part.stopping = self.stopping
+                self.parts.append(part)
 
     async def check_graph(self, client: Any) -> None:
         """Raise :class:`SegmentMismatch` if the callers run another version of the pipeline."""
@@ -379,6 +432,9 @@ class Worker:
 
     async def serve(self) -> None:
         """Serve until :attr:`stopping` is set (SIGTERM, SIGINT) or the task is cancelled."""
+        if self.parts:
+            await self._serve_parts()
+            return
         client = connect(self.url)
         try:
             await self.check_graph(client)
@@ -403,7 +459,8 @@ class Worker:
                     async with segment.open() as running, contextlib.AsyncExitStack() as stack:
                         self.running = running
                         if self.metrics is not None:
-                            await self._serve_metrics(stack, running)
+                            source = _SegmentSource(self.name, [self])
+                            await self._serve_metrics(stack, source)
                         await self._serve(client, running)
             finally:
                 if self.running is not None:
@@ -432,14 +489,33 @@ class Worker:
             for stream in self.router.streams:
                 await ensure_group(client, stream)
 
+    async def _serve_parts(self) -> None:
+        """Serve a segment split at its keyed blocks: its parts side by side, until stopped
+        together. One part's failure stops the others and is raised as a lone worker's."""
+        logger.info(
+            "worker %s: blocks %s served as %s (a keyed block's input is partitioned)",
+            self.consumer,
+            ",".join(self.blocks),
+            " | ".join(",".join(part.blocks) for part in self.parts),
+        )
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                if self.metrics is not None:
+                    await self._serve_metrics(stack, _SegmentSource(self.name, self.parts))
+                async with asyncio.TaskGroup() as tg:
+                    for part in self.parts:
+                        tg.create_task(part.serve(), name=f"aioflow:part:{part.blocks[0]}")
+        except BaseExceptionGroup as group:
+            raise _first_error(group) from None
+
     async def _serve_metrics(
-        self, stack: contextlib.AsyncExitStack, running: RunningPipeline
+        self, stack: contextlib.AsyncExitStack, source: _SegmentSource
     ) -> None:
         from ..observe import Server
 
         assert self.metrics is not None
         host, port = self.metrics
-        server = Server(_SegmentSource(self.name, running), host=host, port=port, token=self.token)
+        server = Server(source, host=host, port=port, token=self.token)
         await stack.enter_async_context(server)
         self.metrics_url = server.metrics_url
         sys.stderr.write(f"aioflow worker {self.consumer}: metrics at {server.metrics_url}\n")
@@ -452,17 +528,22 @@ class Worker:
         stats = self.running.statistics()
         self._adapt(stats.values())
         first = next(iter(stats), None)
-        if self.trimmed and first is not None:
-            # Entries deleted while pending (acknowledged by the reclaimer) were this block's.
-            n = self.trimmed
+        n = self.trimmed + (self.owner.trimmed if self.owner is not None else 0)
+        if n and first is not None:
+            # Entries deleted while pending (acknowledged by the reclaimer, or at a takeover)
+            # were this block's.
             gone = BlockStatistics(
                 name=first, received=n, dropped=n, dropped_by={"trimmed": n}, workers=0
             )
             stats[first] = merge_statistics(first, [stats[first], gone])
-        if self.credit is not None and (drops := self.credit.books()) is not None:
-            # The drops this worker made on the leaky edge to the next segment: a record of
-            # the next block holding only them (the caller merges it with that block's).
-            stats[drops.name] = drops
+        for drops in (
+            self.credit.books() if self.credit is not None else None,
+            self.router.books() if self.router is not None else None,
+        ):
+            if drops is not None:
+                # The drops this worker made on the leaky edge to the next segment: a record
+                # of the next block holding only them (the caller merges it with that block's).
+                stats[drops.name] = drops
         return {name: pack_plain(stat.to_data()) for name, stat in stats.items()}
 
     def _adapt(self, stats: Iterable[BlockStatistics]) -> None:
@@ -502,10 +583,14 @@ class Worker:
         done: asyncio.Queue[_Done] = asyncio.Queue(maxsize=self.max_prefetch)
         owner = self.owner = self._owner(running, done, slots)
         self._watch(running)
+        # Outputs to a keyed block's partitions leave in the order of this segment's input.
+        flusher = self._flusher
+        if self.router is not None and owner is None:
+            flusher = self._ordered_flusher
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
             helpers = [
-                tg.create_task(self._flusher(client, done, slots), name="aioflow:flush"),
+                tg.create_task(flusher(client, done, slots), name="aioflow:flush"),
                 tg.create_task(self._publisher(client), name="aioflow:books"),
             ]
             if self.inner:
@@ -560,6 +645,12 @@ class Worker:
         name = self.keyed.options.name
         lanes = self.lanes = KeyedLanes(running, name)
         lanes.keep()  # the keys' state lives on in Redis when this worker stops
+        followers = {}
+        for stage in self.stages[1:]:
+            blk = keyed_block(stage)
+            if blk is not None and blk.options.key is self.keyed.options.key:
+                followers[blk.options.name] = KeyedLanes(running, blk.options.name)
+                followers[blk.options.name].keep()
 
         async def process(entries: list[Entry]) -> None:
             slots.take(len(entries))
@@ -577,6 +668,7 @@ class Worker:
             snapshot_period=self.snapshot_period,
             pipeline=self.name,
             process=process,
+            followers=followers,
         )
 
     async def _partition_reader(
@@ -1055,18 +1147,78 @@ class Worker:
             batch = [await done.get()]
             while len(batch) < _BATCH and not done.empty():
                 batch.append(done.get_nowait())
-            # The writes that leave the worker idle carry its books along.
-            idle = self.in_flight <= {item.entry for item in batch}
-            await self._write(client, batch, books=idle)
-            for item in batch:
-                if not item.entry:
-                    continue  # the flush of a keyed block inside the segment (_end_inner)
-                self.in_flight.discard(item.entry)
-                if self.owner is not None:
-                    self.owner.finished(item.entry)
-                slots.release(item.items)
-            if not self.in_flight:
-                self._idle.set()
+            await self._flush(client, batch, slots)
+
+    async def _ordered_flusher(
+        self, client: Any, done: asyncio.Queue[_Done], slots: _Slots
+    ) -> None:
+        """The flusher of a worker whose outputs go to a keyed block's partitions: it writes
+        what its input entries made in the order of its input stream, oldest first, whichever
+        worker of the segment holds the entries before them (it waits for those to be written),
+        so that a key's items reach their partition in the order they reached this segment.
+        (Several workers finish a segment's items in any order; the keyed block would see
+        them so.)"""
+        held: dict[bytes, _Done] = {}
+        flushes: list[_Done] = []  # the flushes of a keyed block inside the segment
+
+        def hold(item: _Done) -> None:
+            if item.entry:
+                held[item.entry] = item
+            else:
+                flushes.append(item)  # (_end_inner: no input entry to wait for)
+
+        delay = 0.0
+        while True:
+            if not held and not flushes:
+                hold(await done.get())
+            elif delay:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        hold(await done.get())
+            while not done.empty():
+                hold(done.get_nowait())
+            if flushes:
+                batch, flushes[:] = flushes[:], []
+                await self._flush(client, batch, slots)
+            if not held:
+                continue
+            ready = await self._in_order(client, held)
+            if not ready:
+                delay = min(max(2 * delay, 0.002), 0.05)
+                continue
+            delay = 0.0
+            await self._flush(client, [held.pop(entry) for entry in ready[:_BATCH]], slots)
+
+    async def _in_order(self, client: Any, held: dict[bytes, _Done]) -> list[bytes]:
+        """The entries of ``held`` that may be written now, oldest first: those that are, one
+        after another, the input stream's oldest entries, and those no longer in it (another
+        worker took one over while this one was slow, and wrote it: written again, at least
+        once, as any taken-over entry)."""
+        mine = sorted(held, key=_id_key)
+        head = [eid for eid, _ in await client.xrange(self.inbox, "-", "+", count=len(mine))]
+        ready: list[bytes] = []
+        j = 0
+        for entry in mine:
+            if j < len(head) and entry == head[j]:
+                j += 1
+            elif j < len(head) and _id_key(entry) > _id_key(head[j]):
+                break  # an older entry is still to be written (by this worker or another)
+            ready.append(entry)
+        return ready
+
+    async def _flush(self, client: Any, batch: list[_Done], slots: _Slots) -> None:
+        # The writes that leave the worker idle carry its books along.
+        idle = self.in_flight <= {item.entry for item in batch}
+        await self._write(client, batch, books=idle)
+        for item in batch:
+            if not item.entry:
+                continue  # the flush of a keyed block inside the segment (_end_inner)
+            self.in_flight.discard(item.entry)
+            if self.owner is not None:
+                self.owner.finished(item.entry)
+            slots.release(item.items)
+        if not self.in_flight:
+            self._idle.set()
 
     async def _write(self, client: Any, batch: list[_Done], *, books: bool = False) -> None:
         if self.router is not None:
@@ -1156,20 +1308,26 @@ class Worker:
             pipe.xdel(self.inbox, *ids)
         if books:
             self._queue_books(pipe)
-        credit = self.credit if self.router is None else None
+        credit = self.credit if router is None else None
         if credit is not None:
             credit.queue_check(pipe)  # the next stream's backlog, in the same round trip
+        parts = [part for item in chunk for part in item.routes]
+        trims = router.queue_trims(pipe, parts) if router is not None else 0
         replies = await client.guard(pipe.execute(raise_on_error=False))
         self.acked += len(ids)
         dropped = credit.checked(replies.pop()) if credit is not None else []
+        if trims and router is not None:  # (a leaky keyed next block: its partitions trimmed)
+            dropped = router.trimmed(parts, replies[len(replies) - trims :])
+            del replies[len(replies) - trims :]
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
-        if dropped and self.credit is not None:
+        if dropped:
             # Items a leaky next edge trimmed: their callers hear it from here, with books
             # that count the drops when these writes leave the worker idle.
+            block = router.block if router is not None else self.next_name or ""
             pipe = client.pipeline(transaction=True)
-            queue_drop_notices(pipe, self.codec, dropped, self.credit.block, "overflow")
+            queue_drop_notices(pipe, self.codec, dropped, block, "overflow")
             if books:
                 self._queue_books(pipe)
             await client.guard(pipe.execute(raise_on_error=False))
@@ -1188,8 +1346,13 @@ class Worker:
         while not self.stopping.is_set():
             await asyncio.sleep(period)
             cursor = "0-0"
+            forced = False
             while not self.stopping.is_set():
                 free = min(_BATCH, -(-slots.free // self.in_burst))
+                if free < 1 and self.router is not None and not forced:
+                    # Written in input order: this worker's slots may all hold finished
+                    # entries waiting for one a dead worker left: take one over anyway.
+                    free, forced = 1, True
                 if free < 1:
                     break
                 cursor, claimed, deleted = await _autoclaim(
@@ -1234,17 +1397,43 @@ class Worker:
 
 class _SegmentSource:
     """The segment's books under the pipeline's own name (the metrics' ``pipeline`` label is
-    the same in every worker and in the caller)."""
+    the same in every worker and in the caller): those of its parts when it is split."""
 
-    def __init__(self, name: str, running: RunningPipeline) -> None:
+    def __init__(self, name: str, parts: Sequence[Worker]) -> None:
         self.name = name
-        self._running = running
+        self._parts = parts
 
     def statistics(self) -> dict[str, BlockStatistics]:
-        return self._running.statistics()
+        found: dict[str, BlockStatistics] = {}
+        for part in self._parts:
+            if part.running is not None:
+                found.update(part.running.statistics())
+        return found
 
     def latency(self) -> LatencyHistogram:
-        return self._running.latency()
+        # A split segment has no latency of its own from end to end: its parts' histograms
+        # add up (each counts its items' time through that part).
+        hists = [part.running.latency() for part in self._parts if part.running is not None]
+        if not hists:
+            return LatencyHistogram()
+        first = hists[0]
+        counts = [sum(found) for found in zip(*(h.counts for h in hists), strict=True)]
+        return LatencyHistogram(first.bounds, tuple(counts), sum(h.sum_s for h in hists))
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first error of ``group`` that is not a cancellation (nested groups flattened)."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    return next((e for e in leaves if not isinstance(e, asyncio.CancelledError)), leaves[0])
 
 
 async def _autoclaim(

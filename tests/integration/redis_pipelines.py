@@ -137,6 +137,35 @@ leaky_bursts_behind = af.Pipeline(
 )
 
 
+def parity(x: int) -> int:
+    return x % 2  # (keys 0 and 1 land in partitions 0 and 1 of 2)
+
+
+# A leaky keyed block: its input is two partitions of ceil(8 / 2) = 4 entries each.
+@af.block(key=parity, queue_size=8, overflow="drop_oldest")
+async def lag_keyed(x: int) -> int:
+    await asyncio.sleep(_lag_delay())
+    return x
+
+
+leaky_keyed = af.Pipeline(lag_keyed, name="leaky_keyed")
+leaky_keyed_behind = af.Pipeline(fast.with_options(name="feed"), lag_keyed, name="leaky_keyed2")
+leaky_keyed_newest = af.Pipeline(
+    lag_keyed.with_options(overflow="drop_newest"), name="leaky_keyed_newest"
+)
+
+
+@af.block(key=parity, state=dict, queue_size=8, overflow="drop_oldest", workers=2)
+async def lossy_count(x: int, state: dict[str, int]) -> tuple[int, int, int]:
+    """A running count of the items of a key that were not dropped."""
+    await asyncio.sleep(_lag_delay())
+    state["n"] = state.get("n", 0) + 1
+    return parity(x), x, state["n"]
+
+
+lossy = af.Pipeline(lossy_count, name="lossy")
+
+
 @af.block(max_age=0.3)
 async def fresh(x: int) -> int:
     await asyncio.sleep(_lag_delay())
@@ -146,6 +175,8 @@ async def fresh(x: int) -> int:
 aging = af.Pipeline(fresh, name="aging")
 # the feed worker writes fresh's input as bursts (queue_size 64: 8 items per entry)
 aging_behind = af.Pipeline(fast.with_options(name="feed"), fresh, name="aging2")
+# keyed: fresh's input is partitions, one item per entry
+aging_keyed = af.Pipeline(fresh.with_options(key=parity), name="aging_keyed")
 
 
 # Frames on the wire (MsgpackCodec(frames="jpeg") / --frames jpeg).
@@ -184,6 +215,21 @@ async def tag(x: int) -> tuple[str, int]:
 
 keyed = af.Pipeline(count, name="keyed")
 tagged = af.Pipeline(tag, count.with_options(name="count2"), name="tagged")
+
+
+def by_camera(item: tuple[str, int]) -> str:
+    return item[0]
+
+
+@af.block(key=by_camera, state=dict, workers=2)
+async def again(item: tuple[str, int, int], state: dict[str, int]) -> tuple[str, int, int, int]:
+    """A second running count per key, after a block keyed by the same function in its
+    segment: its items come from that block's partitions, its state goes with their snapshots."""
+    state["n"] = state.get("n", 0) + 1
+    return (*item, state["n"])
+
+
+twice = af.Pipeline(count.with_options(name="count3", key=by_camera), again, name="twice")
 
 
 @af.block(key=lambda item: item[0], workers=4)

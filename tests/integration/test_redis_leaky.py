@@ -4,6 +4,8 @@ on a block whose input is a Redis stream. Real redis-server, real worker process
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
 import time
 from collections.abc import AsyncIterator
 
@@ -15,6 +17,7 @@ import aioflow as af
 from aioflow.stats import BlockStatistics
 from aioflow.transport.codec import unpack_plain
 from aioflow.transport.messages import GROUP, ItemMeta, Keys, graph_signature, pack_item
+from aioflow.transport.partitions import partition_streams
 from aioflow.transport.redis import Client, RedisTransport, _Credit, connect, ensure_group
 
 pytestmark = pytest.mark.integration
@@ -183,8 +186,12 @@ async def test_a_drop_newest_edge_keeps_the_oldest_and_counts_the_rest(
 
 @pytest.mark.parametrize(
     ("attr", "before"),
-    [("aging", None), ("aging_behind", "feed")],
-    ids=["the-caller-writes-fresh's-input", "a-worker-writes-it-in-bursts"],
+    [("aging", None), ("aging_behind", "feed"), ("aging_keyed", None)],
+    ids=[
+        "the-caller-writes-fresh's-input",
+        "a-worker-writes-it-in-bursts",
+        "a-keyed-fresh's-partitions",
+    ],
 )
 async def test_max_age_counts_from_the_caller_and_drops_what_waited_too_long(
     redis_url: str, redis_prefix: str, workers: Workers, attr: str, before: str | None
@@ -250,6 +257,151 @@ async def test_an_entry_trimmed_while_pending_is_acknowledged_and_counted_as_a_d
             assert time.monotonic() < deadline, "no books count the trimmed entry"
             async for key in client.raw.scan_iter(match=keys.stats("*")):
                 raw = await client.hget(key, "lag")
+                if raw is not None:
+                    found = dict(BlockStatistics.from_data(unpack_plain(raw)).dropped_by)
+            await asyncio.sleep(0.05)
+        assert found == {"trimmed": 1}
+    finally:
+        await client.aclose()
+
+
+# A leaky keyed block heading a remote segment: its input is partition streams (2 here, of
+# ceil(queue_size 8 / 2) = 4 entries each), and each partition is leaky with that bound.
+TWO = ("--partitions", "2")
+
+
+@pytest.mark.parametrize(
+    ("attr", "segments"),
+    [("leaky_keyed", ["lag_keyed"]), ("leaky_keyed_behind", ["feed", "lag_keyed"])],
+    ids=["caller-writes-the-partitions", "a-worker-writes-the-partitions"],
+)
+async def test_a_leaky_keyed_block_trims_each_partition_and_counts_every_drop(
+    redis_url: str, redis_prefix: str, workers: Workers, attr: str, segments: list[str]
+) -> None:
+    pipe: af.Pipeline[int, int] = getattr(rp, attr)
+    for blocks in segments:
+        workers.start(attr, blocks, extra=TWO)
+    n = 200
+    transport = RedisTransport(redis_url, prefix=redis_prefix, partitions=2)
+    outputs = await pipe.run(range(n), transport=transport)
+    stat = pipe.statistics()["lag_keyed"]
+    dropped = n - len(outputs)
+    # 200 items at 50 ms each would take 10 s behind waiting producers: the source went on
+    # and each partition's oldest entries were trimmed.
+    assert dropped > 0
+    assert stat.dropped_by == {"overflow": dropped}
+    assert stat.completed == len(outputs)
+    assert stat.received == n
+    assert _balanced(stat)
+    # Each partition keeps its newest 4 (one key each: the 4 newest of each parity).
+    assert outputs[-8:] == list(range(n - 8, n))
+    assert outputs == sorted(set(outputs))
+
+
+async def test_a_drop_newest_keyed_block_keeps_the_oldest_of_each_partition(
+    redis_url: str, redis_prefix: str, workers: Workers
+) -> None:
+    workers.start("leaky_keyed_newest", "lag_keyed", env={"AIOFLOW_TEST_DELAY": "0.2"}, extra=TWO)
+    n = 100
+    transport = RedisTransport(redis_url, prefix=redis_prefix, partitions=2)
+    outputs = await rp.leaky_keyed_newest.run(range(n), transport=transport)
+    stat = rp.leaky_keyed_newest.statistics()["lag_keyed"]
+    assert outputs[:8] == list(range(8))
+    assert n - 1 not in outputs
+    assert n - 2 not in outputs
+    assert stat.dropped_by == {"overflow": n - len(outputs)}
+    assert stat.completed == len(outputs)
+    assert _balanced(stat)
+
+
+async def test_a_leaky_keyed_block_answers_each_dropped_submit_with_item_dropped(
+    redis_url: str, redis_prefix: str, workers: Workers
+) -> None:
+    workers.start("leaky_keyed", "lag_keyed", extra=TWO)
+    transport = RedisTransport(redis_url, prefix=redis_prefix, partitions=2)
+    async with rp.leaky_keyed.open(transport=transport) as running:
+        results = await asyncio.gather(
+            *(running.submit(x) for x in range(40)), return_exceptions=True
+        )
+    drops = [r for r in results if isinstance(r, af.ItemDropped)]
+    assert drops
+    assert {(d.reason, d.block) for d in drops} == {("overflow", "lag_keyed")}
+    assert all(isinstance(r, af.ItemDropped) or r == x for x, r in enumerate(results))
+
+
+async def test_trims_in_front_of_a_keyed_block_keep_its_state_across_an_owner_sigkilled(
+    redis_url: str, redis_prefix: str, workers: Workers
+) -> None:
+    # The producer trims what no owner took; the owner snapshots its state with a mark and a
+    # next owner processes again what the group delivered after it: trimmed entries are never
+    # among those, so each key's count goes 1, 2, 3, ... over the items that were not dropped.
+    env = {"AIOFLOW_TEST_DELAY": "0.01"}
+    extra = (*TWO, "--lease-ttl", "1", "--snapshot-period", "0.2")
+    procs = [workers.start("lossy", "lossy_count", env=env, extra=extra) for _ in range(2)]
+    graph_hash, _ = graph_signature("lossy", rp.lossy.stages)
+    streams = partition_streams(Keys(redis_prefix, "lossy", graph_hash).inbox("lossy_count"), 2)
+    client = connect(redis_url)
+    killed: list[subprocess.Popen[str]] = []
+
+    async def kill_a_holder() -> None:
+        for proc in procs:
+            for stream in streams:
+                for consumer in await client.xinfo_consumers(stream, GROUP):
+                    if f"-{proc.pid}-" in consumer["name"].decode() and consumer["pending"]:
+                        proc.kill()
+                        killed.append(proc)
+                        return
+
+    async def source() -> AsyncIterator[int]:
+        for x in range(600):
+            if x >= 200 and not killed:
+                await kill_a_holder()
+            if x % 20 == 0:
+                await asyncio.sleep(0.01)  # (a source that does not finish before the kill)
+            yield x
+
+    transport = RedisTransport(redis_url, prefix=redis_prefix, partitions=2)
+    try:
+        outputs = [out async for out in rp.lossy.stream(source(), transport=transport)]
+    finally:
+        await client.aclose()
+    assert killed, "no worker held an item while the source ran"
+    assert killed[0].wait() == -signal.SIGKILL
+    xs = [x for _, x, _ in outputs]
+    assert xs == sorted(set(xs))  # every output once, in input order
+    for key in (0, 1):
+        counts = [n for k, _, n in outputs if k == key]
+        assert counts == list(range(1, len(counts) + 1))
+    dropped = 600 - len(outputs)
+    assert dropped > 0
+    # The caller trimmed them all (it writes the partitions), and counts them.
+    assert rp.lossy.statistics()["lossy_count"].dropped_by.get("overflow") == dropped
+
+
+async def test_a_partition_entry_deleted_while_pending_is_acknowledged_at_the_takeover(
+    redis_url: str, redis_prefix: str, workers: Workers
+) -> None:
+    graph_hash, _ = graph_signature("leaky_keyed", rp.leaky_keyed.stages)
+    keys = Keys(redis_prefix, "leaky_keyed", graph_hash)
+    stream = partition_streams(keys.inbox("lag_keyed"), 2)[1]
+    client = connect(redis_url)
+    try:
+        await client.set(f"{keys.base}:partitions:lag_keyed", 2)
+        await ensure_group(client, stream)
+        # An owner that died holding an entry of partition 1, deleted since by other hands.
+        entry = await client.xadd(stream, {b"m": b"\x80", b"v": b""})
+        await client.xreadgroup(GROUP, "ghost", {stream: ">"}, count=1)
+        await client.xdel(stream, entry)
+        workers.start("leaky_keyed", "lag_keyed", extra=TWO)
+        deadline = time.monotonic() + 30
+        while (await client.xpending(stream, GROUP))["pending"]:
+            assert time.monotonic() < deadline, "the deleted entry stayed pending"
+            await asyncio.sleep(0.05)
+        found: dict[str, int] = {}
+        while not found:
+            assert time.monotonic() < deadline, "no books count the deleted entry"
+            async for key in client.raw.scan_iter(match=keys.stats("*")):
+                raw = await client.hget(key, "lag_keyed")
                 if raw is not None:
                     found = dict(BlockStatistics.from_data(unpack_plain(raw)).dropped_by)
             await asyncio.sleep(0.05)

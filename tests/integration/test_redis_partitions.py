@@ -17,7 +17,7 @@ import aioflow as af
 from aioflow.state import decode
 from aioflow.transport.messages import Keys, graph_signature
 from aioflow.transport.partitions import partition_of, partition_streams
-from aioflow.transport.redis import RedisTransport, connect
+from aioflow.transport.redis import NoWorkerError, RedisTransport, connect
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -264,3 +264,137 @@ async def test_an_item_that_kills_every_owner_of_its_partition_is_dead_lettered(
         keeper.cancel()
         await asyncio.gather(keeper, return_exceptions=True)
     assert deaths == 2  # delivered, died; taken over, died; then dead-lettered, not run
+
+
+async def test_a_keyed_block_inside_a_segment_keeps_order_and_state_across_its_workers(
+    redis_url: str, redis_prefix: str, workers: Workers, tmp_path: Path
+) -> None:
+    # Two workers serve tag,count2 together: each splits its segment at the keyed count2, whose
+    # input becomes partition streams that either worker's tag writes, in input order, and
+    # whose owners are spread over the two.
+    trace = tmp_path / "trace.txt"
+    env = {"AIOFLOW_TEST_DELAY": "0.003", "AIOFLOW_TEST_TRACE": str(trace)}
+    procs = [
+        workers.start("tagged", "tag,count2", env=env, extra=("--lease-ttl", "1")) for _ in range(2)
+    ]
+    items = list(range(1600))
+    local = await rp.tagged.run(items)
+    assert local == expected(1600)
+    transport = RedisTransport(redis_url, prefix=redis_prefix)
+    outputs = await rp.tagged.run(items, transport=transport)
+    # Each key's running count goes 1, 2, 3, ... in input order: what the local run gives.
+    assert outputs == local
+    pids = {int(line.split()[0]) for line in trace.read_text().splitlines()}
+    assert pids == {p.pid for p in procs}  # both workers' count2 owned partitions
+    assert all(p.poll() is None for p in procs)
+
+
+async def test_a_keyed_block_inside_a_segment_survives_an_owner_sigkilled(
+    redis_url: str, redis_prefix: str, workers: Workers
+) -> None:
+    env = {"AIOFLOW_TEST_DELAY": "0.005"}
+    procs = [
+        workers.start("tagged", "tag,count2", claim_idle=1.0, env=env, extra=FAST) for _ in range(2)
+    ]
+    graph_hash, _ = graph_signature("tagged", rp.tagged.stages)
+    streams = partition_streams(Keys(redis_prefix, "tagged", graph_hash).inbox("count2"), 16)
+    client = connect(redis_url)
+    killed: list[subprocess.Popen[str]] = []
+
+    async def kill_a_holder() -> None:
+        for proc in procs:
+            for stream in streams:
+                for consumer in await client.xinfo_consumers(stream, "aioflow"):
+                    if f"-{proc.pid}-" in consumer["name"].decode() and consumer["pending"]:
+                        proc.kill()  # both parts die: tag's entries and count2's partitions
+                        killed.append(proc)
+                        return
+
+    async def source() -> AsyncIterator[int]:
+        for x in range(1600):
+            if x >= 400 and not killed:
+                await kill_a_holder()
+            yield x
+
+    transport = RedisTransport(redis_url, prefix=redis_prefix)
+    try:
+        outputs = [out async for out in rp.tagged.stream(source(), transport=transport)]
+    finally:
+        await client.aclose()
+    assert killed, "no worker held an item of count2 while the source ran"
+    assert killed[0].wait() == -signal.SIGKILL
+    # Every output once, in input order, each key's count continuous (no reset, no double).
+    assert outputs == expected(1600)
+    survivor = next(p for p in procs if p is not killed[0])
+    assert "took over partition" in workers.output(survivor)
+
+
+async def test_the_caller_finds_the_workers_of_a_keyed_block_inside_a_segment(
+    redis_url: str, redis_prefix: str, workers: Workers
+) -> None:
+    # count2 takes 1.5 s per item, so the caller hears nothing for longer than a second and
+    # looks for live workers: the one serving tag,count2 counts for count2's partitions.
+    env = {"AIOFLOW_TEST_DELAY": "1.5"}
+    extra = ("--stats-period", "0.2", "--stats-ttl", "1")
+    proc = workers.start("tagged", "tag,count2", env=env, extra=extra)
+    transport = RedisTransport(redis_url, prefix=redis_prefix, no_worker_timeout=1.0)
+    assert await rp.tagged.run(range(8), transport=transport) == expected(8)
+
+    async def kill_soon() -> None:
+        await asyncio.sleep(0.7)  # tag has written the items to count2's partitions
+        proc.kill()
+
+    killer = asyncio.create_task(kill_soon())
+    with pytest.raises(ExceptionGroup) as info:
+        await rp.tagged.run(range(8, 16), transport=transport)
+    await killer
+    (err,) = info.value.exceptions
+    assert isinstance(err, NoWorkerError)
+    assert "no live worker serves block 'count2'" in str(err)
+
+
+async def test_a_block_keyed_like_the_head_of_its_segment_has_its_state_carried_with_it(
+    redis_url: str, redis_prefix: str, workers: Workers
+) -> None:
+    # again follows count3 in one segment, keyed by the same function: no split (count3's
+    # partitions bring each key's items to one worker), and its state is in the snapshots.
+    env = {"AIOFLOW_TEST_DELAY": "0.005"}
+    procs = [workers.start("twice", "count3,again", env=env, extra=FAST) for _ in range(2)]
+    graph_hash, _ = graph_signature("twice", rp.twice.stages)
+    keys = Keys(redis_prefix, "twice", graph_hash)
+    streams = partition_streams(keys.inbox("count3"), 16)
+    client = connect(redis_url)
+    killed: list[subprocess.Popen[str]] = []
+
+    async def kill_a_holder() -> None:
+        for proc in procs:
+            for stream in streams:
+                for consumer in await client.xinfo_consumers(stream, "aioflow"):
+                    if f"-{proc.pid}-" in consumer["name"].decode() and consumer["pending"]:
+                        proc.kill()
+                        killed.append(proc)
+                        return
+
+    async def source() -> AsyncIterator[tuple[str, int]]:
+        for x in range(1200):
+            if x >= 300 and not killed:
+                await kill_a_holder()
+            yield f"cam{x % 8}", x // 8
+
+    transport = RedisTransport(redis_url, prefix=redis_prefix)
+    try:
+        outputs = [out async for out in rp.twice.stream(source(), transport=transport)]
+        assert killed, "no worker held an item while the source ran"
+        assert outputs == [(k, s, n, n) for k, s, n in expected(1200)]
+        survivor = next(p for p in procs if p is not killed[0])
+        log = workers.output(survivor)
+        assert "took over partition" in log
+        assert "served as" not in log  # not split
+        found: set[str] = set()
+        for part in range(16):
+            raw = await client.hget(f"{keys.base}:snap:count3:{part}", "state")
+            if raw:
+                found |= {name for name, pairs in decode(raw)["blocks"].items() if pairs}
+        assert found == {"count3", "again"}
+    finally:
+        await client.aclose()
