@@ -375,10 +375,28 @@ async def test_a_block_keyed_like_the_head_of_its_segment_has_its_state_carried_
                         killed.append(proc)
                         return
 
+    found: set[str] = set()
+
+    async def snapshotted() -> set[str]:
+        names: set[str] = set()
+        for part in range(16):
+            raw = await client.hget(f"{keys.base}:snap:count3:{part}", "state")
+            if raw:
+                names |= {name for name, pairs in decode(raw)["blocks"].items() if pairs}
+        return names
+
     async def source() -> AsyncIterator[tuple[str, int]]:
         for x in range(1200):
             if x >= 300 and not killed:
                 await kill_a_holder()
+            if x == 1100:
+                # Before the end of the run (which evicts the keys and empties the
+                # snapshots): both blocks' states are in them.
+                for _ in range(100):
+                    found.update(await snapshotted())
+                    if found == {"count3", "again"}:
+                        break
+                    await asyncio.sleep(0.1)
             yield f"cam{x % 8}", x // 8
 
     transport = RedisTransport(redis_url, prefix=redis_prefix)
@@ -390,11 +408,7 @@ async def test_a_block_keyed_like_the_head_of_its_segment_has_its_state_carried_
         log = workers.output(survivor)
         assert "took over partition" in log
         assert "served as" not in log  # not split
-        found: set[str] = set()
-        for part in range(16):
-            raw = await client.hget(f"{keys.base}:snap:count3:{part}", "state")
-            if raw:
-                found |= {name for name, pairs in decode(raw)["blocks"].items() if pairs}
         assert found == {"count3", "again"}
+        assert not await snapshotted()  # the run's end evicted every key, in both blocks
     finally:
         await client.aclose()
