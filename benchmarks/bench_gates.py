@@ -9,14 +9,16 @@
 * sequential: the same steps as the pipeline (still text skipped alike), one after the other
   for each frame (decode, prepare, detect, crop, recognise, decode text, track, annotate, write,
   POST each event to the webhook and wait for its answer);
-* aioflow: ``examples/gates/run.py``'s pipeline.
+* aioflow: ``examples/gates/run.py``'s pipeline;
+* with ``--also-workers D,R``: the pipeline again with D detector and R recogniser sessions
+  (``app.build(workers=...)``), in the same rotation, to compare a choice side by side.
 
 The webhook answers after 50 ms, so that hiding IO shows. All three are timed with their models
 loaded: the pipeline from the moment its two OnnxModel blocks have opened their sessions (its
 source starts reading then), the others with sessions opened beforehand.
 
     python benchmarks/bench_gates.py [--cameras 3] [--seconds 10] [--level medium] [--reps 5]
-        [--json out.json]
+        [--also-workers 2,1] [--json out.json]
 """
 
 from __future__ import annotations
@@ -177,6 +179,7 @@ async def pipeline(
     url: str,
     formats: tuple[plates.PlateFormat, ...],
     summary: app.Summary | None = None,
+    workers: tuple[int, int] | None = None,
 ) -> float:
     """Frames per second of the pipeline, timed from the moment both models are loaded (the
     bound and the sequential loop time sessions opened beforehand too): the source yields its
@@ -204,7 +207,8 @@ async def pipeline(
         async for frame in video.video_source({cam: str(p) for cam, p in videos.items()}):
             yield frame
 
-    pipe = app.build(out=out, webhook=url, formats=formats, summary=summary)
+    sessions = {} if workers is None else {"workers": workers}
+    pipe = app.build(out=out, webhook=url, formats=formats, summary=summary, **sessions)
     OnnxModel.setup = timed_setup  # type: ignore[method-assign]
     try:
         await pipe.run(frames())
@@ -237,6 +241,12 @@ async def main(args: argparse.Namespace) -> None:
             "sequential": lambda: sequential(det, rec, videos, out, url, characters, formats),
             "aioflow": lambda: pipeline(out, videos, url, formats),
         }
+        if args.also_workers:
+            also = args.also_workers
+            rates[f"aioflow_workers_{also[0]}_{also[1]}"] = []
+            runs[f"aioflow_workers_{also[0]}_{also[1]}"] = lambda: pipeline(
+                out, videos, url, formats, workers=also
+            )
         names = list(runs)
         for rep in range(args.reps):
             # Rotate the order so that a slow minute of the machine does not favour one variant.
@@ -247,6 +257,12 @@ async def main(args: argparse.Namespace) -> None:
     med = {k: statistics.median(v) for k, v in rates.items()}
     # Each repetition's own ratio, so that the machine's minute-to-minute swings cancel out.
     ratios = {
+        f"{name}_of_bound_read": statistics.median(
+            a / b for a, b in zip(rates[name], rates["bound_read"], strict=True)
+        )
+        for name in rates
+        if name.startswith("aioflow_workers")
+    } | {
         "aioflow_of_bound": statistics.median(
             a / b for a, b in zip(rates["aioflow"], rates["bound"], strict=True)
         ),
@@ -260,7 +276,7 @@ async def main(args: argparse.Namespace) -> None:
     print(f"{len(frames)} frames, {len(truth)} plates, medians of {args.reps} (frames/s)")
     for name, rate in med.items():
         print(
-            f"  {name:11} {rate:6.1f}   of bound {rate / med['bound']:5.2f}"
+            f"  {name:22} {rate:6.1f}   of bound {rate / med['bound']:5.2f}"
             f"   vs sequential {rate / med['sequential']:5.2f}x"
         )
     print(
@@ -268,6 +284,9 @@ async def main(args: argparse.Namespace) -> None:
         f"aioflow / bound on the crops it reads {ratios['aioflow_of_bound_read']:.2f}, "
         f"aioflow / sequential {ratios['aioflow_vs_sequential']:.2f}x"
     )
+    for name, ratio in ratios.items():
+        if name.startswith("aioflow_workers"):
+            print(f"  per-repetition ratio (median): {name} {ratio:.2f}")
     if args.json:
         import onnxruntime
 
@@ -293,11 +312,29 @@ async def main(args: argparse.Namespace) -> None:
         )
 
 
+def sessions_pair(text: str) -> tuple[int, int]:
+    """``"2,1"`` -> (2, 1): detector and recogniser sessions."""
+    try:
+        det, rec = (int(n) for n in text.split(","))
+    except ValueError:
+        det = rec = 0
+    if det < 1 or rec < 1:
+        msg = f"expected two session counts of at least 1, such as 2,1; got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return det, rec
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cameras", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--level", choices=list(synth.LEVELS), default="medium")
+    parser.add_argument(
+        "--also-workers",
+        metavar="D,R",
+        type=sessions_pair,
+        help="also time the pipeline with D detector and R recogniser sessions",
+    )
     parser.add_argument("--json")
     af.run(main(parser.parse_args()))

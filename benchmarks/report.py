@@ -616,7 +616,9 @@ def gates_section(gates: dict[str, Any]) -> list[str]:
         "| variant | frames/s | of the bound | against sequential | runs |",
         "| --- | ---: | ---: | ---: | --- |",
     ]
-    for name in ("bound", "bound_read", "aioflow", "sequential"):
+    # ``--also-workers``: the pipeline with other session counts, after the demo's own.
+    also = [name for name in fps if name.startswith("aioflow_workers_")]
+    for name in ("bound", "bound_read", "aioflow", *also, "sequential"):
         if name not in fps:
             continue
         runs = ", ".join(f"{x:.1f}" for x in gates["runs"][name])
@@ -655,12 +657,23 @@ def gates_section(gates: dict[str, Any]) -> list[str]:
         "",
         f"Per repetition, aioflow made {of_bound:.2f} of the bound{strict_text} (goal: 0.9) and "
         f"{ratios.get('aioflow_vs_sequential', fps['aioflow'] / fps['sequential']):.2f}x the "
-        "sequential loop. The pipeline hides decoding, drawing, encoding and the web calls "
+        "sequential loop."
+        + "".join(
+            f" With {name.split('_')[-2]} detector and {name.split('_')[-1]} recogniser "
+            f"sessions (`aioflow_workers_...`) it made {ratios[name + '_of_bound_read']:.2f} of "
+            "`bound_read`."
+            for name in also
+            if name + "_of_bound_read" in ratios
+        )
+        + " The pipeline hides decoding, drawing, encoding and the web calls "
         "behind the models, which keeps both cores busy. It runs its models in single-thread "
-        "sessions, two for the detector: with two-thread sessions, which stall whenever another "
+        "sessions, two per model: with two-thread sessions, which stall whenever another "
         "step takes one of their cores, it made 0.77-0.92 of the bound in a separate run of 4 "
         "repetitions (see "
-        "[On the CPU](onnx.md#on-the-cpu-threads-and-sessions))." + noisy(gates["runs"]["bound"]),
+        "[On the CPU](onnx.md#on-the-cpu-threads-and-sessions)); with one recogniser session, "
+        "the detector's two ran ahead and left about a third of the crops to be read after the "
+        "last frame was detected, on one core (see [where the time goes]"
+        "(gates.md#speed-where-the-time-goes))." + noisy(gates["runs"]["bound"]),
         "",
     ]
 

@@ -53,17 +53,21 @@ def build(
     plate_rules: ocr.PlateRules = ocr.DEFAULT_PLATE_RULES,
     track_rules: track.TrackRules = track.DEFAULT_TRACK_RULES,
     threads: tuple[int, int] = (1, 1),
-    workers: tuple[int, int] = (2, 1),
+    workers: tuple[int, int] = (2, 2),
 ) -> af.Pipeline:
     """The pipeline. ``formats``: the plate formats to accept (none: any plausible plate);
     ``events_file``: append each event there as a JSON line; ``summary``: filled in with the
     events and counts; ``threads``: onnxruntime's intra-op threads per session for detection
     and recognition, ``workers``: their sessions (calls at once).
 
-    Single-thread sessions, two for the detector: on 2 cores shared with decoding, drawing and
+    Single-thread sessions, two per model: on 2 cores shared with decoding, drawing and
     encoding, a two-thread session stalls whenever one of its threads is preempted (each
     operator waits for its slowest thread), so it made 0.77-0.92 of the models-alone bound from
-    run to run; single-thread sessions made 0.92-0.99 (``benchmarks/bench_gates.py``)."""
+    run to run; single-thread sessions made 0.92-0.99 (``benchmarks/bench_gates.py``). Two for
+    the recogniser too: with one, the detector's two sessions took two thirds of the cores,
+    ran ahead by as much as the queues between them hold (64 items each), and left about a
+    third of the crops to be read after the last frame was detected, by one session on one
+    core while the other core idled."""
     report = summary if summary is not None else Summary()
     rec_path = ocr.model_path(ocr.REC_MODEL)
     characters = OnnxModel.inspect(rec_path).metadata["character"].split("\n")
