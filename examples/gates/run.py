@@ -10,12 +10,18 @@ your footage instead: files, image folders, RTSP/HTTP URLs, cameras (anything
     python examples/gates/run.py [--cameras 3] [--seconds 10] [--level medium] [--out out/gates]
     python examples/gates/run.py --source gate1.mp4 rtsp://cam2/stream --plate-format LL99LLL \\
         --events events.jsonl --ground-truth truth.json [--webhook http://host/events]
+
+Cameras come and go while it runs: ``--control [HOST:]PORT`` serves ``GET /cameras`` (each
+camera's state and figures), ``POST /cameras`` with ``{"uri": ..., "name": ...}`` and
+``DELETE /cameras/{name}`` (the stand-in webhook's app serves them too); each camera's state
+changes are printed, and ``--stall-after SECONDS`` reports a camera that sends no frame.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import sys
 import time
@@ -35,8 +41,73 @@ from aioflow.io import video
 from examples.gates import app, plates, synth, track
 
 
-async def serve_webhook(delay: float) -> tuple[web.AppRunner, str, list[dict[str, Any]]]:
-    """A stand-in for the gate-control service: answers each event after ``delay`` seconds."""
+def camera_routes(source: video.VideoSource) -> web.RouteTableDef:
+    """The control endpoint: the cameras of a running ``source``, added and removed while the
+    pipeline runs (a removed camera's tracks are closed and their events sent: the source
+    ends its key, and the tracker's ``evict`` flushes it).
+
+    - ``GET /cameras``: ``{name: its figures and state}``;
+    - ``POST /cameras`` with ``{"uri": ..., "name": ...}`` (name optional): 201 and
+      ``{"camera": name}`` once the camera has opened; 400 for a bad request or a name in use,
+      422 when the camera cannot be opened;
+    - ``DELETE /cameras/{name}``: 200 and its last figures; 404 for an unknown name.
+    """
+    routes = web.RouteTableDef()
+
+    def figures(stats: video.StreamStatistics) -> dict[str, Any]:
+        return dataclasses.asdict(stats)
+
+    @routes.get("/cameras")
+    async def list_cameras(request: web.Request) -> web.Response:
+        return web.json_response({k: figures(v) for k, v in source.statistics().items()})
+
+    @routes.post("/cameras")
+    async def add_camera(request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            return web.json_response({"error": "expected a JSON object"}, status=400)
+        if not isinstance(body, dict) or not isinstance(body.get("uri"), str | int):
+            msg = 'expected {"uri": "...", "name": "..."} (name optional)'
+            return web.json_response({"error": msg}, status=400)
+        name = body.get("name")
+        if name is not None and not isinstance(name, str):
+            return web.json_response({"error": "name must be a string"}, status=400)
+        try:
+            camera = await source.add(body["uri"], name=name)
+        except (ValueError, af.GraphError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        except video.VideoSourceError as exc:
+            return web.json_response({"error": str(exc)}, status=422)
+        return web.json_response({"camera": camera}, status=201)
+
+    @routes.delete("/cameras/{name}")
+    async def remove_camera(request: web.Request) -> web.Response:
+        try:
+            stats = await source.remove(request.match_info["name"])
+        except ValueError as exc:
+            return web.json_response({"error": str(exc)}, status=404)
+        return web.json_response(figures(stats))
+
+    return routes
+
+
+async def serve(
+    web_app: web.Application, host: str = "127.0.0.1", port: int = 0
+) -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(web_app)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = runner.addresses[0]
+    return runner, f"http://{bound[0]}:{bound[1]}"
+
+
+async def serve_webhook(
+    delay: float, source: video.VideoSource | None = None
+) -> tuple[web.AppRunner, str, list[dict[str, Any]]]:
+    """A stand-in for the gate-control service: answers each event after ``delay`` seconds
+    (and, given the ``source``, serves :func:`camera_routes` too)."""
     received: list[dict[str, Any]] = []
 
     async def handle(request: web.Request) -> web.Response:
@@ -47,12 +118,22 @@ async def serve_webhook(delay: float) -> tuple[web.AppRunner, str, list[dict[str
 
     web_app = web.Application()
     web_app.router.add_post("/events", handle)
-    runner = web.AppRunner(web_app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    return runner, f"http://127.0.0.1:{port}/events", received
+    if source is not None:
+        web_app.add_routes(camera_routes(source))
+    runner, base = await serve(web_app)
+    return runner, f"{base}/events", received
+
+
+def print_status(event: video.StreamEvent) -> None:
+    """Each camera's state changes, one line each (a service would alert on them)."""
+    stats = event.statistics
+    line = f"camera {event.stream}: {event.previous} -> {event.state}"
+    if event.state in ("stalled", "removed", "ended", "failed"):
+        age = "" if stats.frame_age is None else f", last frame {stats.frame_age:.1f} s ago"
+        line += f" ({stats.emitted} frames, {stats.dropped} dropped{age})"
+    if event.error is not None:
+        line += f": {event.error}"
+    print(line, flush=True)
 
 
 @dataclass
@@ -88,15 +169,29 @@ async def run_pipeline(
     webhook_delay: float = 0.05,
     live: bool | None = None,
     track_rules: track.TrackRules = track.DEFAULT_TRACK_RULES,
+    control: tuple[str, int] | None = None,
+    stall_after: float | None = None,
+    on_status: Any = None,
 ) -> Result:
     """Run the pipeline on ``sources`` (what ``video_source`` takes), POSTing to ``webhook`` or,
-    when None, to a stand-in served on loopback."""
-    runner = None
+    when None, to a stand-in served on loopback. ``control``: (host, port) to serve the
+    cameras' control endpoint on (:func:`camera_routes`; the stand-in serves it too).
+    ``on_status``: called with each camera's :class:`~aioflow.io.video.StreamEvent`."""
+    runners: list[web.AppRunner] = []
     received: list[dict[str, Any]] = []
-    if webhook is None:
-        runner, webhook, received = await serve_webhook(webhook_delay)
+    source = video.video_source(sources, live=live, stall_after=stall_after, on_status=on_status)
     summary = app.Summary()
     try:
+        if webhook is None:
+            runner, webhook, received = await serve_webhook(webhook_delay, source)
+            runners.append(runner)
+            print(f"cameras: {webhook.removesuffix('/events')}/cameras", flush=True)
+        if control is not None:
+            control_app = web.Application()
+            control_app.add_routes(camera_routes(source))
+            runner, base = await serve(control_app, *control)
+            runners.append(runner)
+            print(f"cameras: {base}/cameras", flush=True)
         pipe = app.build(
             out=out,
             webhook=webhook,
@@ -105,12 +200,11 @@ async def run_pipeline(
             summary=summary,
             track_rules=track_rules,
         )
-        source = video.video_source(sources, live=live)
         t0 = time.perf_counter()
         answers = await pipe.run(source)
         wall = time.perf_counter() - t0
     finally:
-        if runner is not None:
+        for runner in runners:
             await runner.cleanup()
     stats = pipe.statistics()
     return Result(
@@ -213,6 +307,9 @@ async def main(args: argparse.Namespace) -> int:
             webhook=args.webhook,
             webhook_delay=args.webhook_delay,
             track_rules=rules,
+            control=args.control,
+            stall_after=args.stall_after,
+            on_status=print_status,
         )
     else:
         print(
@@ -256,6 +353,19 @@ def load_truth(path: Path) -> dict[str, list[str]]:
         msg = f"--ground-truth {path}: expected {{camera: [plate texts]}}, got {str(data)[:80]}"
         raise SystemExit(msg)
     return data
+
+
+def address(text: str) -> tuple[str, int]:
+    """``--control [HOST:]PORT`` (default host: loopback)."""
+    host, _, port = text.rpartition(":")
+    try:
+        number = int(port)
+    except ValueError:
+        number = -1
+    if not 0 <= number < 65536:
+        msg = f"{text!r}: expected [HOST:]PORT"
+        raise argparse.ArgumentTypeError(msg)
+    return host or "127.0.0.1", number
 
 
 def plate_formats(spec: str) -> tuple[plates.PlateFormat, ...]:
@@ -303,6 +413,19 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
         "--ground-truth", metavar="FILE", help="score the run against {camera: [plates]} JSON"
     )
     p.add_argument("--webhook", help="POST events there (default: a stand-in on loopback)")
+    p.add_argument(
+        "--control",
+        type=address,
+        metavar="[HOST:]PORT",
+        help="serve GET/POST /cameras and DELETE /cameras/NAME there, to add and remove cameras "
+        "while it runs (the stand-in webhook serves them too)",
+    )
+    p.add_argument(
+        "--stall-after",
+        type=float,
+        metavar="SECONDS",
+        help="report a camera that sent no frame for this long (stalled), and when it is back",
+    )
     p.add_argument(
         "--early",
         type=early_votes,

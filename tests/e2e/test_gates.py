@@ -9,12 +9,16 @@ tests run the command line on footage it did not make, and the plate-format rule
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
 import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import cv2
 import numpy as np
 import pytest
@@ -432,3 +436,78 @@ def test_a_sign_joined_once_by_another_box_is_not_moving() -> None:
             events.append(event)
     assert events == []
     assert state.counts.static == 1
+
+
+@pytest.mark.slow
+def test_cameras_are_added_and_removed_through_the_control_endpoint_while_it_runs(
+    tmp_path: Path,
+) -> None:
+    clip_with_sign(tmp_path / "gate_a.mp4", "ABC123", "KTR482", frames=150)
+    clip_with_sign(tmp_path / "gate_b.mp4", "XYZ789", "KTR482")
+    clip_with_sign(tmp_path / "gate_c.mp4", "DEF456", "KTR482", frames=150)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    base = f"http://127.0.0.1:{port}/cameras"
+    statuses: list[tuple[str, str]] = []
+
+    async def main() -> tuple[run.Result, dict[str, Any]]:
+        task = asyncio.create_task(
+            run.run_pipeline(
+                [str(tmp_path / "gate_a.mp4")],
+                tmp_path / "out",
+                formats=plates.parse_formats("LLL999"),
+                truth={"gate_a": ["ABC123"], "gate_b": ["XYZ789"]},
+                control=("127.0.0.1", port),
+                on_status=lambda ev: statuses.append((ev.stream, ev.state)),
+            )
+        )
+        seen: dict[str, Any] = {}
+        async with aiohttp.ClientSession() as http:
+            for _ in range(200):  # until the endpoint is up and gate_a runs
+                try:
+                    async with http.get(base) as r:
+                        cams = await r.json()
+                    if cams.get("gate_a", {}).get("state") == "running":
+                        break
+                except aiohttp.ClientConnectionError:
+                    pass
+                await asyncio.sleep(0.05)
+            body = {"uri": str(tmp_path / "gate_b.mp4"), "name": "gate_b"}
+            async with http.post(base, json=body) as r:
+                seen["add"] = (r.status, await r.json())
+            async with http.post(base, json=body) as r:  # the name is taken
+                seen["again"] = r.status
+            async with http.post(base, json={"uri": str(tmp_path / "nothing.mp4")}) as r:
+                seen["bad"] = r.status
+            body = {"uri": str(tmp_path / "gate_c.mp4"), "name": "gate_c"}
+            async with http.post(base, json=body) as r:
+                seen["add_c"] = r.status
+            async with http.get(base) as r:
+                seen["listed"] = sorted(await r.json())
+            async with http.delete(f"{base}/gate_c") as r:
+                seen["removed"] = (r.status, await r.json())
+            async with http.delete(f"{base}/gate_c") as r:
+                seen["removed_again"] = r.status
+        return await task, seen
+
+    result, seen = af.run(main())
+    assert seen["add"] == (201, {"camera": "gate_b"})
+    assert (seen["again"], seen["bad"], seen["add_c"]) == (400, 422, 201)
+    assert seen["listed"] == ["gate_a", "gate_b", "gate_c"]
+    status, last = seen["removed"]
+    assert status == 200
+    assert last["stream"] == "gate_c"
+    assert seen["removed_again"] == 404
+    # The camera added while it ran was read like the first; the one removed ended cleanly
+    # (its frames up to then went through, no event of its plate was invented).
+    assert [(e["camera"], e["plate"]) for e in sorted(result.events, key=str)] == [
+        ("gate_a", "ABC123"),
+        ("gate_b", "XYZ789"),
+    ]
+    stats = result.statistics
+    assert stats["track"].received == result.frames == 150 + 24 + last["emitted"]
+    assert all(rec.balanced and rec.in_flight == 0 for rec in stats.values())
+    assert ("gate_c", "removed") in statuses
+    assert ("gate_b", "ended") in statuses
+    assert not [t for t in threading.enumerate() if t.name.startswith("aioflow")]
