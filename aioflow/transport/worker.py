@@ -682,7 +682,8 @@ class Worker:
         """Read the partitions this worker owns (each in its stream's order)."""
         stop = self.stopping
         while not stop.is_set():
-            await slots.wait_free()
+            while slots.free < 1:  # (a takeover's replay may take slots after the wake-up)
+                await slots.wait_free()
             streams = owner.readable()
             if not streams:
                 with contextlib.suppress(TimeoutError):
