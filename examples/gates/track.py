@@ -10,12 +10,14 @@ of the stream (or ``patience_frames`` frames) is closed and becomes an event onl
 * ``min_votes`` of its reads agree on the plate: reads that differ only in look-alikes (0/O,
   1/I...) are one *reading* (``plates.fold``); the reading with the highest summed confidence
   wins, reads of it cut short by one character at either end counting for it; failing that,
-  ``min_consensus`` reads within one character of what their characters agree on by majority
-  (``Track.consensus``). One or two misread frames, or a sign misread twice, make no event;
-* each look-alike position is the digit or the letter as the learnt plate shapes (``Shapes``,
-  without formats) or else the recogniser's evidence summed over the reads say; when that
-  evidence is a near toss-up (over ``max_doubt`` for the form not chosen) the track is held as
-  unsure, and sent only if shapes learnt later settle it;
+  ``min_consensus`` reads within one character of what their characters agree on, each
+  character read by ``min_votes`` reads at least and by most of them (``Track.consensus``).
+  One or two misread frames, a sign misread twice, or reads split two and two between two
+  characters make no event;
+* each look-alike position is the digit or the letter as the recogniser's evidence summed over
+  the reads says; where that evidence is a near toss-up (over ``max_doubt`` for the form not
+  chosen), the learnt plate shapes (``Shapes``, without formats) settle it, and failing them
+  the track is held as unsure, and sent only if shapes learnt later settle it (``settle``);
 * the box travelled at least ``min_travel`` of its own heights from its first sighting, on two
   sightings at least, both its edges moving the same way (``moved``): text that stays put (a
   sign, a shop front, a painted marking, a sign the detector sometimes cuts short or a passing
@@ -269,25 +271,29 @@ class Track:
         key = self.key
         return 0.0 if key is None else doubt(self.forms[key], settled)
 
-    def consensus(self) -> tuple[str, int, float, list[list[float]]] | None:
+    def consensus(self, min_reads: int = 1) -> tuple[str, int, float, list[list[float]]] | None:
         """For a track whose reads never agree whole, the reading their characters agree on:
-        over the reads of the most common length, each position's character by a majority of
-        the summed confidence (None when a position has none), with the number of reads that
-        differ from it in one position at most, their summed confidence and their evidence for
-        its look-alikes. A plate
-        read ``EL2936``, ``LE2936``, ``LL2934``, ``LL2036`` is ``LL2936`` four times."""
+        over the reads of the leading reading's length, each position's character as most of
+        the reads say, by count and by summed confidence, and ``min_reads`` of them at least
+        (None when a position has no such character: two reads of an ``M`` and two of an ``H``
+        are a toss-up, not a read), with the number of reads that differ from it in one
+        position at most, their summed confidence and their evidence for its look-alikes. A
+        plate read ``EL2936``, ``LE2936``, ``LL2934``, ``LL2036`` is ``LL2936`` four times."""
         if not self.votes:
             return None
         length = len(self.key or "")
         same = [k for k in self.votes if len(k) == length]
         total = sum(self.confidence[k] for k in same)
+        reads = sum(self.votes[k] for k in same)
         chars = []
         for i in range(length):
             weights: dict[str, float] = {}
+            counts: Counter[str] = Counter()
             for k in same:
                 weights[k[i]] = weights.get(k[i], 0.0) + self.confidence[k]
+                counts[k[i]] += self.votes[k]
             c = max(weights, key=lambda x: weights[x])
-            if 2 * weights[c] <= total:
+            if 2 * weights[c] <= total or 2 * counts[c] <= reads or counts[c] < min_reads:
                 return None
             chars.append(c)
         key = "".join(chars)
@@ -335,6 +341,19 @@ def doubt(forms: list[list[float]], settled: list[str | None] | None = None) -> 
     )
 
 
+def settle(kinds: list[str | None], forms: list[list[float]], allowed: float) -> list[str | None]:
+    """The look-alike positions the learnt shapes settle (``Shapes.kinds``): only those where
+    the reads' evidence leaves the form not chosen more than ``allowed`` of it. Where the reads
+    agree, they stand even against the shapes: a site may have two formats that differ in one
+    position (``LLL999`` and ``LL9999``), and the shapes know the second only once they have
+    seen a plate of it without a look-alike there, so until then they would turn every
+    ``ZJ2954`` into ``ZJZ954``."""
+    return [
+        kind if kind is not None and sum(f) > 0 and min(f) / sum(f) > allowed else None
+        for kind, f in zip(kinds, forms, strict=True)
+    ]
+
+
 def shape(key: str) -> str:
     """A reading's shape: ``L`` a letter, ``9`` a digit, ``?`` a look-alike (either)."""
     return "".join(
@@ -349,11 +368,12 @@ class Shapes:
 
     Each event's reading adds its shape (letters, digits, and ``?`` where a look-alike leaves
     the kind open, so only what the recogniser could tell apart is learnt). A later plate's
-    look-alike position takes the kind the learnt shapes agree on there: those of its length
-    that match it wherever both are sure, ``min_seen`` of them at least, none saying the other
-    kind. A site sees a few formats again and again, so the plates read plainly teach how
-    the others read: after ``7MRX29``, ``OLTM98`` reads ``0LTM98``. Where the shapes disagree
-    or say nothing, the recogniser's evidence decides.
+    look-alike position may take the kind the learnt shapes agree on there: those of its
+    length that match it wherever both are sure, ``min_seen`` of them at least, none saying
+    the other kind. A site sees a few formats again and again, so the plates read plainly
+    teach how the others read: after ``7MRX29`` and ``4KTR73``, a plate whose reads leave its
+    first character in doubt between ``O`` and ``0`` reads ``0LTM98``. The shapes settle only
+    such doubts (``settle``): where the reads agree, they stand.
     """
 
     min_seen: int = 2
@@ -528,7 +548,7 @@ def close(
         return None
     if votes < rules.min_votes:
         # Reads that never agree whole may still agree character by character.
-        agreed = track.consensus()
+        agreed = track.consensus(rules.min_votes)
         if agreed is None or agreed[1] < rules.min_consensus:
             counts.few_votes += 1
             return None
@@ -538,15 +558,18 @@ def close(
             counts.static += 1
         return None
     text = resolve(key, forms)
-    settled = state.shapes.kinds(key) if state.shapes is not None else None
-    if settled is not None:
-        # No format given: the shapes of the plates read so far settle look-alikes.
+    # Early, the evidence has yet to pile up: half the doubt allowed at the close.
+    allowed = rules.max_doubt / (2 if early else 1)
+    settled = None
+    if state.shapes is not None:
+        # No format given: the shapes of the plates read so far settle the look-alikes that the
+        # reads leave in doubt, never one the reads agree on (``settle``).
+        settled = settle(state.shapes.kinds(key), forms, allowed)
         text = "".join(
             t if kind is None else plates.TO_LETTER[c] if kind == "L" else c
             for t, c, kind in zip(text, key, settled, strict=True)
         )
-    # Early, the evidence has yet to pile up: half the doubt allowed at the close.
-    if doubt(forms, settled) > rules.max_doubt / (2 if early else 1):
+    if doubt(forms, settled) > allowed:
         # The reads split between a digit and its look-alike letter: a guess, not a read.
         if not retry and not early:
             counts.unsure += 1
