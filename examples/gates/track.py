@@ -13,11 +13,15 @@ of the stream (or ``patience_frames`` frames) is closed and becomes an event onl
   ``min_consensus`` reads within one character of what their characters agree on, each
   character read by ``min_votes`` reads at least and by most of them (``Track.consensus``).
   One or two misread frames, a sign misread twice, or reads split two and two between two
-  characters make no event;
+  characters make no event; nor does a reading one of whose characters the reads within one
+  character of it (cut short or taking in one more) contest as much as they back it
+  (``Track.contested``);
 * each look-alike position is the digit or the letter as the recogniser's evidence summed over
   the reads says; where that evidence is a near toss-up (over ``max_doubt`` for the form not
   chosen), the learnt plate shapes (``Shapes``, without formats) settle it, and failing them
-  the track is held as unsure, and sent only if shapes learnt later settle it (``settle``);
+  the track is held as unsure, and sent only if shapes learnt later settle it (``settle``).
+  Without formats, a plate read in a shape (letters and digits) the site's events never had,
+  one look-alike from a shape they had ``min_seen`` times, is held alike (``Shapes.novel``);
 * the box travelled at least ``min_travel`` of its own heights from its first sighting, on two
   sightings at least, both its edges moving the same way (``moved``): text that stays put (a
   sign, a shop front, a painted marking, a sign the detector sometimes cuts short or a passing
@@ -306,6 +310,39 @@ class Track:
                     forms[i][1] += f[1]
         return key, sum(self.votes[k] for k in near), sum(self.confidence[k] for k in near), forms
 
+    def contested(self, key: str) -> bool:
+        """Whether some character of ``key`` is a toss-up: over the track's reads within one
+        character of it (of its length, or one character longer or shorter at either end, as
+        a box that cut the plate short or took in a mark beside it reads), those showing
+        another character at a position weigh (in summed confidence) as much as those showing
+        its own. Four reads of ``L034E5`` are contested by two of ``L034E8`` and two of
+        ``L034E8H``: the plate's sixth character is an 8 as often as a 5."""
+        n = len(key)
+        support = [0.0] * n
+        against = [0.0] * n
+        for read, weight in self.confidence.items():
+            if len(read) == n + 1:  # one character more at either end
+                options = [(read[:-1], 0), (read[1:], 0)]
+            elif len(read) == n - 1:  # cut short at either end
+                options = [(read, 0), (read, 1)]
+            else:
+                options = [(read, 0)] if len(read) == n else []
+            fits = [
+                (sum(c != key[at + i] for i, c in enumerate(text)), text, at)
+                for text, at in options
+            ]
+            if not fits:
+                continue
+            changed, text, at = min(fits)
+            if changed > 1:
+                continue
+            for i, c in enumerate(text):
+                if c == key[at + i]:
+                    support[at + i] += weight
+                else:
+                    against[at + i] += weight
+        return any(0 < a >= b for a, b in zip(against, support, strict=True))
+
     def decided(self, rules: TrackRules) -> str | None:
         """The track's plate when enough reads agree on it, else None."""
         key = self.key
@@ -354,6 +391,11 @@ def settle(kinds: list[str | None], forms: list[list[float]], allowed: float) ->
     ]
 
 
+def kinds_of(text: str) -> str:
+    """A plate's shape as read: ``L`` a letter, ``9`` a digit (``0LTM98`` -> ``9LLL99``)."""
+    return "".join("9" if c.isdigit() else "L" if c.isalpha() else c for c in text)
+
+
 def shape(key: str) -> str:
     """A reading's shape: ``L`` a letter, ``9`` a digit, ``?`` a look-alike (either)."""
     return "".join(
@@ -374,18 +416,41 @@ class Shapes:
     teach how the others read: after ``7MRX29`` and ``4KTR73``, a plate whose reads leave its
     first character in doubt between ``O`` and ``0`` reads ``0LTM98``. The shapes settle only
     such doubts (``settle``): where the reads agree, they stand.
+
+    It also keeps each event's shape as read (``read_as``: ``L`` a letter, ``9`` a digit). A
+    plate the recogniser reads surely in a shape never sent, while one look-alike the other
+    way gives a shape sent ``min_seen`` times, is either the first plate of a new format or a
+    digit read surely as its letter (the recogniser often takes a leading ``0`` or ``8`` before
+    letters for an ``O`` or a ``B``): ``novel`` says so, and the tracker holds it as unsure
+    until an event of its shape has been sent.
     """
 
     min_seen: int = 2
     seen: Counter[str] = field(default_factory=Counter)
+    read_as: Counter[str] = field(default_factory=Counter)  # the events' shapes as read
 
     @property
     def learnt(self) -> int:
         """How many shapes were learnt: a change says to look at the held tracks again."""
         return self.seen.total()
 
-    def learn(self, key: str) -> None:
+    def learn(self, key: str, text: str | None = None) -> None:
         self.seen[shape(key)] += 1
+        if text is not None:
+            self.read_as[kinds_of(text)] += 1
+
+    def novel(self, text: str) -> bool:
+        """Whether ``text`` is in a shape no event had while one look-alike of it the other
+        way (a digit for a letter or a letter for a digit) gives a shape ``min_seen`` had."""
+        mine = kinds_of(text)
+        if self.read_as[mine]:
+            return False
+        for i, c in enumerate(text):
+            if c in plates.TO_LETTER or c in plates.TO_DIGIT:
+                other = mine[:i] + ("9" if mine[i] == "L" else "L") + mine[i + 1 :]
+                if self.read_as[other] >= self.min_seen:
+                    return True
+        return False
 
     def kinds(self, key: str) -> list[str | None]:
         """Per position of ``key``: ``"L"`` or ``"9"`` where the learnt shapes settle a
@@ -553,6 +618,10 @@ def close(
             counts.few_votes += 1
             return None
         key, votes, confidence, forms = agreed
+    if track.contested(key):
+        if not early:
+            counts.few_votes += 1
+        return None
     if track.travel < rules.min_travel * track.height:
         if not early:
             counts.static += 1
@@ -569,8 +638,9 @@ def close(
             t if kind is None else plates.TO_LETTER[c] if kind == "L" else c
             for t, c, kind in zip(text, key, settled, strict=True)
         )
-    if doubt(forms, settled) > allowed:
-        # The reads split between a digit and its look-alike letter: a guess, not a read.
+    if doubt(forms, settled) > allowed or (state.shapes is not None and state.shapes.novel(text)):
+        # The reads split between a digit and its look-alike letter, or agree on a shape that
+        # one look-alike away is a shape the site sees: a guess, not a read.
         if not retry and not early:
             counts.unsure += 1
             if state.shapes is not None:
@@ -617,7 +687,7 @@ def close(
         return None
     state.recent[key] = (track.last_time, votes)
     if state.shapes is not None:
-        state.shapes.learn(key)
+        state.shapes.learn(key, text)
     if early:
         track.sent = key
     counts.events += 1
