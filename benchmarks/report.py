@@ -726,8 +726,9 @@ def gates_accuracy_section(acc: dict[str, Any]) -> list[str]:
         "## The flagship's accuracy",
         "",
         "`benchmarks/bench_gates_accuracy.py`: for each difficulty level of the generator, "
-        f"{acc['cameras']} cameras x {acc['seconds']:g} s per seed (seeds {seeds}, which the "
-        "rules were not written against), run once with the plate formats the clips use (as "
+        f"{acc['cameras']} cameras x {acc['seconds']:g} s per seed (seeds {seeds}; which seeds "
+        "the rules were written against, and the same on seeds never looked at: "
+        "[accuracy](gates.md#accuracy)), run once with the plate formats the clips use (as "
         "`make demo` does) and once with none (any plausible plate), scored against the ground "
         "truth. Goals: plates read correctly >= 95% at easy and medium, >= 90% at hard; wrong "
         f"events and duplicates at most 2% of the events{speed} "

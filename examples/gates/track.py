@@ -10,12 +10,18 @@ of the stream (or ``patience_frames`` frames) is closed and becomes an event onl
 * ``min_votes`` of its reads agree on the plate: reads that differ only in look-alikes (0/O,
   1/I...) are one *reading* (``plates.fold``); the reading with the highest summed confidence
   wins, reads of it cut short by one character at either end counting for it; failing that,
-  ``min_consensus`` reads within one character of what their characters agree on by majority
-  (``Track.consensus``). One or two misread frames, or a sign misread twice, make no event;
-* each look-alike position is the digit or the letter as the learnt plate shapes (``Shapes``,
-  without formats) or else the recogniser's evidence summed over the reads say; when that
-  evidence is a near toss-up (over ``max_doubt`` for the form not chosen) the track is held as
-  unsure, and sent only if shapes learnt later settle it;
+  ``min_consensus`` reads within one character of what their characters agree on, each
+  character read by ``min_votes`` reads at least and by most of them (``Track.consensus``).
+  One or two misread frames, a sign misread twice, or reads split two and two between two
+  characters make no event; nor does a reading one of whose characters the reads within one
+  character of it (cut short or taking in one more) contest as much as they back it
+  (``Track.contested``);
+* each look-alike position is the digit or the letter as the recogniser's evidence summed over
+  the reads says; where that evidence is a near toss-up (over ``max_doubt`` for the form not
+  chosen), the learnt plate shapes (``Shapes``, without formats) settle it, and failing them
+  the track is held as unsure, and sent only if shapes learnt later settle it (``settle``).
+  Without formats, a plate read in a shape (letters and digits) the site's events never had,
+  one look-alike from a shape they had ``min_seen`` times, is held alike (``Shapes.novel``);
 * the box travelled at least ``min_travel`` of its own heights from its first sighting, on two
   sightings at least, both its edges moving the same way (``moved``): text that stays put (a
   sign, a shop front, a painted marking, a sign the detector sometimes cuts short or a passing
@@ -269,25 +275,29 @@ class Track:
         key = self.key
         return 0.0 if key is None else doubt(self.forms[key], settled)
 
-    def consensus(self) -> tuple[str, int, float, list[list[float]]] | None:
+    def consensus(self, min_reads: int = 1) -> tuple[str, int, float, list[list[float]]] | None:
         """For a track whose reads never agree whole, the reading their characters agree on:
-        over the reads of the most common length, each position's character by a majority of
-        the summed confidence (None when a position has none), with the number of reads that
-        differ from it in one position at most, their summed confidence and their evidence for
-        its look-alikes. A plate
-        read ``EL2936``, ``LE2936``, ``LL2934``, ``LL2036`` is ``LL2936`` four times."""
+        over the reads of the leading reading's length, each position's character as most of
+        the reads say, by count and by summed confidence, and ``min_reads`` of them at least
+        (None when a position has no such character: two reads of an ``M`` and two of an ``H``
+        are a toss-up, not a read), with the number of reads that differ from it in one
+        position at most, their summed confidence and their evidence for its look-alikes. A
+        plate read ``EL2936``, ``LE2936``, ``LL2934``, ``LL2036`` is ``LL2936`` four times."""
         if not self.votes:
             return None
         length = len(self.key or "")
         same = [k for k in self.votes if len(k) == length]
         total = sum(self.confidence[k] for k in same)
+        reads = sum(self.votes[k] for k in same)
         chars = []
         for i in range(length):
             weights: dict[str, float] = {}
+            counts: Counter[str] = Counter()
             for k in same:
                 weights[k[i]] = weights.get(k[i], 0.0) + self.confidence[k]
+                counts[k[i]] += self.votes[k]
             c = max(weights, key=lambda x: weights[x])
-            if 2 * weights[c] <= total:
+            if 2 * weights[c] <= total or 2 * counts[c] <= reads or counts[c] < min_reads:
                 return None
             chars.append(c)
         key = "".join(chars)
@@ -299,6 +309,39 @@ class Track:
                     forms[i][0] += f[0]
                     forms[i][1] += f[1]
         return key, sum(self.votes[k] for k in near), sum(self.confidence[k] for k in near), forms
+
+    def contested(self, key: str) -> bool:
+        """Whether some character of ``key`` is a toss-up: over the track's reads within one
+        character of it (of its length, or one character longer or shorter at either end, as
+        a box that cut the plate short or took in a mark beside it reads), those showing
+        another character at a position weigh (in summed confidence) as much as those showing
+        its own. Four reads of ``L034E5`` are contested by two of ``L034E8`` and two of
+        ``L034E8H``: the plate's sixth character is an 8 as often as a 5."""
+        n = len(key)
+        support = [0.0] * n
+        against = [0.0] * n
+        for read, weight in self.confidence.items():
+            if len(read) == n + 1:  # one character more at either end
+                options = [(read[:-1], 0), (read[1:], 0)]
+            elif len(read) == n - 1:  # cut short at either end
+                options = [(read, 0), (read, 1)]
+            else:
+                options = [(read, 0)] if len(read) == n else []
+            fits = [
+                (sum(c != key[at + i] for i, c in enumerate(text)), text, at)
+                for text, at in options
+            ]
+            if not fits:
+                continue
+            changed, text, at = min(fits)
+            if changed > 1:
+                continue
+            for i, c in enumerate(text):
+                if c == key[at + i]:
+                    support[at + i] += weight
+                else:
+                    against[at + i] += weight
+        return any(0 < a >= b for a, b in zip(against, support, strict=True))
 
     def decided(self, rules: TrackRules) -> str | None:
         """The track's plate when enough reads agree on it, else None."""
@@ -335,6 +378,24 @@ def doubt(forms: list[list[float]], settled: list[str | None] | None = None) -> 
     )
 
 
+def settle(kinds: list[str | None], forms: list[list[float]], allowed: float) -> list[str | None]:
+    """The look-alike positions the learnt shapes settle (``Shapes.kinds``): only those where
+    the reads' evidence leaves the form not chosen more than ``allowed`` of it. Where the reads
+    agree, they stand even against the shapes: a site may have two formats that differ in one
+    position (``LLL999`` and ``LL9999``), and the shapes know the second only once they have
+    seen a plate of it without a look-alike there, so until then they would turn every
+    ``ZJ2954`` into ``ZJZ954``."""
+    return [
+        kind if kind is not None and sum(f) > 0 and min(f) / sum(f) > allowed else None
+        for kind, f in zip(kinds, forms, strict=True)
+    ]
+
+
+def kinds_of(text: str) -> str:
+    """A plate's shape as read: ``L`` a letter, ``9`` a digit (``0LTM98`` -> ``9LLL99``)."""
+    return "".join("9" if c.isdigit() else "L" if c.isalpha() else c for c in text)
+
+
 def shape(key: str) -> str:
     """A reading's shape: ``L`` a letter, ``9`` a digit, ``?`` a look-alike (either)."""
     return "".join(
@@ -349,23 +410,47 @@ class Shapes:
 
     Each event's reading adds its shape (letters, digits, and ``?`` where a look-alike leaves
     the kind open, so only what the recogniser could tell apart is learnt). A later plate's
-    look-alike position takes the kind the learnt shapes agree on there: those of its length
-    that match it wherever both are sure, ``min_seen`` of them at least, none saying the other
-    kind. A site sees a few formats again and again, so the plates read plainly teach how
-    the others read: after ``7MRX29``, ``OLTM98`` reads ``0LTM98``. Where the shapes disagree
-    or say nothing, the recogniser's evidence decides.
+    look-alike position may take the kind the learnt shapes agree on there: those of its
+    length that match it wherever both are sure, ``min_seen`` of them at least, none saying
+    the other kind. A site sees a few formats again and again, so the plates read plainly
+    teach how the others read: after ``7MRX29`` and ``4KTR73``, a plate whose reads leave its
+    first character in doubt between ``O`` and ``0`` reads ``0LTM98``. The shapes settle only
+    such doubts (``settle``): where the reads agree, they stand.
+
+    It also keeps each event's shape as read (``read_as``: ``L`` a letter, ``9`` a digit). A
+    plate the recogniser reads surely in a shape never sent, while one look-alike the other
+    way gives a shape sent ``min_seen`` times, is either the first plate of a new format or a
+    digit read surely as its letter (the recogniser often takes a leading ``0`` or ``8`` before
+    letters for an ``O`` or a ``B``): ``novel`` says so, and the tracker holds it as unsure
+    until an event of its shape has been sent.
     """
 
     min_seen: int = 2
     seen: Counter[str] = field(default_factory=Counter)
+    read_as: Counter[str] = field(default_factory=Counter)  # the events' shapes as read
 
     @property
     def learnt(self) -> int:
         """How many shapes were learnt: a change says to look at the held tracks again."""
         return self.seen.total()
 
-    def learn(self, key: str) -> None:
+    def learn(self, key: str, text: str | None = None) -> None:
         self.seen[shape(key)] += 1
+        if text is not None:
+            self.read_as[kinds_of(text)] += 1
+
+    def novel(self, text: str) -> bool:
+        """Whether ``text`` is in a shape no event had while one look-alike of it the other
+        way (a digit for a letter or a letter for a digit) gives a shape ``min_seen`` had."""
+        mine = kinds_of(text)
+        if self.read_as[mine]:
+            return False
+        for i, c in enumerate(text):
+            if c in plates.TO_LETTER or c in plates.TO_DIGIT:
+                other = mine[:i] + ("9" if mine[i] == "L" else "L") + mine[i + 1 :]
+                if self.read_as[other] >= self.min_seen:
+                    return True
+        return False
 
     def kinds(self, key: str) -> list[str | None]:
         """Per position of ``key``: ``"L"`` or ``"9"`` where the learnt shapes settle a
@@ -528,26 +613,34 @@ def close(
         return None
     if votes < rules.min_votes:
         # Reads that never agree whole may still agree character by character.
-        agreed = track.consensus()
+        agreed = track.consensus(rules.min_votes)
         if agreed is None or agreed[1] < rules.min_consensus:
             counts.few_votes += 1
             return None
         key, votes, confidence, forms = agreed
+    if track.contested(key):
+        if not early:
+            counts.few_votes += 1
+        return None
     if track.travel < rules.min_travel * track.height:
         if not early:
             counts.static += 1
         return None
     text = resolve(key, forms)
-    settled = state.shapes.kinds(key) if state.shapes is not None else None
-    if settled is not None:
-        # No format given: the shapes of the plates read so far settle look-alikes.
+    # Early, the evidence has yet to pile up: half the doubt allowed at the close.
+    allowed = rules.max_doubt / (2 if early else 1)
+    settled = None
+    if state.shapes is not None:
+        # No format given: the shapes of the plates read so far settle the look-alikes that the
+        # reads leave in doubt, never one the reads agree on (``settle``).
+        settled = settle(state.shapes.kinds(key), forms, allowed)
         text = "".join(
             t if kind is None else plates.TO_LETTER[c] if kind == "L" else c
             for t, c, kind in zip(text, key, settled, strict=True)
         )
-    # Early, the evidence has yet to pile up: half the doubt allowed at the close.
-    if doubt(forms, settled) > rules.max_doubt / (2 if early else 1):
-        # The reads split between a digit and its look-alike letter: a guess, not a read.
+    if doubt(forms, settled) > allowed or (state.shapes is not None and state.shapes.novel(text)):
+        # The reads split between a digit and its look-alike letter, or agree on a shape that
+        # one look-alike away is a shape the site sees: a guess, not a read.
         if not retry and not early:
             counts.unsure += 1
             if state.shapes is not None:
@@ -594,7 +687,7 @@ def close(
         return None
     state.recent[key] = (track.last_time, votes)
     if state.shapes is not None:
-        state.shapes.learn(key)
+        state.shapes.learn(key, text)
     if early:
         track.sent = key
     counts.events += 1
