@@ -214,9 +214,10 @@ def every(
     >>> out = af.run(
     ...     af.Pipeline(af.every(lambda f: f"seen {f}", n=2, key=lambda f: f[0])).run(frames)
     ... )
-    >>> [(h.item, h.result, h.age_items) for h in out][-1]
+    >>> last, fourth = out[-1], out[3]
+    >>> (last.item, last.result, last.age_items)
     (('a', 2), "seen ('a', 2)", 0)
-    >>> [(h.item, h.result, h.age_items) for h in out][3]
+    >>> (fourth.item, fourth.result, fourth.age_items)
     (('b', 1), "seen ('b', 0)", 1)
     """
     return Every(
