@@ -5,6 +5,8 @@
     >> detect                        PP-OCR text detection, OnnxModel, batched, 2 sessions
     >> find_plates                   boxes from the probability map, kept when plate-like,
                                      cropped at their own aspect
+       (with ``detect_per_second``: these three run inside ``af.every`` on some frames of
+       each camera, named ``sample``; ``unpack`` marks the frames in between as not looked at)
     >> split                         one item per crop; text standing still read now and then
     >> recognize                     PP-OCR text recognition, OnnxModel, batched by width
     >> read_text                     CTC decoding; the read fitted to the plate formats
@@ -22,6 +24,7 @@ nothing and starts nothing.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,11 +57,25 @@ def build(
     track_rules: track.TrackRules = track.DEFAULT_TRACK_RULES,
     threads: tuple[int, int] = (1, 1),
     workers: tuple[int, int] = (2, 2),
+    detect_per_second: float | None = None,
 ) -> af.Pipeline:
     """The pipeline. ``formats``: the plate formats to accept (none: any plausible plate);
     ``events_file``: append each event there as a JSON line; ``summary``: filled in with the
     events and counts; ``threads``: onnxruntime's intra-op threads per session for detection
     and recognition, ``workers``: their sessions (calls at once).
+
+    ``detect_per_second``: None (the default) looks at every frame. A number F runs the
+    detector (with ``prepare`` and ``find_plates``) on at most F frames per second of each
+    camera, by the frames' own timestamps (so a file read faster than real time samples the
+    frames a live camera would), through ``af.every`` (its record: ``sample``; the detector's
+    record counts the frames it looked at). A frame in between is *held*: it still goes all
+    the way through, one record per frame, but makes no reads, and the tracker does not take
+    the last detection's boxes as seen on it (plates move: those boxes are where the plates
+    were, not where they are). It carries its tracks instead: its annotated frame shows each
+    plate seen at the last look where its track's motion puts it now, with its plate so far;
+    tracks close and events go out on the frames looked at. Recognition runs only on what the
+    detector found, and there only on text that is new or moving (``StillText`` counts looks,
+    not frames, then).
 
     Single-thread sessions, two per model: on 2 cores shared with decoding, drawing and
     encoding, a two-thread session stalls whenever one of its threads is preempted (each
@@ -104,21 +121,64 @@ def build(
                     continue
                 why = "ground"
             dropped[why] += 1
-        return {"frame": frame, "boxes": boxes, "dropped": dropped}
+        return {"frame": frame, "boxes": boxes, "dropped": dropped, "looked": True}
+
+    looking: list[Any] = [prepare, detect, find_plates]
+    if detect_per_second is not None:
+        rate: object = detect_per_second  # (typed float, but callers pass anything)
+        if (
+            isinstance(rate, bool)
+            or not isinstance(rate, int | float)
+            or not math.isfinite(rate)
+            or rate <= 0
+        ):
+            msg = f"build(): detect_per_second must be a number > 0 or None, got {rate!r}"
+            raise ValueError(msg)
+
+        nothing = {"boxes": 0, "edge": 0, "shape": 0, "ground": 0}
+
+        @af.block
+        async def unpack(held: af.Held[video.Frame, dict[str, Any]]) -> dict[str, Any]:
+            """A frame the detector looked at goes on with its plates; a frame in between
+            goes on alone, marked as not looked at. The held result (the last look's boxes)
+            is not passed on: on this frame the plates are elsewhere."""
+            if held.fresh:
+                return held.result
+            return {"frame": held.item, "boxes": [], "dropped": nothing, "looked": False}
+
+        # The camera's own clock: a file read faster than real time (or a live camera whose
+        # frames queued) samples the frames 1/F seconds apart in the footage.
+        sample = af.every(
+            af.Pipeline(prepare, detect, find_plates),
+            per_second=rate,
+            key=lambda frame: frame.stream,
+            clock=lambda frame: frame.timestamp,
+            name="sample",
+        )
+        looking = [sample, unpack]
 
     def camera(item: dict[str, Any]) -> str:
         return str(item["frame"].stream)
 
     @af.block(key=camera, state=track.StillText)
     async def split(record: dict[str, Any], still: track.StillText) -> Any:
-        """One item per box to read, or one empty item for a frame with none. Text that has
-        not moved for a while (a sign) is read again only now and then (``StillText``): its
-        box goes to the tracker as held, without a read."""
-        frame, boxes = record["frame"], record["boxes"]
-        hold = still.hold(frame.index, [box.rect for box, _ in boxes])
+        """One item per box to read, or one empty item for a frame with none (or one the
+        detector did not look at). Text that has not moved for a while (a sign) is read again
+        only now and then (``StillText``): its box goes to the tracker as held, without a
+        read."""
+        frame, boxes, looked = record["frame"], record["boxes"], record["looked"]
+        common = {"frame": frame, "dropped": record["dropped"], "looked": looked}
+        if not looked:
+            yield {**common, "n": 0, "k": 0, "held": []}
+            return
+        # Sampled, StillText counts the frames looked at: "still for 5 looks, read on one look
+        # in 10" (frame numbers jump by the sampling period between looks).
+        look = frame.index if detect_per_second is None else still.looks
+        still.looks += 1
+        hold = still.hold(look, [box.rect for box, _ in boxes])
         held = [box.rect for (box, _), h in zip(boxes, hold, strict=True) if h]
         fresh = [(box, x) for (box, x), h in zip(boxes, hold, strict=True) if not h]
-        common = {"frame": frame, "n": len(fresh), "dropped": record["dropped"], "held": held}
+        common.update(n=len(fresh), held=held)
         if not fresh:
             yield {**common, "k": 0}
             return
@@ -166,6 +226,7 @@ def build(
             "reads": list(pending),
             "held": item["held"],
             "dropped": item["dropped"],
+            "looked": item["looked"],
         }
         pending.clear()
 
@@ -185,6 +246,12 @@ def build(
             frame = item["frame"]
             counts = state.counts
             counts.frames += 1
+            if not item["looked"]:
+                # A frame the detector did not look at: nothing was seen on it, so no track is
+                # matched, moved, missed or closed; it shows the plates seen at the last look
+                # where their motion puts them now (``track.coast``).
+                counts.not_looked += 1
+                return {"frame": frame, "labelled": track.coast(state, frame.index), "events": []}
             counts.boxes += item["dropped"]["boxes"]
             counts.at_edge += item["dropped"]["edge"]
             counts.not_plate_shape += item["dropped"]["shape"]
@@ -253,9 +320,7 @@ def build(
     webhook_block = http.post(webhook, retry=af.Retry(attempts=3, backoff=0.05), name="webhook")
 
     return af.Pipeline(
-        prepare,
-        detect,
-        find_plates,
+        *looking,
         split,
         recognize,
         read_text,

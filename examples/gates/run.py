@@ -10,6 +10,7 @@ your footage instead: files, image folders, RTSP/HTTP URLs, cameras (anything
     python examples/gates/run.py [--cameras 3] [--seconds 10] [--level medium] [--out out/gates]
     python examples/gates/run.py --source gate1.mp4 rtsp://cam2/stream --plate-format LL99LLL \\
         --events events.jsonl --ground-truth truth.json [--webhook http://host/events]
+    python examples/gates/run.py --detect-rate 5     # detection on 5 frames/s of each camera
 
 Cameras come and go while it runs: ``--control [HOST:]PORT`` serves ``GET /cameras`` (each
 camera's state and figures), ``POST /cameras`` with ``{"uri": ..., "name": ...}`` and
@@ -23,6 +24,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -172,11 +174,13 @@ async def run_pipeline(
     control: tuple[str, int] | None = None,
     stall_after: float | None = None,
     on_status: Any = None,
+    detect_per_second: float | None = None,
 ) -> Result:
     """Run the pipeline on ``sources`` (what ``video_source`` takes), POSTing to ``webhook`` or,
     when None, to a stand-in served on loopback. ``control``: (host, port) to serve the
     cameras' control endpoint on (:func:`camera_routes`; the stand-in serves it too).
-    ``on_status``: called with each camera's :class:`~aioflow.io.video.StreamEvent`."""
+    ``on_status``: called with each camera's :class:`~aioflow.io.video.StreamEvent`.
+    ``detect_per_second``: see ``app.build``."""
     runners: list[web.AppRunner] = []
     received: list[dict[str, Any]] = []
     source = video.video_source(sources, live=live, stall_after=stall_after, on_status=on_status)
@@ -199,6 +203,7 @@ async def run_pipeline(
             events_file=events_file,
             summary=summary,
             track_rules=track_rules,
+            detect_per_second=detect_per_second,
         )
         t0 = time.perf_counter()
         answers = await pipe.run(source)
@@ -230,6 +235,7 @@ async def run_demo(
     events_file: Path | None = None,
     formats: tuple[plates.PlateFormat, ...] | None = None,
     track_rules: track.TrackRules = track.DEFAULT_TRACK_RULES,
+    detect_per_second: float | None = None,
 ) -> Result:
     """Generate the videos, serve the webhook, run with ``formats`` (default: the formats the
     generator drew)."""
@@ -245,6 +251,7 @@ async def run_demo(
         truth=truth,
         webhook_delay=webhook_delay,
         track_rules=track_rules,
+        detect_per_second=detect_per_second,
     )
 
 
@@ -262,6 +269,9 @@ def report(result: Result) -> None:
     if result.bottleneck is not None:
         print(f"bottleneck: {result.bottleneck}")
     c = result.summary.counts
+    if c.not_looked:
+        looked = c.frames - c.not_looked
+        print(f"\ndetection on {looked} of {c.frames} frames ({c.not_looked} held)", end="")
     print(
         f"\n{c.boxes} text boxes: {c.at_edge} at the frame's edge, {c.not_plate_shape} not a "
         f"plate's shape, {c.not_plate_ground} without a plate's ground, {c.held} of still "
@@ -310,6 +320,7 @@ async def main(args: argparse.Namespace) -> int:
             control=args.control,
             stall_after=args.stall_after,
             on_status=print_status,
+            detect_per_second=args.detect_rate,
         )
     else:
         print(
@@ -326,6 +337,7 @@ async def main(args: argparse.Namespace) -> int:
             events_file=events_file,
             formats=args.plate_format or None,
             track_rules=rules,
+            detect_per_second=args.detect_rate,
         )
         if args.ground_truth:
             result.truth = load_truth(Path(args.ground_truth))
@@ -388,6 +400,18 @@ def early_votes(text: str) -> int:
     return n
 
 
+def rate(text: str) -> float:
+    """``--detect-rate F``: a number of frames per second, > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not (math.isfinite(value) and value > 0):
+        msg = f"{text!r}: a number of frames per second > 0"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
 def parser(prog: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=(__doc__ or "").splitlines()[0])
     p.add_argument(
@@ -434,6 +458,15 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
         help="send a plate's event once N reads agree, while it is still in view (default: "
         "when its track closes, 0.5 s after the plate was last seen; early events cost some "
         "wrong events, see docs/gates.md)",
+    )
+    p.add_argument(
+        "--detect-rate",
+        type=rate,
+        default=None,
+        metavar="F",
+        help="run the detector on at most F frames per second of each camera (by the "
+        "footage's own clock), holding its result for the frames in between; plates are read "
+        "only on the frames looked at (default: every frame; see docs/gates.md)",
     )
     p.add_argument("--cameras", type=int, default=3)
     p.add_argument("--seconds", type=float, default=10.0)

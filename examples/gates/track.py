@@ -143,6 +143,7 @@ class Counts:
     unread: int = 0  # crops the recogniser read no plate character in
     off_format: int = 0  # reads that fit no plate format (or no plausible plate)
     held: int = 0  # boxes of text standing still, not read again (StillText)
+    not_looked: int = 0  # frames the detector did not look at (``detect_per_second``)
     tracks: int = 0
     few_votes: int = 0  # tracks closed without min_votes agreeing reads
     static: int = 0  # tracks whose text did not move
@@ -171,6 +172,7 @@ class StillText:
     every: int = 10
     tolerance: float = 0.15
     boxes: list[tuple[Rect, int, int]] = field(default_factory=list)  # box, frames still, frame
+    looks: int = 0  # frames looked at so far (the frame number to use when sampling)
 
     def hold(self, frame: int, rects: list[Rect]) -> list[bool]:
         previous = [b for b in self.boxes if frame - b[2] <= 2]
@@ -500,6 +502,7 @@ class CameraState:
     shapes: Shapes | None = None
     unsure: list[Track] = field(default_factory=list)  # held until the shapes settle them
     checked: int = 0  # the shapes learnt when the held tracks were last looked at
+    looked: int | None = None  # the last frame fed to ``update``
 
 
 # A box, its plate (None: not one), the recogniser's confidence and, optionally, its evidence
@@ -516,6 +519,7 @@ def update(
     rules: TrackRules = DEFAULT_TRACK_RULES,
 ) -> tuple[list[tuple[int, Rect, str | None]], list[dict[str, Any]]]:
     """Feed one frame's reads; return (the frame's labelled boxes, events of closed tracks)."""
+    state.looked = frame
     labelled: list[tuple[int, Rect, str | None]] = []
     free = list(state.tracks)
     for read in reads:
@@ -581,6 +585,18 @@ def update(
                 state.unsure.remove(track)
                 events.append(event)
     return labelled, events
+
+
+def coast(state: CameraState, frame: int) -> list[tuple[int, Rect, str | None]]:
+    """The labelled boxes of a frame nobody looked for plates on (sample-and-hold): each track
+    seen on the last frame fed to ``update``, where its last step puts it on ``frame``, with
+    its plate so far. Nothing changes: a guess drawn is not a sighting, so the tracks neither
+    move, nor gain a read, nor count the frame as one they were missed on."""
+    return [
+        (t.ident, t.predicted(frame), t.text)
+        for t in state.tracks
+        if state.looked is not None and t.last_frame == state.looked
+    ]
 
 
 def close(
