@@ -180,6 +180,7 @@ async def pipeline(
     formats: tuple[plates.PlateFormat, ...],
     summary: app.Summary | None = None,
     workers: tuple[int, int] | None = None,
+    detect_per_second: float | None = None,
 ) -> float:
     """Frames per second of the pipeline, timed from the moment both models are loaded (the
     bound and the sequential loop time sessions opened beforehand too): the source yields its
@@ -208,7 +209,14 @@ async def pipeline(
             yield frame
 
     sessions = {} if workers is None else {"workers": workers}
-    pipe = app.build(out=out, webhook=url, formats=formats, summary=summary, **sessions)
+    pipe = app.build(
+        out=out,
+        webhook=url,
+        formats=formats,
+        summary=summary,
+        detect_per_second=detect_per_second,
+        **sessions,
+    )
     OnnxModel.setup = timed_setup  # type: ignore[method-assign]
     try:
         await pipe.run(frames())

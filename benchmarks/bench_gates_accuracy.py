@@ -10,9 +10,13 @@ ground truth: plates read correctly, wrong events, duplicates. It also times the
 against the two models alone, back to back on the same frames and the crops the pipeline reads
 (``bench_gates.bound(skip_still=True)``), measured just before and just after the run
 (``--no-bound`` leaves that out: ``bench_gates.py`` measures the speed properly).
+``--detect-rate F`` runs the detector on at most F frames per second of each camera
+(sample-and-hold, ``app.build(detect_per_second=F)``; the clips run at 10 frames/s, so 10 is
+every frame) and ``--modes`` picks the runs (``formats``, ``any``).
 
     python benchmarks/bench_gates_accuracy.py [--cameras 3] [--seconds 10] [--seeds 31 ... 35]
-        [--levels easy medium hard] [--no-bound] [--json benchmarks/results/gates_accuracy.json]
+        [--levels easy medium hard] [--no-bound] [--detect-rate F] [--modes formats any]
+        [--json benchmarks/results/gates_accuracy.json]
 """
 
 from __future__ import annotations
@@ -53,8 +57,14 @@ async def one_level(
     url: str,
     *,
     with_bound: bool = True,
+    detect_per_second: float | None = None,
+    modes: tuple[str, ...] = ("formats", "any"),
 ) -> dict[str, Any]:
-    result: dict[str, Any] = {"level": level, "seeds": seeds}
+    result: dict[str, Any] = {
+        "level": level,
+        "seeds": seeds,
+        "detect_per_second": detect_per_second,
+    }
     totals: dict[str, dict[str, Any]] = {}
     fps: list[float] = []
     bounds: list[float] = []
@@ -70,16 +80,21 @@ async def one_level(
         async def bound(frames: list[Any] = frames) -> float:
             return await asyncio.to_thread(bench_gates.bound, det, rec, frames, skip_still=True)
 
-        for mode, formats in (("formats", plates.parse_formats(",".join(drawn))), ("any", ())):
+        runs = (("formats", plates.parse_formats(",".join(drawn))), ("any", ()))
+        for mode, formats in (r for r in runs if r[0] in modes):
             summary = app.Summary()
             if mode == "formats" and with_bound:
                 # The bound just before and just after the run: the machine's load drifts.
                 before = await bound()
-                rate = await bench_gates.pipeline(out, videos, url, formats, summary)
+                rate = await bench_gates.pipeline(
+                    out, videos, url, formats, summary, detect_per_second=detect_per_second
+                )
                 bounds.append((before + await bound()) / 2)
                 fps.append(rate)
             else:
-                rate = await bench_gates.pipeline(out, videos, url, formats, summary)
+                rate = await bench_gates.pipeline(
+                    out, videos, url, formats, summary, detect_per_second=detect_per_second
+                )
             score = track.score(summary.events, truth)
             total = totals.setdefault(
                 mode, {"shown": 0, "correct": 0, "wrong": 0, "duplicates": 0, "events": 0}
@@ -108,13 +123,31 @@ async def one_level(
 
 
 async def measure(
-    levels: list[str], seeds: list[int], cameras: int, seconds: float, *, with_bound: bool = True
+    levels: list[str],
+    seeds: list[int],
+    cameras: int,
+    seconds: float,
+    *,
+    with_bound: bool = True,
+    detect_per_second: float | None = None,
+    modes: tuple[str, ...] = ("formats", "any"),
 ) -> list[dict[str, Any]]:
     det, rec = bench_gates.sessions()
     runner, url, _ = await run.serve_webhook(0.05)
     try:
         return [
-            await one_level(lv, seeds, cameras, seconds, det, rec, url, with_bound=with_bound)
+            await one_level(
+                lv,
+                seeds,
+                cameras,
+                seconds,
+                det,
+                rec,
+                url,
+                with_bound=with_bound,
+                detect_per_second=detect_per_second,
+                modes=modes,
+            )
             for lv in levels
         ]
     finally:
@@ -144,7 +177,13 @@ def run_benchmark(*, quick: bool) -> dict[str, Any]:
 
 async def main(args: argparse.Namespace) -> None:
     results = await measure(
-        args.levels, args.seeds, args.cameras, args.seconds, with_bound=args.bound
+        args.levels,
+        args.seeds,
+        args.cameras,
+        args.seconds,
+        with_bound=args.bound,
+        detect_per_second=args.detect_rate,
+        modes=tuple(args.modes),
     )
     print_results(results)
     if args.json:
@@ -160,7 +199,13 @@ async def main(args: argparse.Namespace) -> None:
         }
         Path(args.json).write_text(  # noqa: ASYNC240 - once, after the measurements
             json.dumps(
-                {"meta": meta, "cameras": args.cameras, "seconds": args.seconds, "levels": results},
+                {
+                    "meta": meta,
+                    "cameras": args.cameras,
+                    "seconds": args.seconds,
+                    "detect_per_second": args.detect_rate,
+                    "levels": results,
+                },
                 indent=2,
             )
         )
@@ -173,5 +218,9 @@ if __name__ == "__main__":
     parser.add_argument("--seeds", type=int, nargs="+", default=SEEDS)
     parser.add_argument("--levels", nargs="+", choices=list(synth.LEVELS), default=list(GOALS))
     parser.add_argument("--bound", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--detect-rate", type=run.rate, default=None, metavar="F")
+    parser.add_argument(
+        "--modes", nargs="+", choices=["formats", "any"], default=["formats", "any"]
+    )
     parser.add_argument("--json")
     af.run(main(parser.parse_args()))

@@ -24,7 +24,8 @@ import numpy as np
 import pytest
 
 import aioflow as af
-from examples.gates import ocr, plates, run, synth, track
+from aioflow.io import video
+from examples.gates import app, ocr, plates, run, synth, track
 
 pytestmark = [pytest.mark.e2e]
 ROOT = Path(__file__).resolve().parents[2]
@@ -592,3 +593,85 @@ def test_cameras_are_added_and_removed_through_the_control_endpoint_while_it_run
     assert ("gate_c", "removed") in statuses
     assert ("gate_b", "ended") in statuses
     assert not [t for t in threading.enumerate() if t.name.startswith("aioflow")]
+
+
+@pytest.mark.slow
+def test_detection_at_a_set_rate_holds_the_frames_between_and_still_reads_the_plates(
+    tmp_path: Path,
+) -> None:
+    # One camera's 2.4 s clip (24 frames at 10 fps) twice, as if the camera had been removed
+    # and added again in between (an af.EndOfKey after each pass), detection at 5 frames/s.
+    clip = tmp_path / "gate_north.mp4"
+    clip_with_sign(clip, "ABC123", "KTR482")
+    summary = app.Summary()
+
+    async def frames() -> Any:
+        for _ in range(2):
+            async for frame in video.video_source(str(clip)):
+                yield frame
+            yield af.EndOfKey("gate_north")
+
+    async def main() -> dict[str, af.BlockStatistics]:
+        runner, url, _ = await run.serve_webhook(0.0)
+        try:
+            pipe = app.build(
+                out=tmp_path / "out",
+                webhook=url,
+                formats=plates.parse_formats("LLL999"),
+                summary=summary,
+                detect_per_second=5,
+            )
+            await pipe.run(frames())
+        finally:
+            await runner.cleanup()
+        return pipe.statistics()
+
+    stats = af.run(main())
+    # Detection ran on every other frame by the clip's own clock (0.2 s apart), whatever
+    # the speed it was read at: 12 frames a pass; every frame still came out, one record each.
+    assert stats["detect"].received == stats["find_plates"].emitted == 2 * 12
+    assert stats["sample"].received == stats["sample"].emitted == 2 * 24
+    assert stats["track"].received == 2 * 24
+    # (and one record more per end of the camera: the tracker's flush)
+    assert stats["track"].emitted == stats["record"].received == 2 * 24 + 2
+    counts = summary.counts
+    assert (counts.frames, counts.not_looked) == (2 * 24, 2 * 12)
+    # The plate is read once per pass, from the frames looked at only; the sign, read until
+    # it had stood still for 5 looks, then now and then, made no event.
+    assert [(e["camera"], e["plate"]) for e in summary.events] == [("gate_north", "ABC123")] * 2
+    assert all(3 <= e["reads"] <= 12 for e in summary.events), summary.events
+    assert counts.held > 0
+    # The camera's end reached the tracker (it flushed and forgot the camera, so the second
+    # pass was read afresh, not taken for a duplicate of the first).
+    assert stats["track"].evicted == 2
+    assert counts.duplicates == 0
+    for record in stats.values():
+        assert record.balanced
+        assert record.in_flight == record.queue_depth == record.failed == 0
+
+
+def test_a_frame_not_looked_at_shows_the_tracks_where_they_move_and_changes_none() -> None:
+    state = track.CameraState()
+    # Looks on frames 0, 4 and 8: a plate moving 10 px a frame to the right, and a sign.
+    for frame in (0, 4, 8):
+        x = 10 * frame
+        reads: list[track.Read] = [((x, 100, x + 80, 120), "AB12CDE", 0.9)]
+        if frame < 8:
+            reads.append(((500, 20, 600, 50), "EXIT12", 0.95))
+        track.update(state, "cam", frame, frame / 10, reads)
+    before = [(t.ident, t.rect, t.reads, t.last_frame) for t in state.tracks]
+    # Frame 10, not looked at: the plate is drawn where it should be by now, the sign, not
+    # seen at the last look, is not drawn; and nothing was seen, so no track changed.
+    assert track.coast(state, 10) == [(0, (100, 100, 180, 120), "AB12CDE")]
+    assert [(t.ident, t.rect, t.reads, t.last_frame) for t in state.tracks] == before
+    assert track.coast(track.CameraState(), 3) == []
+
+
+def test_the_detect_rate_option_takes_a_positive_rate() -> None:
+    assert run.parser().parse_args(["--detect-rate", "2.5"]).detect_rate == 2.5
+    assert run.parser().parse_args([]).detect_rate is None
+    for bad in ("0", "-1", "nan", "fast"):
+        with pytest.raises(SystemExit):
+            run.parser().parse_args(["--detect-rate", bad])
+    with pytest.raises(ValueError, match="detect_per_second must be a number > 0"):
+        app.build(detect_per_second=0)
