@@ -23,6 +23,7 @@ nothing and starts nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -156,6 +157,13 @@ def build(
             name="sample",
         )
         looking = [sample, unpack]
+        # A track is closed when unseen for ``patience_s`` of the stream; it can be seen only on
+        # a look, so at a rate where that is a single sampling period or less (0.5 s: 2 looks a
+        # second) one missed detection would end it, where every frame tolerates several.
+        # Never fewer than one: it is closed once unseen for one and a half periods, at the
+        # second look that misses it.
+        patience = max(track_rules.patience_s, 1.5 / rate)
+        track_rules = dataclasses.replace(track_rules, patience_s=patience)
 
     def camera(item: dict[str, Any]) -> str:
         return str(item["frame"].stream)
