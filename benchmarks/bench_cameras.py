@@ -29,7 +29,7 @@ Sessions:
   (``source.remove()``); the books are checked (every frame each camera's source handed on
   reached the tracker or is one of the fair queue's counted drops, each camera's frames reach
   the tracker in order), nothing is left (reader threads, other threads, tasks), and RSS is
-  sampled every half second (start, end, slope over the second half);
+  sampled every half second while the cameras run (start, end, slope over the second half);
 * ``hold``: with ``--detect-rate F``, the sweep again with ``build(detect_per_second=F)``
   (sample-and-hold: detection at most F times a second per camera).
 
@@ -37,7 +37,7 @@ The machine's load (other work on it) moves every figure here: the load average 
 and end of each session is in the results.
 
     python benchmarks/bench_cameras.py [--quick] [--cameras 1 2 4 8 16 32] [--seconds 20]
-        [--flood 8] [--churn 8] [--churn-seconds 60] [--detect-rate 2] [--no-sweep]
+        [--flood 8] [--churn 8] [--churn-seconds 60] [--detect-rate 2] [--no-sweep] [--clips 8]
         [--json benchmarks/results/cameras.json]
 """
 
@@ -115,11 +115,11 @@ class Clips:
         return shown, partial
 
 
-def make_clips(folder: Path, seconds: float, *, flood: bool) -> Clips:
+def make_clips(folder: Path, seconds: float, *, flood: bool, count: int = CLIPS) -> Clips:
     folder.mkdir(parents=True, exist_ok=True)
     formats = synth.draw_formats(np.random.default_rng(SEED))
     clips = Clips(folder, seconds, formats)
-    for k in range(CLIPS):
+    for k in range(count):
         path = folder / f"clip{k}.mp4"
         clips.passages.append(
             synth.make_camera(
@@ -281,7 +281,7 @@ async def session(
         live: list[str] = []
         for i in range(churn):
             name = f"churn{i}"
-            k = (len(cameras) + i) % CLIPS
+            k = (len(cameras) + i) % len(clips.paths)
             await source.add(str(clips.paths[k]), name=name)
             clip_of[name] = k
             churned.append(name)
@@ -386,8 +386,10 @@ async def session(
         and books["every_block_balanced"]
         and all(c["in_order"] for c in per_camera.values())
     )
-    rss = [(t - wall0, r / MB) for t, r in probe.rss]
-    half = [(t, r) for t, r in rss if t >= wall / 2]
+    # RSS while the cameras ran (from the first frame to the source's closing; the models'
+    # loading before and the drain after are left out), and its slope over the second half.
+    rss = [(t - t0, r / MB) for t, r in probe.rss if t0 <= t <= t0 + window]
+    half = [(t, r) for t, r in rss if t >= window / 2]
     slope = 0.0
     if len(half) >= 4:
         xs, ys = [t for t, _ in half], [r for _, r in half]
@@ -410,7 +412,7 @@ async def session(
         "rss_mb": {
             "start": rss[0][1] if rss else float("nan"),
             "end": rss[-1][1] if rss else float("nan"),
-            "peak": max((r for _, r in rss), default=float("nan")),
+            "peak": max((r / MB for _, r in probe.rss), default=float("nan")),
             "slope_mb_per_min_second_half": slope,
         },
         "left_over": {
@@ -459,23 +461,28 @@ class Plan:
     churn_seconds: float = 60.0
     detect_rate: float | None = None
     sweep: bool = True
+    clips: int = CLIPS
 
 
 QUICK = Plan(cameras=(1, 4), seconds=6.0, flood=4, churn=4, churn_seconds=8.0)
 
 
-async def measure(plan: Plan, log: Callable[[str], None] = print) -> dict[str, Any]:
+async def measure(
+    plan: Plan, log: Callable[[str], None] = lambda s: print(s, flush=True)
+) -> dict[str, Any]:
     check_detect_rate(plan.detect_rate)
     length = max(plan.seconds, plan.churn_seconds if plan.churn else 0.0) + 4.0
     folder = Path(tempfile.mkdtemp(prefix="aioflow-bench-cameras-clips-"))
     t = time.perf_counter()
-    clips = await asyncio.to_thread(make_clips, folder, length, flood=plan.flood > 0)
-    log(f"{CLIPS} clips of {length:.0f} s generated in {time.perf_counter() - t:.0f} s")
+    clips = await asyncio.to_thread(
+        make_clips, folder, length, flood=plan.flood > 0, count=plan.clips
+    )
+    log(f"{plan.clips} clips of {length:.0f} s generated in {time.perf_counter() - t:.0f} s")
     runner, url, _ = await run.serve_webhook(0.05)
     result: dict[str, Any] = {"plan": plan.__dict__ | {"cameras": list(plan.cameras)}}
 
     def cams(n: int) -> dict[str, tuple[Path, int]]:
-        return {f"cam{i}": (clips.path(i), i % CLIPS) for i in range(n)}
+        return {f"cam{i}": (clips.path(i), i % plan.clips) for i in range(n)}
 
     async def sweep(rate: float | None) -> list[dict[str, Any]]:
         rows = []
@@ -641,6 +648,7 @@ def main() -> None:
     parser.add_argument(
         "--no-sweep", dest="sweep", action="store_false", help="leave out the plain sweep"
     )
+    parser.add_argument("--clips", type=int, help=f"distinct clips (default {CLIPS})")
     parser.add_argument("--json", type=Path, help="write the results there")
     args = parser.parse_args()
     base = QUICK if args.quick else Plan()
@@ -651,6 +659,7 @@ def main() -> None:
         "churn": args.churn,
         "churn_seconds": args.churn_seconds,
         "detect_rate": args.detect_rate,
+        "clips": args.clips,
     }
     plan = Plan(**(base.__dict__ | {k: v for k, v in given.items() if v is not None}))
     plan = Plan(**(plan.__dict__ | {"sweep": args.sweep}))
