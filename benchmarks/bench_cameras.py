@@ -55,7 +55,7 @@ import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +84,7 @@ MIN_QUEUE = 8
 GOAL_BUSY = 0.95  # the detector's utilisation once the cameras outnumber what it serves
 GOAL_FAIR = 0.9  # the slowest camera's delivered frames/s over the fastest's
 GOAL_READ = 0.95  # plates read correctly with sample-and-hold
+RSS_TOLERANCE_MB = 50.0  # churn's RSS growth over the same cameras' without churn
 
 
 # -- the footage ------------------------------------------------------------------------------
@@ -115,14 +116,24 @@ class Clips:
         return shown, partial
 
 
+def clips_folder(seconds: float) -> Path:
+    """Where the clips of this length are kept between runs (they take minutes to make on a
+    busy machine, and the same seeds make the same clips)."""
+    return Path(tempfile.gettempdir()) / "aioflow-bench-cameras" / f"seed{SEED}-{seconds:g}s"
+
+
 def make_clips(folder: Path, seconds: float, *, flood: bool, count: int = CLIPS) -> Clips:
+    """``count`` clips in ``folder``, made unless already there (each with its passages in a
+    JSON file written once the video is complete)."""
     folder.mkdir(parents=True, exist_ok=True)
     formats = synth.draw_formats(np.random.default_rng(SEED))
     clips = Clips(folder, seconds, formats)
     for k in range(count):
-        path = folder / f"clip{k}.mp4"
-        clips.passages.append(
-            synth.make_camera(
+        path, truth = folder / f"clip{k}.mp4", folder / f"clip{k}.json"
+        if truth.exists() and path.exists():
+            passages = [synth.Passage(**p) for p in json.loads(truth.read_text())]
+        else:
+            passages = synth.make_camera(
                 f"clip{k}",
                 path,
                 seconds=seconds,
@@ -130,11 +141,15 @@ def make_clips(folder: Path, seconds: float, *, flood: bool, count: int = CLIPS)
                 formats=formats,
                 level=synth.LEVELS[LEVEL],
             )
-        )
+            truth.write_text(json.dumps([asdict(p) for p in passages]))
+        clips.passages.append(passages)
         clips.paths.append(path)
     if flood:
         clips.flood = folder / "flood.mp4"
-        triple(clips.paths[0], clips.flood, FLOOD_FPS // FPS)
+        if not clips.flood.exists():
+            partial = folder / "flood.partial.mp4"
+            triple(clips.paths[0], partial, FLOOD_FPS // FPS)
+            partial.rename(clips.flood)
     return clips
 
 
@@ -165,6 +180,7 @@ class Probe:
     tracker (``track.update`` is wrapped for the session), and the machine's samples."""
 
     left: dict[str, float] = field(default_factory=dict)  # camera -> min(left - timestamp)
+    offsets: dict[str, list[float]] = field(default_factory=dict)  # camera -> left - timestamp
     tracked: dict[str, list[tuple[int, float, float]]] = field(default_factory=dict)
     rss: list[tuple[float, int]] = field(default_factory=list)
 
@@ -270,6 +286,7 @@ async def session(
                     t0 = now
                     started.set()
                 offset = now - item.timestamp
+                probe.offsets.setdefault(item.stream, []).append(offset)
                 if offset < probe.left.get(item.stream, float("inf")):
                     probe.left[item.stream] = offset
             yield item
@@ -341,6 +358,9 @@ async def session(
     for name, st in src.items():
         rows = probe.tracked.get(name, [])
         origin = probe.left.get(name, 0.0)
+        # How late frames left the source (its reader behind the camera's clock, or frames
+        # waiting in its buffer): the part of the age before the pipeline.
+        lags = [o - origin for o in probe.offsets.get(name, [])]
         ages = [arrived - (origin + stamp) for _, stamp, arrived in rows]
         lived = window if name not in churned else max(st.read / FPS, 1e-9)
         fps = FLOOD_FPS if name == "flood" else FPS
@@ -364,6 +384,7 @@ async def session(
             "in_order": indexes == sorted(set(indexes)),
             "age_p50_s": percentile(ages, 50),
             "age_p99_s": percentile(ages, 99),
+            "source_lag_p50_s": percentile(lags, 50),
             "plates_shown": score.shown,
             "plates_correct": score.correct,
             "plates_wrong": score.wrong,
@@ -439,6 +460,7 @@ def summarise(res: dict[str, Any]) -> dict[str, Any]:
         "dropped_fraction_mean": statistics.fmean(c["dropped_fraction"] for c in cams),
         "age_p50_s": statistics.median(c["age_p50_s"] for c in cams),
         "age_p99_s": max(c["age_p99_s"] for c in cams),
+        "source_lag_p50_s": statistics.median(c["source_lag_p50_s"] for c in cams),
         "plates_shown": shown,
         "plates_correct": correct,
         "plates_wrong": sum(c["plates_wrong"] for c in cams),
@@ -462,6 +484,7 @@ class Plan:
     detect_rate: float | None = None
     sweep: bool = True
     clips: int = CLIPS
+    steady: bool = True  # the churn session's cameras again without churn (RSS to compare)
 
 
 QUICK = Plan(cameras=(1, 4), seconds=6.0, flood=4, churn=4, churn_seconds=8.0)
@@ -472,7 +495,7 @@ async def measure(
 ) -> dict[str, Any]:
     check_detect_rate(plan.detect_rate)
     length = max(plan.seconds, plan.churn_seconds if plan.churn else 0.0) + 4.0
-    folder = Path(tempfile.mkdtemp(prefix="aioflow-bench-cameras-clips-"))
+    folder = clips_folder(length)
     t = time.perf_counter()
     clips = await asyncio.to_thread(
         make_clips, folder, length, flood=plan.flood > 0, count=plan.clips
@@ -509,6 +532,12 @@ async def measure(
             result["flood"] = res | {"summary": summarise(res)}
             log(f"flood (one camera at {FLOOD_FPS} frames/s):")
             log(line(result["flood"]["summary"]))
+        if plan.churn and plan.steady:
+            log(f"steady: {plan.churn} cameras, {plan.churn_seconds:g} s, no churn (to compare):")
+            res = await session(clips, url, cams(plan.churn), plan.churn_seconds)
+            result["steady"] = res | {"summary": summarise(res)}
+            log(line(result["steady"]["summary"]))
+            log(churn_line(res))
         if plan.churn:
             log(f"churn: {plan.churn} cameras, one added and one removed every second:")
             res = await session(
@@ -523,7 +552,6 @@ async def measure(
             log(churn_line(res))
     finally:
         await runner.cleanup()
-        shutil.rmtree(folder, ignore_errors=True)
     result["goals"] = goals(result)
     return result
 
@@ -579,7 +607,21 @@ def goals(result: dict[str, Any]) -> dict[str, Any]:
             "nothing_left": not left["threads"] and left["tasks"] <= 0 and not left["readers"],
             "rss_slope_mb_per_min": c["rss_mb"]["slope_mb_per_min_second_half"],
         }
-        out["churn"]["met"] = out["churn"]["books_balance"] and out["churn"]["nothing_left"]
+        grown = c["rss_mb"]["end"] - c["rss_mb"]["start"]
+        out["churn"]["rss_growth_mb"] = grown
+        if "steady" in result:
+            st = result["steady"]["rss_mb"]
+            steady = st["end"] - st["start"]
+            out["churn"]["rss_growth_steady_mb"] = steady
+            out["churn"]["rss_slope_steady_mb_per_min"] = st["slope_mb_per_min_second_half"]
+            # Flat: churn grows RSS no more than the same cameras without churn, give or take
+            # RSS_TOLERANCE_MB (the models' arenas grow with the shapes they see either way).
+            out["churn"]["rss_flat"] = grown <= steady + RSS_TOLERANCE_MB
+        out["churn"]["met"] = (
+            out["churn"]["books_balance"]
+            and out["churn"]["nothing_left"]
+            and out["churn"].get("rss_flat", True)
+        )
     return out
 
 
@@ -615,10 +657,11 @@ def print_results(res: dict[str, Any]) -> None:
     if "flood" in res:
         print("flood:")
         print(line(res["flood"]["summary"]))
-    if "churn" in res:
-        print("churn:")
-        print(line(res["churn"]["summary"]))
-        print(churn_line(res["churn"]))
+    for part in ("steady", "churn"):
+        if part in res:
+            print(f"{part}:")
+            print(line(res[part]["summary"]))
+            print(churn_line(res[part]))
     print("goals:", json.dumps(res["goals"], default=str))
 
 
