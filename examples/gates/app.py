@@ -265,13 +265,14 @@ def build(
 
     class Recorder(video.VideoWriter):
         """The library's writer (at each stream's own frame rate), for records that carry a
-        frame (or none, at the end)."""
+        frame (or none, at the end). A camera that ends (removed) has its file closed then
+        (``VideoWriter.evict``)."""
 
         key = staticmethod(lambda item: item["frame"].stream if item["frame"] else "")  # type: ignore[assignment]
 
-        def process(self, item: dict[str, Any]) -> dict[str, Any]:  # type: ignore[override]
+        def process(self, item: dict[str, Any], state: Any = None) -> dict[str, Any]:  # type: ignore[override]
             if item["frame"] is not None:
-                super().process(item["frame"])
+                super().process(item["frame"], state)
             return item
 
     @af.block
