@@ -30,11 +30,14 @@ Sessions:
   reached the tracker or is one of the fair queue's counted drops, each camera's frames reach
   the tracker in order), nothing is left (reader threads, other threads, tasks), and RSS is
   sampled every half second while the cameras run (start, end, slope over the second half);
+* ``steady``: before the churn, the same cameras for as long without churn: RSS grows in every
+  session, churn or not, so churn's growth is compared with this one's;
 * ``hold``: with ``--detect-rate F``, the sweep again with ``build(detect_per_second=F)``
   (sample-and-hold: detection at most F times a second per camera).
 
-The machine's load (other work on it) moves every figure here: the load average at the start
-and end of each session is in the results.
+The clips are kept in ``$TMPDIR/aioflow-bench-cameras/`` for the next run. The machine's load
+(other work on it) moves every figure here: the load average at the start and end of each
+session is in the results.
 
     python benchmarks/bench_cameras.py [--quick] [--cameras 1 2 4 8 16 32] [--seconds 20]
         [--flood 8] [--churn 8] [--churn-seconds 60] [--detect-rate 2] [--no-sweep] [--clips 8]

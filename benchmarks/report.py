@@ -468,14 +468,15 @@ def plot_cameras(res: dict[str, Any], path: Path) -> None:
 def cameras_table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| cameras | frames/s delivered | per camera (min-max) | slowest / fastest | dropped "
-        "| age p50 / p99 s | plates read | detector busy | RSS peak MB | load |",
+        "| age p50 / p99 s (source lag) | plates read | detector busy | RSS peak MB | load |",
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for s in rows:
         lines.append(
             f"| {s['cameras']} | {s['delivered_per_s']:.1f} | {s['delivered_per_camera_min']:.1f}"
             f"-{s['delivered_per_camera_max']:.1f} | {s['fairness']:.2f} | "
-            f"{s['dropped_fraction_mean']:.0%} | {s['age_p50_s']:.2f} / {s['age_p99_s']:.2f} | "
+            f"{s['dropped_fraction_mean']:.0%} | {s['age_p50_s']:.1f} / {s['age_p99_s']:.1f} "
+            f"({s.get('source_lag_p50_s', float('nan')):.1f}) | "
             f"{s['plates_correct']}/{s['plates_shown']} = {s['read_share']:.0%} | "
             f"{s['detector_busy']:.2f} | {s['rss_peak_mb']:.0f} | {s['load_average_start']:.1f} |"
         )
@@ -541,9 +542,28 @@ def cameras_section(res: dict[str, Any]) -> list[str]:
             f"{f['summary']['delivered_per_camera_min']:.1f} and up.",
             "",
         ]
+    if "flood" in res:
+        f = res["flood"]["per_camera"]
+        others = [c["delivered_per_s"] for n, c in f.items() if n != "flood"]
+        if others and f["flood"]["delivered_per_s"] < min(others):
+            out += [
+                "**The flooding camera got the least, not the most.** The fair queue drops "
+                "fairly: each camera keeps about the same number of frames queued, and the one "
+                "sending most loses its oldest. But the block takes items oldest first across "
+                "cameras (which keeps the global input order), and a camera that sends three "
+                "times as often replaces its queued frames three times as often: its frames "
+                "are always the newest in the queue, at its back, and the detector reaches "
+                "them last. Once the detector serves far fewer frames than arrive, a faster "
+                "camera gets less of it. Fair *service* (take the next item from the camera "
+                "served longest ago) would need the queue to hand items out by camera rather "
+                "than by arrival.",
+                "",
+            ]
     if "churn" in res:
         c = res["churn"]
         b, r, left = c["books"], c["rss_mb"], c["left_over"]
+        growth = goals.get("churn", {})
+        added = growth.get("rss_growth_mb", 0.0) - growth.get("rss_growth_steady_mb", 0.0)
         nothing = not left["threads"] and left["tasks"] <= 0 and not left["readers"]
         out += [
             f"Churn: {c['cameras']} cameras for {c['seconds']:.0f} s; every second a camera "
@@ -556,7 +576,18 @@ def cameras_section(res: dict[str, Any]) -> list[str]:
             + ("nothing (no reader, thread or task)" if nothing else f"{left}")
             + f" ({ok(nothing)}). RSS {r['start']:.0f} MB at the start, {r['end']:.0f} MB at "
             f"the end, peak {r['peak']:.0f} MB, slope over the second half "
-            f"{r['slope_mb_per_min_second_half']:+.1f} MB/min.",
+            f"{r['slope_mb_per_min_second_half']:+.1f} MB/min"
+            + (
+                "; the same cameras without churn, just before: "
+                f"{res['steady']['rss_mb']['start']:.0f} MB to "
+                f"{res['steady']['rss_mb']['end']:.0f} MB, slope "
+                f"{res['steady']['rss_mb']['slope_mb_per_min_second_half']:+.1f} MB/min. RSS "
+                "grows in every session, churn or not; what churn adds over the steady "
+                f"session is {added:+.0f} MB (goal: within 50 MB; "
+                f"{ok(goals['churn']['rss_flat'])})."
+                if "steady" in res and "rss_flat" in goals.get("churn", {})
+                else "."
+            ),
             "",
         ]
     items = []
@@ -589,9 +620,13 @@ def cameras_section(res: dict[str, Any]) -> list[str]:
         )
     if "churn" in goals:
         ch = goals["churn"]
+        flat = ""
+        if "rss_flat" in ch:
+            extra = ch["rss_growth_mb"] - ch["rss_growth_steady_mb"]
+            flat = f", RSS {extra:+.0f} MB over the same cameras without churn"
         items.append(
-            "- Churn: books balance, nothing left over "
-            f"({ok(ch['met'])}); RSS slope {ch['rss_slope_mb_per_min']:+.1f} MB/min."
+            f"- Churn: books balance, nothing left over{flat} ({ok(ch['met'])}); RSS slope "
+            f"{ch['rss_slope_mb_per_min']:+.1f} MB/min over the second half."
         )
     if items:
         out += ["Against the goals:", "", *items, ""]
