@@ -14,6 +14,10 @@
 * ``bench_gates_accuracy.py``: the gate-camera application's accuracy per difficulty level and
   its speed against its two models alone (only where ``make demo``'s packages are installed:
   OpenCV, onnxruntime and the rapidocr models).
+* ``bench_cameras.py`` (part ``cameras``): 1 to 32 live cameras at 10 frames/s through the
+  flagship pipeline: frames delivered per camera, drops, frame age, plates read, the detector's
+  utilisation; one camera flooding at 30 frames/s; cameras added and removed every second
+  (likewise only with ``make demo``'s packages).
 * ``bench_redis_edge.py``: one Redis edge (a worker process serving an identity block) against
   a raw redis-py producer/consumer; ``bench_redis_scaleout.py``: a 20 ms block served by 1 and
   by 4 worker processes. Both use ``AIOFLOW_REDIS_URL``, or start a throwaway redis-server on
@@ -64,6 +68,7 @@ PARTS = (
     "soak",
     "process_frames",
     "gates_accuracy",
+    "cameras",
     "redis_edge",
     "redis_scaleout",
 )
@@ -156,6 +161,10 @@ def run_part(part: str, *, quick: bool, reps: int) -> dict[str, Any]:
         import bench_gates_accuracy
 
         return bench_gates_accuracy.run_benchmark(quick=quick)
+    if part == "cameras":
+        import bench_cameras
+
+        return bench_cameras.run_benchmark(quick=quick)
     if part == "peers":
         return bench_peers.run(quick=quick, reps=reps)
     if part == "batching":
@@ -182,6 +191,10 @@ def print_part(part: str, res: dict[str, Any]) -> None:
         import bench_gates_accuracy
 
         bench_gates_accuracy.print_results(res["levels"])
+    elif part == "cameras":
+        import bench_cameras
+
+        bench_cameras.print_results(res)
     elif part == "peers":
         bench_peers.print_overhead(res["overhead"])
         bench_peers.print_cv(res["cv"])
@@ -228,10 +241,14 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     ready = {"gates_accuracy": gates_ready(), "redis_edge": redis_ready()}
+    ready["cameras"] = ready["gates_accuracy"]
     ready["redis_scaleout"] = ready["redis_edge"]
     parts = args.only or [p for p in PARTS if ready.get(p, True)]
     if not args.only and not ready["gates_accuracy"]:
-        print("gates_accuracy: skipped, it needs make demo's packages (cv2, onnxruntime, rapidocr)")
+        print(
+            "gates_accuracy, cameras: skipped, they need make demo's packages "
+            "(cv2, onnxruntime, rapidocr)"
+        )
     if not args.only and not ready["redis_edge"]:
         print("redis_edge, redis_scaleout: skipped, they need redis-py and redis-server")
     for part in parts:
@@ -239,6 +256,7 @@ def main() -> None:
         t0 = time.perf_counter()
         res = run_part(part, quick=args.quick, reps=args.reps)
         meta["elapsed_s"] = round(time.perf_counter() - t0, 1)
+        meta["load_average_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
         path = args.out / (f"{part}_quick.json" if args.quick else f"{part}.json")
         with open(path, "w") as fh:
             json.dump({"meta": meta, **res}, fh, indent=1)

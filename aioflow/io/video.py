@@ -27,7 +27,7 @@ source) and :class:`VideoWriterError`, both :class:`VideoError`, an :class:`aiof
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -105,8 +105,12 @@ class VideoWriter(Block):
     """A block that writes each stream's frames to its own video file and passes them on.
 
     One ``cv2.VideoWriter`` per stream, opened on the stream's first frame (creating missing
-    folders), written in the block's thread pool, and released in ``teardown`` however the run
-    ends, so the files are complete. Frames of a size other than the file's are resized to it.
+    folders), written in the block's thread pool, and released when the stream ends (an
+    ``af.EndOfKey``, such as a camera removed from its ``video_source``: its file is complete
+    then, and a service whose cameras come and go holds no writer for a camera gone) and in
+    ``teardown`` however the run ends, so the files are complete. A stream that comes back
+    under the same id writes a new file, numbered (``gate7-2.mp4``, ``gate7-3.mp4``...).
+    Frames of a size other than the file's are resized to it.
 
     Args:
         path_pattern: the file of each stream; ``{stream}`` is replaced by the stream id.
@@ -119,8 +123,10 @@ class VideoWriter(Block):
             in order.
 
     Attributes:
-        paths: ``{stream id: Path}`` of the files opened in the current or last run.
-        written: ``{stream id: frames written}`` in the current or last run.
+        paths: ``{stream id: Path}`` of the files opened in the current or last run (a
+            stream's latest file).
+        written: ``{stream id: frames written}`` in the current or last run (over all its
+            files).
 
     Raises:
         GraphError: a bad argument (at once).
@@ -174,19 +180,27 @@ class VideoWriter(Block):
         self.paths: dict[str, Path] = {}
         self.written: dict[str, int] = {}
         self._writers: dict[str, tuple[cv2.VideoWriter, tuple[int, int]]] = {}
+        self._closed: set[Path] = set()  # files of streams that ended (not to be reused)
 
     async def setup(self) -> None:
         self.paths = {}
         self.written = {}
         self._writers = {}
+        self._closed = set()
 
     def _open(self, frame: Frame) -> tuple[cv2.VideoWriter, tuple[int, int]]:
         stream = frame.stream
         path = Path(self.path_pattern.format(stream=stream))
         for other, used in self.paths.items():
-            if used == path:
+            if used == path and other != stream:
                 reason = f"already written by stream {other!r}: put {{stream}} in path_pattern"
                 raise VideoWriterError(str(path), stream, reason)
+        if stream in self.paths:  # the stream ended and came back: a new file, numbered
+            taken = set(self.paths.values()) | self._closed
+            n = 2
+            while (again := path.with_stem(f"{path.stem}-{n}")) in taken:
+                n += 1
+            path = again
         size = self.size or (frame.width, frame.height)
         meta_fps = frame.meta.get("fps")
         fps = self.fps or (float(meta_fps) if isinstance(meta_fps, int | float) else 25.0)
@@ -203,11 +217,14 @@ class VideoWriter(Block):
             )
             raise VideoWriterError(str(path), stream, reason)
         self.paths[stream] = path
-        self.written[stream] = 0
+        self.written.setdefault(stream, 0)
         self._writers[stream] = (writer, size)
         return writer, size
 
-    def process(self, frame: Frame) -> Frame:
+    # ``state`` (the key's, unused: the writers live in ``_writers``) makes the block keep a
+    # lane per stream, whose end (``af.EndOfKey``) calls ``evict``. A subclass that overrides
+    # ``process`` takes it too, to keep that.
+    def process(self, frame: Frame, state: Any = None) -> Frame:
         """Write ``frame`` to its stream's file (in the block's thread) and return it."""
         item: object = frame  # checked at run time: a pipeline may hand it anything
         if not isinstance(item, Frame):
@@ -224,8 +241,15 @@ class VideoWriter(Block):
         self.written[frame.stream] += 1
         return frame
 
-    # A plain def: it runs in the block's thread pool, since releasing a writer finishes the
+    # Plain defs: they run in the block's thread pool, since releasing a writer finishes the
     # file (blocking IO).
+    def evict(self, key: Hashable, state: Any) -> None:  # type: ignore[override]
+        """The stream ``key`` ended: release its writer, so that its file is complete now."""
+        entry = self._writers.pop(str(key), None)
+        if entry is not None:
+            self._closed.add(self.paths[str(key)])
+            entry[0].release()
+
     def teardown(self) -> None:
         """Release every writer, so that each file is complete and playable."""
         writers, self._writers = self._writers, {}

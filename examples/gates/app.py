@@ -36,6 +36,15 @@ from aioflow.io import http, video
 
 from . import ocr, plates, track
 
+DET_BATCH = 4  # frames per detector call
+REC_BATCH = 16  # crops per recogniser call
+LIVE_QUEUE = 4  # the input queue of each block after detection, with build(live_queue=...)
+
+
+def video_stream(frame: video.Frame) -> str:
+    """The camera a frame comes from (what a fair queue shares by)."""
+    return frame.stream
+
 
 @dataclass
 class Summary:
@@ -59,6 +68,7 @@ def build(
     threads: tuple[int, int] = (1, 1),
     workers: tuple[int, int] = (2, 2),
     detect_per_second: float | None = None,
+    live_queue: int | None = None,
 ) -> af.Pipeline:
     """The pipeline. ``formats``: the plate formats to accept (none: any plausible plate);
     ``events_file``: append each event there as a JSON line; ``summary``: filled in with the
@@ -77,6 +87,15 @@ def build(
     tracks close and events go out on the frames looked at. Recognition runs only on what the
     detector found, and there only on text that is new or moving (``StillText`` counts looks,
     not frames, then).
+    ``live_queue``: None (default) processes every frame, the source waiting for the
+    pipeline (files). An int ``n`` serves live cameras when they send more than the detector
+    can take: the first block's input holds at most ``n`` frames and, when full, drops the
+    oldest frame of the camera holding the most (``overflow="drop_oldest"`` with ``fair=`` by
+    camera), so one camera flooding the machine cannot push the others out; the detector's
+    input then holds only two batches and every block after it a few items (the recogniser one
+    batch), so that frames wait in that one fair queue rather than age in the long
+    first-in-first-out queues behind it: a block that falls behind holds the detector back at
+    once, and the fair queue drops (``benchmarks/bench_cameras.py``).
 
     Single-thread sessions, two per model: on 2 cores shared with decoding, drawing and
     encoding, a two-thread session stalls whenever one of its threads is preempted (each
@@ -91,13 +110,32 @@ def build(
     characters = OnnxModel.inspect(rec_path).metadata["character"].split("\n")
     decoder = ocr.CtcDecoder(characters)
 
-    @af.block(workers=2)
+    if live_queue is not None and (
+        isinstance(live_queue, bool) or not isinstance(live_queue, int) or live_queue < 1
+    ):
+        msg = f"gates pipeline: live_queue must be None or an int >= 1, got {live_queue!r}"
+        raise af.GraphError(msg)
+    # Live: the one queue where frames wait is the first; the others are short.
+    leaky: dict[str, Any] = {}
+    detect_queue: dict[str, Any] = {}
+    short: dict[str, Any] = {}
+    rec_queue: dict[str, Any] = {}
+    if live_queue is not None:
+        leaky = {"queue_size": live_queue, "overflow": "drop_oldest", "fair": video_stream}
+        detect_queue = {"queue_size": 2 * DET_BATCH}
+        short = {"queue_size": LIVE_QUEUE}
+        rec_queue = {"queue_size": REC_BATCH}
+
+    # Sampled, the fair leaky queue goes in front of the sampling stage (``admit`` below):
+    # inside it, a dropped frame would be a missed look rather than a frame shed.
+    @af.block(workers=2, **(leaky if detect_per_second is None else short))
     def prepare(frame: video.Frame) -> dict[str, Any]:
         return {"frame": frame, "x": ocr.det_input(frame.image, det_width)}
 
     detect = OnnxModel(
         ocr.model_path(ocr.DET_MODEL),
-        batch=af.Batch(max_size=4, max_wait=0.0),
+        batch=af.Batch(max_size=DET_BATCH, max_wait=0.0),
+        **detect_queue,
         intra_op_num_threads=threads[0],
         workers=workers[0],
         select="x",
@@ -105,7 +143,7 @@ def build(
         name="detect",
     )
 
-    @af.block(workers=2)
+    @af.block(workers=2, **short)
     def find_plates(item: dict[str, Any]) -> dict[str, Any]:
         """The frame's plate-like text boxes, each with its recogniser input, and the counts
         of the boxes left out."""
@@ -157,6 +195,14 @@ def build(
             name="sample",
         )
         looking = [sample, unpack]
+        if live_queue is not None:
+
+            @af.block(**leaky)
+            def admit(frame: video.Frame) -> video.Frame:
+                """The live cameras' one fair leaky queue, ahead of the sampling."""
+                return frame
+
+            looking.insert(0, admit)
         # A track is closed when unseen for ``patience_s`` of the stream; it can be seen only on
         # a look, so at a rate where that is a single sampling period or less (0.5 s: 2 looks a
         # second) one missed detection would end it, where every frame tolerates several.
@@ -168,7 +214,7 @@ def build(
     def camera(item: dict[str, Any]) -> str:
         return str(item["frame"].stream)
 
-    @af.block(key=camera, state=track.StillText)
+    @af.block(key=camera, state=track.StillText, **short)
     async def split(record: dict[str, Any], still: track.StillText) -> Any:
         """One item per box to read, or one empty item for a frame with none (or one the
         detector did not look at). Text that has not moved for a while (a sign) is read again
@@ -195,7 +241,8 @@ def build(
 
     recognize = OnnxModel(
         rec_path,
-        batch=af.Batch(max_size=16, max_wait=0.002),
+        batch=af.Batch(max_size=REC_BATCH, max_wait=0.002),
+        **rec_queue,
         intra_op_num_threads=threads[1],
         workers=workers[1],
         select="x",  # a frame without boxes selects nothing and passes through
@@ -203,7 +250,7 @@ def build(
         name="recognize",
     )
 
-    @af.block(workers=2)
+    @af.block(workers=2, **short)
     def read_text(item: dict[str, Any]) -> dict[str, Any]:
         if item["n"] == 0:
             return item
@@ -222,7 +269,7 @@ def build(
             "evidence": evidence,
         }
 
-    @af.block(key=camera, state=list)
+    @af.block(key=camera, state=list, **short)
     async def regroup(item: dict[str, Any], pending: list[dict[str, Any]]) -> Any:
         """Crops of one frame arrive together and in order: gather them into one record."""
         if item["n"]:
@@ -289,7 +336,7 @@ def build(
             report.counts.add(state.counts)
             return [{"frame": None, "labelled": [], "events": events}]
 
-    @af.block(workers=2)
+    @af.block(workers=2, **short)
     def annotate(item: dict[str, Any]) -> dict[str, Any]:
         frame = item["frame"]
         if frame is None:
@@ -302,13 +349,14 @@ def build(
 
     class Recorder(video.VideoWriter):
         """The library's writer (at each stream's own frame rate), for records that carry a
-        frame (or none, at the end)."""
+        frame (or none, at the end). A camera that ends (removed) has its file closed then
+        (``VideoWriter.evict``)."""
 
         key = staticmethod(lambda item: item["frame"].stream if item["frame"] else "")  # type: ignore[assignment]
 
-        def process(self, item: dict[str, Any]) -> dict[str, Any]:  # type: ignore[override]
+        def process(self, item: dict[str, Any], state: Any = None) -> dict[str, Any]:  # type: ignore[override]
             if item["frame"] is not None:
-                super().process(item["frame"])
+                super().process(item["frame"], state)
             return item
 
     @af.block
@@ -333,9 +381,9 @@ def build(
         recognize,
         read_text,
         regroup,
-        PlateTracker(name="track"),
+        PlateTracker(name="track", **short),
         annotate,
-        Recorder(str(out / "annotated" / "{stream}.mp4"), name="record"),
+        Recorder(str(out / "annotated" / "{stream}.mp4"), name="record", **short),
         events,
         write_events,
         webhook_block,

@@ -605,6 +605,39 @@ async def test_the_writer_makes_one_playable_file_per_stream(tmp_path: Path, cli
     assert again[0].meta["fps"] == pytest.approx(FPS)  # the stream's rate was kept
 
 
+async def test_the_writer_closes_a_stream_that_ends_and_numbers_its_return(
+    tmp_path: Path,
+) -> None:
+    """A camera removed mid-run (``af.EndOfKey``) gets a complete file while the others go
+    on, and no writer is held for it; back under the same name, it writes a new file."""
+    writer = video.VideoWriter(tmp_path / "{stream}.avi", fourcc="MJPG", fps=FPS)
+    gate = tmp_path / "gate.avi"
+
+    def frame(stream: str, i: int) -> Frame:
+        return Frame(picture(i), stream, i, i / FPS, {})
+
+    async def cameras() -> AsyncIterator[Any]:
+        for i in range(5):
+            yield frame("gate", i)
+            yield frame("hall", i)
+        yield af.EndOfKey("gate")
+        yield frame("hall", 5)
+        # The run goes on, and the removed camera's file is already complete.
+        await wait_for(lambda: count_frames(gate) == 5)
+        for i in range(3):
+            yield frame("gate", i)  # the camera is back, numbered from 0 again
+            yield frame("hall", 6 + i)
+
+    out = await af.Pipeline(writer, name="write").run(cameras())
+
+    assert len(out) == 5 + 6 + 3 + 3
+    assert writer.paths == {"gate": tmp_path / "gate-2.avi", "hall": tmp_path / "hall.avi"}
+    assert writer.written == {"gate": 8, "hall": 9}
+    assert count_frames(gate) == 5
+    assert count_frames(tmp_path / "gate-2.avi") == 3
+    assert count_frames(tmp_path / "hall.avi") == 9
+
+
 async def test_the_writer_resizes_odd_frames_and_refuses_a_shared_file(
     tmp_path: Path, clip: Path
 ) -> None:
