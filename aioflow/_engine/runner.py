@@ -614,7 +614,10 @@ class BlockRuntime:
         perf = _perf
         skip = 0  # calls to leave untimed before the next timed one
         slow = False
-        handed = 0  # items the current run has handed on (counted at its end)
+        i = 0  # the run's item under way
+        # -1, or while the run's item under way fails: the items that had ended without an
+        # output before it (its own failure may be counted before it raises)
+        ended_before = -1
         self.handed_from = out.received
         self.putting = 0
         self.handing = out
@@ -683,7 +686,7 @@ class BlockRuntime:
                 # input holds one (it counted more than were taken), or when items can overtake
                 # each other there (a leaky or fair edge).
                 look = overtaking or inq.controls != self.controls
-                for _ in range(run):
+                for i in range(run):  # noqa: B007  (read in ``finally`` when a run is cut short)
                     env = take()
                     if putters:
                         inq._wake_putter()
@@ -695,7 +698,6 @@ class BlockRuntime:
                             continue
                         self.handed_from += 1
                         hand(env)
-                        handed += 1
                         if getters:
                             out._wake_getter()
                         continue
@@ -705,26 +707,34 @@ class BlockRuntime:
                     try:
                         env.value = await fn(env.value)
                     except (Exception, asyncio.CancelledError) as raised:
+                        ended_before = self.skipped + self.failed + self.stale
                         exc = as_failure(raised)  # a cancellation of the run goes on up
                         self.busy_s += perf() - t_burst
                         value = await self._retry(env, exc, None)
+                        ended_before = -1
                         t_burst = perf()
                         if value is _NOTHING:
                             continue
                         env.value = value
                     hand(env)
-                    handed += 1
                     if getters:
                         out._wake_getter()
-                out.received += handed
-                handed = 0
+                # Counted at the run's end: every item taken was handed on but those that ended
+                # otherwise (stale, skipped, failed, or a control item ending here).
+                ended = self.skipped + self.failed + self.stale - self.run_ended
+                out.received += run - ended
                 self.run_taken = -1
         except ChannelClosed:
             self.busy_s += perf() - t_burst
             return
         finally:
             # From here on the counts are kept item by item again.
-            out.received += handed
+            if self.run_taken >= 0:
+                # A run cut short by its item ``i``, which was not handed on: of the items
+                # before it, those that did not end otherwise were.
+                if ended_before < 0:
+                    ended_before = self.skipped + self.failed + self.stale
+                out.received += i - (ended_before - self.run_ended)
             out.uncounted = None
             self.run_taken = -1
             self.completed += out.received - self.handed_from + self.putting
