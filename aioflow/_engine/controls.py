@@ -6,10 +6,11 @@ it (the last stage ends it). A leaky edge never drops one.
 
 Each edge counts the control items put into it (``Channel.controls``). Whoever puts one counts it,
 no later than it enters the edge's buffer: a source or a caller's item (the feed, ``submit()``)
-and a stage handing one on (:func:`hand_on`). A block's outputs are items: control items enter a
-pipeline at its sources. The count lets the serial path (:meth:`.runner.BlockRuntime._serial`)
-take a run of items without looking at each: while it has taken as many control items as its
-input counted, none waits there. (A count that comes early only makes it look.)
+and a stage handing one on (:func:`hand_on`). Control items enter a pipeline at its sources
+only: a block's function must not return one. The count lets the serial path
+(:meth:`.runner.BlockRuntime._serial`) take a run of items without looking at each: while it has
+taken as many control items as its input counted, none waits there. (A count that comes early only
+makes it look.)
 """
 
 from __future__ import annotations
