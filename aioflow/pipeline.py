@@ -22,6 +22,7 @@ from ._engine.edge import Transport
 from ._engine.envelope import Envelope, SubmitTicket
 from ._engine.supervisor import PipelineRun, log_unraised, result_of, stage_names, wait_finished
 from .block import FunctionBlock, In, Out, PlainStage, Stage
+from .control import EndOfKey
 from .errors import GraphError, PipelineClosed
 from .graph import Graph, iter_blocks
 from .state import Snapshot, StateStore, check_restorable, make_snapshot
@@ -708,6 +709,8 @@ class RunningPipeline(Generic[In, Out]):
         tickets.add(ticket)
         try:
             try:
+                if item.__class__ is EndOfKey:
+                    run.input.controls += 1  # (before it is buffered: see _engine/controls.py)
                 await run.input.put(env)
             except ChannelClosed:
                 msg = f"pipeline {self.name!r} is not accepting items: it is stopping or stopped"

@@ -19,6 +19,7 @@ from ..errors import BlockError, summarize
 from ..graph import Branch
 from ..stats import BlockStatistics
 from .channel import Channel, ChannelClosed
+from .controls import hand_on, input_counts
 from .envelope import Envelope, Ticket
 
 if TYPE_CHECKING:
@@ -134,10 +135,7 @@ class BranchRuntime:
 
     def record(self) -> BlockStatistics:
         inq = self.inq
-        queued_controls = sum(1 for env in inq._buf if env.value.__class__ is EndOfKey)
-        queued = len(inq) - queued_controls
-        # (exact while a block before it hands on a run)
-        received = inq.counted() - self.controls - queued_controls
+        received, queued = input_counts(inq, self.controls)
         in_flight = received - queued - self.completed - self.incomplete - self.failed
         return BlockStatistics(
             name=self.name,
@@ -220,10 +218,8 @@ class BranchRuntime:
             env = slot.env
             if env.value.__class__ is EndOfKey:
                 self.controls += 1
-                if not self.terminal:
+                if hand_on(env, self.out, self.terminal):
                     await self.out.put(env)
-                elif env.ticket is not None:
-                    env.ticket.release()
             elif slot.error is not None:
                 self.failed += 1
                 if env.ticket is None or not env.ticket.fail(slot.error):

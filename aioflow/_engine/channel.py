@@ -57,6 +57,7 @@ class Channel(Generic[T]):
         "_putters",
         "blocked_s",
         "capacity",
+        "controls",
         "leaky",
         "on_drop",
         "overflow",
@@ -89,6 +90,9 @@ class Channel(Generic[T]):
         self.received = 0
         #: items the overflow policy discarded
         self.overflowed = 0
+        #: of ``received``, the control items (``af.EndOfKey``), counted by whoever puts one no
+        #: later than it is buffered (see aioflow/_engine/controls.py)
+        self.controls = 0
         #: of ``overflowed``, those a newer item of the same stream replaced (``serve="newest"``,
         #: :class:`~.fair.FairChannel`): counted as dropped for reason ``"superseded"``
         self.superseded = 0

@@ -22,6 +22,7 @@ from ..graph import _label_chain
 from ..sampling import Every, Held
 from ..stats import BlockStatistics
 from .channel import Channel, ChannelClosed
+from .controls import hand_on, input_counts
 from .envelope import Envelope, Ticket
 
 if TYPE_CHECKING:
@@ -148,9 +149,7 @@ class EveryRuntime:
 
     def record(self) -> BlockStatistics:
         inq = self.inq
-        queued_controls = sum(1 for env in inq._buf if env.value.__class__ is EndOfKey)
-        queued = len(inq) - queued_controls
-        received = inq.counted() - self.controls - queued_controls
+        received, queued = input_counts(inq, self.controls)
         in_flight = received - queued - self.completed - self.no_result - self.failed
         return BlockStatistics(
             name=self.name,
@@ -331,10 +330,8 @@ class EveryRuntime:
             env = slot.env
             if slot.control:
                 self.controls += 1
-                if not self.terminal:
+                if hand_on(env, self.out, self.terminal):
                     await self.out.put(env)
-                elif env.ticket is not None:
-                    env.ticket.release()
             elif isinstance(outcome, BlockError):
                 self.failed += 1
                 if env.ticket is None or not env.ticket.fail(outcome):

@@ -32,6 +32,7 @@ from ..stats import BlockStatistics, percentile
 from .batched import BatchRunner
 from .cancelling import as_failure, carrying_interrupts, cause_of, describe_failure, from_sync
 from .channel import Channel, ChannelClosed
+from .controls import hand_on, input_counts, is_control, keep_control
 from .envelope import Envelope
 from .executors import call_in_thread, shutdown_pool, thread_pool, wait_through_cancel
 from .fair import FairChannel
@@ -124,7 +125,7 @@ class BlockRuntime:
                 newest=opts.serve == "newest",
                 on_drop=self._on_overflow,
                 on_supersede=self._on_supersede,
-                control=_is_control,
+                control=is_control,
             )
         else:
             self.inq = Channel(opts.queue_size, overflow=opts.overflow, on_drop=self._on_overflow)
@@ -180,9 +181,7 @@ class BlockRuntime:
 
     def record(self) -> BlockStatistics:
         inq = self.inq
-        queued_controls = count_controls(inq._buf)
-        received = inq.counted() - self.controls - queued_controls
-        queued = len(inq) - queued_controls
+        received, queued = input_counts(inq, self.controls)
         dropped_by: dict[str, int] = {}
         if inq.overflowed > inq.superseded:
             dropped_by["overflow"] = inq.overflowed - inq.superseded
@@ -274,22 +273,15 @@ class BlockRuntime:
     async def _pass(self, env: Envelope) -> None:
         """A control item taken from the input: send it on, unless this is the last stage."""
         self.controls += 1
-        if self.terminal:
-            if env.ticket is not None:
-                env.ticket.release()
-            return
-        if self.handing is not None:
-            self.handed_from += 1  # (``_serial`` counts what it hands on as completed)
-        await self.out.put(env)
+        if hand_on(env, self.out, self.terminal):
+            if self.handing is not None:
+                self.handed_from += 1  # (``_serial`` counts what it hands on as completed)
+            await self.out.put(env)
 
     def _control_outputs(self, env: Envelope) -> list[Envelope]:
         """The control item's own way on, for a reorder window (counted as taken)."""
         self.controls += 1
-        if self.terminal:
-            if env.ticket is not None:
-                env.ticket.release()
-            return []
-        return [env]
+        return [env] if hand_on(env, self.out, self.terminal) else []
 
     def _drop_stale(self, env: Envelope) -> None:
         self.stale += 1
@@ -601,7 +593,8 @@ class BlockRuntime:
         much as a trivial block, so busy time is measured per burst of back-to-back items, and
         the latency is sampled: every call is timed while calls are slow (> 50 us), one in 32
         or so while they are fast. A timed call, and an item that must wait for room in the
-        output, go by themselves, between runs.
+        output, go by themselves, between runs. Nor does a run look at each item for control
+        items unless its input may hold one (see aioflow/_engine/controls.py).
         """
         inq = self.inq
         buf = inq._buf
@@ -617,10 +610,14 @@ class BlockRuntime:
         max_age = self.opts.max_age
         aging = max_age is not None
         age_limit = max_age if max_age is not None else 0.0
+        overtaking = inq.leaky or inq.__class__ is not Channel
         perf = _perf
         skip = 0  # calls to leave untimed before the next timed one
         slow = False
-        handed = 0  # items the current run has handed on (counted at its end)
+        i = 0  # the run's item under way
+        # -1, or while the run's item under way fails: the items that had ended without an
+        # output before it (its own failure may be counted before it raises)
+        ended_before = -1
         self.handed_from = out.received
         self.putting = 0
         self.handing = out
@@ -685,21 +682,22 @@ class BlockRuntime:
                 skip = skip - run if skip > run else 0
                 self.run_taken = inq.counted() - n - inq.overflowed
                 self.run_ended = self.skipped + self.failed + self.stale
-                for _ in range(run):
+                # Items are looked at only while a control item may be among them: when the
+                # input holds one (it counted more than were taken), or when items can overtake
+                # each other there (a leaky or fair edge).
+                look = overtaking or inq.controls != self.controls
+                for i in range(run):  # noqa: B007  (read in ``finally`` when a run is cut short)
                     env = take()
                     if putters:
                         inq._wake_putter()
-                    if env.value.__class__ is EndOfKey:
+                    if look and env.value.__class__ is EndOfKey:
                         # Not an item: handed on as it is, and not counted as completed.
                         self.controls += 1
-                        if self.terminal:
-                            if env.ticket is not None:
-                                env.ticket.release()
+                        if not hand_on(env, out, self.terminal):
                             self.run_ended -= 1  # (taken, not handed on: see _uncounted)
                             continue
                         self.handed_from += 1
                         hand(env)
-                        handed += 1
                         if getters:
                             out._wake_getter()
                         continue
@@ -709,26 +707,34 @@ class BlockRuntime:
                     try:
                         env.value = await fn(env.value)
                     except (Exception, asyncio.CancelledError) as raised:
+                        ended_before = self.skipped + self.failed + self.stale
                         exc = as_failure(raised)  # a cancellation of the run goes on up
                         self.busy_s += perf() - t_burst
                         value = await self._retry(env, exc, None)
+                        ended_before = -1
                         t_burst = perf()
                         if value is _NOTHING:
                             continue
                         env.value = value
                     hand(env)
-                    handed += 1
                     if getters:
                         out._wake_getter()
-                out.received += handed
-                handed = 0
+                # Counted at the run's end: every item taken was handed on but those that ended
+                # otherwise (stale, skipped, failed, or a control item ending here).
+                ended = self.skipped + self.failed + self.stale - self.run_ended
+                out.received += run - ended
                 self.run_taken = -1
         except ChannelClosed:
             self.busy_s += perf() - t_burst
             return
         finally:
             # From here on the counts are kept item by item again.
-            out.received += handed
+            if self.run_taken >= 0:
+                # A run cut short by its item ``i``, which was not handed on: of the items
+                # before it, those that did not end otherwise were.
+                if ended_before < 0:
+                    ended_before = self.skipped + self.failed + self.stale
+                out.received += i - (ended_before - self.run_ended)
             out.uncounted = None
             self.run_taken = -1
             self.completed += out.received - self.handed_from + self.putting
@@ -1219,43 +1225,3 @@ class _Lane:
         self.busy = False
         self.state: Any = _NOTHING
         self.idle_since = _perf()
-
-
-def _is_control(env: Envelope) -> bool:
-    return env.value.__class__ is EndOfKey
-
-
-def count_controls(buf: Iterable[Envelope]) -> int:
-    """How many control items wait in a channel's buffer (statistics leave them out)."""
-    n = 0
-    for env in buf:
-        if env.value.__class__ is EndOfKey:
-            n += 1
-    return n
-
-
-def keep_control(
-    inq: Channel[Envelope], env: Envelope, on_drop: Callable[[Envelope], None]
-) -> None:
-    """A leaky channel's policy dropped a control item: put it back where it belongs.
-
-    A control item is not an item and must not be lost (a key would keep its state). The
-    oldest item behind it is dropped instead (``drop_oldest``: it was the oldest, so every item
-    before it has been taken); one refused on arrival (``drop_newest``) goes in over the
-    capacity: control items are few and small.
-    """
-    buf = inq._buf
-    inq.overflowed -= 1
-    if inq.overflow == "drop_newest":
-        buf.append(env)
-        if inq._getters:
-            inq._wake_getter()
-        return
-    buf.appendleft(env)
-    for i in range(1, len(buf)):
-        victim = buf[i]
-        if victim.value.__class__ is not EndOfKey:
-            del buf[i]
-            inq.overflowed += 1
-            on_drop(victim)
-            return

@@ -14,6 +14,7 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
+from ..control import EndOfKey
 from ..errors import BlockError, PipelineClosed
 from ..graph import iter_blocks
 from .channel import ChannelClosed
@@ -73,6 +74,8 @@ async def submit_outcome(running: RunningPipeline, item: Any, *, age: float = 0.
     tickets.add(ticket)
     try:
         try:
+            if item.__class__ is EndOfKey:
+                run.input.controls += 1  # (before it is buffered: see controls.py)
             await run.input.put(Envelope(item, time.perf_counter() - age, ticket))
         except ChannelClosed:
             msg = f"pipeline {running.name!r} is not accepting items: it is stopping or stopped"
@@ -111,6 +114,8 @@ async def submit_outcomes(
             mine.append(ticket)
             age = 0.0 if ages is None else ages[position]
             try:
+                if item.__class__ is EndOfKey:
+                    run.input.controls += 1
                 await run.input.put(Envelope(item, time.perf_counter() - age, ticket))
             except ChannelClosed:
                 msg = f"pipeline {running.name!r} is not accepting items: it is stopping or stopped"

@@ -18,6 +18,7 @@ from sys import getrefcount
 from typing import Any
 
 from ..block import Block
+from ..control import EndOfKey
 from ..errors import BlockError, GraphError, PipelineClosed, describe, summarize
 from ..graph import Branch
 from ..sampling import Every
@@ -354,6 +355,8 @@ class PipelineRun:
                 source = aiter(items)
                 async for x in source:
                     env = Envelope(x, perf(), None)
+                    if x.__class__ is EndOfKey:
+                        ch.controls += 1  # (before it is buffered: see controls.py)
                     if leaky:
                         await ch.put(env)
                         continue
@@ -368,6 +371,8 @@ class PipelineRun:
             elif leaky:
                 source = iter(items)
                 for x in source:
+                    if x.__class__ is EndOfKey:
+                        ch.controls += 1
                     await ch.put(Envelope(x, perf(), None))
             else:
                 source = iter(items)
@@ -395,6 +400,8 @@ class PipelineRun:
                             env.born = now
                             env.ticket = None
                             add(env)
+                            if x.__class__ is EndOfKey:
+                                ch.controls += 1
                     except BaseException:
                         if run and not ch.closed:
                             ch.extend_nowait(run)  # what came before the error goes in

@@ -132,6 +132,59 @@ async def test_a_keyed_block_evicts_a_key_where_it_ended(stage: str, tracker_wor
     assert (rec.received, rec.evicted, rec.emitted, rec.keys) == (60, 4, 64, 0)
 
 
+BEFORE_SERIAL: dict[str, Any] = {
+    **STAGES,
+    "keyed, 2 workers": lambda: [
+        af.block(async_identity, name="before", key=lambda item: item[0], workers=2)
+    ],
+    "every": lambda: [
+        af.every(af.block(async_identity, name="sampled"), n=2, key=lambda item: item[0]),
+    ],
+}
+
+
+@pytest.mark.parametrize("stage", list(BEFORE_SERIAL))
+async def test_a_serial_block_behind_any_stage_hands_the_marker_on_unseen(stage: str) -> None:
+    """A one-worker coroutine block takes its input in runs without looking at each item while
+    no marker waits there: every kind of stage that hands one on must say so."""
+    seen: list[Any] = []
+
+    async def after(x: Any) -> Any:
+        seen.append(x)
+        assert not isinstance(x, af.EndOfKey)
+        return x.item if isinstance(x, af.Held) else x
+
+    tracker = Tracker()
+    serial = af.block(after, name="after", queue_size=4)  # runs start and stop often
+    pipe = af.Pipeline(*BEFORE_SERIAL[stage](), serial, tracker, name="cams")
+    items = cameras(30, {9: "gate", 19: "hall"})
+    out = await pipe.run(items)
+
+    assert not any(isinstance(x, af.EndOfKey) for x in seen)
+    check_flush(out, "gate", 9)
+    check_flush(out, "hall", 19)
+    assert tracker.evicted.count("gate") == 2
+    rec = pipe.statistics()["after"]
+    assert (rec.received, rec.completed, rec.in_flight, rec.queue_depth) == (60, 60, 0, 0)
+
+
+async def test_a_submitted_marker_passes_a_serial_block_unseen() -> None:
+    seen: list[Any] = []
+
+    async def first(x: Any) -> Any:
+        seen.append(x)
+        return x
+
+    tracker = Tracker()
+    async with af.Pipeline(af.block(first), tracker).open() as running:
+        assert await running.submit(("gate", 0)) == ("gate", 0)
+        with pytest.raises(af.ItemDropped):  # the marker makes no output of its own
+            await running.submit(af.EndOfKey("gate"))
+        assert await running.submit(("gate", 1)) == ("gate", 1)
+        assert tracker.evicted == ["gate"]
+    assert seen == [("gate", 0), ("gate", 1)]
+
+
 async def test_the_key_function_never_sees_the_marker_and_unknown_keys_pass() -> None:
     calls: list[Any] = []
 

@@ -374,6 +374,48 @@ async def test_items_handed_on_in_runs_keep_order_bounds_and_books_at_every_mome
     assert all(s.in_flight == s.queue_depth == 0 for s in stats.values())
 
 
+@pytest.mark.parametrize("end", ["failure", "cancellation"])
+async def test_a_run_cut_short_counts_the_items_it_handed_on(end: str) -> None:
+    # The one-worker async path counts a run's outputs at its end. A run that an item's failure
+    # (counted before it is raised, after retries that succeeded for earlier items) or the
+    # run's cancellation cuts short counts exactly those handed on before that item.
+    stuck = asyncio.Event()
+
+    @af.block(name="first")
+    async def first(x: int) -> int:
+        return x
+
+    tried: set[int] = set()
+
+    @af.block(name="second", on_error=af.Retry(attempts=2, backoff=0.0))
+    async def second(x: int) -> int:
+        if x % 10 == 5 and x not in tried:
+            tried.add(x)
+            raise ValueError(f"{x} fails once")
+        if x == 37:
+            if end == "cancellation":
+                stuck.set()
+                await asyncio.Event().wait()
+            raise ValueError("37 always fails")
+        return x
+
+    pipe = af.Pipeline(first, second)
+    task = asyncio.create_task(pipe.run(range(100)))
+    if end == "failure":
+        with pytest.raises(ExceptionGroup):
+            await task
+    else:
+        await stuck.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    rec = pipe.statistics()["second"]
+    assert rec.completed == 37  # items 0..36, in the single first item's wake and a run
+    assert rec.retried == (5 if end == "failure" else 4)  # 5, 15, 25, 35 (and 37 once more)
+    assert rec.failed == (1 if end == "failure" else 0)
+    assert rec.balanced
+
+
 async def test_read_ahead_from_source_is_bounded_by_the_sum_of_capacities() -> None:
     # A consumer that stops reading: every edge fills up, then the source must wait.
     first = af.block(workers=2, queue_size=5, name="first")(_identity_async)
