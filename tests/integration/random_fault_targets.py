@@ -18,7 +18,7 @@ from typing import Any
 def plain(x: Any) -> Any:
     """The value an item stands for: a branch's tuple and an ``af.every`` hold unwrapped."""
     while True:
-        if type(x) is tuple and len(x) == 2:
+        if type(x) is tuple and x:
             x = x[0]
         elif type(x).__name__ == "Held":
             x = x.item

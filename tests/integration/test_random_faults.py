@@ -187,12 +187,46 @@ def _on_error(rng: random.Random, name: str, record: Record) -> dict[str, Any]:
     return {}
 
 
+def member(rng: random.Random, name: str, record: Record, kind: str) -> af.Block[Any, Any]:
+    """A block inside a branch or an ``af.every``: one output per input."""
+    opts = {"name": name, "workers": rng.randint(1, 3)} | _on_error(rng, name, record)
+    if kind == "process":
+        opts.pop("dead_letter", None)
+        return af.block(executor="process", **opts)(poke)
+    if kind == "batch":
+
+        async def batched(xs: list[Any]) -> list[Any]:
+            vs = [plain(x) for x in xs]
+            for v in vs:
+                check(v, name, record)
+            await asyncio.sleep(0)
+            return vs
+
+        return af.block(batch=af.Batch(max_size=3, max_wait=0.002), **opts)(batched)
+    if kind == "thread":
+
+        def threaded(x: Any) -> Any:
+            v = plain(x)
+            check(v, name, record)
+            return v
+
+        return af.block(executor="thread", **opts)(threaded)
+
+    async def step(x: Any) -> Any:
+        v = plain(x)
+        check(v, name, record)
+        await asyncio.sleep(0)
+        return v
+
+    return af.block(**opts)(step)
+
+
 def build(rng: random.Random, *, slow: bool) -> Plan:
     prefix = f"rf{uuid.uuid4().hex[:6]}_"
     record = Record()
     n = rng.randint(2, 5 if slow else 4)
     kinds = [rng.choice(KINDS) for _ in range(n)]
-    if slow and "process" not in kinds:
+    if slow and not {"process", "branch", "every"} & set(kinds):
         kinds[rng.randrange(n)] = "process"
     stages: list[Any] = []
     names: set[str] = set()
@@ -297,38 +331,14 @@ def build(rng: random.Random, *, slow: bool) -> Plan:
 
             stages.append(af.block(executor="thread", **opts)(keep))
         elif kind == "branch":
-            left_name, right_name = name + "_l", name + "_r"
-            names |= {left_name, right_name}
-
-            async def left(x: Any, name: str = left_name) -> Any:
-                v = plain(x)
-                check(v, name, record)
-                await asyncio.sleep(0)
-                return v
-
-            def right(x: Any, name: str = right_name) -> Any:
-                v = plain(x)
-                check(v, name, record)
-                return v
-
-            stages.append(
-                af.branch(
-                    af.block(name=left_name, workers=2, **_on_error(rng, left_name, record))(left),
-                    af.block(name=right_name, executor="thread")(right),
-                    name=name,
-                )
-            )
+            mkinds = [rng.choice(("async", "thread", "process")) for _ in range(rng.randint(2, 3))]
+            members = [member(rng, f"{name}_{j}_{k}", record, k) for j, k in enumerate(mkinds)]
+            names |= {m.options.name for m in members}
+            stages.append(af.branch(*members, name=name))
         elif kind == "every":
-            inner_name = name + "_s"
-            names.add(inner_name)
-
-            async def sampled(x: Any, name: str = inner_name) -> Any:
-                v = plain(x)
-                check(v, name, record)
-                await asyncio.sleep(0)
-                return v
-
-            inner = af.block(name=inner_name, workers=rng.randint(1, 3))(sampled)
+            ikind = rng.choice(("async", "thread", "process", "batch"))
+            inner = member(rng, f"{name}_s_{ikind}", record, ikind)
+            names.add(inner.options.name)
             stages.append(af.every(inner, n=rng.randint(2, 3), key=_key, name=name))
         elif kind == "leaky":
             lossless = False
@@ -361,7 +371,7 @@ def build(rng: random.Random, *, slow: bool) -> Plan:
         ordered=ordered,
         mult=mult,
         filters=filters,
-        has_process="process" in kinds,
+        has_process=any(n.endswith("_process") for n in names),
         record=record,
         prefix=prefix,
     )
