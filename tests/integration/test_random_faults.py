@@ -161,6 +161,7 @@ class Plan:
     has_process: bool
     record: Record
     prefix: str
+    caps: dict[str, int]  # how many items each plain top-level block may hold
 
     def expected(self, items: list[int]) -> list[int]:
         out: list[int] = []
@@ -374,6 +375,12 @@ def build(rng: random.Random, *, slow: bool) -> Plan:
         has_process=any(n.endswith("_process") for n in names),
         record=record,
         prefix=prefix,
+        caps={
+            st.options.name: st.options.queue_size
+            + st.options.workers * (st.options.batch.max_size if st.options.batch else 1)
+            for st in stages
+            if isinstance(st, af.Block)
+        },
     )
 
 
@@ -574,14 +581,53 @@ def check_answer(x: Any, answer: Any) -> None:
         assert all(plain(v) == x for v in values), (x, answer)
 
 
+COUNTS = (
+    "received",
+    "completed",
+    "emitted",
+    "dropped",
+    "skipped",
+    "dead_letters",
+    "failed",
+    "retried",
+    "in_flight",
+    "queue_depth",
+)
+
+
+def check_moment(plan: Plan) -> None:
+    """What holds at every moment of a run: the books balance, no count is negative, and a
+    block holds at most ``queue_size + workers`` items."""
+    for name, rec in plan.pipe.statistics().items():
+        assert rec.balanced, (name, rec)
+        negative = {c: getattr(rec, c) for c in COUNTS if getattr(rec, c) < 0}
+        assert not negative, (name, negative, rec)
+        cap = plan.caps.get(name)
+        if cap is not None:
+            assert rec.in_flight + rec.queue_depth <= cap, (name, cap, rec)
+
+
+async def watch(plan: Plan, errors: list[BaseException]) -> None:
+    """Check :func:`check_moment` every millisecond until cancelled; keep what failed."""
+    while True:
+        try:
+            check_moment(plan)
+        except AssertionError as exc:
+            errors.append(exc)
+            return
+        await asyncio.sleep(0.001)
+
+
 def check_books(plan: Plan, pulled: int | None, *, ended: bool) -> None:
     """Every block's books balance. After a run that ended (end of stream), what a stage
     emitted is what the next received; after an error or a cancellation the outputs made and
     not handed on yet (waiting for room, or for their turn) are gone with the run, so the next
     received at most as many."""
+    check_moment(plan)
     stats = plan.pipe.statistics()
-    for name, rec in stats.items():
-        assert rec.balanced, (name, rec)
+    if ended:
+        for name, rec in stats.items():
+            assert rec.in_flight == rec.queue_depth == 0, (name, rec)
     for before, after in zip(plan.stages, plan.stages[1:], strict=False):
         made, got = stats[before].emitted, stats[after].received
         if ended:
@@ -624,9 +670,15 @@ async def scenario(seed: int, *, slow: bool) -> None:
 
     tasks = asyncio.all_tasks()
     threads = set(threading.enumerate())
+    moments: list[BaseException] = []
+    watcher = asyncio.create_task(watch(plan, moments))
     run = asyncio.create_task(drive(plan, source, mode, rng))
     killer = asyncio.create_task(kill_workers(rng, plan)) if kill else None
     done, _ = await asyncio.wait([run], timeout=BOUND_S)
+    watcher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await watcher
+    assert not moments, (desc, moments)
     if killer is not None:
         killer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
