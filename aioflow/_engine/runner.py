@@ -87,7 +87,7 @@ def _collect(fn: Callable[..., Iterable[Any]], value: Any, *extra: Any) -> list[
     try:
         for output in fn(value, *extra):
             outputs.append(output)
-    except (Exception, asyncio.CancelledError) as exc:
+    except BaseException as exc:  # (from_sync re-raises an interrupt)
         if outputs:
             raise PartialOutput(outputs, from_sync(exc)) from exc
         raise
@@ -395,7 +395,9 @@ class BlockRuntime:
                     extra={"block": self.name},
                 )
                 raise
-        except asyncio.CancelledError as exc:
+        except Exception:
+            raise
+        except BaseException as exc:  # a stray CancelledError or BaseException is a failure
             raise as_failure(exc) from None
 
     async def _retry(
@@ -548,7 +550,7 @@ class BlockRuntime:
                 await hook()
             else:
                 await call_in_thread(hook, self.pool)
-        except (Exception, asyncio.CancelledError) as raised:
+        except BaseException as raised:
             exc = as_failure(raised)  # a cancellation of the run goes on up
             err = BlockError(self.name, describe_failure(exc), phase=phase)
             raise err from cause_of(exc)
@@ -651,7 +653,7 @@ class BlockRuntime:
                     t0 = perf()
                     try:
                         value = await fn(env.value)
-                    except (Exception, asyncio.CancelledError) as raised:
+                    except BaseException as raised:
                         exc = as_failure(raised)  # a cancellation of the run goes on up
                         self.busy_s += perf() - t_burst
                         value = await self._retry(env, exc, None)
@@ -708,7 +710,7 @@ class BlockRuntime:
                         continue
                     try:
                         env.value = await fn(env.value)
-                    except (Exception, asyncio.CancelledError) as raised:
+                    except BaseException as raised:
                         exc = as_failure(raised)  # a cancellation of the run goes on up
                         self.busy_s += perf() - t_burst
                         value = await self._retry(env, exc, None)
@@ -944,7 +946,7 @@ class BlockRuntime:
                 try:
                     key = key_fn(value)
                     hash(key)
-                except (Exception, asyncio.CancelledError) as exc:  # sync: never a cancellation
+                except BaseException as exc:  # sync: never a cancellation
                     try:
                         self._give_up(env, value, from_sync(exc), 1)
                     finally:
@@ -983,7 +985,7 @@ class BlockRuntime:
                         if lane.state is _NOTHING:
                             try:
                                 lane.state = self._new_state(key)
-                            except (Exception, asyncio.CancelledError) as exc:  # sync: not a cancel
+                            except BaseException as exc:  # sync: not a cancel
                                 failed = from_sync(exc)
                         extra = (lane.state,)
                     if failed is None:
@@ -1050,7 +1052,7 @@ class BlockRuntime:
                 outputs: Iterable[Any] | None = await hook(key, state)
             else:
                 outputs = await call_in_thread(lambda: hook(key, state), self.pool)
-        except (Exception, asyncio.CancelledError) as raised:
+        except BaseException as raised:
             exc = as_failure(raised)  # a cancellation of the run goes on up
             err = BlockError(self.name, describe_failure(exc), item=summarize(key), phase="evict")
             raise err from cause_of(exc)
@@ -1153,7 +1155,7 @@ class BlockRuntime:
                                 for h in held:
                                     await out.put(h)
                                 held.clear()
-            except (Exception, asyncio.CancelledError) as raised:
+            except BaseException as raised:
                 exc = as_failure(raised)  # a cancellation of the run goes on up
                 self.busy_s += _perf() - t0
                 if produced == 0 and attempt < attempts:

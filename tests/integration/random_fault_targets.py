@@ -38,3 +38,14 @@ def poke(x: Any) -> Any:
             return threading.Lock()
     time.sleep(0.0005)
     return v
+
+
+class LibraryStop(BaseException):
+    """A library's own ``BaseException`` subclass (as pytest's ``Failed``), not an interrupt."""
+
+
+def raise_library_stop(x: Any) -> Any:
+    """A process block's function: ``LibraryStop`` for the item 3."""
+    if x == 3:
+        raise LibraryStop("the library gave up on 3")
+    return x

@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from random_fault_targets import plain, poke
+from random_fault_targets import LibraryStop, plain, poke, raise_library_stop
 
 import aioflow as af
 
@@ -799,3 +799,132 @@ def test_an_interrupt_from_a_random_stage_reaches_the_caller_bare_and_the_pipeli
     else:
         assert Counter(values) <= Counter(plan.expected(clean)), desc
     assert plan.record.setups == plan.record.teardowns, (desc, plan.record)
+
+
+# -- regressions found by the random faults ---------------------------------------------------
+
+
+def _library_stop_block(kind: str, **options: Any) -> af.Block[Any, Any]:
+    """A block whose code raises ``LibraryStop`` (a ``BaseException``, not an ``Exception``,
+    as pytest's ``Failed``) for the item 3."""
+
+    def stop(x: Any) -> None:
+        if x == 3:
+            raise LibraryStop("the library gave up on 3")
+
+    if kind == "process":
+        return af.block(executor="process", name="b", **options)(raise_library_stop)
+    if kind == "thread":
+
+        def threaded(x: Any) -> Any:
+            stop(x)
+            return x
+
+        return af.block(executor="thread", name="b", **options)(threaded)
+    if kind == "generator":
+
+        async def gen(x: Any) -> AsyncIterator[Any]:
+            stop(x)
+            yield x
+
+        return af.block(name="b", **options)(gen)
+    if kind == "thread_generator":
+
+        def tgen(x: Any) -> Iterator[Any]:
+            stop(x)
+            yield x
+
+        return af.block(executor="thread", name="b", **options)(tgen)
+    if kind == "batch":
+
+        async def batch(xs: list[Any]) -> list[Any]:
+            for x in xs:
+                stop(x)
+            return xs
+
+        return af.block(name="b", batch=af.Batch(max_size=1, max_wait=0.001), **options)(batch)
+
+    async def step(x: Any) -> Any:
+        stop(x)
+        await asyncio.sleep(0)
+        return x
+
+    return af.block(name="b", **options)(step)
+
+
+LIBRARY_STOP_KINDS = ("async", "thread", "generator", "thread_generator", "batch", "process")
+
+
+@pytest.mark.parametrize("kind", LIBRARY_STOP_KINDS)
+async def test_a_base_exception_from_user_code_is_an_item_failure_naming_the_block(
+    kind: str,
+) -> None:
+    """A ``BaseException`` subclass that is not an interrupt (a library's own, as pytest's
+    ``Failed``) used to escape as a bare ``BaseExceptionGroup`` naming no block, ignore
+    ``on_error`` and, in ``open()``, stop the whole service: every caller got
+    ``PipelineClosed``. It is an item failure like any other exception."""
+    pipe = af.Pipeline(_library_stop_block(kind))
+    with pytest.raises(ExceptionGroup) as caught:
+        await pipe.run(range(6))
+    (err,) = caught.value.exceptions
+    assert isinstance(err, af.BlockError)
+    assert err.block == "b"
+    assert err.phase == "process"
+    assert err.item == "3"
+    assert isinstance(err.__cause__, LibraryStop)
+    assert pipe.statistics()["b"].failed == 1
+
+    async with pipe.open() as running:
+        answers = await asyncio.gather(
+            *(running.submit(x) for x in range(6)), return_exceptions=True
+        )
+        assert await running.submit(10) in (10, [10])  # the service goes on
+    failure = answers.pop(3)
+    assert isinstance(failure, af.BlockError)
+    assert isinstance(failure.__cause__, LibraryStop)
+    assert [a[0] if isinstance(a, list) else a for a in answers] == [0, 1, 2, 4, 5]
+
+    skipping = af.Pipeline(_library_stop_block(kind, on_error="skip"))
+    assert await skipping.run(range(6)) == [0, 1, 2, 4, 5]
+    assert skipping.statistics()["b"].skipped == 1
+
+
+async def test_a_base_exception_from_setup_teardown_or_source_is_a_block_error() -> None:
+    class FailingSetup(af.Block):
+        async def setup(self) -> None:
+            raise LibraryStop("no model")
+
+        async def process(self, item: Any) -> Any:
+            return item
+
+    class FailingTeardown(af.Block):
+        def process(self, item: Any) -> Any:
+            return item
+
+        def teardown(self) -> None:  # type: ignore[override]  # (in the block's thread)
+            raise LibraryStop("device busy")
+
+    def failing_source() -> Iterator[int]:
+        yield 1
+        raise LibraryStop("camera gone")
+
+    async def errors(pipe: af.Pipeline, items: Any) -> list[tuple[str, str]]:
+        with pytest.raises(ExceptionGroup) as caught:
+            await pipe.run(items)
+        found = []
+        for err in caught.value.exceptions:
+            assert isinstance(err, af.BlockError)
+            assert isinstance(err.__cause__, LibraryStop)
+            found.append((err.block, err.phase))
+        return found
+
+    assert await errors(af.Pipeline(FailingSetup()), range(3)) == [("FailingSetup", "setup")]
+    assert await errors(af.Pipeline(FailingTeardown(executor="thread")), range(3)) == [
+        ("FailingTeardown", "teardown")
+    ]
+    stage = af.block(name="s")(_sleepless)
+    assert await errors(af.Pipeline(stage), failing_source()) == [("<source>", "source")]
+
+
+async def _sleepless(x: Any) -> Any:
+    return x
