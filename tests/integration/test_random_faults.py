@@ -103,6 +103,8 @@ def check(v: Any, name: str, record: Record) -> None:
         raise ValueError(msg)
     if v == "cancelled_error":
         raise asyncio.CancelledError  # a user's own CancelledError: an item failure
+    if v == "library_stop":
+        raise LibraryStop(name)  # a BaseException, not an interrupt: an item failure
     if v == "keyboard_interrupt":
         raise KeyboardInterrupt
     if v == "system_exit":
@@ -400,6 +402,7 @@ HOSTILE: tuple[Callable[[], Any], ...] = (
     lambda: "flaky1",
     lambda: "flaky2",
     lambda: "cancelled_error",
+    lambda: "library_stop",
     lambda: "short_batch",
     lambda: "batch_not_list",
     lambda: "die",
