@@ -30,7 +30,14 @@ from ..control import EndOfKey
 from ..errors import BlockError, describe, summarize
 from ..stats import BlockStatistics, percentile
 from .batched import BatchRunner
-from .cancelling import as_failure, carrying_interrupts, cause_of, describe_failure, from_sync
+from .cancelling import (
+    INTERRUPTS,
+    as_failure,
+    carrying_interrupts,
+    cause_of,
+    describe_failure,
+    from_sync,
+)
 from .channel import Channel, ChannelClosed
 from .envelope import Envelope
 from .executors import call_in_thread, shutdown_pool, thread_pool, wait_through_cancel
@@ -309,8 +316,10 @@ class BlockRuntime:
             try:
                 dead_letter(item, err)
             # A broken sink must not hide the item's own error. (A sync call: a CancelledError
-            # from it is the sink's own, never a cancellation.)
-            except (Exception, asyncio.CancelledError) as sink_exc:
+            # from it, or any BaseException but an interrupt, is the sink's own failure.)
+            except BaseException as sink_exc:
+                if isinstance(sink_exc, INTERRUPTS):
+                    raise
                 logger.error(
                     "block %r: the dead-letter sink failed (%s); the item fails instead",
                     self.name,

@@ -931,3 +931,49 @@ async def test_a_base_exception_from_setup_teardown_or_source_is_a_block_error()
 
 async def _sleepless(x: Any) -> Any:
     return x
+
+
+async def test_a_base_exception_from_a_dead_letter_sink_or_an_every_key_fails_only_the_item() -> (
+    None
+):
+    """A dead-letter sink, or ``af.every``'s key function, raising a ``BaseException`` that is
+    not an interrupt used to stop the whole run (a bare ``BaseExceptionGroup``; in ``open()``
+    every caller got ``PipelineClosed``). The sink failing fails the item with its own error
+    (logged), the key failing fails the item, as an ``Exception`` from them does."""
+
+    def sink(item: Any, err: af.BlockError) -> None:
+        raise LibraryStop("the dead-letter queue is gone")
+
+    @af.block(name="b", dead_letter=sink)
+    async def refuse_two(x: int) -> int:
+        if x == 2:
+            raise ValueError("bad frame")
+        return x
+
+    def camera(x: int) -> int:
+        if x == 2:
+            raise LibraryStop("no camera for 2")
+        return 0
+
+    @af.block(name="s")
+    async def detect(x: int) -> int:
+        return x
+
+    for stage, cause in (
+        (refuse_two, ValueError),
+        (af.every(detect, n=2, key=camera, name="b"), LibraryStop),
+    ):
+        pipe = af.Pipeline(stage)
+        with pytest.raises(ExceptionGroup) as caught:
+            await pipe.run(range(4))
+        (err,) = caught.value.exceptions
+        assert isinstance(err, af.BlockError)
+        assert err.block == "b"
+        assert isinstance(err.__cause__, cause)
+        async with pipe.open() as running:
+            answers = await asyncio.gather(
+                *(running.submit(x) for x in range(4)), return_exceptions=True
+            )
+        assert isinstance(answers[2], af.BlockError)
+        assert isinstance(answers[2].__cause__, cause)
+        assert [plain(a) for i, a in enumerate(answers) if i != 2] == [0, 1, 3]
