@@ -377,13 +377,32 @@ def build(rng: random.Random, *, slow: bool) -> Plan:
         has_process=any(n.endswith("_process") for n in names),
         record=record,
         prefix=prefix,
-        caps={
-            st.options.name: st.options.queue_size
-            + st.options.workers * (st.options.batch.max_size if st.options.batch else 1)
-            for st in stages
-            if isinstance(st, af.Block)
-        },
+        caps=caps(stages, kinds),
     )
+
+
+#: The capacity of the output after the last block (the engine's, not an option).
+FINAL_OUTPUT = 64
+
+
+def caps(stages: list[Any], kinds: list[str]) -> dict[str, int]:
+    """How many items each plain top-level block may hold: ``queue_size + workers`` (a batch
+    per worker for a batched block). A plain thread block (the engine's fast path, whose threads
+    take their items themselves) hands each result to the event loop while its thread goes on
+    with the next item; until the loop takes it, the statistics count that result as still in
+    the block, and it is charged to the capacity of the block's output instead: so those may
+    hold as many more as the next queue takes."""
+    found = {}
+    for i, st in enumerate(stages):
+        if not isinstance(st, af.Block):
+            continue
+        opts = st.options
+        cap = opts.queue_size + opts.workers * (opts.batch.max_size if opts.batch else 1)
+        if kinds[i] in ("thread", "filter"):
+            nxt = stages[i + 1] if i + 1 < len(stages) else None
+            cap += nxt.options.queue_size if isinstance(nxt, af.Block) else FINAL_OUTPUT
+        found[opts.name] = cap
+    return found
 
 
 # -- the hostile input ------------------------------------------------------------------------
