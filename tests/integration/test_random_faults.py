@@ -273,7 +273,6 @@ def build(rng: random.Random, *, slow: bool) -> Plan:
             stages.append(af.block(executor="thread", workers=rng.randint(2, 3), **opts)(tstep))
         elif kind == "process":
             opts |= _on_error(rng, name, record)
-            opts.pop("dead_letter", None) if rng.random() < 0.5 else None
             stages.append(af.block(executor="process", workers=rng.randint(1, 2), **opts)(poke))
         elif kind == "batch":
             opts |= _on_error(rng, name, record)
@@ -686,7 +685,7 @@ async def scenario(seed: int, *, slow: bool) -> None:
     )
     kill = plan.has_process and rng.random() < 0.6
     faulty = hostile or kill
-    desc = f"seed={seed} kinds={plan.kinds} mode={mode} kill={kill} items={source.items[:0]}"
+    desc = f"seed={seed} kinds={plan.kinds} mode={mode} kill={kill}"
     hostile_items = [x for x in source.items if not isinstance(x, int) or isinstance(x, bool)]
     desc += f" hostile={hostile_items!r:.200} fail_after={source.fail_after}"
 
