@@ -462,7 +462,7 @@ class BatchPuller:
             t0 = perf()
             try:
                 results = fn([env.value for env in envs])
-            except (Exception, asyncio.CancelledError) as exc:
+            except BaseException as exc:  # (from_sync re-raises an interrupt)
                 return envs, from_sync(exc), t0
             dt = perf() - t0
             if (

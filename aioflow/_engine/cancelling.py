@@ -9,9 +9,10 @@ cancelled future, or raised it by hand. That one is an item failure like any oth
 the worker's task would end as *cancelled*, which a :class:`asyncio.TaskGroup` takes as a quiet
 exit: the run would be cut short without a word, or hang waiting for the item.
 
-The engine catches ``(Exception, CancelledError)`` around user code and passes the error through
-:func:`as_failure`, which re-raises a real cancellation and wraps a stray one in
-:class:`StrayCancel`, an ``Exception`` that the ordinary failure paths handle. The
+The engine catches every ``BaseException`` around user code and passes the error through
+:func:`as_failure`, which re-raises a real cancellation (and an interrupt) and wraps a stray one,
+or any other ``BaseException`` that is not an ``Exception``, in :class:`StrayCancel`, an
+``Exception`` that the ordinary failure paths handle. The
 :class:`~aioflow.errors.BlockError` made from it carries the original ``CancelledError`` as its
 ``__cause__``.
 
@@ -33,6 +34,7 @@ from typing import Any, TypeVar
 from ..errors import describe
 
 __all__ = [
+    "INTERRUPTS",
     "Interrupted",
     "StrayCancel",
     "as_failure",
@@ -67,14 +69,25 @@ async def carrying_interrupts(coro: Coroutine[Any, Any, T]) -> T:
         raise Interrupted(exc) from exc
 
 
+#: What the user's code may raise that is never an item failure: ``KeyboardInterrupt`` and
+#: ``SystemExit`` stop the run (see :class:`Interrupted`); ``GeneratorExit`` is a coroutine being
+#: closed. Every other ``BaseException`` (a stray ``CancelledError``, a library's own
+#: ``BaseException`` subclass such as pytest's ``Failed``) fails its item like an ``Exception``.
+INTERRUPTS = (KeyboardInterrupt, SystemExit, GeneratorExit)
+
+
 class StrayCancel(Exception):
-    """A ``CancelledError`` raised by a block's code while its task was not being cancelled."""
+    """A ``BaseException`` that is not an ``Exception`` raised by a block's code, as an item
+    failure: a ``CancelledError`` while its task was not being cancelled, or a
+    ``BaseException`` subclass of the user's or a library's (not one of :data:`INTERRUPTS`)."""
 
     def __init__(self, error: BaseException) -> None:
         super().__init__(error)
         self.error = error
 
     def __str__(self) -> str:
+        if not isinstance(self.error, asyncio.CancelledError):
+            return describe(self.error)
         return (
             f"{describe(self.error)} raised by the block's own code while the run was not "
             "being cancelled"
@@ -89,19 +102,26 @@ def being_cancelled() -> bool:
 
 def as_failure(exc: BaseException) -> Exception:
     """``exc`` as an item failure. A ``CancelledError`` while the current task is being
-    cancelled, and any other ``BaseException`` (KeyboardInterrupt, SystemExit), is re-raised."""
+    cancelled, and an interrupt (``KeyboardInterrupt``, ``SystemExit``, ``GeneratorExit``: see
+    :data:`INTERRUPTS`), is re-raised; any other ``BaseException`` is wrapped."""
     if isinstance(exc, Exception):
         return exc
-    if isinstance(exc, asyncio.CancelledError) and not being_cancelled():
-        return StrayCancel(exc)
-    raise exc
+    if isinstance(exc, INTERRUPTS) or (
+        isinstance(exc, asyncio.CancelledError) and being_cancelled()
+    ):
+        raise exc
+    return StrayCancel(exc)
 
 
 def from_sync(exc: BaseException) -> Exception:
     """``exc``, raised by the user's synchronous code (in a worker thread, or a plain call on the
     loop), as an item failure. Nobody cancels synchronous code, so a CancelledError from it is
-    always the user's own."""
-    return exc if isinstance(exc, Exception) else StrayCancel(exc)
+    always the user's own; an interrupt (:data:`INTERRUPTS`) is re-raised."""
+    if isinstance(exc, Exception):
+        return exc
+    if isinstance(exc, INTERRUPTS):
+        raise exc
+    return StrayCancel(exc)
 
 
 def cause_of(exc: BaseException) -> BaseException:

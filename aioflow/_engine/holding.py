@@ -21,6 +21,7 @@ from ..errors import BlockError, summarize
 from ..graph import _label_chain
 from ..sampling import Every, Held
 from ..stats import BlockStatistics
+from .cancelling import INTERRUPTS
 from .channel import Channel, ChannelClosed
 from .controls import hand_on, input_counts
 from .envelope import Envelope, Ticket
@@ -196,7 +197,9 @@ class EveryRuntime:
             hash(k)
             which = "clock"
             t = float(ev.clock(value)) if ev.clock is not None else env.born
-        except Exception as exc:  # the user's key or clock: this item fails, in its turn
+        except BaseException as exc:  # the user's key or clock: this item fails, in its turn
+            if isinstance(exc, INTERRUPTS):
+                raise
             error = BlockError(
                 self.name,
                 f"its {which} function raised {type(exc).__name__}: {exc}",

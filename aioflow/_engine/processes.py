@@ -52,6 +52,7 @@ from ..block import Block, FunctionBlock
 from ..errors import ExecutorError, GraphError, describe
 from ..loop import loop_factory
 from . import shm
+from .cancelling import INTERRUPTS
 from .executors import call_in_thread
 from .shipping import ByName, ship
 
@@ -142,8 +143,11 @@ class _Server:
             else:
                 fn = target.fn if isinstance(target, FunctionBlock) else target
         # Nothing cancels this process's tasks (the parent kills instead), so a CancelledError
-        # here is the user's code's own: it is sent back like any other exception.
-        except (Exception, asyncio.CancelledError) as exc:
+        # here is the user's code's own: it is sent back like any other exception, as is any
+        # BaseException but an interrupt (which ends this worker only).
+        except BaseException as exc:
+            if isinstance(exc, INTERRUPTS):
+                raise
             await self.link.send(("setup_error", os.getpid(), shm.pack_exception(exc)))
             return
         await self.link.send(("ready", os.getpid()))
@@ -155,7 +159,9 @@ class _Server:
             if blk is not None:
                 try:
                     await _hook(blk.teardown)
-                except (Exception, asyncio.CancelledError) as exc:
+                except BaseException as exc:
+                    if isinstance(exc, INTERRUPTS):
+                        raise
                     failure = shm.pack_exception(exc)
             self.request = None
             self._forget(tuple(self.attached))
@@ -180,7 +186,9 @@ class _Server:
                 with memoryview(tail) as data:
                     value = shm.loads(data[:n_data], source, layout, copy=False)
                 result = await _invoke(fn, kind, value)
-            except (Exception, asyncio.CancelledError) as exc:
+            except BaseException as exc:
+                if isinstance(exc, INTERRUPTS):
+                    raise
                 await self.link.send(("error", shm.pack_exception(exc)))
                 continue
             finally:

@@ -221,7 +221,7 @@ class ThreadPuller:
                 t0 = perf()
                 try:
                     value = collect(fn, env.value) if collect is not None else fn(env.value)
-                except (Exception, asyncio.CancelledError) as exc:
+                except BaseException as exc:  # (from_sync re-raises an interrupt)
                     return env, from_sync(exc), t0, n
                 dt = perf() - t0
             with lock:

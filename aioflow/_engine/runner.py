@@ -30,7 +30,14 @@ from ..control import EndOfKey
 from ..errors import BlockError, describe, summarize
 from ..stats import BlockStatistics, percentile
 from .batched import BatchRunner
-from .cancelling import as_failure, carrying_interrupts, cause_of, describe_failure, from_sync
+from .cancelling import (
+    INTERRUPTS,
+    as_failure,
+    carrying_interrupts,
+    cause_of,
+    describe_failure,
+    from_sync,
+)
 from .channel import Channel, ChannelClosed
 from .controls import hand_on, input_counts, is_control, keep_control
 from .envelope import Envelope
@@ -88,7 +95,7 @@ def _collect(fn: Callable[..., Iterable[Any]], value: Any, *extra: Any) -> list[
     try:
         for output in fn(value, *extra):
             outputs.append(output)
-    except (Exception, asyncio.CancelledError) as exc:
+    except BaseException as exc:  # (from_sync re-raises an interrupt)
         if outputs:
             raise PartialOutput(outputs, from_sync(exc)) from exc
         raise
@@ -301,8 +308,10 @@ class BlockRuntime:
             try:
                 dead_letter(item, err)
             # A broken sink must not hide the item's own error. (A sync call: a CancelledError
-            # from it is the sink's own, never a cancellation.)
-            except (Exception, asyncio.CancelledError) as sink_exc:
+            # from it, or any BaseException but an interrupt, is the sink's own failure.)
+            except BaseException as sink_exc:
+                if isinstance(sink_exc, INTERRUPTS):
+                    raise
                 logger.error(
                     "block %r: the dead-letter sink failed (%s); the item fails instead",
                     self.name,
@@ -387,7 +396,9 @@ class BlockRuntime:
                     extra={"block": self.name},
                 )
                 raise
-        except asyncio.CancelledError as exc:
+        except Exception:
+            raise
+        except BaseException as exc:  # a stray CancelledError or BaseException is a failure
             raise as_failure(exc) from None
 
     async def _retry(
@@ -540,7 +551,7 @@ class BlockRuntime:
                 await hook()
             else:
                 await call_in_thread(hook, self.pool)
-        except (Exception, asyncio.CancelledError) as raised:
+        except BaseException as raised:
             exc = as_failure(raised)  # a cancellation of the run goes on up
             err = BlockError(self.name, describe_failure(exc), phase=phase)
             raise err from cause_of(exc)
@@ -648,7 +659,7 @@ class BlockRuntime:
                     t0 = perf()
                     try:
                         value = await fn(env.value)
-                    except (Exception, asyncio.CancelledError) as raised:
+                    except BaseException as raised:
                         exc = as_failure(raised)  # a cancellation of the run goes on up
                         self.busy_s += perf() - t_burst
                         value = await self._retry(env, exc, None)
@@ -706,7 +717,7 @@ class BlockRuntime:
                         continue
                     try:
                         env.value = await fn(env.value)
-                    except (Exception, asyncio.CancelledError) as raised:
+                    except BaseException as raised:
                         ended_before = self.skipped + self.failed + self.stale
                         exc = as_failure(raised)  # a cancellation of the run goes on up
                         self.busy_s += perf() - t_burst
@@ -950,7 +961,7 @@ class BlockRuntime:
                 try:
                     key = key_fn(value)
                     hash(key)
-                except (Exception, asyncio.CancelledError) as exc:  # sync: never a cancellation
+                except BaseException as exc:  # sync: never a cancellation
                     try:
                         self._give_up(env, value, from_sync(exc), 1)
                     finally:
@@ -989,7 +1000,7 @@ class BlockRuntime:
                         if lane.state is _NOTHING:
                             try:
                                 lane.state = self._new_state(key)
-                            except (Exception, asyncio.CancelledError) as exc:  # sync: not a cancel
+                            except BaseException as exc:  # sync: not a cancel
                                 failed = from_sync(exc)
                         extra = (lane.state,)
                     if failed is None:
@@ -1056,7 +1067,7 @@ class BlockRuntime:
                 outputs: Iterable[Any] | None = await hook(key, state)
             else:
                 outputs = await call_in_thread(lambda: hook(key, state), self.pool)
-        except (Exception, asyncio.CancelledError) as raised:
+        except BaseException as raised:
             exc = as_failure(raised)  # a cancellation of the run goes on up
             err = BlockError(self.name, describe_failure(exc), item=summarize(key), phase="evict")
             raise err from cause_of(exc)
@@ -1159,7 +1170,7 @@ class BlockRuntime:
                                 for h in held:
                                     await out.put(h)
                                 held.clear()
-            except (Exception, asyncio.CancelledError) as raised:
+            except BaseException as raised:
                 exc = as_failure(raised)  # a cancellation of the run goes on up
                 self.busy_s += _perf() - t0
                 if produced == 0 and attempt < attempts:

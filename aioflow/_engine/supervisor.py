@@ -411,7 +411,7 @@ class PipelineRun:
                         break  # the source ended
         except ChannelClosed:
             return
-        except (Exception, asyncio.CancelledError) as raised:
+        except BaseException as raised:
             exc = as_failure(raised)  # a cancellation of the run goes on up
             err = BlockError("<source>", describe_failure(exc), phase="source")
             raise err from cause_of(exc)
@@ -426,7 +426,7 @@ class PipelineRun:
         ``__context__``)."""
         try:
             await _close_source(source)
-        except (Exception, asyncio.CancelledError) as raised:
+        except BaseException as raised:
             exc = as_failure(raised)  # a cancellation of the run goes on up
             err = BlockError(
                 "<source>", f"closing the source failed: {describe_failure(exc)}", phase="source"
