@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import time
 from collections.abc import (
     AsyncGenerator,
@@ -64,6 +65,13 @@ def _check_items(pipeline: str, method: str, items: object) -> None:
         return
     if callable(items):
         hint = f"call it: pipe.{method}(source()) rather than pipe.{method}(source)"
+    elif inspect.iscoroutine(items):
+        # Closed here, as it will never run: no "never awaited" warning on top of this error.
+        items.close()
+        hint = (
+            f"await it first, pipe.{method}(await source()), or make the source an async "
+            "generator (`yield` items instead of returning them)"
+        )
     else:
         hint = f"for a single item pass a list: pipe.{method}([item])"
     msg = (
@@ -362,7 +370,9 @@ class Pipeline(Graph[In, Out]):
             msg = (
                 f"pipeline {self.name!r} is already running; a Pipeline object runs once at a "
                 "time. For concurrent callers, open it once and share it: "
-                "`async with pipe.open() as running: await running.submit(item)`"
+                "`async with pipe.open() as running: await running.submit(item)`. A "
+                "stream() left by `break` ends when its generator is closed: iterate it "
+                "inside `async with contextlib.aclosing(pipe.stream(items)) as outs:`"
             )
             raise GraphError(msg)
 

@@ -405,6 +405,32 @@ async def test_run_given_a_source_function_uncalled_says_call_it() -> None:
     assert await af.Pipeline(inc).run(source()) == [2]
 
 
+@pytest.mark.parametrize("method", ["run", "stream"])
+async def test_a_coroutine_as_items_says_await_it_and_is_closed(method: str) -> None:
+    # A coroutine that returns a list is a common slip; the error says what to do, and the
+    # coroutine is closed (pytest turns a "never awaited" RuntimeWarning into an error).
+    async def load() -> list[int]:
+        return [1, 2]
+
+    coro = load()
+    bad: Any = coro
+    with pytest.raises(af.GraphError, match=rf"await it first, pipe\.{method}\(await source"):
+        await start(af.Pipeline(inc), method, bad)
+    assert coro.cr_frame is None  # closed: it will never run
+
+
+async def test_a_second_run_while_a_stream_is_left_open_names_aclosing() -> None:
+    pipe = af.Pipeline(inc, name="cv")
+    outs = pipe.stream([1, 2, 3])
+    async for _ in outs:
+        break  # left without closing the generator: the run is still under way
+    with pytest.raises(af.GraphError, match="already running") as info:
+        await pipe.run([1])
+    assert "contextlib.aclosing(pipe.stream(items))" in str(info.value)
+    await outs.aclose()
+    assert await pipe.run([1]) == [2]
+
+
 async def test_plain_for_over_stream_says_async_for() -> None:
     pipe = af.Pipeline(inc, name="cv")
     stream: Any = pipe.stream([1, 2])
