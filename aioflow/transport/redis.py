@@ -1171,18 +1171,26 @@ class _Session:
     async def _sender(self) -> None:
         client = self.client
         queue = self.sendq
-        while True:
-            first = await queue.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < _BATCH and not queue.empty():
+        # Items queued and not yet written, oldest first: a write that the stream's bound cuts
+        # short leaves the rest here, topped up with newer items before the next write, so that
+        # every write carries full bursts (a batch's tail written on its own would cost a round
+        # trip of the caller, and one of the worker, for a few items).
+        batch: list[tuple[int, bytes, float]] = []
+        more = True
+        while more or batch:
+            if not batch:
+                first = await queue.get()
+                if first is None:
+                    return
+                batch.append(first)
+            while more and len(batch) < _BATCH and not queue.empty():
                 nxt = queue.get_nowait()
                 if nxt is None:
-                    await self._write(client, batch)
-                    return
-                batch.append(nxt)
-            await self._write(client, batch)
+                    more = False
+                else:
+                    batch.append(nxt)
+            written = await self._write(client, batch, more=more)
+            del batch[:written]
 
     def route(self, idx: int, value: Any) -> None:
         if self.router is None:  # (send() before _register(): not possible, kept safe)
@@ -1222,15 +1230,19 @@ class _Session:
             if dropped:
                 await self._dropped(client, dropped)
 
-    async def _write(self, client: Any, batch: list[tuple[int, bytes, float]]) -> None:
+    async def _write(
+        self, client: Any, batch: list[tuple[int, bytes, float]], *, more: bool = False
+    ) -> int:
         """Write ``batch`` as burst entries (as many items per entry as the stream's bound
-        allows), as fast as the stream's backlog lets; each item keeps its birth time."""
+        allows), as fast as the stream's backlog lets; each item keeps its birth time. Returns
+        how many of its items (the first ones) were written: all of them, except on a blocking
+        edge when ``more`` (more items may follow), where one write is made, of the items
+        the stream has room for."""
         if self.router is not None:
             await self._write_partitioned(client, self.router, batch)
-            return
+            return len(batch)
         if not self.credit.leaky and all(len(body) <= _BIG for _, body, _ in batch):
-            await self._append(client, batch)
-            return
+            return await self._append(client, batch, more=more)
         # A leaky edge's writes are followed by its trim; large items (frames) are written by
         # XADD: through a script, Redis copies each value twice more (3x its CPU per frame).
         start = 0
@@ -1266,11 +1278,16 @@ class _Session:
             dropped = self.credit.checked(replies[-1])
             if dropped:
                 await self._dropped(client, dropped)
+        return len(batch)
 
-    async def _append(self, client: Any, batch: list[tuple[int, bytes, float]]) -> None:
+    async def _append(
+        self, client: Any, batch: list[tuple[int, bytes, float]], *, more: bool = False
+    ) -> int:
         """Write ``batch`` to a blocking edge with :data:`APPEND_SCRIPT`: the bound is checked
         and the entries written in one round trip, atomically (:meth:`_Credit.room` says how
-        many to offer)."""
+        many to offer). Writes all of ``batch``, or with ``more`` makes one such write (its
+        entries may be none, when others filled the stream first); returns how many items
+        were written."""
         credit = self.credit
         script = self.append_script
         if script is None:
@@ -1306,6 +1323,9 @@ class _Session:
                 for (idx, _), _ in burst:
                     self.entry_of[idx] = entry
                 start += len(burst)
+            if more:
+                break
+        return start
 
     async def _dropped(self, client: Any, metas: list[dict[str, Any]]) -> None:
         """Items a leaky first edge trimmed: this run's are answered here, other callers' on
