@@ -480,17 +480,20 @@ class _Credit:
 
     async def room(self, client: Any, wanted: int, progress: asyncio.Event) -> int:
         """How many of ``wanted`` entries to offer :data:`APPEND_SCRIPT` (which writes only
-        those that still fit): half the bound (all of ``wanted`` when that is less), and no
-        more. Waits for that much room without asking Redis while answers come (:meth:`freed`
-        counts the entries they free, and ``progress`` is set), so that a full stream is
-        refilled by halves, not an entry at a time, and the worker works on one half while the
-        other is written: each write, each worker's read and each acknowledgement carries
-        several entries (the round trips, not the bytes, are what an edge pays for at a small
-        ``queue_size``). Asks Redis (:func:`backlog`) at first, and while the room stays
-        short, 2 ms into the wait and then at intervals doubling to 50 ms: room that other
-        producers' entries free, or that answers from a later segment tell of long after the
-        acknowledgement here, is seen that way; from the second such look on, any room is
-        taken (the answers that would tell of more may be far off)."""
+        those that still fit): once half the bound is free (all of ``wanted`` when that is
+        less), all the room there is. Waits for that much room without asking Redis while
+        answers come (:meth:`freed` counts the entries they free, and ``progress`` is set), so
+        that a full stream is refilled by halves at least, not an entry at a time, and a worker
+        can work on one half while the other is written: each write, each worker's read and
+        each acknowledgement carries several entries (the round trips, not the bytes, are what
+        an edge pays for at a small ``queue_size``). More than half is offered when it is free:
+        a fast worker answers a whole window at once (it reads both halves before it is done
+        with the first), and writing it back in one go saves a round trip of the caller and
+        one of the worker per window. Asks Redis (:func:`backlog`) at first, and while the
+        room stays short, 2 ms into the wait and then at intervals doubling to 50 ms: room
+        that other producers' entries free, or that answers from a later segment tell of long
+        after the acknowledgement here, is seen that way; from the second such look on, any
+        room is taken (the answers that would tell of more may be far off)."""
         half = max(1, self.capacity // 2)
         need = min(wanted, half)
         loop = asyncio.get_running_loop()
@@ -513,7 +516,7 @@ class _Credit:
                     break
                 delay = min(delay * 2, 0.05)
                 poll_at = loop.time() + delay
-        return max(0, min(wanted, self.credit, half))
+        return max(0, min(wanted, self.credit))
 
     def measured(self, found: int) -> None:
         """The stream's backlog is ``found`` entries (read from Redis just now)."""
@@ -1725,6 +1728,10 @@ class _Session:
             else:
                 del self.entry_left[entry]
                 self.credit.freed(1)
+                # The sender waits for this room: it runs before the consumers of the outputs
+                # (and the source they make room for), so the worker gets its next items while
+                # the caller takes these outputs.
+                self.progress.set()
         if not self.pending:
             self.drained.set()
         future = pend.future
