@@ -1299,9 +1299,12 @@ class _Session:
         while start < len(batch):
             rest = batch[start:]
             sizes = (len(body) for _, body, _ in rest)
-            bursts = cut_bursts(
-                [((idx, born), body) for idx, body, born in rest], credit.fit(sizes)
-            )
+            size = credit.fit(sizes)
+            bursts = cut_bursts([((idx, born), body) for idx, body, born in rest], size)
+            if more and len(bursts) > 1 and len(bursts[-1]) < size:
+                # A short last burst waits for the items that fill it: it would take one of
+                # the stream's entries for a few items.
+                bursts.pop()
             n = await credit.room(client, len(bursts), self.progress)
             args: list[Any] = [GROUP, credit.capacity, n]
             for burst in bursts[:n]:
