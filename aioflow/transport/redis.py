@@ -1731,9 +1731,9 @@ class _Session:
             else:
                 del self.entry_left[entry]
                 self.credit.freed(1)
-                # The sender waits for this room: it runs before the consumers of the outputs
-                # (and the source they make room for), so the worker gets its next items while
-                # the caller takes these outputs.
+                # Wake the sender with the first room freed, not after every answer read: it
+                # is then queued ahead of the tasks that the later outputs wake (their
+                # consumers, the source), and the worker gets its next items sooner.
                 self.progress.set()
         if not self.pending:
             self.drained.set()
