@@ -204,6 +204,9 @@ def run(
         )
 
     try:
+        # The worker is up before the first rep: its start (an interpreter importing aioflow)
+        # would otherwise take a core from raw's first rep.
+        af.run(ours(url, 10, item, prefix, which))
         for _ in range(reps):
             c0 = cpu()
             r = af.run(raw(url, n, payload))

@@ -480,17 +480,20 @@ class _Credit:
 
     async def room(self, client: Any, wanted: int, progress: asyncio.Event) -> int:
         """How many of ``wanted`` entries to offer :data:`APPEND_SCRIPT` (which writes only
-        those that still fit): half the bound (all of ``wanted`` when that is less), and no
-        more. Waits for that much room without asking Redis while answers come (:meth:`freed`
-        counts the entries they free, and ``progress`` is set), so that a full stream is
-        refilled by halves, not an entry at a time, and the worker works on one half while the
-        other is written: each write, each worker's read and each acknowledgement carries
-        several entries (the round trips, not the bytes, are what an edge pays for at a small
-        ``queue_size``). Asks Redis (:func:`backlog`) at first, and while the room stays
-        short, 2 ms into the wait and then at intervals doubling to 50 ms: room that other
-        producers' entries free, or that answers from a later segment tell of long after the
-        acknowledgement here, is seen that way; from the second such look on, any room is
-        taken (the answers that would tell of more may be far off)."""
+        those that still fit): once half the bound is free (all of ``wanted`` when that is
+        less), all the room there is. Waits for that much room without asking Redis while
+        answers come (:meth:`freed` counts the entries they free, and ``progress`` is set), so
+        that a full stream is refilled by halves at least, not an entry at a time, and a worker
+        can work on one half while the other is written: each write, each worker's read and
+        each acknowledgement carries several entries (the round trips, not the bytes, are what
+        an edge pays for at a small ``queue_size``). More than half is offered when it is free:
+        a fast worker answers a whole window at once (it reads both halves before it is done
+        with the first), and writing it back in one go saves a round trip of the caller and
+        one of the worker per window. Asks Redis (:func:`backlog`) at first, and while the
+        room stays short, 2 ms into the wait and then at intervals doubling to 50 ms: room
+        that other producers' entries free, or that answers from a later segment tell of long
+        after the acknowledgement here, is seen that way; from the second such look on, any
+        room is taken (the answers that would tell of more may be far off)."""
         half = max(1, self.capacity // 2)
         need = min(wanted, half)
         loop = asyncio.get_running_loop()
@@ -513,7 +516,7 @@ class _Credit:
                     break
                 delay = min(delay * 2, 0.05)
                 poll_at = loop.time() + delay
-        return max(0, min(wanted, self.credit, half))
+        return max(0, min(wanted, self.credit))
 
     def measured(self, found: int) -> None:
         """The stream's backlog is ``found`` entries (read from Redis just now)."""
@@ -1171,18 +1174,26 @@ class _Session:
     async def _sender(self) -> None:
         client = self.client
         queue = self.sendq
-        while True:
-            first = await queue.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < _BATCH and not queue.empty():
+        # Items queued and not yet written, oldest first: a write that the stream's bound cuts
+        # short leaves the rest here, topped up with newer items before the next write, so that
+        # every write carries full bursts (a batch's tail written on its own would cost a round
+        # trip of the caller, and one of the worker, for a few items).
+        batch: list[tuple[int, bytes, float]] = []
+        more = True
+        while more or batch:
+            if not batch:
+                first = await queue.get()
+                if first is None:
+                    return
+                batch.append(first)
+            while more and len(batch) < _BATCH and not queue.empty():
                 nxt = queue.get_nowait()
                 if nxt is None:
-                    await self._write(client, batch)
-                    return
-                batch.append(nxt)
-            await self._write(client, batch)
+                    more = False
+                else:
+                    batch.append(nxt)
+            written = await self._write(client, batch, more=more)
+            del batch[:written]
 
     def route(self, idx: int, value: Any) -> None:
         if self.router is None:  # (send() before _register(): not possible, kept safe)
@@ -1222,15 +1233,19 @@ class _Session:
             if dropped:
                 await self._dropped(client, dropped)
 
-    async def _write(self, client: Any, batch: list[tuple[int, bytes, float]]) -> None:
+    async def _write(
+        self, client: Any, batch: list[tuple[int, bytes, float]], *, more: bool = False
+    ) -> int:
         """Write ``batch`` as burst entries (as many items per entry as the stream's bound
-        allows), as fast as the stream's backlog lets; each item keeps its birth time."""
+        allows), as fast as the stream's backlog lets; each item keeps its birth time. Returns
+        how many of its items (the first ones) were written: all of them, except on a blocking
+        edge when ``more`` (more items may follow), where one write is made, of the items
+        the stream has room for."""
         if self.router is not None:
             await self._write_partitioned(client, self.router, batch)
-            return
+            return len(batch)
         if not self.credit.leaky and all(len(body) <= _BIG for _, body, _ in batch):
-            await self._append(client, batch)
-            return
+            return await self._append(client, batch, more=more)
         # A leaky edge's writes are followed by its trim; large items (frames) are written by
         # XADD: through a script, Redis copies each value twice more (3x its CPU per frame).
         start = 0
@@ -1266,11 +1281,16 @@ class _Session:
             dropped = self.credit.checked(replies[-1])
             if dropped:
                 await self._dropped(client, dropped)
+        return len(batch)
 
-    async def _append(self, client: Any, batch: list[tuple[int, bytes, float]]) -> None:
+    async def _append(
+        self, client: Any, batch: list[tuple[int, bytes, float]], *, more: bool = False
+    ) -> int:
         """Write ``batch`` to a blocking edge with :data:`APPEND_SCRIPT`: the bound is checked
         and the entries written in one round trip, atomically (:meth:`_Credit.room` says how
-        many to offer)."""
+        many to offer). Writes all of ``batch``, or with ``more`` makes one such write (its
+        entries may be none, when others filled the stream first); returns how many items
+        were written."""
         credit = self.credit
         script = self.append_script
         if script is None:
@@ -1279,9 +1299,12 @@ class _Session:
         while start < len(batch):
             rest = batch[start:]
             sizes = (len(body) for _, body, _ in rest)
-            bursts = cut_bursts(
-                [((idx, born), body) for idx, body, born in rest], credit.fit(sizes)
-            )
+            size = credit.fit(sizes)
+            bursts = cut_bursts([((idx, born), body) for idx, body, born in rest], size)
+            if more and len(bursts) > 1 and len(bursts[-1]) < size:
+                # A short last burst waits for the items that fill it: it would take one of
+                # the stream's entries for a few items.
+                bursts.pop()
             n = await credit.room(client, len(bursts), self.progress)
             args: list[Any] = [GROUP, credit.capacity, n]
             for burst in bursts[:n]:
@@ -1306,6 +1329,9 @@ class _Session:
                 for (idx, _), _ in burst:
                     self.entry_of[idx] = entry
                 start += len(burst)
+            if more:
+                break
+        return start
 
     async def _dropped(self, client: Any, metas: list[dict[str, Any]]) -> None:
         """Items a leaky first edge trimmed: this run's are answered here, other callers' on
@@ -1705,6 +1731,10 @@ class _Session:
             else:
                 del self.entry_left[entry]
                 self.credit.freed(1)
+                # Wake the sender with the first room freed, not after every answer read: it
+                # is then queued ahead of the tasks that the later outputs wake (their
+                # consumers, the source), and the worker gets its next items sooner.
+                self.progress.set()
         if not self.pending:
             self.drained.set()
         future = pend.future

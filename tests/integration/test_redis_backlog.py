@@ -11,7 +11,8 @@ import redis_pipelines as rp
 from conftest import Workers
 
 import aioflow as af
-from aioflow.transport.messages import GROUP, Keys, graph_signature
+from aioflow.transport.codec import MsgpackCodec
+from aioflow.transport.messages import GROUP, Keys, graph_signature, parse_entry
 from aioflow.transport.redis import (
     APPEND_SCRIPT,
     RedisTransport,
@@ -22,6 +23,15 @@ from aioflow.transport.redis import (
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@af.block(queue_size=256)
+async def held(x: int) -> int:
+    return x
+
+
+#: no worker serves it: the caller fills its stream up to the bound and waits
+unserved = af.Pipeline(held, name="unserved")
 
 
 async def test_the_append_script_writes_only_the_entries_that_fit_under_the_bound(
@@ -184,3 +194,33 @@ async def test_entries_trimmed_mid_run_while_later_ones_are_read_also_end_as_cou
     books = rp.backpressure.statistics()["crawl"]
     assert books.dropped_by.get("trimmed", 0) == 60 - len(outputs) >= 1
     assert books.received == books.completed + books.dropped == 60
+
+
+async def test_a_stream_whose_worker_is_away_fills_to_its_bound_with_full_bursts(
+    redis_url: str, redis_prefix: str
+) -> None:
+    # queue_size 256: bursts of 32 items, so the stream takes 8 entries. The caller takes its
+    # items 100 at a time; a short burst at the end of each hundred would take an entry of its
+    # own, and the stream would hold fewer items than its bound while no worker reads it.
+    graph_hash, _ = graph_signature("unserved", unserved.stages)
+    stream = Keys(redis_prefix, "unserved", graph_hash).inbox("held")
+    client = connect(redis_url)
+    run = asyncio.create_task(
+        unserved.run(range(1000), transport=RedisTransport(redis_url, prefix=redis_prefix))
+    )
+    codec = MsgpackCodec()
+    try:
+        sizes: list[int] = []
+        for _ in range(300):
+            sizes = [len(parse_entry(f, codec).metas) for _, f in await client.xrange(stream)]
+            if len(sizes) >= 8:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)  # the bound holds: nothing more is written meanwhile
+        sizes = [len(parse_entry(f, codec).metas) for _, f in await client.xrange(stream)]
+        assert sizes == [32] * 8, f"entries of {sizes} items, not 8 full bursts of 32"
+        assert not run.done()
+    finally:
+        run.cancel()
+        await asyncio.gather(run, return_exceptions=True)
+        await client.aclose()
