@@ -1591,12 +1591,47 @@ def main(argv: Sequence[str], load: Callable[[str], Pipeline]) -> int:
     return 0
 
 
+#: seconds a stopping worker gets on top of its grace to write its last books and leave
+STOP_MARGIN = 1.5
+
+
 async def _serve_until_signalled(worker: Worker) -> None:
+    """Serve until SIGTERM/SIGINT, then stop within ``grace`` + :data:`STOP_MARGIN` seconds.
+
+    The stop is checked between Redis commands; a command retrying a lost connection (the
+    server down, up to about 40 s of backoff) would keep the worker past any deadline a
+    supervisor gives it. So once signalled, the worker is cancelled when it has not stopped by
+    then: what it held stays pending in Redis for another worker (at-least-once), as after a
+    kill, and the process still exits 0 as a stopped worker does."""
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stopping.set)
+    serving = asyncio.ensure_future(worker.serve())
+    stopping = asyncio.ensure_future(worker.stopping.wait())
     try:
-        await worker.serve()
+        await asyncio.wait([serving, stopping], return_when=asyncio.FIRST_COMPLETED)
+        if not serving.done():
+            done, _ = await asyncio.wait([serving], timeout=worker.grace + STOP_MARGIN)
+            if not done:
+                logger.warning(
+                    "worker %s: not stopped %.1f s after the signal (Redis unreachable?): "
+                    "leaving what it holds pending for other workers",
+                    worker.consumer,
+                    worker.grace + STOP_MARGIN,
+                )
+                # Cancelled again while it is not done: its cleanup may wait on Redis too.
+                for _ in range(20):
+                    serving.cancel()
+                    await asyncio.wait([serving], timeout=0.25)
+                    if serving.done():
+                        break
+                return
+        await serving
     finally:
+        stopping.cancel()
+        if not serving.done():
+            serving.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await serving
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

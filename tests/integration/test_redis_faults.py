@@ -200,6 +200,31 @@ async def test_a_redis_restart_mid_run_is_survived_and_nothing_is_lost(
             log.close()
 
 
+async def test_sigterm_stops_a_worker_whose_redis_is_down_with_status_0(
+    own_redis: tuple[str, Callable[[], None], Callable[[], None]], redis_prefix: str
+) -> None:
+    # A worker retrying a lost connection (up to ~40 s of backoff) must still stop when its
+    # supervisor says so: after grace + a margin it leaves what it holds pending.
+    url, stop, _ = own_redis
+    workers = Workers(url, redis_prefix)
+    try:
+        proc = workers.start("slowpipe", "first,slow")
+        transport = RedisTransport(url, prefix=redis_prefix)
+        assert await rp.slowpipe.run(range(5), transport=transport) == [1, 3, 5, 7, 9]
+        await asyncio.to_thread(stop)
+        await asyncio.sleep(1.0)  # the worker's read has failed and it is retrying
+        assert proc.poll() is None, workers.output(proc)
+        proc.send_signal(signal.SIGTERM)
+        # (not a timing check: without the deadline the worker retried for ~40 s)
+        await asyncio.to_thread(proc.wait, timeout=15)
+        assert proc.returncode == 0, workers.output(proc)
+        assert "leaving what it holds pending" in workers.output(proc)
+    finally:
+        workers.stop()
+        for log in workers.logs:
+            log.close()
+
+
 async def test_an_item_that_kills_every_worker_is_dead_lettered_after_max_deliveries(
     redis_url: str, redis_prefix: str, workers: Workers
 ) -> None:
