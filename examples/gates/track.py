@@ -4,9 +4,10 @@ Each frame's reads (a box, the plate it shows or None, the recogniser's confiden
 plate formats, its evidence for each look-alike character) join the camera's tracks: a read
 goes to the track whose box, moved on by the track's last step, overlaps it most (IoU; or lies
 close along its way, see ``match``), preferring a track whose leading plate it agrees with; a
-confident track does not take another plate's read, unless the track is moving and the box lies
-right where it went on the frame after its last (``follows``: one plate read another way, not
-another plate; two tracks of it would give two events). A track unseen for ``patience_s`` seconds
+confident track does not take another plate's read, unless the track is moving, its last box
+was read as a plate, and the box lies right where that plate went on the frame after
+(``follows``: one plate read another way, not another plate; two tracks of it would give two
+events). A track unseen for ``patience_s`` seconds
 of the stream (or ``patience_frames`` frames) is closed and becomes an event only when
 
 * ``min_votes`` of its reads agree on the plate: reads that differ only in look-alikes (0/O,
@@ -237,6 +238,7 @@ class Track:
     height: float = 0.0  # the largest box height
     path: dict[int, Rect] = field(default_factory=dict)  # frame: box
     sent: str | None = None  # the reading its event went out for while it was open (early)
+    last_read: int = -1  # the last frame its box was read as a plate on
 
     @property
     def travel(self) -> float:
@@ -550,15 +552,17 @@ def update(
                     and not near_miss(key, leader)
                     and not (
                         track.travel >= rules.min_travel * track.height
+                        and track.last_read == track.last_frame
                         and follows(rect, predicted, frame - track.last_frame)
                     )
                 ):
                     # A confident track does not take another plate's read: the car that just
                     # left and the one coming in through the same spot are different tracks.
-                    # But a box right where a moving track went, on the frame after, is the
-                    # same plate read another way: two tracks of it would be two events. (Not
-                    # so for text standing still: a plate passing over a painted marking is
-                    # not the marking.)
+                    # But a box right where a moving track's plate was read going, on the
+                    # frame after, is the same plate read another way: two tracks of it would
+                    # be two events. (Not so for text standing still: a plate passing over a
+                    # painted marking is not the marking; nor after a box read as nothing,
+                    # which may be the next car's plate coming into view.)
                     continue
             if score > best_score:
                 best, best_score = track, score
@@ -582,6 +586,7 @@ def update(
         best.path[frame] = rect
         if text is not None:
             best.add(text, conf, evidence)
+            best.last_read = frame
         labelled.append((best.ident, rect, best.text))
     events = []
     if rules.early_votes is not None:

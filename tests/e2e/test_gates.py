@@ -459,6 +459,23 @@ def test_a_plate_read_two_ways_frame_after_frame_is_one_track_and_one_event() ->
     events += [e for t in list(state.tracks) if (e := track.close(state, "cam", t)) is not None]
     assert sorted(e["plate"] for e in events) == ["KM40RTU", "XY6503F"]
     assert state.counts.tracks == 2
+    # Nor when a box read as nothing (the other car's plate coming into view) joined the first
+    # track on the frame between: the next box, right where that one was going, is the other
+    # car's plate, coming the other way.
+    state = track.CameraState()
+    events = []
+    for i in range(12):
+        if i < 5:
+            reads = [((25 * i, 100, 25 * i + 100, 120), "XY6503F", 0.95)]
+        elif i == 5:
+            reads = [((105, 100, 205, 120), None, 0.0)]
+        else:
+            x = 100 - 25 * (i - 6)
+            reads = [((x, 100, x + 100, 120), "KM40RTU", 0.95)]
+        events += track.update(state, "cam", i, i / 10, reads)[1]
+    events += [e for t in list(state.tracks) if (e := track.close(state, "cam", t)) is not None]
+    assert sorted(e["plate"] for e in events) == ["KM40RTU", "XY6503F"]
+    assert state.counts.tracks == 2
     assert track.follows((25, 100, 125, 120), (24, 101, 124, 121), 1)
     assert not track.follows((25, 100, 125, 120), (24, 101, 124, 121), 2)
     assert not track.follows((85, 100, 185, 120), (24, 101, 124, 121), 1)
