@@ -4,12 +4,16 @@ Each frame's reads (a box, the plate it shows or None, the recogniser's confiden
 plate formats, its evidence for each look-alike character) join the camera's tracks: a read
 goes to the track whose box, moved on by the track's last step, overlaps it most (IoU; or lies
 close along its way, see ``match``), preferring a track whose leading plate it agrees with; a
-confident track does not take another plate's read. A track unseen for ``patience_s`` seconds
+confident track does not take another plate's read, unless the track is moving, its last box
+was read as a plate, and the box lies right where that plate went on the frame after
+(``follows``: one plate read another way, not another plate; two tracks of it would give two
+events). A track unseen for ``patience_s`` seconds
 of the stream (or ``patience_frames`` frames) is closed and becomes an event only when
 
 * ``min_votes`` of its reads agree on the plate: reads that differ only in look-alikes (0/O,
   1/I...) are one *reading* (``plates.fold``); the reading with the highest summed confidence
-  wins, reads of it cut short by one character at either end counting for it; failing that,
+  wins, reads of a part of it (cut short at either end, ``cut_short``: ``PH51`` of
+  ``1PPH51``) counting for it, so a part is never a plate of its own; failing that,
   ``min_consensus`` reads within one character of what their characters agree on, each
   character read by ``min_votes`` reads at least and by most of them (``Track.consensus``).
   One or two misread frames, a sign misread twice, or reads split two and two between two
@@ -76,6 +80,15 @@ def match(rect: Rect, predicted: Rect, gap: int) -> float:
     return overlap
 
 
+def follows(rect: Rect, predicted: Rect, gap: int) -> bool:
+    """Whether a box surely continues a track whatever it reads: on the frame right after the
+    track's last one, it covers most of where the track should be now (IoU 0.5 or more). Two
+    plates cannot take each other's place from one frame to the next; one plate read two ways
+    (``LY65DJF`` and ``LY6503F``: a D and a J the recogniser sometimes takes for a 0 and a 3)
+    does."""
+    return gap == 1 and iou(rect, predicted) >= 0.5
+
+
 def moved(origin: Rect, rect: Rect) -> float:
     """How far a box moved from ``origin``: along each axis, the smaller shift of its two edges
     when both shifted the same way, else none. A box that only grew or shrank on one side (the
@@ -106,9 +119,10 @@ def near_miss(a: str, b: str) -> bool:
 
 
 def cut_short(short: str, long: str) -> bool:
-    """``short`` is ``long`` with its first or last character missing: the reader's box cut
-    the plate's edge."""
-    return len(short) == len(long) - 1 and short in (long[1:], long[:-1])
+    """``short`` is ``long`` with characters missing at either end or both (a proper part of
+    it): the detector's box cut the plate's edge, or left a few characters of it out (a small
+    plate's box often holds only ``PH51`` of ``1PPH51``)."""
+    return len(short) < len(long) and short in long
 
 
 @dataclass(frozen=True)
@@ -226,6 +240,7 @@ class Track:
     height: float = 0.0  # the largest box height
     path: dict[int, Rect] = field(default_factory=dict)  # frame: box
     sent: str | None = None  # the reading its event went out for while it was open (early)
+    last_read: int = -1  # the last frame its box was read as a plate on
 
     @property
     def travel(self) -> float:
@@ -253,7 +268,8 @@ class Track:
     @property
     def key(self) -> str | None:
         """The reading the reads agree on: the one with the highest summed confidence,
-        counting for it also the reads of it cut short by one character at either end."""
+        counting for it also the reads of it cut short at either end (``cut_short``): a part
+        of a plate read whole on the same track is that plate's, not a plate of its own."""
         if not self.votes:
             return None
 
@@ -529,14 +545,28 @@ def update(
         best: Track | None = None
         best_score = 0.1
         for track in free:
-            score = match(rect, track.predicted(frame), frame - track.last_frame)
+            predicted = track.predicted(frame)
+            score = match(rect, predicted, frame - track.last_frame)
             leader = track.key
             if key is not None and leader is not None:
                 if key == leader:
                     score += 0.5
-                elif track.votes[leader] >= rules.min_votes and not near_miss(key, leader):
+                elif (
+                    track.votes[leader] >= rules.min_votes
+                    and not near_miss(key, leader)
+                    and not (
+                        track.travel >= rules.min_travel * track.height
+                        and track.last_read == track.last_frame
+                        and follows(rect, predicted, frame - track.last_frame)
+                    )
+                ):
                     # A confident track does not take another plate's read: the car that just
                     # left and the one coming in through the same spot are different tracks.
+                    # But a box right where a moving track's plate was read going, on the
+                    # frame after, is the same plate read another way: two tracks of it would
+                    # be two events. (Not so for text standing still: a plate passing over a
+                    # painted marking is not the marking; nor after a box read as nothing,
+                    # which may be the next car's plate coming into view.)
                     continue
             if score > best_score:
                 best, best_score = track, score
@@ -560,6 +590,7 @@ def update(
         best.path[frame] = rect
         if text is not None:
             best.add(text, conf, evidence)
+            best.last_read = frame
         labelled.append((best.ident, rect, best.text))
     events = []
     if rules.early_votes is not None:

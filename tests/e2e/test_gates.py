@@ -421,6 +421,67 @@ def test_a_plate_whose_reads_split_on_one_character_makes_no_event() -> None:
     assert [e["plate"] for e in _pass(track.CameraState(), mostly)] == ["AB12CDE"]
 
 
+def test_a_plate_read_in_part_on_its_own_track_is_not_a_plate_of_its_own() -> None:
+    # A small plate whose box held only its last five characters on three frames, surely read,
+    # and the whole plate on three, read a little less surely: the parts are the plate's
+    # reads, not a plate 12CDE.
+    reads: list[Reading] = [("12CDE", 0.97, ())] * 3 + [("AB12CDE", 0.8, ())] * 3
+    assert [(e["plate"], e["reads"]) for e in _pass(track.CameraState(), reads)] == [("AB12CDE", 3)]
+    # Read whole once only, the plate is a guess: no event rather than its part.
+    part: list[Reading] = [("KR47", 0.99, ())] * 4 + [("5WKR47", 0.95, ())]
+    state = track.CameraState()
+    assert _pass(state, part) == []
+    assert state.counts.few_votes == 1
+    assert track.cut_short("KR47", "5WKR47")
+    assert track.cut_short("5WKR4", "5WKR47")
+    assert not track.cut_short("KR74", "5WKR47")
+    assert not track.cut_short("5WKR47", "5WKR47")
+
+
+def test_a_plate_read_two_ways_frame_after_frame_is_one_track_and_one_event() -> None:
+    # One plate crossing the view, its D and J taken for a 0 and a 3 on some frames: two
+    # readings two characters apart, the first read three times before the other appears.
+    texts = ["XY6503F"] * 3 + ["XY65DJF", "XY65DJF", "XY6503F", "XY65DJF"] + ["XY65DJF"] * 3
+    state = track.CameraState()
+    events = _pass(state, [(t, 0.95, ()) for t in texts])
+    assert [(e["plate"], e["reads"]) for e in events] == [("XY65DJF", 6)]
+    assert state.counts.tracks == 1
+    # Another plate through the same spot, not on the very next frame (the first plate's
+    # track missed a frame), is another vehicle: its own track and its own event.
+    state = track.CameraState()
+    events = []
+    for i in range(12):
+        reads: list[track.Read] = []
+        if i < 5:
+            reads.append(((25 * i, 100, 25 * i + 100, 120), "XY6503F", 0.95))
+        elif i > 5:
+            reads.append(((25 * i, 100, 25 * i + 100, 120), "KM40RTU", 0.95))
+        events += track.update(state, "cam", i, i / 10, reads)[1]
+    events += [e for t in list(state.tracks) if (e := track.close(state, "cam", t)) is not None]
+    assert sorted(e["plate"] for e in events) == ["KM40RTU", "XY6503F"]
+    assert state.counts.tracks == 2
+    # Nor when a box read as nothing (the other car's plate coming into view) joined the first
+    # track on the frame between: the next box, right where that one was going, is the other
+    # car's plate, coming the other way.
+    state = track.CameraState()
+    events = []
+    for i in range(12):
+        if i < 5:
+            reads = [((25 * i, 100, 25 * i + 100, 120), "XY6503F", 0.95)]
+        elif i == 5:
+            reads = [((105, 100, 205, 120), None, 0.0)]
+        else:
+            x = 100 - 25 * (i - 6)
+            reads = [((x, 100, x + 100, 120), "KM40RTU", 0.95)]
+        events += track.update(state, "cam", i, i / 10, reads)[1]
+    events += [e for t in list(state.tracks) if (e := track.close(state, "cam", t)) is not None]
+    assert sorted(e["plate"] for e in events) == ["KM40RTU", "XY6503F"]
+    assert state.counts.tracks == 2
+    assert track.follows((25, 100, 125, 120), (24, 101, 124, 121), 1)
+    assert not track.follows((25, 100, 125, 120), (24, 101, 124, 121), 2)
+    assert not track.follows((85, 100, 185, 120), (24, 101, 124, 121), 1)
+
+
 def test_a_sign_whose_box_is_cut_short_now_and_then_is_not_moving() -> None:
     state = track.CameraState()
     events = []
