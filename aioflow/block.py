@@ -974,7 +974,9 @@ def block(
         overflow: ``"block"`` (backpressure), ``"drop_oldest"`` or ``"drop_newest"``.
         fair: share a leaky input between streams: a callable item -> stream key (``True``: the
             block's ``key``). A full queue then drops from the stream holding the most items,
-            so a flooding camera cannot push out a quiet one.
+            so a flooding camera cannot push out a quiet one, and the block takes the streams'
+            items in turn (each stream in order; global input order across streams is given
+            up), so each gets an equal share of the block.
         per_key: with a stream key (``fair`` or ``key``) and a leaky ``overflow``: the most
             items of one stream the queue holds; the stream's oldest (or, with
             ``"drop_newest"``, its new item) is dropped past that.

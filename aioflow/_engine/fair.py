@@ -1,4 +1,4 @@
-"""Channels shared by streams: fair drops, per-stream capacity, newest first.
+"""Channels shared by streams: fair drops, service in turn, per-stream capacity, newest first.
 
 A block that reads several live streams (cameras) through one leaky edge should not let a
 flooding stream push out a quiet one. A :class:`FairChannel` knows each item's *stream* (a key
@@ -13,12 +13,23 @@ queued items:
 * ``per_key=n`` holds at most ``n`` items of one stream: an item over that evicts its stream's
   oldest (``drop_oldest``) or is discarded (``drop_newest``);
 * ``newest=True`` (``serve="newest"``) is ``per_key=1`` whose evictions are counted as
-  *superseded*, not as overflow: each stream keeps only its newest item, and streams are served
-  in the order their newest item arrived (which is global input order).
+  *superseded*, not as overflow: each stream keeps only its newest item. A superseded item's
+  successor keeps its stream's turn (below), so a flooding camera is not sent to the back of the
+  line by each of its own frames.
 
-Items are still taken oldest first across streams, so global input order holds. Every
-operation is O(1) in the number of streams (:class:`StreamBuffer`); the plain
-:class:`~.channel.Channel` is untouched, so blocks without these options pay nothing.
+Streams are *served in turn* (round robin): the stream that has waited longest for its turn,
+among those with a queued item, gives its oldest item, and then waits behind the others. Each
+stream with queued items thus gets an equal share of the consumer whatever its rate: dropping
+fairly is not enough, since a flooding stream's queued items are always its newest and, served
+oldest first across streams, it would get the fewest items through. A stream that gets an item
+while it has none queued joins the end of the turn. Each stream's items leave oldest first
+(per-stream order holds); global input order *across* streams does not. Control items (see
+:class:`StreamBuffer`) leave once every item put before them has left: while one is queued,
+items are served in arrival order up to it.
+
+Every operation is O(1) in the number of streams (:class:`StreamBuffer`) but
+:meth:`StreamBuffer.take_capped` (O(streams)); the plain :class:`~.channel.Channel` is
+untouched, so blocks without these options pay nothing.
 
 The runner's fast paths read a channel's buffer directly (``_buf``: ``popleft``, ``append``,
 ``len``), some from the block's own threads. :class:`StreamBuffer` offers that much of a
@@ -31,7 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import Any, Generic, TypeVar, cast
 
@@ -60,11 +71,13 @@ class StreamBuffer(Generic[T]):
 
     ``order`` holds every entry in arrival order (entries taken out of its middle stay there,
     marked dead, until they reach its front or a compaction); ``lanes`` the live entries of each
-    stream, oldest first; ``sizes`` the streams by how many items they hold (a count changes by
-    one at a time, so the largest is found in O(1)).
+    stream, oldest first; ``turn`` the streams with queued items in service order (the next to
+    serve first); ``sizes`` the streams by how many items they hold (a count changes by one at a
+    time, so the largest is found in O(1)); ``controls`` how many control items are queued.
     """
 
     __slots__ = (
+        "_controls",
         "_dead",
         "_lanes",
         "_live",
@@ -73,6 +86,7 @@ class StreamBuffer(Generic[T]):
         "_seq",
         "_sizes",
         "_top",
+        "_turn",
         "capacity",
         "control",
         "key",
@@ -109,6 +123,10 @@ class StreamBuffer(Generic[T]):
         self.report = report
         self._order: deque[_Entry] = deque()
         self._lanes: dict[Hashable, deque[_Entry]] = {}
+        # An OrderedDict, not a dict: taking its first key and moving it to the end over and
+        # over stays O(1) (a dict's first key is found past the slots its deletions left).
+        self._turn: OrderedDict[Hashable, None] = OrderedDict()
+        self._controls = 0
         self._sizes: dict[int, dict[Hashable, None]] = {}
         self._top = 0
         self._live = 0
@@ -164,6 +182,8 @@ class StreamBuffer(Generic[T]):
         lane = self._lanes.get(key)
         if lane is None:
             lane = self._lanes[key] = deque()
+            if key not in self._turn:  # (it is when the item it replaces kept its turn)
+                self._turn[key] = None
         entry = _Entry(item, key, self._seq)
         self._seq += 1
         lane.append(entry)
@@ -171,20 +191,36 @@ class StreamBuffer(Generic[T]):
         self._live += 1
         self._grew(key, len(lane))
 
-    def _unlink(self, entry: _Entry, lane: deque[_Entry]) -> None:
-        """``entry`` has left ``lane``: forget it (it stays dead in ``order`` for now)."""
+    def _unlink(self, entry: _Entry, lane: deque[_Entry], *, keep_turn: bool = False) -> None:
+        """``entry`` has left ``lane``: forget it (it stays dead in ``order`` for now). A stream
+        left with no items leaves the turn, unless ``keep_turn`` (an item of it comes next)."""
         entry.live = False
         self._live -= 1
         key = entry.key
         if not lane:
             del self._lanes[key]
+            if not keep_turn:
+                del self._turn[key]
         self._shrank(key, len(lane))
 
-    def _evict(self, key: Hashable, *, newest: bool = False) -> T:
+    def _served(self, entry: _Entry) -> None:
+        """``entry``, the oldest of its stream, is taken: its stream waits behind the others."""
+        key = entry.key
+        lane = self._lanes[key]
+        lane.popleft()
+        self._unlink(entry, lane)
+        if lane:
+            self._turn.move_to_end(key)
+        if self._order[0] is entry:
+            self._order.popleft()
+        else:
+            self._buried()
+
+    def _evict(self, key: Hashable, *, newest: bool = False, keep_turn: bool = False) -> T:
         """Take the oldest (or newest) item of stream ``key`` out of the middle."""
         lane = self._lanes[key]
         entry = lane.pop() if newest else lane.popleft()
-        self._unlink(entry, lane)
+        self._unlink(entry, lane, keep_turn=keep_turn)
         self._buried()
         item: T = entry.item
         return item
@@ -212,6 +248,7 @@ class StreamBuffer(Generic[T]):
                 self._seq += 1
                 self._order.append(entry)
                 self._live += 1
+                self._controls += 1
             return True
         key = self.key(item)
         dropped: Any = _NONE
@@ -225,7 +262,8 @@ class StreamBuffer(Generic[T]):
                 if self.overflow == "drop_newest":
                     dropped, kept = item, False
                 else:
-                    dropped = self._evict(key)
+                    # The new item takes the evicted one's place in the turn.
+                    dropped = self._evict(key, keep_turn=True)
                     superseded = self.newest
             elif self._live >= self.capacity and self.leaky:
                 # The largest stream loses an item, counting the new one in its stream; ties go
@@ -236,7 +274,7 @@ class StreamBuffer(Generic[T]):
                     else:
                         dropped = self._evict(self._largest(), newest=True)
                 elif held and held >= self._top:
-                    dropped = self._evict(key)
+                    dropped = self._evict(key, keep_turn=True)
                 else:
                     dropped = self._evict(self._largest())
             if kept:
@@ -266,54 +304,66 @@ class StreamBuffer(Generic[T]):
             self.offer(item)
 
     def popleft(self) -> T:
-        """Take the oldest item (IndexError if there is none)."""
+        """Take the next item: the oldest of the stream whose turn it is, or, while a control
+        item is queued, the oldest item (IndexError if there is none)."""
         with self._lock:
-            order = self._order
-            while True:
-                entry = order.popleft()  # IndexError when empty, as a deque's
-                if entry.live:
-                    break
-                self._dead -= 1
-            if entry.key is _CONTROL:
-                entry.live = False
-                self._live -= 1
-                item0: T = entry.item
-                return item0
-            lane = self._lanes[entry.key]
-            lane.popleft()  # the oldest item overall is the oldest of its stream
-            self._unlink(entry, lane)
+            if self._controls:
+                first: T = self._take_oldest()
+                return first
+            turn = self._turn
+            if not turn:
+                msg = "pop from an empty StreamBuffer"
+                raise IndexError(msg)
+            entry = self._lanes[next(iter(turn))][0]
+            self._served(entry)
         item: T = entry.item
         return item
 
+    def _take_oldest(self) -> Any:
+        """Take the oldest item (a control item is queued: serve in arrival order up to it)."""
+        order = self._order
+        while True:
+            entry = order.popleft()  # IndexError when empty, as a deque's
+            if entry.live:
+                break
+            self._dead -= 1
+        if entry.key is _CONTROL:
+            entry.live = False
+            self._live -= 1
+            self._controls -= 1
+            return entry.item
+        order.appendleft(entry)  # _served takes it off the front
+        self._served(entry)
+        return entry.item
+
     def take_capped(self, counts: dict[Hashable, int], cap: int) -> Any:
-        """Take the oldest item of a stream that has fewer than ``cap`` items in ``counts``
-        (and count it there), or return :data:`NOTHING`. O(streams)."""
+        """Take the oldest item of the first stream in turn that has fewer than ``cap`` items
+        in ``counts`` (and count it there), or return :data:`NOTHING`. While a control item is
+        queued: the oldest such item, or the control item once nothing was put before it.
+        O(streams)."""
         with self._lock:
-            order = self._order
-            while order and not order[0].live:
-                order.popleft()
-                self._dead -= 1
-            if order and order[0].key is _CONTROL:
-                # A control item leaves once everything put before it has left.
-                entry = order.popleft()
-                entry.live = False
-                self._live -= 1
-                return entry.item
             best: _Entry | None = None
-            for key, lane in self._lanes.items():
-                if counts.get(key, 0) < cap:
-                    head = lane[0]
-                    if best is None or head.seq < best.seq:
-                        best = head
+            if self._controls:
+                order = self._order
+                while not order[0].live:
+                    order.popleft()
+                    self._dead -= 1
+                if order[0].key is _CONTROL:
+                    # A control item leaves once everything put before it has left.
+                    return self._take_oldest()
+                for key, lane in self._lanes.items():
+                    if counts.get(key, 0) < cap:
+                        head = lane[0]
+                        if best is None or head.seq < best.seq:
+                            best = head
+            else:
+                for key in self._turn:
+                    if counts.get(key, 0) < cap:
+                        best = self._lanes[key][0]
+                        break
             if best is None:
                 return NOTHING
-            lane = self._lanes[best.key]
-            lane.popleft()
-            self._unlink(best, lane)
-            if self._order[0] is best:
-                self._order.popleft()
-            else:
-                self._buried()
+            self._served(best)
         counts[best.key] = counts.get(best.key, 0) + 1
         return best.item
 
@@ -321,8 +371,9 @@ class StreamBuffer(Generic[T]):
         with self._lock:
             self._order.clear()
             self._lanes.clear()
+            self._turn.clear()
             self._sizes.clear()
-            self._top = self._live = self._dead = 0
+            self._top = self._live = self._dead = self._controls = 0
 
 
 _NONE: Any = object()
@@ -418,8 +469,8 @@ class FairChannel(Channel[T]):
         return self.put_nowait(item)
 
     def take_capped(self, counts: dict[Hashable, int], cap: int) -> Any:
-        """Take the oldest item whose stream has fewer than ``cap`` items in ``counts`` (a
-        batch being formed), counting it there; :data:`NOTHING` when no stream may give one."""
+        """Take the next item (in turn) whose stream has fewer than ``cap`` items in ``counts``
+        (a batch being formed), counting it there; :data:`NOTHING` when no stream may give one."""
         item = self.buffer.take_capped(counts, cap)
         if item is not NOTHING and self._putters:
             self._wake_putter()

@@ -55,7 +55,8 @@ def test_a_full_queue_drops_the_oldest_of_the_stream_holding_the_most() -> None:
         ch.put_nowait(item)
     ch.put_nowait(("b", 1))  # full: "a" holds 3, so "a" loses its oldest
     assert dropped == [("a", 0)]
-    assert drain(ch) == [("b", 0), ("a", 1), ("a", 2), ("b", 1)]  # still first in, first out
+    # Served in turn ("a" came first), each stream's items oldest first.
+    assert drain(ch) == [("a", 1), ("b", 0), ("a", 2), ("b", 1)]
     assert (ch.received, ch.overflowed, ch.superseded) == (5, 1, 0)
 
 
@@ -97,7 +98,7 @@ def test_ties_go_to_the_stream_of_the_new_item() -> None:
     assert dropped == [("b", 0)]
     ch.put_nowait(("c", 0))  # "c" holds nothing: the first stream to hold the most loses
     assert dropped == [("b", 0), ("a", 0)]
-    assert drain(ch) == [("a", 1), ("b", 1), ("b", 2), ("c", 0)]
+    assert drain(ch) == [("a", 1), ("b", 1), ("c", 0), ("b", 2)]  # in turn: a, b, c, b
 
 
 def test_per_key_caps_each_stream_before_the_queue_is_full() -> None:
@@ -106,7 +107,7 @@ def test_per_key_caps_each_stream_before_the_queue_is_full() -> None:
         ch.put_nowait(("a", i))
     ch.put_nowait(("b", 0))
     assert dropped == [("a", 0), ("a", 1), ("a", 2)]
-    assert drain(ch) == [("a", 3), ("a", 4), ("b", 0)]
+    assert drain(ch) == [("a", 3), ("b", 0), ("a", 4)]
     assert ch.superseded == 0  # counted as overflow
 
 
@@ -126,7 +127,7 @@ def test_drop_newest_discards_the_newest_of_the_largest_stream() -> None:
     assert dropped == [("a", 2)]
     assert ch.put_nowait(("a", 3)) is False  # "a" would hold 3 again: the new item goes
     assert dropped == [("a", 2), ("a", 3)]
-    assert drain(ch) == [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
+    assert drain(ch) == [("a", 0), ("b", 0), ("a", 1), ("b", 1)]
 
 
 def test_newest_keeps_one_item_per_stream_counted_as_superseded() -> None:
@@ -136,7 +137,7 @@ def test_newest_keeps_one_item_per_stream_counted_as_superseded() -> None:
     assert superseded == [("a", 0), ("a", 1), ("b", 0)]
     assert dropped == []
     assert (ch.overflowed, ch.superseded) == (3, 3)
-    # Streams in the order their newest item came: global input order of what is left.
+    # Served in turn: each stream where it joined ("a" first: its newer items kept its place).
     assert drain(ch) == [("a", 2), ("b", 1), ("c", 0)]
 
 
@@ -158,7 +159,7 @@ def test_take_capped_skips_streams_at_their_cap_and_keeps_the_rest_in_order() ->
     batch = []
     while (item := ch.take_capped(counts, 2)) is not NOTHING:
         batch.append(item)
-    assert batch == [("a", 0), ("a", 1), ("b", 0)]
+    assert batch == [("a", 0), ("b", 0), ("a", 1)]  # in turn, "a" then capped
     assert counts == {"a": 2, "b": 1}
     assert drain(ch) == [("a", 2), ("a", 3), ("a", 4), ("a", 5)]
 
@@ -196,20 +197,30 @@ def test_books_order_and_bounds_hold_for_any_traffic(
 ) -> None:
     """Whatever is put and taken: the queue never holds more than its capacity nor a stream
     more than its share; nothing is lost (every item is taken, dropped or still queued); each
-    stream's items come out in order, and all items in global input order."""
+    stream's items come out in order, and streams are served in turn: the stream that has
+    waited longest since it got items or was last served goes next (a model of the turn kept
+    from what each stream holds; a stream whose item was replaced keeps its place)."""
     if newest:
         per_key = None
     ch, dropped, superseded = make(cap, per_key=per_key, newest=newest)
     taken: list[Item] = []
     put: list[Item] = []
+    turn: list[Hashable] = []  # the model: streams with items, the next to serve first
     for n, op in enumerate(ops):
         if op == "get":
             if len(ch):
-                taken.append(ch.get_nowait())
+                item = ch.get_nowait()
+                taken.append(item)
+                assert item[0] == turn.pop(0)
+                if item[0] in ch.buffer.streams():
+                    turn.append(item[0])
             continue
         item = (op, n)
         put.append(item)
         ch.put_nowait(item)
+        held = ch.buffer.streams()
+        turn = [key for key in turn if key in held]
+        turn += [key for key in held if key not in turn]
         assert len(ch) <= cap
         limit = 1 if newest else per_key
         if limit is not None:
@@ -218,8 +229,9 @@ def test_books_order_and_bounds_hold_for_any_traffic(
     assert sorted(taken + dropped + superseded + left) == sorted(put)
     assert ch.received == len(put)
     assert ch.overflowed == len(dropped) + len(superseded)
-    out = taken + left
-    assert out == sorted(out, key=lambda item: item[1])  # global input order
+    for key in "abc":
+        out = [item for item in taken + left if item[0] == key]
+        assert out == sorted(out)  # each stream in its order
 
 
 def test_a_thread_taking_while_the_loop_puts_loses_nothing() -> None:
@@ -278,3 +290,129 @@ async def test_a_put_that_would_supersede_lets_a_waiting_reader_take_first() -> 
         await task
     assert taken == [("a", i) for i in range(20)]
     assert superseded == []
+
+
+# -- served in turn -----------------------------------------------------------------------------
+
+
+def test_a_flooding_stream_gets_an_equal_share_of_a_slow_reader_not_less() -> None:
+    """A stream flooding the queue keeps only its newest items queued; served oldest first
+    across streams it would get the fewest through. Served in turn, each stream with queued
+    items gets one item per round: over any window the counts differ by at most one."""
+    ch, dropped, _ = make(12)
+    served: list[str] = []
+    for i in range(3000):
+        ch.put_nowait(("flood", i))
+        if i % 10 == 0:  # two steadier streams, each faster than the reader's share of it
+            ch.put_nowait(("b", i))
+        if i % 12 == 0:
+            ch.put_nowait(("c", i))
+        if i % 6 == 0:  # the slow reader
+            served.append(ch.get_nowait()[0])
+    window = served[100:]  # past the start, every stream always has items queued
+    counts = {name: window.count(name) for name in ("flood", "b", "c")}
+    assert max(counts.values()) - min(counts.values()) <= 1, counts
+    for start in range(0, len(window) - 30, 30):  # and so in every stretch of ten rounds
+        part = window[start : start + 30]
+        assert {part.count(name) for name in ("flood", "b", "c")} == {10}
+    assert dropped  # the flood is still dropped, by stream
+
+
+def test_the_oldest_first_order_would_starve_the_flooding_stream() -> None:
+    """The same traffic, served oldest first across streams (what a plain queue holding the
+    kept items would give): the flooding stream gets far fewer than its share (so the test
+    above can fail)."""
+    ch, _, _ = make(12)
+    served: list[str] = []
+    for i in range(3000):
+        ch.put_nowait(("flood", i))
+        if i % 10 == 0:
+            ch.put_nowait(("b", i))
+        if i % 12 == 0:
+            ch.put_nowait(("c", i))
+        if i % 6 == 0:
+            oldest = min(ch.buffer, key=lambda item: item[1])
+            queued = list(ch.buffer)
+            ch.buffer.clear()
+            for item in queued:
+                if item is not oldest:
+                    ch.buffer.append(item)
+            served.append(oldest[0])
+    window = served[100:]
+    assert window.count("flood") < window.count("b") / 2
+
+
+def test_each_stream_keeps_its_order_while_served_in_turn() -> None:
+    ch, _, _ = make(100)
+    for i in range(10):
+        ch.put_nowait(("a", i))
+    for i in range(3):
+        ch.put_nowait(("b", i))
+    out = drain(ch)
+    assert out[:6] == [("a", 0), ("b", 0), ("a", 1), ("b", 1), ("a", 2), ("b", 2)]
+    assert out[6:] == [("a", i) for i in range(3, 10)]
+
+
+def test_a_stream_that_gets_items_again_joins_the_end_of_the_turn() -> None:
+    ch, _, _ = make(100)
+    for item in [("a", 0), ("a", 1), ("b", 0), ("c", 0)]:
+        ch.put_nowait(item)
+    assert ch.get_nowait() == ("a", 0)  # "a" goes behind "b" and "c"
+    assert ch.get_nowait() == ("b", 0)  # "b" has nothing left: it leaves the turn
+    ch.put_nowait(("b", 1))  # ... and joins its end again, behind "a"
+    assert drain(ch) == [("c", 0), ("a", 1), ("b", 1)]
+
+
+def is_control(item: Item) -> bool:
+    return item[0] == "end"
+
+
+def make_with_controls(capacity: int) -> tuple[FairChannel[Item], list[Item]]:
+    dropped: list[Item] = []
+    ch = FairChannel(capacity, stream, on_drop=dropped.append, control=is_control)
+    return ch, dropped
+
+
+def test_a_control_item_leaves_after_every_item_put_before_it() -> None:
+    """An end-of-key marker of stream "a" must not overtake "a"'s items: while it is queued,
+    items leave in arrival order up to it, then in turn again."""
+    ch, _ = make_with_controls(100)
+    for item in [("a", 0), ("a", 1), ("a", 2), ("b", 0), ("end", 0), ("b", 1), ("a", 3)]:
+        ch.put_nowait(item)
+    out = drain(ch)
+    assert out.index(("end", 0)) == 4
+    assert sorted(out[:4]) == [("a", 0), ("a", 1), ("a", 2), ("b", 0)]
+    assert out[5:] == [("a", 3), ("b", 1)]  # in turn again: "a" was served longer ago (a2)
+
+
+def test_take_capped_keeps_a_control_item_behind_the_items_before_it() -> None:
+    ch, _ = make_with_controls(100)
+    for item in [("a", 0), ("a", 1), ("a", 2), ("end", 0), ("b", 0)]:
+        ch.put_nowait(item)
+    counts: dict[Hashable, int] = {}
+    batch = []
+    while (item := ch.take_capped(counts, 2)) is not NOTHING:
+        batch.append(item)
+    # "a" is capped at 2; "b" is not, but the marker waits for a2, and b0 waits for the marker
+    # (items put after a control item do not pass it while it waits)
+    assert batch == [("a", 0), ("a", 1), ("b", 0)]
+    assert drain(ch) == [("a", 2), ("end", 0)]
+
+
+def test_a_thread_taking_by_popleft_is_served_in_turn() -> None:
+    """The thread fast paths take straight from the buffer (``popleft``): in turn there too."""
+    ch, _, _ = make(100)
+    for name, n in [("a", 6), ("b", 3), ("c", 3)]:
+        for i in range(n):
+            ch.put_nowait((name, i))
+    taken: list[Item] = []
+
+    def reader() -> None:
+        while len(ch):
+            taken.append(ch._buf.popleft())
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    thread.join()
+    assert [name for name, _ in taken] == list("abc" * 3 + "aaa")
+    assert [i for name, i in taken if name == "a"] == list(range(6))
