@@ -238,6 +238,9 @@ class _Part:
     #: the last entry taken from the stream, and that entry at the last snapshot
     last: bytes | None = None
     snapped: bytes | None = None
+    #: keys of a follower changed without an entry of the partition (the end of a run evicted
+    #: them): the next snapshot must be written even if no entry was taken since the last
+    changed: bool = False
 
 
 def token(part: int, entry_id: bytes) -> bytes:
@@ -571,7 +574,7 @@ class Owner:
                 continue
             due = loop.time() + self.snapshot_period
             for p in self.parts:
-                if p.owned and p.ready and p.last != p.snapped:
+                if p.owned and p.ready and (p.last != p.snapped or p.changed):
                     await self.snapshot(client, p)
 
     async def snapshot(self, client: Any, p: _Part, *, release: bool = False) -> bool:
@@ -595,6 +598,7 @@ class Owner:
     ) -> bool:
         want = self._in(p.index)
         last = p.last
+        p.changed = False  # (the state is read below, before any wait)
         trim = _after(last) if last else ""
         state = b""
         if not carry:
@@ -662,6 +666,15 @@ class Owner:
                 await client.eval(_RELEASE, 1, self._lease[p.index], self.consumer)
                 p.owned = p.ready = False
         await client.zrem(self.members, self.consumer)
+
+    def followers_changed(self, keys: Iterable[Hashable]) -> None:
+        """A follower's ``keys`` were evicted or dropped outside the partitions' entries (a
+        run's end, from the control stream): their partitions' next snapshots must say so, or
+        a next owner would restore the keys of a run that has ended."""
+        for key in keys:
+            p = self.parts[partition_of(key, self.count)]
+            if p.owned:
+                p.changed = True
 
     def _drop(self, want: Callable[[Hashable], bool]) -> None:
         """Forget the keys ``want`` accepts, in every block of the partition."""
