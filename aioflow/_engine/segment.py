@@ -261,18 +261,31 @@ class KeyedLanes:
             if lane.state is not _NOTHING and want(key)
         }
 
-    def restore(self, pairs: Sequence[Sequence[Any]]) -> None:
-        """Give each ``[key, state]`` pair's key its state (a key being processed keeps its own)."""
-        from .runner import _Lane
+    def restore(self, pairs: Sequence[Sequence[Any]], want: Callable[[Hashable], bool]) -> None:
+        """Make the keys ``want`` accepts hold exactly the states of the ``[key, state]``
+        pairs: each pair's key its state, every other key none (an idle one is taken out).
+
+        A lane still busy gets its state replaced too: the caller restores keys none of whose
+        items are in the block (a partition taken over with nothing in flight), so a busy lane
+        is only finishing its part of other keys' items (sending their outputs on in order)
+        and its state is a leftover of an earlier ownership, which would otherwise count the
+        items processed again after the snapshot a second time."""
+        from .runner import _NOTHING, _Lane
 
         lanes = self._rt.lanes
-        for key, state in pairs:
-            lane = lanes.get(key)
-            if lane is None:
-                lane = lanes[key] = _Lane()
-            elif lane.busy or lane.backlog:
+        given: dict[Hashable, Any] = {key: state for key, state in pairs}  # noqa: C416
+        for key, lane in list(lanes.items()):
+            if key in given or not want(key):
                 continue
-            lane.state = state
+            if lane.busy or lane.backlog:
+                lane.state = _NOTHING
+            else:
+                del lanes[key]
+        for key, state in given.items():
+            found = lanes.get(key)
+            if found is None:
+                found = lanes[key] = _Lane()
+            found.state = state
 
     def drop(self, want: Callable[[Hashable], bool]) -> int:
         """Forget the idle keys ``want`` accepts (another worker owns them now); how many."""

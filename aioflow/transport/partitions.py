@@ -238,6 +238,15 @@ class _Part:
     #: the last entry taken from the stream, and that entry at the last snapshot
     last: bytes | None = None
     snapped: bytes | None = None
+    #: keys of a follower changed without an entry of the partition (the end of a run evicted
+    #: them): the next snapshot must be written even if no entry was taken since the last
+    changed: bool = False
+    #: how many times this worker took the partition: a snapshot started under one ownership
+    #: must not be written under the next (the lease's check cannot tell them apart)
+    epoch: int = 0
+    #: held by a takeover and by a snapshot's write: the one never runs inside the other (a
+    #: snapshot written during a takeover would trim the entries it is about to process again)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 def token(part: int, entry_id: bytes) -> bytes:
@@ -483,21 +492,30 @@ class Owner:
         for p in free:
             if len(owned) >= share:
                 break
-            sent = loop.time()
-            if await client.set(self._lease[p.index], self.consumer, nx=True, px=self.ttl_ms):
-                p.owned = True
-                p.valid_until = sent + self.ttl_ms / 1000
-                owned.append(p)
-                await self.take_over(client, p)
+            async with p.lock:
+                if p.owned or p.in_flight or p.index in self.reading:
+                    continue  # (changed while a snapshot's write held the lock)
+                sent = loop.time()
+                if await client.set(self._lease[p.index], self.consumer, nx=True, px=self.ttl_ms):
+                    p.owned = True
+                    p.epoch += 1
+                    p.valid_until = sent + self.ttl_ms / 1000
+                    owned.append(p)
+                    await self.take_over(client, p)
 
     async def take_over(self, client: Any, p: _Part) -> None:
         """Restore ``p``'s state and process again what its last owner left after its mark."""
+        want = self._in(p.index)
         self._forget(p.index)
         saved = await client.hgetall(self._snap[p.index])
         mark = saved.get(b"mark") or None
         state = saved.get(b"state")
         self._restore_runs(p.index, saved.get(b"runs"))
         restored = 0
+        # The partition's keys hold exactly the snapshot's states, in every block, even a key
+        # whose lane is still busy here from an earlier ownership (its state would count the
+        # entries after the mark, processed again below, twice).
+        blocks: dict[str, Any] = {}
         if state:
             try:
                 snap = decode(state)
@@ -511,11 +529,11 @@ class Owner:
                     exc,
                 )
             else:
-                pairs = snap["blocks"].get(self.block, [])
-                self.lanes.restore(pairs)
-                restored = len(pairs)
-                for name, lanes in self.followers.items():
-                    lanes.restore(snap["blocks"].get(name, []))
+                blocks = snap["blocks"]
+                restored = len(blocks.get(self.block, []))
+        self.lanes.restore(blocks.get(self.block, []), want)
+        for name, lanes in self.followers.items():
+            lanes.restore(blocks.get(name, []), want)
         last_delivered = b"0-0"
         for group in await client.xinfo_groups(p.stream):
             if group.get("name") in (GROUP, GROUP.encode()):
@@ -571,22 +589,34 @@ class Owner:
                 continue
             due = loop.time() + self.snapshot_period
             for p in self.parts:
-                if p.owned and p.ready and p.last != p.snapped:
+                if p.owned and p.ready and (p.last != p.snapped or p.changed):
                     await self.snapshot(client, p)
 
     async def snapshot(self, client: Any, p: _Part, *, release: bool = False) -> bool:
         """Write ``p``'s state at a moment when every item taken from it is done; with
         ``release``, give up its lease in the same script. False if the lease was lost."""
+        epoch = p.epoch
         if not release and (self._unwritable or not self.stateful):
             # No state to carry over: no need to stop the partition; keep from its oldest
             # entry in flight on (a next owner processes those again).
-            return await self._write_snapshot(client, p, release=False, carry=False)
+            async with p.lock:
+                if p.epoch != epoch or not (p.owned and p.ready):
+                    return False
+                return await self._write_snapshot(client, p, release=False, carry=False)
         p.paused = True
         try:
-            while p.index in self.reading or p.in_flight:
-                self._settled.clear()
-                await self._settled.wait()
-            return await self._write_snapshot(client, p, release=release)
+            while True:
+                while p.index in self.reading or p.in_flight:
+                    self._settled.clear()
+                    await self._settled.wait()
+                async with p.lock:
+                    if p.epoch != epoch or not (p.owned and p.ready):
+                        # Lost while its items finished (and maybe taken again since: that
+                        # takeover restored the state to write, from the last snapshot).
+                        return False
+                    if p.index in self.reading or p.in_flight:
+                        continue
+                    return await self._write_snapshot(client, p, release=release)
         finally:
             p.paused = False
 
@@ -595,6 +625,7 @@ class Owner:
     ) -> bool:
         want = self._in(p.index)
         last = p.last
+        p.changed = False  # (the state is read below, before any wait)
         trim = _after(last) if last else ""
         state = b""
         if not carry:
@@ -662,6 +693,15 @@ class Owner:
                 await client.eval(_RELEASE, 1, self._lease[p.index], self.consumer)
                 p.owned = p.ready = False
         await client.zrem(self.members, self.consumer)
+
+    def followers_changed(self, keys: Iterable[Hashable]) -> None:
+        """A follower's ``keys`` were evicted or dropped outside the partitions' entries (a
+        run's end, from the control stream): their partitions' next snapshots must say so, or
+        a next owner would restore the keys of a run that has ended."""
+        for key in keys:
+            p = self.parts[partition_of(key, self.count)]
+            if p.owned:
+                p.changed = True
 
     def _drop(self, want: Callable[[Hashable], bool]) -> None:
         """Forget the keys ``want`` accepts, in every block of the partition."""

@@ -988,6 +988,9 @@ class Worker:
         lanes, touches = found
         gone = await self._gone(touches.others(run))
         ending = touches.end(run, gone)
+        if self.owner is not None and name in self.owner.followers:
+            # Its state goes with the head's partitions: their snapshots must drop the keys.
+            self.owner.followers_changed(key for key, _ in ending)
         if meta.get("drop"):
             doomed = {key for key, _ in ending}
             lanes.drop(doomed.__contains__)

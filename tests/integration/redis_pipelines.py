@@ -221,10 +221,22 @@ def by_camera(item: tuple[str, int]) -> str:
     return item[0]
 
 
+#: whether this process stalled already (AIOFLOW_TEST_STALL: once, not again when replayed)
+_stalled: list[bool] = []
+
+
 @af.block(key=by_camera, state=dict, workers=2)
 async def again(item: tuple[str, int, int], state: dict[str, int]) -> tuple[str, int, int, int]:
     """A second running count per key, after a block keyed by the same function in its
-    segment: its items come from that block's partitions, its state goes with their snapshots."""
+    segment: its items come from that block's partitions, its state goes with their snapshots.
+
+    With ``AIOFLOW_TEST_STALL=SECONDS`` and ``AIOFLOW_TEST_STALL_AT=SEQ``, the worker's whole
+    loop stops once, at item SEQ of cam0 (a synchronous sleep: a process starved of CPU):
+    its leases expire while it lives and holds items, and it takes its partitions back."""
+    at = os.environ.get("AIOFLOW_TEST_STALL_AT")
+    if at is not None and not _stalled and item[0] == "cam0" and item[1] == int(at):
+        _stalled.append(True)
+        time.sleep(float(os.environ.get("AIOFLOW_TEST_STALL", "2")))  # noqa: ASYNC251 - the point
     state["n"] = state.get("n", 0) + 1
     return (*item, state["n"])
 

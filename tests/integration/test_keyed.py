@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 import aioflow as af
+from aioflow._engine.segment import KeyedLanes
 from aioflow.testing import Recorder
 
 pytestmark = pytest.mark.integration
@@ -502,3 +503,46 @@ async def test_a_failing_key_function_fails_only_its_callers_submit() -> None:
     assert isinstance(err, af.BlockError), repr(err)
     assert err.block == "detect"
     assert isinstance(err.__cause__, KeyError)
+
+
+async def test_a_key_restored_while_its_lane_sends_on_others_outputs_takes_the_snapshot() -> None:
+    # The distributed mode's takeover (aioflow/transport/partitions.py) restores a partition's
+    # keys when none of its items is in flight; a key's lane can still be busy then: its task
+    # finished the key's item, and as the head of the block's order it sends on the outputs of
+    # the items after it, held up downstream. Its state is a leftover of an earlier ownership:
+    # it must be replaced by the snapshot's, or the items processed again after the snapshot
+    # would count twice.
+    release_a = asyncio.Event()
+    hold_b = asyncio.Event()
+
+    @af.block(key=camera, state=dict, workers=8)
+    async def count(item: Frame, state: dict[str, int]) -> tuple[Any, int]:
+        if item[0] == "a":
+            await release_a.wait()  # a (first in) finishes last: its task sends the others on
+        state["n"] = state.get("n", 0) + 1
+        return item[0], state["n"]
+
+    @af.block(queue_size=1)
+    async def gate(item: tuple[Any, int]) -> tuple[Any, int]:
+        if item[0] == "b":
+            await hold_b.wait()
+        return item
+
+    def is_a(key: Hashable) -> bool:
+        return key == "a"
+
+    async with asyncio.timeout(10), af.Pipeline(count, gate).open() as running:
+        lanes = KeyedLanes(running, "count")
+        tasks = []
+        for key in "abcdefgh":
+            tasks.append(asyncio.create_task(running.submit((key, 0))))
+            await asyncio.sleep(0)
+        while sum(1 for s in lanes.states(lambda k: True).values() if "n" in s) < 7:
+            await asyncio.sleep(0.001)
+        release_a.set()
+        assert await tasks[0] == ("a", 1)  # a's item is through the whole pipeline
+        assert lanes.drop(is_a) == 0  # its lane is still busy (sending b... on, held by gate)
+        lanes.restore([["a", {"n": 10}]], is_a)  # a snapshot that counted 10 items of a
+        hold_b.set()
+        assert [await t for t in tasks[1:]] == [(key, 1) for key in "bcdefgh"]
+        assert await running.submit(("a", 1)) == ("a", 11)
