@@ -1071,7 +1071,8 @@ def redis_section(edge: dict[str, Any] | None, scaleout: dict[str, Any] | None) 
             "",
             f"Median: **{edge['of_raw']:.2f}** of raw. The caller writes the items it has ready "
             "as burst entries (up to an eighth of the block's `queue_size` each), checking the "
-            "bound and writing in one script, and refills a full stream by halves; the worker "
+            "bound and writing in one script, and refills a full stream once half of it is "
+            "free, with all the room there is (full bursts only while more items come); the worker "
             "answers a burst in one reply entry. The bound counts the items the worker holds, so "
             "a small `queue_size` caps the rate at a given round-trip time "
             "([Distributed pipelines](distributed.md#speed)). "
@@ -1088,6 +1089,25 @@ def redis_section(edge: dict[str, Any] | None, scaleout: dict[str, Any] | None) 
                 f"{deep['raw_cpu_us']:.1f} µs (medians).",
                 "",
             ]
+        # Measured side by side by hand under load (no results file of its own).
+        out += [
+            (
+                "Since then the caller writes a whole window in one script where it wrote it as "
+                "two halves and a tail ([One write per "
+                "window](distributed.md#one-write-per-window)). Before and after, side by side in"
+                " one session **under a load average of 18-24** from other work (raw at "
+                "9,000-27,000 items/s, not the 50,000 above, so compare the columns with each "
+                "other, not with the table above): at `queue_size=64` 0.22-0.30 of raw before and"
+                " 0.31-0.36 after, with the CPU per item of every process down from 95-114 µs to "
+                "62-70 µs; at 256 and for frames no change beyond the noise; at 1024 the same CPU"
+                " per item and 0.48-0.53 against 0.53-0.65 (to be settled quietly). 0.9 of raw at"
+                " 64 is out of reach by design on this 2-core machine: 64 items per cycle of "
+                "caller, worker and four hops through Redis at about 37 µs of Python per item "
+                "caps the rate near half of raw's (the arithmetic is in [Distributed "
+                "pipelines](distributed.md#one-write-per-window))."
+            ),
+            "",
+        ]
     return out
 
 
@@ -1205,6 +1225,32 @@ def hotpath_section(hot: dict[str, Any]) -> list[str]:
         f"(<= 0.25 µs, >= {goal:.0f}x) is "
         + ok(new_cpu["aioflow"] <= 0.25 and new_cpu["ratio"] >= goal)
         + ".",
+        "",
+        # Measured by hand (compare_overhead.py against e7374ee), no results file.
+        (
+            "Control items (`af.EndOfKey`, with fair channels and `af.every`, after "
+            "`e7374ee`) then cost 4-7%: a class test per item and stage. Now each edge counts"
+            " the markers put into it (where they enter: the source, `submit()`, a stage "
+            "handing one on), and a run looks at its items only while its input holds one (or"
+            " is leaky or fair); a run also counts what it hands on at its end instead of "
+            "item by item. Side by side with `compare_overhead.py`, CPU clock, 7 pairs each, "
+            "on a machine shared under load average 13-22 (so a few percent is noise):"
+        ),
+        "",
+        "| this checkout against `e7374ee` | aioflow | `e7374ee` | ratio, this / `e7374ee` |",
+        "| --- | ---: | ---: | --- |",
+        "| before the change (`693031a`) | 0.311 | 0.293 | 3.50x / 3.60x |",
+        (
+            "| after, three runs | 0.293 / 0.305 / 0.302 | 0.288 / 0.294 / 0.295 | 3.51x / 3."
+            "54x, 3.43x / 3.60x, 3.45x / 3.59x |"
+        ),
+        "",
+        (
+            "Against `693031a` directly: 0.299 µs against 0.306 (3.53x against 3.39x the "
+            "hand-written pipeline). About 2% is left against `e7374ee`, part of it the one "
+            "test per item for markers that the source now makes; the goal (<= 0.25 µs) is "
+            "still **not met**."
+        ),
         "",
         "What changed: a one-worker async block takes and hands on items in *runs*, as many "
         "as wait in its input and fit in its output, with no look at either channel's level "
