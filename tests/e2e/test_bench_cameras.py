@@ -79,4 +79,9 @@ def test_quick_run_reports_every_field(tmp_path: Path) -> None:
 
     goals = res["goals"]
     assert {"detector_busy_beyond", "fairness", "fairness_flood", "churn"} <= set(goals)
-    assert goals["churn"]["met"]
+    # What churn must keep (a functional guarantee): the books and nothing left over. Whether
+    # RSS stayed flat is a memory goal, judged by the benchmark's full run, never in a test (a
+    # 6 s run on a busy machine says nothing about it).
+    assert goals["churn"]["books_balance"], goals["churn"]
+    assert goals["churn"]["nothing_left"], goals["churn"]
+    assert isinstance(goals["churn"]["met"], bool)
