@@ -7,11 +7,15 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from aioflow.transport.messages import Keys
+    from aioflow.transport.redis import Client
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
@@ -92,3 +96,35 @@ def workers(redis_url: str, redis_prefix: str) -> Iterator[Workers]:
         started.stop()
         for log in started.logs:
             log.close()
+
+
+def pipeline_keys(prefix: str, attr: str) -> Keys:
+    """The Redis keys of the test pipeline ``redis_pipelines.<attr>`` (as its workers name it)."""
+    import redis_pipelines as rp
+
+    from aioflow.transport.messages import Keys, graph_signature
+
+    graph_hash, _ = graph_signature(attr, getattr(rp, attr).stages)
+    return Keys(prefix, attr, graph_hash)
+
+
+async def sigkill_a_holder(
+    client: Client,
+    procs: Sequence[subprocess.Popen[str]],
+    streams: Sequence[str],
+    killed: list[subprocess.Popen[str]],
+) -> None:
+    """SIGKILLs the first of ``procs`` not in ``killed`` that holds an entry of one of ``streams``
+    (its consumer, named after its pid, has entries pending) and adds it to ``killed``; kills
+    none when none holds one. No drain, no release: what it held waits for others to take it."""
+    from aioflow.transport.messages import GROUP
+
+    for proc in procs:
+        if proc in killed:
+            continue
+        for stream in streams:
+            for consumer in await client.xinfo_consumers(stream, GROUP):
+                if f"-{proc.pid}-" in consumer["name"].decode() and consumer["pending"]:
+                    proc.kill()
+                    killed.append(proc)
+                    return
