@@ -1,13 +1,15 @@
-"""Worker processes of the distributed mode, started for real (``python -m aioflow worker``)."""
+"""What the integration tests share: waiting for a condition of a running pipeline, and the
+worker processes of the distributed mode, started for real (``python -m aioflow worker``)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -19,6 +21,16 @@ if TYPE_CHECKING:
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
+
+
+async def wait_until(condition: Callable[[], bool], what: str) -> None:
+    """Let the pipeline run until ``condition()`` holds; fail rather than hang if it never does."""
+    for _ in range(5000):
+        if condition():
+            return
+        await asyncio.sleep(0.001)
+    msg = f"never happened: {what}"
+    raise AssertionError(msg)
 
 
 class Workers:

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
+from conftest import wait_until
 
 import aioflow as af
 
@@ -28,16 +29,6 @@ KINDS = ["async", "thread"]
 
 
 # -- helpers ----------------------------------------------------------------------------------
-
-
-async def wait_until(condition: Callable[[], bool], what: str) -> None:
-    """Let the pipeline run until ``condition()`` holds; fail rather than hang if it never does."""
-    for _ in range(5000):
-        if condition():
-            return
-        await asyncio.sleep(0.001)
-    msg = f"never happened: {what}"
-    raise AssertionError(msg)
 
 
 def batched(
