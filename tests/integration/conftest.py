@@ -1,5 +1,6 @@
-"""What the integration tests share: waiting for a condition of a running pipeline, and the
-worker processes of the distributed mode, started for real (``python -m aioflow worker``)."""
+"""What the integration tests share: waiting for a condition of a running pipeline, the block
+errors of an exception group, and the worker processes of the distributed mode, started for
+real (``python -m aioflow worker``)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 import pytest
+
+import aioflow as af
 
 if TYPE_CHECKING:
     from aioflow.transport.messages import Keys
@@ -31,6 +34,26 @@ async def wait_until(condition: Callable[[], bool], what: str) -> None:
         await asyncio.sleep(0.001)
     msg = f"never happened: {what}"
     raise AssertionError(msg)
+
+
+def block_errors(group: BaseExceptionGroup[Any]) -> list[af.BlockError]:
+    """The leaves of ``group``, checked to be BlockErrors."""
+    leaves: list[af.BlockError] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            leaves.extend(block_errors(exc))
+        else:
+            assert isinstance(exc, af.BlockError), repr(exc)
+            leaves.append(exc)
+    return leaves
+
+
+def only_block_error(group: BaseExceptionGroup[Any]) -> af.BlockError:
+    """The one exception of ``group``, checked to be a BlockError."""
+    assert len(group.exceptions) == 1, group.exceptions
+    err = group.exceptions[0]
+    assert isinstance(err, af.BlockError), repr(err)
+    return err
 
 
 class Workers:

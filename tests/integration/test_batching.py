@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import wait_until
+from conftest import block_errors, wait_until
 
 import aioflow as af
 
@@ -44,18 +44,6 @@ def batched(
 
     options.setdefault("name", "embed")
     return af.block(**options)(on_loop if kind == "async" else in_thread)
-
-
-def block_errors(group: BaseExceptionGroup[Any]) -> list[af.BlockError]:
-    """The leaves of ``group``, checked to be BlockErrors."""
-    leaves: list[af.BlockError] = []
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            leaves.extend(block_errors(exc))
-        else:
-            assert isinstance(exc, af.BlockError), repr(exc)
-            leaves.append(exc)
-    return leaves
 
 
 def names_number(text: str, number: int) -> bool:
