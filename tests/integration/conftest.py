@@ -1,6 +1,6 @@
-"""What the integration tests share: waiting for a condition of a running pipeline, the block
-errors of an exception group, and the worker processes of the distributed mode, started for
-real (``python -m aioflow worker``)."""
+"""What the integration tests share: waiting for a condition of a running pipeline, the books
+of every block, the block errors of an exception group, and the worker processes of the
+distributed mode, started for real (``python -m aioflow worker``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -34,6 +34,15 @@ async def wait_until(condition: Callable[[], bool], what: str) -> None:
         await asyncio.sleep(0.001)
     msg = f"never happened: {what}"
     raise AssertionError(msg)
+
+
+def books_balance(stats: Mapping[str, af.BlockStatistics]) -> bool:
+    """Whether every block's books balance: each item received is completed, dropped, skipped,
+    failed, in flight or queued."""
+    return all(
+        s.received == s.completed + s.dropped + s.skipped + s.failed + s.in_flight + s.queue_depth
+        for s in stats.values()
+    )
 
 
 def block_errors(group: BaseExceptionGroup[Any]) -> list[af.BlockError]:

@@ -11,19 +11,12 @@ import random
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from conftest import wait_until
+from conftest import books_balance, wait_until
 
 import aioflow as af
 from aioflow.testing import Recorder
 
 pytestmark = pytest.mark.integration
-
-
-def books_balance(stats: dict[str, af.BlockStatistics]) -> bool:
-    return all(
-        s.received == s.completed + s.dropped + s.skipped + s.failed + s.in_flight + s.queue_depth
-        for s in stats.values()
-    )
 
 
 async def test_submit_returns_the_output_of_its_item() -> None:
