@@ -296,28 +296,26 @@ async def main(args: argparse.Namespace) -> None:
         if name.startswith("aioflow_workers"):
             print(f"  per-repetition ratio (median): {name} {ratio:.2f}")
     if args.json:
-        import onnxruntime
-
-        meta = {
-            "python": sys.version.split()[0],
-            "platform": platform.platform(),
-            "onnxruntime": onnxruntime.__version__,
-            "opencv": cv2.__version__,
-            "aioflow": af.__version__,
-            "date": time.strftime("%Y-%m-%d"),
-        }
-        Path(args.json).write_text(  # noqa: ASYNC240 - once, after the measurements
-            json.dumps(
-                {
-                    "meta": meta,
-                    "frames": len(frames),
-                    "frames_per_s": med,
-                    "ratios": ratios,
-                    "runs": rates,
-                },
-                indent=2,
-            )
+        write_results(
+            args.json,
+            {"frames": len(frames), "frames_per_s": med, "ratios": ratios, "runs": rates},
         )
+
+
+def write_results(path: str, results: dict[str, Any]) -> None:
+    """Writes ``results`` to the JSON file ``path``, behind what they were measured with
+    (``meta``): once, after the measurements."""
+    import onnxruntime
+
+    meta = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "onnxruntime": onnxruntime.__version__,
+        "opencv": cv2.__version__,
+        "aioflow": af.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    Path(path).write_text(json.dumps({"meta": meta, **results}, indent=2))
 
 
 def sessions_pair(text: str) -> tuple[int, int]:

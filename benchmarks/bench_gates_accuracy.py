@@ -24,14 +24,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
-
-import cv2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -187,27 +183,14 @@ async def main(args: argparse.Namespace) -> None:
     )
     print_results(results)
     if args.json:
-        import onnxruntime
-
-        meta = {
-            "python": sys.version.split()[0],
-            "platform": platform.platform(),
-            "onnxruntime": onnxruntime.__version__,
-            "opencv": cv2.__version__,
-            "aioflow": af.__version__,
-            "date": time.strftime("%Y-%m-%d"),
-        }
-        Path(args.json).write_text(  # noqa: ASYNC240 - once, after the measurements
-            json.dumps(
-                {
-                    "meta": meta,
-                    "cameras": args.cameras,
-                    "seconds": args.seconds,
-                    "detect_per_second": args.detect_rate,
-                    "levels": results,
-                },
-                indent=2,
-            )
+        bench_gates.write_results(
+            args.json,
+            {
+                "cameras": args.cameras,
+                "seconds": args.seconds,
+                "detect_per_second": args.detect_rate,
+                "levels": results,
+            },
         )
 
 

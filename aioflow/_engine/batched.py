@@ -20,7 +20,7 @@ from ..block import Retry
 from ..control import EndOfKey
 from ..errors import BlockError
 from .cancelling import carrying_interrupts, from_sync
-from .channel import ChannelClosed
+from .channel import Channel, ChannelClosed
 from .envelope import Envelope
 from .fair import NOTHING, FairChannel
 from .ordering import Sequencer
@@ -39,6 +39,22 @@ _CONTROL: Any = object()  # in place of a call's outcome: the batch holds a cont
 # A batch the thread could not finish by itself: its items, and the function's outcome (the
 # exception it raised, or what it returned), and when the call began.
 _Unfinished = tuple[list[Envelope], Any, float]
+
+
+async def _readable_by(inq: Channel[Envelope], deadline: float) -> bool:
+    """Whether an item is in ``inq`` by ``deadline`` (the loop's clock): waits for one until
+    then; False at once when the input is closed or the deadline has passed (``max_wait=0``)."""
+    if inq._buf:
+        return True
+    remaining = deadline - asyncio.get_running_loop().time()
+    if inq.closed or remaining <= 0:
+        return False
+    try:
+        async with asyncio.timeout(remaining):
+            await inq.wait_readable()
+    except TimeoutError:
+        return False
+    return bool(inq._buf)
 
 
 class BatchLengthError(ValueError):
@@ -124,19 +140,8 @@ class BatchRunner:
                     numbers.append(n)
                 if taken >= max_size:
                     break
-                if not inq._buf:
-                    if inq.closed or max_wait == 0:
-                        break
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        break
-                    try:
-                        async with asyncio.timeout(remaining):
-                            await inq.wait_readable()
-                    except TimeoutError:
-                        break
-                    if not inq._buf:
-                        break
+                if not inq._buf and not await _readable_by(inq, deadline):
+                    break
                 if seq is not None and not seq.try_acquire():
                     break
                 env = inq.get_nowait()
@@ -395,17 +400,8 @@ class BatchPuller:
         envs: list[Envelope] = []
         max_age = rt.opts.max_age
         while len(envs) < self.max_size:
-            if not inq._buf:
-                remaining = deadline - loop.time()
-                if inq.closed or remaining <= 0:
-                    break
-                try:
-                    async with asyncio.timeout(remaining):
-                        await inq.wait_readable()
-                except TimeoutError:
-                    break
-                if not inq._buf:
-                    break
+            if not inq._buf and not await _readable_by(inq, deadline):
+                break
             env = inq.get_nowait()
             if (
                 max_age is not None

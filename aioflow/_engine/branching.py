@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..control import EndOfKey
 from ..errors import BlockError, summarize
@@ -25,9 +25,71 @@ from .envelope import Envelope, Ticket
 if TYPE_CHECKING:
     from .supervisor import PipelineRun
 
-__all__ = ["BranchRuntime"]
+__all__ = ["BranchRuntime", "JoinRuntime"]
 
 logger = logging.getLogger("aioflow")
+
+
+class JoinRuntime:
+    """A stage that sends its items through member chains and joins their results (a branch,
+    ``af.every``) during one run: its input, its output, its books, the join's wake-up.
+
+    Its books: ``received`` counts the items taken from the input and those queued there
+    (control items left out), each of which ends ``completed``, ``failed`` or ``dropped`` (for
+    the one reason :attr:`dropped_as`), or is in flight meanwhile.
+    """
+
+    #: the reason the stage drops an item for, in its books
+    dropped_as: ClassVar[str]
+
+    def __init__(self, name: str, queue_size: int, out: Channel[Envelope]) -> None:
+        self.name = name
+        self.out = out
+        self.inq: Channel[Envelope] = Channel(queue_size)
+        self.fanout_done = False
+        self._wake: asyncio.Future[None] | None = None
+        self.completed = 0
+        self.dropped = 0
+        self.failed = 0
+        #: control items taken (:class:`~aioflow.EndOfKey`: not items, so the statistics leave
+        #: them out); the last stage stops them
+        self.controls = 0
+        self.terminal = False
+
+    def _record(self, *, workers: int = 1, keys: int = 0) -> BlockStatistics:
+        received, queued = input_counts(self.inq, self.controls)
+        in_flight = received - queued - self.completed - self.dropped - self.failed
+        return BlockStatistics(
+            name=self.name,
+            received=received,
+            completed=self.completed,
+            emitted=self.completed,
+            dropped=self.dropped,
+            dropped_by={self.dropped_as: self.dropped} if self.dropped else {},
+            failed=self.failed,
+            in_flight=in_flight,
+            queue_depth=queued,
+            blocked_s=self.out.blocked_s,
+            workers=workers,
+            keys=keys,
+        )
+
+    def _poke(self) -> None:
+        """Wakes the join."""
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
+    async def _sink(self, ch: Channel[Envelope]) -> None:
+        """Hands each output of a member chain (``ch``) to the ticket of the copy it came of."""
+        while True:
+            try:
+                env = await ch.get()
+            except ChannelClosed:
+                return
+            ticket = env.ticket
+            assert ticket is not None  # members' copies always carry one
+            ticket.output(env.value)
 
 
 class _Slot:
@@ -100,14 +162,14 @@ class _MemberTicket(Ticket):
             self.branch.slot_ready(slot)
 
 
-class BranchRuntime:
+class BranchRuntime(JoinRuntime):
     """A branch during one run: fan-out, member chains, and an ordered join."""
 
+    dropped_as = "incomplete"  # a member made no output
+
     def __init__(self, br: Branch, out: Channel[Envelope], run: PipelineRun) -> None:
+        super().__init__(br.name, br.queue_size, out)
         self.branch = br
-        self.name = br.name
-        self.out = out
-        self.inq: Channel[Envelope] = Channel(br.queue_size)
         self.member_outs: list[Channel[Envelope]] = []
         self.member_ins: list[Channel[Envelope]] = []
         self.member_names = [
@@ -123,43 +185,14 @@ class BranchRuntime:
         # Outstanding inputs: enough to keep every member chain full, never unbounded.
         self.window = asyncio.Semaphore(capacity + 1)
         self.slots: deque[_Slot] = deque()
-        self.fanout_done = False
-        self._wake: asyncio.Future[None] | None = None
-        self.completed = 0
-        self.incomplete = 0
-        self.failed = 0
-        #: control items taken (not items: the statistics leave them out); the last stage
-        #: stops them
-        self.controls = 0
-        self.terminal = False
 
     def record(self) -> BlockStatistics:
-        inq = self.inq
-        received, queued = input_counts(inq, self.controls)
-        in_flight = received - queued - self.completed - self.incomplete - self.failed
-        return BlockStatistics(
-            name=self.name,
-            received=received,
-            completed=self.completed,
-            emitted=self.completed,
-            dropped=self.incomplete,
-            dropped_by={"incomplete": self.incomplete} if self.incomplete else {},
-            failed=self.failed,
-            in_flight=in_flight,
-            queue_depth=queued,
-            blocked_s=self.out.blocked_s,
-            workers=len(self.member_ins),
-        )
+        return self._record(workers=len(self.member_ins))
 
     def coroutines(self) -> list[Coroutine[Any, Any, None]]:
         coros: list[Coroutine[Any, Any, None]] = [self._fanout(), self._join()]
-        coros.extend(self._member_sink(ch) for ch in self.member_outs)
+        coros.extend(self._sink(ch) for ch in self.member_outs)
         return coros
-
-    def _poke(self) -> None:
-        wake = self._wake
-        if wake is not None and not wake.done():
-            wake.set_result(None)
 
     def slot_ready(self, slot: _Slot) -> None:
         if self.slots and self.slots[0] is slot:
@@ -192,16 +225,6 @@ class BranchRuntime:
             self.fanout_done = True
             self._poke()
 
-    async def _member_sink(self, ch: Channel[Envelope]) -> None:
-        while True:
-            try:
-                env = await ch.get()
-            except ChannelClosed:
-                return
-            ticket = env.ticket
-            assert ticket is not None  # members' copies always carry one
-            ticket.output(env.value)
-
     async def _join(self) -> None:
         loop = asyncio.get_running_loop()
         slots = self.slots
@@ -225,7 +248,7 @@ class BranchRuntime:
                 if env.ticket is None or not env.ticket.fail(slot.error):
                     raise slot.error
             elif slot.reason is not None:
-                self.incomplete += 1
+                self.dropped += 1
                 logger.debug(
                     "branch %r dropped an item: %s",
                     self.name,

@@ -21,9 +21,10 @@ from ..errors import BlockError, summarize
 from ..graph import _label_chain
 from ..sampling import Every, Held
 from ..stats import BlockStatistics
+from .branching import JoinRuntime
 from .cancelling import INTERRUPTS
 from .channel import Channel, ChannelClosed
-from .controls import hand_on, input_counts
+from .controls import hand_on
 from .envelope import Envelope, Ticket
 
 if TYPE_CHECKING:
@@ -120,14 +121,14 @@ class _SampleTicket(Ticket):
         self.runtime.pump(slot.key.lane if slot.key is not None else None)
 
 
-class EveryRuntime:
+class EveryRuntime(JoinRuntime):
     """An ``af.every`` stage during one run: the sampler, the wrapped chain, the ordered join."""
 
+    dropped_as = "no_result"  # no result for the item's key yet
+
     def __init__(self, ev: Every[Any, Any], out: Channel[Envelope], run: PipelineRun) -> None:
+        super().__init__(ev.name, ev.queue_size, out)
         self.every = ev
-        self.name = ev.name
-        self.out = out
-        self.inq: Channel[Envelope] = Channel(ev.queue_size)
         chain = ev.members[0]
         self.member_out: Channel[Envelope] = Channel(64)
         self.member_in = run.build_chain(chain, self.member_out)
@@ -137,37 +138,13 @@ class EveryRuntime:
         self.lane: deque[_Slot] = deque()  # the one lane when ordered
         self.outbox: deque[tuple[_Slot, Any]] = deque()
         self.outstanding = 0
-        self.fanout_done = False
-        self._wake: asyncio.Future[None] | None = None
         self.period = 1.0 / ev.per_second if ev.per_second is not None else None
-        self.completed = 0
-        self.no_result = 0
-        self.failed = 0
-        #: control items taken (:class:`~aioflow.EndOfKey`: not items, so the statistics leave
-        #: them out); the last stage stops them
-        self.controls = 0
-        self.terminal = False
 
     def record(self) -> BlockStatistics:
-        inq = self.inq
-        received, queued = input_counts(inq, self.controls)
-        in_flight = received - queued - self.completed - self.no_result - self.failed
-        return BlockStatistics(
-            name=self.name,
-            received=received,
-            completed=self.completed,
-            emitted=self.completed,
-            dropped=self.no_result,
-            dropped_by={"no_result": self.no_result} if self.no_result else {},
-            failed=self.failed,
-            in_flight=in_flight,
-            queue_depth=queued,
-            blocked_s=self.out.blocked_s,
-            keys=sum(1 for k in self.keys.values() if k.has_result),
-        )
+        return self._record(keys=sum(1 for k in self.keys.values() if k.has_result))
 
     def coroutines(self) -> list[Coroutine[Any, Any, None]]:
-        return [self._fanout(), self._sink(), self._join()]
+        return [self._fanout(), self._sink(self.member_out), self._join()]
 
     # -- sampling -------------------------------------------------------------------------------
 
@@ -260,22 +237,7 @@ class EveryRuntime:
             self.fanout_done = True
             self._poke()
 
-    async def _sink(self) -> None:
-        while True:
-            try:
-                env = await self.member_out.get()
-            except ChannelClosed:
-                return
-            ticket = env.ticket
-            assert ticket is not None  # sampled copies always carry one
-            ticket.output(env.value)
-
     # -- the join -------------------------------------------------------------------------------
-
-    def _poke(self) -> None:
-        wake = self._wake
-        if wake is not None and not wake.done():
-            wake.set_result(None)
 
     def pump(self, lane: deque[_Slot] | None) -> None:
         """Move the settled head of ``lane`` to the outbox, deciding each item's result."""
@@ -340,7 +302,7 @@ class EveryRuntime:
                 if env.ticket is None or not env.ticket.fail(outcome):
                     raise outcome
             elif outcome is None:
-                self.no_result += 1
+                self.dropped += 1
                 logger.debug(
                     "every %r dropped an item: no result for its key yet",
                     self.name,

@@ -1,20 +1,68 @@
-"""Worker processes of the distributed mode, started for real (``python -m aioflow worker``)."""
+"""What the integration tests share: waiting for a condition of a running pipeline, the books
+of every block, the block errors of an exception group, and the worker processes of the
+distributed mode, started for real (``python -m aioflow worker``)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING, Any
 
 import pytest
 
+import aioflow as af
+
+if TYPE_CHECKING:
+    from aioflow.transport.messages import Keys
+    from aioflow.transport.redis import Client
+
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
+
+
+async def wait_until(condition: Callable[[], bool], what: str) -> None:
+    """Let the pipeline run until ``condition()`` holds; fail rather than hang if it never does."""
+    for _ in range(5000):
+        if condition():
+            return
+        await asyncio.sleep(0.001)
+    msg = f"never happened: {what}"
+    raise AssertionError(msg)
+
+
+def books_balance(stats: Mapping[str, af.BlockStatistics]) -> bool:
+    """Whether every block's books balance: each item received is completed, dropped, skipped,
+    failed, in flight or queued."""
+    return all(
+        s.received == s.completed + s.dropped + s.skipped + s.failed + s.in_flight + s.queue_depth
+        for s in stats.values()
+    )
+
+
+def block_errors(group: BaseExceptionGroup[Any]) -> list[af.BlockError]:
+    """The leaves of ``group``, checked to be BlockErrors."""
+    leaves: list[af.BlockError] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            leaves.extend(block_errors(exc))
+        else:
+            assert isinstance(exc, af.BlockError), repr(exc)
+            leaves.append(exc)
+    return leaves
+
+
+def only_block_error(group: BaseExceptionGroup[Any]) -> af.BlockError:
+    """The one exception of ``group``, checked to be a BlockError."""
+    assert len(group.exceptions) == 1, group.exceptions
+    err = group.exceptions[0]
+    assert isinstance(err, af.BlockError), repr(err)
+    return err
 
 
 class Workers:
@@ -92,3 +140,35 @@ def workers(redis_url: str, redis_prefix: str) -> Iterator[Workers]:
         started.stop()
         for log in started.logs:
             log.close()
+
+
+def pipeline_keys(prefix: str, attr: str) -> Keys:
+    """The Redis keys of the test pipeline ``redis_pipelines.<attr>`` (as its workers name it)."""
+    import redis_pipelines as rp
+
+    from aioflow.transport.messages import Keys, graph_signature
+
+    graph_hash, _ = graph_signature(attr, getattr(rp, attr).stages)
+    return Keys(prefix, attr, graph_hash)
+
+
+async def sigkill_a_holder(
+    client: Client,
+    procs: Sequence[subprocess.Popen[str]],
+    streams: Sequence[str],
+    killed: list[subprocess.Popen[str]],
+) -> None:
+    """SIGKILLs the first of ``procs`` not in ``killed`` that holds an entry of one of ``streams``
+    (its consumer, named after its pid, has entries pending) and adds it to ``killed``; kills
+    none when none holds one. No drain, no release: what it held waits for others to take it."""
+    from aioflow.transport.messages import GROUP
+
+    for proc in procs:
+        if proc in killed:
+            continue
+        for stream in streams:
+            for consumer in await client.xinfo_consumers(stream, GROUP):
+                if f"-{proc.pid}-" in consumer["name"].decode() and consumer["pending"]:
+                    proc.kill()
+                    killed.append(proc)
+                    return

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
+from conftest import block_errors, wait_until
 
 import aioflow as af
 
@@ -28,16 +29,6 @@ KINDS = ["async", "thread"]
 
 
 # -- helpers ----------------------------------------------------------------------------------
-
-
-async def wait_until(condition: Callable[[], bool], what: str) -> None:
-    """Let the pipeline run until ``condition()`` holds; fail rather than hang if it never does."""
-    for _ in range(5000):
-        if condition():
-            return
-        await asyncio.sleep(0.001)
-    msg = f"never happened: {what}"
-    raise AssertionError(msg)
 
 
 def batched(
@@ -53,18 +44,6 @@ def batched(
 
     options.setdefault("name", "embed")
     return af.block(**options)(on_loop if kind == "async" else in_thread)
-
-
-def block_errors(group: BaseExceptionGroup[Any]) -> list[af.BlockError]:
-    """The leaves of ``group``, checked to be BlockErrors."""
-    leaves: list[af.BlockError] = []
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            leaves.extend(block_errors(exc))
-        else:
-            assert isinstance(exc, af.BlockError), repr(exc)
-            leaves.append(exc)
-    return leaves
 
 
 def names_number(text: str, number: int) -> bool:

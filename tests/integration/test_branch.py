@@ -7,6 +7,7 @@ import random
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
+from conftest import books_balance
 
 import aioflow as af
 
@@ -26,13 +27,6 @@ def double(x: int) -> int:
 @af.block
 async def neg(x: int) -> int:
     return -x
-
-
-def books_balance(stats: dict[str, af.BlockStatistics]) -> bool:
-    return all(
-        s.received == s.completed + s.dropped + s.skipped + s.failed + s.in_flight + s.queue_depth
-        for s in stats.values()
-    )
 
 
 async def test_branch_emits_one_tuple_per_input_in_argument_and_input_order() -> None:

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
+from conftest import only_block_error
 
 import aioflow as af
 from aioflow.testing import Recorder, ScriptedSource
@@ -83,13 +84,6 @@ async def collect(pipe: af.Pipeline, items: Any, into: list[Any]) -> None:
     async with contextlib.aclosing(pipe.stream(items)) as outputs:
         async for out in outputs:
             into.append(out)
-
-
-def only_block_error(group: BaseExceptionGroup[Any]) -> af.BlockError:
-    assert len(group.exceptions) == 1, group.exceptions
-    err = group.exceptions[0]
-    assert isinstance(err, af.BlockError), repr(err)
-    return err
 
 
 # -- on_error="raise" -------------------------------------------------------------------------

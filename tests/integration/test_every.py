@@ -15,6 +15,7 @@ from typing import Any
 
 import proc_targets
 import pytest
+from conftest import books_balance
 
 import aioflow as af
 from aioflow.testing import ScriptedSource
@@ -32,10 +33,6 @@ def interleaved(counts: dict[str, int]) -> list[Item]:
     """Frames of several cameras, interleaved round-robin (cameras of unequal lengths)."""
     streams = [[(cam, i) for i in range(n)] for cam, n in counts.items()]
     return [f for group in itertools.zip_longest(*streams) for f in group if f is not None]
-
-
-def books_balance(stats: dict[str, af.BlockStatistics]) -> bool:
-    return all(s.balanced for s in stats.values())
 
 
 def expected(frames: list[Item], n: int) -> list[tuple[Item, Item, int]]:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from conftest import wait_until
 
 import aioflow as af
 
@@ -31,15 +32,6 @@ class Frame:
 
 def camera_of(frame: Frame) -> str:
     return frame.camera
-
-
-async def wait_until(condition: Callable[[], bool], what: str) -> None:
-    for _ in range(5000):
-        if condition():
-            return
-        await asyncio.sleep(0.001)
-    msg = f"never happened: {what}"
-    raise AssertionError(msg)
 
 
 class Gate:

@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 import pytest
 from aiohttp import web
+from conftest import only_block_error
 from fault_targets import FaultyWorker
 
 import aioflow as af
@@ -69,13 +70,6 @@ def assert_nothing_left(pipe: af.Pipeline, threads_before: set[threading.Thread]
     assert multiprocessing.active_children() == []
     for name in pipe.statistics():
         assert glob.glob(f"/dev/shm/aioflow_{name}*") == []
-
-
-def only_block_error(group: BaseExceptionGroup[Any]) -> af.BlockError:
-    assert len(group.exceptions) == 1, group.exceptions
-    err = group.exceptions[0]
-    assert isinstance(err, af.BlockError), repr(err)
-    return err
 
 
 class Lifecycle(af.Block):

@@ -14,11 +14,12 @@ import random
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Callable, Hashable, Iterable
+from collections.abc import AsyncIterator, Hashable, Iterable
 from operator import itemgetter
 from typing import Any
 
 import pytest
+from conftest import wait_until
 
 import aioflow as af
 from aioflow._engine.segment import KeyedLanes
@@ -32,16 +33,6 @@ camera = itemgetter(0)
 
 
 # -- helpers ----------------------------------------------------------------------------------
-
-
-async def wait_until(condition: Callable[[], bool], what: str) -> None:
-    """Let the pipeline run until ``condition()`` holds; fail rather than hang if it never does."""
-    for _ in range(5000):
-        if condition():
-            return
-        await asyncio.sleep(0.001)
-    msg = f"never happened: {what}"
-    raise AssertionError(msg)
 
 
 def interleaved(cameras: int, per_camera: int, seed: int) -> list[Frame]:

@@ -20,6 +20,7 @@ import numpy as np
 import onnx_models
 import onnxruntime as ort
 import pytest
+from conftest import block_errors
 
 import aioflow as af
 from aioflow.infer.onnx import ModelInfo, OnnxModel, TensorSpec
@@ -47,17 +48,6 @@ def direct_one(path: Path, sample: dict[str, np.ndarray]) -> list[np.ndarray]:
 
 def close(actual: Any, expected: Any) -> None:
     np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)
-
-
-def block_errors(group: BaseExceptionGroup[Any]) -> list[af.BlockError]:
-    leaves: list[af.BlockError] = []
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            leaves.extend(block_errors(exc))
-        else:
-            assert isinstance(exc, af.BlockError), repr(exc)
-            leaves.append(exc)
-    return leaves
 
 
 def images(n: int, width: int = 5, *, seed: int = 0) -> list[np.ndarray]:

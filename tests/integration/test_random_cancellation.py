@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,20 @@ def test_cancelling_random_pipelines_with_thread_setups_leaves_nothing(scenario:
 # -- what the sweeps found, one case each ----------------------------------------------------
 
 
+async def cancel_the_run_once(
+    pipe: af.Pipeline[int, int], items: range, ready: Callable[[], bool]
+) -> None:
+    """Runs ``pipe`` on ``items``, cancels the run once ``ready()`` holds (10 s at most) and
+    checks that the caller gets the cancellation."""
+    task = asyncio.create_task(pipe.run(items))
+    async with asyncio.timeout(10):
+        while not ready():
+            await asyncio.sleep(0.001)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
 async def test_a_teardown_under_way_when_the_run_is_cancelled_runs_to_its_end() -> None:
     log: list[str] = []
 
@@ -77,13 +92,7 @@ async def test_a_teardown_under_way_when_the_run_is_cancelled_runs_to_its_end() 
             await asyncio.sleep(0.05)  # releasing the camera takes a moment
             log.append("teardown ends")
 
-    task = asyncio.create_task(af.Pipeline(Camera()).run(range(3)))
-    async with asyncio.timeout(10):
-        while not log:
-            await asyncio.sleep(0.001)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await cancel_the_run_once(af.Pipeline(Camera()), range(3), lambda: bool(log))
     assert log == ["teardown begins", "teardown ends"]
 
 
@@ -103,13 +112,7 @@ async def test_a_thread_setup_that_finishes_after_the_cancellation_is_torn_down(
         def teardown(self) -> None:  # type: ignore[override]
             log.append("teardown")
 
-    task = asyncio.create_task(af.Pipeline(Model(executor="thread")).run(range(3)))
-    async with asyncio.timeout(10):
-        while not started.is_set():
-            await asyncio.sleep(0.001)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await cancel_the_run_once(af.Pipeline(Model(executor="thread")), range(3), started.is_set)
     assert log == ["setup", "teardown"]
 
 
@@ -163,13 +166,7 @@ async def test_a_teardown_failing_after_the_cancellation_is_logged_and_the_run_c
             raise OSError("the camera did not release")
 
     caplog.set_level(logging.ERROR)
-    task = asyncio.create_task(af.Pipeline(Camera(name="camera")).run(range(3)))
-    async with asyncio.timeout(10):
-        while not log:
-            await asyncio.sleep(0.001)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await cancel_the_run_once(af.Pipeline(Camera(name="camera")), range(3), lambda: bool(log))
     assert log == ["teardown begins", "teardown ends"]
     logged = [
         r for r in caplog.records if r.name == "aioflow" and "did not release" in r.getMessage()
@@ -202,13 +199,9 @@ async def test_a_thread_setup_failing_after_the_cancellation_is_logged_and_not_t
             log.append("teardown")
 
     caplog.set_level(logging.ERROR)
-    task = asyncio.create_task(af.Pipeline(Model(name="model", executor="thread")).run(range(3)))
-    async with asyncio.timeout(10):
-        while not started.is_set():
-            await asyncio.sleep(0.001)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await cancel_the_run_once(
+        af.Pipeline(Model(name="model", executor="thread")), range(3), started.is_set
+    )
     assert log == ["setup fails"]
     logged = [r for r in caplog.records if r.name == "aioflow" and "no weights" in r.getMessage()]
     assert len(logged) == 1

@@ -11,12 +11,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis_pipelines as rp
-from conftest import Workers
+from conftest import Workers, pipeline_keys, sigkill_a_holder
 
 import aioflow as af
 from aioflow.stats import BlockStatistics
 from aioflow.transport.codec import unpack_plain
-from aioflow.transport.messages import GROUP, ItemMeta, Keys, graph_signature, pack_item
+from aioflow.transport.messages import GROUP, ItemMeta, pack_item
 from aioflow.transport.partitions import partition_streams
 from aioflow.transport.redis import Client, RedisTransport, _Credit, connect, ensure_group
 
@@ -29,6 +29,34 @@ def _balanced(stat: BlockStatistics) -> bool:
         == (stat.completed + stat.dropped + stat.skipped + stat.failed + stat.in_flight)
         + stat.queue_depth
     )
+
+
+async def _held_by_a_ghost_then_trimmed(client: Client, stream: str) -> None:
+    """An entry of ``stream`` that a worker which has died was holding, deleted since (a trim or
+    other hands)."""
+    await ensure_group(client, stream)
+    entry = await client.xadd(stream, {b"m": b"\x80", b"v": b""})
+    await client.xreadgroup(GROUP, "ghost", {stream: ">"}, count=1)
+    await client.xdel(stream, entry)
+
+
+async def _acknowledged_and_counted(client: Client, stream: str, stats: str, block: str) -> None:
+    """Waits (30 s at most) until nothing of ``stream`` is pending and the books of a worker
+    (``stats``: the pattern of their hashes) count a drop of ``block``; asserts that it is one,
+    counted as trimmed."""
+    deadline = time.monotonic() + 30
+    while (await client.xpending(stream, GROUP))["pending"]:
+        assert time.monotonic() < deadline, "the trimmed entry stayed pending"
+        await asyncio.sleep(0.05)
+    found: dict[str, int] = {}
+    while not found:
+        assert time.monotonic() < deadline, "no books count the trimmed entry"
+        async for key in client.raw.scan_iter(match=stats):
+            raw = await client.hget(key, block)
+            if raw is not None:
+                found = dict(BlockStatistics.from_data(unpack_plain(raw)).dropped_by)
+        await asyncio.sleep(0.05)
+    assert found == {"trimmed": 1}
 
 
 @pytest.mark.parametrize(
@@ -235,32 +263,16 @@ async def test_max_age_counts_from_the_caller_and_drops_what_waited_too_long(
 async def test_an_entry_trimmed_while_pending_is_acknowledged_and_counted_as_a_drop(
     redis_url: str, redis_prefix: str, workers: Workers
 ) -> None:
-    graph_hash, _ = graph_signature("leaky", rp.leaky.stages)
-    keys = Keys(redis_prefix, "leaky", graph_hash)
+    keys = pipeline_keys(redis_prefix, "leaky")
     inbox = keys.inbox("lag")
     client = connect(redis_url)
     try:
-        await ensure_group(client, inbox)
         # A worker that died holding an entry, and the entry trimmed away since.
-        entry = await client.xadd(inbox, {b"m": b"\x80", b"v": b""})
-        await client.xreadgroup(GROUP, "ghost", {inbox: ">"}, count=1)
-        await client.xdel(inbox, entry)
+        await _held_by_a_ghost_then_trimmed(client, inbox)
         assert (await client.xpending(inbox, GROUP))["pending"] == 1
         workers.start("leaky", "lag", claim_idle=0.2)
-        deadline = time.monotonic() + 30
-        while (await client.xpending(inbox, GROUP))["pending"]:
-            assert time.monotonic() < deadline, "the trimmed entry stayed pending"
-            await asyncio.sleep(0.05)
         # The worker's books count it as a drop of the block that would have read it.
-        found: dict[str, int] = {}
-        while not found:
-            assert time.monotonic() < deadline, "no books count the trimmed entry"
-            async for key in client.raw.scan_iter(match=keys.stats("*")):
-                raw = await client.hget(key, "lag")
-                if raw is not None:
-                    found = dict(BlockStatistics.from_data(unpack_plain(raw)).dropped_by)
-            await asyncio.sleep(0.05)
-        assert found == {"trimmed": 1}
+        await _acknowledged_and_counted(client, inbox, keys.stats("*"), "lag")
     finally:
         await client.aclose()
 
@@ -338,24 +350,14 @@ async def test_trims_in_front_of_a_keyed_block_keep_its_state_across_an_owner_si
     env = {"AIOFLOW_TEST_DELAY": "0.01"}
     extra = (*TWO, "--lease-ttl", "1", "--snapshot-period", "0.2")
     procs = [workers.start("lossy", "lossy_count", env=env, extra=extra) for _ in range(2)]
-    graph_hash, _ = graph_signature("lossy", rp.lossy.stages)
-    streams = partition_streams(Keys(redis_prefix, "lossy", graph_hash).inbox("lossy_count"), 2)
+    streams = partition_streams(pipeline_keys(redis_prefix, "lossy").inbox("lossy_count"), 2)
     client = connect(redis_url)
     killed: list[subprocess.Popen[str]] = []
-
-    async def kill_a_holder() -> None:
-        for proc in procs:
-            for stream in streams:
-                for consumer in await client.xinfo_consumers(stream, GROUP):
-                    if f"-{proc.pid}-" in consumer["name"].decode() and consumer["pending"]:
-                        proc.kill()
-                        killed.append(proc)
-                        return
 
     async def source() -> AsyncIterator[int]:
         for x in range(600):
             if x >= 200 and not killed:
-                await kill_a_holder()
+                await sigkill_a_holder(client, procs, streams, killed)
             if x % 20 == 0:
                 await asyncio.sleep(0.01)  # (a source that does not finish before the kill)
             yield x
@@ -381,30 +383,14 @@ async def test_trims_in_front_of_a_keyed_block_keep_its_state_across_an_owner_si
 async def test_a_partition_entry_deleted_while_pending_is_acknowledged_at_the_takeover(
     redis_url: str, redis_prefix: str, workers: Workers
 ) -> None:
-    graph_hash, _ = graph_signature("leaky_keyed", rp.leaky_keyed.stages)
-    keys = Keys(redis_prefix, "leaky_keyed", graph_hash)
+    keys = pipeline_keys(redis_prefix, "leaky_keyed")
     stream = partition_streams(keys.inbox("lag_keyed"), 2)[1]
     client = connect(redis_url)
     try:
         await client.set(f"{keys.base}:partitions:lag_keyed", 2)
-        await ensure_group(client, stream)
         # An owner that died holding an entry of partition 1, deleted since by other hands.
-        entry = await client.xadd(stream, {b"m": b"\x80", b"v": b""})
-        await client.xreadgroup(GROUP, "ghost", {stream: ">"}, count=1)
-        await client.xdel(stream, entry)
+        await _held_by_a_ghost_then_trimmed(client, stream)
         workers.start("leaky_keyed", "lag_keyed", extra=TWO)
-        deadline = time.monotonic() + 30
-        while (await client.xpending(stream, GROUP))["pending"]:
-            assert time.monotonic() < deadline, "the deleted entry stayed pending"
-            await asyncio.sleep(0.05)
-        found: dict[str, int] = {}
-        while not found:
-            assert time.monotonic() < deadline, "no books count the deleted entry"
-            async for key in client.raw.scan_iter(match=keys.stats("*")):
-                raw = await client.hget(key, "lag_keyed")
-                if raw is not None:
-                    found = dict(BlockStatistics.from_data(unpack_plain(raw)).dropped_by)
-            await asyncio.sleep(0.05)
-        assert found == {"trimmed": 1}
+        await _acknowledged_and_counted(client, stream, keys.stats("*"), "lag_keyed")
     finally:
         await client.aclose()

@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 import redis_pipelines as rp
-from conftest import Workers
+from conftest import Workers, pipeline_keys, sigkill_a_holder
 
 import aioflow as af
 from aioflow.state import decode
-from aioflow.transport.messages import Keys, graph_signature
 from aioflow.transport.partitions import partition_of, partition_streams
 from aioflow.transport.redis import NoWorkerError, RedisTransport, connect
 
@@ -35,22 +34,10 @@ async def test_the_keyed_owner_sigkilled_mid_stream_hands_its_state_and_order_to
 ) -> None:
     env = {"AIOFLOW_TEST_DELAY": "0.005"}
     procs = [workers.start("keyed", "count", env=env, extra=FAST) for _ in range(3)]
-    graph_hash, _ = graph_signature("keyed", rp.keyed.stages)
-    keys = Keys(redis_prefix, "keyed", graph_hash)
+    keys = pipeline_keys(redis_prefix, "keyed")
     streams = partition_streams(keys.inbox("count"), 16)
     client = connect(redis_url)
-    killed: list[subprocess.Popen[str]] = []
-
-    async def kill_a_holder() -> None:
-        for proc in procs:
-            if proc in killed:
-                continue
-            for stream in streams:
-                for consumer in await client.xinfo_consumers(stream, "aioflow"):
-                    if f"-{proc.pid}-" in consumer["name"].decode() and consumer["pending"]:
-                        proc.kill()  # SIGKILL: no drain, no release; its leases must expire
-                        killed.append(proc)
-                        return
+    killed: list[subprocess.Popen[str]] = []  # SIGKILLed: no drain, no release; leases expire
 
     async def snapshot_counts() -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -70,7 +57,7 @@ async def test_the_keyed_owner_sigkilled_mid_stream_hands_its_state_and_order_to
             # Two of the three owners die holding items, the second after the first's
             # partitions were taken over; one is left.
             if (x >= 200 and not killed) or (x >= 900 and len(killed) == 1):
-                await kill_a_holder()
+                await sigkill_a_holder(client, procs, streams, killed)
             yield f"cam{x % 8}", x // 8
         # Before the stream ends (its end evicts the keys), the state lives on in Redis:
         # within a snapshot period of the last item, every partition's snapshot counts every
@@ -146,8 +133,7 @@ async def test_two_workers_never_process_one_partition_at_once_and_share_the_par
     extra = ("--lease-ttl", "1", "--snapshot-period", "0.1")
     workers.start("tagged", "tag")  # upstream worker: routes its outputs to count2's partitions
     first = workers.start("tagged", "count2", env=env, extra=extra)
-    graph_hash, _ = graph_signature("tagged", rp.tagged.stages)
-    keys = Keys(redis_prefix, "tagged", graph_hash)
+    keys = pipeline_keys(redis_prefix, "tagged")
     used = {partition_of(key, 16) for key in KEYS}
     client = connect(redis_url)
     later: list[subprocess.Popen[str]] = []
@@ -204,8 +190,7 @@ async def test_a_keyed_worker_stopped_by_sigterm_snapshots_and_releases_its_part
     # leaving one released them.
     extra = ("--lease-ttl", "300", "--log-level", "INFO")
     leaving = workers.start("keyed", "count", env=env, extra=extra)
-    graph_hash, _ = graph_signature("keyed", rp.keyed.stages)
-    keys = Keys(redis_prefix, "keyed", graph_hash)
+    keys = pipeline_keys(redis_prefix, "keyed")
     client = connect(redis_url)
     transport = RedisTransport(redis_url, prefix=redis_prefix)
     items = [(f"cam{x % 8}", x // 8) for x in range(800)]
@@ -231,24 +216,15 @@ async def test_a_keyed_block_without_state_survives_its_owner_sigkilled(
 ) -> None:
     env = {"AIOFLOW_TEST_DELAY": "0.005"}
     procs = [workers.start("lanes", "lane", env=env, extra=FAST) for _ in range(2)]
-    graph_hash, _ = graph_signature("lanes", rp.lanes.stages)
-    streams = partition_streams(Keys(redis_prefix, "lanes", graph_hash).inbox("lane"), 16)
+    streams = partition_streams(pipeline_keys(redis_prefix, "lanes").inbox("lane"), 16)
     client = connect(redis_url)
     killed: list[subprocess.Popen[str]] = []
-
-    async def kill_a_holder() -> None:
-        for proc in procs:
-            for stream in streams:
-                for consumer in await client.xinfo_consumers(stream, "aioflow"):
-                    if f"-{proc.pid}-" in consumer["name"].decode() and consumer["pending"]:
-                        proc.kill()  # the streams were trimmed while it ran: nothing is lost
-                        killed.append(proc)
-                        return
 
     async def source() -> AsyncIterator[tuple[str, int]]:
         for x in range(1200):
             if x >= 300 and not killed:
-                await kill_a_holder()
+                # (the streams were trimmed while it ran: nothing is lost)
+                await sigkill_a_holder(client, procs, streams, killed)
             yield f"cam{x % 8}", x // 8
 
     transport = RedisTransport(redis_url, prefix=redis_prefix)
@@ -323,24 +299,15 @@ async def test_a_keyed_block_inside_a_segment_survives_an_owner_sigkilled(
     procs = [
         workers.start("tagged", "tag,count2", claim_idle=1.0, env=env, extra=FAST) for _ in range(2)
     ]
-    graph_hash, _ = graph_signature("tagged", rp.tagged.stages)
-    streams = partition_streams(Keys(redis_prefix, "tagged", graph_hash).inbox("count2"), 16)
+    streams = partition_streams(pipeline_keys(redis_prefix, "tagged").inbox("count2"), 16)
     client = connect(redis_url)
     killed: list[subprocess.Popen[str]] = []
-
-    async def kill_a_holder() -> None:
-        for proc in procs:
-            for stream in streams:
-                for consumer in await client.xinfo_consumers(stream, "aioflow"):
-                    if f"-{proc.pid}-" in consumer["name"].decode() and consumer["pending"]:
-                        proc.kill()  # both parts die: tag's entries and count2's partitions
-                        killed.append(proc)
-                        return
 
     async def source() -> AsyncIterator[int]:
         for x in range(1600):
             if x >= 400 and not killed:
-                await kill_a_holder()
+                # (both parts die: tag's entries and count2's partitions)
+                await sigkill_a_holder(client, procs, streams, killed)
             yield x
 
     transport = RedisTransport(redis_url, prefix=redis_prefix)
@@ -387,20 +354,10 @@ async def test_a_block_keyed_like_the_head_of_its_segment_has_its_state_carried_
     # partitions bring each key's items to one worker), and its state is in the snapshots.
     env = {"AIOFLOW_TEST_DELAY": "0.005"}
     procs = [workers.start("twice", "count3,again", env=env, extra=FAST) for _ in range(2)]
-    graph_hash, _ = graph_signature("twice", rp.twice.stages)
-    keys = Keys(redis_prefix, "twice", graph_hash)
+    keys = pipeline_keys(redis_prefix, "twice")
     streams = partition_streams(keys.inbox("count3"), 16)
     client = connect(redis_url)
     killed: list[subprocess.Popen[str]] = []
-
-    async def kill_a_holder() -> None:
-        for proc in procs:
-            for stream in streams:
-                for consumer in await client.xinfo_consumers(stream, "aioflow"):
-                    if f"-{proc.pid}-" in consumer["name"].decode() and consumer["pending"]:
-                        proc.kill()
-                        killed.append(proc)
-                        return
 
     found: set[str] = set()
 
@@ -415,7 +372,7 @@ async def test_a_block_keyed_like_the_head_of_its_segment_has_its_state_carried_
     async def source() -> AsyncIterator[tuple[str, int]]:
         for x in range(1200):
             if x >= 300 and not killed:
-                await kill_a_holder()
+                await sigkill_a_holder(client, procs, streams, killed)
             if x == 1100:
                 # Before the end of the run (which evicts the keys and empties the
                 # snapshots): both blocks' states are in them.

@@ -13,7 +13,7 @@ import contextlib
 import importlib.util
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -22,6 +22,7 @@ import aiohttp
 import numpy as np
 import pytest
 from aiohttp import web
+from conftest import wait_until
 
 import aioflow as af
 
@@ -59,15 +60,6 @@ async def running_service(
     finally:
         if runner.server is not None:
             await runner.cleanup()
-
-
-async def wait_until(condition: Callable[[], bool], what: str) -> None:
-    for _ in range(5000):
-        if condition():
-            return
-        await asyncio.sleep(0.001)
-    msg = f"never happened: {what}"
-    raise AssertionError(msg)
 
 
 def random_images(n: int, seed: int) -> np.ndarray:

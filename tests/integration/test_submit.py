@@ -8,31 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from conftest import books_balance, wait_until
 
 import aioflow as af
 from aioflow.testing import Recorder
 
 pytestmark = pytest.mark.integration
-
-
-async def wait_until(condition: Callable[[], bool], what: str) -> None:
-    """Let the pipeline run until ``condition()`` holds; fail if it never does."""
-    for _ in range(5000):
-        if condition():
-            return
-        await asyncio.sleep(0.001)
-    msg = f"never happened: {what}"
-    raise AssertionError(msg)
-
-
-def books_balance(stats: dict[str, af.BlockStatistics]) -> bool:
-    return all(
-        s.received == s.completed + s.dropped + s.skipped + s.failed + s.in_flight + s.queue_depth
-        for s in stats.values()
-    )
 
 
 async def test_submit_returns_the_output_of_its_item() -> None:

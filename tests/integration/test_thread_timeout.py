@@ -16,20 +16,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from conftest import wait_until
 
 import aioflow as af
 
 pytestmark = pytest.mark.integration
-
-
-async def wait_until(condition: Callable[[], bool], what: str) -> None:
-    """Let the pipeline run until ``condition()`` holds; fail rather than hang if it never does."""
-    for _ in range(5000):
-        if condition():
-            return
-        await asyncio.sleep(0.001)
-    msg = f"never happened: {what}"
-    raise AssertionError(msg)
 
 
 def aioflow_threads() -> list[str]:
