@@ -368,6 +368,98 @@ return out
 """
 
 
+#: Runs a worker's commit (its outputs to the next segment's stream KEYS[1], its answers, its
+#: acknowledgements) only if the outputs fit under that stream's backlog bound, atomically, as
+#: :data:`APPEND_SCRIPT` does the caller's writes: ARGV[2] is the bound (entries), ARGV[3] how
+#: many entries the commands add to KEYS[1], ARGV[4] how many commands follow, each given as
+#: its number of arguments, then those. Nothing runs when the backlog plus those entries would
+#: pass the bound (the worker waits and offers again): the outputs and the acknowledgement of
+#: their input stay together, and no other producer writes between the check and the writes.
+#: Returns {1 if it ran else 0, the backlog after, the first error of a command if any}. Each
+#: command runs with pcall: one that fails (as in a MULTI) does not stop the others.
+GUARD_SCRIPT = """
+local stream, group = KEYS[1], ARGV[1]
+local capacity, adds = tonumber(ARGV[2]), tonumber(ARGV[3])
+local backlog = nil
+local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', stream)
+if ok then
+  for _, g in ipairs(groups) do
+    local f = {}
+    for i = 1, #g, 2 do f[g[i]] = g[i + 1] end
+    if f['name'] == group and f['lag'] then
+      backlog = tonumber(f['lag']) + tonumber(f['pending'])
+    end
+  end
+end
+if backlog == nil then backlog = redis.call('XLEN', stream) end
+if adds > 0 and backlog + adds > capacity then return {0, backlog} end
+local at, failed = 5, nil
+for _ = 1, tonumber(ARGV[4]) do
+  local n = tonumber(ARGV[at])
+  local reply = redis.pcall(unpack(ARGV, at + 1, at + n))
+  if failed == nil and type(reply) == 'table' and reply['err'] then failed = reply['err'] end
+  at = at + n + 1
+end
+if failed then return {1, backlog + adds, failed} end
+return {1, backlog + adds}
+"""
+
+
+class Commands:
+    """Redis commands recorded for :data:`GUARD_SCRIPT`, queued with the names and arguments
+    of a redis-py pipeline's (those a worker's commit uses)."""
+
+    __slots__ = ("args", "count", "largest")
+
+    def __init__(self) -> None:
+        self.args: list[Any] = []
+        self.count = 0
+        #: the longest value among the arguments (bytes)
+        self.largest = 0
+
+    def _add(self, *args: Any) -> None:
+        self.args.append(len(args))
+        self.args.extend(args)
+        self.count += 1
+        for arg in args:
+            if isinstance(arg, bytes | bytearray | memoryview) and len(arg) > self.largest:
+                self.largest = len(arg)
+
+    def xadd(
+        self,
+        name: str,
+        fields: Mapping[bytes, Any],
+        *,
+        maxlen: int | None = None,
+        approximate: bool = False,
+        nomkstream: bool = False,
+    ) -> None:
+        args: list[Any] = ["XADD", name]
+        if nomkstream:
+            args.append("NOMKSTREAM")
+        if maxlen is not None:
+            args += ["MAXLEN", "~" if approximate else "=", maxlen]
+        args.append("*")
+        for pair in fields.items():
+            args.extend(pair)
+        self._add(*args)
+
+    def xack(self, name: str, group: str, *ids: Any) -> None:
+        self._add("XACK", name, group, *ids)
+
+    def xdel(self, name: str, *ids: Any) -> None:
+        self._add("XDEL", name, *ids)
+
+    def hset(self, name: str, *, mapping: Mapping[Any, Any]) -> None:
+        args: list[Any] = ["HSET", name]
+        for pair in mapping.items():
+            args.extend(pair)
+        self._add(*args)
+
+    def pexpire(self, name: str, ms: int) -> None:
+        self._add("PEXPIRE", name, ms)
+
+
 def cut_bursts(pairs: list[tuple[Any, bytes]], size: int) -> list[list[tuple[Any, bytes]]]:
     """``pairs`` (an item's path or index, its bytes) cut into the items of burst entries: at
     most ``size`` each and, past an entry's first item, at most :data:`_BURST_BYTES`."""

@@ -97,6 +97,8 @@ from .partitions import (
 )
 from .redis import (
     _BIG,
+    GUARD_SCRIPT,
+    Commands,
     RedisConnectionError,
     RedisError,
     ResponseError,
@@ -371,6 +373,7 @@ class Worker:
         self._announced: set[tuple[str, str]] = set()
         #: (reply stream, block) to tell, with the next write
         self._holds: list[tuple[str, str]] = []
+        self._guard_script: Any = None
         self._client: Any = None
         self.router: Router | None = None
         self._part_count = 0
@@ -1249,44 +1252,53 @@ class Worker:
             allowed = await credit.take(client, wanted) if wanted else 0
             chunk: list[_Done] = []
             count = 0
-            while queue:
-                n = len(queue[0].downstream)
-                if count + n <= allowed:
-                    chunk.append(queue.pop(0))
-                    count += n
-                    continue
-                head = queue[0]
-                k = allowed - count
-                if k:
-                    # Its answers (a split) go with its first outputs: the caller must know of
-                    # the outputs before their own answers can come.
-                    part = _Done(head.entry, head.downstream[:k], head.replies, head.reply_to)
-                    part.ack = False
-                    chunk.append(part)
-                    head.downstream, head.replies = head.downstream[k:], []
-                    count += k
-                break
+            head: _Done | None = None
+            k = 0
+            for item in queue:
+                n = len(item.downstream)
+                if count + n > allowed:
+                    k = allowed - count
+                    if k:
+                        # Its answers (a split) go with its first outputs: the caller must
+                        # know of the outputs before their own answers can come.
+                        head = item
+                        part = _Done(item.entry, item.downstream[:k], item.replies, item.reply_to)
+                        part.ack = False
+                        chunk.append(part)
+                        count += k
+                    break
+                chunk.append(item)
+                count += n
+            whole = len(chunk) - (head is not None)
+            last = whole == len(queue)
             credit.credit += allowed - count
-            await self._commit(client, chunk, books=books and not queue)
+            if not await self._commit(client, chunk, books=books and last):
+                continue  # others filled the stream first: wait for room (take) and offer again
+            del queue[:whole]
+            if head is not None:
+                head.downstream, head.replies = head.downstream[k:], []
 
-    async def _commit(self, client: Any, chunk: list[_Done], *, books: bool = False) -> None:
+    async def _commit(self, client: Any, chunk: list[_Done], *, books: bool = False) -> bool:
+        """Write ``chunk`` (:meth:`_commit_now`); False when the next stream's bound let
+        none of it in."""
         if books:
             # Books go out in the order they were read: a publication of older books (from
             # the publisher, on another connection) must not land after these.
             async with self._books_lock:
-                await self._commit_now(client, chunk, books=True)
-        else:
-            await self._commit_now(client, chunk)
+                return await self._commit_now(client, chunk, books=True)
+        return await self._commit_now(client, chunk)
 
-    async def _commit_now(self, client: Any, chunk: list[_Done], *, books: bool = False) -> None:
-        pipe = client.pipeline(transaction=True)
-        holds, self._holds = self._holds, []
-        for reply_to, block in holds:
+    def _queue_commit(self, pipe: Any, chunk: list[_Done], *, books: bool) -> tuple[int, int]:
+        """Queue in ``pipe`` (a MULTI, or :class:`Commands` for :data:`GUARD_SCRIPT`) what
+        ``chunk`` writes: the caller's holds, outputs, answers, dead letters, acknowledgements
+        and the books. Returns (entries acknowledged, dead letters)."""
+        for reply_to, block in self._holds:
             # Before the answers of the items that made the keys: the caller knows of every
             # worker holding keys of its run before it sees the run answered.
             hold = pack_reply((0,), "holds", block=block, worker=self.consumer)
             pipe.xadd(reply_to, hold, nomkstream=True)
         ids = []
+        dead = 0
         # The answers of a burst to one caller go in one entry (fields m, v, m1, v1, ...).
         answers: dict[str, dict[bytes, bytes]] = {}
         router = self.router
@@ -1298,9 +1310,9 @@ class Worker:
                 entry = answers.setdefault(item.reply_to, {})
                 for fields in item.replies:
                     _append_answer(entry, fields)
-            for dead in item.dead:
-                pipe.xadd(self.keys.dead, dead, maxlen=100_000, approximate=True)
-                self.dead_letters += 1
+            for letter in item.dead:
+                pipe.xadd(self.keys.dead, letter, maxlen=100_000, approximate=True)
+                dead += 1
             if item.ack:
                 ids.append(item.entry)
         for reply_to, entry in answers.items():
@@ -1312,13 +1324,47 @@ class Worker:
             pipe.xdel(self.inbox, *ids)
         if books:
             self._queue_books(pipe)
+        return len(ids), dead
+
+    async def _commit_now(self, client: Any, chunk: list[_Done], *, books: bool = False) -> bool:
+        router = self.router
         credit = self.credit if router is None else None
+        adds = sum(len(item.downstream) for item in chunk) if credit is not None else 0
+        if credit is not None and adds and not credit.leaky:
+            # The next stream's bound is checked and the chunk written in one step (several
+            # workers of a segment never take the same room), unless a value is large (a
+            # frame): through a script Redis copies each value twice more, so those are
+            # checked, then written, as the caller writes them.
+            commands = Commands()
+            holds = len(self._holds)
+            acked, dead = self._queue_commit(commands, chunk, books=books)
+            if commands.largest <= _BIG:
+                if self._guard_script is None:
+                    self._guard_script = client.raw.register_script(GUARD_SCRIPT)
+                args = [GROUP, credit.capacity, adds, commands.count, *commands.args]
+                reply = await client.guard(self._guard_script(keys=[self.outbox], args=args))
+                credit.measured(int(reply[1]))
+                if not int(reply[0]):
+                    return False
+                del self._holds[:holds]  # (more may have come meanwhile)
+                self.acked += acked
+                self.dead_letters += dead
+                if len(reply) > 2:
+                    failed = reply[2]
+                    raise ResponseError(
+                        failed.decode() if isinstance(failed, bytes) else str(failed)
+                    )
+                return True
+        pipe = client.pipeline(transaction=True)
+        acked, dead = self._queue_commit(pipe, chunk, books=books)
+        self._holds.clear()
         if credit is not None:
             credit.queue_check(pipe)  # the next stream's backlog, in the same round trip
         parts = [part for item in chunk for part in item.routes]
         trims = router.queue_trims(pipe, parts) if router is not None else 0
         replies = await client.guard(pipe.execute(raise_on_error=False))
-        self.acked += len(ids)
+        self.acked += acked
+        self.dead_letters += dead
         dropped = credit.checked(replies.pop()) if credit is not None else []
         if trims and router is not None:  # (a leaky keyed next block: its partitions trimmed)
             dropped = router.trimmed(parts, replies[len(replies) - trims :])
@@ -1335,6 +1381,7 @@ class Worker:
             if books:
                 self._queue_books(pipe)
             await client.guard(pipe.execute(raise_on_error=False))
+        return True
 
     # -- taking over ----------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ producers racing for the same stream never push it past ``queue_size``."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 import redis_pipelines as rp
@@ -15,6 +16,8 @@ from aioflow.transport.codec import MsgpackCodec
 from aioflow.transport.messages import GROUP, Keys, graph_signature, parse_entry
 from aioflow.transport.redis import (
     APPEND_SCRIPT,
+    GUARD_SCRIPT,
+    Commands,
     RedisTransport,
     ResponseError,
     backlog,
@@ -71,6 +74,44 @@ async def test_the_append_script_writes_only_the_entries_that_fit_under_the_boun
         await client.aclose()
 
 
+async def test_the_guard_script_runs_a_commit_whole_or_not_at_all_under_the_bound(
+    redis_url: str, redis_prefix: str
+) -> None:
+    # A worker's commit: outputs to the next stream and the acknowledgement of its input, in
+    # one step that runs only while the outputs fit under the next stream's bound.
+    client = connect(redis_url)
+    inbox, outbox = f"{redis_prefix}:guard-in", f"{redis_prefix}:guard-out"
+    try:
+        for stream in (inbox, outbox):
+            await ensure_group(client, stream)
+        taken = await client.xadd(inbox, {b"v": b"x"})
+        await client.xreadgroup(GROUP, "worker", {inbox: ">"}, count=1)
+        for i in range(6):
+            await client.xadd(outbox, {b"v": str(i).encode()})
+        guard = client.raw.register_script(GUARD_SCRIPT)
+
+        def commit(outputs: int) -> list[Any]:
+            commands = Commands()
+            for i in range(outputs):
+                commands.xadd(outbox, {b"v": f"out{i}".encode()})
+            commands.xack(inbox, GROUP, taken)
+            commands.xdel(inbox, taken)
+            return [GROUP, 8, outputs, commands.count, *commands.args]
+
+        # 6 waiting + 3 would pass the bound of 8: nothing runs, the input stays pending.
+        assert await client.guard(guard(keys=[outbox], args=commit(3))) == [0, 6]
+        assert await client.xlen(outbox) == 6
+        assert (await client.xpending(inbox, GROUP))["pending"] == 1
+        # 2 fit: the outputs are written and the input acknowledged and deleted together.
+        assert await client.guard(guard(keys=[outbox], args=commit(2))) == [1, 8]
+        assert [f[b"v"] for _, f in await client.xrange(outbox)][-2:] == [b"out0", b"out1"]
+        assert (await client.xpending(inbox, GROUP))["pending"] == 0
+        assert await client.xlen(inbox) == 0
+    finally:
+        await client.delete(inbox, outbox)
+        await client.aclose()
+
+
 async def test_two_callers_racing_for_a_slow_segment_never_push_its_backlog_past_queue_size(
     redis_url: str, redis_prefix: str, workers: Workers
 ) -> None:
@@ -107,6 +148,43 @@ async def test_two_callers_racing_for_a_slow_segment_never_push_its_backlog_past
     assert second == [10 * x for x in range(100, 160)]
     assert max(seen) <= 8, f"crawl's stream held {max(seen)} entries, queue_size is 8"
     assert max(seen) >= 6  # it did fill up: the bound, not the callers, held them back
+
+
+async def test_three_workers_feeding_a_slow_segment_never_push_its_backlog_past_queue_size(
+    redis_url: str, redis_prefix: str, workers: Workers
+) -> None:
+    # Three workers of `fast` all write to crawl's stream (queue_size 8, 20 ms an item, one
+    # worker): each worker's writes check the bound and write in one atomic step, so the room
+    # one worker saw free is never taken by another as well. (When a worker checked, then
+    # wrote, the three took the same freed room and the stream held 9 to 11 entries.)
+    for _ in range(3):
+        workers.start("backpressure", "fast")
+    workers.start("backpressure", "crawl")
+    graph_hash, _ = graph_signature("backpressure", rp.backpressure.stages)
+    stream = Keys(redis_prefix, "backpressure", graph_hash).inbox("crawl")
+    client = connect(redis_url)
+    seen: list[int] = []
+
+    async def watch() -> None:
+        while True:
+            seen.append(await backlog(client, stream))
+            await asyncio.sleep(0.001)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        async with asyncio.timeout(60):
+            outputs = await rp.backpressure.run(
+                range(300), transport=RedisTransport(redis_url, prefix=redis_prefix)
+            )
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        await client.aclose()
+    assert outputs == [10 * x for x in range(300)]  # every item, once, in order
+    books = rp.backpressure.statistics()
+    assert books["fast"].completed == books["crawl"].completed == 300
+    assert max(seen) <= 8, f"crawl's stream held {max(seen)} entries, queue_size is 8"
+    assert max(seen) >= 6  # it did fill up: the bound held the workers back
 
 
 async def test_entries_trimmed_before_any_worker_took_them_end_as_counted_drops_not_a_hang(
