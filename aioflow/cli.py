@@ -375,6 +375,13 @@ def _user_error(group: BaseExceptionGroup[BaseException]) -> UsageError | None:
     return None
 
 
+def _metrics_server(source: Any, host: str, port: int, token: str | None) -> Any:
+    """The worker's ``--metrics`` server (transport/ does not import observe/ itself)."""
+    from .observe import Server
+
+    return Server(source, host=host, port=port, token=token)
+
+
 def host_port(text: str) -> tuple[str, int]:
     """``HOST:PORT`` as ``(host, port)`` (``--metrics``; an empty host is loopback)."""
     host, colon, port = text.rpartition(":")
@@ -679,4 +686,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError as exc:  # the [redis] extra is missing: one line saying what to install
         sys.stderr.write(f"{PROG} worker: {exc}\n")
         return 2
-    return worker.main(args.args, load)
+    return worker.main(args.args, load, host_port=host_port, serve_metrics=_metrics_server)

@@ -60,7 +60,7 @@ import sys
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from .._engine.segment import KeyedLanes, Outcome, sub_pipeline, submit_outcomes
 from .._engine.supervisor import PipelineRun
@@ -127,6 +127,22 @@ _BATCH = 100
 PREFETCH_WORK = 0.02
 #: exit status of a worker whose pipeline or blocks do not match
 EXIT_MISMATCH = 2
+
+
+class MetricsServer(Protocol):
+    """What :class:`Worker` needs of a metrics server (:class:`aioflow.observe.Server` is one)."""
+
+    metrics_url: str
+
+    async def __aenter__(self) -> Any: ...
+
+    async def __aexit__(self, *exc: object) -> bool | None: ...
+
+
+#: Makes the server of ``metrics=``: ``(statistics source, host, port, token)``. The CLI passes
+#: one built on :class:`aioflow.observe.Server`: ``transport/`` does not import ``observe/``
+#: (each optional part builds on the core alone).
+ServeMetrics = Callable[[Any, str, int, "str | None"], MetricsServer]
 
 
 class _Slots:
@@ -243,6 +259,8 @@ class Worker:
         stats_ttl: seconds the published books outlive the worker's last publication.
         metrics: ``(host, port)`` to serve the segment's Prometheus metrics on while it runs.
         token: with ``metrics``: the bearer token requests must carry.
+        serve_metrics: with ``metrics``: makes the server (``python -m aioflow worker`` passes
+            one built on :class:`aioflow.observe.Server`).
         partitions: when a keyed block heads a segment (this one, or the next): how many
             partitions its input has, unless the first caller or worker chose already.
         lease_ttl: seconds a partition's lease lasts without renewal: how long the partitions
@@ -269,6 +287,7 @@ class Worker:
         stats_ttl: float = 15.0,
         metrics: tuple[str, int] | None = None,
         token: str | None = None,
+        serve_metrics: ServeMetrics | None = None,
         partitions: int = DEFAULT_PARTITIONS,
         lease_ttl: float = 10.0,
         snapshot_period: float = 1.0,
@@ -347,8 +366,11 @@ class Worker:
         self.stats_key = self.keys.stats(self.consumer)
         #: the segment while it runs (its books are published); None before and after
         self.running: RunningPipeline | None = None
+        if metrics is not None and serve_metrics is None:
+            raise ValueError("metrics= needs serve_metrics= (the server to run)")
         self.metrics = metrics
         self.token = token
+        self.serve_metrics = serve_metrics
         #: ``http://HOST:PORT/metrics`` once served
         self.metrics_url = ""
         self.in_flight: set[bytes] = set()
@@ -514,11 +536,10 @@ class Worker:
     async def _serve_metrics(
         self, stack: contextlib.AsyncExitStack, source: _SegmentSource
     ) -> None:
-        from ..observe import Server
-
         assert self.metrics is not None
+        assert self.serve_metrics is not None
         host, port = self.metrics
-        server = Server(source, host=host, port=port, token=self.token)
+        server = self.serve_metrics(source, host, port, self.token)
         await stack.enter_async_context(server)
         self.metrics_url = server.metrics_url
         sys.stderr.write(f"aioflow worker {self.consumer}: metrics at {server.metrics_url}\n")
@@ -1533,9 +1554,16 @@ def _id_key(entry_id: bytes) -> tuple[int, int]:
 # -- the command line -------------------------------------------------------------------------
 
 
-def main(argv: Sequence[str], load: Callable[[str], Pipeline]) -> int:
-    """``python -m aioflow worker ...``; ``load`` resolves ``MODULE:PIPELINE``."""
-    from ..cli import host_port
+def main(
+    argv: Sequence[str],
+    load: Callable[[str], Pipeline],
+    *,
+    host_port: Callable[[str], tuple[str, int]],
+    serve_metrics: ServeMetrics,
+) -> int:
+    """``python -m aioflow worker ...``; ``load`` resolves ``MODULE:PIPELINE``; the CLI passes
+    the parser of ``HOST:PORT`` and the metrics server (nothing here imports the CLI or
+    ``aioflow.observe``)."""
 
     parser = argparse.ArgumentParser(
         prog="python -m aioflow worker",
@@ -1619,6 +1647,7 @@ def main(argv: Sequence[str], load: Callable[[str], Pipeline]) -> int:
             stats_ttl=args.stats_ttl,
             metrics=args.metrics,
             token=args.token,
+            serve_metrics=serve_metrics,
             partitions=args.partitions,
             lease_ttl=args.lease_ttl,
             snapshot_period=args.snapshot_period,

@@ -81,3 +81,41 @@ def test_import_aioflow_imports_no_extra_subpackage() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+SUBPACKAGES = ("io", "infer", "transport", "observe")
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Every module a file imports, lazy imports inside functions included, as absolute names."""
+    import ast
+
+    package = ".".join(path.relative_to(REPO_ROOT).with_suffix("").parts[:-1])
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                name = ".".join([*base, node.module] if node.module else base)
+            else:
+                name = node.module or ""
+            found.add(name)
+            found.update(f"{name}.{alias.name}" for alias in node.names)
+    return found
+
+
+@pytest.mark.parametrize("sub", SUBPACKAGES)
+def test_a_subpackage_imports_neither_its_siblings_nor_the_cli(sub: str) -> None:
+    """DESIGN's house rule: io/, infer/, transport/ and observe/ build on the core's public API
+    and do not import one another; nothing imports ``cli``."""
+    banned = tuple(f"aioflow.{other}" for other in (*SUBPACKAGES, "cli") if other != sub)
+    offenders = {
+        str(path.relative_to(REPO_ROOT)): sorted(
+            m for m in _imported_modules(path) if m == banned or m.startswith(banned)
+        )
+        for path in sorted((PACKAGE_DIR / sub).rglob("*.py"))
+    }
+    assert {p: ms for p, ms in offenders.items() if ms} == {}
