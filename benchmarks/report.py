@@ -1252,6 +1252,31 @@ def hotpath_section(hot: dict[str, Any]) -> list[str]:
             "still **not met**."
         ),
         "",
+        # Counted by hand (count_overhead.py; valgrind's cache and branch models), no results
+        # file.
+        (
+            "Counted rather than timed (`benchmarks/count_overhead.py`: valgrind, the "
+            "difference of runs of 25,000 and 5,000 items, steady to about 0.5% where timings "
+            "here move by a few percent), that gap is no extra work: `e7374ee` and `fd87e46` "
+            "run 3,360 and 3,361 instructions per item and stage, and touch the caches alike; "
+            "what grew is the mispredicted branches in valgrind's model, 51.5 to 53.8 per item "
+            "and stage (conditional 9.3 to 10.7, indirect 42.2 to 43.2; without the source's "
+            "test for markers, one per item, the indirect ones fall by 1.6, and the stage's "
+            "own test per item in a run took the conditional ones up). The run now takes its "
+            "items in C "
+            "(`islice(iter(popleft, None), run)`) and tests markers and `max_age` behind one "
+            "flag: 3,307 instructions and 52.2 mispredicts (conditional 8.9, below "
+            "`e7374ee`), about 1.6% less work, too little for the clocks to show here (CPU "
+            "clock, 9 pairs, load average 5-6: 0.298 and 0.295 µs against 0.302 and 0.312 for "
+            "`fd87e46`, 3.62x and 3.57x against 3.53x and 3.52x). What is left per run of 64 "
+            "items (queue_size 16 against 64: 33,500 instructions per run and stage, 16% of "
+            "the whole) is the event loop's wake-up of each stage, the one timed call per run "
+            "and the run's books; per item, the user's call itself (as in the sequential loop), "
+            "the source's envelope and its marker test (about 115 instructions per item: "
+            "`x.__class__` is the cheapest test Python 3.11 has, `type(x)` and `isinstance` "
+            "cost more)."
+        ),
+        "",
         "What changed: a one-worker async block takes and hands on items in *runs*, as many "
         "as wait in its input and fit in its output, with no look at either channel's level "
         "in between, and counts a run once, at its end (statistics read meanwhile derive "

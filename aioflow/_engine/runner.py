@@ -22,6 +22,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Hashable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
 from typing import Any, cast
 
 from ..batching import Batch
@@ -625,7 +626,6 @@ class BlockRuntime:
         perf = _perf
         skip = 0  # calls to leave untimed before the next timed one
         slow = False
-        i = 0  # the run's item under way
         # -1, or while the run's item under way fails: the items that had ended without an
         # output before it (its own failure may be counted before it raises)
         ended_before = -1
@@ -697,24 +697,28 @@ class BlockRuntime:
                 # input holds one (it counted more than were taken), or when items can overtake
                 # each other there (a leaky or fair edge).
                 look = overtaking or inq.controls != self.controls
-                for i in range(run):  # noqa: B007  (read in ``finally`` when a run is cut short)
-                    env = take()
+                check = look or aging
+                # Each item is still taken only when its turn comes: ``islice`` stops after
+                # ``run`` calls of ``take`` (and never calls it again), in C, as a loop over
+                # ``range(run)`` calling it would in bytecode.
+                for env in islice(iter(take, None), run):
                     if putters:
                         inq._wake_putter()
-                    if look and env.value.__class__ is EndOfKey:
-                        # Not an item: handed on as it is, and not counted as completed.
-                        self.controls += 1
-                        if not hand_on(env, out, self.terminal):
-                            self.run_ended -= 1  # (taken, not handed on: see _uncounted)
+                    if check:
+                        if look and env.value.__class__ is EndOfKey:
+                            # Not an item: handed on as it is, and not counted as completed.
+                            self.controls += 1
+                            if not hand_on(env, out, self.terminal):
+                                self.run_ended -= 1  # (taken, not handed on: see _uncounted)
+                                continue
+                            self.handed_from += 1
+                            hand(env)
+                            if getters:
+                                out._wake_getter()
                             continue
-                        self.handed_from += 1
-                        hand(env)
-                        if getters:
-                            out._wake_getter()
-                        continue
-                    if aging and perf() - env.born > age_limit:
-                        self._drop_stale(env)
-                        continue
+                        if aging and perf() - env.born > age_limit:
+                            self._drop_stale(env)
+                            continue
                     try:
                         env.value = await fn(env.value)
                     except BaseException as raised:
@@ -741,11 +745,11 @@ class BlockRuntime:
         finally:
             # From here on the counts are kept item by item again.
             if self.run_taken >= 0:
-                # A run cut short by its item ``i``, which was not handed on: of the items
-                # before it, those that did not end otherwise were.
+                # A run cut short by the item under way, which was not handed on: of the items
+                # the run took before it, those that did not end otherwise were.
                 if ended_before < 0:
                     ended_before = self.skipped + self.failed + self.stale
-                out.received += i - (ended_before - self.run_ended)
+                out.received += self._run_taken() - 1 - (ended_before - self.run_ended)
             out.uncounted = None
             self.run_taken = -1
             self.completed += out.received - self.handed_from + self.putting
@@ -762,10 +766,15 @@ class BlockRuntime:
         """
         if self.run_taken < 0:
             return 0
-        inq = self.inq
-        taken = inq.counted() - len(inq._buf) - inq.overflowed - self.run_taken
         ended = self.skipped + self.failed + self.stale - self.run_ended
-        return taken - ended - 1
+        return self._run_taken() - ended - 1
+
+    def _run_taken(self) -> int:
+        """The items the run under way has taken from the input, the one under way included:
+        those the input counted, less those still buffered or dropped there and those taken
+        before the run."""
+        inq = self.inq
+        return inq.counted() - len(inq._buf) - inq.overflowed - self.run_taken
 
     async def _worker(self, seq: Sequencer | None) -> None:
         """The general worker: any kind of function, ordered or not."""
