@@ -131,6 +131,14 @@ class Workers:
                 proc.wait()
 
 
+async def serving(workers: Workers, proc: subprocess.Popen[str]) -> None:
+    """Wait until the worker ``proc`` (started with ``--log-level INFO``) serves: a caller with
+    a short ``no_worker_timeout`` would otherwise give up on a worker still starting."""
+    while "blocks" not in workers.output(proc):
+        assert proc.poll() is None, workers.output(proc)
+        await asyncio.sleep(0.02)
+
+
 @pytest.fixture
 def workers(redis_url: str, redis_prefix: str) -> Iterator[Workers]:
     started = Workers(redis_url, redis_prefix)

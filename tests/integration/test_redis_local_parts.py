@@ -7,12 +7,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import subprocess
 from typing import Any
 
 import pytest
 import redis_pipelines as rp
-from conftest import Workers
+from conftest import Workers, serving
 
 import aioflow as af
 from aioflow.transport.messages import RemoteError
@@ -21,13 +20,6 @@ from aioflow.transport.redis import NoWorkerError, RedisTransport
 pytestmark = pytest.mark.integration
 
 BOOK_FIELDS = ("received", "completed", "emitted", "dropped", "skipped", "failed")
-
-
-async def serving(workers: Workers, proc: subprocess.Popen[str]) -> None:
-    """Wait until the worker ``proc`` (started with ``--log-level INFO``) serves."""
-    while "blocks" not in workers.output(proc):
-        assert proc.poll() is None, workers.output(proc)
-        await asyncio.sleep(0.02)
 
 
 async def answers(pipe: af.Pipeline, items: list[int], transport: Any = None) -> list[Any]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import redis_pipelines as rp
-from conftest import Workers, pipeline_keys, sigkill_a_holder
+from conftest import Workers, pipeline_keys, serving, sigkill_a_holder
 
 import aioflow as af
 from aioflow.state import decode
@@ -329,8 +329,9 @@ async def test_the_caller_finds_the_workers_of_a_keyed_block_inside_a_segment(
     # count2 takes 1.5 s per item, so the caller hears nothing for longer than a second and
     # looks for live workers: the one serving tag,count2 counts for count2's partitions.
     env = {"AIOFLOW_TEST_DELAY": "1.5"}
-    extra = ("--stats-period", "0.2", "--stats-ttl", "1")
+    extra = ("--stats-period", "0.2", "--stats-ttl", "1", "--log-level", "INFO")
     proc = workers.start("tagged", "tag,count2", env=env, extra=extra)
+    await serving(workers, proc)  # (a worker still starting is no live worker yet)
     transport = RedisTransport(redis_url, prefix=redis_prefix, no_worker_timeout=1.0)
     assert await rp.tagged.run(range(8), transport=transport) == expected(8)
 
