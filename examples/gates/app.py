@@ -39,6 +39,8 @@ from . import ocr, plates, track
 DET_BATCH = 4  # frames per detector call
 REC_BATCH = 16  # crops per recogniser call
 LIVE_QUEUE = 4  # the input queue of each block after detection, with build(live_queue=...)
+LIVE_DETECT_QUEUE = 2 * DET_BATCH  # the detector's input queue, with build(live_queue=...)
+LIVE_REC_BATCH = REC_BATCH  # crops per recogniser call (and its queue), likewise
 
 
 def video_stream(frame: video.Frame) -> str:
@@ -120,11 +122,13 @@ def build(
     detect_queue: dict[str, Any] = {}
     short: dict[str, Any] = {}
     rec_queue: dict[str, Any] = {}
+    rec_batch = REC_BATCH
     if live_queue is not None:
         leaky = {"queue_size": live_queue, "overflow": "drop_oldest", "fair": video_stream}
-        detect_queue = {"queue_size": 2 * DET_BATCH}
+        detect_queue = {"queue_size": LIVE_DETECT_QUEUE}
         short = {"queue_size": LIVE_QUEUE}
-        rec_queue = {"queue_size": REC_BATCH}
+        rec_batch = LIVE_REC_BATCH
+        rec_queue = {"queue_size": rec_batch}
 
     # Sampled, the fair leaky queue goes in front of the sampling stage (``admit`` below):
     # inside it, a dropped frame would be a missed look rather than a frame shed.
@@ -225,9 +229,13 @@ def build(
         if not looked:
             yield {**common, "n": 0, "k": 0, "held": []}
             return
-        # Sampled, StillText counts the frames looked at: "still for 5 looks, read on one look
-        # in 10" (frame numbers jump by the sampling period between looks).
-        look = frame.index if detect_per_second is None else still.looks
+        # Sampled, or live (the fair queue drops frames once the cameras send more than the
+        # detector takes), StillText counts the frames looked at: "still for 5 looks, read on
+        # one look in 10". Frame numbers jump between looks there (by 3 to 30 with 4 to 32
+        # cameras), so by frame number no box would ever stand still and every sign would be
+        # read on every look: the recogniser then read twice the crops and held the detector
+        # back (benchmarks/bench_cameras.py). Every frame looked at, the two are the same.
+        look = frame.index if detect_per_second is None and live_queue is None else still.looks
         still.looks += 1
         hold = still.hold(look, [box.rect for box, _ in boxes])
         held = [box.rect for (box, _), h in zip(boxes, hold, strict=True) if h]
@@ -241,7 +249,7 @@ def build(
 
     recognize = OnnxModel(
         rec_path,
-        batch=af.Batch(max_size=REC_BATCH, max_wait=0.002),
+        batch=af.Batch(max_size=rec_batch, max_wait=0.002),
         **rec_queue,
         intra_op_num_threads=threads[1],
         workers=workers[1],
