@@ -39,8 +39,14 @@ from . import ocr, plates, track
 DET_BATCH = 4  # frames per detector call
 REC_BATCH = 16  # crops per recogniser call
 LIVE_QUEUE = 4  # the input queue of each block after detection, with build(live_queue=...)
-LIVE_DETECT_QUEUE = 2 * DET_BATCH  # the detector's input queue, with build(live_queue=...)
-LIVE_REC_BATCH = REC_BATCH  # crops per recogniser call (and its queue), likewise
+# Live (build(live_queue=...)), the queues behind the fair queue are short: by Little's law a
+# frame's age is the frames in flight over the rate, and frames that wait there only grow old
+# (in the fair queue a newer frame of the camera replaces them). With the detector's queue at
+# two batches and the recogniser's batches at 16 crops, 8 cameras' frames were 5-7 s old at the
+# tracker; at one batch and 8 crops 3 s, and more frames went through (bench_cameras.py, the
+# two side by side under a load of 13-14).
+LIVE_DETECT_QUEUE = DET_BATCH  # the detector's input queue: one batch ready while two run
+LIVE_REC_BATCH = 8  # crops per recogniser call, and its queue
 
 
 def video_stream(frame: video.Frame) -> str:
@@ -94,8 +100,8 @@ def build(
     can take: the first block's input holds at most ``n`` frames and, when full, drops the
     oldest frame of the camera holding the most (``overflow="drop_oldest"`` with ``fair=`` by
     camera), so one camera flooding the machine cannot push the others out; the detector's
-    input then holds only two batches and every block after it a few items (the recogniser one
-    batch), so that frames wait in that one fair queue rather than age in the long
+    input then holds one batch and every block after it a few items (the recogniser one batch
+    of 8 crops, not 16), so that frames wait in that one fair queue rather than age in the long
     first-in-first-out queues behind it: a block that falls behind holds the detector back at
     once, and the fair queue drops (``benchmarks/bench_cameras.py``).
 
