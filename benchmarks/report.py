@@ -564,8 +564,17 @@ def cameras_section(res: dict[str, Any]) -> list[str]:
             "batches queued and 16-crop recogniser batches held 30-50 frames in flight, 4-8 "
             "s at 8-12 frames/s; one batch queued and 8-crop batches halved it (8 cameras, "
             "side by side, load 13-14: 5.2-6.8 s to 3.0 s p50) and let more frames through. "
-            "The figures before these changes (load 2.6-8.3): the detector 0.65-0.87 busy "
-            "from 2 cameras, age p50 2.4-4.6 s, the flood session's fairness 0.86.",
+            "Both changes against the pipeline before them, alternating in one session with "
+            "this benchmark's code (load 7-14; benchmarks/bench_cameras.py's session, the "
+            "pipeline of commit fd87e46 and this one): 4 cameras, detector busy 0.74 -> 0.89, "
+            "age p50 5.9 -> 3.4 s, plates read 54% -> 71%; 8 cameras, busy 0.68 -> 0.80 and 0.74 "
+            "-> 0.80, age p50 7.8 -> 3.9 s and 7.1 -> 4.8 s. Where the detector still waits "
+            "(8 cameras and more): the recogniser, 0.9 busy on the same 2 cores, with the "
+            "block in front of it waiting for room 60-70% of the time. The tables above were "
+            "taken at a higher load than the earlier page's (2.6-8.3, when one camera got all "
+            "its 10 frames/s and the detector was 0.65-0.87 busy from 2 cameras, age p50 2.4-4.6 "
+            "s, the flood's fairness 0.86): compare them with the side-by-side figures here, "
+            "not with that page.",
             "",
             "Frames per camera are few once the cameras outnumber what the detector serves "
             f"(a camera getting 0.5 frames/s over {plan['seconds']:g} s gets "
