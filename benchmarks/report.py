@@ -570,11 +570,11 @@ def cameras_section(res: dict[str, Any]) -> list[str]:
             "age p50 5.9 -> 3.4 s, plates read 54% -> 71%; 8 cameras, busy 0.68 -> 0.80 and 0.74 "
             "-> 0.80, age p50 7.8 -> 3.9 s and 7.1 -> 4.8 s. Where the detector still waits "
             "(8 cameras and more): the recogniser, 0.9 busy on the same 2 cores, with the "
-            "block in front of it waiting for room 60-70% of the time. The tables above were "
-            "taken at a higher load than the earlier page's (2.6-8.3, when one camera got all "
-            "its 10 frames/s and the detector was 0.65-0.87 busy from 2 cameras, age p50 2.4-4.6 "
-            "s, the flood's fairness 0.86): compare them with the side-by-side figures here, "
-            "not with that page.",
+            "block in front of it waiting for room 60-70% of the time, under that load. The "
+            "page before these changes (load 2.6-8.3): the detector 0.65-0.87 busy from 2 "
+            "cameras, 10.8-13.1 frames/s delivered from 4 cameras, age p50 2.4-4.6 s, plates "
+            "read 80% at 4 cameras and 35% at 8, the flood's fairness 0.86; with "
+            "sample-and-hold, 4 cameras lost 33% of their frames and read 91% of the plates.",
             "",
             "Frames per camera are few once the cameras outnumber what the detector serves "
             f"(a camera getting 0.5 frames/s over {plan['seconds']:g} s gets "
