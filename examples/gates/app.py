@@ -39,6 +39,14 @@ from . import ocr, plates, track
 DET_BATCH = 4  # frames per detector call
 REC_BATCH = 16  # crops per recogniser call
 LIVE_QUEUE = 4  # the input queue of each block after detection, with build(live_queue=...)
+# Live (build(live_queue=...)), the queues behind the fair queue are short: by Little's law a
+# frame's age is the frames in flight over the rate, and frames that wait there only grow old
+# (in the fair queue a newer frame of the camera replaces them). With the detector's queue at
+# two batches and the recogniser's batches at 16 crops, 8 cameras' frames were 5-7 s old at the
+# tracker; at one batch and 8 crops 3 s, and more frames went through (bench_cameras.py, the
+# two side by side under a load of 13-14).
+LIVE_DETECT_QUEUE = DET_BATCH  # the detector's input queue: one batch ready while two run
+LIVE_REC_BATCH = 8  # crops per recogniser call, and its queue
 
 
 def video_stream(frame: video.Frame) -> str:
@@ -92,8 +100,8 @@ def build(
     can take: the first block's input holds at most ``n`` frames and, when full, drops the
     oldest frame of the camera holding the most (``overflow="drop_oldest"`` with ``fair=`` by
     camera), so one camera flooding the machine cannot push the others out; the detector's
-    input then holds only two batches and every block after it a few items (the recogniser one
-    batch), so that frames wait in that one fair queue rather than age in the long
+    input then holds one batch and every block after it a few items (the recogniser one batch
+    of 8 crops, not 16), so that frames wait in that one fair queue rather than age in the long
     first-in-first-out queues behind it: a block that falls behind holds the detector back at
     once, and the fair queue drops (``benchmarks/bench_cameras.py``).
 
@@ -120,11 +128,13 @@ def build(
     detect_queue: dict[str, Any] = {}
     short: dict[str, Any] = {}
     rec_queue: dict[str, Any] = {}
+    rec_batch = REC_BATCH
     if live_queue is not None:
         leaky = {"queue_size": live_queue, "overflow": "drop_oldest", "fair": video_stream}
-        detect_queue = {"queue_size": 2 * DET_BATCH}
+        detect_queue = {"queue_size": LIVE_DETECT_QUEUE}
         short = {"queue_size": LIVE_QUEUE}
-        rec_queue = {"queue_size": REC_BATCH}
+        rec_batch = LIVE_REC_BATCH
+        rec_queue = {"queue_size": rec_batch}
 
     # Sampled, the fair leaky queue goes in front of the sampling stage (``admit`` below):
     # inside it, a dropped frame would be a missed look rather than a frame shed.
@@ -225,9 +235,13 @@ def build(
         if not looked:
             yield {**common, "n": 0, "k": 0, "held": []}
             return
-        # Sampled, StillText counts the frames looked at: "still for 5 looks, read on one look
-        # in 10" (frame numbers jump by the sampling period between looks).
-        look = frame.index if detect_per_second is None else still.looks
+        # Sampled, or live (the fair queue drops frames once the cameras send more than the
+        # detector takes), StillText counts the frames looked at: "still for 5 looks, read on
+        # one look in 10". Frame numbers jump between looks there (by 3 to 30 with 4 to 32
+        # cameras), so by frame number no box would ever stand still and every sign would be
+        # read on every look: the recogniser then read twice the crops and held the detector
+        # back (benchmarks/bench_cameras.py). Every frame looked at, the two are the same.
+        look = frame.index if detect_per_second is None and live_queue is None else still.looks
         still.looks += 1
         hold = still.hold(look, [box.rect for box, _ in boxes])
         held = [box.rect for (box, _), h in zip(boxes, hold, strict=True) if h]
@@ -241,7 +255,7 @@ def build(
 
     recognize = OnnxModel(
         rec_path,
-        batch=af.Batch(max_size=REC_BATCH, max_wait=0.002),
+        batch=af.Batch(max_size=rec_batch, max_wait=0.002),
         **rec_queue,
         intra_op_num_threads=threads[1],
         workers=workers[1],
