@@ -66,29 +66,8 @@ def det_size(shape: tuple[int, ...], width: int = DET_WIDTH) -> tuple[int, int]:
 
 
 def det_input(image: np.ndarray, width: int = DET_WIDTH) -> np.ndarray:
-    """The detector's input: the frame resized (``det_size``), its levels stretched
-    (``stretch_levels``) and normalised."""
     size = det_size(image.shape, width)
-    return normalise(stretch_levels(cv2.resize(image, size, interpolation=cv2.INTER_AREA)))
-
-
-def stretch_levels(bgr: np.ndarray, clip: float = 0.01) -> np.ndarray:
-    """The image with its grey levels stretched to the full range: the level below which
-    ``clip`` of the pixels lie goes to 0, the one above which ``clip`` lie to 255 (the same
-    map on the three channels, so colours keep their hue). A gate camera at dusk, under
-    street lights or against the sun fills a fraction of its range (a night frame's pixels
-    may all lie below 100), and text a few pixels high then stands out from its plate by a
-    few grey levels only: the detector, trained on well-exposed photographs, misses it. A
-    frame that already spans the range is left nearly as it is."""
-    grey = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY) if bgr.ndim == 3 else bgr
-    hist = cv2.calcHist([grey], [0], None, [256], [0, 256]).ravel().cumsum()
-    total = hist[-1]
-    lo = int(np.searchsorted(hist, clip * total))
-    hi = int(np.searchsorted(hist, (1 - clip) * total))
-    if hi - lo < 8:  # a flat frame (a lens cap, a blank wall): nothing to stretch
-        return bgr
-    lut = np.clip((np.arange(256, dtype=np.float32) - lo) * (255.0 / (hi - lo)), 0, 255)
-    return cv2.LUT(bgr, lut.astype(np.uint8))
+    return normalise(cv2.resize(image, size, interpolation=cv2.INTER_AREA))
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 
-from examples.gates import ocr, synth, track
+from examples.gates import synth, track
 
 pytestmark = [pytest.mark.e2e]
 ROOT = Path(__file__).resolve().parents[2]
@@ -126,24 +126,6 @@ def test_a_plate_filmed_at_dusk_is_read(tmp_path: Path) -> None:
     gate_clip(clip, "KX52VRT", light=0.2)
     events, stdout = run_cli(tmp_path, clip, "KX52VRT")
     assert [(e["camera"], e["plate"]) for e in events] == [("gate_dusk", "KX52VRT")], stdout
-
-
-def test_levels_are_stretched_to_the_full_range_and_a_flat_frame_left_alone() -> None:
-    rng = np.random.default_rng(0)
-    dark = rng.integers(10, 50, (90, 160, 3)).astype(np.uint8)
-    out = ocr.stretch_levels(dark)
-    grey = cv2.cvtColor(out, cv2.COLOR_BGR2GRAY)
-    # 1% of the pixels at each end are clipped: the rest spans most of 0 to 255 (it spanned
-    # 10 to 50).
-    assert np.percentile(grey, 2) < 30
-    assert np.percentile(grey, 98) > 225
-    # The order of the levels is kept (a monotone map of each channel).
-    order = np.argsort(dark[..., 0].ravel(), kind="stable")
-    assert np.all(np.diff(out[..., 0].ravel()[order].astype(int)) >= 0)
-    # A flat frame (a lens cap) is not blown up into noise.
-    flat = np.full((90, 160, 3), 40, np.uint8)
-    flat[0, 0] = 43
-    assert np.array_equal(ocr.stretch_levels(flat), flat)
 
 
 def test_a_sure_read_of_a_look_alike_is_no_guess_but_an_o_for_a_zero_is() -> None:
