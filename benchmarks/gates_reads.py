@@ -12,6 +12,7 @@ learnt first without formats) is fixed here, round-robin by frame (``--orders`` 
 
     python benchmarks/gates_reads.py record DIR --level hard --seeds 51 52 53 54 55
     python benchmarks/gates_reads.py replay DIR/*.pkl [--orders 5] [--show]
+        [--json benchmarks/results/gates_reads.json --label "hard, seeds 81-85 (held out)"]
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pickle
 import random
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -130,8 +132,10 @@ def main(args: argparse.Namespace) -> None:
         record(Path(args.folder), args.level, args.seeds, args.cameras, args.seconds)
         return
     totals: dict[str, list[int]] = {}
+    seeds: list[int] = []
     for path in args.files:
         data = pickle.loads(Path(path).read_bytes())
+        seeds.append(data["seed"])
         for mode, formats in (
             ("formats", plates.parse_formats(",".join(data["drawn"]))),
             ("any", ()),
@@ -160,6 +164,26 @@ def main(args: argparse.Namespace) -> None:
             f"{name:16} read {correct}/{shown} = {correct / max(shown, 1):.1%}  "
             f"wrong {n_wrong}/{n_events} = {n_wrong / max(n_events, 1):.1%}  duplicates {dup}"
         )
+    if args.json:
+        save(Path(args.json), args.label or "", seeds, totals)
+
+
+def save(path: Path, label: str, seeds: list[int], totals: dict[str, list[int]]) -> None:
+    """Add (or replace) the entry ``label`` of the results file ``path``: per level and mode,
+    the plates shown, read correctly, wrong events, duplicates and events
+    (``benchmarks/report.py`` tabulates them)."""
+    results = json.loads(path.read_text()) if path.exists() else {"entries": []}
+    entry = {
+        "label": label,
+        "seeds": sorted(set(seeds)),
+        "date": time.strftime("%Y-%m-%d"),
+        "totals": {
+            name: dict(zip(("shown", "correct", "wrong", "duplicates", "events"), t, strict=True))
+            for name, t in sorted(totals.items())
+        },
+    }
+    results["entries"] = [e for e in results["entries"] if e["label"] != label] + [entry]
+    path.write_text(json.dumps(results, indent=1) + "\n")
 
 
 if __name__ == "__main__":
@@ -175,4 +199,6 @@ if __name__ == "__main__":
     p.add_argument("files", nargs="+")
     p.add_argument("--orders", type=int, default=1)
     p.add_argument("--show", action="store_true")
+    p.add_argument("--json", help="add the totals to this results file, under --label")
+    p.add_argument("--label", help="what the totals are (the rules, the seeds)")
     main(parser.parse_args())

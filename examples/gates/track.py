@@ -25,7 +25,9 @@ of the stream (or ``patience_frames`` frames) is closed and becomes an event onl
   chosen), the learnt plate shapes (``Shapes``, without formats) settle it, and failing them
   the track is held as unsure, and sent only if shapes learnt later settle it (``settle``).
   Without formats, a plate read in a shape (letters and digits) the site's events never had,
-  one look-alike from a shape they had ``min_seen`` times, is held alike (``Shapes.novel``);
+  one look-alike from a shape they had ``min_seen`` times, is held alike (``Shapes.novel``)
+  when that look-alike may be a misread: a ``0``/``O`` or ``1``/``I`` (one glyph in many plate
+  fonts), or another whose evidence was not sure (``Shapes.sure_below``);
 * the box travelled at least ``min_travel`` of its own heights from its first sighting, on two
   sightings at least, both its edges moving the same way (``moved``): text that stays put (a
   sign, a shop front, a painted marking, a sign the detector sometimes cuts short or a passing
@@ -422,6 +424,10 @@ def shape(key: str) -> str:
     )
 
 
+# Look-alikes drawn alike in many plate fonts: a recogniser's sure read of one says little.
+AMBIGUOUS = frozenset("0O1I")
+
+
 @dataclass
 class Shapes:
     """The plate shapes read so far, to settle look-alike characters when no format is given.
@@ -439,11 +445,16 @@ class Shapes:
     plate the recogniser reads surely in a shape never sent, while one look-alike the other
     way gives a shape sent ``min_seen`` times, is either the first plate of a new format or a
     digit read surely as its letter (the recogniser often takes a leading ``0`` or ``8`` before
-    letters for an ``O`` or a ``B``): ``novel`` says so, and the tracker holds it as unsure
-    until an event of its shape has been sent.
+    letters for an ``O`` or a ``B``): ``novel`` says so when the look-alike is one the
+    recogniser may have been wrong about, and the tracker holds it as unsure until an event of
+    its shape has been sent. A ``B``, ``S``, ``Z`` or ``G`` (or their digits) read on every
+    frame with no trace of the other form is taken as read: a site often has two formats one
+    look-alike apart (``LLL999`` and ``LL9999``), and holding those would hold the first plate
+    of the second format, and with it every later one.
     """
 
     min_seen: int = 2
+    sure_below: float = 0.02  # the evidence for the other form that leaves a look-alike sure
     seen: Counter[str] = field(default_factory=Counter)
     read_as: Counter[str] = field(default_factory=Counter)  # the events' shapes as read
 
@@ -457,14 +468,24 @@ class Shapes:
         if text is not None:
             self.read_as[kinds_of(text)] += 1
 
-    def novel(self, text: str) -> bool:
+    def novel(self, text: str, forms: list[list[float]] | None = None) -> bool:
         """Whether ``text`` is in a shape no event had while one look-alike of it the other
-        way (a digit for a letter or a letter for a digit) gives a shape ``min_seen`` had."""
+        way (a digit for a letter or a letter for a digit) gives a shape ``min_seen`` had,
+        the look-alike being one the reads may have mistaken: a ``0``/``O`` or ``1``/``I``
+        (one glyph in many plate fonts, which is why most countries leave O and I off their
+        plates), or another pair where the reads' evidence (``forms``, the summed [digit,
+        letter] per position) gave the other form ``sure_below`` of it or more. A ``B`` the
+        recogniser never saw as an ``8`` on a dozen frames is a B: holding it would hold
+        every plate of a site's second format whose look-alike flips it to the first."""
         mine = kinds_of(text)
         if self.read_as[mine]:
             return False
         for i, c in enumerate(text):
-            if c in plates.TO_LETTER or c in plates.TO_DIGIT:
+            f = forms[i] if forms is not None else None
+            doubtful = (
+                c in AMBIGUOUS or f is None or sum(f) <= 0 or min(f) / sum(f) >= self.sure_below
+            )
+            if doubtful and (c in plates.TO_LETTER or c in plates.TO_DIGIT):
                 other = mine[:i] + ("9" if mine[i] == "L" else "L") + mine[i + 1 :]
                 if self.read_as[other] >= self.min_seen:
                     return True
@@ -685,7 +706,9 @@ def close(
             t if kind is None else plates.TO_LETTER[c] if kind == "L" else c
             for t, c, kind in zip(text, key, settled, strict=True)
         )
-    if doubt(forms, settled) > allowed or (state.shapes is not None and state.shapes.novel(text)):
+    if doubt(forms, settled) > allowed or (
+        state.shapes is not None and state.shapes.novel(text, forms)
+    ):
         # The reads split between a digit and its look-alike letter, or agree on a shape that
         # one look-alike away is a shape the site sees: a guess, not a read.
         if not retry and not early:
@@ -767,15 +790,49 @@ class Score:
         )
 
 
+def where(track: Track, frame: int) -> tuple[float, float, float] | None:
+    """A track's box centre and bottom on ``frame``: as seen, or, between two sightings, where
+    its motion from the one to the other put it (linear); None outside its sightings. A
+    detector finds small text (a van's lettering, a plate in the far lane) on some frames
+    only, so two texts on one vehicle are often seen on different frames."""
+    box = track.path.get(frame)
+    if box is not None:
+        (cx, cy), bottom = centre(box), float(box[3])
+        return cx, cy, bottom
+    frames = sorted(track.path)
+    if not frames or not frames[0] < frame < frames[-1]:
+        return None
+    after = next(f for f in frames if f > frame)
+    before = max(f for f in frames if f < frame)
+    t = (frame - before) / (after - before)
+    a, b = track.path[before], track.path[after]
+    (ax, ay), (bx, by) = centre(a), centre(b)
+    return ax + t * (bx - ax), ay + t * (by - ay), a[3] + t * (b[3] - a[3])
+
+
+def together(
+    a: Track, b: Track
+) -> list[tuple[int, tuple[float, float, float], tuple[float, float, float]]]:
+    """The frames where one of the two was seen and the other seen or between two of its
+    sightings (``where``), with where each was."""
+    out = []
+    for f in sorted(a.path.keys() | b.path.keys()):
+        pa, pb = where(a, f), where(b, f)
+        if pa is not None and pb is not None:
+            out.append((f, pa, pb))
+    return out
+
+
 def same_vehicle(a: Track, b: Track) -> bool:
-    """Whether two tracks moved together (one vehicle): seen in the same frames for at least
-    half the shorter one's frames (and 3), their offset within half a box height of its median
-    on three frames in four, while they travelled more than that."""
-    common = sorted(a.path.keys() & b.path.keys())
+    """Whether two tracks moved together (one vehicle): over the frames either was seen in
+    while the other was in view (``together``), at least half the shorter one's frames (and
+    3), their offset within half a box height of its median on three frames in four, while
+    they travelled more than that."""
+    common = together(a, b)
     if len(common) < max(3, min(len(a.path), len(b.path)) // 2):
         return False
-    dx = [centre(b.path[f])[0] - centre(a.path[f])[0] for f in common]
-    dy = [centre(b.path[f])[1] - centre(a.path[f])[1] for f in common]
+    dx = [pb[0] - pa[0] for _, pa, pb in common]
+    dy = [pb[1] - pa[1] for _, pa, pb in common]
     mx, my = sorted(dx)[len(dx) // 2], sorted(dy)[len(dy) // 2]
     limit = 0.5 * max(a.height, b.height)
     steady = sum(abs(x - mx) <= limit and abs(y - my) <= limit for x, y in zip(dx, dy, strict=True))
@@ -783,9 +840,8 @@ def same_vehicle(a: Track, b: Track) -> bool:
 
 
 def lower(a: Track, b: Track) -> bool:
-    """Whether ``a``'s box sat lower in the frames both were seen in."""
-    common = a.path.keys() & b.path.keys()
-    return sum(a.path[f][3] - b.path[f][3] for f in common) > 0
+    """Whether ``a``'s box sat lower in the frames both were in view (``together``)."""
+    return sum(pa[2] - pb[2] for _, pa, pb in together(a, b)) > 0
 
 
 def score(events: list[dict[str, Any]], truth: dict[str, list[str]]) -> Score:
