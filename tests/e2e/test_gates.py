@@ -261,6 +261,12 @@ def test_live_a_sign_looked_at_seconds_apart_is_held_from_its_second_look() -> N
     assert sign[:2] == [False, True]  # read on the first look, held on the second
     assert [look for look, h in enumerate(sign) if not h] == [0, 10, 20]
     assert not any(h[1] for h in held)
+    # Looked at 0.3 s apart (4 cameras), it takes 5 looks, as it always did.
+    close = track.StillText(still_frames=5, every=10)
+    assert [
+        close.hold(i, [(500, 20, 600, 50)], at=0.3 * i, still_s=app.LIVE_STILL_S)[0]
+        for i in range(6)
+    ] == [False] * 5 + [True]
     # Without still_s (every frame, or sampled) it still takes 5 looks, whatever the clock says.
     counted = track.StillText(still_frames=5, every=10)
     assert [counted.hold(i, [(500, 20, 600, 50)], at=2.5 * i)[0] for i in range(6)] == [
