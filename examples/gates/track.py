@@ -182,17 +182,25 @@ class StillText:
     in ``every``; on the others it is held: the tracker sees the box, which keeps its track
     alive, but no read. Signs and shop fronts then cost the recogniser a tenth; a car that
     stops at the gate is still read (and was read as it drove up).
+
+    ``hold(..., at=t, still_s=s)`` (live cameras, where the frames looked at are far apart) also
+    takes a box as still once it has sat in place for ``s`` seconds of the camera's clock, seen
+    on two looks or more: with 32 cameras a camera is looked at every 2-3 s, so 5 looks take
+    12 s or more, and until then every sign was read on every look (``build(live_queue=...)``).
     """
 
     still_frames: int = 5
     every: int = 10
     tolerance: float = 0.15
-    boxes: list[tuple[Rect, int, int]] = field(default_factory=list)  # box, frames still, frame
+    # box, frames still, frame, when it came to sit there (the camera's clock; 0 without ``at``)
+    boxes: list[tuple[Rect, int, int, float]] = field(default_factory=list)
     looks: int = 0  # frames looked at so far (the frame number to use when sampling)
 
-    def hold(self, frame: int, rects: list[Rect]) -> list[bool]:
+    def hold(
+        self, frame: int, rects: list[Rect], *, at: float = 0.0, still_s: float | None = None
+    ) -> list[bool]:
         previous = [b for b in self.boxes if frame - b[2] <= 2]
-        now: list[tuple[Rect, int, int]] = []
+        now: list[tuple[Rect, int, int, float]] = []
         out = []
         for rect in rects:
             h = max(rect[3] - rect[1], 1)
@@ -208,12 +216,15 @@ class StillText:
                 ):
                     match = old
                     break
-            still = 0
+            still, since = 0, at
             if match is not None:
                 previous.remove(match)
-                still = match[1] + 1
-            now.append((rect, still, frame))
-            out.append(still >= self.still_frames and still % self.every != 0)
+                still, since = match[1] + 1, match[3]
+            now.append((rect, still, frame, since))
+            long_enough = still >= self.still_frames or (
+                still_s is not None and still >= 1 and at - since >= still_s
+            )
+            out.append(long_enough and still % self.every != 0)
         self.boxes = now
         return out
 

@@ -243,6 +243,37 @@ def test_still_text_is_read_now_and_then_moving_text_every_frame() -> None:
     assert sum(not h for h in sign[5:]) == 2  # then one frame in ten: frames 10 and 20
 
 
+def test_live_a_sign_looked_at_seconds_apart_is_held_from_its_second_look() -> None:
+    # Live with 32 cameras, a camera is looked at every 2-3 s: a sign in place on two looks
+    # has stood still for seconds, and is read on one look in 10 from then on, not only
+    # after 5 looks (12 s or more). A plate moving between the looks is read on every look.
+    still = track.StillText(still_frames=5, every=10)
+    held = [
+        still.hold(
+            look,
+            [(500, 20, 600, 50), (30 * look, 100, 30 * look + 120, 130)],
+            at=2.5 * look,
+            still_s=app.LIVE_STILL_S,
+        )
+        for look in range(21)
+    ]
+    sign = [h[0] for h in held]
+    assert sign[:2] == [False, True]  # read on the first look, held on the second
+    assert [look for look, h in enumerate(sign) if not h] == [0, 10, 20]
+    assert not any(h[1] for h in held)
+    # Looked at 0.3 s apart (4 cameras), it takes 5 looks, as it always did.
+    close = track.StillText(still_frames=5, every=10)
+    assert [
+        close.hold(i, [(500, 20, 600, 50)], at=0.3 * i, still_s=app.LIVE_STILL_S)[0]
+        for i in range(6)
+    ] == [False] * 5 + [True]
+    # Without still_s (every frame, or sampled) it still takes 5 looks, whatever the clock says.
+    counted = track.StillText(still_frames=5, every=10)
+    assert [counted.hold(i, [(500, 20, 600, 50)], at=2.5 * i)[0] for i in range(6)] == [
+        False
+    ] * 5 + [True]
+
+
 def test_a_small_fast_plate_stays_one_track_and_the_other_lane_another() -> None:
     state = track.CameraState()
     # Frame 1: the plate moved 50 px, more than its 60 px box overlaps; the other lane's plate
