@@ -31,7 +31,14 @@ from types import FrameType
 if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parents[2])
 
-import redis
+try:
+    import redis
+except ImportError:  # the [redis] extra is missing (make demo's .venv has only [cv,onnx])
+    sys.stderr.write(
+        "examples/distributed/run.py needs the redis extra: "
+        ".venv/bin/pip install -e '.[redis]' (make test's .venv has it)\n"
+    )
+    raise SystemExit(2) from None
 
 import aioflow as af
 from aioflow.io import video
