@@ -329,20 +329,10 @@ return out
 """
 
 
-#: Writes entries to a stream only as far as its backlog bound allows, atomically (no other
-#: producer writes between the check and the writes): the backlog is the group's lag plus its
-#: pending entries (XLEN when Redis cannot tell the lag), as :func:`backlog` reads it; while it
-#: is under ARGV[2] entries, the next of the ARGV[3] entries is appended (each given as its
-#: number of field-and-value arguments, then those). Returns {written, backlog after, the
-#: ids of the entries written...}. Being
-#: one command, it also wakes a worker blocked on the stream once, with every entry written
-#: (pipelined XADDs wake it at the first, and it reads one entry at a time). Used for items up
-#: to 64 KiB: Redis copies a script's arguments twice more than an XADD's, which for frames
-#: tripled its CPU per frame (2.3 against 0.8 ms); those are checked, then written.
-APPEND_SCRIPT = """
-local stream, group = KEYS[1], ARGV[1]
-local capacity = tonumber(ARGV[2])
-local backlog = nil
+#: Lua: ``backlog``, the entries of ``stream`` that ``group`` has not acknowledged (lag +
+#: pending, as :func:`_group_backlog` reads them; XLEN where the group reports no lag). Shared
+#: by the caller's and the workers' bounded writes.
+_LUA_BACKLOG = """local backlog = nil
 local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', stream)
 if ok then
   for _, g in ipairs(groups) do
@@ -354,7 +344,26 @@ if ok then
   end
 end
 if backlog == nil then backlog = redis.call('XLEN', stream) end
-local count = tonumber(ARGV[3])
+"""
+
+
+#: Writes entries to a stream only as far as its backlog bound allows, atomically (no other
+#: producer writes between the check and the writes): the backlog is the group's lag plus its
+#: pending entries (XLEN when Redis cannot tell the lag), as :func:`backlog` reads it; while it
+#: is under ARGV[2] entries, the next of the ARGV[3] entries is appended (each given as its
+#: number of field-and-value arguments, then those). Returns {written, backlog after, the
+#: ids of the entries written...}. Being
+#: one command, it also wakes a worker blocked on the stream once, with every entry written
+#: (pipelined XADDs wake it at the first, and it reads one entry at a time). Used for items up
+#: to 64 KiB: Redis copies a script's arguments twice more than an XADD's, which for frames
+#: tripled its CPU per frame (2.3 against 0.8 ms); those are checked, then written.
+APPEND_SCRIPT = (
+    """
+local stream, group = KEYS[1], ARGV[1]
+local capacity = tonumber(ARGV[2])
+"""
+    + _LUA_BACKLOG
+    + """local count = tonumber(ARGV[3])
 local out = {0, 0}
 local written, at = 0, 4
 while written < count and backlog + written < capacity do
@@ -366,6 +375,7 @@ end
 out[1], out[2] = written, backlog + written
 return out
 """
+)
 
 
 #: Runs a worker's commit (its outputs to the next segment's stream KEYS[1], its answers, its
@@ -377,22 +387,13 @@ return out
 #: their input stay together, and no other producer writes between the check and the writes.
 #: Returns {1 if it ran else 0, the backlog after, the first error of a command if any}. Each
 #: command runs with pcall: one that fails (as in a MULTI) does not stop the others.
-GUARD_SCRIPT = """
+GUARD_SCRIPT = (
+    """
 local stream, group = KEYS[1], ARGV[1]
 local capacity, adds = tonumber(ARGV[2]), tonumber(ARGV[3])
-local backlog = nil
-local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', stream)
-if ok then
-  for _, g in ipairs(groups) do
-    local f = {}
-    for i = 1, #g, 2 do f[g[i]] = g[i + 1] end
-    if f['name'] == group and f['lag'] then
-      backlog = tonumber(f['lag']) + tonumber(f['pending'])
-    end
-  end
-end
-if backlog == nil then backlog = redis.call('XLEN', stream) end
-if adds > 0 and backlog + adds > capacity then return {0, backlog} end
+"""
+    + _LUA_BACKLOG
+    + """if adds > 0 and backlog + adds > capacity then return {0, backlog} end
 local at, failed = 5, nil
 for _ = 1, tonumber(ARGV[4]) do
   local n = tonumber(ARGV[at])
@@ -403,6 +404,7 @@ end
 if failed then return {1, backlog + adds, failed} end
 return {1, backlog + adds}
 """
+)
 
 
 class Commands:
