@@ -182,6 +182,20 @@ class HttpStatistics:
         }
 
 
+async def _sleep_at_least(seconds: float) -> None:
+    """Sleep until ``seconds`` have passed on the monotonic clock, never less.
+
+    A Retry-After is a promise to the service. uvloop's timers count from the loop's cached
+    clock (read at the top of the iteration) in whole milliseconds, so a plain
+    ``asyncio.sleep(1)`` can end a fraction of a millisecond before one second has passed.
+    """
+    deadline = time.monotonic() + seconds
+    await asyncio.sleep(seconds)
+    left = deadline - time.monotonic()
+    if left > 0:  # early by under a millisecond: a millisecond more is always enough
+        await asyncio.sleep(left + 0.001)
+
+
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header: delay-seconds or an HTTP-date.
 
@@ -445,7 +459,7 @@ class HttpBlock(Block):
                 delay,
                 extra={"block": self.block_name},
             )
-            await asyncio.sleep(delay)
+            await _sleep_at_least(delay)
 
     def _record(self, token: int, *, ok: bool) -> None:
         breaker = self.breaker
