@@ -661,6 +661,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["worker"]:
+        # The worker parses its own arguments: argparse's REMAINDER takes nothing when the first
+        # one is an option, so `aioflow worker --help` would be refused as unrecognized here.
+        return _command_worker(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         if args.command == "graph":
@@ -681,9 +686,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write(f"{PROG} {args.command}: interrupted\n")
         return 130
+    return _command_worker(args.args)
+
+
+def _command_worker(argv: Sequence[str]) -> int:
     try:
         from .transport import worker
     except ImportError as exc:  # the [redis] extra is missing: one line saying what to install
         sys.stderr.write(f"{PROG} worker: {exc}\n")
         return 2
-    return worker.main(args.args, load, host_port=host_port, serve_metrics=_metrics_server)
+    return worker.main(argv, load, host_port=host_port, serve_metrics=_metrics_server)
