@@ -1,17 +1,18 @@
 """The public API contract of DESIGN.md, checked as a user would, with a running pipeline: only
 ``import aioflow as af`` and the extras' namespaces, one test per promise, named after it.
 
-The promises that need no event loop are in ``tests/unit/test_contract.py``."""
+The promises that need no event loop are in ``tests/unit/test_api_contract.py``."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import threading
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import uvloop
 
@@ -540,9 +541,13 @@ async def test_stream_raises_a_group_of_block_errors() -> None:
         return x
 
     got: list[int] = []
-    with pytest.raises(ExceptionGroup) as info:
+
+    async def consume() -> None:
         async for out in af.Pipeline(detect).stream(range(10)):
             got.append(out)
+
+    with pytest.raises(ExceptionGroup) as info:
+        await consume()
     err = only_block_error(info.value)
     assert err.block == "detect"
     assert isinstance(err.__cause__, KeyError)
@@ -777,43 +782,71 @@ async def test_a_function_block_may_serve_in_two_pipelines() -> None:
     assert await b.run([1]) == [4]
 
 
-# -- process blocks ------------------------------------------------------------------------------
+async def test_a_block_error_never_cancels_the_stream_consumers_own_awaits() -> None:
+    @af.block
+    async def detect(x: int) -> int:
+        if x == 1:
+            raise ValueError(x)
+        return x
 
+    slept: list[bool] = []
 
-def square(x: int) -> tuple[int, int]:
-    return x * x, os.getpid()
+    async def consume() -> None:
+        async for out in af.Pipeline(detect).stream(range(5)):
+            if out == 0:
+                await asyncio.sleep(0.1)  # item 1 fails meanwhile
+                slept.append(True)  # ...and this await was not cancelled
 
-
-def die_on_three(x: int) -> int:
-    if x == 3:
-        os._exit(3)
-    return x
-
-
-class Counter(af.Block):
-    async def setup(self) -> None:
-        self.n = 0
-
-    async def process(self, item: int) -> tuple[int, int]:
-        self.n += 1
-        return item, os.getpid()
-
-
-@pytest.mark.slow
-async def test_process_blocks_run_functions_and_block_subclasses_in_worker_processes() -> None:
-    heavy = af.block(executor="process", workers=2)(square)
-    pipe = af.Pipeline(heavy, Counter(executor="process"), name="procs")
-    outputs = await pipe.run(range(6))
-    assert [value for (value, _), _ in outputs] == [x * x for x in range(6)]
-    pids = {pid for (_, pid), _ in outputs} | {pid for _, pid in outputs}
-    assert os.getpid() not in pids
-
-
-@pytest.mark.slow
-async def test_a_dead_worker_fails_only_its_item_with_executor_error_and_is_replaced() -> None:
-    pipe = af.Pipeline(af.block(executor="process", on_error="skip")(die_on_three))
-    assert await pipe.run(range(6)) == [0, 1, 2, 4, 5]
     with pytest.raises(ExceptionGroup) as info:
-        await af.Pipeline(af.block(executor="process")(die_on_three)).run([3])
-    err = only_block_error(info.value)
-    assert isinstance(err.__cause__, af.ExecutorError)
+        await consume()
+    assert slept == [True]
+    assert only_block_error(info.value).block == "detect"
+
+
+# -- extras: aioflow.io.video ------------------------------------------------------------------
+
+
+async def test_frame_index_is_0_based_per_stream_and_a_list_tags_stream_ids(
+    tmp_path: Path,
+) -> None:
+    cv2 = pytest.importorskip("cv2")
+    from aioflow.io.video import Frame, video_source
+
+    counts = {"door": 3, "gate": 5}
+    for name, n in counts.items():
+        (tmp_path / name).mkdir()
+        for i in range(n):
+            image = np.full((8, 8, 3), i * 10, np.uint8)
+            cv2.imwrite(str(tmp_path / name / f"{i:02d}.png"), image)
+
+    source = video_source([tmp_path / "door", tmp_path / "gate"])
+    assert {k: v.live for k, v in source.statistics().items()} == {"door": False, "gate": False}
+    frames = await af.Pipeline(lambda f: f).run(source)
+    assert all(isinstance(f, Frame) for f in frames)
+    for name, n in counts.items():
+        mine = [f for f in frames if f.stream == name]
+        assert [f.index for f in mine] == list(range(n))
+        assert [int(f.image[0, 0, 0]) for f in mine] == [i * 10 for i in range(n)]
+
+
+def test_video_source_live_none_decides_by_the_uri_and_true_false_override(
+    tmp_path: Path,
+) -> None:
+    pytest.importorskip("cv2")
+    from aioflow.io.video import video_source
+
+    def live(src: Any, **kw: Any) -> dict[str, bool]:
+        source = video_source(src, **kw)
+        try:
+            return {k: v.live for k, v in source.statistics().items()}
+        finally:
+            source.close()
+
+    (tmp_path / "stills").mkdir()
+    assert live("rtsp://10.0.0.5/cam1") == {"cam1": True}
+    assert live("http://10.0.0.5/feed.mjpg") == {"feed": True}
+    assert live(0) == {"camera0": True}
+    assert live(tmp_path / "clip.mp4") == {"clip": False}
+    assert live(tmp_path / "stills") == {"stills": False}
+    assert live("rtsp://10.0.0.5/cam1", live=False) == {"cam1": False}
+    assert live(tmp_path / "stills", live=True) == {"stills": True}

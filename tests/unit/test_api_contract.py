@@ -81,9 +81,7 @@ def test_bad_option_of_a_block_subclass_raises_when_instantiated(option: str, va
 
 
 @pytest.mark.parametrize(("option", "value"), BAD_OPTIONS, ids=lambda v: repr(v))
-def test_bad_option_as_a_class_attribute_raises_when_instantiated(
-    option: str, value: Any
-) -> None:
+def test_bad_option_as_a_class_attribute_raises_when_instantiated(option: str, value: Any) -> None:
     # A class attribute named `key` or `name` would shadow methods/properties users rely on
     # differently; the other options are plain values.
     attrs = {option: value}
@@ -224,9 +222,10 @@ def test_executor_thread_on_an_async_generator_is_a_graph_error() -> None:
 
 
 def test_process_block_from_a_lambda_is_a_graph_error_before_running() -> None:
+    blk = af.block(executor="process")(lambda x: x)
     with pytest.raises(af.GraphError) as info:
-        blk = af.block(executor="process")(lambda x: x)
-        af.Pipeline(blk)
+        af.Pipeline(blk)  # when the pipeline is built, not when it runs
+    assert "<lambda>" in str(info.value)
     assert "process" in str(info.value)
 
 
@@ -450,3 +449,26 @@ def test_missing_extra_raises_import_error_naming_pip_install(
     )
     assert done.returncode == 0, done.stderr
     assert f"pip install aioflow[{extra}]" in done.stdout, done.stdout
+
+
+# -- the CLI: python -m aioflow run | graph | worker | bench -------------------------------------
+
+
+def test_cli_has_run_graph_worker_bench_and_each_shows_its_help() -> None:
+    helps: dict[str, str] = {}
+    for command in ("run", "graph", "worker", "bench"):
+        done = subprocess.run(
+            [sys.executable, "-m", "aioflow", command, "--help"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, (command, done.stderr)
+        helps[command] = done.stdout
+    for command, text in helps.items():
+        assert text.startswith("usage:"), (command, text)
+        assert command in text.splitlines()[0], (command, text)
+    assert "--redis" in helps["worker"]  # the worker's own options
+    assert "--blocks" in helps["worker"]
