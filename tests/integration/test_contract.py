@@ -432,6 +432,43 @@ async def test_max_age_counts_from_submit() -> None:
         assert info.value.block == "fresh_only"
 
 
+async def test_submit_awaits_backpressure_instead_of_failing() -> None:
+    gate = asyncio.Event()
+
+    @af.block(queue_size=1)
+    async def slow(x: int) -> int:
+        await gate.wait()
+        return x
+
+    async with af.Pipeline(slow).open() as running:
+        callers = [asyncio.ensure_future(running.submit(x)) for x in range(4)]
+        await asyncio.sleep(0.05)
+        s = running.statistics()["slow"]
+        assert (s.received, s.in_flight, s.queue_depth) == (2, 1, 1)  # the others wait for room
+        assert not any(c.done() for c in callers)
+        gate.set()
+        assert await asyncio.gather(*callers) == [0, 1, 2, 3]
+
+
+async def test_pipe_statistics_during_a_run_is_the_current_runs_mapping() -> None:
+    gate = asyncio.Event()
+
+    @af.block
+    async def held(x: int) -> int:
+        await gate.wait()
+        return x
+
+    pipe = af.Pipeline(held)
+    assert pipe.statistics()["held"].received == 0  # before any run: zeros
+    task = asyncio.ensure_future(pipe.run([1, 2]))
+    await asyncio.sleep(0.02)
+    s = pipe.statistics()["held"]
+    assert (s.received, s.in_flight, s.queue_depth) == (2, 1, 1)
+    gate.set()
+    assert await task == [1, 2]
+    assert pipe.statistics()["held"].completed == 2
+
+
 async def test_submit_returns_a_list_for_several_outputs() -> None:
     @af.block
     async def split(x: int) -> AsyncIterator[int]:

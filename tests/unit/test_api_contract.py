@@ -293,6 +293,23 @@ def test_block_subclass_takes_options_as_class_attributes() -> None:
     assert Slow(workers=1).options.workers == 1
 
 
+def test_block_subclass_name_and_key_as_class_attributes() -> None:
+    class PerCamera(af.Block):
+        name = "per_camera"
+
+        def key(self, item: tuple[str, int]) -> str:
+            return item[0]
+
+        async def process(self, item: Any) -> Any:
+            return item
+
+    blk = PerCamera()
+    assert blk.options.name == "per_camera"
+    assert blk.options.key is not None
+    assert blk.options.key(("cam1", 3)) == "cam1"
+    assert PerCamera(name="door").options.name == "door"
+
+
 def test_block_subclass_with_own_init_keeps_its_arguments_and_takes_options() -> None:
     class Scaler(af.Block):
         def __init__(self, factor: int, **options: Any) -> None:
