@@ -431,6 +431,7 @@ def _python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
 def test_import_aioflow_imports_no_optional_extra() -> None:
     code = (
         "import sys, aioflow as af\n"
+        "import aioflow.io, aioflow.infer, aioflow.transport, aioflow.io.http\n"
         "heavy = ['redis', 'onnxruntime', 'cv2', 'onnx', 'msgpack']\n"
         "print(sorted(m for m in heavy if m in sys.modules))\n"
     )
