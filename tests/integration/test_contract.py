@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,15 @@ def only_block_error(group: BaseExceptionGroup[Any]) -> af.BlockError:
     err = group.exceptions[0]
     assert isinstance(err, af.BlockError), repr(err)
     return err
+
+
+async def wait_until(condition: Callable[[], bool]) -> None:
+    """Let the pipeline run until ``condition()`` holds (fail rather than hang)."""
+    for _ in range(2000):
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("never happened")
 
 
 @af.block
@@ -217,6 +226,23 @@ async def test_several_workers_keep_output_order_by_default() -> None:
     assert await af.Pipeline(call_service).run(range(40)) == list(range(40))
 
 
+async def test_workers_is_how_many_items_are_in_flight_at_once() -> None:
+    active = 0
+    most = 0
+
+    @af.block(workers=4)
+    async def call_service(x: int) -> int:
+        nonlocal active, most
+        active += 1
+        most = max(most, active)
+        await asyncio.sleep(0.005)
+        active -= 1
+        return x
+
+    assert await af.Pipeline(call_service).run(range(20)) == list(range(20))
+    assert most == 4
+
+
 async def test_key_processes_one_item_of_a_key_at_a_time_in_order() -> None:
     active: dict[int, int] = {}
     seen: dict[int, list[int]] = {}
@@ -392,15 +418,15 @@ async def test_a_block_holds_at_most_queue_size_plus_workers_items() -> None:
 async def test_max_age_counts_from_when_the_source_yielded() -> None:
     @af.block(executor="thread")
     def slow(x: int) -> int:
-        threading.Event().wait(0.4)
+        threading.Event().wait(0.7)
         return x
 
-    @af.block(max_age=0.2)
+    @af.block(max_age=0.5)
     async def fresh_only(x: int) -> int:
         return x
 
     async def late_source() -> AsyncIterator[int]:
-        await asyncio.sleep(0.4)  # before yielding: not part of the item's age
+        await asyncio.sleep(0.7)  # before yielding: not part of the item's age
         yield 1
 
     stale = af.Pipeline(slow, fresh_only)
@@ -416,15 +442,15 @@ async def test_max_age_counts_from_when_the_source_yielded() -> None:
 async def test_max_age_counts_from_submit() -> None:
     @af.block
     async def slow(x: int) -> int:
-        await asyncio.sleep(0.4 if x else 0)
+        await asyncio.sleep(0.7 if x else 0)
         return x
 
-    @af.block(max_age=0.2)
+    @af.block(max_age=0.5)
     async def fresh_only(x: int) -> int:
         return x
 
     async with af.Pipeline(slow, fresh_only).open() as running:
-        await asyncio.sleep(0.4)  # the service was open a while: that is not the item's age
+        await asyncio.sleep(0.7)  # the service was open a while: that is not the item's age
         assert await running.submit(0) == 0
         with pytest.raises(af.ItemDropped) as info:
             await running.submit(1)
@@ -442,7 +468,8 @@ async def test_submit_awaits_backpressure_instead_of_failing() -> None:
 
     async with af.Pipeline(slow).open() as running:
         callers = [asyncio.ensure_future(running.submit(x)) for x in range(4)]
-        await asyncio.sleep(0.05)
+        await wait_until(lambda: running.statistics()["slow"].queue_depth == 1)
+        await asyncio.sleep(0.02)  # the other two callers stay waiting for room
         s = running.statistics()["slow"]
         assert (s.received, s.in_flight, s.queue_depth) == (2, 1, 1)  # the others wait for room
         assert not any(c.done() for c in callers)
@@ -461,7 +488,7 @@ async def test_pipe_statistics_during_a_run_is_the_current_runs_mapping() -> Non
     pipe = af.Pipeline(held)
     assert pipe.statistics()["held"].received == 0  # before any run: zeros
     task = asyncio.ensure_future(pipe.run([1, 2]))
-    await asyncio.sleep(0.02)
+    await wait_until(lambda: pipe.statistics()["held"].queue_depth == 1)
     s = pipe.statistics()["held"]
     assert (s.received, s.in_flight, s.queue_depth) == (2, 1, 1)
     gate.set()
