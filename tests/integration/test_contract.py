@@ -765,11 +765,22 @@ async def test_cancelled_error_raised_by_user_code_is_an_item_failure() -> None:
             return await fut
         return x
 
-    with pytest.raises(ExceptionGroup) as info:
-        await af.Pipeline(awaits_a_cancelled_future).run(range(3))
-    err = only_block_error(info.value)
-    assert err.block == "awaits_a_cancelled_future"
-    assert isinstance(err.__cause__, asyncio.CancelledError)
+    @af.block(executor="thread")
+    def raises_it_in_a_thread(x: int) -> int:
+        if x == 1:
+            raise asyncio.CancelledError
+        return x
+
+    for blk in (awaits_a_cancelled_future, raises_it_in_a_thread):
+        with pytest.raises(ExceptionGroup) as info:
+            await af.Pipeline(blk).run(range(3))
+        err = only_block_error(info.value)
+        assert err.block == blk.options.name
+        assert isinstance(err.__cause__, asyncio.CancelledError)
+    async with af.Pipeline(raises_it_in_a_thread).open() as running:
+        with pytest.raises(af.BlockError):
+            await running.submit(1)
+        assert await running.submit(2) == 2  # not taken as the end of the run
 
 
 async def test_cancelling_a_thread_block_lets_the_running_call_return_and_skips_queued() -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -374,6 +374,19 @@ def test_branch_members_follow_the_same_rules() -> None:
     blk = af.block(_coro)
     with pytest.raises(af.GraphError):
         af.Pipeline(af.branch(blk, blk))
+
+
+def test_stream_is_an_async_generator_and_a_plain_for_says_async_for() -> None:
+    outs = af.Pipeline(_coro, name="p").stream([1, 2])
+    assert isinstance(outs, AsyncGenerator)
+    with pytest.raises(TypeError, match="async for"):
+        list(outs)  # type: ignore[call-overload]
+
+
+def test_a_str_as_items_is_a_graph_error_when_stream_is_called() -> None:
+    pipe = af.Pipeline(_coro, name="p")
+    with pytest.raises(af.GraphError, match="str"):
+        pipe.stream("frames.mp4")
 
 
 # -- options objects and the error hierarchy ---------------------------------------------------
