@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 import uvloop
@@ -884,7 +885,6 @@ async def test_a_block_error_never_cancels_the_stream_consumers_own_awaits() -> 
 async def test_frame_index_is_0_based_per_stream_and_a_list_tags_stream_ids(
     tmp_path: Path,
 ) -> None:
-    cv2 = pytest.importorskip("cv2")
     from aioflow.io.video import Frame, video_source
 
     counts = {"door": 3, "gate": 5}
@@ -907,7 +907,6 @@ async def test_frame_index_is_0_based_per_stream_and_a_list_tags_stream_ids(
 def test_video_source_live_none_decides_by_the_uri_and_true_false_override(
     tmp_path: Path,
 ) -> None:
-    pytest.importorskip("cv2")
     from aioflow.io.video import video_source
 
     def live(src: Any, **kw: Any) -> dict[str, bool]:
