@@ -791,9 +791,11 @@ def test_live_sample_and_hold_keeps_each_cameras_order_and_queues_frames_only_in
         return pipe
 
     pipe = af.run(main())
-    (admit, sample, *rest) = pipe.stages
-    assert isinstance(admit, af.Block) and admit.options.queue_size == 64
-    assert isinstance(sample, af.Every) and sample.queue_size <= app.LIVE_QUEUE
+    (admit, sample, *_rest) = pipe.stages
+    assert isinstance(admit, af.Block)
+    assert admit.options.queue_size == 64
+    assert isinstance(sample, af.Every)
+    assert sample.queue_size <= app.LIVE_QUEUE
     assert not sample.ordered
     names = [b.options.name for b in pipe.blocks()]
     for block in pipe.blocks()[1 : names.index("record") + 1]:  # (after it: events only)
