@@ -67,7 +67,9 @@ class _Slot:
 
     def __init__(self, env: Envelope, key: _Key | None, seq: int, t: float) -> None:
         self.env = env
-        self.key = key  # None: the item's key or clock failed (``error`` says how)
+        # None: the item's key or clock failed (``error`` says how); on an af.EndOfKey going
+        # around the stage unordered, the ended key's stand-in for its later items (or None)
+        self.key = key
         self.seq = seq
         self.t = t
         self.sampled = False
@@ -156,10 +158,11 @@ class EveryRuntime(JoinRuntime):
         k = env.value.key
         old = self.keys.pop(k, None)
         lane = self.lane if self.every.ordered else (old.lane if old is not None else deque())
-        if old is not None and not self.every.ordered:
-            # the key's later items queue behind the marker, in the same lane
-            self.keys[k] = _Key(lane)
         slot = _Slot(env, None, 0, 0.0)
+        if old is not None and not self.every.ordered:
+            # the key's later items queue behind the marker, in the same lane; the marker's
+            # key is forgotten when it leaves with none behind it (``pump``)
+            slot.key = self.keys[k] = _Key(lane)
         slot.control = True
         lane.append(slot)
         self.pump(lane)
@@ -244,10 +247,19 @@ class EveryRuntime(JoinRuntime):
         if lane is None:
             return
         moved = False
+        ended: _Slot | None = None
         while lane and lane[0].settled:
             slot = lane.popleft()
             self.outbox.append((slot, self._outcome(slot)))
             moved = True
+            if slot.control and slot.key is not None:
+                ended = slot
+        if ended is not None and not lane:
+            # An ended key's stand-in (unordered) that no item came to: gone with the marker,
+            # so that keys that end (removed cameras) leave nothing behind.
+            k = ended.env.value.key
+            if ended.key is self.keys.get(k) and ended.key is not None and ended.key.seen == 0:
+                del self.keys[k]
         if moved:
             self._poke()
 

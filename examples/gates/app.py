@@ -191,7 +191,7 @@ def build(
 
         nothing = {"boxes": 0, "edge": 0, "shape": 0, "ground": 0}
 
-        @af.block
+        @af.block(**short)
         async def unpack(held: af.Held[video.Frame, dict[str, Any]]) -> dict[str, Any]:
             """A frame the detector looked at goes on with its plates; a frame in between
             goes on alone, marked as not looked at. The held result (the last look's boxes)
@@ -208,6 +208,14 @@ def build(
             key=lambda frame: frame.stream,
             clock=lambda frame: frame.timestamp,
             name="sample",
+            # Live, the frames wait in the fair queue (``admit``), where a newer frame of the
+            # camera replaces them, not in a first-in-first-out queue behind it: with the
+            # default 64 frames here and in ``unpack``, frames of 8 cameras that sent more
+            # than the detector took were 5-8 s old at the tracker (bench_cameras.py). And a
+            # frame waits only for its own camera's look, not for the looks of the others
+            # (every block after this one keeps each camera's order, none needs more).
+            **short,
+            ordered=live_queue is None,
         )
         looking = [sample, unpack]
         if live_queue is not None:
@@ -228,6 +236,18 @@ def build(
 
     def camera(item: dict[str, Any]) -> str:
         return str(item["frame"].stream)
+
+    # Live, a box is also still once it has sat in place for this long (see ``split``). Live
+    # and sampled, never sooner than the looks at the set rate take to count it still (5
+    # looks: 1 s at 5 looks a second, 2.5 s at 2): there it changes only what happens once
+    # the cameras ask for more looks than the detector serves. Then the frames that get
+    # through are looked at one by one, 1-2 s apart with 8 cameras, and signs read on every
+    # look made the recogniser as busy as the detector (bench_cameras.py --detect-rate 5).
+    live_still_s: float | None = None
+    if live_queue is not None:
+        live_still_s = LIVE_STILL_S
+        if detect_per_second is not None:
+            live_still_s = max(LIVE_STILL_S, track.StillText.still_frames / detect_per_second)
 
     @af.block(key=camera, state=track.StillText, **short)
     async def split(record: dict[str, Any], still: track.StillText) -> Any:
@@ -253,12 +273,8 @@ def build(
         # the signs read on every look made the recogniser the slowest step (the detector 0.66
         # busy, waiting for room 60% of the time). So a box is also still once it has sat in
         # place for LIVE_STILL_S of the camera's clock, on 2 looks or more.
-        live = live_queue is not None and detect_per_second is None
         hold = still.hold(
-            look,
-            [box.rect for box, _ in boxes],
-            at=frame.timestamp,
-            still_s=LIVE_STILL_S if live else None,
+            look, [box.rect for box, _ in boxes], at=frame.timestamp, still_s=live_still_s
         )
         held = [box.rect for (box, _), h in zip(boxes, hold, strict=True) if h]
         fresh = [(box, x) for (box, x), h in zip(boxes, hold, strict=True) if not h]

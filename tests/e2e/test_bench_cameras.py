@@ -75,10 +75,16 @@ def test_quick_run_reports_every_field(tmp_path: Path) -> None:
     assert churn["churned"] >= 1
     assert churn["books"]["balance"], churn["books"]
     assert churn["left_over"] == {"threads": [], "tasks": 0, "readers": []}
-    assert {"start", "end", "peak", "slope_mb_per_min_second_half"} <= set(churn["rss_mb"])
+    rss = churn["rss_mb"]
+    assert {"start", "end", "peak", "second_half_mean", "slope_mb_per_min_second_half"} <= set(rss)
+    assert rss["start"] > 0
+    assert rss["second_half_mean"] <= rss["peak"]
 
     goals = res["goals"]
     assert {"detector_busy_beyond", "fairness", "fairness_flood", "churn"} <= set(goals)
+    # churn's RSS is compared with the steady session's once each pipeline is full
+    assert goals["churn"]["rss_level_steady_mb"] == res["steady"]["rss_mb"]["second_half_mean"]
+    assert isinstance(goals["churn"]["rss_flat"], bool)
     # What churn must keep (a functional guarantee): the books and nothing left over. Whether
     # RSS stayed flat is a memory goal, judged by the benchmark's full run, never in a test (a
     # 6 s run on a busy machine says nothing about it).

@@ -750,6 +750,111 @@ def test_detection_at_a_set_rate_holds_the_frames_between_and_still_reads_the_pl
         assert record.in_flight == record.queue_depth == record.failed == 0
 
 
+@pytest.mark.slow
+def test_live_sample_and_hold_keeps_each_cameras_order_and_queues_frames_only_in_the_fair_queue(
+    tmp_path: Path,
+) -> None:
+    # Live with detection at a set rate: the fair queue (``admit``) is the one place where
+    # frames wait; behind it every queue is short, the sampling stage's too (with 64 frames
+    # there and in ``unpack``, 8 cameras' frames were 5-8 s old at the tracker), and a frame
+    # waits only for its own camera's look. Two cameras, each plate read, each camera's frames
+    # at the tracker in order, the books balanced.
+    clips = {"gate_north": tmp_path / "north.mp4", "gate_south": tmp_path / "south.mp4"}
+    clip_with_sign(clips["gate_north"], "ABC123", "KTR482")
+    clip_with_sign(clips["gate_south"], "XYZ789", "KTR482")
+    summary = app.Summary()
+    seen: dict[str, list[int]] = {}
+
+    async def main() -> af.Pipeline:
+        runner, url, _ = await run.serve_webhook(0.0)
+        try:
+            pipe = app.build(
+                out=tmp_path / "out",
+                webhook=url,
+                formats=plates.parse_formats("LLL999"),
+                summary=summary,
+                detect_per_second=5,
+                live_queue=64,  # deep enough that this test drops nothing itself
+            )
+            tracker = next(b for b in pipe.blocks() if b.options.name == "track")
+            process = tracker.process
+
+            async def tracked(item: dict[str, Any], state: Any) -> Any:
+                seen.setdefault(item["frame"].stream, []).append(item["frame"].index)
+                return await process(item, state)
+
+            tracker.process = tracked  # type: ignore[method-assign]
+            source = video.video_source({k: str(v) for k, v in clips.items()})
+            await pipe.run(source)
+        finally:
+            await runner.cleanup()
+        return pipe
+
+    pipe = af.run(main())
+    (admit, sample, *_rest) = pipe.stages
+    assert isinstance(admit, af.Block)
+    assert admit.options.queue_size == 64
+    assert isinstance(sample, af.Every)
+    assert sample.queue_size <= app.LIVE_QUEUE
+    assert not sample.ordered
+    names = [b.options.name for b in pipe.blocks()]
+    for block in pipe.blocks()[1 : names.index("record") + 1]:  # (after it: events only)
+        assert block.options.queue_size <= max(app.LIVE_QUEUE, app.LIVE_REC_BATCH), block
+    assert seen == {cam: list(range(24)) for cam in clips}
+    assert sorted((e["camera"], e["plate"]) for e in summary.events) == [
+        ("gate_north", "ABC123"),
+        ("gate_south", "XYZ789"),
+    ]
+    stats = pipe.statistics()
+    assert stats["detect"].received == 2 * 12  # every other frame of each camera
+    assert stats["admit"].dropped == 0
+    for record in stats.values():
+        assert record.balanced
+        assert record.in_flight == record.queue_depth == record.failed == 0
+
+
+@pytest.mark.slow
+def test_live_and_sampled_a_sign_looked_at_far_apart_is_held_once_still_for_long(
+    tmp_path: Path,
+) -> None:
+    # Live and sampled at 5 looks a second, with more cameras than the detector serves at that
+    # rate the frames that get through are looked at one by one, far apart: here every 9th
+    # frame (0.9 s). 5 looks would take 4.5 s; the sign is held once it has sat still for
+    # 1.5 s over two looks (the third look on), as without sampling, so it is not read on
+    # every look.
+    clip = tmp_path / "gate_north.mp4"
+    clip_with_sign(clip, "ABC123", "KTR482", frames=45)
+    summary = app.Summary()
+
+    async def frames() -> Any:
+        async for frame in video.video_source(str(clip)):
+            if frame.index % 9 == 0:
+                yield frame
+
+    async def main() -> dict[str, af.BlockStatistics]:
+        runner, url, _ = await run.serve_webhook(0.0)
+        try:
+            pipe = app.build(
+                out=tmp_path / "out",
+                webhook=url,
+                formats=plates.parse_formats("LLL999"),
+                summary=summary,
+                detect_per_second=5,
+                live_queue=64,  # deep enough that this test drops nothing itself
+            )
+            await pipe.run(frames())
+        finally:
+            await runner.cleanup()
+        return pipe.statistics()
+
+    stats = af.run(main())
+    assert stats["detect"].received == stats["track"].received == 5  # each frame a look
+    assert summary.counts.held >= 3  # the sign on the third, fourth and fifth looks
+    assert all(e["plate"] != "KTR482" for e in summary.events)
+    for record in stats.values():
+        assert record.balanced
+
+
 def test_a_frame_not_looked_at_shows_the_tracks_where_they_move_and_changes_none() -> None:
     state = track.CameraState()
     # Looks on frames 0, 4 and 8: a plate moving 10 px a frame to the right, and a sign.
