@@ -684,3 +684,46 @@ async def test_an_exception_whose_str_raises_is_a_block_error_naming_the_block(
     assert "StrRaises" in str(err)
     assert pipe.statistics()[name].balanced
     assert glob.glob(f"/dev/shm/aioflow_{name}*") == []
+
+
+async def test_an_exception_from_a_worker_with_notes_that_are_no_list_keeps_its_type() -> None:
+    """Adding the remote traceback as a note raised TypeError for an exception whose
+    ``__notes__`` is not a list: the item failed with that TypeError instead of the user's
+    ValueError."""
+    name = f"noted_{uuid.uuid4().hex[:6]}"
+    pipe = af.Pipeline(af.block(name=name, executor="process")(proc_step))
+    with pytest.raises(ExceptionGroup) as caught:
+        await pipe.run([1, Marker("bad_notes", 5), 2])
+    (err,) = caught.value.exceptions
+    assert isinstance(err, af.BlockError), repr(err)
+    assert err.block == name
+    assert isinstance(err.__cause__, ValueError), repr(err.__cause__)
+    assert "notes of marker 5" in str(err)
+    assert pipe.statistics()[name].balanced
+
+
+async def test_an_every_key_raising_an_exception_whose_str_raises_fails_only_the_item() -> None:
+    """af.every's key function: its failure message printed the exception itself, so one whose
+    ``__str__`` raises ended the run with a bare RuntimeError naming no block."""
+
+    def strict_camera(x: Any) -> int:
+        if type(x) is Marker:
+            raise StrRaises
+        return 0
+
+    inner = af.block(name="detect")(async_step)
+    pipe = af.Pipeline(af.every(inner, n=1, key=strict_camera, name="sampled"))
+    with pytest.raises(ExceptionGroup) as caught:
+        await pipe.run([1, Marker("x", 0), 2])
+    (err,) = caught.value.exceptions
+    assert isinstance(err, af.BlockError), repr(err)
+    assert err.block == "sampled"
+    assert isinstance(err.__cause__, StrRaises)
+    assert "StrRaises" in str(err)
+    async with pipe.open() as running:
+        answers = await asyncio.gather(
+            *(running.submit(x) for x in (1, Marker("x", 1), 2)), return_exceptions=True
+        )
+    assert isinstance(answers[1], af.BlockError)
+    held = [answers[0], answers[2]]
+    assert [h.item for h in held if isinstance(h, af.Held)] == [1, 2], held
