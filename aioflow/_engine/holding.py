@@ -17,7 +17,7 @@ from collections.abc import Coroutine, Hashable
 from typing import TYPE_CHECKING, Any
 
 from ..control import EndOfKey
-from ..errors import BlockError, summarize
+from ..errors import BlockError, describe, summarize
 from ..graph import _label_chain
 from ..sampling import Every, Held
 from ..stats import BlockStatistics
@@ -179,7 +179,7 @@ class EveryRuntime(JoinRuntime):
                 raise
             error = BlockError(
                 self.name,
-                f"its {which} function raised {type(exc).__name__}: {exc}",
+                f"its {which} function raised {describe(exc)}",
                 item=summarize(value),
             )
             error.__cause__ = exc
