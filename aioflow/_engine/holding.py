@@ -171,7 +171,9 @@ class EveryRuntime(JoinRuntime):
         which = "key"
         try:
             k = ev.key(value) if ev.key is not None else None
-            hash(k)
+            # (finding the key's schedule compares it with the keys held: a user's key may
+            # refuse, with an __eq__ that raises)
+            key = self.keys.get(k)
             which = "clock"
             t = float(ev.clock(value)) if ev.clock is not None else env.born
         except BaseException as exc:  # the user's key or clock: this item fails, in its turn
@@ -189,7 +191,6 @@ class EveryRuntime(JoinRuntime):
             lane.append(slot)
             self.pump(lane)
             return slot, False
-        key = self.keys.get(k)
         if key is None:
             key = self.keys[k] = _Key(self.lane if ev.ordered else deque())
         slot = _Slot(env, key, key.seen, t)

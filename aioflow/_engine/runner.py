@@ -969,7 +969,11 @@ class BlockRuntime:
                     continue
                 try:
                     key = key_fn(value)
-                    hash(key)
+                    # Finding the key's lane compares it with the keys held, which a user's
+                    # key may refuse (an __eq__ that raises): that fails the item too.
+                    lane = lanes.get(key)
+                    if lane is None:
+                        lane = lanes[key] = _Lane()
                 except BaseException as exc:  # sync: never a cancellation
                     try:
                         self._give_up(env, value, from_sync(exc), 1)
@@ -978,9 +982,6 @@ class BlockRuntime:
                     continue
                 if self.on_key is not None:
                     self.on_key(key, env)
-                lane = lanes.get(key)
-                if lane is None:
-                    lane = lanes[key] = _Lane()
             if lane.busy:
                 # Another worker holds this key: it takes this item after its current one.
                 lane.backlog.append((env, n))

@@ -727,3 +727,65 @@ async def test_an_every_key_raising_an_exception_whose_str_raises_fails_only_the
     assert isinstance(answers[1], af.BlockError)
     held = [answers[0], answers[2]]
     assert [h.item for h in held if isinstance(h, af.Held)] == [1, 2], held
+
+
+class _Incomparable:
+    """A key whose ``==`` raises (hashable, so it passes the hash check)."""
+
+    def __hash__(self) -> int:
+        return 1
+
+    def __eq__(self, other: object) -> bool:
+        msg = "keys of this kind cannot be compared"
+        raise RuntimeError(msg)
+
+
+@pytest.mark.parametrize("executor", ["async", "thread"])
+async def test_a_key_that_cannot_be_compared_fails_its_item_not_the_run(executor: str) -> None:
+    """Looking up the key's lane compared it with the keys held: that raised outside the
+    guard around the key function, so the run ended with bare RuntimeErrors naming no block
+    (in open(), the whole service stopped)."""
+    if executor == "async":
+        stage: af.Block[Any, Any] = af.block(name="keyed", key=lambda x: _Incomparable())(
+            async_step
+        )
+    else:
+        stage = af.block(name="keyed", executor="thread", key=lambda x: _Incomparable())(
+            thread_step
+        )
+    pipe = af.Pipeline(stage)
+    with pytest.raises(ExceptionGroup) as caught:
+        await pipe.run([1, 2, 3])
+    for err in caught.value.exceptions:
+        assert isinstance(err, af.BlockError), repr(err)
+        assert err.block == "keyed"
+        assert isinstance(err.__cause__, RuntimeError)
+    assert pipe.statistics()["keyed"].balanced
+    async with pipe.open() as running:
+        answers = await asyncio.gather(
+            *(running.submit(x) for x in (1, 2, 3)), return_exceptions=True
+        )
+        # The first key was held alone: its item went through; the others failed alone.
+        assert answers[0] == 1
+        assert all(isinstance(a, af.BlockError) for a in answers[1:]), answers
+        with pytest.raises(af.BlockError):  # still serving: not PipelineClosed
+            await running.submit(4)
+    rec = pipe.statistics()["keyed"]
+    assert (rec.completed, rec.balanced) == (1, True)
+
+
+async def test_an_every_key_that_cannot_be_compared_fails_its_item_not_the_run() -> None:
+    """The same for af.every: finding the key's schedule raised outside the guard around the
+    key function."""
+    inner = af.block(name="detect")(async_step)
+    pipe = af.Pipeline(af.every(inner, n=2, key=lambda x: _Incomparable(), name="sampled"))
+    async with pipe.open() as running:
+        answers = await asyncio.gather(
+            *(running.submit(x) for x in (1, 2, 3)), return_exceptions=True
+        )
+    assert isinstance(answers[0], af.Held), answers
+    for err in answers[1:]:
+        assert isinstance(err, af.BlockError), repr(err)
+        assert err.block == "sampled"
+        assert isinstance(err.__cause__, RuntimeError)
+    assert all(rec.balanced for rec in pipe.statistics().values())
