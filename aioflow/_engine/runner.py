@@ -36,6 +36,7 @@ from .cancelling import (
     as_failure,
     carrying_interrupts,
     cause_of,
+    checkpoint,
     describe_failure,
     from_sync,
 )
@@ -401,6 +402,8 @@ class BlockRuntime:
             raise
         except BaseException as exc:  # a stray CancelledError or BaseException is a failure
             raise as_failure(exc) from None
+        finally:
+            checkpoint()  # the user's code swallowed a cancellation of the run: it goes on
 
     async def _retry(
         self, env: Envelope, exc: Exception, t0: float | None, extra: tuple[Any, ...] = ()
@@ -1148,6 +1151,7 @@ class BlockRuntime:
                     contextlib.aclosing(agen),
                 ):
                     async for value in agen:
+                        checkpoint()  # (the generator may have swallowed a cancellation)
                         produced += 1
                         # Each output is one more way the item ends; the item's own unit stays
                         # with the generator until it finishes, so a caller waiting on the item

@@ -789,3 +789,65 @@ async def test_an_every_key_that_cannot_be_compared_fails_its_item_not_the_run()
         assert err.block == "sampled"
         assert isinstance(err.__cause__, RuntimeError)
     assert all(rec.balanced for rec in pipe.statistics().values())
+
+
+async def _swallows(x: Any) -> Any:
+    """A block's code that swallows the run's cancellation (a common slip: ``except
+    BaseException``, a library's retry loop) and returns as if nothing happened."""
+    try:
+        await asyncio.sleep(0.002)
+    except asyncio.CancelledError:
+        return x
+    return x
+
+
+async def _swallows_gen(x: Any) -> AsyncIterator[Any]:
+    yield await _swallows(x)
+
+
+async def _swallows_batch(xs: list[Any]) -> list[Any]:
+    return [await _swallows(x) for x in xs]
+
+
+SWALLOWING: dict[str, Any] = {
+    "async": lambda: af.block(name="sw", queue_size=4)(_swallows),
+    "workers": lambda: af.block(name="sw", workers=3)(_swallows),
+    "unordered": lambda: af.block(name="sw", workers=2, ordered=False)(_swallows),
+    "keyed": lambda: af.block(name="sw", workers=2, key=lambda x: x % 2)(_swallows),
+    "generator": lambda: af.block(name="sw", workers=2)(_swallows_gen),
+    "batch": lambda: af.block(name="sw", batch=af.Batch(max_size=3, max_wait=0.002))(
+        _swallows_batch
+    ),
+    "branch": lambda: af.branch(
+        af.block(name="sw1")(_swallows), af.block(name="sw2", workers=2)(_swallows), name="sw"
+    ),
+    "every": lambda: af.every(af.block(name="sw1")(_swallows), n=2, key=lambda x: x % 2),
+}
+
+
+@pytest.mark.parametrize("kind", list(SWALLOWING))
+async def test_a_run_whose_code_swallows_the_cancellation_still_ends(kind: str) -> None:
+    """asyncio delivers a cancellation once: a block whose code swallowed it went on with the
+    next item, then waited for input that never came (the source was cancelled), and the
+    cancelled run never ended, nor did the task awaiting it. The engine's waits and the
+    return from the user's call check again."""
+    tasks = asyncio.all_tasks()
+    pipe = af.Pipeline(SWALLOWING[kind](), af.block(name="after", workers=2)(_swallows))
+    run = asyncio.create_task(pipe.run(range(10_000)))
+    await wait_until_received(pipe, "after", 3)
+    run.cancel()
+    done, _ = await asyncio.wait([run], timeout=BOUND_S)
+    assert done, f"the cancelled run of a {kind} block that swallows cancellations never ended"
+    assert run.cancelled()
+    assert await wait_for_nothing_left(tasks) == set()
+    for name, rec in pipe.statistics().items():
+        assert rec.balanced, (name, rec)
+
+
+async def wait_until_received(pipe: af.Pipeline, name: str, count: int) -> None:
+    for _ in range(int(BOUND_S / 0.001)):
+        if pipe.statistics()[name].received >= count:
+            return
+        await asyncio.sleep(0.001)
+    msg = f"{name} never received {count} items"
+    raise AssertionError(msg)
