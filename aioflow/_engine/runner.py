@@ -91,16 +91,30 @@ class PartialOutput(Exception):
         self.error = error
 
 
-def _collect(fn: Callable[..., Iterable[Any]], value: Any, *extra: Any) -> list[Any]:
-    """Run a plain generator to its end (in a worker thread)."""
+def _collect(
+    fn: Callable[..., Iterable[Any]],
+    value: Any,
+    *extra: Any,
+    stopped: Callable[[], bool] | None = None,
+) -> list[Any]:
+    """Run a plain generator to its end (in a worker thread); or, once ``stopped()`` says the
+    run is ending, only to its next output: a thread cannot be interrupted, but a generator
+    can be left between two outputs (and closed, so its ``finally`` runs here)."""
     outputs: list[Any] = []
+    gen = fn(value, *extra)
     try:
-        for output in fn(value, *extra):
+        for output in gen:
             outputs.append(output)
+            if stopped is not None and stopped():
+                break
     except BaseException as exc:  # (from_sync re-raises an interrupt)
         if outputs:
             raise PartialOutput(outputs, from_sync(exc)) from exc
         raise
+    finally:
+        close = getattr(gen, "close", None)
+        if close is not None:
+            close()
     return outputs
 
 

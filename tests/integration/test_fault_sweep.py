@@ -851,3 +851,39 @@ async def wait_until_received(pipe: af.Pipeline, name: str, count: int) -> None:
         await asyncio.sleep(0.001)
     msg = f"{name} never received {count} items"
     raise AssertionError(msg)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_cancelling_a_thread_generator_stops_it_at_its_next_output(workers: int) -> None:
+    """A thread cannot be interrupted, but a generator running in one can be left between two
+    outputs. Cancelling the run let the generator of the item under way run to its very end
+    (a camera's frames, a long video's chunks: the cancellation waited for all of them)."""
+    started = threading.Event()
+    yielded: list[int] = []
+    closed: list[int] = []
+
+    def chunks(x: int) -> Iterator[int]:
+        try:
+            for i in range(500):
+                started.set()
+                threading.Event().wait(0.01)
+                yielded.append(i)
+                yield i
+        finally:
+            closed.append(x)
+
+    pipe = af.Pipeline(af.block(name="chunks", executor="thread", workers=workers)(chunks))
+    run = asyncio.create_task(pipe.run(range(3)))
+    for _ in range(int(BOUND_S / 0.001)):
+        if started.is_set():
+            break
+        await asyncio.sleep(0.001)
+    run.cancel()
+    done, _ = await asyncio.wait([run], timeout=BOUND_S)
+    assert done, "the cancelled run never ended"
+    assert run.cancelled()
+    # Each generator under way stopped at its next output and was closed (its finally ran)
+    # before run() returned; no item's generator ran to its end, none started after.
+    assert len(closed) <= workers, closed
+    assert len(yielded) < 500, len(yielded)
+    assert pipe.statistics()["chunks"].balanced
