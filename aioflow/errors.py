@@ -60,13 +60,18 @@ def summarize(item: object) -> str:
     >>> summarize(list(range(100)))
     '[0, 1, 2, 3, ...]'
     """
-    shape = getattr(item, "shape", None)
-    dtype = getattr(item, "dtype", None)
-    if shape is not None and dtype is not None:
-        return f"{type(item).__name__}(shape={tuple(shape)}, dtype={dtype})"
+    # Called while reporting another error: whatever the item does (attributes that raise, a
+    # "shape" that is no tuple, a broken __repr__) must not replace that error with its own.
+    try:
+        shape = getattr(item, "shape", None)
+        dtype = getattr(item, "dtype", None)
+        if shape is not None and dtype is not None:
+            return f"{type(item).__name__}(shape={tuple(shape)}, dtype={dtype})"
+    except Exception:  # not an array after all: described by its repr below
+        pass
     try:
         text = _repr.repr(item)
-    except Exception:  # a broken __repr__ must not hide the real error
+    except Exception:
         return f"<{type(item).__name__} object>"
     # reprlib bounds each level, not the whole: nested containers can still be long.
     if len(text) > _MAX_SUMMARY:
@@ -76,7 +81,10 @@ def summarize(item: object) -> str:
 
 def describe(exc: BaseException) -> str:
     """``"ValueError: message"``, or just the type name when the message is empty."""
-    text = str(exc)
+    try:
+        text = str(exc)
+    except Exception as err:  # a broken __str__ must not hide the error it describes
+        text = f"<str() raised {type(err).__name__}>"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

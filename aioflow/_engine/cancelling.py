@@ -40,6 +40,7 @@ __all__ = [
     "as_failure",
     "being_cancelled",
     "carrying_interrupts",
+    "checkpoint",
     "cause_of",
     "describe_failure",
     "from_sync",
@@ -98,6 +99,18 @@ def being_cancelled() -> bool:
     """Whether the current task has a cancellation request pending (it is being cancelled)."""
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0
+
+
+def checkpoint() -> None:
+    """Raise ``CancelledError`` when the current task is being cancelled. asyncio delivers a
+    cancellation once, at the next await: user code that swallows it (``except
+    CancelledError: return x``, a ``try``/``except BaseException``) would leave a block's task
+    running on after the run was cancelled, waiting for items that never come, and the run
+    would never end. Each wait of the engine (channels, the reorder window) and each return
+    from a call of the user's code checks again, so the cancellation still ends the task."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling() > 0:
+        raise asyncio.CancelledError
 
 
 def as_failure(exc: BaseException) -> Exception:

@@ -26,6 +26,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Generic, Literal, TypeVar
 
+from .cancelling import checkpoint
+
 __all__ = ["Channel", "ChannelClosed", "Overflow"]
 
 T = TypeVar("T")
@@ -236,6 +238,7 @@ class Channel(Generic[T]):
         """
         buf = self._buf
         while len(buf) >= self.capacity and not self._closed and not self.leaky:
+            checkpoint()  # (a cancellation that the user's code swallowed still ends the task)
             fut = self._get_loop().create_future()
             self._putters.append(fut)
             t0 = _perf()
@@ -272,6 +275,7 @@ class Channel(Generic[T]):
         while not buf:
             if self._closed:
                 raise ChannelClosed
+            checkpoint()
             fut = self._get_loop().create_future()
             self._getters.append(fut)
             try:
@@ -289,6 +293,7 @@ class Channel(Generic[T]):
     async def wait_readable(self) -> None:
         """Wait until an item is buffered or the channel is closed."""
         while not self._buf and not self._closed:
+            checkpoint()
             fut = self._get_loop().create_future()
             self._getters.append(fut)
             try:

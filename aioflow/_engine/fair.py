@@ -46,6 +46,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import Any, Generic, TypeVar, cast
 
+from .cancelling import checkpoint
 from .channel import Channel, ChannelClosed, Overflow
 
 __all__ = ["FairChannel", "StreamBuffer"]
@@ -480,6 +481,7 @@ class FairChannel(Channel[T]):
         """Wait until the next item is put (or the channel is closed), whatever is buffered."""
         if self._closed:
             return
+        checkpoint()  # (a cancellation that the user's code swallowed still ends the task)
         fut = self._get_loop().create_future()
         self._getters.append(fut)
         try:

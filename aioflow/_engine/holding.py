@@ -17,7 +17,7 @@ from collections.abc import Coroutine, Hashable
 from typing import TYPE_CHECKING, Any
 
 from ..control import EndOfKey
-from ..errors import BlockError, summarize
+from ..errors import BlockError, describe, summarize
 from ..graph import _label_chain
 from ..sampling import Every, Held
 from ..stats import BlockStatistics
@@ -174,7 +174,9 @@ class EveryRuntime(JoinRuntime):
         which = "key"
         try:
             k = ev.key(value) if ev.key is not None else None
-            hash(k)
+            # (finding the key's schedule compares it with the keys held: a user's key may
+            # refuse, with an __eq__ that raises)
+            key = self.keys.get(k)
             which = "clock"
             t = float(ev.clock(value)) if ev.clock is not None else env.born
         except BaseException as exc:  # the user's key or clock: this item fails, in its turn
@@ -182,7 +184,7 @@ class EveryRuntime(JoinRuntime):
                 raise
             error = BlockError(
                 self.name,
-                f"its {which} function raised {type(exc).__name__}: {exc}",
+                f"its {which} function raised {describe(exc)}",
                 item=summarize(value),
             )
             error.__cause__ = exc
@@ -192,7 +194,6 @@ class EveryRuntime(JoinRuntime):
             lane.append(slot)
             self.pump(lane)
             return slot, False
-        key = self.keys.get(k)
         if key is None:
             key = self.keys[k] = _Key(self.lane if ev.ordered else deque())
         slot = _Slot(env, key, key.seen, t)

@@ -16,6 +16,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
+from .cancelling import checkpoint
 from .envelope import Envelope
 
 __all__ = ["ReorderWindow", "Sequencer"]
@@ -43,6 +44,8 @@ class Sequencer:
 
     async def acquire(self) -> None:
         """Wait for a free slot (call before reading an item)."""
+        if self._slots.locked():
+            checkpoint()  # (a cancellation that the user's code swallowed still ends the task)
         await self._slots.acquire()
 
     def try_acquire(self) -> bool:
@@ -69,6 +72,7 @@ class Sequencer:
         """Wait until ``seq`` is at the head of the window."""
         if seq == self._head:
             return
+        checkpoint()
         fut = asyncio.get_running_loop().create_future()
         self._turn[seq] = fut
         try:

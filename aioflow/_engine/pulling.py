@@ -220,7 +220,11 @@ class ThreadPuller:
             else:
                 t0 = perf()
                 try:
-                    value = collect(fn, env.value) if collect is not None else fn(env.value)
+                    value = (
+                        collect(fn, env.value, stopped=self._stopped)
+                        if collect is not None
+                        else fn(env.value)
+                    )
                 except BaseException as exc:  # (from_sync re-raises an interrupt)
                     return env, from_sync(exc), t0, n
                 dt = perf() - t0
@@ -228,6 +232,10 @@ class ThreadPuller:
                 self.sent += 1
                 self._finished(n)
             call(deliver, env, value, dt, n)
+
+    def _stopped(self) -> bool:
+        """Whether the run is ending (read by a generator's thread between two outputs)."""
+        return self.stopping
 
     # -- on the event loop --------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ from .cancelling import (
     as_failure,
     carrying_interrupts,
     cause_of,
+    checkpoint,
     describe_failure,
     from_sync,
 )
@@ -90,16 +91,30 @@ class PartialOutput(Exception):
         self.error = error
 
 
-def _collect(fn: Callable[..., Iterable[Any]], value: Any, *extra: Any) -> list[Any]:
-    """Run a plain generator to its end (in a worker thread)."""
+def _collect(
+    fn: Callable[..., Iterable[Any]],
+    value: Any,
+    *extra: Any,
+    stopped: Callable[[], bool] | None = None,
+) -> list[Any]:
+    """Run a plain generator to its end (in a worker thread); or, once ``stopped()`` says the
+    run is ending, only to its next output: a thread cannot be interrupted, but a generator
+    can be left between two outputs (and closed, so its ``finally`` runs here)."""
     outputs: list[Any] = []
+    gen = fn(value, *extra)
     try:
-        for output in fn(value, *extra):
+        for output in gen:
             outputs.append(output)
+            if stopped is not None and stopped():
+                break
     except BaseException as exc:  # (from_sync re-raises an interrupt)
         if outputs:
             raise PartialOutput(outputs, from_sync(exc)) from exc
         raise
+    finally:
+        close = getattr(gen, "close", None)
+        if close is not None:
+            close()
     return outputs
 
 
@@ -401,6 +416,8 @@ class BlockRuntime:
             raise
         except BaseException as exc:  # a stray CancelledError or BaseException is a failure
             raise as_failure(exc) from None
+        finally:
+            checkpoint()  # the user's code swallowed a cancellation of the run: it goes on
 
     async def _retry(
         self, env: Envelope, exc: Exception, t0: float | None, extra: tuple[Any, ...] = ()
@@ -969,7 +986,11 @@ class BlockRuntime:
                     continue
                 try:
                     key = key_fn(value)
-                    hash(key)
+                    # Finding the key's lane compares it with the keys held, which a user's
+                    # key may refuse (an __eq__ that raises): that fails the item too.
+                    lane = lanes.get(key)
+                    if lane is None:
+                        lane = lanes[key] = _Lane()
                 except BaseException as exc:  # sync: never a cancellation
                     try:
                         self._give_up(env, value, from_sync(exc), 1)
@@ -978,9 +999,6 @@ class BlockRuntime:
                     continue
                 if self.on_key is not None:
                     self.on_key(key, env)
-                lane = lanes.get(key)
-                if lane is None:
-                    lane = lanes[key] = _Lane()
             if lane.busy:
                 # Another worker holds this key: it takes this item after its current one.
                 lane.backlog.append((env, n))
@@ -1147,6 +1165,7 @@ class BlockRuntime:
                     contextlib.aclosing(agen),
                 ):
                     async for value in agen:
+                        checkpoint()  # (the generator may have swallowed a cancellation)
                         produced += 1
                         # Each output is one more way the item ends; the item's own unit stays
                         # with the generator until it finishes, so a caller waiting on the item

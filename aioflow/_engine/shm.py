@@ -705,7 +705,10 @@ def unpack_exception(packed: PackedError, where: str) -> BaseException:
             reason = f"it cannot be unpickled: {describe(load_error)}"
         else:
             if isinstance(exc, BaseException):
-                exc.add_note(f"remote traceback, in {where}:\n{text.rstrip()}")
+                try:
+                    exc.add_note(f"remote traceback, in {where}:\n{text.rstrip()}")
+                except TypeError:  # its __notes__ is no list: the user's error stays as it is
+                    pass
                 return exc
             reason = f"it unpickled as a {type(exc).__name__}"
     err = ExecutorError(f"{summary} (raised in {where}; it could not be sent back: {reason})")

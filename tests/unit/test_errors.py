@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import aioflow as af
-from aioflow.errors import summarize
+from aioflow.errors import describe, summarize
 
 
 @pytest.mark.parametrize(
@@ -164,3 +164,51 @@ def test_summarize_survives_a_broken_repr() -> None:
 
     text = summarize(Broken())
     assert "Broken" in text
+
+
+class _AttributesRaise:
+    """An item (a proxy, a lazy record) whose attribute lookups raise something other than
+    AttributeError."""
+
+    def __getattr__(self, name: str) -> object:
+        msg = f"no {name} here"
+        raise RuntimeError(msg)
+
+    def __repr__(self) -> str:
+        return "Proxy()"
+
+
+class _ShapeNotASequence:
+    shape = 5  # something else's "shape": not a tuple of ints
+    dtype = "weird"
+
+    def __repr__(self) -> str:
+        return "Odd()"
+
+
+@pytest.mark.parametrize(
+    ("item", "expected"),
+    [(_AttributesRaise(), "Proxy()"), (_ShapeNotASequence(), "Odd()")],
+    ids=["getattr_raises", "shape_not_a_sequence"],
+)
+def test_summarize_survives_attributes_that_are_not_an_arrays(item: object, expected: str) -> None:
+    assert summarize(item) == expected
+
+
+def test_summarize_survives_a_broken_repr_and_broken_attributes() -> None:
+    class Hopeless(_AttributesRaise):
+        def __repr__(self) -> str:
+            raise RuntimeError("no repr either")
+
+    assert "Hopeless" in summarize(Hopeless())
+
+
+class _StrRaises(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no str for you")
+
+
+def test_describe_survives_an_exception_whose_str_raises() -> None:
+    text = describe(_StrRaises())
+    assert text.startswith("_StrRaises: ")
+    assert "str() raised RuntimeError" in text
