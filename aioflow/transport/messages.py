@@ -64,6 +64,7 @@ __all__ = [
     "MessageError",
     "RemoteError",
     "ServerClock",
+    "check_reply",
     "error_from_data",
     "error_to_data",
     "graph_signature",
@@ -262,12 +263,14 @@ def _is_path(path: Any) -> bool:
     )
 
 
-def parse_entry(fields: Mapping[bytes, bytes], codec: Codec) -> Entry:
+def parse_entry(fields: Mapping[bytes, bytes], codec: Codec, keys: Keys | None = None) -> Entry:
     """The items of a stream entry, one or a burst. An item that does not decode is reported
-    in :attr:`Entry.errors`; the others are unaffected.
+    in :attr:`Entry.errors`; the others are unaffected. With ``keys``, the entry's reply stream
+    must be its run's of that graph (:meth:`Keys.reply`): answers go nowhere else.
 
     Raises:
-        EntryError: the entry's header is malformed or written by another codec.
+        EntryError: the entry's header is malformed, names another reply stream, or is
+            written by another codec.
     """
     try:
         meta = read_meta(fields)
@@ -291,6 +294,7 @@ def parse_entry(fields: Mapping[bytes, bytes], codec: Codec) -> Entry:
     ):
         msg = "malformed item message: bad run, path, reply, end or codec field"
         raise EntryError(msg)
+    check_reply(keys, run, reply)
     borns = _births(meta.get("t"), len(paths))
     metas = [
         ItemMeta(run, tuple(p), reply, end, name, born)
@@ -318,6 +322,22 @@ def parse_entry(fields: Mapping[bytes, bytes], codec: Codec) -> Entry:
             errors[position] = f"the item does not decode: {exc}"
             values.append(None)
     return Entry(metas, values, errors)
+
+
+def check_reply(keys: Keys | None, run: str, reply: str) -> None:
+    """Whether ``reply`` is run ``run``'s reply stream of the graph of ``keys`` (a caller
+    always answers there). An entry written by hand could name any key (a string, another
+    pipeline's stream): writing answers there would fail, or feed someone else.
+
+    Raises:
+        EntryError: it is not.
+    """
+    if keys is not None and reply != keys.reply(run):
+        msg = (
+            f"malformed item message: its reply stream {reply!r} is not its run's "
+            f"({keys.reply(run)!r})"
+        )
+        raise EntryError(msg)
 
 
 def parse_item(fields: Mapping[bytes, bytes], codec: Codec) -> tuple[ItemMeta, Any]:

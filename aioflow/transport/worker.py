@@ -76,6 +76,7 @@ from .messages import (
     Keys,
     MessageError,
     ServerClock,
+    check_reply,
     error_to_data,
     graph_signature,
     pack_burst,
@@ -789,7 +790,7 @@ class Worker:
                     await self._end_run(entry_id, fields, meta, running, done, deliveries)
                     return
         try:
-            entry = parse_entry(fields, self.codec)
+            entry = parse_entry(fields, self.codec, self.keys)
         except EntryError as exc:
             logger.warning(
                 "worker %s: entry %s of %s goes to the dead-letter stream: %s",
@@ -902,7 +903,8 @@ class Worker:
         try:
             run, reply, end, codec = (str(meta[f]) for f in ("r", "to", "end", "c"))
             base = int(meta["base"])
-        except (KeyError, TypeError, ValueError) as exc:
+            check_reply(self.keys, run, reply)
+        except (KeyError, TypeError, ValueError, EntryError) as exc:
             item = self._dead(entry_id, fields, f"malformed end-of-run message: {exc!r}")
             await done.put(item)
             return
@@ -999,7 +1001,8 @@ class Worker:
         try:
             run, reply, end, codec, name = (str(meta[f]) for f in ("r", "to", "end", "c", "blk"))
             base, part = int(meta["base"]), int(meta["part"])
-        except (KeyError, TypeError, ValueError) as exc:
+            check_reply(self.keys, run, reply)
+        except (KeyError, TypeError, ValueError, EntryError) as exc:
             logger.error("worker %s: a malformed end of a run ignored: %r", self.consumer, exc)
             return
         item = _Done(b"", reply_to=reply, items=0, ack=False)
@@ -1164,6 +1167,7 @@ class Worker:
         return {
             b"stream": stream.encode(),
             b"entry": entry,
+            b"block": self.blocks[0].encode(),
             b"reason": reason.encode(),
             b"worker": self.consumer.encode(),
         }

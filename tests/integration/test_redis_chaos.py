@@ -1,0 +1,76 @@
+"""The distributed mode as an outside tester breaks it (real redis-server, real worker
+processes): hand-written hostile entries, services opened and closed at once, workers killed
+and restarted while items flow, connections dropped by the server, a caller killed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import msgpack
+import pytest
+import redis.asyncio as aioredis
+import redis_pipelines as rp
+from conftest import Workers, pipeline_keys
+
+from aioflow.transport.redis import RedisTransport
+
+pytestmark = pytest.mark.integration
+
+
+async def test_hand_written_entries_become_dead_letters_naming_block_and_reason(
+    redis_url: str, redis_prefix: str, workers: Workers
+) -> None:
+    transport = RedisTransport(redis_url, prefix=redis_prefix)
+    async with rp.chain.open(transport=transport):  # the graph and the streams, as a caller
+        pass
+    keys = pipeline_keys(redis_prefix, "chain")
+    inbox = keys.inbox("double")
+    meta = {"r": "x", "p": [0], "to": keys.reply("x"), "end": "square", "c": "msgpack"}
+    three = msgpack.packb(3)
+    # (hostile entry, what its dead letter's reason says)
+    hostile: list[tuple[dict[bytes, bytes], str]] = [
+        ({b"x": b"y"}, "no 'm' field"),
+        ({b"m": msgpack.packb(meta), b"v": msgpack.packb([1, 2, 3])[:2]}, "does not decode"),
+        ({b"m": msgpack.packb({**meta, "c": "zstd"}), b"v": three}, "'zstd' codec"),
+        ({b"m": msgpack.packb({**meta, "p": "x"}), b"v": three}, "bad run, path"),
+        ({b"m": msgpack.packb({**meta, "r": 5}), b"v": three}, "bad run, path"),
+        ({b"m": msgpack.packb(meta), b"v": b"\x00" * 8_000_000}, "does not decode"),
+        ({b"m": b"\x91" * 100_000 + b"\x00", b"v": three}, "'m' is not msgpack"),
+        ({b"m": msgpack.packb({**meta, "t": "yesterday"}), b"v": three}, "birth time is a str"),
+        # A reply stream that is not the run's: a string key (XADD there failed the worker's
+        # whole commit, and the worker exited), or a stream of the pipeline's own.
+        ({b"m": msgpack.packb({**meta, "to": keys.graph}), b"v": three}, "reply stream"),
+        ({b"m": msgpack.packb({**meta, "to": inbox}), b"v": three}, "reply stream"),
+        # A burst of 3 paths carrying 2 values: the third alone is dead.
+        (
+            {b"m": msgpack.packb({**meta, "b": [[0], [1], [2]]}), b"v": three, b"v1": three},
+            "no 'v2' field",
+        ),
+    ]
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        for fields, _ in hostile:
+            await client.xadd(inbox, fields)
+        proc = workers.start("chain", "double,inc,square")
+        deadline = time.monotonic() + 30
+        while await client.xlen(keys.dead) < len(hostile) and time.monotonic() < deadline:
+            assert proc.poll() is None, workers.output(proc)
+            await asyncio.sleep(0.05)
+        dead = await client.xrange(keys.dead)
+        # Nothing is left in the stream or pending: every entry was acknowledged.
+        assert await client.xlen(inbox) == 0
+        assert (await client.xpending(inbox, "aioflow"))["pending"] == 0
+    finally:
+        await client.aclose()
+    assert len(dead) == len(hostile), [f[b"reason"] for _, f in dead]
+    by_entry = {fields[b"entry"]: fields for _, fields in dead}
+    assert len(by_entry) == len(hostile)
+    reasons = sorted(fields[b"reason"].decode() for fields in by_entry.values())
+    for _, expected in hostile:
+        assert any(expected in reason for reason in reasons), (expected, reasons)
+    assert {fields[b"block"] for fields in by_entry.values()} == {b"double"}
+    assert {fields[b"stream"] for fields in by_entry.values()} == {inbox.encode()}
+    # The worker survived them all and still serves.
+    assert proc.poll() is None, workers.output(proc)
+    assert await rp.chain.run(range(5), transport=transport) == [(2 * x + 1) ** 2 for x in range(5)]
