@@ -83,6 +83,7 @@ __all__ = [
     "RedisConnectionError",
     "RedisError",
     "Client",
+    "ClientClosedError",
     "NoWorkerError",
     "RedisTransport",
     "ResponseError",
@@ -141,6 +142,10 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
+class ClientClosedError(RedisConnectionError):
+    """A command of a :class:`Client` that :meth:`Client.aclose` cancelled on its way."""
+
+
 class Client:
     """A redis-py asyncio client whose commands can always be cancelled.
 
@@ -149,7 +154,9 @@ class Client:
     command here runs in a task of its own that the caller waits for: cancelling the caller
     always raises in the caller, and the command's task is cancelled and collected on
     :meth:`aclose`. Commands are the client's methods (``await client.xadd(...)``); a pipeline's
-    ``execute()`` goes through :meth:`guard`.
+    ``execute()`` goes through :meth:`guard`. A command that :meth:`aclose` cancels under a
+    caller who is not being cancelled raises :class:`ClientClosedError` (a redis-py
+    ``ConnectionError``), never a bare ``CancelledError`` in a task nobody cancelled.
     """
 
     def __init__(self, url: str) -> None:
@@ -170,6 +177,7 @@ class Client:
             socket_read_size=_READ_SIZE,
         )
         self._calls: set[asyncio.Task[Any]] = set()
+        self._closed = False
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self.raw, name)
@@ -191,6 +199,10 @@ class Client:
         except asyncio.CancelledError:
             task.cancel()
             raise
+        if task.cancelled() and self._closed:
+            # (aclose() cancelled it: the run is ending while this command was on its way)
+            msg = "the Redis client was closed while the command ran"
+            raise ClientClosedError(msg)
         return task.result()
 
     def _done(self, task: asyncio.Task[Any]) -> None:
@@ -199,6 +211,7 @@ class Client:
             task.exception()  # retrieved: an abandoned command's error is not news
 
     async def aclose(self) -> None:
+        self._closed = True
         calls = list(self._calls)
         for task in calls:
             task.cancel()
@@ -1584,7 +1597,10 @@ class _Session:
         session's task then returns)."""
         self.closing = True
         self.sent_all = True
-        await self.client.xadd(self.reply, WAKE)  # the receiver may be waiting for replies
+        # The receiver may be waiting for replies. It may also have seen the flags and ended
+        # the session already, closing the client under this write: then nobody needs it.
+        with contextlib.suppress(ClientClosedError):
+            await self.client.xadd(self.reply, WAKE)
 
     async def _receiver(self) -> None:
         client = self.client
