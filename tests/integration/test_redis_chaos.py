@@ -5,13 +5,16 @@ and restarted while items flow, connections dropped by the server, a caller kill
 from __future__ import annotations
 
 import asyncio
+import random
+import signal
+import subprocess
 import time
 
 import msgpack
 import pytest
 import redis.asyncio as aioredis
 import redis_pipelines as rp
-from conftest import Workers, pipeline_keys
+from conftest import Workers, books_balance, pipeline_keys, serving
 
 from aioflow.transport.redis import RedisTransport
 
@@ -86,3 +89,90 @@ async def test_a_service_opened_and_closed_at_once_never_raises(
     for _ in range(50):
         async with rp.chain.open(transport=transport) as running:
             assert running.statistics() is not None
+
+
+async def leftovers(url: str, prefix: str) -> dict[str, list[str]]:
+    """The keys of ``prefix`` by kind (``in``, ``reply``, ``stats``...)."""
+    client = aioredis.Redis.from_url(url)
+    try:
+        found: dict[str, list[str]] = {}
+        async for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+            name = key.decode()
+            parts = name.split(":")
+            kind = parts[3] if len(parts) > 3 else parts[-1]
+            found.setdefault(kind, []).append(name)
+        return found
+    finally:
+        await client.aclose()
+
+
+async def test_workers_killed_and_stopped_at_random_while_items_flow_lose_and_double_nothing(
+    redis_url: str, redis_prefix: str, workers: Workers
+) -> None:
+    # Seeded churn: two workers of one segment serve while, every 0.2-0.6 s, one of them at
+    # random is SIGKILLed (holding items or not: mid-item, mid-burst, mid-commit) or
+    # SIGTERMed, and a replacement starts first so that the segment is never left unserved.
+    rng = random.Random(20261206)
+    env = {"AIOFLOW_TEST_DELAY": "0.004"}
+
+    def start() -> subprocess.Popen[str]:
+        info = ("--log-level", "INFO")
+        return workers.start("slowpipe", "first,slow", claim_idle=0.5, env=env, extra=info)
+
+    live = [start(), start()]
+    stopped: list[subprocess.Popen[str]] = []
+    killed: list[subprocess.Popen[str]] = []
+
+    async def churn() -> None:
+        for _ in range(8):
+            await asyncio.sleep(rng.uniform(0.2, 0.6))
+            victim = live.pop(rng.randrange(len(live)))
+            live.append(start())
+            if rng.random() < 0.6:
+                victim.kill()  # (possibly still starting: it held nothing yet)
+                killed.append(victim)
+            else:
+                # (A worker signalled while Python still imports dies of the signal: SIGTERM
+                # goes to one that serves, which must stop with status 0.)
+                await serving(workers, victim)
+                victim.send_signal(signal.SIGTERM)
+                stopped.append(victim)
+
+    transport = RedisTransport(redis_url, prefix=redis_prefix)
+    churner = asyncio.create_task(churn())
+    try:
+        outputs = [out async for out in rp.slowpipe.stream(range(2000), transport=transport)]
+        await churner
+    finally:
+        churner.cancel()
+        await asyncio.gather(churner, return_exceptions=True)
+    assert outputs == [2 * x + 1 for x in range(2000)]  # none lost, none doubled, in order
+    assert killed
+    assert stopped
+    stats = rp.slowpipe.statistics()
+    assert books_balance(stats), stats
+    for proc in stopped:  # SIGTERM: out within grace (3 s) and a margin, status 0
+        await asyncio.to_thread(proc.wait, timeout=10)
+        assert proc.returncode == 0, workers.output(proc)
+    for proc in killed:
+        await asyncio.to_thread(proc.wait, timeout=10)
+        assert proc.returncode == -signal.SIGKILL
+    for proc in live:
+        await serving(workers, proc)
+        proc.send_signal(signal.SIGTERM)
+    for proc in live:
+        await asyncio.to_thread(proc.wait, timeout=10)
+        assert proc.returncode == 0, workers.output(proc)
+    # Nothing waits or is pending in the segment's stream; the run's reply stream is gone.
+    keys = pipeline_keys(redis_prefix, "slowpipe")
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        assert await client.xlen(keys.inbox("first")) == 0
+        assert (await client.xpending(keys.inbox("first"), "aioflow"))["pending"] == 0
+        # Left: the stream, the graph, and the books of the workers, which expire.
+        left = await leftovers(redis_url, redis_prefix)
+        assert set(left) == {"in", "graph", "stats"}, left
+        for key in left["stats"]:
+            assert await client.ttl(key) > 0
+    finally:
+        await client.aclose()
