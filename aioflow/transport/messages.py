@@ -3,7 +3,8 @@
 Stream keys (``P`` is the prefix, ``aioflow`` unless set; ``H`` a hash of the pipeline's graph)::
 
     P:{pipeline}:{H}:in:{block}     the input stream of the first block of a segment
-    P:{pipeline}:{H}:reply:{run}    one caller's replies (one stream per run, deleted after it)
+    P:{pipeline}:{H}:reply:{run}    one caller's replies (one stream per run, deleted after it;
+                                    a TTL the live caller renews: REPLY_TTL)
     P:{pipeline}:{H}:dead           the dead-letter stream
     P:{pipeline}:graph              the graph the latest caller runs (a worker checks it)
     P:{pipeline}:{H}:stats:{worker} a hash: block name -> that worker's BlockStatistics record

@@ -85,7 +85,9 @@ __all__ = [
     "Client",
     "ClientClosedError",
     "NoWorkerError",
+    "REPLY_TTL",
     "RedisTransport",
+    "ReplyStreamExpired",
     "ResponseError",
     "backlog",
     "burst_size",
@@ -264,6 +266,19 @@ def _group_backlog(groups: Any) -> int | None:
 class NoWorkerError(AioflowError):
     """Items wait for a segment that no live worker serves (``no_worker_timeout``); the
     message names the segment's first block."""
+
+
+class ReplyStreamExpired(AioflowError):
+    """The caller's reply stream expired under a live run: the caller gave no sign of life
+    for :data:`REPLY_TTL` seconds (its event loop stalled?), and answers written meanwhile
+    were dropped. The run fails rather than wait for them."""
+
+
+#: Seconds a caller's reply stream outlives the caller's last sign of life. A caller that
+#: ends deletes it; one killed (SIGKILL, a SIGTERM it does not handle, a lost machine) cannot,
+#: and its stream, with the answers to its items still in the streams, would stay for good. A
+#: live caller renews the TTL every ``REPLY_TTL / 20`` seconds.
+REPLY_TTL = 300.0
 
 
 #: Trims a leaky edge's stream (atomically, so that no worker reads an entry as it goes): while
@@ -1246,7 +1261,10 @@ class _Session:
                 await ensure_group(client, stream)
         # The reply stream exists from the start: workers write to it with NOMKSTREAM, so the
         # late answers of a run that ended (and deleted it) do not make it again.
-        await client.xadd(self.reply, WAKE)
+        pipe = client.pipeline(transaction=True)  # (never one without the TTL)
+        pipe.xadd(self.reply, WAKE)
+        pipe.pexpire(self.reply, int(REPLY_TTL * 1000))
+        await client.guard(pipe.execute())
         logger.debug(
             "pipeline %r: run %s on %s, graph %s",
             self.name,
@@ -1606,11 +1624,26 @@ class _Session:
         client = self.client
         last = "0-0"
         unread = 0  # entries read since the reply stream was last trimmed
+        clock = asyncio.get_running_loop().time
+        renew = clock() + REPLY_TTL / 20
         while True:
             ending = self.sent_all and not self.pending and (self.ordered or self.closing)
             if ending and (self.failure is not None or not await self._end_next()):
                 return
-            reply = await client.xread({self.reply: last}, count=1000, block=1000)
+            if clock() >= renew:
+                # The stream outlives this caller by REPLY_TTL at most (killed, it cannot
+                # delete it); gone already, answers may have been dropped: fail, not hang.
+                if not await client.pexpire(self.reply, int(REPLY_TTL * 1000)):
+                    msg = (
+                        f"pipeline {self.name!r}: the run's reply stream {self.reply} expired "
+                        f"(no sign of this caller for {REPLY_TTL:g} s: a stalled event loop?); "
+                        "answers written meanwhile were dropped"
+                    )
+                    raise ReplyStreamExpired(msg)
+                renew = clock() + REPLY_TTL / 20
+            # (Waits of at most a quarter of the TTL: the renewal above comes in time.)
+            wait_ms = min(1000, int(REPLY_TTL * 250))
+            reply = await client.xread({self.reply: last}, count=1000, block=wait_ms)
             if not reply:
                 if self.pending:
                     await self._check_trimmed(last)

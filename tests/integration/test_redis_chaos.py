@@ -5,18 +5,20 @@ and restarted while items flow, connections dropped by the server, a caller kill
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import signal
 import subprocess
+import sys
 import time
 
 import msgpack
 import pytest
 import redis.asyncio as aioredis
 import redis_pipelines as rp
-from conftest import Workers, books_balance, pipeline_keys, serving
+from conftest import HERE, ROOT, Workers, books_balance, pipeline_keys, serving
 
-from aioflow.transport.redis import RedisTransport
+from aioflow.transport.redis import REPLY_TTL, RedisTransport, ReplyStreamExpired
 
 pytestmark = pytest.mark.integration
 
@@ -231,3 +233,101 @@ async def test_connections_dropped_by_the_server_mid_run_are_reopened_nothing_lo
     assert books_balance(rp.keyed.statistics())
     for proc in procs:
         assert proc.poll() is None, workers.output(proc)
+
+
+CALLER = """
+import sys
+
+import redis_pipelines as rp
+
+import aioflow as af
+from aioflow.transport.redis import RedisTransport
+
+
+async def main() -> None:
+    transport = RedisTransport(sys.argv[1], prefix=sys.argv[2])
+    async for out in rp.slowpipe.stream(range(100_000), transport=transport):
+        print(out, flush=True)
+
+
+af.run(main())
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+async def test_a_caller_killed_mid_run_leaves_the_workers_serving_the_next_caller(
+    redis_url: str, redis_prefix: str, workers: Workers, sig: signal.Signals
+) -> None:
+    env = {"AIOFLOW_TEST_DELAY": "0.004"}
+    procs = [workers.start("slowpipe", "first,slow", env=env) for _ in range(2)]
+    path = os.pathsep.join([str(ROOT), str(HERE), os.environ.get("PYTHONPATH", "")])
+    caller = await asyncio.to_thread(
+        subprocess.Popen,
+        [sys.executable, "-c", CALLER, redis_url, redis_prefix],
+        env={**os.environ, "PYTHONPATH": path},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert caller.stdout is not None
+        got = [await asyncio.to_thread(caller.stdout.readline) for _ in range(300)]
+        assert got == [f"{2 * x + 1}\n" for x in range(300)]
+    finally:
+        caller.send_signal(sig)  # mid-run: items in the streams, answers on their way
+        await asyncio.to_thread(caller.wait, timeout=10)
+        caller.stdout.close()
+    # A new caller (the restarted one) gets its whole run, exact, from the same workers.
+    transport = RedisTransport(redis_url, prefix=redis_prefix)
+    assert await rp.slowpipe.run(range(500), transport=transport) == [2 * x + 1 for x in range(500)]
+    keys = pipeline_keys(redis_prefix, "slowpipe")
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        # What the dead caller had written is worked off (answered to nobody), not left.
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and await client.xlen(keys.inbox("first")):
+            await asyncio.sleep(0.05)
+        assert await client.xlen(keys.inbox("first")) == 0
+        assert (await client.xpending(keys.inbox("first"), "aioflow"))["pending"] == 0
+        # Left: the dead caller's reply stream (nobody could delete it), with the answers to
+        # its items, but it expires (REPLY_TTL after the caller's last renewal); the stream
+        # and the graph; the workers' books, which expire too.
+        left = await leftovers(redis_url, redis_prefix)
+        assert set(left) == {"in", "graph", "stats", "reply"}, left
+        (orphan,) = left["reply"]
+        assert await client.xlen(orphan) > 0
+        assert 0 < await client.ttl(orphan) <= REPLY_TTL
+    finally:
+        await client.aclose()
+    for proc in procs:
+        assert proc.poll() is None, workers.output(proc)
+
+
+async def test_a_reply_stream_is_renewed_while_its_caller_lives_and_a_lost_one_fails_the_run(
+    redis_url: str, redis_prefix: str, workers: Workers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import aioflow.transport.redis as transport_module
+
+    monkeypatch.setattr(transport_module, "REPLY_TTL", 0.5)  # renewed every 25 ms
+    workers.start("slowpipe", "first,slow", env={"AIOFLOW_TEST_DELAY": "0.02"})
+    transport = RedisTransport(redis_url, prefix=redis_prefix)
+    # A run about three times as long as the TTL: renewed, never expired.
+    assert await rp.slowpipe.run(range(600), transport=transport) == [2 * x + 1 for x in range(600)]
+    # The stream gone under a live run (as when the TTL ran out while the caller stalled):
+    # answers were dropped, so the run fails saying why instead of waiting forever.
+    client = aioredis.Redis.from_url(redis_url)
+
+    async def lose_the_reply_stream() -> None:
+        async for out in rp.slowpipe.stream(range(10_000), transport=transport):
+            if out == 21:
+                reply = [k async for k in client.scan_iter(match=f"{redis_prefix}:*:reply:*")]
+                await client.delete(*reply)
+
+    try:
+        with pytest.raises(ExceptionGroup) as info:
+            await lose_the_reply_stream()
+    finally:
+        await client.aclose()
+    (err,) = info.value.exceptions
+    assert isinstance(err, ReplyStreamExpired), repr(err)
+    assert "reply stream" in str(err)
