@@ -87,7 +87,7 @@ __all__ = [
     "NoWorkerError",
     "REPLY_TTL",
     "RedisTransport",
-    "ReplyStreamExpired",
+    "ReplyStreamLost",
     "ResponseError",
     "backlog",
     "burst_size",
@@ -268,10 +268,11 @@ class NoWorkerError(AioflowError):
     message names the segment's first block."""
 
 
-class ReplyStreamExpired(AioflowError):
-    """The caller's reply stream expired under a live run: the caller gave no sign of life
-    for :data:`REPLY_TTL` seconds (its event loop stalled?), and answers written meanwhile
-    were dropped. The run fails rather than wait for them."""
+class ReplyStreamLost(AioflowError):
+    """The caller's reply stream is gone under a live run: it expired (the caller gave no
+    sign of life for :data:`REPLY_TTL` seconds: its event loop stalled?), or the Redis server
+    lost its data (restarted without persistence), and answers written meanwhile were
+    dropped. The run fails rather than wait for them."""
 
 
 #: Seconds a caller's reply stream outlives the caller's last sign of life. A caller that
@@ -1626,21 +1627,24 @@ class _Session:
         unread = 0  # entries read since the reply stream was last trimmed
         clock = asyncio.get_running_loop().time
         renew = clock() + REPLY_TTL / 20
+        idle = False  # answers are awaited and none came for a while
         while True:
             ending = self.sent_all and not self.pending and (self.ordered or self.closing)
             if ending and (self.failure is not None or not await self._end_next()):
                 return
-            if clock() >= renew:
+            if idle or clock() >= renew:
                 # The stream outlives this caller by REPLY_TTL at most (killed, it cannot
                 # delete it); gone already, answers may have been dropped: fail, not hang.
                 if not await client.pexpire(self.reply, int(REPLY_TTL * 1000)):
                     msg = (
-                        f"pipeline {self.name!r}: the run's reply stream {self.reply} expired "
-                        f"(no sign of this caller for {REPLY_TTL:g} s: a stalled event loop?); "
-                        "answers written meanwhile were dropped"
+                        f"pipeline {self.name!r}: the run's reply stream {self.reply} is gone: "
+                        f"it expired (no sign of this caller for {REPLY_TTL:g} s: a stalled "
+                        "event loop?) or the Redis server lost its data (restarted without "
+                        "persistence?); answers written to it meanwhile were dropped"
                     )
-                    raise ReplyStreamExpired(msg)
+                    raise ReplyStreamLost(msg)
                 renew = clock() + REPLY_TTL / 20
+                idle = False
             # (Waits of at most a quarter of the TTL: the renewal above comes in time.)
             wait_ms = min(1000, int(REPLY_TTL * 250))
             reply = await client.xread({self.reply: last}, count=1000, block=wait_ms)
@@ -1648,6 +1652,7 @@ class _Session:
                 if self.pending:
                     await self._check_trimmed(last)
                     await self._check_workers()
+                    idle = True
                 continue
             self.no_worker_since = None
             entries = reply[0][1]

@@ -7,10 +7,14 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import msgpack
 import pytest
@@ -18,7 +22,7 @@ import redis.asyncio as aioredis
 import redis_pipelines as rp
 from conftest import HERE, ROOT, Workers, books_balance, pipeline_keys, serving
 
-from aioflow.transport.redis import REPLY_TTL, RedisTransport, ReplyStreamExpired
+from aioflow.transport.redis import REPLY_TTL, RedisTransport, ReplyStreamLost
 
 pytestmark = pytest.mark.integration
 
@@ -329,5 +333,76 @@ async def test_a_reply_stream_is_renewed_while_its_caller_lives_and_a_lost_one_f
     finally:
         await client.aclose()
     (err,) = info.value.exceptions
-    assert isinstance(err, ReplyStreamExpired), repr(err)
+    assert isinstance(err, ReplyStreamLost), repr(err)
     assert "reply stream" in str(err)
+
+
+@pytest.fixture
+def volatile_redis(tmp_path: Path) -> Iterator[tuple[str, Callable[[], None]]]:
+    """A redis-server of this test's own without persistence, and ``restart()``: it comes
+    back on the same port empty (streams, groups, books, everything gone)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    args = [
+        shutil.which("redis-server") or "redis-server",
+        *("--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"),
+        *("--dir", str(tmp_path)),
+    ]
+    server: list[subprocess.Popen[bytes]] = []
+
+    def start() -> None:
+        server.append(subprocess.Popen(args, stdout=subprocess.DEVNULL))
+        for _ in range(200):
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    return
+            time.sleep(0.02)
+        pytest.fail(f"redis-server did not start on port {port}")
+
+    def restart() -> None:
+        server[-1].kill()
+        server[-1].wait(timeout=10)
+        time.sleep(0.3)
+        start()
+
+    start()
+    try:
+        yield f"redis://127.0.0.1:{port}/0", restart
+    finally:
+        server[-1].kill()
+        server[-1].wait()
+
+
+async def test_a_redis_server_that_comes_back_empty_fails_the_run_saying_so_not_a_hang(
+    volatile_redis: tuple[str, Callable[[], None]], redis_prefix: str
+) -> None:
+    # Without persistence a restart loses the items in the streams and the answers: the run
+    # cannot finish. It fails naming what happened (before: it waited for them forever);
+    # the workers come back to the empty server and serve the next run.
+    url, restart = volatile_redis
+    workers = Workers(url, redis_prefix)
+    try:
+        env = {"AIOFLOW_TEST_DELAY": "0.01"}
+        procs = [workers.start("slowpipe", "first,slow", env=env) for _ in range(2)]
+        transport = RedisTransport(url, prefix=redis_prefix)
+
+        async def run_through_a_restart() -> None:
+            async for out in rp.slowpipe.stream(range(5000), transport=transport):
+                if out == 201:
+                    await asyncio.to_thread(restart)
+
+        with pytest.raises(ExceptionGroup) as info:
+            await asyncio.wait_for(run_through_a_restart(), timeout=60)
+        (err,) = info.value.exceptions
+        assert isinstance(err, ReplyStreamLost), repr(err)
+        assert "lost its data" in str(err)
+        assert await rp.slowpipe.run(range(50), transport=transport) == [
+            2 * x + 1 for x in range(50)
+        ]
+        for proc in procs:
+            assert proc.poll() is None, workers.output(proc)
+    finally:
+        workers.stop()
+        for log in workers.logs:
+            log.close()
