@@ -20,8 +20,9 @@ import msgpack
 import pytest
 import redis.asyncio as aioredis
 import redis_pipelines as rp
-from conftest import HERE, ROOT, Workers, books_balance, pipeline_keys, serving
+from conftest import HERE, ROOT, Workers, block_errors, books_balance, pipeline_keys, serving
 
+import aioflow as af
 from aioflow.transport.redis import REPLY_TTL, RedisTransport, ReplyStreamLost
 
 pytestmark = pytest.mark.integration
@@ -406,3 +407,45 @@ async def test_a_redis_server_that_comes_back_empty_fails_the_run_saying_so_not_
         workers.stop()
         for log in workers.logs:
             log.close()
+
+
+async def test_a_hanging_item_times_out_in_the_worker_and_the_others_go_on(
+    redis_url: str, redis_prefix: str, workers: Workers
+) -> None:
+    proc = workers.start("hanging", "hang_on_3")
+    transport = RedisTransport(redis_url, prefix=redis_prefix)
+    async with rp.hanging.open(transport=transport) as running:
+        found = await asyncio.gather(*(running.submit(x) for x in range(8)), return_exceptions=True)
+    err = found[3]
+    assert isinstance(err, af.BlockError), repr(err)
+    assert err.block == "hang_on_3"
+    assert "TimeoutError" in str(err.__cause__), repr(err.__cause__)
+    assert [x for i, x in enumerate(found) if i != 3] == [0, 1, 2, 4, 5, 6, 7]
+    stats = rp.hanging.statistics()["hang_on_3"]
+    assert (stats.completed, stats.failed, stats.in_flight) == (7, 1, 0)
+    assert proc.poll() is None, workers.output(proc)
+
+
+async def test_a_block_that_fails_every_item_fails_each_caller_and_keeps_serving(
+    redis_url: str, redis_prefix: str, workers: Workers
+) -> None:
+    proc = workers.start("refusing", "always_fail")
+    transport = RedisTransport(redis_url, prefix=redis_prefix)
+    with pytest.raises(ExceptionGroup) as info:
+        await rp.refusing.run(range(50), transport=transport)
+    errors = block_errors(info.value)
+    assert errors
+    assert all(e.block == "always_fail" and "refused" in str(e.__cause__) for e in errors)
+    async with rp.refusing.open(transport=transport) as running:
+        found = await asyncio.gather(
+            *(running.submit(x) for x in range(20)), return_exceptions=True
+        )
+    assert all(
+        isinstance(e, af.BlockError) and f"refused: {x}" in str(e.__cause__)
+        for x, e in enumerate(found)
+    )
+    stats = rp.refusing.statistics()
+    assert books_balance(stats)
+    assert stats["always_fail"].failed >= 20
+    assert stats["always_fail"].completed == 0
+    assert proc.poll() is None, workers.output(proc)
