@@ -3,7 +3,8 @@
 Stream keys (``P`` is the prefix, ``aioflow`` unless set; ``H`` a hash of the pipeline's graph)::
 
     P:{pipeline}:{H}:in:{block}     the input stream of the first block of a segment
-    P:{pipeline}:{H}:reply:{run}    one caller's replies (one stream per run, deleted after it)
+    P:{pipeline}:{H}:reply:{run}    one caller's replies (one stream per run, deleted after it;
+                                    a TTL the live caller renews: REPLY_TTL)
     P:{pipeline}:{H}:dead           the dead-letter stream
     P:{pipeline}:graph              the graph the latest caller runs (a worker checks it)
     P:{pipeline}:{H}:stats:{worker} a hash: block name -> that worker's BlockStatistics record
@@ -64,6 +65,7 @@ __all__ = [
     "MessageError",
     "RemoteError",
     "ServerClock",
+    "check_reply",
     "error_from_data",
     "error_to_data",
     "graph_signature",
@@ -262,12 +264,14 @@ def _is_path(path: Any) -> bool:
     )
 
 
-def parse_entry(fields: Mapping[bytes, bytes], codec: Codec) -> Entry:
+def parse_entry(fields: Mapping[bytes, bytes], codec: Codec, keys: Keys | None = None) -> Entry:
     """The items of a stream entry, one or a burst. An item that does not decode is reported
-    in :attr:`Entry.errors`; the others are unaffected.
+    in :attr:`Entry.errors`; the others are unaffected. With ``keys``, the entry's reply stream
+    must be its run's of that graph (:meth:`Keys.reply`): answers go nowhere else.
 
     Raises:
-        EntryError: the entry's header is malformed or written by another codec.
+        EntryError: the entry's header is malformed, names another reply stream, or is
+            written by another codec.
     """
     try:
         meta = read_meta(fields)
@@ -291,6 +295,7 @@ def parse_entry(fields: Mapping[bytes, bytes], codec: Codec) -> Entry:
     ):
         msg = "malformed item message: bad run, path, reply, end or codec field"
         raise EntryError(msg)
+    check_reply(keys, run, reply)
     borns = _births(meta.get("t"), len(paths))
     metas = [
         ItemMeta(run, tuple(p), reply, end, name, born)
@@ -318,6 +323,22 @@ def parse_entry(fields: Mapping[bytes, bytes], codec: Codec) -> Entry:
             errors[position] = f"the item does not decode: {exc}"
             values.append(None)
     return Entry(metas, values, errors)
+
+
+def check_reply(keys: Keys | None, run: str, reply: str) -> None:
+    """Whether ``reply`` is run ``run``'s reply stream of the graph of ``keys`` (a caller
+    always answers there). An entry written by hand could name any key (a string, another
+    pipeline's stream): writing answers there would fail, or feed someone else.
+
+    Raises:
+        EntryError: it is not.
+    """
+    if keys is not None and reply != keys.reply(run):
+        msg = (
+            f"malformed item message: its reply stream {reply!r} is not its run's "
+            f"({keys.reply(run)!r})"
+        )
+        raise EntryError(msg)
 
 
 def parse_item(fields: Mapping[bytes, bytes], codec: Codec) -> tuple[ItemMeta, Any]:

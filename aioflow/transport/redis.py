@@ -83,8 +83,11 @@ __all__ = [
     "RedisConnectionError",
     "RedisError",
     "Client",
+    "ClientClosedError",
     "NoWorkerError",
+    "REPLY_TTL",
     "RedisTransport",
+    "ReplyStreamLost",
     "ResponseError",
     "backlog",
     "burst_size",
@@ -141,6 +144,10 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
+class ClientClosedError(RedisConnectionError):
+    """A command of a :class:`Client` that :meth:`Client.aclose` cancelled on its way."""
+
+
 class Client:
     """A redis-py asyncio client whose commands can always be cancelled.
 
@@ -149,7 +156,9 @@ class Client:
     command here runs in a task of its own that the caller waits for: cancelling the caller
     always raises in the caller, and the command's task is cancelled and collected on
     :meth:`aclose`. Commands are the client's methods (``await client.xadd(...)``); a pipeline's
-    ``execute()`` goes through :meth:`guard`.
+    ``execute()`` goes through :meth:`guard`. A command that :meth:`aclose` cancels under a
+    caller who is not being cancelled raises :class:`ClientClosedError` (a redis-py
+    ``ConnectionError``), never a bare ``CancelledError`` in a task nobody cancelled.
     """
 
     def __init__(self, url: str) -> None:
@@ -170,6 +179,7 @@ class Client:
             socket_read_size=_READ_SIZE,
         )
         self._calls: set[asyncio.Task[Any]] = set()
+        self._closed = False
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self.raw, name)
@@ -191,6 +201,10 @@ class Client:
         except asyncio.CancelledError:
             task.cancel()
             raise
+        if task.cancelled() and self._closed:
+            # (aclose() cancelled it: the run is ending while this command was on its way)
+            msg = "the Redis client was closed while the command ran"
+            raise ClientClosedError(msg)
         return task.result()
 
     def _done(self, task: asyncio.Task[Any]) -> None:
@@ -199,6 +213,7 @@ class Client:
             task.exception()  # retrieved: an abandoned command's error is not news
 
     async def aclose(self) -> None:
+        self._closed = True
         calls = list(self._calls)
         for task in calls:
             task.cancel()
@@ -251,6 +266,20 @@ def _group_backlog(groups: Any) -> int | None:
 class NoWorkerError(AioflowError):
     """Items wait for a segment that no live worker serves (``no_worker_timeout``); the
     message names the segment's first block."""
+
+
+class ReplyStreamLost(AioflowError):
+    """The caller's reply stream is gone under a live run: it expired (the caller gave no
+    sign of life for :data:`REPLY_TTL` seconds: its event loop stalled?), or the Redis server
+    lost its data (restarted without persistence), and answers written meanwhile were
+    dropped. The run fails rather than wait for them."""
+
+
+#: Seconds a caller's reply stream outlives the caller's last sign of life. A caller that
+#: ends deletes it; one killed (SIGKILL, a SIGTERM it does not handle, a lost machine) cannot,
+#: and its stream, with the answers to its items still in the streams, would stay for good. A
+#: live caller renews the TTL every ``REPLY_TTL / 20`` seconds.
+REPLY_TTL = 300.0
 
 
 #: Trims a leaky edge's stream (atomically, so that no worker reads an entry as it goes): while
@@ -1233,7 +1262,10 @@ class _Session:
                 await ensure_group(client, stream)
         # The reply stream exists from the start: workers write to it with NOMKSTREAM, so the
         # late answers of a run that ended (and deleted it) do not make it again.
-        await client.xadd(self.reply, WAKE)
+        pipe = client.pipeline(transaction=True)  # (never one without the TTL)
+        pipe.xadd(self.reply, WAKE)
+        pipe.pexpire(self.reply, int(REPLY_TTL * 1000))
+        await client.guard(pipe.execute())
         logger.debug(
             "pipeline %r: run %s on %s, graph %s",
             self.name,
@@ -1584,21 +1616,43 @@ class _Session:
         session's task then returns)."""
         self.closing = True
         self.sent_all = True
-        await self.client.xadd(self.reply, WAKE)  # the receiver may be waiting for replies
+        # The receiver may be waiting for replies. It may also have seen the flags and ended
+        # the session already, closing the client under this write: then nobody needs it.
+        with contextlib.suppress(ClientClosedError):
+            await self.client.xadd(self.reply, WAKE)
 
     async def _receiver(self) -> None:
         client = self.client
         last = "0-0"
         unread = 0  # entries read since the reply stream was last trimmed
+        clock = asyncio.get_running_loop().time
+        renew = clock() + REPLY_TTL / 20
+        idle = False  # answers are awaited and none came for a while
         while True:
             ending = self.sent_all and not self.pending and (self.ordered or self.closing)
             if ending and (self.failure is not None or not await self._end_next()):
                 return
-            reply = await client.xread({self.reply: last}, count=1000, block=1000)
+            if idle or clock() >= renew:
+                # The stream outlives this caller by REPLY_TTL at most (killed, it cannot
+                # delete it); gone already, answers may have been dropped: fail, not hang.
+                if not await client.pexpire(self.reply, int(REPLY_TTL * 1000)):
+                    msg = (
+                        f"pipeline {self.name!r}: the run's reply stream {self.reply} is gone: "
+                        f"it expired (no sign of this caller for {REPLY_TTL:g} s: a stalled "
+                        "event loop?) or the Redis server lost its data (restarted without "
+                        "persistence?); answers written to it meanwhile were dropped"
+                    )
+                    raise ReplyStreamLost(msg)
+                renew = clock() + REPLY_TTL / 20
+                idle = False
+            # (Waits of at most a quarter of the TTL: the renewal above comes in time.)
+            wait_ms = min(1000, int(REPLY_TTL * 250))
+            reply = await client.xread({self.reply: last}, count=1000, block=wait_ms)
             if not reply:
                 if self.pending:
                     await self._check_trimmed(last)
                     await self._check_workers()
+                    idle = True
                 continue
             self.no_worker_since = None
             entries = reply[0][1]

@@ -76,6 +76,7 @@ from .messages import (
     Keys,
     MessageError,
     ServerClock,
+    check_reply,
     error_to_data,
     graph_signature,
     pack_burst,
@@ -127,6 +128,30 @@ _BATCH = 100
 PREFETCH_WORK = 0.02
 #: exit status of a worker whose pipeline or blocks do not match
 EXIT_MISMATCH = 2
+#: Deletes, in the group ARGV[1] of each stream of KEYS, the consumers that hold no entry
+#: (pending 0) and either are ARGV[2] (a worker leaving) or have been idle for ARGV[3] ms at
+#: least (a worker killed, its entries taken over) and are not ARGV[4] (the caller's own).
+#: Atomic: no consumer takes an entry between the look and the delete, so nothing pending is
+#: ever dropped (DELCONSUMER drops a consumer's pending entries). Returns how many went.
+REAP_SCRIPT = """
+local gone = 0
+for _, key in ipairs(KEYS) do
+  local ok, consumers = pcall(redis.call, 'XINFO', 'CONSUMERS', key, ARGV[1])
+  if ok then
+    for _, c in ipairs(consumers) do
+      local f = {}
+      for i = 1, #c, 2 do f[c[i]] = c[i + 1] end
+      local name = f['name']
+      if tonumber(f['pending']) == 0 and name ~= ARGV[4] and
+         (name == ARGV[2] or tonumber(f['idle']) >= tonumber(ARGV[3])) then
+        redis.call('XGROUP', 'DELCONSUMER', key, ARGV[1], name)
+        gone = gone + 1
+      end
+    end
+  end
+end
+return gone
+"""
 
 
 class MetricsServer(Protocol):
@@ -396,6 +421,7 @@ class Worker:
         #: (reply stream, block) to tell, with the next write
         self._holds: list[tuple[str, str]] = []
         self._guard_script: Any = None
+        self._reap_script: Any = None
         self._client: Any = None
         self.router: Router | None = None
         self._part_count = 0
@@ -616,6 +642,7 @@ class Worker:
             helpers = [
                 tg.create_task(flusher(client, done, slots), name="aioflow:flush"),
                 tg.create_task(self._publisher(client), name="aioflow:books"),
+                tg.create_task(self._reaper(client), name="aioflow:reap"),
             ]
             if self.inner:
                 helpers.append(
@@ -650,6 +677,10 @@ class Worker:
         if owner is not None:
             # Snapshot and release the partitions whose items are done, release the others.
             await owner.drain(client)
+        # Leaving: this worker's consumer goes from its group(s) where it holds nothing (a
+        # group keeps every consumer that ever read until deleted: one per worker started).
+        with contextlib.suppress(RedisError, OSError):
+            await asyncio.shield(self._reap(client, leaving=True))
         if self.in_flight:
             logger.warning(
                 "worker %s: %d items left pending for other workers",
@@ -789,7 +820,7 @@ class Worker:
                     await self._end_run(entry_id, fields, meta, running, done, deliveries)
                     return
         try:
-            entry = parse_entry(fields, self.codec)
+            entry = parse_entry(fields, self.codec, self.keys)
         except EntryError as exc:
             logger.warning(
                 "worker %s: entry %s of %s goes to the dead-letter stream: %s",
@@ -902,7 +933,8 @@ class Worker:
         try:
             run, reply, end, codec = (str(meta[f]) for f in ("r", "to", "end", "c"))
             base = int(meta["base"])
-        except (KeyError, TypeError, ValueError) as exc:
+            check_reply(self.keys, run, reply)
+        except (KeyError, TypeError, ValueError, EntryError) as exc:
             item = self._dead(entry_id, fields, f"malformed end-of-run message: {exc!r}")
             await done.put(item)
             return
@@ -999,7 +1031,8 @@ class Worker:
         try:
             run, reply, end, codec, name = (str(meta[f]) for f in ("r", "to", "end", "c", "blk"))
             base, part = int(meta["base"]), int(meta["part"])
-        except (KeyError, TypeError, ValueError) as exc:
+            check_reply(self.keys, run, reply)
+        except (KeyError, TypeError, ValueError, EntryError) as exc:
             logger.error("worker %s: a malformed end of a run ignored: %r", self.consumer, exc)
             return
         item = _Done(b"", reply_to=reply, items=0, ack=False)
@@ -1164,6 +1197,7 @@ class Worker:
         return {
             b"stream": stream.encode(),
             b"entry": entry,
+            b"block": self.blocks[0].encode(),
             b"reason": reason.encode(),
             b"worker": self.consumer.encode(),
         }
@@ -1449,6 +1483,39 @@ class Worker:
                         self._dispatch(eid, fields, running, done, counts.get(eid, 1))
                 if cursor in ("0-0", b"0-0"):
                     break
+
+    def _streams_read(self) -> list[str]:
+        """The streams this worker reads with the group: its input, or its partitions."""
+        if self.keyed is not None:
+            return partition_streams(self.inbox, self._part_count)
+        return [self.inbox]
+
+    async def _reap(self, client: Any, *, leaving: bool = False) -> int:
+        """Delete the consumers of this worker's input groups that hold nothing and are gone:
+        this one when ``leaving``, and those idle for ``4 * claim_idle`` (killed workers,
+        whose entries were taken over). Returns how many went."""
+        if self._reap_script is None:
+            self._reap_script = client.raw.register_script(REAP_SCRIPT)
+        idle_ms = max(1, int(4 * self.claim_idle * 1000))
+        own = self.consumer if leaving else ""
+        keep = "" if leaving else self.consumer
+        args = [GROUP, own, idle_ms, keep]
+        gone = await client.guard(self._reap_script(keys=self._streams_read(), args=args))
+        return int(gone)
+
+    async def _reaper(self, client: Any) -> None:
+        """Every ``2 * claim_idle`` seconds, delete the consumers of killed workers that hold
+        nothing any more (:meth:`_reap`): without it a group lists every worker ever started."""
+        period = max(0.1, 2 * self.claim_idle)
+        while True:
+            await asyncio.sleep(period)
+            if gone := await self._reap(client):
+                logger.info(
+                    "worker %s: %d consumers of stopped workers deleted from %s",
+                    self.consumer,
+                    gone,
+                    self.inbox,
+                )
 
     async def _heartbeat(self, client: Any) -> None:
         """Keep this worker's in-flight entries from looking idle (taken over while alive)."""

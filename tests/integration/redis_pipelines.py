@@ -336,3 +336,22 @@ tallied = af.Pipeline(Tally(name="tally"), name="tallied")
 tallied_between = af.Pipeline(cam_of, Tally(name="tally"), present, name="tallied2")
 # tally inside a segment (served as --blocks cam_of,tally): not partitioned
 tallied_inside = af.Pipeline(cam_of, Tally(name="tally"), present, name="tallied3")
+
+
+@af.block(timeout=0.3, workers=4)
+async def hang_on_3(x: int) -> int:
+    """Hangs on item 3 (a device that never answers); its timeout= gives up on it."""
+    if x == 3:
+        await asyncio.sleep(3600)
+    return x
+
+
+hanging = af.Pipeline(hang_on_3, name="hanging")
+
+
+@af.block
+async def always_fail(x: int) -> int:
+    raise RuntimeError(f"refused: {x}")
+
+
+refusing = af.Pipeline(always_fail, name="refusing")

@@ -136,7 +136,8 @@ async def test_malformed_and_pickle_messages_go_to_the_dead_letter_stream_and_ru
     graph_hash, _ = graph_signature("chain", rp.chain.stages)
     keys = Keys(redis_prefix, "chain", graph_hash)
     client = aioredis.Redis.from_url(redis_url)
-    meta = {"r": "x", "p": [0], "to": "nowhere", "end": "square"}
+    # (a reply stream of the pipeline's: one elsewhere is refused before anything else)
+    meta = {"r": "x", "p": [0], "to": keys.reply("x"), "end": "square"}
     bad = [
         {b"m": b"\xc1not msgpack", b"v": b""},
         {b"m": msgpack.packb({**meta, "c": "pickle"}), b"v": pickle.dumps(Exploit())},

@@ -14,6 +14,7 @@ from aioflow.transport.codec import MsgpackCodec, pack_plain, unpack_plain
 from aioflow.transport.messages import (
     EntryError,
     ItemMeta,
+    Keys,
     MessageError,
     graph_signature,
     item_metas,
@@ -40,6 +41,17 @@ def test_a_birth_time_that_is_not_a_number_is_a_malformed_message() -> None:
     meta = {"r": "run1", "p": [0], "to": "reply", "end": "last", "c": "msgpack", "t": "noon"}
     with pytest.raises(MessageError, match="birth time is a str"):
         parse_item({b"m": pack_plain(meta), b"v": CODEC.encode(0)}, CODEC)
+
+
+def test_an_entry_whose_reply_stream_is_not_its_runs_is_refused_whole() -> None:
+    keys = Keys("p", "pipe", "h")
+    good = pack_item(ItemMeta("run1", (0,), keys.reply("run1"), "last", "msgpack"), b"\x01")
+    assert parse_entry(good, CODEC, keys).values == [1]
+    for reply in ("p:pipe:graph", keys.reply("run2"), keys.inbox("a")):
+        bad = pack_item(ItemMeta("run1", (0,), reply, "last", "msgpack"), b"\x01")
+        with pytest.raises(EntryError, match="is not its run's") as info:
+            parse_entry(bad, CODEC, keys)
+        assert info.value.metas == []  # nobody to answer: the reply stream is not to be trusted
 
 
 def test_the_metas_of_every_item_an_entry_carries_are_found() -> None:
