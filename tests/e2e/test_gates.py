@@ -477,6 +477,19 @@ def test_a_plate_read_in_part_on_its_own_track_is_not_a_plate_of_its_own() -> No
     assert not track.cut_short("5WKR47", "5WKR47")
 
 
+def test_a_plate_read_whole_on_most_frames_is_not_lost_to_one_read_with_a_mark_beside_it() -> None:
+    # An EU plate read whole (42IPJ1) on 18 frames and once with its country band's code taken
+    # in (8421PJ1), as foreign footage showed: the one longer read used to take the whole
+    # track's support (its part read 18 times counting for it) and, read once, made no event.
+    texts = ["42IPJ1"] * 9 + ["8421PJ1"] + ["42IPJ1"] * 9 + ["421PJ"]
+    state = track.CameraState()
+    events = _pass(state, [(t, 0.99, ()) for t in texts])
+    assert [(e["plate"], e["reads"]) for e in events] == [("42IPJ1", 18)]
+    # So with a format: the longer read fits none and is dropped anyway.
+    formats = plates.parse_formats("99-LLL-9")
+    assert plates.normalise("8421PJ1", formats) is None
+
+
 def test_a_plate_read_two_ways_frame_after_frame_is_one_track_and_one_event() -> None:
     # One plate crossing the view, its D and J taken for a 0 and a 3 on some frames: two
     # readings two characters apart, the first read three times before the other appears.
