@@ -548,6 +548,30 @@ def test_a_sign_whose_box_is_cut_short_now_and_then_is_not_moving() -> None:
     assert state.counts.static >= 1
 
 
+def test_a_sign_uncovered_by_one_vehicle_and_covered_by_the_next_is_not_moving() -> None:
+    # A shop sign (KEBAB 24) behind the traffic: a van leaving uncovers it from the right to
+    # the left, the next one covers it from the right. The first box (its last letters) and
+    # the last (its first letters) lie 110 px apart with both edges moved the same way, but
+    # no box ever moved: one edge at a time did.
+    boxes = [(189, 87, 225, 107), (133, 87, 225, 107), (98, 87, 225, 107)]
+    boxes += [(73, 87, 225, 107)] * 25
+    boxes += [(72, 85, 207, 107), (72, 85, 175, 107), (72, 85, 149, 107), (72, 84, 116, 110)]
+    state = track.CameraState()
+    events = []
+    for i, rect in enumerate(boxes):
+        events += track.update(state, "cam", i, i / 12, [(rect, "KEBAB24", 0.99)])[1]
+    for t in list(state.tracks):
+        state.tracks.remove(t)
+        if (event := track.close(state, "cam", t)) is not None:
+            events.append(event)
+    assert events == []
+    assert state.counts.static == 1
+    # A plate passing in front of it moves box by box: sent.
+    assert [e["plate"] for e in _pass(track.CameraState(), [("AB12CDE", 0.9, ())] * 6)] == [
+        "AB12CDE"
+    ]
+
+
 def test_the_decoder_reports_its_evidence_for_look_alike_characters() -> None:
     characters = list("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ")
     decoder = ocr.CtcDecoder(characters)
