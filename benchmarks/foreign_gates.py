@@ -671,11 +671,22 @@ def side_lane(
 
 
 def plan_camera(
-    name: str, level: Level, formats: list[Format], rng: random.Random, seconds: float
+    name: str,
+    level: Level,
+    formats: list[Format],
+    rng: random.Random,
+    seconds: float,
+    force: dict[str, Any] | None = None,
 ) -> Camera:
+    """A camera's plan; ``force`` sets its ``size``, ``fps``, ``mode`` or ``images`` (after
+    drawing them, so a seed draws the same vehicles and scene otherwise)."""
+    force = force or {}
     w, h = rng.choice(RESOLUTIONS)
     fps = rng.choice(FRAME_RATES)
     mode = "approach" if rng.random() < 0.35 else "side"
+    w, h = force.get("size", (w, h))
+    fps = force.get("fps", fps)
+    mode = force.get("mode", mode)
     road_top = rng.uniform(0.3, 0.38) * h
     background, texts = make_background(w, h, rng, road_top)
     lo, hi = level.text
@@ -738,7 +749,7 @@ def plan_camera(
         height=h,
         fps=fps,
         mode=mode,
-        as_images=rng.random() < 0.25,
+        as_images=force.get("images", rng.random() < 0.25),
         level=level,
         rain=rng.random() < level.rain,
         vehicles=vehicles,
@@ -975,9 +986,15 @@ def render(cam: Camera, seconds: float, out: Path, rng: random.Random) -> dict[s
 
 
 def make(
-    out: Path, seed: int, level: str, cameras: int = 3, seconds: float = 12.0
+    out: Path,
+    seed: int,
+    level: str,
+    cameras: int = 3,
+    seconds: float = 12.0,
+    force: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Writes a seed's footage under out; returns its description (also written as meta.json)."""
+    """Writes a seed's footage under out; returns its description (also written as meta.json).
+    ``force``: every camera's ``size``, ``fps`` or ``mode`` (``plan_camera``)."""
     rng = random.Random(f"foreign-{seed}-{level}")
     lv = LEVELS[level]
     out.mkdir(parents=True, exist_ok=True)
@@ -985,7 +1002,7 @@ def make(
     names = rng.sample(CAMERA_NAMES, cameras)
     described = []
     for name in names:
-        cam = plan_camera(name, lv, list(formats), rng, seconds)
+        cam = plan_camera(name, lv, list(formats), rng, seconds, force)
         described.append(render(cam, seconds, out, rng))
     truth = {
         c["camera"]: [p["plate"] for p in sorted(c["plates"], key=lambda p: p["first_frame"] or 0)]
