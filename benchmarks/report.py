@@ -1102,6 +1102,75 @@ def gates_reads_section(reads: dict[str, Any]) -> list[str]:
     ]
 
 
+# Measured by hand with two versions of the rules (before and after the fixes it names), so it
+# is kept here as written: ``foreign_gates.py score`` reruns any row of it.
+FOREIGN_FOOTAGE = """\
+### Footage from another generator
+
+`benchmarks/foreign_gates.py` makes gate footage the application never saw: written without
+reading `synth.py` or the application's reading code, it draws plates with Pillow's FreeType text
+(DejaVu/Liberation faces, else Pillow's own), EU plates with a blue country band (`F`, `NL`, `D`:
+not part of the text), British yellow and white plates, black plates, separators printed
+(`AB-123-CD`, `AB12 CDE`), all 26 letters; vehicles crossing in one or two lanes or approaching
+(the plate grows), rotated up to 8 degrees, in perspective; a CCTV timestamp, shop, street and
+road signs, house numbers, painted text, model badges, dealer names, country stickers and van
+phone numbers; 640x360 to 1280x720 at 10-25 frames/s, mp4 or JPEG folders; levels easy (text
+22-30 px), medium (16-22 px, blur, JPEG, noise), hard (12-16 px, 3-7 px motion blur, low light
+with noise, headlight glare, rain). `score` runs `examples/gates/run.py` on it as a user would
+(`--source`, `--plate-format` with the formats drawn, and without) and says what happened to each
+missed plate and wrong event:
+
+    python benchmarks/foreign_gates.py score --seeds 1-3 --level medium
+
+3 cameras x 12 s a seed, one run each, on the shared 2-core machine (load 15-25). Before: the
+rules up to 864ce13; after: with the plate-shape bound at 11 and the two tracker fixes
+(d6066ec, 3b960f1, 7036da1). Hard after was run on seed 2 only (time):
+
+| level, seeds | `--plate-format` | before: read | wrong | after: read | wrong |
+| --- | --- | ---: | ---: | ---: | ---: |
+| easy 1-2 | the formats drawn | 15/20 = 75% | 0/15 | 20/20 = 100% | 0/20 |
+| easy 1-2 | none | 12/20 = 60% | 2/14 = 14% | 18/20 = 90% | 1/19 = 5.3% |
+| medium 1-3 | the formats drawn | 30/36 = 83% | 0/30 | 33/36 = 92% | 0/33 |
+| medium 1-3 | none | 23/36 = 64% | 3/26 = 12% | 29/36 = 81% | 4/33 = 12% |
+| hard 1-3 | the formats drawn | 20/62 = 32% | 4/24 = 17% | | |
+| hard 1-3 | none | 17/62 = 27% | 6/23 = 26% | | |
+| hard 2 | the formats drawn | 6/26 = 23% | 0/6 | 6/26 = 23% | 0/6 |
+| hard 2 | none | 5/26 = 19% | 1/6 | 5/26 = 19% | 0/5 |
+
+No duplicates anywhere. What the fixes did: plates with a separator, a wide face or an EU band
+make text lines 8.3-8.8 times as wide as high, which the plate-shape rule (up to 8) refused
+on every frame; a plate read whole on 38 frames lost its track to one read with its band's
+code taken in; a shop sign uncovered by one vehicle and covered by the next counted as moving
+(`KEBAB24` sent). None changed an event on our own generator's recorded reads (hard 81-85 held
+out, recorded again with the new bound: 93.1% read, 0 wrong with formats; 89.7%, 3.7% without,
+as before). What is left, found and not fixed:
+
+- **Small plates on HD frames** (most of hard's misses): the detector sees every frame 480 px
+  wide, so a 960- to 1280-wide camera's 12-16 px plate text is 5-7 px there and is not found
+  (`NYJ327`, read surely on every frame at 960, is never detected at 480). Sizing the detector's
+  input by the frame (3/4 of its width, up to 960) was tried: hard seed 2 read 9/26 instead of 6,
+  but the detector's finer map gives tighter boxes, which cut the tail of a `Q` (`DQ575FR` read
+  `DO575FR`, `159KZQ` `159KZO` on 18-20 frames each, read right before), and HD frames cost the
+  detector about 4 times as much: not kept. The boxes' margin would have to follow the input's
+  scale, and the cost be weighed.
+- **A sticker beside the plate read into it**, without a format (`BF82DNCNL` with an `NL`
+  oval, `ST573PDGB`): the line goes on past the plate's board. Cutting a crop where the board's
+  colour is absent over a span (the bumper between the plate and the sticker) fixes these two
+  in a trial, but was not validated on our generator's hard footage in time.
+- **O and 0, Q and O**: without a format a plate's `O` is read as `0` and the other way round
+  (`36IU06`, `558X0L`, `A0189DX`); a `Q` at 13 px is read `O` even with formats
+  (`10-MOH-9`). Give the formats; most countries leave O, I and Q off their plates.
+- **Black plates on a dark bumper** fail the plate-ground rule (the cost the rule states).
+- **Heavy motion blur** (7 px on 13-15 px text, most of hard) and approaching plates that are
+  large only on their last frames.
+"""
+
+
+def foreign_footage_section() -> list[str]:
+    """The flagship on footage from another generator (``benchmarks/foreign_gates.py``)."""
+    return [FOREIGN_FOOTAGE.rstrip("\n"), ""]
+
+
 def metrics_section(metrics: dict[str, Any]) -> list[str]:
     """What watching costs (``bench_metrics.py``): a scraper polling every 100 ms."""
     us = metrics["us_per_item_stage"]
@@ -1698,6 +1767,8 @@ def page(
         out += gates_accuracy_section(gates_accuracy)
     if gates_reads is not None:
         out += gates_reads_section(gates_reads)
+    if gates is not None:
+        out += foreign_footage_section()
     if cameras is not None:
         out += cameras_section(cameras)
     if redis_edge is not None or redis_scaleout is not None:

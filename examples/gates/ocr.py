@@ -216,9 +216,11 @@ class PlateRules:
     """What a text box must look like to be read as a plate (``plate_like``).
 
     Shape: the detector's boxes are text lines, so a plate's line of 4-10 characters (each
-    0.5-0.9 of the text's height wide) makes a box 1.3 to 8 times as wide as high, the bounds
-    leaving room for wide fonts, spacing and perspective; a box under 8 px high holds no
-    readable text, and a plate's text stays within 30 degrees of level.
+    0.5-0.9 of the text's height wide, with the gaps between them, the space or dash many plates
+    print between groups, and an EU plate's country band beside them) makes a box 1.3 to 11
+    times as wide as high (its height about the text's): ten characters of a wide font with a
+    separator come to 10.5. The bounds leave room for perspective; a box under 8 px high holds
+    no readable text, and a plate's text stays within 30 degrees of level.
 
     Ground: a plate is a board, so the text stands out from its ground (Otsu's larger class of
     the crop) by ``min_contrast`` grey levels, and the ground ends a little beyond the text: in
@@ -229,7 +231,7 @@ class PlateRules:
     """
 
     min_aspect: float = 1.3
-    max_aspect: float = 8.0
+    max_aspect: float = 11.0
     min_height_px: float = 8.0
     max_tilt_deg: float = 30.0
     min_contrast: float = 20.0

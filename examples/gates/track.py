@@ -29,9 +29,11 @@ of the stream (or ``patience_frames`` frames) is closed and becomes an event onl
   when that look-alike may be a misread: a ``0``/``O`` or ``1``/``I`` (one glyph in many plate
   fonts), or another whose evidence was not sure (``Shapes.sure_below``);
 * the box travelled at least ``min_travel`` of its own heights from its first sighting, on two
-  sightings at least, both its edges moving the same way (``moved``): text that stays put (a
-  sign, a shop front, a painted marking, a sign the detector sometimes cuts short or a passing
-  car's box joins once) is not a passing vehicle;
+  sightings at least, both its edges moving the same way (``moved``), and as far summed
+  sighting by sighting (``Track.drift``): text that stays put (a sign, a shop front, a
+  painted marking, a sign the detector sometimes cuts short or a passing car's box joins once,
+  a sign that passing vehicles uncover from one side and cover from the other) is not a
+  passing vehicle;
 * no other track that moved with it (the same vehicle) and whose reads agree on a plate sat
   lower: the plate is a vehicle's lowest text, lettering on the body and stickers ride above;
 * no event of the same camera gave the same plate, or one a character apart (changed or
@@ -44,6 +46,7 @@ Every read and track left out is counted in ``Counts``.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +54,9 @@ from typing import Any
 from . import plates
 
 Rect = tuple[int, int, int, int]
+# A reading's parts (reads of it cut short) count for it when read at most this many times as
+# often as it (``Track.key``).
+PART_RATIO = 4
 
 
 def iou(a: Rect, b: Rect) -> float:
@@ -91,15 +97,20 @@ def follows(rect: Rect, predicted: Rect, gap: int) -> bool:
     return gap == 1 and iou(rect, predicted) >= 0.5
 
 
+def shift(a0: int, a1: int, b0: int, b1: int) -> float:
+    """How far an interval (a box's two edges along one axis) moved from ``a0..a1`` to
+    ``b0..b1``, with its sign: the smaller shift of its two edges when both shifted the same
+    way, else none."""
+    d0, d1 = b0 - a0, b1 - a1
+    if d0 * d1 <= 0:
+        return 0.0
+    return float(min(abs(d0), abs(d1))) * (1.0 if d0 > 0 else -1.0)
+
+
 def moved(origin: Rect, rect: Rect) -> float:
     """How far a box moved from ``origin``: along each axis, the smaller shift of its two edges
     when both shifted the same way, else none. A box that only grew or shrank on one side (the
     detector cut a sign's text short, or its height flickered) did not move."""
-
-    def shift(a0: int, a1: int, b0: int, b1: int) -> float:
-        d0, d1 = b0 - a0, b1 - a1
-        return float(min(abs(d0), abs(d1))) if d0 * d1 > 0 else 0.0
-
     dx = shift(origin[0], origin[2], rect[0], rect[2])
     dy = shift(origin[1], origin[3], rect[1], rect[3])
     return float((dx * dx + dy * dy) ** 0.5)
@@ -250,15 +261,22 @@ class Track:
     # nearer of them: one stray box joining the track (a passing car's text next to a sign)
     # does not make it move.
     farthest: tuple[float, float] = (0.0, 0.0)
+    # The box's moves from sighting to sighting where both its edges moved the same way,
+    # summed with their signs (``shift``): a sign that a passing vehicle uncovers from one
+    # side and the next covers from the other has one edge moving at a time, and none of it
+    # adds up, where its first and last boxes (each a part of it) lie apart.
+    drift: tuple[float, float] = (0.0, 0.0)
     height: float = 0.0  # the largest box height
     path: dict[int, Rect] = field(default_factory=dict)  # frame: box
     sent: str | None = None  # the reading its event went out for while it was open (early)
+    last_seen: int = -1  # the frame of its last sighting before this one (``drift``)
     last_read: int = -1  # the last frame its box was read as a plate on
 
     @property
     def travel(self) -> float:
-        """How far the box moved: the second farthest it got from where it was first seen."""
-        return self.farthest[1]
+        """How far the box moved: the second farthest it got from where it was first seen, and
+        no further than its moves summed sighting to sighting (``drift``) took it."""
+        return min(self.farthest[1], math.hypot(*self.drift))
 
     def add(self, text: str, confidence: float, evidence: plates.Evidence = ()) -> None:
         """Count one read of the plate: its reading's vote and confidence, and at each
@@ -287,8 +305,14 @@ class Track:
             return None
 
         def weight(t: str) -> tuple[float, int]:
+            # A part counts for a whole read at least a quarter as often: a plate read whole
+            # on 38 frames and once with a mark beside it taken in (an EU plate's country
+            # code, a sticker: ``8421PJ1``) is the plate read whole, not a part of that one
+            # read; ``PH51`` read 3 times and ``1PPH51`` once stays a part of the whole.
             support = self.confidence[t] + sum(
-                c for u, c in self.confidence.items() if cut_short(u, t)
+                c
+                for u, c in self.confidence.items()
+                if cut_short(u, t) and self.votes[u] <= PART_RATIO * self.votes[t]
             )
             return support, self.votes[t]
 
@@ -616,6 +640,13 @@ def update(
         best.last_frame, best.last_time = frame, time
         best.reads += 1
         far = moved(best.origin, rect)
+        step = best.path.get(best.last_seen) if best.path else None
+        if step is not None:
+            best.drift = (
+                best.drift[0] + shift(step[0], step[2], rect[0], rect[2]),
+                best.drift[1] + shift(step[1], step[3], rect[1], rect[3]),
+            )
+        best.last_seen = frame
         if far > best.farthest[1]:
             best.farthest = (max(far, best.farthest[0]), min(far, best.farthest[0]))
         best.height = max(best.height, float(rect[3] - rect[1]))

@@ -477,6 +477,19 @@ def test_a_plate_read_in_part_on_its_own_track_is_not_a_plate_of_its_own() -> No
     assert not track.cut_short("5WKR47", "5WKR47")
 
 
+def test_a_plate_read_whole_on_most_frames_is_not_lost_to_one_read_with_a_mark_beside_it() -> None:
+    # An EU plate read whole (42IPJ1) on 18 frames and once with its country band's code taken
+    # in (8421PJ1), as foreign footage showed: the one longer read used to take the whole
+    # track's support (its part read 18 times counting for it) and, read once, made no event.
+    texts = ["42IPJ1"] * 9 + ["8421PJ1"] + ["42IPJ1"] * 9 + ["421PJ"]
+    state = track.CameraState()
+    events = _pass(state, [(t, 0.99, ()) for t in texts])
+    assert [(e["plate"], e["reads"]) for e in events] == [("42IPJ1", 18)]
+    # So with a format: the longer read fits none and is dropped anyway.
+    formats = plates.parse_formats("99-LLL-9")
+    assert plates.normalise("8421PJ1", formats) is None
+
+
 def test_a_plate_read_two_ways_frame_after_frame_is_one_track_and_one_event() -> None:
     # One plate crossing the view, its D and J taken for a 0 and a 3 on some frames: two
     # readings two characters apart, the first read three times before the other appears.
@@ -533,6 +546,30 @@ def test_a_sign_whose_box_is_cut_short_now_and_then_is_not_moving() -> None:
             events.append(event)
     assert events == []
     assert state.counts.static >= 1
+
+
+def test_a_sign_uncovered_by_one_vehicle_and_covered_by_the_next_is_not_moving() -> None:
+    # A shop sign (KEBAB 24) behind the traffic: a van leaving uncovers it from the right to
+    # the left, the next one covers it from the right. The first box (its last letters) and
+    # the last (its first letters) lie 110 px apart with both edges moved the same way, but
+    # no box ever moved: one edge at a time did.
+    boxes = [(189, 87, 225, 107), (133, 87, 225, 107), (98, 87, 225, 107)]
+    boxes += [(73, 87, 225, 107)] * 25
+    boxes += [(72, 85, 207, 107), (72, 85, 175, 107), (72, 85, 149, 107), (72, 84, 116, 110)]
+    state = track.CameraState()
+    events = []
+    for i, rect in enumerate(boxes):
+        events += track.update(state, "cam", i, i / 12, [(rect, "KEBAB24", 0.99)])[1]
+    for t in list(state.tracks):
+        state.tracks.remove(t)
+        if (event := track.close(state, "cam", t)) is not None:
+            events.append(event)
+    assert events == []
+    assert state.counts.static == 1
+    # A plate passing in front of it moves box by box: sent.
+    assert [e["plate"] for e in _pass(track.CameraState(), [("AB12CDE", 0.9, ())] * 6)] == [
+        "AB12CDE"
+    ]
 
 
 def test_the_decoder_reports_its_evidence_for_look_alike_characters() -> None:

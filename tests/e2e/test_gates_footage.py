@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from PIL import Image, ImageDraw, ImageFont
 
 from examples.gates import synth, track
 
@@ -62,8 +63,43 @@ def gate_clip(
     return frames
 
 
-def run_cli(tmp_path: Path, clip: Path, plate: str) -> tuple[list[dict[str, object]], str]:
-    """The command line on ``clip`` without a plate format: its events and its output."""
+def eu_plate(text: str, cap: int) -> np.ndarray:
+    """An EU plate as BGR pixels, drawn as another generator would (not by ``synth.py``): a
+    TrueType face (DejaVu Sans Bold where installed, else Pillow's own FreeType face), capitals
+    ``cap`` px high, letter-spaced, a thin border, and the blue band holding ``F`` on the left
+    (not part of the plate's text)."""
+    path = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf")
+
+    def face(size: float) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+        if path.exists():
+            return ImageFont.truetype(str(path), round(size))
+        return ImageFont.load_default(size=round(size))
+
+    probe = face(100).getbbox("H")
+    font = face(100 * cap / (probe[3] - probe[1]))
+    top = font.getbbox("H")[1]
+    widths = [font.getbbox(c)[2] - font.getbbox(c)[0] for c in text]
+    band, margin, gap = round(0.62 * cap), round(0.4 * cap), 0.1 * cap
+    w = round(band + 2 * margin + sum(widths) + gap * (len(text) - 1))
+    h = round(cap / 0.68)
+    img = Image.new("RGB", (w, h), (242, 242, 236))
+    draw = ImageDraw.Draw(img)
+    draw.rectangle((1, 1, w - 2, h - 2), outline=(15, 15, 15), width=1)
+    draw.rectangle((0, 0, band, h - 1), fill=(0, 51, 153))
+    small = face(0.3 * cap * 100 / (probe[3] - probe[1]))
+    draw.text((band / 2 - 0.1 * cap, 0.6 * h), "F", font=small, fill=(255, 255, 255))
+    x = band + margin
+    for c, cw in zip(text, widths, strict=True):
+        draw.text((x - font.getbbox(c)[0], (h - cap) / 2 - top), c, font=font, fill=(15, 15, 15))
+        x += cw + gap
+    return cv2.cvtColor(np.asarray(img), cv2.COLOR_RGB2BGR)
+
+
+def run_cli(
+    tmp_path: Path, clip: Path, plate: str, plate_format: str | None = None
+) -> tuple[list[dict[str, object]], str]:
+    """The command line on ``clip`` (without a plate format unless given): its events and its
+    output."""
     truth = tmp_path / "truth.json"
     truth.write_text(json.dumps({clip.stem: [plate]}))
     events = tmp_path / "events.jsonl"
@@ -79,6 +115,7 @@ def run_cli(tmp_path: Path, clip: Path, plate: str) -> tuple[list[dict[str, obje
             str(truth),
             "--out",
             str(tmp_path / "out"),
+            *(["--plate-format", plate_format] if plate_format else []),
         ],
         cwd=ROOT,
         capture_output=True,
@@ -126,6 +163,35 @@ def test_a_plate_filmed_at_dusk_is_read(tmp_path: Path) -> None:
     gate_clip(clip, "KX52VRT", light=0.2)
     events, stdout = run_cli(tmp_path, clip, "KX52VRT")
     assert [(e["camera"], e["plate"]) for e in events] == [("gate_dusk", "KX52VRT")], stdout
+
+
+@pytest.mark.slow
+def test_a_wide_eu_plate_with_dashes_and_a_country_band_is_read(tmp_path: Path) -> None:
+    # A French plate (AB-123-CD) in a wide TrueType face, letter-spaced, with its blue band:
+    # its text line is 9 to 10 times as wide as high, which the plate-shape rule (up to 8)
+    # used to refuse on every frame. The format is given as the plate shows it, with dashes.
+    plate = eu_plate("AB-123-CD", 22)
+    ph, pw = plate.shape[:2]
+    clip = tmp_path / "gate_eu.mp4"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter.fourcc(*"mp4v"), 10.0, (640, 360))
+    assert writer.isOpened()
+    rng = np.random.default_rng(3)
+    for i in range(30):
+        image = np.full((360, 640, 3), (90, 110, 120), np.uint8)
+        cv2.rectangle(image, (0, 170), (640, 360), (70, 70, 72), -1)
+        x = -260 + 40 * i  # 400 px a second, left to right
+        cv2.rectangle(image, (x, 170), (x + 330, 330), (40, 60, 150), -1)
+        cv2.rectangle(image, (x, 250), (x + 330, 300), (35, 35, 38), -1)
+        px = x + 165 - pw // 2
+        if px >= 0 and px + pw <= 640:
+            image[262 : 262 + ph, px : px + pw] = plate
+        elif px + pw > 0 and px < 640:  # partly in view
+            a, b = max(px, 0), min(px + pw, 640)
+            image[262 : 262 + ph, a:b] = plate[:, a - px : b - px]
+        writer.write(np.clip(image + rng.normal(0, 2, image.shape), 0, 255).astype(np.uint8))
+    writer.release()
+    events, stdout = run_cli(tmp_path, clip, "AB123CD", "LL-999-LL")
+    assert [(e["camera"], e["plate"]) for e in events] == [("gate_eu", "AB-123-CD")], stdout
 
 
 def test_a_sure_read_of_a_look_alike_is_no_guess_but_an_o_for_a_zero_is() -> None:
