@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -732,6 +733,30 @@ def test_cameras_are_added_and_removed_through_the_control_endpoint_while_it_run
     assert not [t for t in threading.enumerate() if t.name.startswith("aioflow")]
 
 
+def run_app(
+    tmp_path: Path, frames: Callable[[], AsyncIterator[Any]], summary: app.Summary, **options: Any
+) -> dict[str, af.BlockStatistics]:
+    """The flagship's pipeline (``app.build``, format ``LLL999``, a webhook on loopback that
+    answers at once) run over ``frames()``; its statistics."""
+
+    async def main() -> dict[str, af.BlockStatistics]:
+        runner, url, _ = await run.serve_webhook(0.0)
+        try:
+            pipe = app.build(
+                out=tmp_path / "out",
+                webhook=url,
+                formats=plates.parse_formats("LLL999"),
+                summary=summary,
+                **options,
+            )
+            await pipe.run(frames())
+        finally:
+            await runner.cleanup()
+        return pipe.statistics()
+
+    return af.run(main())
+
+
 @pytest.mark.slow
 def test_detection_at_a_set_rate_holds_the_frames_between_and_still_reads_the_plates(
     tmp_path: Path,
@@ -748,22 +773,7 @@ def test_detection_at_a_set_rate_holds_the_frames_between_and_still_reads_the_pl
                 yield frame
             yield af.EndOfKey("gate_north")
 
-    async def main() -> dict[str, af.BlockStatistics]:
-        runner, url, _ = await run.serve_webhook(0.0)
-        try:
-            pipe = app.build(
-                out=tmp_path / "out",
-                webhook=url,
-                formats=plates.parse_formats("LLL999"),
-                summary=summary,
-                detect_per_second=5,
-            )
-            await pipe.run(frames())
-        finally:
-            await runner.cleanup()
-        return pipe.statistics()
-
-    stats = af.run(main())
+    stats = run_app(tmp_path, frames, summary, detect_per_second=5)
     # Detection ran on every other frame by the clip's own clock (0.2 s apart), whatever
     # the speed it was read at: 12 frames a pass; every frame still came out, one record each.
     assert stats["detect"].received == stats["find_plates"].emitted == 2 * 12
@@ -868,23 +878,8 @@ def test_live_and_sampled_a_sign_looked_at_far_apart_is_held_once_still_for_long
             if frame.index % 9 == 0:
                 yield frame
 
-    async def main() -> dict[str, af.BlockStatistics]:
-        runner, url, _ = await run.serve_webhook(0.0)
-        try:
-            pipe = app.build(
-                out=tmp_path / "out",
-                webhook=url,
-                formats=plates.parse_formats("LLL999"),
-                summary=summary,
-                detect_per_second=5,
-                live_queue=64,  # deep enough that this test drops nothing itself
-            )
-            await pipe.run(frames())
-        finally:
-            await runner.cleanup()
-        return pipe.statistics()
-
-    stats = af.run(main())
+    # live_queue=64: deep enough that this test drops nothing itself
+    stats = run_app(tmp_path, frames, summary, detect_per_second=5, live_queue=64)
     assert stats["detect"].received == stats["track"].received == 5  # each frame a look
     assert summary.counts.held >= 3  # the sign on the third, fourth and fifth looks
     assert all(e["plate"] != "KTR482" for e in summary.events)
@@ -936,22 +931,8 @@ def test_live_a_sign_seen_on_every_third_frame_is_still_read_only_now_and_then(
             if frame.index % 3 == 0:
                 yield frame
 
-    async def main() -> dict[str, af.BlockStatistics]:
-        runner, url, _ = await run.serve_webhook(0.0)
-        try:
-            pipe = app.build(
-                out=tmp_path / "out",
-                webhook=url,
-                formats=plates.parse_formats("LLL999"),
-                summary=summary,
-                live_queue=64,  # deep enough that this test drops nothing itself
-            )
-            await pipe.run(frames())
-        finally:
-            await runner.cleanup()
-        return pipe.statistics()
-
-    stats = af.run(main())
+    # live_queue=64: deep enough that this test drops nothing itself
+    stats = run_app(tmp_path, frames, summary, live_queue=64)
     assert stats["prepare"].received == stats["track"].received == 12
     assert stats["prepare"].dropped == 0
     counts = summary.counts
