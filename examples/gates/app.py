@@ -37,6 +37,10 @@ from aioflow.io import http, video
 from . import ocr, plates, track
 
 DET_BATCH = 4  # frames per detector call
+# How long a detector batch short of DET_BATCH frames waits for more: none (a partial batch
+# goes at once). 0.05 s filled the batches live but the detector was no busier
+# (benchmarks/probe_detector.py).
+DET_MAX_WAIT = 0.0
 REC_BATCH = 16  # crops per recogniser call
 LIVE_QUEUE = 4  # the input queue of each block after detection, with build(live_queue=...)
 # Live (build(live_queue=...)), the queues behind the fair queue are short: by Little's law a
@@ -47,6 +51,10 @@ LIVE_QUEUE = 4  # the input queue of each block after detection, with build(live
 # two side by side under a load of 13-14).
 LIVE_DETECT_QUEUE = DET_BATCH  # the detector's input queue: one batch ready while two run
 LIVE_REC_BATCH = 8  # crops per recogniser call, and its queue
+# find_plates' input queue, live: the detector's output. Two batches (8) took away the detector's
+# waits for room there (0.1-0.3% of its time) but not its waits for the reorder window, the larger
+# part (benchmarks/probe_detector.py); the frames would wait 4 more items.
+LIVE_FIND_QUEUE = LIVE_QUEUE
 # Live, every frame detected: text that has sat in place this long (of the camera's clock) is
 # still, however few looks that took (StillText). 5 looks take about that long with 4 cameras
 # (their rule, unchanged there: at 0.5 s they read 2.0 crops a look instead of 2.3, a car
@@ -133,11 +141,13 @@ def build(
     detect_queue: dict[str, Any] = {}
     short: dict[str, Any] = {}
     rec_queue: dict[str, Any] = {}
+    find_queue: dict[str, Any] = {}
     rec_batch = REC_BATCH
     if live_queue is not None:
         leaky = {"queue_size": live_queue, "overflow": "drop_oldest", "fair": video_stream}
         detect_queue = {"queue_size": LIVE_DETECT_QUEUE}
         short = {"queue_size": LIVE_QUEUE}
+        find_queue = {"queue_size": LIVE_FIND_QUEUE}
         rec_batch = LIVE_REC_BATCH
         rec_queue = {"queue_size": rec_batch}
 
@@ -149,7 +159,7 @@ def build(
 
     detect = OnnxModel(
         ocr.model_path(ocr.DET_MODEL),
-        batch=af.Batch(max_size=DET_BATCH, max_wait=0.0),
+        batch=af.Batch(max_size=DET_BATCH, max_wait=DET_MAX_WAIT),
         **detect_queue,
         intra_op_num_threads=threads[0],
         workers=workers[0],
@@ -158,7 +168,7 @@ def build(
         name="detect",
     )
 
-    @af.block(workers=2, **short)
+    @af.block(workers=2, **find_queue)
     def find_plates(item: dict[str, Any]) -> dict[str, Any]:
         """The frame's plate-like text boxes, each with its recogniser input, and the counts
         of the boxes left out."""
