@@ -320,7 +320,7 @@ async def session(
 
     # The detector's calls in progress, by thread: when each began. ``busy_s`` counts a call
     # when it ends, so read alone at the window's edges it leaves out the calls still running
-    # at its end (with two sessions and calls of 0.4-2 s, 1-10% of a 20 s window, by chance).
+    # at its end (with two sessions and calls of 0.4-8 s, 1-35% of a 20 s window, by chance).
     # The window's busy time counts them up to its edge, as a device's utilisation would.
     detector = next((b for b in pipe.blocks() if b.options.name == "detect"), None)
     running: dict[int, float] = {}

@@ -61,6 +61,11 @@ def test_quick_run_reports_every_field(tmp_path: Path) -> None:
     summary = sweep["summary"]
     assert 0.0 < summary["fairness"] <= 1.0
     assert 0.0 < sweep["detector_busy"] <= 1.05
+    # The figure counts the calls still running at the end of the window, as far as they had
+    # run; the one by the calls that ended in it alone (statistics()'s busy_s) can only be less
+    # (no detector call runs before the first frame, where the window starts).
+    assert 0.0 < sweep["detector_busy_ended_calls"] <= sweep["detector_busy"]
+    assert sweep["summary"]["detector_busy_ended_calls"] == sweep["detector_busy_ended_calls"]
     assert sweep["rss_mb"]["start"] > 0
     assert sweep["books"]["balance"], sweep["books"]
     assert len(sweep["load_average"]["start"]) == 3
