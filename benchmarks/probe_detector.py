@@ -27,6 +27,7 @@ batches), ``one2`` (one detector session with two intra-op threads).
 
     python benchmarks/probe_detector.py [--cameras 8 32] [--seconds 20] [--repeat 2]
         [--configs now dq8 ...] [--json out.json]
+    python benchmarks/probe_detector.py --window-sim 0.011 0.050
 """
 
 from __future__ import annotations
@@ -273,6 +274,43 @@ def breakdown(t0: float, t1: float, workers: int) -> dict[str, Any]:
     return out
 
 
+def window_sim(low: float, high: float, runs: int = 5) -> dict[int, list[float]]:
+    """What a reorder window one batch wider would give: a 2-worker ordered batch block (4 a
+    batch, one batch queued, as the detector) whose calls sleep uniform(low, high) seconds, as
+    the detector's calls varied on a loaded machine. Its utilisation with the engine's window
+    (2 batches) and with 3 (the engine patched for the run: this is not what it does)."""
+    import random
+
+    from aioflow._engine import batched as engine
+
+    results: dict[int, list[float]] = {0: [], 4: []}
+    for seed in range(runs):
+        for extra in results:
+            rng = random.Random(seed)
+
+            class Wide(Sequencer):
+                def __init__(self, window: int, emit: Any, extra: int = extra) -> None:
+                    super().__init__(window + extra, emit)
+
+            engine.Sequencer = Wide  # type: ignore[misc]
+            try:
+
+                @af.block(batch=af.Batch(max_size=4, max_wait=0.0), workers=2, queue_size=4)
+                def model(items: list[int], rng: random.Random = rng) -> list[int]:
+                    time.sleep(rng.uniform(low, high))
+                    return items
+
+                pipe = af.Pipeline(model)
+                t = perf()
+                out = af.run(pipe.run(range(600)))
+                wall = perf() - t
+                assert out == list(range(600))
+                results[extra].append(pipe.statistics()["model"].busy_s / (wall * 2))
+            finally:
+                engine.Sequencer = Sequencer  # type: ignore[misc]
+    return results
+
+
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     install()
     build = app.build
@@ -351,7 +389,22 @@ if __name__ == "__main__":
     parser.add_argument("--configs", nargs="+", default=["now"], choices=sorted(CONFIGS))
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--window-sim",
+        type=float,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        help="instead: a model whose calls sleep uniform(LOW, HIGH) s, with a reorder window of "
+        "2 batches (the engine's) and of 3",
+    )
     args = parser.parse_args()
+    if args.window_sim:
+        for extra, busy in window_sim(*args.window_sim).items():
+            print(
+                f"window of {2 + extra // 4} batches: busy {statistics.median(busy):.3f} "
+                f"(median of {len(busy)}: {', '.join(f'{b:.3f}' for b in busy)})"
+            )
+        sys.exit(0)
     res = af.run(main(args))
     if args.json:
         args.json.write_text(json.dumps(res, indent=1) + "\n")
