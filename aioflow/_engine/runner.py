@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
+import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Hashable, Iterable
@@ -116,6 +117,14 @@ def _collect(
         if close is not None:
             close()
     return outputs
+
+
+def _collect_until(
+    abandoned: Callable[[], bool], fn: Callable[..., Iterable[Any]], value: Any, *extra: Any
+) -> list[Any]:
+    """:func:`_collect` for the general path, which learns that its call was abandoned
+    through ``abandoned()``."""
+    return _collect(fn, value, *extra, stopped=abandoned)
 
 
 class BlockRuntime:
@@ -384,40 +393,64 @@ class BlockRuntime:
                     return await self.fn(value, *extra)
                 async with asyncio.timeout(timeout):
                     return await self.fn(value, *extra)
-            loop = asyncio.get_running_loop()
-            fn: Callable[..., Any] = self.fn
-            args: tuple[Any, ...] = (value, *extra)
             if kind == "generator":
-                fn, args = _collect, (self.fn, *args)
-            if timeout is None:
-                return await loop.run_in_executor(self.pool, fn, *args)
-            # The clock starts when a thread starts the call, not when it is queued: items
-            # waiting behind a hung call are not failed by its timeout.
-            started: asyncio.Future[None] = loop.create_future()
-            fut = loop.run_in_executor(self.pool, _started, loop, started, fn, args)
-            try:
-                await asyncio.wait([started, fut], return_when=asyncio.FIRST_COMPLETED)
-            except BaseException:
-                fut.cancel()
-                raise
-            try:
-                async with asyncio.timeout(timeout):
-                    return await fut
-            except TimeoutError:
-                logger.warning(
-                    "block %r: a thread call took longer than timeout=%ss; it cannot be "
-                    "interrupted and is left to finish, its item fails",
-                    self.name,
-                    timeout,
-                    extra={"block": self.name},
-                )
-                raise
+                return await self._call_generator(value, extra, timeout)
+            return await self._in_thread(self.fn, (value, *extra), timeout)
         except Exception:
             raise
         except BaseException as exc:  # a stray CancelledError or BaseException is a failure
             raise as_failure(exc) from None
         finally:
             checkpoint()  # the user's code swallowed a cancellation of the run: it goes on
+
+    async def _call_generator(
+        self, value: Any, extra: tuple[Any, ...], limit: float | None
+    ) -> list[Any]:
+        """A plain generator's outputs, collected in a thread. The thread cannot be
+        interrupted, but the generator can be left between two outputs: once this call is
+        abandoned (the run cancelled, the timeout passed) it stops at its next output and is
+        closed, its ``finally`` running in the thread, rather than running to its end."""
+        abandoned = threading.Event()
+        try:
+            return cast(
+                list[Any],
+                await self._in_thread(
+                    _collect_until, (abandoned.is_set, self.fn, value, *extra), limit
+                ),
+            )
+        except BaseException:
+            abandoned.set()  # (no outputs were taken: whatever it makes now is dropped)
+            raise
+
+    async def _in_thread(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], limit: float | None
+    ) -> Any:
+        """``fn(*args)`` in the block's thread pool, failing with TimeoutError past ``limit``
+        seconds (the block's ``timeout``) if any."""
+        loop = asyncio.get_running_loop()
+        if limit is None:
+            return await loop.run_in_executor(self.pool, fn, *args)
+        # The clock starts when a thread starts the call, not when it is queued: items
+        # waiting behind a hung call are not failed by its timeout.
+        started: asyncio.Future[None] = loop.create_future()
+        fut = loop.run_in_executor(self.pool, _started, loop, started, fn, args)
+        try:
+            await asyncio.wait([started, fut], return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            fut.cancel()
+            raise
+        try:
+            async with asyncio.timeout(limit):
+                return await fut
+        except TimeoutError:
+            logger.warning(
+                "block %r: a thread call took longer than timeout=%ss; it cannot be "
+                "interrupted and is left to finish, its item fails",
+                self.name,
+                limit,
+                extra={"block": self.name},
+            )
+            raise
 
     async def _retry(
         self, env: Envelope, exc: Exception, t0: float | None, extra: tuple[Any, ...] = ()

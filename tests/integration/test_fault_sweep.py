@@ -853,26 +853,50 @@ async def wait_until_received(pipe: af.Pipeline, name: str, count: int) -> None:
     raise AssertionError(msg)
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-async def test_cancelling_a_thread_generator_stops_it_at_its_next_output(workers: int) -> None:
+#: How a thread generator block runs: the fast path (its threads take their items themselves)
+#: with one or two workers, and the general path (``timeout=``, ``key=``, and an item retried
+#: after its first call failed).
+THREAD_GENERATORS: dict[str, dict[str, Any]] = {
+    "fast": {},
+    "fast_workers": {"workers": 2},
+    "timeout": {"timeout": 60.0},
+    "timeout_workers": {"timeout": 60.0, "workers": 2},
+    "keyed": {"key": lambda x: x % 2},
+    "keyed_workers": {"key": lambda x: x % 2, "workers": 2},
+    "retried": {"on_error": af.Retry(attempts=2, backoff=0.001)},
+}
+
+
+@pytest.mark.parametrize("how", list(THREAD_GENERATORS))
+async def test_cancelling_a_thread_generator_stops_it_at_its_next_output(how: str) -> None:
     """A thread cannot be interrupted, but a generator running in one can be left between two
     outputs. Cancelling the run let the generator of the item under way run to its very end
-    (a camera's frames, a long video's chunks: the cancellation waited for all of them)."""
+    (a camera's frames, a long video's chunks: the cancellation waited for all of them); the
+    fast path was fixed first, the general path (timeout=, key=, a retry) still ran them all."""
+    options = THREAD_GENERATORS[how]
+    workers = options.get("workers", 1)
+    chunks_per_item = 300
     started = threading.Event()
     yielded: list[int] = []
     closed: list[int] = []
+    calls: Counter[int] = Counter()
 
     def chunks(x: int) -> Iterator[int]:
+        calls[x] += 1
+        if "on_error" in options and calls[x] == 1:
+            msg = f"item {x} fails its first call, before any output"
+            raise ValueError(msg)
         try:
-            for i in range(500):
+            for i in range(chunks_per_item):
                 started.set()
-                threading.Event().wait(0.01)
+                threading.Event().wait(0.005)
                 yielded.append(i)
                 yield i
         finally:
             closed.append(x)
 
-    pipe = af.Pipeline(af.block(name="chunks", executor="thread", workers=workers)(chunks))
+    stage = af.block(name="chunks", executor="thread", **options)(chunks)
+    pipe = af.Pipeline(stage)
     run = asyncio.create_task(pipe.run(range(3)))
     for _ in range(int(BOUND_S / 0.001)):
         if started.is_set():
@@ -885,5 +909,31 @@ async def test_cancelling_a_thread_generator_stops_it_at_its_next_output(workers
     # Each generator under way stopped at its next output and was closed (its finally ran)
     # before run() returned; no item's generator ran to its end, none started after.
     assert len(closed) <= workers, closed
-    assert len(yielded) < 500, len(yielded)
+    assert len(yielded) < chunks_per_item, len(yielded)
     assert pipe.statistics()["chunks"].balanced
+
+
+async def test_a_thread_generator_past_its_timeout_stops_at_its_next_output() -> None:
+    """The item of a thread generator past its ``timeout=`` fails, and its outputs are
+    dropped: the generator ran on to its end all the same, holding a thread of the block (and
+    the end of the run) for nothing. It now stops at its next output and is closed."""
+    yielded: list[int] = []
+    closed = threading.Event()
+
+    def chunks(x: int) -> Iterator[int]:
+        try:
+            for i in range(300):
+                threading.Event().wait(0.005)
+                yielded.append(i)
+                yield i
+        finally:
+            closed.set()
+
+    stage = af.block(name="chunks", executor="thread", timeout=0.05, on_error="skip")(chunks)
+    pipe = af.Pipeline(stage)
+    assert await asyncio.wait_for(pipe.run([1]), BOUND_S) == []
+    rec = pipe.statistics()["chunks"]
+    assert (rec.skipped, rec.balanced) == (1, True)
+    # run() returned once the block's thread was joined: the generator had stopped by then.
+    assert closed.is_set()
+    assert len(yielded) < 300, len(yielded)
