@@ -21,7 +21,7 @@ import multiprocessing
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Coroutine, Hashable, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Hashable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from typing import Any, cast
@@ -35,6 +35,7 @@ from .batched import BatchRunner
 from .cancelling import (
     INTERRUPTS,
     as_failure,
+    being_cancelled,
     carrying_interrupts,
     cause_of,
     checkpoint,
@@ -57,7 +58,6 @@ logger = logging.getLogger("aioflow")
 
 _LATENCY_SAMPLES = 1024
 _NOTHING: Any = object()
-_UNKEYED: Hashable = object()  # the stream of items whose stream key failed
 
 
 def _one_stream(env: Envelope) -> Hashable:
@@ -158,6 +158,7 @@ class BlockRuntime:
                 on_drop=self._on_overflow,
                 on_supersede=self._on_supersede,
                 control=is_control,
+                on_refuse=self._on_refused,
             )
         else:
             self.inq = Channel(opts.queue_size, overflow=opts.overflow, on_drop=self._on_overflow)
@@ -178,6 +179,16 @@ class BlockRuntime:
         self.skipped = 0
         self.dead_letters = 0
         self.failed = 0
+        #: items skipped or failed where they were put, their stream key (``fair=``) having
+        #: failed (counted apart: ``_serial`` reads ``skipped`` and ``failed`` as its own)
+        self.refused_skipped = 0
+        self.refused_failed = 0
+        #: the errors of such items that nobody awaits, for the lifecycle to raise, and
+        #: whether it was cancelled to do so (see ``_on_refused``)
+        self.refusals: list[BlockError] = []
+        self.refusal_cancel = False
+        self.task: asyncio.Task[Any] | None = None
+        self.working = False
         self.retried = 0
         self.filtered = 0
         self.flushed = 0
@@ -222,12 +233,14 @@ class BlockRuntime:
         if self.stale:
             dropped_by["stale"] = self.stale
         dropped = inq.overflowed + self.stale
+        skipped = self.skipped + self.refused_skipped
+        failed = self.failed + self.refused_failed
         completed = self.completed
         if self.handing is not None:
             # The serial path counts its completed items as the outputs it handed on (see
             # ``_serial``): the same number, kept by the output channel at no extra cost.
             completed += self.handing.counted() - self.handed_from + self.putting
-        finished = completed + self.skipped + self.failed + self.stale
+        finished = completed + skipped + failed + self.stale
         # Items taken from the input and not finished yet. Derived, so that the hot path keeps
         # no extra counter: taken = received - still queued - evicted by overflow.
         in_flight = received - queued - inq.overflowed - finished
@@ -239,9 +252,9 @@ class BlockRuntime:
             emitted=(self.emitted if self.one_to_many else completed) + self.flushed,
             dropped=dropped,
             dropped_by=dropped_by,
-            skipped=self.skipped,
+            skipped=skipped,
             dead_letters=self.dead_letters,
-            failed=self.failed,
+            failed=failed,
             retried=self.retried,
             filtered=self.filtered,
             in_flight=in_flight,
@@ -273,34 +286,68 @@ class BlockRuntime:
 
     def _stream_of(self, key: Callable[[Any], Hashable] | None) -> Callable[[Envelope], Hashable]:
         """The stream of an item on the input (``None``: one stream). It runs where the item is
-        put, in the block before: a key function that fails must not fail that block, so the
-        item joins the stream of unkeyed items and the first failure is logged (a keyed block
-        computes its key again and fails the item there)."""
+        put, in the block before; if it fails (or the key cannot be hashed or compared), the
+        input refuses the item, which fails here (:meth:`_on_refused`)."""
         if key is None:
             return _one_stream
-        name = self.name
-        failed = False
 
         def stream_of(env: Envelope) -> Hashable:
-            nonlocal failed
-            try:
-                k = key(env.value)
-                hash(k)
-            except Exception as exc:
-                if not failed:
-                    failed = True
-                    logger.warning(
-                        "block %r: the stream key (fair=) failed for item %s (%s); such items "
-                        "share one stream of their own",
-                        name,
-                        summarize(env.value),
-                        describe(exc),
-                        extra={"block": name},
-                    )
-                return _UNKEYED
-            return k
+            return key(env.value)
 
         return stream_of
+
+    def _on_refused(self, env: Envelope, exc: Exception) -> None:
+        """The input refused ``env``: its stream key failed where it was put (in the block
+        before, which must not fail for it). The item fails in this block, without a call:
+        skipped, sent to the dead letters, or its error delivered to whoever awaits it; when
+        nobody does, the error fails this block (the run) as an item's failure would."""
+        err = BlockError(
+            self.name,
+            f"its stream key (fair=) failed: {describe_failure(exc)}",
+            item=summarize(env.value),
+        )
+        err.__cause__ = cause_of(exc)
+        try:
+            self._give_up(env, env.value, exc, 1, refused=True, error=err)
+        except BlockError as unclaimed:
+            self._fail_later(unclaimed)
+
+    def _fail_later(self, err: BlockError) -> None:
+        """Fail the block with ``err``, made outside its tasks (see :meth:`_on_refused`): the
+        lifecycle is cancelled and raises it instead, as ``asyncio.timeout`` raises
+        TimeoutError. Before the block works, it raises it once it does; after (the block is
+        stopping), it joins the block's other errors."""
+        task = self.task
+        if not self.working or task is None or task.done():
+            if self.set_up and not self.working:
+                self.teardown_errors.append(err)  # (stopping: reported with the run's end)
+            else:
+                self.refusals.append(err)
+            return
+        self.refusals.append(err)
+        if not self.refusal_cancel:
+            self.refusal_cancel = True
+            task.cancel()
+
+    def _refused_instead(self, exc: BaseException) -> BaseException:
+        """What the lifecycle raises, having stopped on ``exc``: the errors of refused items
+        that nobody awaits, in place of the cancellation :meth:`_fail_later` made, or beside
+        ``exc``."""
+        if self.refusal_cancel:
+            self.refusal_cancel = False
+            cast(asyncio.Task[Any], self.task).uncancel()
+        errors = self.refusals
+        if not errors:
+            return exc
+        self.refusals = []
+        if isinstance(exc, asyncio.CancelledError):
+            if not being_cancelled():
+                return errors[0] if len(errors) == 1 else _group(self.name, errors)
+        elif isinstance(exc, Exception):
+            return _group(self.name, [exc, *errors])
+        # The run is being cancelled (or interrupted): they are logged with its end.
+        self.teardown_errors.extend(errors)
+        return exc
 
     async def _pass(self, env: Envelope) -> None:
         """A control item taken from the input: send it on, unless this is the last stage."""
@@ -325,9 +372,20 @@ class BlockRuntime:
         err.__cause__ = cause_of(exc)
         return err
 
-    def _give_up(self, env: Envelope, item: Any, exc: BaseException, attempt: int) -> None:
-        """The item failed for good: skip it or fail it, per ``on_error``."""
-        err = self._error(exc, item, attempt)
+    def _give_up(
+        self,
+        env: Envelope,
+        item: Any,
+        exc: BaseException,
+        attempt: int,
+        *,
+        refused: bool = False,
+        error: BlockError | None = None,
+    ) -> None:
+        """The item failed for good: skip it or fail it, per ``on_error``. ``refused``: the
+        input refused it (see :meth:`_on_refused`), which counts it apart; ``error``: the
+        BlockError to report, if not the usual one."""
+        err = error if error is not None else self._error(exc, item, attempt)
         dead_letter = self.opts.dead_letter
         if dead_letter is not None:
             try:
@@ -345,21 +403,34 @@ class BlockRuntime:
                 )
             else:
                 self.dead_letters += 1
-                self._skip(env, err, attempt, "dead_letter", "sent to the dead-letter sink")
+                self._skip(
+                    env, err, attempt, "dead_letter", "sent to the dead-letter sink", refused
+                )
                 return
         if self.opts.on_error == "skip":
-            self._skip(env, err, attempt, "skipped", "skipped")
+            self._skip(env, err, attempt, "skipped", "skipped", refused)
             return
         delivered = env.ticket is not None and env.ticket.fail(err)
         if delivered:
             logger.info("block %r failed an item: %s", self.name, err, extra={"block": self.name})
         # (counted after the log record: its handlers run while the block still holds the
         # item, as ``_uncounted`` assumes)
-        self.failed += 1
+        if refused:
+            self.refused_failed += 1
+        else:
+            self.failed += 1
         if not delivered:
             raise err
 
-    def _skip(self, env: Envelope, err: BlockError, attempt: int, reason: str, what: str) -> None:
+    def _skip(
+        self,
+        env: Envelope,
+        err: BlockError,
+        attempt: int,
+        reason: str,
+        what: str,
+        refused: bool = False,
+    ) -> None:
         """Log, count and end an item that failed for good but does not fail the run."""
         logger.warning(
             "block %r %s item %s after %d attempt(s): %s",
@@ -370,7 +441,10 @@ class BlockRuntime:
             err.message,
             extra={"block": self.name},
         )
-        self.skipped += 1
+        if refused:
+            self.refused_skipped += 1
+        else:
+            self.skipped += 1
         if env.ticket is not None:
             env.ticket.drop(reason, self.name)
 
@@ -509,6 +583,7 @@ class BlockRuntime:
             self.pool = thread_pool(self.name, opts.workers)
         failure: BaseException | None = None
         in_process = blk._aioflow_executor == "process"
+        self.task = asyncio.current_task()
         try:
             if in_process:
                 # setup runs in each worker process, never here; teardown when the pool closes.
@@ -537,6 +612,9 @@ class BlockRuntime:
                     await self._to_end(self._setup(), "setup")
             self.set_up = True
             ready()
+            if self.refusals:  # (items refused while the block was being set up)
+                raise asyncio.CancelledError
+            self.working = True
             if opts.batch is not None:
                 await self._run_batched(opts.batch)
             elif opts.key is not None:
@@ -557,9 +635,15 @@ class BlockRuntime:
                 async with asyncio.TaskGroup() as tg:
                     for _ in range(opts.workers):
                         tg.create_task(carrying_interrupts(self._worker(seq)))
+            self.working = False
+            if self.refusals:  # (the cancellation that raises them had not come yet)
+                raise asyncio.CancelledError
         except BaseException as exc:
-            failure = exc
-            raise
+            self.working = False
+            failure = self._refused_instead(exc)
+            if failure is exc:
+                raise
+            raise failure from failure.__cause__  # (a BlockError keeps its cause)
         finally:
             try:
                 if self.procpool is not None:
@@ -1285,6 +1369,10 @@ async def _paused(deadline: asyncio.Timeout | None) -> AsyncIterator[None]:
         yield
     finally:
         deadline.reschedule(loop.time() + remaining)
+
+
+def _group(name: str, errors: Sequence[Exception]) -> ExceptionGroup[Exception]:
+    return ExceptionGroup(f"block {name!r} failed", list(errors))
 
 
 class _Lane:

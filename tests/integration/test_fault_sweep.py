@@ -491,7 +491,11 @@ def check_answers(out: Outcome, plan: Plan, *, faulty: bool) -> None:
                 assert not plan.lossless or faulty, f"submit({x!r}): {answer}"
         elif type(x) is int:
             outputs = answer if isinstance(answer, list) else [answer]
-            assert [value(y) for y in outputs] == [x] * plan.mult, (x, answer)
+            if plan.lossless:
+                assert [value(y) for y in outputs] == [x] * plan.mult, (x, answer)
+            else:  # a leaky edge may have dropped some of a generator's outputs (counted)
+                assert [value(y) for y in outputs] == [x] * len(outputs), (x, answer)
+                assert 1 <= len(outputs) <= plan.mult, (x, answer)
 
 
 def check_outputs(outputs: list[Any], items: list[Any], plan: Plan, *, faulty: bool) -> None:
@@ -937,3 +941,96 @@ async def test_a_thread_generator_past_its_timeout_stops_at_its_next_output() ->
     # run() returned once the block's thread was joined: the generator had stopped by then.
     assert closed.is_set()
     assert len(yielded) < 300, len(yielded)
+
+
+class _Touchy:
+    """A stream key that hashes once and then refuses: its ``__hash__`` raises from its second
+    call on (past the check the engine made), and its ``__eq__`` always."""
+
+    def __init__(self) -> None:
+        self.hashes = 0
+
+    def __hash__(self) -> int:
+        self.hashes += 1
+        if self.hashes > 1:
+            msg = "hashed once already"
+            raise RuntimeError(msg)
+        return 0  # (the hash of stream 0: they are compared)
+
+    def __eq__(self, other: object) -> bool:
+        msg = "keys of this kind cannot be compared"
+        raise RuntimeError(msg)
+
+
+def _camera_or_touchy(x: Any) -> Any:
+    """A ``fair=`` key: the camera of an int, a key that refuses for a marker."""
+    if type(x) is Marker:
+        return _Incomparable() if x.what == "eq" else _Touchy()
+    return x % 2
+
+
+@pytest.mark.parametrize("first", [True, False])
+async def test_a_fair_key_that_cannot_be_compared_fails_its_item_naming_the_block(
+    first: bool,
+) -> None:
+    """A ``fair=`` key whose ``==`` (or second ``__hash__``) raises: finding its stream ran
+    where the item was put, outside any guard, so the run failed with the error put on the
+    block before (or on ``<source>``, naming no block of the pipeline); in open() the callers
+    got a bare RuntimeError. The item fails in the block whose edge computes the key now, as
+    a BlockError naming it, and the others go on."""
+    gate = asyncio.Event()
+
+    async def held(x: Any) -> Any:
+        await gate.wait()  # every item is queued (its stream found) before any leaves
+        return x
+
+    def stages(**options: Any) -> list[af.Block[Any, Any]]:
+        fair = af.block(
+            name="fair", queue_size=16, overflow="drop_oldest", fair=_camera_or_touchy, **options
+        )(held)
+        return [fair] if first else [af.block(name="before", workers=2)(async_step), fair]
+
+    # When the markers come, streams 0 and 1 hold items: the markers' keys are compared.
+    items: list[Any] = [0, 1, 2, 3, Marker("eq", 1), Marker("hash", 0), 4, 5]
+
+    async def gated(work: Any, pipe: af.Pipeline) -> Any:
+        gate.clear()
+        task = asyncio.ensure_future(work)
+        for _ in range(int(BOUND_S / 0.001)):
+            if task.done() or pipe.statistics()["fair"].received >= len(items):
+                break
+            await asyncio.sleep(0.001)
+        gate.set()
+        return await task
+
+    pipe = af.Pipeline(*stages())
+    with pytest.raises(ExceptionGroup) as caught:
+        await gated(pipe.run(items), pipe)
+    errors = caught.value.exceptions
+    assert len(errors) == 2, errors
+    for err in errors:
+        assert isinstance(err, af.BlockError), repr(err)
+        assert err.block == "fair", err
+        assert isinstance(err.__cause__, RuntimeError)
+        assert "stream key" in str(err)
+    assert all(rec.balanced for rec in pipe.statistics().values())
+
+    async with pipe.open() as running:
+        answers = await gated(
+            asyncio.gather(*(running.submit(x) for x in items), return_exceptions=True), pipe
+        )
+        assert await running.submit(6) == 6  # the service goes on
+    for x, answer in zip(items, answers, strict=True):
+        if type(x) is Marker:
+            assert isinstance(answer, af.BlockError), (x, answer)
+            assert answer.block == "fair"
+        else:
+            assert answer == x, (x, answer)
+    rec = pipe.statistics()["fair"]
+    assert (rec.failed, rec.completed, rec.balanced) == (2, 7, True)
+
+    # With on_error="skip" the run goes on to its end, the two items skipped and counted.
+    skipping = af.Pipeline(*stages(on_error="skip"))
+    assert await gated(skipping.run(items), skipping) == [0, 1, 2, 3, 4, 5]
+    rec = skipping.statistics()["fair"]
+    assert (rec.skipped, rec.completed, rec.balanced) == (2, 6, True)
