@@ -1065,8 +1065,8 @@ class BlockRuntime:
         # End of stream: every key is evicted, so its hook can flush what it holds; unless the
         # state is being kept in a store to resume from, where the keys live on.
         if not self.keep_state:
-            for key in list(self.lanes):
-                await self._evict(key)
+            for key, lane in list(self.lanes.items()):
+                await self._evict(key, lane)
 
     async def _keyed_worker(self, seq: Sequencer | None, hold: asyncio.Semaphore | None) -> None:
         inq = self.inq
@@ -1092,8 +1092,16 @@ class BlockRuntime:
                 # The key ended: its state goes once its earlier items are done (in its lane).
                 # The key function is not called: the marker names the key itself.
                 key = value.key
-                lane = lanes.get(key)
-                if lane is None:  # no state held for it here: it only passes
+                try:
+                    # (compares the marker's key with the keys held: it may refuse)
+                    lane = lanes.get(key)
+                except BaseException as exc:  # sync: never a cancellation
+                    try:
+                        self._end_key_failed(env, key, from_sync(exc))
+                    finally:
+                        await self._finish_keyed(seq, hold, n)
+                    continue
+                if lane is None or lane.ended:  # no state held for it here: it only passes
                     await self._end_key_outputs(env, [], seq, hold, n)
                     continue
             else:
@@ -1106,7 +1114,7 @@ class BlockRuntime:
                     # Finding the key's lane compares it with the keys held, which a user's
                     # key may refuse (an __eq__ that raises): that fails the item too.
                     lane = lanes.get(key)
-                    if lane is None:
+                    if lane is None or lane.ended:
                         lane = lanes[key] = _Lane()
                 except BaseException as exc:  # sync: never a cancellation
                     try:
@@ -1126,16 +1134,12 @@ class BlockRuntime:
                     if env.value.__class__ is EndOfKey:
                         flushed = await self._flush_key(key, lane)
                         await self._end_key_outputs(env, flushed, seq, hold, n)
-                        if lanes.get(key) is lane:
-                            del lanes[key]
+                        lane.state = _NOTHING
                         if not lane.backlog:
+                            self._forget(key, lane)
                             break
-                        # Items of the key that came after its end: a new lane, a new state.
-                        fresh = lanes[key] = _Lane()
-                        fresh.backlog, lane.backlog = lane.backlog, fresh.backlog
-                        lane.busy = False
-                        lane = fresh
-                        lane.busy = True
+                        # Items of the key that came after its end: the lane goes on with a new
+                        # state (left in place: no need to find the key again).
                         env, n = lane.backlog.popleft()
                         continue
                     extra: tuple[Any, ...] = ()
@@ -1164,6 +1168,46 @@ class BlockRuntime:
             finally:
                 lane.busy = False
                 lane.idle_since = _perf()
+
+    def _end_key_failed(self, env: Envelope, key: Any, exc: Exception) -> None:
+        """An ``af.EndOfKey`` whose key refused to be found among the keys held (its
+        ``__hash__`` or ``__eq__`` raised): the key's state cannot be ended, which its
+        ``submit()`` caller is told; with nobody awaiting it, the block fails. It is not an
+        item, so ``on_error`` does not apply, nor do the item counts."""
+        self.controls += 1  # (taken, not handed on)
+        err = BlockError(
+            self.name,
+            f"af.EndOfKey: finding its key among the keys held raised {describe_failure(exc)}",
+            item=summarize(key),
+        )
+        err.__cause__ = cause_of(exc)
+        if env.ticket is None or not env.ticket.fail(err):
+            raise err
+
+    def _forget(self, key: Hashable, lane: _Lane) -> bool:
+        """Take ``lane`` (of ``key``) out of :attr:`lanes`, if it is there. Finding it hashes
+        and compares the key again, which a user's key may refuse now even if it did not when
+        the lane was made (an ``__eq__`` that fails against some keys, a ``__hash__`` that
+        fails the next time): then the lane is left in place marked ended (the next item of
+        its key gets a new one; the evictions pass it by) and a warning names the block. Never
+        raises (but an interrupt); False when the lane was left in place."""
+        lanes = self.lanes
+        try:
+            if lanes.get(key) is lane:
+                del lanes[key]
+            return True
+        except BaseException as exc:
+            error = from_sync(exc)
+        lane.ended = True
+        logger.warning(
+            "block %r: a key's state ended, but finding the key %s to forget it raised %s; "
+            "it is left in place, ended",
+            self.name,
+            summarize(key),
+            describe_failure(error),
+            extra={"block": self.name},
+        )
+        return False
 
     async def _finish_keyed(
         self, seq: Sequencer | None, hold: asyncio.Semaphore | None, n: int
@@ -1237,13 +1281,19 @@ class BlockRuntime:
             now = _perf()
             for key, lane in list(self.lanes.items()):
                 if not lane.busy and not lane.backlog and now - lane.idle_since >= ttl:
-                    await self._evict(key)
+                    await self._evict(key, lane)
 
-    async def _evict(self, key: Hashable) -> None:
-        lane = self.lanes.pop(key, None)
-        if lane is None:
-            return
-        for value in await self.evict_outputs(key, lane):
+    async def _evict(self, key: Hashable, lane: _Lane) -> None:
+        """Evict ``lane``, the key's (taken from :attr:`lanes`): flush its state."""
+        if lane.ended:
+            return  # (its state ended already: see _forget)
+        left = not self._forget(key, lane)
+        try:
+            outputs = await self.evict_outputs(key, lane)
+        finally:
+            if left:
+                lane.state = _NOTHING  # (left in place: no snapshot takes it)
+        for value in outputs:
             self.flushed += 1
             await self.out.put(Envelope(value, _perf(), None))
 
@@ -1378,10 +1428,13 @@ def _group(name: str, errors: Sequence[Exception]) -> ExceptionGroup[Exception]:
 class _Lane:
     """One key of a keyed block: its state and the items waiting for the key."""
 
-    __slots__ = ("backlog", "busy", "idle_since", "state")
+    __slots__ = ("backlog", "busy", "ended", "idle_since", "state")
 
     def __init__(self) -> None:
         self.backlog: deque[tuple[Envelope, int]] = deque()
         self.busy = False
+        #: its key's state ended, but the key refused to be found to take it out of the lanes
+        #: (see ``BlockRuntime._forget``): as good as absent
+        self.ended = False
         self.state: Any = _NOTHING
         self.idle_since = _perf()

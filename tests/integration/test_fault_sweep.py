@@ -51,7 +51,7 @@ import threading
 import traceback
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -1034,3 +1034,110 @@ async def test_a_fair_key_that_cannot_be_compared_fails_its_item_naming_the_bloc
     assert await gated(skipping.run(items), skipping) == [0, 1, 2, 3, 4, 5]
     rec = skipping.statistics()["fair"]
     assert (rec.skipped, rec.completed, rec.balanced) == (2, 6, True)
+
+
+class _Fickle:
+    """A camera key that goes bad with use: hashing one object works twice (finding its
+    lane, making it) and raises from then on; comparing raises once ``refusing`` is set."""
+
+    refusing = False
+
+    def __init__(self, camera: int) -> None:
+        self.camera = camera
+        self.hashes = 0
+
+    def __hash__(self) -> int:
+        self.hashes += 1
+        if self.hashes > 2:
+            msg = f"camera {self.camera}: hashed twice already"
+            raise RuntimeError(msg)
+        return hash(self.camera)
+
+    def __eq__(self, other: object) -> bool:
+        if _Fickle.refusing:
+            msg = "keys of this kind cannot be compared any more"
+            raise RuntimeError(msg)
+        return type(other) is _Fickle and other.camera == self.camera
+
+
+class _CameraTotals(af.Block):
+    """Counts each camera's items; its evict() flushes ("end", camera, count)."""
+
+    key = staticmethod(lambda x: _Fickle(x % 2) if type(x) is int else x)
+
+    def create_state(self, camera: Hashable) -> list[int]:
+        return [0]
+
+    async def process(self, item: Any, state: list[int]) -> Any:
+        await asyncio.sleep(0)
+        state[0] += 1
+        return item
+
+    async def evict(self, camera: Any, state: list[int]) -> list[Any]:
+        return [("end", camera.camera, state[0])]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_a_key_refusing_at_clean_up_leaves_the_run_and_the_flushes_whole(
+    workers: int,
+) -> None:
+    """Taking a key's lane out at the end (evicting it) hashed and compared the key again,
+    outside any guard: a key that refused then (its ``__hash__`` failing the next time) ended
+    the run with a bare RuntimeError naming no block, its flush lost. The lane is left in
+    place now, ended, its flush made, and a warning names the block."""
+    pipe = af.Pipeline(_CameraTotals(name="totals", workers=workers))
+    out = await asyncio.wait_for(pipe.run(range(6)), BOUND_S)
+    assert sorted(x for x in out if type(x) is int) == list(range(6))
+    assert sorted(x for x in out if type(x) is tuple) == [("end", 0, 3), ("end", 1, 3)]
+    rec = pipe.statistics()["totals"]
+    assert (rec.evicted, rec.balanced) == (2, True)
+
+
+async def test_an_end_of_key_whose_key_cannot_be_compared_fails_naming_the_block() -> None:
+    """``af.EndOfKey(key)`` finds its key's lane by comparing it with the keys held, outside
+    any guard: a key whose ``==`` raised ended the run with a bare RuntimeError naming no
+    block, and in open() stopped the service (every caller got PipelineClosed). The marker
+    fails now (its submit() caller gets a BlockError naming the block, and in run() the run
+    fails with it); the key's state is kept, and flushed at the end."""
+    _Fickle.refusing = False
+    pipe = af.Pipeline(_CameraTotals(name="totals"))
+    try:
+        async with pipe.open() as running:
+            assert await running.submit(1) == 1
+            assert await running.submit(3) == 3  # (a second object, equal: compared)
+            _Fickle.refusing = True
+            with pytest.raises(af.BlockError) as caught:
+                await running.submit(af.EndOfKey(_Fickle(1)))
+            assert caught.value.block == "totals"
+            assert isinstance(caught.value.__cause__, RuntimeError)
+            assert "EndOfKey" in str(caught.value)
+            _Fickle.refusing = False
+            assert await running.submit(2) == 2  # the service goes on
+        rec = pipe.statistics()["totals"]
+        assert (rec.completed, rec.evicted, rec.balanced) == (3, 2, True)
+        _Fickle.refusing = True  # (item 5's key finds no other: it is never compared)
+        with pytest.raises(ExceptionGroup) as group:
+            await pipe.run([5, af.EndOfKey(_Fickle(1))])
+        (err,) = group.value.exceptions
+        assert isinstance(err, af.BlockError), repr(err)
+        assert err.block == "totals"
+    finally:
+        _Fickle.refusing = False
+
+
+async def test_an_every_key_that_hashes_once_fails_its_item_not_the_run() -> None:
+    """af.every kept a new key's schedule outside the guard around finding it: a key whose
+    ``__hash__`` raised the second time ended the service with a bare RuntimeError."""
+    inner = af.block(name="detect")(async_step)
+    key = lambda x: _Touchy() if x == 1 else "cam"  # noqa: E731
+    pipe = af.Pipeline(af.every(inner, n=2, key=key, name="sampled"))
+    async with pipe.open() as running:
+        answers = await asyncio.gather(
+            *(running.submit(x) for x in (0, 1, 2)), return_exceptions=True
+        )
+        assert isinstance(await running.submit(3), af.Held)  # the service goes on
+    err = answers[1]
+    assert isinstance(err, af.BlockError), repr(err)
+    assert err.block == "sampled"
+    assert isinstance(err.__cause__, RuntimeError)
+    assert [type(a) for a in (answers[0], answers[2])] == [af.Held, af.Held], answers
