@@ -5,19 +5,23 @@ faults (a ValueError, an unpicklable item, a worker killing itself, a source fai
 cancellation at random moments. This sweep adds what they leave out:
 
 - *hostile items and exceptions*: items whose ``repr``, ``str`` and attribute lookups raise
-  (what the error-message builder reads), exceptions whose ``__str__`` raises, exceptions that
+  (what the error-message builder reads), items whose ``__reduce__`` raises (a process block
+  cannot send them, batched or not) or whose ``__del__`` raises, exceptions whose ``__str__``
+  raises, exceptions that
   pickle in a worker process but cannot be unpickled here, exceptions with ``__notes__`` that
   is not a list, a batch function returning one result too few, generators raising after an
   output, arrays of odd dtypes, strides and shapes (0-size, 0-d, byte-swapped, unaligned,
   object, structured, broadcast, a 1080p frame) that must come back from a process block
   intact;
-- *more ways of leaving*: a run under ``asyncio.timeout``, a ``stream()`` consumer cancelled
-  after some outputs, leaving ``stream()`` early with and without ``aclosing`` (then only the
-  garbage collector closes the generator), ``open()`` with ``submit()`` callers cancelled at
+- *more ways of leaving*: a run under ``asyncio.timeout``, runs under timeouts of 0 to 5 ms again
+  and again on the same pipeline, a ``stream()`` consumer cancelled after some outputs, leaving
+  ``stream()`` early with and without ``aclosing`` (then only the garbage collector closes the
+  generator), and streaming the same pipeline again right after a ``break``, ``open()`` with ``submit()`` callers cancelled at
   random moments while the others must still get their own answers, cancellation while a setup
   runs and while a teardown runs;
-- *process workers killed* with SIGKILL from outside at random moments, beside the items that
-  make a worker kill itself;
+- *process workers killed* with SIGKILL from outside at random moments (often mid-batch),
+  beside the items that make a worker kill itself; batches that wait for more items while
+  callers are cancelled;
 - the mix: async, thread and process blocks with several workers, ordered and not, ``key=``,
   ``af.Batch`` (async, thread and process), ``af.branch``, generators (async and thread),
   ``af.Block`` subclasses with setup/teardown on the loop, in a thread and in worker
@@ -46,6 +50,7 @@ import multiprocessing
 import os
 import random
 import signal
+import sys
 import tempfile
 import threading
 import traceback
@@ -59,9 +64,11 @@ import pytest
 from sweep_targets import (
     FAULTS,
     AsyncLife,
+    DelRaises,
     Marker,
     NeedsTwo,
     ProcLife,
+    ReduceRaises,
     ReprRaises,
     StrRaises,
     ThreadLife,
@@ -111,9 +118,11 @@ PROCESS = ("process", "process_batch", "process_life")
 MODES = (
     "complete",
     "timeout",
+    "timeouts",
     "stream_cancel",
     "stream_break",
     "stream_dropped",
+    "stream_reuse",
     "open",
     "cancel_in_setup",
     "cancel_in_teardown",
@@ -179,7 +188,9 @@ def build(rng: random.Random, folder: str, *, processes: bool, life: bool) -> Pl
             "ordered": rng.random() < 0.7,
             "workers": rng.randint(1, 3),
         } | _on_error(rng)
-        batch = af.Batch(max_size=rng.randint(2, 5), max_wait=0.002)
+        # (a longer wait keeps items sitting in a batch while callers are cancelled or a
+        # worker is killed)
+        batch = af.Batch(max_size=rng.randint(2, 5), max_wait=rng.choice((0.002, 0.03)))
         if kind == "async":
             stages.append(af.block(**opts)(async_step))
         elif kind == "thread":
@@ -243,16 +254,21 @@ def build(rng: random.Random, folder: str, *, processes: bool, life: bool) -> Pl
 
 def hostile_items(rng: random.Random) -> list[Any]:
     """One to three hostile items: a fault marker, an item whose repr/str/attributes raise, an
-    unpicklable lock, or an odd array."""
+    unpicklable lock, one whose ``__reduce__`` raises, one whose ``__del__`` raises, or an odd
+    array."""
     found: list[Any] = []
     for _ in range(rng.randint(1, 3)):
         pick = rng.random()
-        if pick < 0.5:
+        if pick < 0.45:
             found.append(Marker(rng.choice(FAULTS), rng.randrange(1000)))
-        elif pick < 0.65:
+        elif pick < 0.57:
             found.append(ReprRaises(rng.randrange(1000)))
-        elif pick < 0.75:
+        elif pick < 0.63:
             found.append(threading.Lock())
+        elif pick < 0.7:
+            found.append(ReduceRaises(rng.randrange(1000)))
+        elif pick < 0.77:
+            found.append(DelRaises(rng.randrange(1000)))
         else:
             found.append(rng.choice(odd_arrays())[1])
     return found
@@ -309,10 +325,14 @@ async def drive(plan: Plan, source: Source, mode: str, rng: random.Random) -> Ou
             async with asyncio.timeout(rng.uniform(0.001, 0.15)):
                 out.outputs = await pipe.run(source())
                 out.ended = True
+        elif mode == "timeouts":
+            await repeated_timeouts(pipe, source, rng, out)
         elif mode == "stream_cancel":
             await stream_cancelled(pipe, source, rng.randint(0, 12), out)
         elif mode in ("stream_break", "stream_dropped"):
             await stream_left(pipe, source, rng.randint(0, 12), out, closing=mode == "stream_break")
+        elif mode == "stream_reuse":
+            await stream_reused(pipe, source, rng, out)
         elif mode == "open":
             await drive_open(plan, source, rng, out)
         else:
@@ -378,6 +398,63 @@ async def stream_left(
     finally:
         del stream
         gc.collect()  # the loop's finalizer hook schedules its aclose() as a task
+
+
+async def repeated_timeouts(
+    pipe: af.Pipeline, source: Source, rng: random.Random, out: Outcome
+) -> None:
+    """``run()`` under ``asyncio.timeout`` of 0 to 5 ms, again and again on the same pipeline
+    (the cancellation lands at whatever the run awaits then), until one run ends (or fails)."""
+    for _ in range(rng.randint(2, 8)):
+        source.pulled = 0
+        try:
+            async with asyncio.timeout(rng.uniform(0, 0.005)):
+                out.outputs = await pipe.run(source())
+        except TimeoutError:
+            out.cancelled = True
+            continue
+        out.ended = True
+        return
+
+
+async def stream_reused(
+    pipe: af.Pipeline, source: Source, rng: random.Random, out: Outcome
+) -> None:
+    """Leave ``stream()`` by ``break`` after some outputs, then stream the same pipeline again
+    to its end. Left with ``aclosing``, the pipeline is free at once; left by a bare
+    ``break``, the generator is closed by the loop later, and until then a new run is refused
+    with a GraphError that says to use ``aclosing``."""
+    k = rng.randint(0, 12)
+    closing = rng.random() < 0.6
+    if closing:
+        async with contextlib.aclosing(pipe.stream(source())) as stream:
+            async for _ in stream:
+                k -= 1
+                if k < 0:
+                    out.cancelled = True  # (the first run: its process workers are killed)
+                    break
+    else:
+        async for _ in pipe.stream(source()):
+            k -= 1
+            if k < 0:
+                out.cancelled = True
+                break
+    source.pulled = 0
+    for _ in range(int(BOUND_S / 0.005)):
+        refused = ""
+        try:
+            out.outputs = [y async for y in pipe.stream(source())]
+        except af.GraphError as exc:
+            refused = str(exc)
+        if not refused:
+            out.ended = True
+            return
+        assert not closing, f"the pipeline was not free after aclosing: {refused}"
+        assert "aclosing" in refused, refused
+        await asyncio.sleep(0.005)  # the loop closes the first run's generator meanwhile
+        source.pulled = 0
+    msg = "the pipeline was never free again after a stream() left by break"
+    raise AssertionError(msg)
 
 
 async def drive_open(plan: Plan, source: Source, rng: random.Random, out: Outcome) -> None:
@@ -575,6 +652,23 @@ def describe(x: Any) -> str:
 
 
 async def scenario(seed: int) -> None:
+    """One seed's scenario. Items whose ``__del__`` raises are reported to
+    ``sys.unraisablehook`` wherever their last reference goes: that, and nothing else, may
+    be reported meanwhile."""
+    unraised: list[Any] = []
+    hook = sys.unraisablehook
+    sys.unraisablehook = unraised.append
+    try:
+        await _scenario(seed)
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
+    for report in unraised:
+        assert isinstance(report.exc_value, RuntimeError), report
+        assert "no deleting" in str(report.exc_value), report
+
+
+async def _scenario(seed: int) -> None:
     rng = random.Random(seed)
     processes = rng.random() < 0.35
     mode = rng.choice(MODES)
@@ -622,7 +716,9 @@ async def scenario(seed: int) -> None:
         await check_nothing_left(plan, tasks, threads)
         check_books(plan, ended=out.ended, pulled=source.pulled if mode != "open" else None)
         dies = any(type(x) is Marker and x.what == "die" for x in items)
-        check_lifecycles(plan, clean_end=out.ended and not kill and not dies)
+        # (a run cancelled before one that ended, as in "timeouts", killed process workers)
+        clean_end = out.ended and not out.cancelled and not kill and not dies
+        check_lifecycles(plan, clean_end=clean_end)
 
         # The same pipeline runs again, clean, and computes the reference.
         before = life_counts(folder)
@@ -1141,3 +1237,31 @@ async def test_an_every_key_that_hashes_once_fails_its_item_not_the_run() -> Non
     assert err.block == "sampled"
     assert isinstance(err.__cause__, RuntimeError)
     assert [type(a) for a in (answers[0], answers[2])] == [af.Held, af.Held], answers
+
+
+async def test_an_item_that_cannot_be_pickled_fails_alone_in_a_process_batch() -> None:
+    """A process block's batch is sent to its worker whole: one item whose ``__reduce__``
+    raised failed the whole batch, each of its items with "the item cannot be sent", and in
+    open() callers whose items were fine got that error (one caller's failure reached
+    others). The items that can be sent go now, and only the other fails."""
+    stage = af.block(name="batched", executor="process", batch=af.Batch(max_size=4, max_wait=0.05))(
+        proc_batch
+    )
+    pipe = af.Pipeline(stage)
+    async with pipe.open() as running:
+        answers = await asyncio.gather(
+            *(running.submit(x) for x in (1, ReduceRaises(2), 3, 4)), return_exceptions=True
+        )
+    assert [answers[0], answers[2], answers[3]] == [1, 3, 4], answers
+    err = answers[1]
+    assert isinstance(err, af.BlockError), repr(err)
+    assert err.block == "batched"
+    assert isinstance(err.__cause__, af.ExecutorError)
+    assert "cannot be sent" in str(err)
+    rec = pipe.statistics()["batched"]
+    assert (rec.completed, rec.failed, rec.balanced) == (3, 1, True)
+    with pytest.raises(ExceptionGroup) as caught:
+        await pipe.run([1, ReduceRaises(2), 3])
+    (err,) = caught.value.exceptions
+    assert isinstance(err, af.BlockError), repr(err)
+    assert pipe.statistics()["batched"].failed == 1
