@@ -188,7 +188,9 @@ class BlockRuntime:
         self.refusals: list[BlockError] = []
         self.refusal_cancel = False
         self.task: asyncio.Task[Any] | None = None
+        #: the lifecycle takes items (between its setup and its end), or has stopped doing so
         self.working = False
+        self.stopped = False
         self.retried = 0
         self.filtered = 0
         self.flushed = 0
@@ -318,11 +320,11 @@ class BlockRuntime:
         TimeoutError. Before the block works, it raises it once it does; after (the block is
         stopping), it joins the block's other errors."""
         task = self.task
-        if not self.working or task is None or task.done():
-            if self.set_up and not self.working:
-                self.teardown_errors.append(err)  # (stopping: reported with the run's end)
-            else:
-                self.refusals.append(err)
+        if self.stopped or (task is not None and task.done()):
+            self.teardown_errors.append(err)  # (reported with the run's end)
+            return
+        if not self.working or task is None:
+            self.refusals.append(err)  # (raised once the setup has ended)
             return
         self.refusals.append(err)
         if not self.refusal_cancel:
@@ -635,11 +637,11 @@ class BlockRuntime:
                 async with asyncio.TaskGroup() as tg:
                     for _ in range(opts.workers):
                         tg.create_task(carrying_interrupts(self._worker(seq)))
-            self.working = False
+            self.working, self.stopped = False, True
             if self.refusals:  # (the cancellation that raises them had not come yet)
                 raise asyncio.CancelledError
         except BaseException as exc:
-            self.working = False
+            self.working, self.stopped = False, True
             failure = self._refused_instead(exc)
             if failure is exc:
                 raise

@@ -16,9 +16,9 @@ cancellation at random moments. This sweep adds what they leave out:
 - *more ways of leaving*: a run under ``asyncio.timeout``, runs under timeouts of 0 to 5 ms again
   and again on the same pipeline, a ``stream()`` consumer cancelled after some outputs, leaving
   ``stream()`` early with and without ``aclosing`` (then only the garbage collector closes the
-  generator), and streaming the same pipeline again right after a ``break``, ``open()`` with ``submit()`` callers cancelled at
-  random moments while the others must still get their own answers, cancellation while a setup
-  runs and while a teardown runs;
+  generator), streaming the same pipeline again right after a ``break``, ``open()`` with
+  ``submit()`` callers cancelled at random moments while the others must still get their own
+  answers, cancellation while a setup runs and while a teardown runs;
 - *process workers killed* with SIGKILL from outside at random moments (often mid-batch),
   beside the items that make a worker kill itself; batches that wait for more items while
   callers are cancelled;
@@ -1265,3 +1265,40 @@ async def test_an_item_that_cannot_be_pickled_fails_alone_in_a_process_batch() -
     (err,) = caught.value.exceptions
     assert isinstance(err, af.BlockError), repr(err)
     assert pipe.statistics()["batched"].failed == 1
+
+
+class _SlowToStart(af.Block):
+    """A block with ``fair=`` whose setup takes a moment: items reach its edge meanwhile."""
+
+    def __init__(self, events: list[str], **options: Any) -> None:
+        super().__init__(**options)
+        self.events = events
+
+    async def setup(self) -> None:
+        await asyncio.sleep(0.05)
+        self.events.append("setup")
+
+    async def process(self, item: Any) -> Any:
+        return item
+
+    async def teardown(self) -> None:
+        self.events.append("teardown")
+
+
+async def test_a_fair_key_refused_while_the_block_sets_up_fails_the_run_once_it_is_up() -> None:
+    """An item refused by the edge (its ``fair=`` key cannot be compared) while the block is
+    still being set up: its error waits for the setup to end (a setup is not cut short), then
+    fails the run, naming the block, and the block is torn down."""
+    events: list[str] = []
+    stage = _SlowToStart(
+        events, name="fair", queue_size=8, overflow="drop_oldest", fair=_camera_or_touchy
+    )
+    pipe = af.Pipeline(stage)
+    with pytest.raises(ExceptionGroup) as caught:
+        await asyncio.wait_for(pipe.run([0, 1, 2, 3, Marker("eq", 1), 4]), BOUND_S)
+    (err,) = caught.value.exceptions
+    assert isinstance(err, af.BlockError), repr(err)
+    assert err.block == "fair"
+    assert isinstance(err.__cause__, RuntimeError)
+    assert events == ["setup", "teardown"]
+    assert pipe.statistics()["fair"].balanced
