@@ -24,6 +24,7 @@ from .channel import Channel, ChannelClosed
 from .envelope import Envelope
 from .fair import NOTHING, FairChannel
 from .ordering import Sequencer
+from .processes import is_unsendable, unsendable
 
 if TYPE_CHECKING:
     from .runner import BlockRuntime
@@ -247,6 +248,16 @@ class BatchRunner:
                     )
                     raise BatchLengthError(msg)
             except Exception as exc:
+                if is_unsendable(exc) and len(pending) > 1:
+                    # A process block's batch goes whole: the items that cannot be sent fail
+                    # alone, and the others go, in the same attempt.
+                    alone = unsendable(rt.name, [values[i] for i in pending])
+                    if 0 < len(alone) < len(pending):
+                        for j, error in alone.items():
+                            outcome[pending[j]] = error
+                        pending = [i for j, i in enumerate(pending) if j not in alone]
+                        attempt -= 1
+                        continue
                 if attempt < attempts and not isinstance(exc, BatchLengthError):
                     rt.retried += 1
                     await asyncio.sleep(cast(Retry, policy).delay(attempt))

@@ -27,6 +27,11 @@ while it has none queued joins the end of the turn. Each stream's items leave ol
 :class:`StreamBuffer`) leave once every item put before them has left: while one is queued,
 items are served in arrival order up to it.
 
+A stream is found by its key once per put, in one guarded place: a user's key may refuse to be
+hashed or compared (an ``__eq__`` that raises), which fails that item (``refuse``) and never the
+buffer or whoever put the item. Past that point a stream is a :class:`_Stream` of the buffer's
+own, hashed and compared by identity, so no user code runs while the buffer is being changed.
+
 Every operation is O(1) in the number of streams (:class:`StreamBuffer`) but
 :meth:`StreamBuffer.take_capped` (O(streams)); the plain :class:`~.channel.Channel` is
 untouched, so blocks without these options pay nothing.
@@ -46,12 +51,23 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import Any, Generic, TypeVar, cast
 
-from .cancelling import checkpoint
+from .cancelling import checkpoint, from_sync
 from .channel import Channel, ChannelClosed, Overflow
 
 __all__ = ["FairChannel", "StreamBuffer"]
 
 T = TypeVar("T")
+
+
+class _Stream:
+    """A stream: its key (the user's) and that key's hash. Hashed and compared by identity:
+    the buffer's own tables never call the key's ``__hash__`` or ``__eq__``."""
+
+    __slots__ = ("hash", "key")
+
+    def __init__(self, key: Hashable, hashed: int) -> None:
+        self.key = key
+        self.hash = hashed
 
 
 class _Entry:
@@ -60,7 +76,7 @@ class _Entry:
 
     __slots__ = ("item", "key", "live", "seq")
 
-    def __init__(self, item: Any, key: Hashable, seq: int) -> None:
+    def __init__(self, item: Any, key: _Stream, seq: int) -> None:
         self.item = item
         self.key = key
         self.seq = seq
@@ -86,6 +102,7 @@ class StreamBuffer(Generic[T]):
         "_order",
         "_seq",
         "_sizes",
+        "_streams",
         "_top",
         "_turn",
         "capacity",
@@ -95,6 +112,7 @@ class StreamBuffer(Generic[T]):
         "newest",
         "overflow",
         "per_key",
+        "refuse",
         "report",
     )
 
@@ -108,6 +126,7 @@ class StreamBuffer(Generic[T]):
         newest: bool,
         report: Callable[[T, bool], None],
         control: Callable[[T], bool] | None = None,
+        refuse: Callable[[T, Exception], None] | None = None,
     ) -> None:
         self.capacity = capacity
         #: whether an item is a control item (``af.EndOfKey``): it belongs to no stream, is
@@ -122,13 +141,19 @@ class StreamBuffer(Generic[T]):
         #: called (outside the lock) with each item the policy discarded, and whether a newer
         #: item of its stream superseded it
         self.report = report
+        #: called (outside the lock) with an item whose stream could not be found (its key
+        #: function, or its key's ``__hash__`` or ``__eq__``, raised) and the error; the item is
+        #: not kept. None: the error is raised to whoever puts the item.
+        self.refuse = refuse
         self._order: deque[_Entry] = deque()
-        self._lanes: dict[Hashable, deque[_Entry]] = {}
+        self._lanes: dict[_Stream, deque[_Entry]] = {}
+        #: the streams that have a lane, by their key's hash
+        self._streams: dict[int, list[_Stream]] = {}
         # An OrderedDict, not a dict: taking its first key and moving it to the end over and
         # over stays O(1) (a dict's first key is found past the slots its deletions left).
-        self._turn: OrderedDict[Hashable, None] = OrderedDict()
+        self._turn: OrderedDict[_Stream, None] = OrderedDict()
         self._controls = 0
-        self._sizes: dict[int, dict[Hashable, None]] = {}
+        self._sizes: dict[int, dict[_Stream, None]] = {}
         self._top = 0
         self._live = 0
         self._dead = 0
@@ -147,13 +172,27 @@ class StreamBuffer(Generic[T]):
         return iter(items)
 
     def streams(self) -> dict[Hashable, int]:
-        """How many items each stream holds now."""
+        """How many items each stream holds now, by the streams' keys."""
         with self._lock:
-            return {key: len(lane) for key, lane in self._lanes.items()}
+            held = [(stream.key, len(lane)) for stream, lane in self._lanes.items()]
+        return dict(held)
+
+    def _find(self, key: Hashable) -> _Stream:
+        """The stream of ``key`` (call under the lock): the one held whose key is ``key`` or
+        equal to it, as a dict would find it, or a new one (it is held once it has a lane).
+        The only place the key's ``__hash__`` and ``__eq__`` run: what they raise goes up."""
+        hashed = hash(key)
+        held = self._streams.get(hashed)
+        if held is not None:
+            for stream in held:
+                other = stream.key
+                if other is key or other == key:
+                    return stream
+        return _Stream(key, hashed)
 
     # -- the counts -------------------------------------------------------------------------
 
-    def _grew(self, key: Hashable, size: int) -> None:
+    def _grew(self, key: _Stream, size: int) -> None:
         """Stream ``key`` went from ``size - 1`` to ``size`` items."""
         sizes = self._sizes
         if size > 1:
@@ -165,7 +204,7 @@ class StreamBuffer(Generic[T]):
         if size > self._top:
             self._top = size
 
-    def _shrank(self, key: Hashable, size: int) -> None:
+    def _shrank(self, key: _Stream, size: int) -> None:
         """Stream ``key`` went from ``size + 1`` to ``size`` items."""
         sizes = self._sizes
         bucket = sizes[size + 1]
@@ -179,10 +218,11 @@ class StreamBuffer(Generic[T]):
 
     # -- adding and removing (under the lock) ---------------------------------------------------
 
-    def _add(self, item: T, key: Hashable) -> None:
+    def _add(self, item: T, key: _Stream) -> None:
         lane = self._lanes.get(key)
         if lane is None:
             lane = self._lanes[key] = deque()
+            self._streams.setdefault(key.hash, []).append(key)
             if key not in self._turn:  # (it is when the item it replaces kept its turn)
                 self._turn[key] = None
         entry = _Entry(item, key, self._seq)
@@ -200,6 +240,11 @@ class StreamBuffer(Generic[T]):
         key = entry.key
         if not lane:
             del self._lanes[key]
+            held = self._streams[key.hash]
+            if len(held) == 1:
+                del self._streams[key.hash]
+            else:
+                held.remove(key)  # (compared by identity)
             if not keep_turn:
                 del self._turn[key]
         self._shrank(key, len(lane))
@@ -217,7 +262,7 @@ class StreamBuffer(Generic[T]):
         else:
             self._buried()
 
-    def _evict(self, key: Hashable, *, newest: bool = False, keep_turn: bool = False) -> T:
+    def _evict(self, key: _Stream, *, newest: bool = False, keep_turn: bool = False) -> T:
         """Take the oldest (or newest) item of stream ``key`` out of the middle."""
         lane = self._lanes[key]
         entry = lane.pop() if newest else lane.popleft()
@@ -234,7 +279,7 @@ class StreamBuffer(Generic[T]):
             self._order = deque(e for e in self._order if e.live)
             self._dead = 0
 
-    def _largest(self) -> Hashable:
+    def _largest(self) -> _Stream:
         """The stream holding the most items (ties: the first to reach that many)."""
         return next(iter(self._sizes[self._top]))
 
@@ -251,38 +296,59 @@ class StreamBuffer(Generic[T]):
                 self._live += 1
                 self._controls += 1
             return True
-        key = self.key(item)
+        try:
+            found = self.key(item)
+        except BaseException as exc:
+            return self._refused(item, exc)
         dropped: Any = _NONE
         superseded = False
         kept = True
+        failed: BaseException | None = None
         with self._lock:
-            lane = self._lanes.get(key)
-            held = len(lane) if lane is not None else 0
-            per_key = self.per_key
-            if per_key is not None and held >= per_key:
-                if self.overflow == "drop_newest":
-                    dropped, kept = item, False
-                else:
-                    # The new item takes the evicted one's place in the turn.
-                    dropped = self._evict(key, keep_turn=True)
-                    superseded = self.newest
-            elif self._live >= self.capacity and self.leaky:
-                # The largest stream loses an item, counting the new one in its stream; ties go
-                # to the stream the new item belongs to, if it has items here.
-                if self.overflow == "drop_newest":
-                    if held + 1 >= self._top:
+            try:
+                key = self._find(found)
+            except BaseException as exc:
+                failed = exc  # (nothing has changed here yet)
+            else:
+                lane = self._lanes.get(key)
+                held = len(lane) if lane is not None else 0
+                per_key = self.per_key
+                if per_key is not None and held >= per_key:
+                    if self.overflow == "drop_newest":
                         dropped, kept = item, False
                     else:
-                        dropped = self._evict(self._largest(), newest=True)
-                elif held and held >= self._top:
-                    dropped = self._evict(key, keep_turn=True)
-                else:
-                    dropped = self._evict(self._largest())
-            if kept:
-                self._add(item, key)
+                        # The new item takes the evicted one's place in the turn.
+                        dropped = self._evict(key, keep_turn=True)
+                        superseded = self.newest
+                elif self._live >= self.capacity and self.leaky:
+                    # The largest stream loses an item, counting the new one in its stream;
+                    # ties go to the stream the new item belongs to, if it has items here.
+                    if self.overflow == "drop_newest":
+                        if held + 1 >= self._top:
+                            dropped, kept = item, False
+                        else:
+                            dropped = self._evict(self._largest(), newest=True)
+                    elif held and held >= self._top:
+                        dropped = self._evict(key, keep_turn=True)
+                    else:
+                        dropped = self._evict(self._largest())
+                if kept:
+                    self._add(item, key)
+        if failed is not None:
+            return self._refused(item, failed)
         if dropped is not _NONE:
             self.report(dropped, superseded)
         return kept
+
+    def _refused(self, item: T, exc: BaseException) -> bool:
+        """The stream of ``item`` could not be found: the user's key function, or its key's
+        ``__hash__`` or ``__eq__``, raised ``exc``. The item is not kept; ``refuse`` decides
+        its fate (an interrupt goes on up, as does everything when there is no ``refuse``)."""
+        error = from_sync(exc)
+        if self.refuse is None:
+            raise exc
+        self.refuse(item, error)
+        return False
 
     def would_drop(self, item: T) -> bool:
         """Whether putting ``item`` now would drop an item (its own stream's, or the largest
@@ -293,7 +359,13 @@ class StreamBuffer(Generic[T]):
             return True
         if self.per_key is None:
             return False
-        lane = self._lanes.get(self.key(item))
+        try:
+            found = self.key(item)
+            with self._lock:
+                lane = self._lanes.get(self._find(found))
+        except BaseException as exc:
+            from_sync(exc)  # (an interrupt goes on up)
+            return False  # it is refused when it is put
         return lane is not None and len(lane) >= self.per_key
 
     def append(self, item: T) -> None:
@@ -337,7 +409,7 @@ class StreamBuffer(Generic[T]):
         self._served(entry)
         return entry.item
 
-    def take_capped(self, counts: dict[Hashable, int], cap: int) -> Any:
+    def take_capped(self, counts: dict[Any, int], cap: int) -> Any:
         """Take the oldest item of the first stream in turn that has fewer than ``cap`` items
         in ``counts`` (and count it there), or return :data:`NOTHING`. While a control item is
         queued: the oldest such item, or the control item once nothing was put before it.
@@ -372,6 +444,7 @@ class StreamBuffer(Generic[T]):
         with self._lock:
             self._order.clear()
             self._lanes.clear()
+            self._streams.clear()
             self._turn.clear()
             self._sizes.clear()
             self._top = self._live = self._dead = self._controls = 0
@@ -389,7 +462,7 @@ class FairChannel(Channel[T]):
 
     Args:
         capacity: how many items it holds (>= 1).
-        key: the stream of an item (must not raise: the runner wraps the user's function).
+        key: the stream of an item (the user's function).
         overflow: ``"drop_oldest"`` or ``"drop_newest"`` (by stream), or ``"block"`` (never
             drops; the streams then only serve :meth:`take_capped`, for batches capped per
             stream).
@@ -399,6 +472,9 @@ class FairChannel(Channel[T]):
         on_supersede: called with each item a newer item of its stream replaced.
         control: whether an item is a control item (never dropped, in no stream: see
             :class:`StreamBuffer`).
+        on_refuse: called with an item whose stream could not be found (``key``, or the
+            key's ``__hash__`` or ``__eq__``, raised) and the error, as an item failure; the
+            item is not kept. None: the error goes to whoever puts the item.
     """
 
     __slots__ = ("on_supersede",)
@@ -414,6 +490,7 @@ class FairChannel(Channel[T]):
         on_drop: Callable[[T], None] | None = None,
         on_supersede: Callable[[T], None] | None = None,
         control: Callable[[T], bool] | None = None,
+        on_refuse: Callable[[T, Exception], None] | None = None,
     ) -> None:
         super().__init__(capacity, overflow=overflow, on_drop=on_drop)
         self.on_supersede = on_supersede
@@ -425,6 +502,7 @@ class FairChannel(Channel[T]):
             newest=newest,
             report=self._dropped,
             control=control,
+            refuse=on_refuse,
         )
 
     def __repr__(self) -> str:

@@ -156,16 +156,42 @@ class EveryRuntime(JoinRuntime):
         (a stream added again) start afresh: their first item is sampled and none gets the
         old result."""
         k = env.value.key
-        old = self.keys.pop(k, None)
+        try:
+            # (compares the marker's key with the keys held: a user's key may refuse)
+            old = self.keys.pop(k, None)
+        except BaseException as exc:
+            if isinstance(exc, INTERRUPTS):
+                raise
+            self._refused_key(k, exc)
+            old = None
         lane = self.lane if self.every.ordered else (old.lane if old is not None else deque())
         slot = _Slot(env, None, 0, 0.0)
         if old is not None and not self.every.ordered:
             # the key's later items queue behind the marker, in the same lane; the marker's
             # key is forgotten when it leaves with none behind it (``pump``)
-            slot.key = self.keys[k] = _Key(lane)
+            slot.key = _Key(lane)
+            try:
+                self.keys[k] = slot.key
+            except BaseException as exc:
+                if isinstance(exc, INTERRUPTS):
+                    raise
+                self._refused_key(k, exc)
         slot.control = True
         lane.append(slot)
         self.pump(lane)
+
+    def _refused_key(self, k: Any, exc: BaseException) -> None:
+        """An ended key (``af.EndOfKey``) refused to be found among the keys held (its
+        ``__hash__`` or ``__eq__`` raised): what is held for it stays (its later items go on
+        with it), and a warning names the stage."""
+        logger.warning(
+            "every %r: af.EndOfKey(%s): finding the key among the keys held raised %s; what is "
+            "held for it stays",
+            self.name,
+            summarize(k),
+            describe(exc),
+            extra={"block": self.name},
+        )
 
     def _admit(self, env: Envelope) -> tuple[_Slot, bool]:
         """A slot for ``env``, queued in its lane; whether its item is to be sampled."""
@@ -179,6 +205,9 @@ class EveryRuntime(JoinRuntime):
             key = self.keys.get(k)
             which = "clock"
             t = float(ev.clock(value)) if ev.clock is not None else env.born
+            if key is None:
+                which = "key"  # (keeping it hashes and compares it again)
+                key = self.keys[k] = _Key(self.lane if ev.ordered else deque())
         except BaseException as exc:  # the user's key or clock: this item fails, in its turn
             if isinstance(exc, INTERRUPTS):
                 raise
@@ -194,8 +223,6 @@ class EveryRuntime(JoinRuntime):
             lane.append(slot)
             self.pump(lane)
             return slot, False
-        if key is None:
-            key = self.keys[k] = _Key(self.lane if ev.ordered else deque())
         slot = _Slot(env, key, key.seen, t)
         key.seen += 1
         if self.period is not None:
@@ -259,8 +286,13 @@ class EveryRuntime(JoinRuntime):
             # An ended key's stand-in (unordered) that no item came to: gone with the marker,
             # so that keys that end (removed cameras) leave nothing behind.
             k = ended.env.value.key
-            if ended.key is self.keys.get(k) and ended.key is not None and ended.key.seen == 0:
-                del self.keys[k]
+            try:
+                if ended.key is self.keys.get(k) and ended.key is not None and ended.key.seen == 0:
+                    del self.keys[k]
+            except BaseException as exc:
+                if isinstance(exc, INTERRUPTS):
+                    raise
+                self._refused_key(k, exc)
         if moved:
             self._poke()
 

@@ -105,6 +105,32 @@ async def _hook(method: Callable[[], Any]) -> None:
         await result
 
 
+def _unsendable(name: str, exc: Exception) -> ExecutorError:
+    """The error of an item (or a batch of items) that cannot be sent to a worker: pickling it
+    raised ``exc``. Marked so (see :func:`is_unsendable`)."""
+    error = ExecutorError(f"block {name!r}: the item cannot be sent to a worker: {describe(exc)}")
+    error.__cause__ = exc
+    error._aioflow_unsendable = True  # type: ignore[attr-defined]
+    return error
+
+
+def is_unsendable(exc: BaseException) -> bool:
+    """Whether ``exc`` says that the item (or batch) could not be sent to a worker."""
+    return getattr(exc, "_aioflow_unsendable", False) is True
+
+
+def unsendable(name: str, values: list[Any]) -> dict[int, ExecutorError]:
+    """Which of ``values`` (a batch that could not be sent whole) cannot be sent, by index,
+    each with its own error: so that the others can go."""
+    found: dict[int, ExecutorError] = {}
+    for i, value in enumerate(values):
+        try:
+            shm.dumps(value)
+        except Exception as exc:
+            found[i] = _unsendable(name, exc)
+    return found
+
+
 class _Server:
     """What a worker process does: setup, then calls until asked to close, then teardown."""
 
@@ -616,8 +642,7 @@ class ProcessPool:
         try:
             data, parts = shm.dumps(value)
         except Exception as exc:
-            msg = f"block {self._name!r}: the item cannot be sent to a worker: {describe(exc)}"
-            raise ExecutorError(msg) from exc
+            raise _unsendable(self._name, exc) from exc
         slot = await self._acquire()
         try:
             for _ in range(2):

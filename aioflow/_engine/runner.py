@@ -18,9 +18,10 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
+import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Coroutine, Hashable, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Hashable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from typing import Any, cast
@@ -34,6 +35,7 @@ from .batched import BatchRunner
 from .cancelling import (
     INTERRUPTS,
     as_failure,
+    being_cancelled,
     carrying_interrupts,
     cause_of,
     checkpoint,
@@ -56,7 +58,6 @@ logger = logging.getLogger("aioflow")
 
 _LATENCY_SAMPLES = 1024
 _NOTHING: Any = object()
-_UNKEYED: Hashable = object()  # the stream of items whose stream key failed
 
 
 def _one_stream(env: Envelope) -> Hashable:
@@ -118,6 +119,14 @@ def _collect(
     return outputs
 
 
+def _collect_until(
+    abandoned: Callable[[], bool], fn: Callable[..., Iterable[Any]], value: Any, *extra: Any
+) -> list[Any]:
+    """:func:`_collect` for the general path, which learns that its call was abandoned
+    through ``abandoned()``."""
+    return _collect(fn, value, *extra, stopped=abandoned)
+
+
 class BlockRuntime:
     """One block during one run: its input channel, counters, pool and workers."""
 
@@ -149,6 +158,7 @@ class BlockRuntime:
                 on_drop=self._on_overflow,
                 on_supersede=self._on_supersede,
                 control=is_control,
+                on_refuse=self._on_refused,
             )
         else:
             self.inq = Channel(opts.queue_size, overflow=opts.overflow, on_drop=self._on_overflow)
@@ -169,6 +179,18 @@ class BlockRuntime:
         self.skipped = 0
         self.dead_letters = 0
         self.failed = 0
+        #: items skipped or failed where they were put, their stream key (``fair=``) having
+        #: failed (counted apart: ``_serial`` reads ``skipped`` and ``failed`` as its own)
+        self.refused_skipped = 0
+        self.refused_failed = 0
+        #: the errors of such items that nobody awaits, for the lifecycle to raise, and
+        #: whether it was cancelled to do so (see ``_on_refused``)
+        self.refusals: list[BlockError] = []
+        self.refusal_cancel = False
+        self.task: asyncio.Task[Any] | None = None
+        #: the lifecycle takes items (between its setup and its end), or has stopped doing so
+        self.working = False
+        self.stopped = False
         self.retried = 0
         self.filtered = 0
         self.flushed = 0
@@ -213,12 +235,14 @@ class BlockRuntime:
         if self.stale:
             dropped_by["stale"] = self.stale
         dropped = inq.overflowed + self.stale
+        skipped = self.skipped + self.refused_skipped
+        failed = self.failed + self.refused_failed
         completed = self.completed
         if self.handing is not None:
             # The serial path counts its completed items as the outputs it handed on (see
             # ``_serial``): the same number, kept by the output channel at no extra cost.
             completed += self.handing.counted() - self.handed_from + self.putting
-        finished = completed + self.skipped + self.failed + self.stale
+        finished = completed + skipped + failed + self.stale
         # Items taken from the input and not finished yet. Derived, so that the hot path keeps
         # no extra counter: taken = received - still queued - evicted by overflow.
         in_flight = received - queued - inq.overflowed - finished
@@ -230,9 +254,9 @@ class BlockRuntime:
             emitted=(self.emitted if self.one_to_many else completed) + self.flushed,
             dropped=dropped,
             dropped_by=dropped_by,
-            skipped=self.skipped,
+            skipped=skipped,
             dead_letters=self.dead_letters,
-            failed=self.failed,
+            failed=failed,
             retried=self.retried,
             filtered=self.filtered,
             in_flight=in_flight,
@@ -264,34 +288,68 @@ class BlockRuntime:
 
     def _stream_of(self, key: Callable[[Any], Hashable] | None) -> Callable[[Envelope], Hashable]:
         """The stream of an item on the input (``None``: one stream). It runs where the item is
-        put, in the block before: a key function that fails must not fail that block, so the
-        item joins the stream of unkeyed items and the first failure is logged (a keyed block
-        computes its key again and fails the item there)."""
+        put, in the block before; if it fails (or the key cannot be hashed or compared), the
+        input refuses the item, which fails here (:meth:`_on_refused`)."""
         if key is None:
             return _one_stream
-        name = self.name
-        failed = False
 
         def stream_of(env: Envelope) -> Hashable:
-            nonlocal failed
-            try:
-                k = key(env.value)
-                hash(k)
-            except Exception as exc:
-                if not failed:
-                    failed = True
-                    logger.warning(
-                        "block %r: the stream key (fair=) failed for item %s (%s); such items "
-                        "share one stream of their own",
-                        name,
-                        summarize(env.value),
-                        describe(exc),
-                        extra={"block": name},
-                    )
-                return _UNKEYED
-            return k
+            return key(env.value)
 
         return stream_of
+
+    def _on_refused(self, env: Envelope, exc: Exception) -> None:
+        """The input refused ``env``: its stream key failed where it was put (in the block
+        before, which must not fail for it). The item fails in this block, without a call:
+        skipped, sent to the dead letters, or its error delivered to whoever awaits it; when
+        nobody does, the error fails this block (the run) as an item's failure would."""
+        err = BlockError(
+            self.name,
+            f"its stream key (fair=) failed: {describe_failure(exc)}",
+            item=summarize(env.value),
+        )
+        err.__cause__ = cause_of(exc)
+        try:
+            self._give_up(env, env.value, exc, 1, refused=True, error=err)
+        except BlockError as unclaimed:
+            self._fail_later(unclaimed)
+
+    def _fail_later(self, err: BlockError) -> None:
+        """Fail the block with ``err``, made outside its tasks (see :meth:`_on_refused`): the
+        lifecycle is cancelled and raises it instead, as ``asyncio.timeout`` raises
+        TimeoutError. Before the block works, it raises it once it does; after (the block is
+        stopping), it joins the block's other errors."""
+        task = self.task
+        if self.stopped or (task is not None and task.done()):
+            self.teardown_errors.append(err)  # (reported with the run's end)
+            return
+        if not self.working or task is None:
+            self.refusals.append(err)  # (raised once the setup has ended)
+            return
+        self.refusals.append(err)
+        if not self.refusal_cancel:
+            self.refusal_cancel = True
+            task.cancel()
+
+    def _refused_instead(self, exc: BaseException) -> BaseException:
+        """What the lifecycle raises, having stopped on ``exc``: the errors of refused items
+        that nobody awaits, in place of the cancellation :meth:`_fail_later` made, or beside
+        ``exc``."""
+        if self.refusal_cancel:
+            self.refusal_cancel = False
+            cast(asyncio.Task[Any], self.task).uncancel()
+        errors = self.refusals
+        if not errors:
+            return exc
+        self.refusals = []
+        if isinstance(exc, asyncio.CancelledError):
+            if not being_cancelled():
+                return errors[0] if len(errors) == 1 else _group(self.name, errors)
+        elif isinstance(exc, Exception):
+            return _group(self.name, [exc, *errors])
+        # The run is being cancelled (or interrupted): they are logged with its end.
+        self.teardown_errors.extend(errors)
+        return exc
 
     async def _pass(self, env: Envelope) -> None:
         """A control item taken from the input: send it on, unless this is the last stage."""
@@ -316,9 +374,20 @@ class BlockRuntime:
         err.__cause__ = cause_of(exc)
         return err
 
-    def _give_up(self, env: Envelope, item: Any, exc: BaseException, attempt: int) -> None:
-        """The item failed for good: skip it or fail it, per ``on_error``."""
-        err = self._error(exc, item, attempt)
+    def _give_up(
+        self,
+        env: Envelope,
+        item: Any,
+        exc: BaseException,
+        attempt: int,
+        *,
+        refused: bool = False,
+        error: BlockError | None = None,
+    ) -> None:
+        """The item failed for good: skip it or fail it, per ``on_error``. ``refused``: the
+        input refused it (see :meth:`_on_refused`), which counts it apart; ``error``: the
+        BlockError to report, if not the usual one."""
+        err = error if error is not None else self._error(exc, item, attempt)
         dead_letter = self.opts.dead_letter
         if dead_letter is not None:
             try:
@@ -336,21 +405,34 @@ class BlockRuntime:
                 )
             else:
                 self.dead_letters += 1
-                self._skip(env, err, attempt, "dead_letter", "sent to the dead-letter sink")
+                self._skip(
+                    env, err, attempt, "dead_letter", "sent to the dead-letter sink", refused
+                )
                 return
         if self.opts.on_error == "skip":
-            self._skip(env, err, attempt, "skipped", "skipped")
+            self._skip(env, err, attempt, "skipped", "skipped", refused)
             return
         delivered = env.ticket is not None and env.ticket.fail(err)
         if delivered:
             logger.info("block %r failed an item: %s", self.name, err, extra={"block": self.name})
         # (counted after the log record: its handlers run while the block still holds the
         # item, as ``_uncounted`` assumes)
-        self.failed += 1
+        if refused:
+            self.refused_failed += 1
+        else:
+            self.failed += 1
         if not delivered:
             raise err
 
-    def _skip(self, env: Envelope, err: BlockError, attempt: int, reason: str, what: str) -> None:
+    def _skip(
+        self,
+        env: Envelope,
+        err: BlockError,
+        attempt: int,
+        reason: str,
+        what: str,
+        refused: bool = False,
+    ) -> None:
         """Log, count and end an item that failed for good but does not fail the run."""
         logger.warning(
             "block %r %s item %s after %d attempt(s): %s",
@@ -361,7 +443,10 @@ class BlockRuntime:
             err.message,
             extra={"block": self.name},
         )
-        self.skipped += 1
+        if refused:
+            self.refused_skipped += 1
+        else:
+            self.skipped += 1
         if env.ticket is not None:
             env.ticket.drop(reason, self.name)
 
@@ -384,40 +469,64 @@ class BlockRuntime:
                     return await self.fn(value, *extra)
                 async with asyncio.timeout(timeout):
                     return await self.fn(value, *extra)
-            loop = asyncio.get_running_loop()
-            fn: Callable[..., Any] = self.fn
-            args: tuple[Any, ...] = (value, *extra)
             if kind == "generator":
-                fn, args = _collect, (self.fn, *args)
-            if timeout is None:
-                return await loop.run_in_executor(self.pool, fn, *args)
-            # The clock starts when a thread starts the call, not when it is queued: items
-            # waiting behind a hung call are not failed by its timeout.
-            started: asyncio.Future[None] = loop.create_future()
-            fut = loop.run_in_executor(self.pool, _started, loop, started, fn, args)
-            try:
-                await asyncio.wait([started, fut], return_when=asyncio.FIRST_COMPLETED)
-            except BaseException:
-                fut.cancel()
-                raise
-            try:
-                async with asyncio.timeout(timeout):
-                    return await fut
-            except TimeoutError:
-                logger.warning(
-                    "block %r: a thread call took longer than timeout=%ss; it cannot be "
-                    "interrupted and is left to finish, its item fails",
-                    self.name,
-                    timeout,
-                    extra={"block": self.name},
-                )
-                raise
+                return await self._call_generator(value, extra, timeout)
+            return await self._in_thread(self.fn, (value, *extra), timeout)
         except Exception:
             raise
         except BaseException as exc:  # a stray CancelledError or BaseException is a failure
             raise as_failure(exc) from None
         finally:
             checkpoint()  # the user's code swallowed a cancellation of the run: it goes on
+
+    async def _call_generator(
+        self, value: Any, extra: tuple[Any, ...], limit: float | None
+    ) -> list[Any]:
+        """A plain generator's outputs, collected in a thread. The thread cannot be
+        interrupted, but the generator can be left between two outputs: once this call is
+        abandoned (the run cancelled, the timeout passed) it stops at its next output and is
+        closed, its ``finally`` running in the thread, rather than running to its end."""
+        abandoned = threading.Event()
+        try:
+            return cast(
+                list[Any],
+                await self._in_thread(
+                    _collect_until, (abandoned.is_set, self.fn, value, *extra), limit
+                ),
+            )
+        except BaseException:
+            abandoned.set()  # (no outputs were taken: whatever it makes now is dropped)
+            raise
+
+    async def _in_thread(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], limit: float | None
+    ) -> Any:
+        """``fn(*args)`` in the block's thread pool, failing with TimeoutError past ``limit``
+        seconds (the block's ``timeout``) if any."""
+        loop = asyncio.get_running_loop()
+        if limit is None:
+            return await loop.run_in_executor(self.pool, fn, *args)
+        # The clock starts when a thread starts the call, not when it is queued: items
+        # waiting behind a hung call are not failed by its timeout.
+        started: asyncio.Future[None] = loop.create_future()
+        fut = loop.run_in_executor(self.pool, _started, loop, started, fn, args)
+        try:
+            await asyncio.wait([started, fut], return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            fut.cancel()
+            raise
+        try:
+            async with asyncio.timeout(limit):
+                return await fut
+        except TimeoutError:
+            logger.warning(
+                "block %r: a thread call took longer than timeout=%ss; it cannot be "
+                "interrupted and is left to finish, its item fails",
+                self.name,
+                limit,
+                extra={"block": self.name},
+            )
+            raise
 
     async def _retry(
         self, env: Envelope, exc: Exception, t0: float | None, extra: tuple[Any, ...] = ()
@@ -476,6 +585,7 @@ class BlockRuntime:
             self.pool = thread_pool(self.name, opts.workers)
         failure: BaseException | None = None
         in_process = blk._aioflow_executor == "process"
+        self.task = asyncio.current_task()
         try:
             if in_process:
                 # setup runs in each worker process, never here; teardown when the pool closes.
@@ -504,6 +614,9 @@ class BlockRuntime:
                     await self._to_end(self._setup(), "setup")
             self.set_up = True
             ready()
+            if self.refusals:  # (items refused while the block was being set up)
+                raise asyncio.CancelledError
+            self.working = True
             if opts.batch is not None:
                 await self._run_batched(opts.batch)
             elif opts.key is not None:
@@ -524,9 +637,15 @@ class BlockRuntime:
                 async with asyncio.TaskGroup() as tg:
                     for _ in range(opts.workers):
                         tg.create_task(carrying_interrupts(self._worker(seq)))
+            self.working, self.stopped = False, True
+            if self.refusals:  # (the cancellation that raises them had not come yet)
+                raise asyncio.CancelledError
         except BaseException as exc:
-            failure = exc
-            raise
+            self.working, self.stopped = False, True
+            failure = self._refused_instead(exc)
+            if failure is exc:
+                raise
+            raise failure from failure.__cause__  # (a BlockError keeps its cause)
         finally:
             try:
                 if self.procpool is not None:
@@ -948,8 +1067,8 @@ class BlockRuntime:
         # End of stream: every key is evicted, so its hook can flush what it holds; unless the
         # state is being kept in a store to resume from, where the keys live on.
         if not self.keep_state:
-            for key in list(self.lanes):
-                await self._evict(key)
+            for key, lane in list(self.lanes.items()):
+                await self._evict(key, lane)
 
     async def _keyed_worker(self, seq: Sequencer | None, hold: asyncio.Semaphore | None) -> None:
         inq = self.inq
@@ -975,8 +1094,16 @@ class BlockRuntime:
                 # The key ended: its state goes once its earlier items are done (in its lane).
                 # The key function is not called: the marker names the key itself.
                 key = value.key
-                lane = lanes.get(key)
-                if lane is None:  # no state held for it here: it only passes
+                try:
+                    # (compares the marker's key with the keys held: it may refuse)
+                    lane = lanes.get(key)
+                except BaseException as exc:  # sync: never a cancellation
+                    try:
+                        self._end_key_failed(env, key, from_sync(exc))
+                    finally:
+                        await self._finish_keyed(seq, hold, n)
+                    continue
+                if lane is None or lane.ended:  # no state held for it here: it only passes
                     await self._end_key_outputs(env, [], seq, hold, n)
                     continue
             else:
@@ -989,7 +1116,7 @@ class BlockRuntime:
                     # Finding the key's lane compares it with the keys held, which a user's
                     # key may refuse (an __eq__ that raises): that fails the item too.
                     lane = lanes.get(key)
-                    if lane is None:
+                    if lane is None or lane.ended:
                         lane = lanes[key] = _Lane()
                 except BaseException as exc:  # sync: never a cancellation
                     try:
@@ -1009,16 +1136,12 @@ class BlockRuntime:
                     if env.value.__class__ is EndOfKey:
                         flushed = await self._flush_key(key, lane)
                         await self._end_key_outputs(env, flushed, seq, hold, n)
-                        if lanes.get(key) is lane:
-                            del lanes[key]
+                        lane.state = _NOTHING
                         if not lane.backlog:
+                            self._forget(key, lane)
                             break
-                        # Items of the key that came after its end: a new lane, a new state.
-                        fresh = lanes[key] = _Lane()
-                        fresh.backlog, lane.backlog = lane.backlog, fresh.backlog
-                        lane.busy = False
-                        lane = fresh
-                        lane.busy = True
+                        # Items of the key that came after its end: the lane goes on with a new
+                        # state (left in place: no need to find the key again).
                         env, n = lane.backlog.popleft()
                         continue
                     extra: tuple[Any, ...] = ()
@@ -1047,6 +1170,46 @@ class BlockRuntime:
             finally:
                 lane.busy = False
                 lane.idle_since = _perf()
+
+    def _end_key_failed(self, env: Envelope, key: Any, exc: Exception) -> None:
+        """An ``af.EndOfKey`` whose key refused to be found among the keys held (its
+        ``__hash__`` or ``__eq__`` raised): the key's state cannot be ended, which its
+        ``submit()`` caller is told; with nobody awaiting it, the block fails. It is not an
+        item, so ``on_error`` does not apply, nor do the item counts."""
+        self.controls += 1  # (taken, not handed on)
+        err = BlockError(
+            self.name,
+            f"af.EndOfKey: finding its key among the keys held raised {describe_failure(exc)}",
+            item=summarize(key),
+        )
+        err.__cause__ = cause_of(exc)
+        if env.ticket is None or not env.ticket.fail(err):
+            raise err
+
+    def _forget(self, key: Hashable, lane: _Lane) -> bool:
+        """Take ``lane`` (of ``key``) out of :attr:`lanes`, if it is there. Finding it hashes
+        and compares the key again, which a user's key may refuse now even if it did not when
+        the lane was made (an ``__eq__`` that fails against some keys, a ``__hash__`` that
+        fails the next time): then the lane is left in place marked ended (the next item of
+        its key gets a new one; the evictions pass it by) and a warning names the block. Never
+        raises (but an interrupt); False when the lane was left in place."""
+        lanes = self.lanes
+        try:
+            if lanes.get(key) is lane:
+                del lanes[key]
+            return True
+        except BaseException as exc:
+            error = from_sync(exc)
+        lane.ended = True
+        logger.warning(
+            "block %r: a key's state ended, but finding the key %s to forget it raised %s; "
+            "it is left in place, ended",
+            self.name,
+            summarize(key),
+            describe_failure(error),
+            extra={"block": self.name},
+        )
+        return False
 
     async def _finish_keyed(
         self, seq: Sequencer | None, hold: asyncio.Semaphore | None, n: int
@@ -1120,13 +1283,19 @@ class BlockRuntime:
             now = _perf()
             for key, lane in list(self.lanes.items()):
                 if not lane.busy and not lane.backlog and now - lane.idle_since >= ttl:
-                    await self._evict(key)
+                    await self._evict(key, lane)
 
-    async def _evict(self, key: Hashable) -> None:
-        lane = self.lanes.pop(key, None)
-        if lane is None:
-            return
-        for value in await self.evict_outputs(key, lane):
+    async def _evict(self, key: Hashable, lane: _Lane) -> None:
+        """Evict ``lane``, the key's (taken from :attr:`lanes`): flush its state."""
+        if lane.ended:
+            return  # (its state ended already: see _forget)
+        left = not self._forget(key, lane)
+        try:
+            outputs = await self.evict_outputs(key, lane)
+        finally:
+            if left:
+                lane.state = _NOTHING  # (left in place: no snapshot takes it)
+        for value in outputs:
             self.flushed += 1
             await self.out.put(Envelope(value, _perf(), None))
 
@@ -1254,13 +1423,20 @@ async def _paused(deadline: asyncio.Timeout | None) -> AsyncIterator[None]:
         deadline.reschedule(loop.time() + remaining)
 
 
+def _group(name: str, errors: Sequence[Exception]) -> ExceptionGroup[Exception]:
+    return ExceptionGroup(f"block {name!r} failed", list(errors))
+
+
 class _Lane:
     """One key of a keyed block: its state and the items waiting for the key."""
 
-    __slots__ = ("backlog", "busy", "idle_since", "state")
+    __slots__ = ("backlog", "busy", "ended", "idle_since", "state")
 
     def __init__(self) -> None:
         self.backlog: deque[tuple[Envelope, int]] = deque()
         self.busy = False
+        #: its key's state ended, but the key refused to be found to take it out of the lanes
+        #: (see ``BlockRuntime._forget``): as good as absent
+        self.ended = False
         self.state: Any = _NOTHING
         self.idle_since = _perf()

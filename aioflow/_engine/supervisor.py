@@ -148,8 +148,8 @@ class PipelineRun:
         (a few at most). Only an envelope that nothing else refers to is kept: ``envs`` itself,
         the loop and ``getrefcount`` hold the only references to it."""
         spare = self.spare
-        if len(spare) >= _SPARE:
-            return
+        if len(spare) >= _SPARE or self.finished:
+            return  # (once the run has ended nothing reuses them: they would keep outputs)
         keep = spare.append
         for env in envs:
             if getrefcount(env) == 3:
@@ -211,6 +211,9 @@ class PipelineRun:
             outcome = "finished"
         finally:
             self.finished = True
+            # The spare envelopes still hold outputs the caller has (up to _SPARE of them):
+            # the pipeline keeps this run for its statistics, not its outputs.
+            self.spare.clear()
             self.stopped = _perf()
             if not self.ready.done():
                 self.ready.set_result(None)

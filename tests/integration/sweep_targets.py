@@ -61,6 +61,42 @@ class ReprRaises:
         return hash(self.n)
 
 
+class ReduceRaises:
+    """A hostile item that cannot be pickled: its ``__reduce__`` raises (a process block
+    cannot send it to a worker). Compared by its number, so that it can be found again."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __reduce__(self) -> Any:
+        msg = "no pickling for you"
+        raise RuntimeError(msg)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is ReduceRaises and other.n == self.n
+
+    def __hash__(self) -> int:
+        return hash(self.n)
+
+
+class DelRaises:
+    """A hostile item whose ``__del__`` raises (Python reports it to ``sys.unraisablehook``,
+    wherever the last reference goes)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __del__(self) -> None:
+        msg = f"no deleting item {self.n} quietly"
+        raise RuntimeError(msg)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is DelRaises and other.n == self.n
+
+    def __hash__(self) -> int:
+        return hash(self.n)
+
+
 @dataclass(frozen=True)
 class Marker:
     """An item that makes every stage seeing it do ``what``:
@@ -134,7 +170,9 @@ def proc_step(x: Any) -> Any:
 
 
 def proc_batch(xs: list[Any]) -> list[Any]:
-    """A batched process block's function."""
+    """A batched process block's function (it takes a moment: a worker killed from outside
+    is often killed mid-batch)."""
+    time.sleep(0.002)
     out = [act(value(x), in_process=True) for x in xs]
     if any(type(x) is Marker and x.what == "wrong_batch" for x in out):
         return out[:-1]

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Hashable
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -160,7 +161,8 @@ def test_take_capped_skips_streams_at_their_cap_and_keeps_the_rest_in_order() ->
     while (item := ch.take_capped(counts, 2)) is not NOTHING:
         batch.append(item)
     assert batch == [("a", 0), ("b", 0), ("a", 1)]  # in turn, "a" then capped
-    assert counts == {"a": 2, "b": 1}
+    # (counted by the buffer's own stream objects, which carry the keys)
+    assert {stream.key: n for stream, n in counts.items()} == {"a": 2, "b": 1}  # type: ignore[attr-defined]
     assert drain(ch) == [("a", 2), ("a", 3), ("a", 4), ("a", 5)]
 
 
@@ -416,3 +418,66 @@ def test_a_thread_taking_by_popleft_is_served_in_turn() -> None:
     thread.join()
     assert [name for name, _ in taken] == list("abc" * 3 + "aaa")
     assert [i for name, i in taken if name == "a"] == list(range(6))
+
+
+class _Touchy:
+    """A stream key that refuses: its ``__eq__`` raises, and its ``__hash__`` too from its
+    ``hashes``-th call on (a key that hashed once may still fail the next time)."""
+
+    def __init__(self, hashes: int = 1_000_000) -> None:
+        self.hashes = hashes
+
+    def __hash__(self) -> int:
+        self.hashes -= 1
+        if self.hashes < 0:
+            msg = "no more hashes"
+            raise RuntimeError(msg)
+        return hash("a")  # (the hash of stream "a": they are compared)
+
+    def __eq__(self, other: object) -> bool:
+        msg = "keys of this kind cannot be compared"
+        raise RuntimeError(msg)
+
+
+def test_an_item_whose_stream_key_refuses_is_refused_and_the_buffer_stays_whole() -> None:
+    """Finding a stream compared the user's key inside the buffer's tables, part-way through
+    changing them; the error went to whoever put the item (the block before, or the source,
+    which then failed the run). The item is refused now, nothing else changes, and the
+    streams go on as before."""
+    keys: dict[str, Any] = {"t": _Touchy(), "h": _Touchy(hashes=1), "k": "boom"}
+
+    def key(item: Item) -> Hashable:
+        found = keys.get(item[0], item[0])
+        if found == "boom":
+            msg = "the key function fails"
+            raise ValueError(msg)
+        return found
+
+    refused: list[tuple[Item, Exception]] = []
+    dropped: list[Item] = []
+    ch = FairChannel(
+        3,
+        key,
+        per_key=2,
+        on_drop=dropped.append,
+        on_refuse=lambda item, exc: refused.append((item, exc)),
+    )
+    for item in [("a", 0), ("t", 0), ("b", 0), ("h", 0), ("a", 1), ("k", 0), ("a", 2)]:
+        ch.put_nowait(item)
+    assert [item for item, _ in refused] == [("t", 0), ("h", 0), ("k", 0)]
+    assert [type(exc) for _, exc in refused] == [RuntimeError, RuntimeError, ValueError]
+    assert dropped == [("a", 0)]  # per_key=2: "a" holds its two newest
+    assert ch.buffer.streams() == {"a": 2, "b": 1}
+    # ("a", 1) took the turn of the item it pushed out, ahead of "b"
+    assert drain(ch) == [("a", 1), ("b", 0), ("a", 2)]
+    assert ch.buffer.streams() == {}
+    ch.put_nowait(("b", 1))  # the buffer is whole: streams come and go as before
+    assert drain(ch) == [("b", 1)]
+
+
+def test_without_on_refuse_a_refusing_key_raises_to_the_putter_and_changes_nothing() -> None:
+    ch = FairChannel(3, lambda item: _Touchy() if item[0] == "t" else item[0])
+    ch.put_nowait(("a", 0))
+    with pytest.raises(RuntimeError, match="cannot be compared"):
+        ch.put_nowait(("t", 0))
+    assert drain(ch) == [("a", 0)]
