@@ -431,6 +431,19 @@ class Owner:
         for part, ids in by_part.items():
             pipe.xack(self.parts[part].stream, GROUP, *ids)
 
+    def holds(self, tok: bytes, epoch: int) -> bool:
+        """Whether ``tok``'s partition is still this worker's, in the ownership ``epoch``."""
+        part, _ = untoken(tok)
+        p = self.parts[part]
+        return p.owned and p.epoch == epoch
+
+    async def claim(self, client: Any, tok: bytes) -> None:
+        """Claim the entry ``tok`` the last owner held, which a takeover processes again now
+        (its delivery count goes up). One acknowledged meanwhile (by an owner that stalled
+        past its lease) is not claimed, and processed again all the same."""
+        part, entry_id = untoken(tok)
+        await client.xclaim(self.parts[part].stream, GROUP, self.consumer, 0, [entry_id])
+
     def stream_of(self, tok: bytes) -> tuple[str, bytes]:
         part, entry_id = untoken(tok)
         return self.parts[part].stream, entry_id
@@ -544,10 +557,11 @@ class Owner:
             lo = b"(" + mark if mark else b"-"
             entries = await client.xrange(p.stream, min=lo, max=last_delivered)
             ids = [eid for eid, _ in entries]
-            for start in range(0, len(ids), 500):
-                await client.xclaim(p.stream, GROUP, self.consumer, 0, ids[start : start + 500])
             rows = await client.xpending_range(p.stream, GROUP, lo, last_delivered, len(ids) + 1000)
-            counts = {row["message_id"]: int(row["times_delivered"]) for row in rows}
+            # The entries the last owner held are claimed one at a time, each as it runs
+            # (:meth:`claim`: alone, as a suspect), so their delivery is the next one; those
+            # it acknowledged are processed again for the state only (delivery 1).
+            counts = {row["message_id"]: int(row["times_delivered"]) + 1 for row in rows}
             # Pending entries deleted since (by other hands: a producer's trim never deletes
             # what the group delivered) are acknowledged, and counted in the block's books.
             present = set(ids)
@@ -624,7 +638,7 @@ class Owner:
         self, client: Any, p: _Part, *, release: bool, carry: bool = True
     ) -> bool:
         want = self._in(p.index)
-        last = p.last
+        last = taken = p.last
         p.changed = False  # (the state is read below, before any wait)
         trim = _after(last) if last else ""
         state = b""
@@ -671,7 +685,9 @@ class Owner:
             if not p.in_flight:
                 self._forget(p.index)
             return False
-        p.snapped = p.last
+        # (What was taken when the state was read: a takeover's entries may be dispatched
+        # while the script runs.)
+        p.snapped = taken
         self.snapshots += 1
         if release:
             p.owned = p.ready = False

@@ -1840,6 +1840,9 @@ class _Session:
         pend = self.pending.get(idx)
         if pend is None:
             return  # answered already (a redelivery) or not ours
+        if kind == "moved":
+            self._moved(idx, meta, fields)
+            return
         complete = False
         if kind == "out":
             try:
@@ -1868,6 +1871,24 @@ class _Session:
         if complete:
             pend.open.clear()
             self._finish(idx, pend)
+
+    def _moved(self, idx: int, meta: Mapping[str, Any], fields: Mapping[bytes, bytes]) -> None:
+        """A worker split a burst delivered again into entries of one item each (a poison
+        pill's quarantine: docs/distributed.md): item ``idx`` of the first stream is in entry
+        ``v`` now, which :meth:`_check_trimmed` looks for instead of the burst, gone."""
+        old = str(meta.get("old", "")).encode()
+        if meta.get("s") != self.inbox or self.entry_of.get(idx) != old:
+            return  # (a later stream's burst, or not the entry this caller wrote)
+        self.entry_of[idx] = bytes(fields.get(b"v", b""))
+        left = self.entry_left.get(old)
+        if left is None:
+            return
+        if left > 1:
+            self.entry_left[old] = left - 1
+            return
+        del self.entry_left[old]
+        self.credit.freed(1)  # (the burst's room: its items' entries are not this writer's)
+        self.progress.set()
 
     def _finish(self, idx: int, pend: _Pending) -> None:
         del self.pending[idx]
