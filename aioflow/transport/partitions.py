@@ -52,7 +52,7 @@ from ..state import VERSION, Snapshot, decode, encode
 from ..stats import BlockStatistics
 from .codec import pack_plain
 from .ending import Touches
-from .messages import GROUP, Keys
+from .messages import GROUP, Keys, MessageError, read_meta
 
 if TYPE_CHECKING:
     from .redis import _Credit
@@ -71,6 +71,10 @@ logger = logging.getLogger("aioflow.worker")
 
 #: partitions of a keyed segment's input unless the first writer chose otherwise
 DEFAULT_PARTITIONS = 16
+#: the items (run, path) a partition remembers having taken: a write repeated within them (a
+#: producer's write whose reply was lost with its connection, sent again by redis-py's
+#: retry) is acknowledged without running, so that a key's state does not count it twice
+SEEN = 256
 
 _RENEW = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
@@ -247,6 +251,8 @@ class _Part:
     #: held by a takeover and by a snapshot's write: the one never runs inside the other (a
     #: snapshot written during a takeover would trim the entries it is about to process again)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: the last SEEN items (run, path) taken, oldest first (:meth:`Owner.repeat`)
+    seen: dict[tuple[str, tuple[int, ...]], None] = field(default_factory=dict)
 
 
 def token(part: int, entry_id: bytes) -> bytes:
@@ -348,6 +354,8 @@ class Owner:
         #: so that a new owner ends the same runs' keys
         self.touched = Touches()
         self._untouchable = False
+        #: items dropped as repeats of one taken already (:meth:`repeat`)
+        self.repeats = 0
         #: set (and replaced) whenever an entry of a partition is finished
         self._progress = asyncio.Event()
 
@@ -383,6 +391,34 @@ class Owner:
             for entry_id, fields in entries:
                 found.append((token(part.index, entry_id), fields, 1))
         return found
+
+    def repeat(self, tok: bytes, fields: Mapping[bytes, bytes]) -> bool:
+        """Whether the item of entry ``tok`` is one its partition took already: the same
+        run and path among the last :data:`SEEN` (a producer's write sent twice: redis-py
+        sends a pipeline, a transaction or a script again when its reply was lost with its
+        connection, and what it had done is done twice). Else it is noted. Called in stream
+        order, as the entries are dispatched; the notes are snapshotted with the state (a
+        takeover drops the repeats that follow its mark of items before it)."""
+        if b"v" not in fields:
+            return False  # (no item: the end of a run)
+        try:
+            meta = read_meta(fields)
+            run, path = meta["r"], meta["p"]
+        except (MessageError, KeyError):
+            return False  # (the block reports it)
+        if not isinstance(run, str) or not isinstance(path, list):
+            return False
+        if not all(isinstance(i, int) for i in path):
+            return False
+        seen = self.parts[untoken(tok)[0]].seen
+        key = (run, tuple(path))
+        if key in seen:
+            self.repeats += 1
+            return True
+        seen[key] = None
+        if len(seen) > SEEN:
+            del seen[next(iter(seen))]
+        return False
 
     def dispatched(self, tok: bytes) -> None:
         part, entry_id = untoken(tok)
@@ -734,15 +770,23 @@ class Owner:
         want = self._in(part)
         self._drop(want)
         self.touched.forget(want)
+        self.parts[part].seen.clear()
 
     def _runs_of(self, part: int) -> bytes:
         """Which runs touched the keys of partition ``part``, for its snapshot (the snapshot
         codec: keys as the state's keys are written)."""
         pairs = self.touched.pairs(self._in(part))
-        if not pairs:
+        # The items taken (the repeats to drop after a takeover), run by run in their order.
+        seen: dict[str, list[list[int]]] = {}
+        for run, path in self.parts[part].seen:
+            seen.setdefault(run, []).append(list(path))
+        if not pairs and not seen:
             return b""
+        blocks: dict[str, Any] = {"": pairs}
+        if seen:
+            blocks["seen"] = [[run, paths] for run, paths in seen.items()]
         try:
-            return encode(Snapshot(version=VERSION, pipeline=self.pipeline, blocks={"": pairs}))
+            return encode(Snapshot(version=VERSION, pipeline=self.pipeline, blocks=blocks))
         except SnapshotError as exc:
             if not self._untouchable:
                 logger.warning(
@@ -760,8 +804,13 @@ class Owner:
         if not raw:
             return
         try:
-            pairs = decode(raw)["blocks"].get("", [])
-        except SnapshotError as exc:
+            blocks = decode(raw)["blocks"]
+            pairs = blocks.get("", [])
+            seen = self.parts[part].seen
+            for run, paths in blocks.get("seen", []):
+                for path in paths:
+                    seen[(str(run), tuple(int(i) for i in path))] = None
+        except (SnapshotError, TypeError, ValueError) as exc:
             logger.error(
                 "worker %s: which runs touched the keys of partition %d of %r cannot be read; "
                 "their runs' ends will not evict them: %s",

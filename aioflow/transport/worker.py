@@ -95,6 +95,7 @@ from .partitions import (
     agree_count,
     keyed_block,
     partition_streams,
+    token,
     untoken,
 )
 from .redis import (
@@ -807,10 +808,24 @@ class Worker:
             owner.begin_read(streams)
             self._reading = True  # (no await since the check above: a quarantine waits)
             try:
+                connects = client.connects
                 # Short blocks: a partition to be snapshotted waits for this read to end.
                 reply = await client.xreadgroup(
                     GROUP, self.consumer, streams, count=slots.free, block=100
                 )
+                if client.connects != connects:
+                    # A connection was opened meanwhile: this read may have been sent again
+                    # after its reply was lost with its connection, and the entries it
+                    # delivered are this worker's, pending, unseen (before the ones the
+                    # second read brought). They come first, in stream order: its pending
+                    # entries not in flight.
+                    reply = await client.xreadgroup(
+                        GROUP, self.consumer, dict.fromkeys(streams, "0")
+                    )
+                    reply = [
+                        (stream, [e for e in found if e[1] and self._unseen(stream, e[0])])
+                        for stream, found in reply or ()
+                    ]
                 entries = owner.entries(reply)
                 slots.take(len(entries))
                 for tok, fields, deliveries in entries:
@@ -866,10 +881,16 @@ class Worker:
         deliveries: int,
     ) -> None:
         self.in_flight.add(entry_id)
+        repeat = False
         if self.owner is not None:
+            repeat = self.owner.repeat(entry_id, fields)
             self.owner.dispatched(entry_id)
         self._idle.clear()
-        task = self._tg.create_task(self._handle(entry_id, fields, running, done, deliveries))
+        if repeat:
+            # Taken already (a producer's write sent twice): acknowledged, not run again.
+            task = self._tg.create_task(done.put(_Done(entry_id)))
+        else:
+            task = self._tg.create_task(self._handle(entry_id, fields, running, done, deliveries))
         self._items.add(task)
         task.add_done_callback(self._item_done)
 
@@ -900,6 +921,14 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(0.1):
                     await self._turn.wait()
+
+    def _unseen(self, stream: Any, entry_id: bytes) -> bool:
+        """Whether this worker's pending entry ``entry_id`` of a partition ``stream`` is not
+        in flight (its read's reply was lost)."""
+        assert self.owner is not None
+        name = stream if isinstance(stream, str) else stream.decode()
+        part = next(p for p in self.owner.parts if p.stream == name)
+        return token(part.index, entry_id) not in self.in_flight
 
     def _suspect(self, deliveries: int) -> bool:
         """An entry delivered before (a worker died holding it) and not yet due to the
@@ -1657,7 +1686,9 @@ class Worker:
                 self.inbox,
                 deliveries,
             )
-            if deliveries > 1 and await self._split(client, eid, fields):
+            # (A worker that feeds a keyed block writes in input order, and split items
+            # would be at the end of the stream: there a burst runs alone, whole.)
+            if deliveries > 1 and not self._ordered and await self._split(client, eid, fields):
                 continue
             slots.take(1)
             self._dispatch(eid, fields, running, done, deliveries)
