@@ -26,10 +26,13 @@ workers: its input is split into a fixed number of *partitions*, one stream each
 * **Takeover.** A worker that gets a partition whose owner died (the lease expired) restores the
   snapshot, then processes again, in stream order, every entry after the mark up to the last
   one the group delivered (acknowledged ones whose effect on the state was not in the snapshot,
-  and the dead owner's pending ones, which it claims), before it reads new ones. The state then
-  counts every item once, and each key's items go through the block in order. Their outputs may
-  go downstream twice (at least once, as everywhere inside); the caller keeps one answer per
-  item.
+  and the dead owner's pending ones, which it claims one at a time, each run alone: they are
+  suspects of its death), before it reads new ones. The state then counts every item once, and
+  each key's items go through the block in order. Their outputs may go downstream twice (at
+  least once, as everywhere inside); the caller keeps one answer per item.
+* **Repeats.** A producer's write sent twice (redis-py sends a command again when its reply was
+  lost with its connection) puts its items in the partition twice: the owner remembers the
+  last :data:`SEEN` items (run, path) of each partition, with the snapshot, and drops repeats.
 """
 
 from __future__ import annotations
@@ -399,8 +402,10 @@ class Owner:
         connection, and what it had done is done twice). Else it is noted. Called in stream
         order, as the entries are dispatched; the notes are snapshotted with the state (a
         takeover drops the repeats that follow its mark of items before it)."""
-        if b"v" not in fields:
-            return False  # (no item: the end of a run)
+        if b"v" not in fields or not self.stateful or self._unwritable:
+            # (No item: the end of a run. Or no state to count an item twice, and a snapshot
+            # whose mark is the oldest entry in flight, which the items taken would not match.)
+            return False
         try:
             meta = read_meta(fields)
             run, path = meta["r"], meta["p"]
@@ -778,8 +783,9 @@ class Owner:
         pairs = self.touched.pairs(self._in(part))
         # The items taken (the repeats to drop after a takeover), run by run in their order.
         seen: dict[str, list[list[int]]] = {}
-        for run, path in self.parts[part].seen:
-            seen.setdefault(run, []).append(list(path))
+        if self.stateful and not self._unwritable:  # (a snapshot of the state, at its mark)
+            for run, path in self.parts[part].seen:
+                seen.setdefault(run, []).append(list(path))
         if not pairs and not seen:
             return b""
         blocks: dict[str, Any] = {"": pairs}

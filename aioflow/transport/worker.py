@@ -14,8 +14,10 @@ run: a pipeline of those stages, opened as a service, in-process channels inside
   the last of those writes, once every item of it is answered: an item is never acknowledged
   before its outputs are safe downstream;
 * a reclaimer takes over entries another worker left pending longer than ``claim_idle`` seconds
-  (it died) with ``XAUTOCLAIM``; an entry delivered more than ``max_deliveries`` times goes to
-  the dead-letter stream, and its caller gets an error;
+  (it died) with ``XAUTOCLAIM``, one at a time, each run alone in the worker (quarantine: it may
+  be what killed the other, and then kills nothing else); a burst is first split into entries
+  of one item each; an entry delivered more than ``max_deliveries`` times goes to the
+  dead-letter stream, and its caller gets an error;
 * a heartbeat re-claims the worker's own in-flight entries so that live work is not taken over;
 * the segment's books (its blocks' :class:`~aioflow.BlockStatistics`) are published to the hash
   ``P:{pipeline}:{H}:stats:{worker}`` every ``stats_period`` seconds, in the same ``MULTI`` as

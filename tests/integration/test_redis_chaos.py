@@ -228,8 +228,7 @@ async def test_connections_dropped_by_the_server_mid_run_are_reopened_nothing_lo
 
     async def drop_connections() -> None:
         nonlocal drops
-        # (Blips, not a storm: killed again while it reconnects, a worker exits: see
-        # docs/distributed.md, "Not there yet".)
+        # (Blips: the storm is the next test's.)
         for _ in range(10):
             await asyncio.sleep(rng.uniform(0.15, 0.4))
             drops += await admin.execute_command(
