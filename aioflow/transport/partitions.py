@@ -26,10 +26,13 @@ workers: its input is split into a fixed number of *partitions*, one stream each
 * **Takeover.** A worker that gets a partition whose owner died (the lease expired) restores the
   snapshot, then processes again, in stream order, every entry after the mark up to the last
   one the group delivered (acknowledged ones whose effect on the state was not in the snapshot,
-  and the dead owner's pending ones, which it claims), before it reads new ones. The state then
-  counts every item once, and each key's items go through the block in order. Their outputs may
-  go downstream twice (at least once, as everywhere inside); the caller keeps one answer per
-  item.
+  and the dead owner's pending ones, which it claims one at a time, each run alone: they are
+  suspects of its death), before it reads new ones. The state then counts every item once, and
+  each key's items go through the block in order. Their outputs may go downstream twice (at
+  least once, as everywhere inside); the caller keeps one answer per item.
+* **Repeats.** A producer's write sent twice (redis-py sends a command again when its reply was
+  lost with its connection) puts its items in the partition twice: the owner remembers the
+  last :data:`SEEN` items (run, path) of each partition, with the snapshot, and drops repeats.
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ from ..state import VERSION, Snapshot, decode, encode
 from ..stats import BlockStatistics
 from .codec import pack_plain
 from .ending import Touches
-from .messages import GROUP, Keys
+from .messages import GROUP, Keys, MessageError, read_meta
 
 if TYPE_CHECKING:
     from .redis import _Credit
@@ -71,6 +74,10 @@ logger = logging.getLogger("aioflow.worker")
 
 #: partitions of a keyed segment's input unless the first writer chose otherwise
 DEFAULT_PARTITIONS = 16
+#: the items (run, path) a partition remembers having taken: a write repeated within them (a
+#: producer's write whose reply was lost with its connection, sent again by redis-py's
+#: retry) is acknowledged without running, so that a key's state does not count it twice
+SEEN = 256
 
 _RENEW = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
@@ -247,6 +254,8 @@ class _Part:
     #: held by a takeover and by a snapshot's write: the one never runs inside the other (a
     #: snapshot written during a takeover would trim the entries it is about to process again)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: the last SEEN items (run, path) taken, oldest first (:meth:`Owner.repeat`)
+    seen: dict[tuple[str, tuple[int, ...]], None] = field(default_factory=dict)
 
 
 def token(part: int, entry_id: bytes) -> bytes:
@@ -348,6 +357,8 @@ class Owner:
         #: so that a new owner ends the same runs' keys
         self.touched = Touches()
         self._untouchable = False
+        #: items dropped as repeats of one taken already (:meth:`repeat`)
+        self.repeats = 0
         #: set (and replaced) whenever an entry of a partition is finished
         self._progress = asyncio.Event()
 
@@ -383,6 +394,36 @@ class Owner:
             for entry_id, fields in entries:
                 found.append((token(part.index, entry_id), fields, 1))
         return found
+
+    def repeat(self, tok: bytes, fields: Mapping[bytes, bytes]) -> bool:
+        """Whether the item of entry ``tok`` is one its partition took already: the same
+        run and path among the last :data:`SEEN` (a producer's write sent twice: redis-py
+        sends a pipeline, a transaction or a script again when its reply was lost with its
+        connection, and what it had done is done twice). Else it is noted. Called in stream
+        order, as the entries are dispatched; the notes are snapshotted with the state (a
+        takeover drops the repeats that follow its mark of items before it)."""
+        if b"v" not in fields or not self.stateful or self._unwritable:
+            # (No item: the end of a run. Or no state to count an item twice, and a snapshot
+            # whose mark is the oldest entry in flight, which the items taken would not match.)
+            return False
+        try:
+            meta = read_meta(fields)
+            run, path = meta["r"], meta["p"]
+        except (MessageError, KeyError):
+            return False  # (the block reports it)
+        if not isinstance(run, str) or not isinstance(path, list):
+            return False
+        if not all(isinstance(i, int) for i in path):
+            return False
+        seen = self.parts[untoken(tok)[0]].seen
+        key = (run, tuple(path))
+        if key in seen:
+            self.repeats += 1
+            return True
+        seen[key] = None
+        if len(seen) > SEEN:
+            del seen[next(iter(seen))]
+        return False
 
     def dispatched(self, tok: bytes) -> None:
         part, entry_id = untoken(tok)
@@ -430,6 +471,19 @@ class Owner:
             by_part.setdefault(part, []).append(entry_id)
         for part, ids in by_part.items():
             pipe.xack(self.parts[part].stream, GROUP, *ids)
+
+    def holds(self, tok: bytes, epoch: int) -> bool:
+        """Whether ``tok``'s partition is still this worker's, in the ownership ``epoch``."""
+        part, _ = untoken(tok)
+        p = self.parts[part]
+        return p.owned and p.epoch == epoch
+
+    async def claim(self, client: Any, tok: bytes) -> None:
+        """Claim the entry ``tok`` the last owner held, which a takeover processes again now
+        (its delivery count goes up). One acknowledged meanwhile (by an owner that stalled
+        past its lease) is not claimed, and processed again all the same."""
+        part, entry_id = untoken(tok)
+        await client.xclaim(self.parts[part].stream, GROUP, self.consumer, 0, [entry_id])
 
     def stream_of(self, tok: bytes) -> tuple[str, bytes]:
         part, entry_id = untoken(tok)
@@ -544,10 +598,11 @@ class Owner:
             lo = b"(" + mark if mark else b"-"
             entries = await client.xrange(p.stream, min=lo, max=last_delivered)
             ids = [eid for eid, _ in entries]
-            for start in range(0, len(ids), 500):
-                await client.xclaim(p.stream, GROUP, self.consumer, 0, ids[start : start + 500])
             rows = await client.xpending_range(p.stream, GROUP, lo, last_delivered, len(ids) + 1000)
-            counts = {row["message_id"]: int(row["times_delivered"]) for row in rows}
+            # The entries the last owner held are claimed one at a time, each as it runs
+            # (:meth:`claim`: alone, as a suspect), so their delivery is the next one; those
+            # it acknowledged are processed again for the state only (delivery 1).
+            counts = {row["message_id"]: int(row["times_delivered"]) + 1 for row in rows}
             # Pending entries deleted since (by other hands: a producer's trim never deletes
             # what the group delivered) are acknowledged, and counted in the block's books.
             present = set(ids)
@@ -624,7 +679,7 @@ class Owner:
         self, client: Any, p: _Part, *, release: bool, carry: bool = True
     ) -> bool:
         want = self._in(p.index)
-        last = p.last
+        last = taken = p.last
         p.changed = False  # (the state is read below, before any wait)
         trim = _after(last) if last else ""
         state = b""
@@ -671,7 +726,9 @@ class Owner:
             if not p.in_flight:
                 self._forget(p.index)
             return False
-        p.snapped = p.last
+        # (What was taken when the state was read: a takeover's entries may be dispatched
+        # while the script runs.)
+        p.snapped = taken
         self.snapshots += 1
         if release:
             p.owned = p.ready = False
@@ -718,15 +775,24 @@ class Owner:
         want = self._in(part)
         self._drop(want)
         self.touched.forget(want)
+        self.parts[part].seen.clear()
 
     def _runs_of(self, part: int) -> bytes:
         """Which runs touched the keys of partition ``part``, for its snapshot (the snapshot
         codec: keys as the state's keys are written)."""
         pairs = self.touched.pairs(self._in(part))
-        if not pairs:
+        # The items taken (the repeats to drop after a takeover), run by run in their order.
+        seen: dict[str, list[list[int]]] = {}
+        if self.stateful and not self._unwritable:  # (a snapshot of the state, at its mark)
+            for run, path in self.parts[part].seen:
+                seen.setdefault(run, []).append(list(path))
+        if not pairs and not seen:
             return b""
+        blocks: dict[str, Any] = {"": pairs}
+        if seen:
+            blocks["seen"] = [[run, paths] for run, paths in seen.items()]
         try:
-            return encode(Snapshot(version=VERSION, pipeline=self.pipeline, blocks={"": pairs}))
+            return encode(Snapshot(version=VERSION, pipeline=self.pipeline, blocks=blocks))
         except SnapshotError as exc:
             if not self._untouchable:
                 logger.warning(
@@ -744,8 +810,13 @@ class Owner:
         if not raw:
             return
         try:
-            pairs = decode(raw)["blocks"].get("", [])
-        except SnapshotError as exc:
+            blocks = decode(raw)["blocks"]
+            pairs = blocks.get("", [])
+            seen = self.parts[part].seen
+            for run, paths in blocks.get("seen", []):
+                for path in paths:
+                    seen[(str(run), tuple(int(i) for i in path))] = None
+        except (SnapshotError, TypeError, ValueError) as exc:
             logger.error(
                 "worker %s: which runs touched the keys of partition %d of %r cannot be read; "
                 "their runs' ends will not evict them: %s",

@@ -22,6 +22,8 @@ from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
     AsyncIterator,
+    Awaitable,
+    Callable,
     Collection,
     Iterable,
     Mapping,
@@ -148,6 +150,39 @@ class ClientClosedError(RedisConnectionError):
     """A command of a :class:`Client` that :meth:`Client.aclose` cancelled on its way."""
 
 
+async def _checkout_failed(error: Exception) -> None:
+    """(The pool has put the connection back already, to be reopened at the next try.)"""
+
+
+class _CheckoutRetryPool(aioredis.ConnectionPool):
+    """A connection pool whose checkout is retried as the commands are.
+
+    redis-py retries a command that fails on its connection, with its ``retry`` (backoff and
+    budget), but a connection it takes from the pool and finds closed (the server dropped it:
+    a ``CLIENT KILL``, a proxy or server restart) is reopened once, outside those retries, at
+    checkout (``ensure_connection``): dropped again in that moment, the command failed at
+    once, and a worker exited. Here a failed checkout is tried again with the same backoff,
+    within the same budget.
+    """
+
+    #: connections opened so far, the first time or again: a command that failed on its
+    #: connection is sent again on the next one, and what it had done may have been done
+    connects = 0
+
+    def make_connection(self) -> Any:
+        conn = super().make_connection()  # type: ignore[no-untyped-call]
+        conn.register_connect_callback(self._connected)
+        return conn
+
+    def _connected(self, conn: Any) -> None:
+        self.connects += 1
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        checkout: Callable[..., Awaitable[Any]] = super().get_connection
+        retry: _RedisRetry = self.connection_kwargs["retry"]
+        return await retry.call_with_retry(lambda: checkout(*args, **kwargs), _checkout_failed)
+
+
 class Client:
     """A redis-py asyncio client whose commands can always be cancelled.
 
@@ -162,7 +197,7 @@ class Client:
     """
 
     def __init__(self, url: str) -> None:
-        self.raw = aioredis.Redis.from_url(
+        pool = _CheckoutRetryPool.from_url(
             url,
             retry=_RedisRetry(
                 ExponentialBackoff(cap=1.0, base=0.02),
@@ -178,8 +213,15 @@ class Client:
             # Frames are ~1 MB: read them in few calls rather than 64 KiB at a time.
             socket_read_size=_READ_SIZE,
         )
+        self.raw = aioredis.Redis.from_pool(pool)
         self._calls: set[asyncio.Task[Any]] = set()
         self._closed = False
+
+    @property
+    def connects(self) -> int:
+        """Connections opened so far (the first time or again, after one was lost): when it
+        changed during a command, the command may have been sent twice."""
+        return int(getattr(self.raw.connection_pool, "connects", 0))
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self.raw, name)
@@ -1840,6 +1882,9 @@ class _Session:
         pend = self.pending.get(idx)
         if pend is None:
             return  # answered already (a redelivery) or not ours
+        if kind == "moved":
+            self._moved(idx, meta, fields)
+            return
         complete = False
         if kind == "out":
             try:
@@ -1868,6 +1913,24 @@ class _Session:
         if complete:
             pend.open.clear()
             self._finish(idx, pend)
+
+    def _moved(self, idx: int, meta: Mapping[str, Any], fields: Mapping[bytes, bytes]) -> None:
+        """A worker split a burst delivered again into entries of one item each (a poison
+        pill's quarantine: docs/distributed.md): item ``idx`` of the first stream is in entry
+        ``v`` now, which :meth:`_check_trimmed` looks for instead of the burst, gone."""
+        old = str(meta.get("old", "")).encode()
+        if meta.get("s") != self.inbox or self.entry_of.get(idx) != old:
+            return  # (a later stream's burst, or not the entry this caller wrote)
+        self.entry_of[idx] = bytes(fields.get(b"v", b""))
+        left = self.entry_left.get(old)
+        if left is None:
+            return
+        if left > 1:
+            self.entry_left[old] = left - 1
+            return
+        del self.entry_left[old]
+        self.credit.freed(1)  # (the burst's room: its items' entries are not this writer's)
+        self.progress.set()
 
     def _finish(self, idx: int, pend: _Pending) -> None:
         del self.pending[idx]

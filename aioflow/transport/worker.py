@@ -14,8 +14,10 @@ run: a pipeline of those stages, opened as a service, in-process channels inside
   the last of those writes, once every item of it is answered: an item is never acknowledged
   before its outputs are safe downstream;
 * a reclaimer takes over entries another worker left pending longer than ``claim_idle`` seconds
-  (it died) with ``XAUTOCLAIM``; an entry delivered more than ``max_deliveries`` times goes to
-  the dead-letter stream, and its caller gets an error;
+  (it died) with ``XAUTOCLAIM``, one at a time, each run alone in the worker (quarantine: it may
+  be what killed the other, and then kills nothing else); a burst is first split into entries
+  of one item each; an entry delivered more than ``max_deliveries`` times goes to the
+  dead-letter stream, and its caller gets an error;
 * a heartbeat re-claims the worker's own in-flight entries so that live work is not taken over;
 * the segment's books (its blocks' :class:`~aioflow.BlockStatistics`) are published to the hash
   ``P:{pipeline}:{H}:stats:{worker}`` every ``stats_period`` seconds, in the same ``MULTI`` as
@@ -49,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import itertools
@@ -94,6 +97,7 @@ from .partitions import (
     agree_count,
     keyed_block,
     partition_streams,
+    token,
     untoken,
 )
 from .redis import (
@@ -151,6 +155,33 @@ for _, key in ipairs(KEYS) do
   end
 end
 return gone
+"""
+#: Splits the burst ARGV[2] of stream KEYS[1] (group ARGV[1]), pending with consumer ARGV[3],
+#: into ARGV[4] entries of one item each: for each, ARGV holds its ``m``, its ``v`` and the
+#: ``m`` of the ``moved`` answer that tells its caller (reply stream KEYS[2]) the new entry's
+#: id (as that answer's ``v``). Acknowledges and deletes the burst in the same step. Returns
+#: 0, writing nothing, when the burst is no longer pending with ARGV[3].
+SPLIT_SCRIPT = """
+local row = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+if #row == 0 or row[1][2] ~= ARGV[3] then
+  return 0
+end
+local n = tonumber(ARGV[4])
+local note = {}
+for i = 0, n - 1 do
+  local at = 5 + 3 * i
+  local id = redis.call('XADD', KEYS[1], '*', 'm', ARGV[at], 'v', ARGV[at + 1])
+  local suffix = ''
+  if i > 0 then suffix = tostring(i) end
+  table.insert(note, 'm' .. suffix)
+  table.insert(note, ARGV[at + 2])
+  table.insert(note, 'v' .. suffix)
+  table.insert(note, id)
+end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+redis.call('XADD', KEYS[2], 'NOMKSTREAM', '*', unpack(note))
+return n
 """
 
 
@@ -432,6 +463,27 @@ class Worker:
         self._items: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
+        # Quarantine: an entry delivered again (its worker died holding it, maybe of it) runs
+        # alone in this worker, so that a poison pill takes no other entry with it.
+        #: a read of the input is under way (what it brings is dispatched as it ends)
+        self._reading = False
+        #: a suspect is held (or about to be): nothing else is read or dispatched
+        self._isolating = False
+        #: a keyed segment's entries taken over, in stream order, waiting for their turn
+        #: behind a suspect: (token, fields, deliveries, the partition's epoch)
+        self._gate: collections.deque[tuple[bytes, dict[bytes, bytes], int, int]]
+        self._gate = collections.deque()
+        self._gated = asyncio.Event()
+        #: set when the worker may have become quiet (a read ended, an entry was written)
+        self._settle = asyncio.Event()
+        #: set when reading may go on (a quarantine ended)
+        self._turn = asyncio.Event()
+        #: the flusher writes in input order (finished entries may wait for older ones)
+        self._ordered = False
+        #: counters for the log and tests: entries run alone, bursts split
+        self.isolated = 0
+        self.split_bursts = 0
+        self._split_script: Any = None
         self._tg: asyncio.TaskGroup
         #: a keyed block past the segment's first splits it there: each part (from one keyed
         #: block to the next) is served as a segment of its own, side by side in this process,
@@ -637,6 +689,7 @@ class Worker:
         flusher = self._flusher
         if self.router is not None and owner is None:
             flusher = self._ordered_flusher
+            self._ordered = True
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
             helpers = [
@@ -661,6 +714,9 @@ class Worker:
                 helpers += [
                     tg.create_task(owner.lease_loop(client), name="aioflow:leases"),
                     tg.create_task(owner.snapshot_loop(client), name="aioflow:snapshots"),
+                    tg.create_task(
+                        self._gatekeeper(client, owner, running, done, slots), name="aioflow:gate"
+                    ),
                 ]
             try:
                 if owner is None:
@@ -708,9 +764,12 @@ class Worker:
                 followers[blk.options.name].keep()
 
         async def process(entries: list[Entry]) -> None:
-            slots.take(len(entries))
+            # A takeover's entries, in stream order: those the last owner held (delivered
+            # again) each run alone, the others as they come (the gatekeeper), and no new
+            # entry is read before they are all dispatched.
             for tok, fields, deliveries in entries:
-                self._dispatch(tok, fields, running, done, deliveries)
+                self._gate.append((tok, fields, deliveries, self._epoch(tok)))
+            self._gated.set()
 
         return Owner(
             self.keys,
@@ -739,6 +798,9 @@ class Worker:
         while not stop.is_set():
             while slots.free < 1:  # (a takeover's replay may take slots after the wake-up)
                 await slots.wait_free()
+            if self._isolating or self._gate:
+                await self._wait_turn()
+                continue
             streams = owner.readable()
             if not streams:
                 with contextlib.suppress(TimeoutError):
@@ -746,16 +808,33 @@ class Worker:
                         await stop.wait()
                 continue
             owner.begin_read(streams)
+            self._reading = True  # (no await since the check above: a quarantine waits)
             try:
+                connects = client.connects
                 # Short blocks: a partition to be snapshotted waits for this read to end.
                 reply = await client.xreadgroup(
                     GROUP, self.consumer, streams, count=slots.free, block=100
                 )
+                if client.connects != connects:
+                    # A connection was opened meanwhile: this read may have been sent again
+                    # after its reply was lost with its connection, and the entries it
+                    # delivered are this worker's, pending, unseen (before the ones the
+                    # second read brought). They come first, in stream order: its pending
+                    # entries not in flight.
+                    reply = await client.xreadgroup(
+                        GROUP, self.consumer, dict.fromkeys(streams, "0")
+                    )
+                    reply = [
+                        (stream, [e for e in found if e[1] and self._unseen(stream, e[0])])
+                        for stream, found in reply or ()
+                    ]
                 entries = owner.entries(reply)
                 slots.take(len(entries))
                 for tok, fields, deliveries in entries:
                     self._dispatch(tok, fields, running, done, deliveries)
             finally:
+                self._reading = False
+                self._settle.set()
                 owner.end_read()
 
     async def _reader(
@@ -769,9 +848,13 @@ class Worker:
         while not stop.is_set():
             while slots.free < 1:  # (an entry's burst may take slots after the wake-up)
                 await slots.wait_free()
+            if self._isolating:
+                await self._wait_turn()
+                continue
             # Entries, not items: a burst holds up to in_burst items, and a worker that took a
             # burst per free slot would leave the segment's other workers idle.
             n = -(-slots.free // self.in_burst)
+            self._reading = True  # (no await since the check above: a quarantine waits)
             try:
                 reply = await client.xreadgroup(
                     GROUP, self.consumer, {self.inbox: ">"}, count=n, block=500
@@ -779,8 +862,13 @@ class Worker:
             except ResponseError as exc:
                 if "NOGROUP" not in str(exc):
                     raise
+                reply = None
+            finally:
+                self._reading = False
+                self._settle.set()
+            if reply is None:
                 await ensure_group(client, self.inbox)
-                reply = []
+                continue
             entries = reply[0][1] if reply else []
             slots.take(len(entries))
             for entry_id, fields in entries:
@@ -795,12 +883,108 @@ class Worker:
         deliveries: int,
     ) -> None:
         self.in_flight.add(entry_id)
+        repeat = False
         if self.owner is not None:
+            repeat = self.owner.repeat(entry_id, fields)
             self.owner.dispatched(entry_id)
         self._idle.clear()
-        task = self._tg.create_task(self._handle(entry_id, fields, running, done, deliveries))
+        if repeat:
+            # Taken already (a producer's write sent twice): acknowledged, not run again.
+            task = self._tg.create_task(done.put(_Done(entry_id)))
+        else:
+            task = self._tg.create_task(self._handle(entry_id, fields, running, done, deliveries))
         self._items.add(task)
-        task.add_done_callback(self._items.discard)
+        task.add_done_callback(self._item_done)
+
+    def _item_done(self, task: asyncio.Task[None]) -> None:
+        self._items.discard(task)
+        self._settle.set()
+
+    # -- quarantine -----------------------------------------------------------------------------
+
+    def _quiet(self) -> bool:
+        """Whether this worker holds no entry but a suspect could be alone: no read under way,
+        no entry in flight. (A worker that writes in input order may hold finished entries
+        waiting for an older one, maybe the very suspect: those are not waited for.)"""
+        if self._reading:
+            return False
+        return not self._items if self._ordered else not self.in_flight
+
+    async def _wait_quiet(self) -> None:
+        while not self._quiet():
+            self._settle.clear()
+            await self._settle.wait()
+
+    async def _wait_turn(self) -> None:
+        """Wait while a quarantine holds reads back (or the worker stops)."""
+        stop = self.stopping
+        while (self._isolating or self._gate) and not stop.is_set():
+            self._turn.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.1):
+                    await self._turn.wait()
+
+    def _unseen(self, stream: Any, entry_id: bytes) -> bool:
+        """Whether this worker's pending entry ``entry_id`` of a partition ``stream`` is not
+        in flight (its read's reply was lost)."""
+        assert self.owner is not None
+        name = stream if isinstance(stream, str) else stream.decode()
+        part = next(p for p in self.owner.parts if p.stream == name)
+        return token(part.index, entry_id) not in self.in_flight
+
+    def _suspect(self, deliveries: int) -> bool:
+        """An entry delivered before (a worker died holding it) and not yet due to the
+        dead-letter stream: it may be what killed that worker, so it runs alone."""
+        return 1 < deliveries <= self.max_deliveries
+
+    def _epoch(self, tok: bytes) -> int:
+        assert self.owner is not None
+        part, _ = untoken(tok)
+        return self.owner.parts[part].epoch
+
+    async def _gatekeeper(
+        self,
+        client: Any,
+        owner: Owner,
+        running: RunningPipeline,
+        done: asyncio.Queue[_Done],
+        slots: _Slots,
+    ) -> None:
+        """Dispatch a keyed segment's taken-over entries in stream order: each one its last
+        owner held (delivered again) alone, when nothing else is in flight, claimed only then
+        (so that the entries after it, still the dead owner's, are not held, and not counted
+        delivered again, if it kills this worker too); the others as they come."""
+        while True:
+            while not self._gate:
+                self._turn.set()
+                self._gated.clear()
+                await self._gated.wait()
+            tok, fields, deliveries, epoch = self._gate[0]
+            alone = self._suspect(deliveries)
+            if alone:
+                self._isolating = True
+                await self._wait_quiet()
+            try:
+                self._gate.popleft()
+                if not owner.holds(tok, epoch):
+                    continue  # lost meanwhile: its next owner processes it
+                if alone:
+                    await owner.claim(client, tok)
+                    self.isolated += 1
+                    logger.info(
+                        "worker %s: entry %s of %s delivered %d times runs alone (quarantine)",
+                        self.consumer,
+                        tok.decode(),
+                        self.inbox,
+                        deliveries,
+                    )
+                slots.take(1)
+                self._dispatch(tok, fields, running, done, deliveries)
+                if alone:
+                    await self._wait_quiet()
+            finally:
+                if alone:
+                    self._isolating = False
 
     async def _handle(
         self,
@@ -1281,6 +1465,7 @@ class Worker:
             slots.release(item.items)
         if not self.in_flight:
             self._idle.set()
+        self._settle.set()
 
     async def _write(self, client: Any, batch: list[_Done], *, books: bool = False) -> None:
         if self.router is not None:
@@ -1447,42 +1632,114 @@ class Worker:
         done: asyncio.Queue[_Done],
         slots: _Slots,
     ) -> None:
+        """Take over the entries other workers left pending longer than ``claim_idle`` (they
+        died, maybe of one of them): one at a time, each alone in this worker (reads paused
+        until nothing else is in flight, nothing else read while it runs), so that a poison
+        pill kills no entry but itself; a burst is first split into entries of one item each
+        (:meth:`_split`)."""
         idle_ms = max(1, int(self.claim_idle * 1000))
         period = max(0.05, self.claim_idle / 2)
         while not self.stopping.is_set():
             await asyncio.sleep(period)
-            cursor = "0-0"
-            forced = False
+            cursor: Any = "0-0"
             while not self.stopping.is_set():
-                free = min(_BATCH, -(-slots.free // self.in_burst))
-                if free < 1 and self.router is not None and not forced:
-                    # Written in input order: this worker's slots may all hold finished
-                    # entries waiting for one a dead worker left: take one over anyway.
-                    free, forced = 1, True
-                if free < 1:
+                # (A look first: a worker with nothing to take over does not pause its reads.)
+                if not await client.xpending_range(self.inbox, GROUP, "-", "+", 1, idle=idle_ms):
                     break
-                cursor, claimed, deleted = await _autoclaim(
-                    client, self.inbox, self.consumer, idle_ms, cursor, free
-                )
-                if deleted:
-                    # Trimmed away while pending (a leaky edge): acknowledged and counted.
-                    await client.xack(self.inbox, GROUP, *deleted)
-                    self.trimmed += len(deleted)
-                fresh = [(eid, f) for eid, f in claimed if eid not in self.in_flight]
-                slots.take(len(fresh))
-                if fresh:
-                    counts = await _deliveries(client, self.inbox, [eid for eid, _ in fresh])
-                    for eid, fields in fresh:
-                        logger.info(
-                            "worker %s: took over entry %s of %s (delivery %d)",
-                            self.consumer,
-                            eid.decode(),
-                            self.inbox,
-                            counts.get(eid, 0),
-                        )
-                        self._dispatch(eid, fields, running, done, counts.get(eid, 1))
+                self._isolating = True
+                try:
+                    await self._wait_quiet()
+                    cursor = await self._take_over_one(
+                        client, running, done, slots, idle_ms, cursor
+                    )
+                finally:
+                    self._isolating = False
+                    self._turn.set()
                 if cursor in ("0-0", b"0-0"):
                     break
+
+    async def _take_over_one(
+        self,
+        client: Any,
+        running: RunningPipeline,
+        done: asyncio.Queue[_Done],
+        slots: _Slots,
+        idle_ms: int,
+        cursor: Any,
+    ) -> Any:
+        """Claim one idle entry (``XAUTOCLAIM ... COUNT 1`` from ``cursor``) and run it alone,
+        split it, or dead-letter it; returns the next cursor."""
+        cursor, claimed, deleted = await _autoclaim(
+            client, self.inbox, self.consumer, idle_ms, cursor, 1
+        )
+        if deleted:
+            # Trimmed away while pending (a leaky edge): acknowledged and counted.
+            await client.xack(self.inbox, GROUP, *deleted)
+            self.trimmed += len(deleted)
+        for eid, fields in claimed:
+            if eid in self.in_flight:
+                continue
+            counts = await _deliveries(client, self.inbox, [eid])
+            deliveries = counts.get(eid, 1)
+            logger.info(
+                "worker %s: took over entry %s of %s (delivery %d)",
+                self.consumer,
+                eid.decode(),
+                self.inbox,
+                deliveries,
+            )
+            # (A worker that feeds a keyed block writes in input order, and split items
+            # would be at the end of the stream: there a burst runs alone, whole.)
+            if deliveries > 1 and not self._ordered and await self._split(client, eid, fields):
+                continue
+            slots.take(1)
+            self._dispatch(eid, fields, running, done, deliveries)
+            if self._suspect(deliveries):
+                self.isolated += 1
+                await self._wait_quiet()  # (alone until it is written, or this worker dies)
+        return cursor
+
+    async def _split(self, client: Any, entry_id: bytes, fields: dict[bytes, bytes]) -> bool:
+        """A burst delivered again is not run: its items go back to the input stream as
+        entries of one item each (same run, path, reply stream and birth), written in one
+        script with the burst's acknowledgement, so that only the item that killed a worker
+        reaches ``max_deliveries``, not those that came with it. The caller learns each
+        item's new entry (a ``moved`` answer, in the same script). False when ``entry_id``
+        is no burst (or not a readable one: it runs, and is dead-lettered, as it is)."""
+        try:
+            meta = read_meta(fields)
+        except MessageError:
+            return False
+        paths = meta.get("b")
+        if not isinstance(paths, list) or len(paths) < 2:
+            return False
+        try:
+            entry = parse_entry(fields, self.codec, self.keys)
+        except EntryError:
+            return False
+        args: list[Any] = [GROUP, entry_id, self.consumer, len(entry.metas)]
+        for position, item in enumerate(entry.metas):
+            value = fields.get(value_field(position))
+            if not isinstance(value, bytes):
+                return False  # (a malformed burst: its item is dead-lettered as it runs)
+            single = pack_item(item, value)
+            note = pack_reply(item.path, "moved", s=self.inbox, old=entry_id.decode())
+            args += [single[b"m"], single[b"v"], note[b"m"]]
+        if self._split_script is None:
+            self._split_script = client.raw.register_script(SPLIT_SCRIPT)
+        keys = [self.inbox, entry.metas[0].reply]
+        if not int(await client.guard(self._split_script(keys=keys, args=args))):
+            return False  # (no longer this worker's: another took it over meanwhile)
+        self.split_bursts += 1
+        logger.info(
+            "worker %s: burst %s of %s (%d items) delivered again: split into entries of one "
+            "item each",
+            self.consumer,
+            entry_id.decode(),
+            self.inbox,
+            len(entry.metas),
+        )
+        return True
 
     def _streams_read(self) -> list[str]:
         """The streams this worker reads with the group: its input, or its partitions."""

@@ -8,6 +8,7 @@ import signal
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis_pipelines as rp
@@ -403,3 +404,88 @@ async def test_a_block_keyed_like_the_head_of_its_segment_has_its_state_carried_
         assert not await snapshotted()
     finally:
         await client.aclose()
+
+
+class CuttingProxy:
+    """A TCP proxy on loopback between a caller and redis-server that, once armed, lets the
+    next client write of an XADD to ``marker`` through to the server, then closes both sides
+    without passing the server's reply back: a connection lost with the reply of a command
+    the server did carry out (redis-py sends it again on a new connection)."""
+
+    def __init__(self, upstream: str, marker: bytes) -> None:
+        parts = urlsplit(upstream)
+        self.upstream = parts
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 6379
+        self.marker = marker
+        self.armed = False
+        self.cuts = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(self.host, self.port)
+        mute = asyncio.Event()  # set: the server's bytes are not passed back any more
+
+        async def down() -> None:
+            while data := await up_reader.read(65536):
+                if mute.is_set():
+                    return
+                writer.write(data)
+                await writer.drain()
+
+        task = asyncio.create_task(down())
+        self._tasks.add(task)
+        try:
+            while data := await reader.read(65536):
+                cut = self.armed and b"XADD" in data and self.marker in data
+                if cut:
+                    self.armed = False
+                    mute.set()
+                up_writer.write(data)
+                await up_writer.drain()
+                if cut:
+                    await asyncio.sleep(0.3)  # the server carries it out and answers
+                    self.cuts += 1
+                    return
+        except ConnectionError:
+            pass
+        finally:
+            task.cancel()
+            for w in (writer, up_writer):
+                w.close()
+            await asyncio.gather(task, return_exceptions=True)
+            self._tasks.discard(task)
+
+
+async def test_a_write_to_the_partitions_sent_twice_is_counted_once(
+    redis_url: str, redis_prefix: str, workers: Workers
+) -> None:
+    # The caller's connection is lost after the server carried out its first write to the
+    # partitions (their XADDs) and before the reply came back: redis-py sends the write again
+    # on a new connection, and the items it holds are in their partition streams twice. The
+    # owner took each copy as an item: a key's count went 1..k, then k+1..2k again for the
+    # copies, and the items after them counted their earlier items twice (the running count
+    # ('cam4', 12, 25) where 13 was due, once under a storm of killed connections). Now an
+    # owner drops an item whose run and path it took already, and a takeover too (the items
+    # taken are in the snapshot with the state).
+    proc = workers.start("keyed", "count", extra=FAST)
+    await serving(workers, proc)
+    proxy = CuttingProxy(redis_url, b":in:count:p")
+    server = await asyncio.start_server(proxy.serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    at = proxy.upstream
+    auth = at.netloc.rpartition("@")[0]
+    url = urlunsplit(
+        at._replace(netloc=f"{auth}@127.0.0.1:{port}" if auth else f"127.0.0.1:{port}")
+    )
+    try:
+        transport = RedisTransport(url, prefix=redis_prefix)
+        proxy.armed = True
+        outputs = await rp.keyed.run(
+            [(f"cam{x % 8}", x // 8) for x in range(200)], transport=transport
+        )
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert proxy.cuts == 1
+    assert outputs == expected(200)
+    assert proc.poll() is None, workers.output(proc)
