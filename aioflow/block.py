@@ -135,6 +135,16 @@ class Retry:
 
 OnError = Literal["raise", "skip"] | Retry
 
+
+class _DefaultSize(int):
+    """The default ``queue_size`` of :func:`block` (64), told apart from a 64 the user chose:
+    a Redis edge has a deeper default (:data:`aioflow.transport.redis.REDIS_QUEUE_SIZE`)."""
+
+    __slots__ = ()
+
+
+_DEFAULT_QUEUE_SIZE = _DefaultSize(64)
+
 _EXECUTORS = ("async", "thread", "process")
 _OVERFLOWS = ("block", "drop_oldest", "drop_newest")
 _SERVES = ("oldest", "newest")
@@ -495,6 +505,7 @@ class Block(Stage[In, Out]):
     _aioflow_kind: Kind
     _aioflow_executor: ExecutorName
     _aioflow_stateful: bool = False
+    _aioflow_sized: bool = True
     _aioflow_owner: Any = None
     _aioflow_running: Any = None
 
@@ -555,6 +566,8 @@ class Block(Stage[In, Out]):
         self._aioflow_executor = executor
         self._aioflow_options = opts.with_changes(executor=executor)
         self._aioflow_stateful = opts.key is not None and _positional_arity(self.process) >= 2
+        #: whether the user chose ``queue_size`` (a Redis edge has a deeper default otherwise)
+        self._aioflow_sized = "queue_size" in merged
 
     @property
     def options(self) -> BlockOptions:
@@ -673,6 +686,7 @@ class FunctionBlock(Block[In, Out], Generic[P, R, In, Out]):
         self._aioflow_executor = executor
         self._aioflow_options = opts.with_changes(executor=executor)
         self._aioflow_stateful = opts.state is not None
+        self._aioflow_sized = "queue_size" in options
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.fn(*args, **kwargs)
@@ -689,6 +703,8 @@ class FunctionBlock(Block[In, Out], Generic[P, R, In, Out]):
             self._aioflow_kind
         ):
             current["executor"] = changes.pop("executor", self._aioflow_options.executor)
+        if not self._aioflow_sized:
+            del current["queue_size"]  # (still the default: a Redis edge may choose its own)
         current.update(changes)
         copy: FunctionBlock[P, R, In, Out] = FunctionBlock(self.fn, **current)
         return copy
@@ -846,7 +862,7 @@ def block(
     workers: int = 1,
     executor: ExecutorName | None = None,
     ordered: bool = True,
-    queue_size: int = 64,
+    queue_size: int = _DEFAULT_QUEUE_SIZE,
     overflow: OverflowName = "block",
     max_age: float | None = None,
     on_error: OnError = "raise",
@@ -870,7 +886,7 @@ def block(  # type: ignore[overload-overlap]  # (a `Batch | None` value takes th
     workers: int = 1,
     executor: ExecutorName | None = None,
     ordered: bool = True,
-    queue_size: int = 64,
+    queue_size: int = _DEFAULT_QUEUE_SIZE,
     overflow: OverflowName = "block",
     max_age: float | None = None,
     on_error: OnError = "raise",
@@ -894,7 +910,7 @@ def block(  # type: ignore[overload-overlap]  # (a `... | None` state takes the 
     workers: int = 1,
     executor: ExecutorName | None = None,
     ordered: bool = True,
-    queue_size: int = 64,
+    queue_size: int = _DEFAULT_QUEUE_SIZE,
     overflow: OverflowName = "block",
     max_age: float | None = None,
     on_error: OnError = "raise",
@@ -918,7 +934,7 @@ def block(
     workers: int = 1,
     executor: ExecutorName | None = None,
     ordered: bool = True,
-    queue_size: int = 64,
+    queue_size: int = _DEFAULT_QUEUE_SIZE,
     overflow: OverflowName = "block",
     max_age: float | None = None,
     on_error: OnError = "raise",
@@ -943,7 +959,7 @@ def block(
     workers: int = 1,
     executor: ExecutorName | None = None,
     ordered: bool = True,
-    queue_size: int = 64,
+    queue_size: int = _DEFAULT_QUEUE_SIZE,
     overflow: OverflowName = "block",
     max_age: float | None = None,
     on_error: OnError = "raise",
@@ -1039,6 +1055,8 @@ def block(
     }
     if name is not None:
         options["name"] = name
+    if queue_size is _DEFAULT_QUEUE_SIZE:
+        del options["queue_size"]  # (not chosen: a Redis edge may choose a deeper default)
     options.update(unknown)  # the block names them, with the closest valid option
 
     def decorate(func: Callable[P, R]) -> FunctionBlock[P, R]:  # (typed by the overloads)

@@ -1,18 +1,20 @@
 """One Redis edge against a raw redis-py producer/consumer written for the job.
 
-    python benchmarks/bench_redis_edge.py [--n 20000] [--size 100] [--frame] [--deep]
+    python benchmarks/bench_redis_edge.py [--n 20000] [--size 100] [--frame] [--deep | --q64]
     python benchmarks/run_all.py --only redis_edge [--quick]
 
 raw: a producer XADDs batches of 100 (pipelined) while a consumer reads XREADGROUP COUNT 100 and
 XACKs each batch (pipelined), in one process; nothing bounds what the producer writes ahead.
 aioflow: ``pipe.run(items, transport=...)`` through one worker process that serves an identity
 block: the items cross the input stream, and the answers come back on the run's reply stream.
-Items are ``size`` bytes; ``BENCH_QUEUE`` sets the block's ``queue_size`` (the stream's backlog
-bound, default 64). The bound counts the items between the caller's XADD and the worker's XACK,
-so at a given round-trip time it caps the rate; ``--deep`` uses ``queue_size=1024`` to compare
-with raw's unbounded producer. Besides items/s, each run reports the CPU time per item of every
-process involved (raw: its loop and Redis; aioflow: the caller, the worker and Redis), a figure
-the load of a shared machine disturbs far less than the rate. Uses the server of
+Items are ``size`` bytes. The block keeps the default ``queue_size``, so the stream's backlog
+bound is the Redis edges' default (1024 items, at most 64 MiB of them: 72 frames), unless
+``BENCH_QUEUE`` sets one; ``--q64`` uses ``queue_size=64`` (the local default, and the Redis
+one before), ``--deep`` ``queue_size=1024``. The bound counts the items between the caller's
+XADD and the worker's XACK, so at a given round-trip time it caps the rate. Besides items/s,
+each run reports the CPU time per item of every process involved (raw: its loop and Redis;
+aioflow: the caller, the worker and Redis), a figure the load of a shared machine disturbs far
+less than the rate. Uses the server of
 ``AIOFLOW_REDIS_URL``, or starts a throwaway redis-server on loopback (:func:`redis_server`).
 
 ``--frame`` sends 640x480x3 uint8 frames (numpy) instead of bytes (raw sends their bytes), to a
@@ -45,28 +47,39 @@ import redis.asyncio as aioredis
 
 import aioflow as af
 from aioflow.transport.redis import RedisTransport
+from aioflow.transport.redis import _Credit as Credit
 
 HERE = Path(__file__).resolve().parent
 
 
-@af.block(queue_size=int(os.environ.get("BENCH_QUEUE", "64")))
-async def identity(x: bytes) -> bytes:
+#: BENCH_QUEUE: the blocks' queue_size (else they keep the default)
+SIZED: dict[str, Any] = (
+    {"queue_size": int(os.environ["BENCH_QUEUE"])} if os.environ.get("BENCH_QUEUE") else {}
+)
+
+
+async def _identity(x: bytes) -> bytes:
     return x
 
 
-pipe = af.Pipeline(identity, name="edge_bench")
-
-
-@af.block(queue_size=int(os.environ.get("BENCH_QUEUE", "64")))
-async def shape_of(frame: np.ndarray[Any, Any]) -> tuple[int, ...]:
+async def _shape_of(frame: np.ndarray[Any, Any]) -> tuple[int, ...]:
     return tuple(frame.shape)
 
+
+identity = af.block(_identity, name="identity", **SIZED)
+shape_of = af.block(_shape_of, name="shape_of", **SIZED)
+
+pipe = af.Pipeline(identity, name="edge_bench")
+
+#: --q64: the identity block with the local default's bound (the Redis default before)
+q64_pipe = af.Pipeline(identity.with_options(queue_size=64), name="edge_bench_q64")
 
 #: --deep: the same identity block with a bound deep enough for the round trip
 deep_pipe = af.Pipeline(identity.with_options(queue_size=1024), name="edge_bench_deep")
 
 #: --frame: the frame crosses once (to the worker); the answer is its shape
 frame_pipe = af.Pipeline(shape_of, name="edge_bench_frame")
+frame_q64_pipe = af.Pipeline(shape_of.with_options(queue_size=64), name="edge_bench_frame_q64")
 
 
 async def raw(url: str, n: int, payload: bytes) -> float:
@@ -162,9 +175,10 @@ def run(
     size: int = 100,
     frame: bool = False,
     deep: bool = False,
+    q64: bool = False,
 ) -> dict[str, Any]:
     """``reps`` alternating runs of raw and aioflow; items/s of each, medians and ratio."""
-    n = n if n is not None else 2_000 if quick else 20_000
+    n = n if n is not None else (200 if quick else 1_000) if frame else 2_000 if quick else 20_000
     reps = 1 if quick else reps
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     item: Any
@@ -175,8 +189,12 @@ def run(
     else:
         item = payload = os.urandom(size)
     which, target, block = (
-        (frame_pipe, "frame_pipe", "shape_of")
+        (frame_q64_pipe, "frame_q64_pipe", "shape_of")
+        if frame and q64
+        else (frame_pipe, "frame_pipe", "shape_of")
         if frame
+        else (q64_pipe, "q64_pipe", "identity")
+        if q64
         else (deep_pipe, "deep_pipe", "identity")
         if deep
         else (pipe, "pipe", "identity")
@@ -208,6 +226,7 @@ def run(
         # would otherwise take a core from raw's first rep.
         af.run(ours(url, 10, item, prefix, which))
         for _ in range(reps):
+            load = os.getloadavg()[0]
             c0 = cpu()
             r = af.run(raw(url, n, payload))
             c1 = cpu()
@@ -219,6 +238,7 @@ def run(
                     "aioflow_per_s": round(a, 1),
                     "raw_cpu_us": round((c1 - c0) / n * 1e6, 2),
                     "aioflow_cpu_us": round((c2 - c1) / n * 1e6, 2),
+                    "load": round(load, 1),
                 }
             )
     finally:
@@ -227,10 +247,16 @@ def run(
         server.close()
     raw_med = statistics.median(x["raw_per_s"] for x in runs)
     ours_med = statistics.median(x["aioflow_per_s"] for x in runs)
+    first = which.stages[0]
+    assert isinstance(first, af.Block)
+    bound = Credit.for_stage("", first)
+    bound.fit([size])
     return {
         "items": n,
         "size": size,
-        "queue_size": which.stages[0].options.queue_size,
+        # the block's option ("default" when it kept it), and the stream's bound in items
+        "queue_size": first.options.queue_size if first._aioflow_sized else "default",
+        "bound": bound.items,
         "answer": "the frame's shape" if frame else "the item",
         "runs": runs,
         "raw_per_s": raw_med,
@@ -242,25 +268,33 @@ def run(
 
 
 def run_part(url: str, *, quick: bool, reps: int = 3) -> dict[str, Any]:
-    """``run_all.py``'s part: 100-byte items at the default ``queue_size`` (64), and under
-    ``deep`` at 1024."""
-    return {**run(url, quick=quick, reps=reps), "deep": run(url, quick=quick, reps=reps, deep=True)}
+    """``run_all.py``'s part: 100-byte items with the Redis edge's default bound, and under
+    ``q64`` at ``queue_size=64``; under ``frame`` and ``frame_q64`` the same for 640x480x3
+    frames."""
+    return {
+        **run(url, quick=quick, reps=reps),
+        "q64": run(url, quick=quick, reps=reps, q64=True),
+        "frame": run(url, quick=quick, reps=reps, frame=True),
+        "frame_q64": run(url, quick=quick, reps=reps, frame=True, q64=True),
+    }
 
 
 def print_results(res: dict[str, Any]) -> None:
-    for x in res["runs"]:
-        r, a = x["raw_per_s"], x["aioflow_per_s"]
-        mb = res["size"] / 1e6
-        print(
-            f"{res['size']} B items: raw {r:,.0f}/s ({r * mb:,.0f} MB/s), aioflow {a:,.0f}/s "
-            f"({a * mb:,.0f} MB/s): {a / r:.2f} of raw; CPU per item (all processes): raw "
-            f"{x['raw_cpu_us']:.1f} us, aioflow {x['aioflow_cpu_us']:.1f} us"
-        )
+    for part in (res, *(res[k] for k in ("q64", "frame", "frame_q64", "deep") if k in res)):
+        print(f"queue_size {part['queue_size']} (bound: {part.get('bound', '?')} items):")
+        for x in part["runs"]:
+            r, a = x["raw_per_s"], x["aioflow_per_s"]
+            mb = part["size"] / 1e6
+            print(
+                f"  {part['size']} B items: raw {r:,.0f}/s ({r * mb:,.0f} MB/s), aioflow "
+                f"{a:,.0f}/s ({a * mb:,.0f} MB/s): {a / r:.2f} of raw; CPU per item (all "
+                f"processes): raw {x['raw_cpu_us']:.1f} us, aioflow {x['aioflow_cpu_us']:.1f} us"
+            )
+        print(f"  median: {part['of_raw']:.2f} of raw")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--n", type=int, default=20_000)
     parser.add_argument("--size", type=int, default=100)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument(
@@ -269,6 +303,8 @@ def main() -> None:
     parser.add_argument(
         "--deep", action="store_true", help="the identity block with queue_size=1024"
     )
+    parser.add_argument("--q64", action="store_true", help="the block with queue_size=64")
+    parser.add_argument("--n", type=int, default=None, help="items (20000; frames: 1000)")
     args = parser.parse_args()
     with redis_server() as url:
         print_results(
@@ -280,6 +316,7 @@ def main() -> None:
                 size=args.size,
                 frame=args.frame,
                 deep=args.deep,
+                q64=args.q64,
             )
         )
 

@@ -1253,6 +1253,121 @@ def metrics_section(metrics: dict[str, Any]) -> list[str]:
     ]
 
 
+def _edge_bound(part: dict[str, Any]) -> str:
+    """How a bench_redis_edge part's block was bounded, in words."""
+    size = part.get("queue_size")
+    if size == "default":
+        return f"the default `queue_size`, whose Redis bound is {part['bound']} items"
+    return f"`queue_size={size}`"
+
+
+def _edge_loads(parts: list[dict[str, Any]]) -> str:
+    """The range of the load averages the runs of ``parts`` saw, or '' when not recorded."""
+    loads = [r["load"] for part in parts for r in part["runs"] if "load" in r]
+    return f"{min(loads):.1f}-{max(loads):.1f}" if loads else ""
+
+
+def edge_section(edge: dict[str, Any]) -> list[str]:
+    """``bench_redis_edge.run_part``'s figures: one Redis edge against raw redis-py."""
+    cpu = "raw_cpu_us" in edge["runs"][0]
+    load = "load" in edge["runs"][0]
+    rows = "\n".join(
+        f"| {i} | {r['raw_per_s']:,.0f} | {r['aioflow_per_s']:,.0f} | "
+        f"{r['aioflow_per_s'] / r['raw_per_s']:.2f} |"
+        + (f" {r['raw_cpu_us']:.1f} | {r['aioflow_cpu_us']:.1f} |" if cpu else "")
+        + (f" {r['load']:.1f} |" if load else "")
+        for i, r in enumerate(edge["runs"], 1)
+    )
+    queue = f" ({_edge_bound(edge)})" if "queue_size" in edge else ""
+    out = [
+        f"**One edge** (`benchmarks/bench_redis_edge.py`, {edge['items']:,} items of "
+        f"{edge['size']} bytes): through one worker process serving an identity block"
+        f"{queue} and back on the run's reply stream, against a raw redis-py producer and "
+        "consumer of one stream in one process (batches of 100, pipelined). Items per "
+        "second"
+        + (
+            ", and CPU microseconds per item of every process (raw: its loop and "
+            "Redis; aioflow: caller, worker and Redis)"
+            if cpu
+            else ""
+        )
+        + (", and the load average (1 minute) when the run began" if load else "")
+        + ":",
+        "",
+        "| run | raw redis-py | aioflow | of raw |"
+        + (" raw CPU µs | aioflow CPU µs |" if cpu else "")
+        + (" load |" if load else ""),
+        "| ---: | ---: | ---: | ---: |"
+        + (" ---: | ---: |" if cpu else "")
+        + (" ---: |" if load else ""),
+        rows,
+        "",
+        f"Median: **{edge['of_raw']:.2f}** of raw. The caller writes the items it has ready "
+        "as burst entries (up to an eighth of the bound each, at most 100), checking the "
+        "bound and writing in one script, and refills a full stream once half of it is "
+        "free, with all the room there is (full bursts only while more items come); the worker "
+        "answers a burst in one reply entry. The bound counts the items the worker holds, so "
+        "at a given round-trip time it caps the rate: a block that keeps the default "
+        "`queue_size` gets a deeper bound on a Redis edge than in a process, 1024 items and at "
+        "most 64 MiB of them ([Distributed pipelines](distributed.md#a-deeper-default-bound)). "
+        f"From `{edge['file']}`: {machine(edge['meta'])}.",
+        "",
+    ]
+    q64 = edge.get("q64")
+    if q64 is not None:
+        runs = ", ".join(f"{r['aioflow_per_s'] / r['raw_per_s']:.2f}" for r in q64["runs"])
+        out += [
+            f"The same with `queue_size={q64['queue_size']}` (the local default, which was the "
+            f"Redis edges' too): **{q64['of_raw']:.2f}** of raw (runs: {runs}); CPU per item "
+            f"{q64['aioflow_cpu_us']:.1f} µs against raw's {q64['raw_cpu_us']:.1f} µs "
+            "(medians). 0.9 of raw at 64 is out of reach by design on this 2-core machine: 64 "
+            "items per cycle of caller, worker and four hops through Redis at about 37 µs of "
+            "Python per item caps the rate near half of raw's (the arithmetic is in "
+            "[Distributed pipelines](distributed.md#one-write-per-window)).",
+            "",
+        ]
+    deep = edge.get("deep")
+    if deep is not None:
+        runs = ", ".join(f"{r['aioflow_per_s'] / r['raw_per_s']:.2f}" for r in deep["runs"])
+        out += [
+            f"The same with `queue_size={deep['queue_size']}` (a bound deep enough for the "
+            f"round trip; raw has none): **{deep['of_raw']:.2f}** of raw (runs: {runs}); "
+            f"CPU per item {deep['aioflow_cpu_us']:.1f} µs against raw's "
+            f"{deep['raw_cpu_us']:.1f} µs (medians).",
+            "",
+        ]
+    frames = [edge[k] for k in ("frame", "frame_q64") if k in edge]
+    if frames:
+        text = []
+        for part in frames:
+            mb = part["size"] / 1e6
+            runs = ", ".join(f"{r['aioflow_per_s'] / r['raw_per_s']:.2f}" for r in part["runs"])
+            text.append(
+                f"{_edge_bound(part)}: **{part['of_raw']:.2f}** of raw's MB/s (aioflow "
+                f"{part['aioflow_per_s'] * mb:,.0f} MB/s against raw's "
+                f"{part['raw_per_s'] * mb:,.0f}, medians; runs: {runs}; CPU per frame "
+                f"{part['aioflow_cpu_us'] / 1000:.2f} ms against raw's "
+                f"{part['raw_cpu_us'] / 1000:.2f} ms)"
+            )
+        first = frames[0]
+        out += [
+            f"**Frames** ({first['items']:,} 640x480x3 uint8 frames of {first['size']:,} bytes, "
+            "to a block that answers with the frame's shape, so that a frame crosses Redis "
+            "once, as raw's bytes do): " + "; ".join(text) + ".",
+            "",
+        ]
+    loads = _edge_loads([edge, *(edge[k] for k in ("q64", "frame", "frame_q64") if k in edge)])
+    if loads:
+        out += [
+            f"These runs saw a load average of {loads} from other work on the machine's "
+            f"{edge['meta']['cpus']} cores: raw's rate moves with it, so compare the columns of "
+            "one run with each other, and read the CPU per item, which the load disturbs far "
+            "less. A quiet machine's figures are to be taken yet.",
+            "",
+        ]
+    return out
+
+
 def redis_section(edge: dict[str, Any] | None, scaleout: dict[str, Any] | None) -> list[str]:
     """Redis edges between processes (``run_all.py --only redis_edge redis_scaleout``)."""
     out = [
@@ -1274,72 +1389,7 @@ def redis_section(edge: dict[str, Any] | None, scaleout: dict[str, Any] | None) 
             "",
         ]
     if edge is not None:
-        cpu = "raw_cpu_us" in edge["runs"][0]
-        rows = "\n".join(
-            f"| {i} | {r['raw_per_s']:,.0f} | {r['aioflow_per_s']:,.0f} | "
-            f"{r['aioflow_per_s'] / r['raw_per_s']:.2f} |"
-            + (f" {r['raw_cpu_us']:.1f} | {r['aioflow_cpu_us']:.1f} |" if cpu else "")
-            for i, r in enumerate(edge["runs"], 1)
-        )
-        queue = f" (`queue_size={edge['queue_size']}`)" if "queue_size" in edge else ""
-        out += [
-            f"**One edge** (`benchmarks/bench_redis_edge.py`, {edge['items']:,} items of "
-            f"{edge['size']} bytes): through one worker process serving an identity block"
-            f"{queue} and back on the run's reply stream, against a raw redis-py producer and "
-            "consumer of one stream in one process (batches of 100, pipelined). Items per "
-            "second"
-            + (
-                ", and CPU microseconds per item of every process (raw: its loop and "
-                "Redis; aioflow: caller, worker and Redis)"
-                if cpu
-                else ""
-            )
-            + ":",
-            "",
-            "| run | raw redis-py | aioflow | of raw |"
-            + (" raw CPU µs | aioflow CPU µs |" if cpu else ""),
-            "| ---: | ---: | ---: | ---: |" + (" ---: | ---: |" if cpu else ""),
-            rows,
-            "",
-            f"Median: **{edge['of_raw']:.2f}** of raw. The caller writes the items it has ready "
-            "as burst entries (up to an eighth of the block's `queue_size` each), checking the "
-            "bound and writing in one script, and refills a full stream once half of it is "
-            "free, with all the room there is (full bursts only while more items come); the worker "
-            "answers a burst in one reply entry. The bound counts the items the worker holds, so "
-            "a small `queue_size` caps the rate at a given round-trip time "
-            "([Distributed pipelines](distributed.md#speed)). "
-            f"From `{edge['file']}`: {machine(edge['meta'])}.",
-            "",
-        ]
-        deep = edge.get("deep")
-        if deep is not None:
-            runs = ", ".join(f"{r['aioflow_per_s'] / r['raw_per_s']:.2f}" for r in deep["runs"])
-            out += [
-                f"The same with `queue_size={deep['queue_size']}` (a bound deep enough for the "
-                f"round trip; raw has none): **{deep['of_raw']:.2f}** of raw (runs: {runs}); "
-                f"CPU per item {deep['aioflow_cpu_us']:.1f} µs against raw's "
-                f"{deep['raw_cpu_us']:.1f} µs (medians).",
-                "",
-            ]
-        # Measured side by side by hand under load (no results file of its own).
-        out += [
-            (
-                "Since then the caller writes a whole window in one script where it wrote it as "
-                "two halves and a tail ([One write per "
-                "window](distributed.md#one-write-per-window)). Before and after, side by side in"
-                " one session **under a load average of 18-24** from other work (raw at "
-                "9,000-27,000 items/s, not the 50,000 above, so compare the columns with each "
-                "other, not with the table above): at `queue_size=64` 0.22-0.30 of raw before and"
-                " 0.31-0.36 after, with the CPU per item of every process down from 95-114 µs to "
-                "62-70 µs; at 256 and for frames no change beyond the noise; at 1024 the same CPU"
-                " per item and 0.48-0.53 against 0.53-0.65 (to be settled quietly). 0.9 of raw at"
-                " 64 is out of reach by design on this 2-core machine: 64 items per cycle of "
-                "caller, worker and four hops through Redis at about 37 µs of Python per item "
-                "caps the rate near half of raw's (the arithmetic is in [Distributed "
-                "pipelines](distributed.md#one-write-per-window))."
-            ),
-            "",
-        ]
+        out += edge_section(edge)
     return out
 
 

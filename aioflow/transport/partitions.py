@@ -38,6 +38,7 @@ workers: its input is split into a fixed number of *partitions*, one stream each
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import math
@@ -155,7 +156,10 @@ class Router:
     """A producer's side: each item to its key's partition stream, each stream bounded.
 
     Each partition's backlog is bounded by ``ceil(queue_size / count)`` (at least 2), so that
-    the partitions together hold about the block's ``queue_size``. A leaky block
+    the partitions together hold about the block's ``queue_size`` (a block that kept the
+    default: the Redis edges' deeper one and its byte budget, shared alike). A blocking
+    block's producers check a partition's bound and write to it in one step (a script), so
+    that several of them never pass it together. A leaky block
     (``overflow="drop_oldest"`` or ``"drop_newest"``) makes each partition leaky with that
     bound: the producer never waits, and trims the entries of the partitions it wrote to that
     no owner has taken beyond it (:meth:`queue_trims`, :meth:`trimmed`).
@@ -167,9 +171,18 @@ class Router:
         self._key = opts.key
         self.count = count
         self.streams = partition_streams(inbox, count)
-        cap = max(2, math.ceil(opts.queue_size / count))
+        capacity, budget = credit.bound_of(block)
+        cap = max(2, math.ceil(capacity / count))
+        share = None if budget is None else math.ceil(budget / count)
         self.credits = [
-            credit(stream, cap, overflow=opts.overflow, block=opts.name, partitioned=True)
+            credit(
+                stream,
+                cap,
+                overflow=opts.overflow,
+                block=opts.name,
+                partitioned=True,
+                budget=share,
+            )
             for stream in self.streams
         ]
         self.leaky = opts.overflow != "block"
@@ -193,14 +206,54 @@ class Router:
     def assigned(self, idx: int) -> int:
         return self._assigned.pop(idx, 0)
 
-    async def reserve(
-        self, client: Any, counts: dict[int, int], progress: asyncio.Event | None = None
+    def fit(self, part: int, size: int) -> None:
+        """An item of ``size`` bytes goes to partition ``part`` (its bound under a byte
+        budget)."""
+        self.credits[part].fit((size,))
+
+    async def wait_room(
+        self,
+        client: Any,
+        counts: Mapping[int, int],
+        progress: asyncio.Event | None = None,
+        *,
+        every: bool = False,
     ) -> None:
-        """Wait until each partition in ``counts`` has room for that many more entries."""
-        for part, wanted in counts.items():
-            credit = self.credits[part]
-            while wanted > 0:
-                wanted -= await credit.take(client, wanted, progress)
+        """Wait until, as far as this producer knows, one of the partitions in ``counts`` has
+        room for as many more entries as ``counts`` says or half its bound (the fewer), or
+        with ``every`` until each of them has room for all of them (or is empty). The write
+        that follows checks again, atomically. Asks Redis while it waits, 2 ms in and then at
+        intervals doubling to 50 ms (``progress``, when set, ends a wait early)."""
+        from .redis import backlog  # (redis.py imports this module)
+
+        def lacking() -> list[int]:
+            found = []
+            for part, wanted in counts.items():
+                credit = self.credits[part]
+                need = min(wanted, credit.capacity if every else max(1, credit.capacity // 2))
+                if credit.credit < need:
+                    found.append(part)
+            return found
+
+        def enough(short: list[int]) -> bool:
+            return not short or (not every and len(short) < len(counts))
+
+        delay = 0.002
+        short = lacking()
+        while not enough(short):
+            for part in short:
+                self.credits[part].measured(await backlog(client, self.streams[part]))
+            short = lacking()
+            if enough(short):
+                return
+            if progress is None:
+                await asyncio.sleep(delay)
+            else:
+                progress.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await progress.wait()
+            delay = min(delay * 2, 0.05)
 
     def queue_trims(self, pipe: Any, parts: Iterable[int]) -> int:
         """A leaky block's: the trim of each partition in ``parts`` (written to in ``pipe``),

@@ -54,6 +54,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import functools
 import itertools
 import logging
 import os
@@ -103,6 +104,7 @@ from .partitions import (
 from .redis import (
     _BIG,
     GUARD_SCRIPT,
+    UNDO_SCRIPT,
     Commands,
     RedisConnectionError,
     RedisError,
@@ -114,6 +116,7 @@ from .redis import (
     queue_drop_notices,
     redact,
     stage_capacity,
+    stage_depth,
     stage_overflow,
     wire,
 )
@@ -384,14 +387,7 @@ class Worker:
         self.outbox = self.keys.inbox(self.next_name) if self.next_name else None
         self.credit: Credit | None = None
         if self.outbox is not None:
-            capacity = stage_capacity(stages[nxt])
-            self.credit = Credit(
-                self.outbox,
-                capacity,
-                burst_size(capacity),
-                overflow=stage_overflow(stages[nxt]),
-                block=names[nxt],
-            )
+            self.credit = Credit.for_stage(self.outbox, stages[nxt])
         #: the Redis server's clock, on which items carry their birth (max_age)
         self.clock = ServerClock()
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -401,7 +397,8 @@ class Worker:
         # Fast blocks (the books show each item takes well under PREFETCH_WORK seconds) get more,
         # up to the segment's capacity: reading 8 at a time, a worker of a fast block would
         # spend its time waiting on Redis round trips (see _adapt).
-        capacity = PipelineRun.chain_capacity(self.stages)
+        # (a Redis edge's default bound is deeper than the block's queue_size: stage_depth)
+        capacity = PipelineRun.chain_capacity(self.stages) + stage_depth(self.stages[0])
         self.prefetch = prefetch or max(
             1, min(capacity, 256, max(8, 4 * _concurrency(self.stages)))
         )
@@ -1080,6 +1077,7 @@ class Worker:
                 child = dataclasses.replace(first, path=path, born=born)
                 item.downstream.append(pack_item(child, body))
                 item.routes.append(part)
+                self.router.fit(part, len(body))
         elif children and self.credit is not None:
             # The outputs go on as burst entries too (one run: one meta per entry), each
             # with its input's birth.
@@ -1468,14 +1466,11 @@ class Worker:
         self._settle.set()
 
     async def _write(self, client: Any, batch: list[_Done], *, books: bool = False) -> None:
+        if self.router is not None and not self.router.leaky:
+            await self._write_parts(client, self.router, batch, books=books)
+            return
         if self.router is not None:
-            # Backpressure per partition of the next (keyed) segment (one item per entry).
-            counts: dict[int, int] = {}
-            for done in batch:
-                for route in done.routes:
-                    counts[route] = counts.get(route, 0) + 1
-            if counts:
-                await self.router.reserve(client, counts)
+            # A leaky keyed next segment never waits: its partitions are trimmed after.
             await self._commit(client, batch, books=books)
             return
         credit = self.credit
@@ -1518,20 +1513,109 @@ class Worker:
             if head is not None:
                 head.downstream, head.replies = head.downstream[k:], []
 
-    async def _commit(self, client: Any, chunk: list[_Done], *, books: bool = False) -> bool:
-        """Write ``chunk`` (:meth:`_commit_now`); False when the next stream's bound let
-        none of it in."""
+    async def _write_parts(
+        self, client: Any, router: Router, batch: list[_Done], *, books: bool
+    ) -> None:
+        """Backpressure per partition of the next (keyed) segment (one item per entry): the
+        longest run of ``batch``'s entries whose outputs fit each partition's room as last
+        seen (at least the first, once each partition it writes to has room for its outputs,
+        or is empty) is committed with :data:`GUARD_SCRIPT`, which checks the partitions'
+        bounds and writes in one step; a commit refused (others filled a partition first)
+        waits and offers again. An entry's outputs go whole, with its acknowledgement: written
+        twice (a worker that died between two parts of them), they would be counted twice by
+        the keyed block's state. So an entry with more outputs for one partition than it holds
+        waits until that partition is empty, and passes the bound by the rest."""
+        queue = list(batch)
+        while queue:
+            first: dict[int, int] = {}
+            for route in queue[0].routes:
+                first[route] = first.get(route, 0) + 1
+            if first:
+                await router.wait_room(client, first, every=True)
+            counts: dict[int, int] = {}
+            k = 0
+            for item in queue:
+                trial = dict(counts)
+                for route in item.routes:
+                    trial[route] = trial.get(route, 0) + 1
+                if k and any(n > router.credits[p].credit for p, n in trial.items()):
+                    break
+                counts = trial
+                k += 1
+            last = k == len(queue)
+            if await self._commit(client, queue[:k], books=books and last, parts=counts):
+                del queue[:k]
+
+    async def _commit(
+        self,
+        client: Any,
+        chunk: list[_Done],
+        *,
+        books: bool = False,
+        parts: dict[int, int] | None = None,
+    ) -> bool:
+        """Write ``chunk`` (:meth:`_commit_now`, or :meth:`_commit_parts` with the entries it
+        adds to each partition, ``parts``); False when the next stream's bound let none of it
+        in."""
+        commit = (
+            self._commit_now
+            if parts is None
+            else functools.partial(self._commit_parts, parts=parts)
+        )
         if books:
             # Books go out in the order they were read: a publication of older books (from
             # the publisher, on another connection) must not land after these.
             async with self._books_lock:
-                return await self._commit_now(client, chunk, books=True)
-        return await self._commit_now(client, chunk)
+                return await commit(client, chunk, books=True)
+        return await commit(client, chunk)
 
-    def _queue_commit(self, pipe: Any, chunk: list[_Done], *, books: bool) -> tuple[int, int]:
+    async def _guarded(self, client: Any, keys: list[str], args: list[Any]) -> list[Any]:
+        """Run :data:`GUARD_SCRIPT`; returns its reply with the backlogs as ints."""
+        if self._guard_script is None:
+            self._guard_script = client.raw.register_script(GUARD_SCRIPT)
+        reply = await client.guard(self._guard_script(keys=keys, args=args))
+        return [int(reply[0]), [int(found) for found in reply[1]], *reply[2:]]
+
+    def _committed(self, reply: list[Any], holds: int, acked: int, dead: int) -> bool:
+        """Book a guarded commit's ``reply``: False when it did not run."""
+        if not reply[0]:
+            return False
+        del self._holds[:holds]  # (more may have come meanwhile)
+        self.acked += acked
+        self.dead_letters += dead
+        if len(reply) > 2:
+            failed = reply[2]
+            raise ResponseError(failed.decode() if isinstance(failed, bytes) else str(failed))
+        return True
+
+    async def _commit_parts(
+        self, client: Any, chunk: list[_Done], *, parts: dict[int, int], books: bool = False
+    ) -> bool:
+        """Write ``chunk`` to a keyed next segment's partitions with :data:`GUARD_SCRIPT`,
+        if its ``parts`` (entries per partition) fit under their bounds."""
+        router = self.router
+        assert router is not None
+        commands = Commands()
+        holds = len(self._holds)
+        acked, dead = self._queue_commit(commands, chunk, books=books)
+        keys = sorted(parts)
+        args: list[Any] = [GROUP]
+        for part in keys:
+            args += [router.credits[part].capacity, parts[part]]
+        args += [commands.count, *commands.args]
+        reply = await self._guarded(client, [router.streams[part] for part in keys], args)
+        for part, found in zip(keys, reply[1], strict=True):
+            router.credits[part].measured(found)
+        return self._committed(reply, holds, acked, dead)
+
+    def _queue_commit(
+        self, pipe: Any, chunk: list[_Done], *, books: bool, outputs: Any = None
+    ) -> tuple[int, int]:
         """Queue in ``pipe`` (a MULTI, or :class:`Commands` for :data:`GUARD_SCRIPT`) what
-        ``chunk`` writes: the caller's holds, outputs, answers, dead letters, acknowledgements
-        and the books. Returns (entries acknowledged, dead letters)."""
+        ``chunk`` writes: the caller's holds, outputs (in ``outputs`` when given),
+        answers, dead letters, acknowledgements and the books. Returns (entries
+        acknowledged, dead letters)."""
+        sink = pipe if outputs is None else outputs
         for reply_to, block in self._holds:
             # Before the answers of the items that made the keys: the caller knows of every
             # worker holding keys of its run before it sees the run answered.
@@ -1545,7 +1629,7 @@ class Worker:
         for item in chunk:
             for k, fields in enumerate(item.downstream):
                 stream = self.outbox if router is None else router.streams[item.routes[k]]
-                pipe.xadd(stream, wire(fields))
+                sink.xadd(stream, wire(fields))
             if item.replies:
                 entry = answers.setdefault(item.reply_to, {})
                 for fields in item.replies:
@@ -1572,29 +1656,45 @@ class Worker:
         adds = sum(len(item.downstream) for item in chunk) if credit is not None else 0
         if credit is not None and adds and not credit.leaky:
             # The next stream's bound is checked and the chunk written in one step (several
-            # workers of a segment never take the same room), unless a value is large (a
-            # frame): through a script Redis copies each value twice more, so those are
-            # checked, then written, as the caller writes them.
+            # workers of a segment never take the same room), by GUARD_SCRIPT, or for large
+            # values (frames: a script's arguments cost Redis two more copies of each) by
+            # XADD and UNDO_SCRIPT in one MULTI, as the caller writes them.
+            outbox = self.outbox
+            assert outbox is not None
             commands = Commands()
             holds = len(self._holds)
             acked, dead = self._queue_commit(commands, chunk, books=books)
             if commands.largest <= _BIG:
-                if self._guard_script is None:
-                    self._guard_script = client.raw.register_script(GUARD_SCRIPT)
                 args = [GROUP, credit.capacity, adds, commands.count, *commands.args]
-                reply = await client.guard(self._guard_script(keys=[self.outbox], args=args))
-                credit.measured(int(reply[1]))
-                if not int(reply[0]):
-                    return False
-                del self._holds[:holds]  # (more may have come meanwhile)
-                self.acked += acked
-                self.dead_letters += dead
-                if len(reply) > 2:
-                    failed = reply[2]
-                    raise ResponseError(
-                        failed.decode() if isinstance(failed, bytes) else str(failed)
-                    )
-                return True
+                reply = await self._guarded(client, [outbox], args)
+                credit.measured(reply[1][0])
+                return self._committed(reply, holds, acked, dead)
+            # Large outputs (frames) go by XADD, and UNDO_SCRIPT, in the same MULTI, takes
+            # them back when they pass the bound; the rest of the commit runs only if not.
+            pipe = client.pipeline(transaction=True)
+            rest = Commands()
+            acked, dead = self._queue_commit(rest, chunk, books=books, outputs=pipe)
+            pipe.eval(
+                UNDO_SCRIPT,
+                1,
+                self.outbox,
+                GROUP,
+                credit.capacity,
+                adds,
+                "all",
+                rest.count,
+                *rest.args,
+            )
+            replies = await client.guard(pipe.execute(raise_on_error=False))
+            check = replies.pop()
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+            if isinstance(check, Exception):
+                raise check
+            credit.measured(int(check[1]))
+            ran = [int(check[0]) > 0, None, *check[2:]]
+            return self._committed(ran, holds, acked, dead)
         pipe = client.pipeline(transaction=True)
         acked, dead = self._queue_commit(pipe, chunk, books=books)
         self._holds.clear()

@@ -6,7 +6,7 @@ import asyncio
 import os
 import time
 from collections.abc import Hashable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -100,6 +100,48 @@ async def crawl(x: int) -> int:
 
 
 backpressure = af.Pipeline(fast, crawl, name="backpressure")
+
+
+@af.block
+async def blob(x: int) -> bytes:
+    """A value over 64 KiB (written as frames are: XADD, and the bound checked in the same
+    MULTI)."""
+    return bytes([x % 256]) * 100_000
+
+
+@af.block(queue_size=4)
+async def crawl_blob(b: bytes) -> int:
+    await asyncio.sleep(0.02)
+    return b[0] + len(b)
+
+
+# fast workers feed a slow block frame-sized values; its stream holds 4 entries of one each
+big_backpressure = af.Pipeline(blob, crawl_blob, name="big_backpressure")
+
+
+# A keyed slow block: its input is 16 partitions of max(2, ceil(8 / 16)) = 2 entries each
+# (parity: keys 0 and 1).
+@af.block(key=lambda x: x % 2, state=dict, queue_size=8)
+async def crawl_keyed(x: int, state: dict[str, int]) -> tuple[int, int]:
+    await asyncio.sleep(0.02)
+    state["n"] = state.get("n", 0) + 1
+    return x, state["n"]
+
+
+# (feed's input holds entries of one item: a worker writes an entry's outputs to the
+# partitions whole, with its acknowledgement, so one entry of 100 would pass a bound of 2)
+keyed_backpressure = af.Pipeline(
+    fast.with_options(name="feed", queue_size=8), crawl_keyed, name="keyed_backpressure"
+)
+
+
+@af.block
+async def kept(x: Any) -> int:
+    """A block that kept the default queue_size: on Redis its edge is deeper."""
+    return len(x) if isinstance(x, bytes) else int(x)
+
+
+unsized = af.Pipeline(kept, name="unsized")
 
 
 @af.block
@@ -208,7 +250,10 @@ def _append(path: str, line: str) -> None:
         fh.write(line)
 
 
-@af.block
+# queue_size=64: the tests of the keyed count2 behind it kill a worker once the source has
+# given 400 of its items, which the bound of tag's stream paces (the Redis default, 1024,
+# would let the caller take them all before count2 holds any)
+@af.block(queue_size=64)
 async def tag(x: int) -> tuple[str, int]:
     return f"cam{x % 8}", x // 8
 

@@ -14,15 +14,20 @@ from conftest import Workers
 import aioflow as af
 from aioflow.transport.codec import MsgpackCodec
 from aioflow.transport.messages import GROUP, Keys, graph_signature, parse_entry
+from aioflow.transport.partitions import partition_streams
 from aioflow.transport.redis import (
     APPEND_SCRIPT,
     GUARD_SCRIPT,
+    REDIS_QUEUE_BYTES,
+    REDIS_QUEUE_SIZE,
+    UNDO_SCRIPT,
     Commands,
     RedisTransport,
     ResponseError,
     backlog,
     connect,
     ensure_group,
+    stage_capacity,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -99,11 +104,11 @@ async def test_the_guard_script_runs_a_commit_whole_or_not_at_all_under_the_boun
             return [GROUP, 8, outputs, commands.count, *commands.args]
 
         # 6 waiting + 3 would pass the bound of 8: nothing runs, the input stays pending.
-        assert await client.guard(guard(keys=[outbox], args=commit(3))) == [0, 6]
+        assert await client.guard(guard(keys=[outbox], args=commit(3))) == [0, [6]]
         assert await client.xlen(outbox) == 6
         assert (await client.xpending(inbox, GROUP))["pending"] == 1
         # 2 fit: the outputs are written and the input acknowledged and deleted together.
-        assert await client.guard(guard(keys=[outbox], args=commit(2))) == [1, 8]
+        assert await client.guard(guard(keys=[outbox], args=commit(2))) == [1, [8]]
         assert [f[b"v"] for _, f in await client.xrange(outbox)][-2:] == [b"out0", b"out1"]
         assert (await client.xpending(inbox, GROUP))["pending"] == 0
         assert await client.xlen(inbox) == 0
@@ -302,3 +307,189 @@ async def test_a_stream_whose_worker_is_away_fills_to_its_bound_with_full_bursts
         run.cancel()
         await asyncio.gather(run, return_exceptions=True)
         await client.aclose()
+
+
+async def test_the_undo_script_takes_back_the_large_entries_that_pass_the_bound(
+    redis_url: str, redis_prefix: str
+) -> None:
+    # Frame-sized values go by XADD; in the same MULTI the script deletes again the newest of
+    # them while the backlog passes the bound (a caller keeps what fits, a worker's commit is
+    # whole or not at all).
+    client = connect(redis_url)
+    stream = f"{redis_prefix}:undo"
+    frame = b"f" * 100_000
+    try:
+        await ensure_group(client, stream)
+        for _ in range(3):
+            await client.xadd(stream, {b"v": frame})
+
+        async def offer(n: int, mode: str) -> tuple[list[Any], list[Any]]:
+            pipe = client.pipeline(transaction=True)
+            for _ in range(n):
+                pipe.xadd(stream, {b"v": frame})
+            pipe.eval(UNDO_SCRIPT, 1, stream, GROUP, 4, n, mode)
+            replies = await client.guard(pipe.execute())
+            return replies[:-1], replies[-1]
+
+        ids, check = await offer(3, "some")  # 3 waiting, bound 4: one of three stays
+        assert check == [1, 4]
+        assert [eid for eid, _ in await client.xrange(stream)][-1] == ids[0]
+        assert await backlog(client, stream) == 4
+        _, check = await offer(1, "all")
+        assert check == [0, 4]
+        assert await client.xlen(stream) == 4
+        # Read and acknowledged (as a worker does): a commit of two fits again, whole.
+        read = await client.xreadgroup(GROUP, "reader", {stream: ">"}, count=2)
+        done = [eid for eid, _ in read[0][1]]
+        await client.xack(stream, GROUP, *done)
+        await client.xdel(stream, *done)
+        _, check = await offer(2, "all")
+        assert check == [2, 4]
+    finally:
+        await client.delete(stream)
+        await client.aclose()
+
+
+async def test_three_workers_feeding_frame_sized_values_to_a_slow_block_never_pass_its_bound(
+    redis_url: str, redis_prefix: str, workers: Workers
+) -> None:
+    # Values over 64 KiB (frames) are not written through a script (it would cost Redis two
+    # more copies of each): the bound is checked in the MULTI of the XADDs, which takes back
+    # what passes it. Three workers of `blob` write 100 kB values to crawl_blob's stream
+    # (queue_size 4, 20 ms an item). (Checked, then written, they overshot by the room each
+    # saw free.)
+    for _ in range(3):
+        workers.start("big_backpressure", "blob")
+    workers.start("big_backpressure", "crawl_blob")
+    graph_hash, _ = graph_signature("big_backpressure", rp.big_backpressure.stages)
+    stream = Keys(redis_prefix, "big_backpressure", graph_hash).inbox("crawl_blob")
+    client = connect(redis_url)
+    seen: list[int] = []
+
+    async def watch() -> None:
+        while True:
+            seen.append(await backlog(client, stream))
+            await asyncio.sleep(0.001)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        async with asyncio.timeout(60):
+            outputs = await rp.big_backpressure.run(
+                range(150), transport=RedisTransport(redis_url, prefix=redis_prefix)
+            )
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        await client.aclose()
+    assert outputs == [x % 256 + 100_000 for x in range(150)]  # every item, once, in order
+    books = rp.big_backpressure.statistics()
+    assert books["blob"].completed == books["crawl_blob"].completed == 150
+    assert max(seen) <= 4, f"crawl_blob's stream held {max(seen)} entries, queue_size is 4"
+    assert max(seen) >= 3  # it did fill up: the bound held the workers back
+
+
+async def test_three_workers_feeding_a_slow_keyed_segment_never_pass_a_partitions_bound(
+    redis_url: str, redis_prefix: str, workers: Workers
+) -> None:
+    # crawl_keyed's input is 16 partitions of 2 entries each (queue_size 8); three workers of
+    # `feed` write to them, each commit checking the partitions' bounds and writing in one
+    # step (GUARD_SCRIPT over the partitions it writes to).
+    for _ in range(3):
+        workers.start("keyed_backpressure", "feed")
+    workers.start("keyed_backpressure", "crawl_keyed")
+    graph_hash, _ = graph_signature("keyed_backpressure", rp.keyed_backpressure.stages)
+    inbox = Keys(redis_prefix, "keyed_backpressure", graph_hash).inbox("crawl_keyed")
+    streams = partition_streams(inbox, 16)
+    client = connect(redis_url)
+    seen: list[int] = []
+
+    async def watch() -> None:
+        while True:
+            for stream in streams:
+                seen.append(await backlog(client, stream))
+            await asyncio.sleep(0.001)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        async with asyncio.timeout(60):
+            outputs = await rp.keyed_backpressure.run(
+                range(150), transport=RedisTransport(redis_url, prefix=redis_prefix)
+            )
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        await client.aclose()
+    # every item once, in order, and each key's count kept across the segment's items
+    assert outputs == [(x, x // 2 + 1) for x in range(150)]
+    assert max(seen) <= 2, f"a partition held {max(seen)} entries, its bound is 2"
+    assert max(seen) == 2  # they did fill up: the bound held the workers back
+
+
+def test_a_block_that_kept_the_default_queue_size_gets_the_deeper_redis_bound() -> None:
+    assert stage_capacity(rp.kept) == REDIS_QUEUE_SIZE == 1024
+    assert stage_capacity(rp.kept.with_options(name="renamed")) == REDIS_QUEUE_SIZE
+    # A queue_size the user chose is kept exactly, the default's value too.
+    assert stage_capacity(rp.kept.with_options(queue_size=64)) == 64
+    assert stage_capacity(rp.crawl) == 8
+    # A leaky edge keeps its queue_size: it says how many of the newest items wait.
+    assert stage_capacity(rp.kept.with_options(overflow="drop_oldest")) == 64
+
+
+async def _fill_unserved(
+    redis_url: str, redis_prefix: str, value: Any, total: int
+) -> tuple[list[int], int]:
+    """Runs ``unsized`` with no worker: the caller fills its stream until the bound holds it;
+    returns the items per entry there, and how many items the source gave."""
+    graph_hash, _ = graph_signature("unsized", rp.unsized.stages)
+    stream = Keys(redis_prefix, "unsized", graph_hash).inbox("kept")
+    client = connect(redis_url)
+    pulled = 0
+
+    def source() -> Any:
+        nonlocal pulled
+        for _ in range(total):
+            pulled += 1
+            yield value
+
+    run = asyncio.create_task(
+        rp.unsized.run(source(), transport=RedisTransport(redis_url, prefix=redis_prefix))
+    )
+    codec = MsgpackCodec()
+    try:
+        sizes: list[int] = []
+        before: list[int] = []
+        async with asyncio.timeout(60):
+            while not sizes or sizes != before:  # until it stops growing
+                before = sizes
+                await asyncio.sleep(0.5)
+                entries = await client.xrange(stream)
+                sizes = [len(parse_entry(f, codec).metas) for _, f in entries]
+        assert not run.done()
+        return sizes, pulled
+    finally:
+        run.cancel()
+        await asyncio.gather(run, return_exceptions=True)
+        await client.aclose()
+
+
+async def test_a_default_redis_edge_holds_1024_small_items_and_backpressure_reaches_the_source(
+    redis_url: str, redis_prefix: str
+) -> None:
+    # No worker: the caller writes bursts of 100 items (burst_size(1024)), 10 entries, and
+    # then waits; the source is not read beyond what the caller holds (its window and queue).
+    sizes, pulled = await _fill_unserved(redis_url, redis_prefix, 7, 20_000)
+    assert sizes == [100] * 10
+    assert pulled < 2_000
+
+
+async def test_a_default_redis_edge_keeps_large_items_to_its_byte_budget(
+    redis_url: str, redis_prefix: str
+) -> None:
+    # 300 kB items: 1024 of them would be 300 MB in Redis; the default edge keeps 64 MiB,
+    # 223 items, in entries of up to 3 (a burst stops at 1 MiB): 74 entries.
+    value = b"x" * 300_000
+    sizes, pulled = await _fill_unserved(redis_url, redis_prefix, value, 5_000)
+    assert len(sizes) == REDIS_QUEUE_BYTES // len(value) // 3 == 74
+    assert max(sizes) == 3
+    assert sum(sizes) <= REDIS_QUEUE_BYTES // len(value)
+    assert pulled < 1_000
