@@ -1,7 +1,9 @@
 """The gate-camera pipeline: frames in, one event per passing plate out.
 
     source (video_source)            frames of every camera
-    >> prepare                       resize and normalise for the detector (2 threads)
+    >> prepare                       the part of the frame to look at (a window around what
+                                     moves, or all of it: roi.py), resized and normalised
+                                     for the detector (2 threads)
     >> detect                        PP-OCR text detection, OnnxModel, batched, 2 sessions
     >> find_plates                   boxes from the probability map, kept when plate-like,
                                      cropped at their own aspect

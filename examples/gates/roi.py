@@ -34,6 +34,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from aioflow import wire
+
 MOTION_WIDTH = 160  # the small grey frames compared, px wide
 MAX_CAMERAS = 1024  # cameras remembered (a camera removed long ago is forgotten)
 
@@ -64,6 +66,10 @@ class Window:
             or (self.x1 < width and x1 > self.x1 - 1 - pad)
             or (self.y1 < height and y1 > self.y1 - 1 - pad)
         )
+
+
+# A window travels between the worker processes of ``examples/distributed`` (msgpack, no pickle).
+wire.register(Window, tag="examples.gates.roi:Window")
 
 
 @dataclass(frozen=True)
