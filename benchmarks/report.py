@@ -1186,27 +1186,32 @@ once and kept), one run each on the shared 2-core machine (load 10-35):
 | hard 2 | none | 5/26 = 19% | 0/5 | 0 | 8/26 = 31% | 0/8 | 0 |
 | medium 1 | the formats drawn | 11/12 | 0/11 | 0 | 11/12 | 0/11 | 0 |
 | medium 1 | none | 11/12 | 0/11 | 0 | 11/12 | 0/11 | 0 |
+| easy 1 | the formats drawn | 10/10 | 0/10 | 0 | 10/10 | 0/10 | 0 |
+| easy 1 | none | 9/10 | 0/9 | 0 | **9/10** | **1/10** | 0 |
 
 (Hard 1: a 640x360 camera filming from the side, two 1280x720 cameras with vehicles
 approaching; hard 2: 800x450, 960x540 and 1024x576 cameras, from the side.)
 
 Hard, seeds 1-2 together: with the formats 10/37 = 27% -> 14/37 = 38% read, wrong events 2/12 =
 17% -> 1/15 = 6.7%; without 9/37 = 24% -> 12/37 = 32%, wrong 2/11 -> 1/13. Not run in time:
-easy, medium seeds 2-3, hard seed 3. Our own generator's hard level, held-out seed 81
+easy seed 2, medium seeds 2-3, hard seed 3. Our own generator's hard level, held-out seed 81
 (640x360; `bench_gates_accuracy.py --levels hard --seeds 81`, before and after): 10/11 read
 with the formats and 9/11 without, 0 wrong events, the same plates missed (`YBT708`; `XUX803`
 without formats) either way.
 
 What changed, plate by plate: at hard 2 `NYJ327`, `QF06QVT` (1024x576 and 960x540 cameras, text
-13-15 px) and `DUD185` are read with and without formats, none lost; at hard 1 `BP30RQA`, sent as
-`BP30ROA` before (a wrong event: its `Q` read `O` at the whole frame's scale), is read right,
-`GRA197` (with formats) is read, and `KI98AMY`, an approaching plate read before, is missed. So
-the windows find plates the whole frame hides and send no wrong event the whole frame did not,
-and in a window a `Q`'s tail stayed in its box on these clips; but hard stays far below the goal:
-of the 17 plates still missed at hard 2 with the formats, 15 have 6.3-7 px of motion blur on
-12-16 px text and no event was made near any of them. Not done: the sticker read into the
-plate, black plates on dark bumpers, O/0 without formats, a box margin that follows the input's
-scale (not needed on these clips, not measured further).
+13-15 px) and `DUD185` are read with and without formats, none lost; at hard 1 `BP30RQA`, sent
+as `BP30ROA` before (a wrong event: its `Q` read `O` at the whole frame's scale), is read
+right, `GRA197` (with formats) is read, and `KI98AMY`, an approaching plate read before, is
+missed. So at hard the windows find plates the whole frame hides and send no wrong event the
+whole frame did not, and in a window a `Q`'s tail stayed in its box on these clips; but hard
+stays far below the goal: of the 17 plates still missed at hard 2 with the formats, 15 have
+6.3-7 px of motion blur on 12-16 px text and no event was made near any of them. **A new wrong
+event at easy 1 without formats**: the model badge `320D` beside the plate of `DXG421`, read on
+15 frames in windows (the whole frame never read it), went out as a plate; the
+one-plate-per-vehicle rule drops lettering above a plate, not beside it. Not fixed. Not done
+either: the sticker read into the plate, black plates on dark bumpers, O/0 without formats, a
+box margin that follows the input's scale (not needed on these clips, not measured further).
 """
 
 
