@@ -1,7 +1,9 @@
 """The gate-camera pipeline: frames in, one event per passing plate out.
 
     source (video_source)            frames of every camera
-    >> prepare                       resize and normalise for the detector (2 threads)
+    >> prepare                       the part of the frame to look at (a window around what
+                                     moves, or all of it: roi.py), resized and normalised
+                                     for the detector (2 threads)
     >> detect                        PP-OCR text detection, OnnxModel, batched, 2 sessions
     >> find_plates                   boxes from the probability map, kept when plate-like,
                                      cropped at their own aspect
@@ -34,7 +36,7 @@ import aioflow as af
 from aioflow.infer.onnx import OnnxModel
 from aioflow.io import http, video
 
-from . import ocr, plates, track
+from . import ocr, plates, roi, track
 
 DET_BATCH = 4  # frames per detector call
 # How long a detector batch short of DET_BATCH frames waits for more: none (a partial batch
@@ -68,6 +70,15 @@ def video_stream(frame: video.Frame) -> str:
 
 
 @dataclass
+class CameraText(track.StillText):
+    """Per camera: its text standing still (``track.StillText``) and the plate-like boxes of its
+    last whole-frame look, which a look at a window carries where nothing moved
+    (``roi.carry``)."""
+
+    whole: list[track.Rect] = field(default_factory=list)
+
+
+@dataclass
 class Summary:
     """What a run decided, filled in as it goes: the events and the counts of what was left out
     (the tracker adds each camera's counts when the camera's stream ends)."""
@@ -90,6 +101,7 @@ def build(
     workers: tuple[int, int] = (2, 2),
     detect_per_second: float | None = None,
     live_queue: int | None = None,
+    look_rules: roi.LookRules | None = roi.DEFAULT_LOOK_RULES,
 ) -> af.Pipeline:
     """The pipeline. ``formats``: the plate formats to accept (none: any plausible plate);
     ``events_file``: append each event there as a JSON line; ``summary``: filled in with the
@@ -108,6 +120,11 @@ def build(
     tracks close and events go out on the frames looked at. Recognition runs only on what the
     detector found, and there only on text that is new or moving (``StillText`` counts looks,
     not frames, then).
+    ``look_rules``: where the detector looks (``roi.py``): on most looks at a window of the
+    frame around what moved, at up to the frame's own resolution, resized to the detector's
+    usual input (so its cost per frame is unchanged); the whole frame on a camera's first look,
+    on every ``whole_every``-th, and when nothing moves. None: the whole frame on every look.
+
     ``live_queue``: None (default) processes every frame, the source waiting for the
     pipeline (files). An int ``n`` serves live cameras when they send more than the detector
     can take: the first block's input holds at most ``n`` frames and, when full, drops the
@@ -151,11 +168,20 @@ def build(
         rec_batch = LIVE_REC_BATCH
         rec_queue = {"queue_size": rec_batch}
 
+    looker = roi.Looker(look_rules) if look_rules is not None else None
+
     # Sampled, the fair leaky queue goes in front of the sampling stage (``admit`` below):
     # inside it, a dropped frame would be a missed look rather than a frame shed.
     @af.block(workers=2, **(leaky if detect_per_second is None else short))
     def prepare(frame: video.Frame) -> dict[str, Any]:
-        return {"frame": frame, "x": ocr.det_input(frame.image, det_width)}
+        image = frame.image
+        if looker is None:
+            return {"frame": frame, "x": ocr.det_input(image, det_width), "window": None}
+        size = ocr.det_size(image.shape, det_width)
+        window, moved = looker.window(frame.stream, image, size)
+        part = None if window.whole else window.rect
+        x = ocr.det_input(image, det_width, part)
+        return {"frame": frame, "x": x, "window": window, "moved": moved}
 
     detect = OnnxModel(
         ocr.model_path(ocr.DET_MODEL),
@@ -164,7 +190,7 @@ def build(
         intra_op_num_threads=threads[0],
         workers=workers[0],
         select="x",
-        merge=lambda item, prob: {"frame": item["frame"], "prob": prob[0]},
+        merge=lambda item, prob: {**item, "x": None, "prob": prob[0]},
         name="detect",
     )
 
@@ -172,12 +198,15 @@ def build(
     def find_plates(item: dict[str, Any]) -> dict[str, Any]:
         """The frame's plate-like text boxes, each with its recogniser input, and the counts
         of the boxes left out."""
-        frame = item["frame"]
-        found = ocr.boxes_from_map(item["prob"], frame.image.shape)
+        frame, window = item["frame"], item["window"]
+        part = None if window is None or window.whole else window.rect
+        found = ocr.boxes_from_map(item["prob"], frame.image.shape, window=part)
         dropped = {"boxes": len(found), "edge": 0, "shape": 0, "ground": 0}
         boxes = []
         for box in found:
             why = ocr.plate_shape(frame.image.shape, box, plate_rules)
+            if why is None and part is not None and window.cuts(box.rect, frame.image.shape):
+                why = "edge"  # text that may go on beyond the window
             if why is None:
                 cut = ocr.crop(frame.image, box)
                 if ocr.on_a_board(frame.image, box, cut, plate_rules):
@@ -185,7 +214,14 @@ def build(
                     continue
                 why = "ground"
             dropped[why] += 1
-        return {"frame": frame, "boxes": boxes, "dropped": dropped, "looked": True}
+        return {
+            "frame": frame,
+            "boxes": boxes,
+            "dropped": dropped,
+            "looked": True,
+            "window": window,
+            "moved": item.get("moved"),
+        }
 
     looking: list[Any] = [prepare, detect, find_plates]
     if detect_per_second is not None:
@@ -259,17 +295,25 @@ def build(
         if detect_per_second is not None:
             live_still_s = max(LIVE_STILL_S, track.StillText.still_frames / detect_per_second)
 
-    @af.block(key=camera, state=track.StillText, **short)
-    async def split(record: dict[str, Any], still: track.StillText) -> Any:
+    @af.block(key=camera, state=CameraText, **short)
+    async def split(record: dict[str, Any], still: CameraText) -> Any:
         """One item per box to read, or one empty item for a frame with none (or one the
         detector did not look at). Text that has not moved for a while (a sign) is read again
         only now and then (``StillText``): its box goes to the tracker as held, without a
-        read."""
+        read. A look at a window of the frame also holds the boxes of the last whole look
+        that are still there, unseen (``roi.carry``)."""
         frame, boxes, looked = record["frame"], record["boxes"], record["looked"]
         common = {"frame": frame, "dropped": record["dropped"], "looked": looked}
         if not looked:
             yield {**common, "n": 0, "k": 0, "held": []}
             return
+        window = record.get("window")
+        carried: list[track.Rect] = []
+        if window is not None:
+            if window.whole:
+                still.whole = [box.rect for box, _ in boxes]
+            else:
+                carried = roi.carry(window, record["moved"], still.whole, frame.image.shape)
         # Sampled, or live (the fair queue drops frames once the cameras send more than the
         # detector takes), StillText counts the frames looked at: "still for 5 looks, read on
         # one look in 10". Frame numbers jump between looks there (by 3 to 30 with 4 to 32
@@ -283,10 +327,10 @@ def build(
         # the signs read on every look made the recogniser the slowest step (the detector 0.66
         # busy, waiting for room 60% of the time). So a box is also still once it has sat in
         # place for LIVE_STILL_S of the camera's clock, on 2 looks or more.
-        hold = still.hold(
-            look, [box.rect for box, _ in boxes], at=frame.timestamp, still_s=live_still_s
-        )
-        held = [box.rect for (box, _), h in zip(boxes, hold, strict=True) if h]
+        rects = [box.rect for box, _ in boxes]
+        hold = still.hold(look, rects + carried, at=frame.timestamp, still_s=live_still_s)
+        held = [rect for rect, h in zip(rects, hold, strict=False) if h] + carried
+        hold = hold[: len(boxes)]
         fresh = [(box, x) for (box, x), h in zip(boxes, hold, strict=True) if not h]
         common.update(n=len(fresh), held=held)
         if not fresh:

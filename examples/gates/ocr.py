@@ -65,9 +65,21 @@ def det_size(shape: tuple[int, ...], width: int = DET_WIDTH) -> tuple[int, int]:
     return width, height
 
 
-def det_input(image: np.ndarray, width: int = DET_WIDTH) -> np.ndarray:
+def det_input(
+    image: np.ndarray,
+    width: int = DET_WIDTH,
+    window: tuple[int, int, int, int] | None = None,
+) -> np.ndarray:
+    """The detector's input for a frame: all of it, or the part ``window`` (x0, y0, x1, y1)
+    shows, resized to the same input size (``det_size`` of the whole frame)."""
     size = det_size(image.shape, width)
-    return normalise(cv2.resize(image, size, interpolation=cv2.INTER_AREA))
+    interpolation = cv2.INTER_AREA
+    if window is not None:
+        x0, y0, x1, y1 = window
+        image = image[y0:y1, x0:x1]
+        if x1 - x0 < size[0]:  # a window shown larger than its pixels: interpolated
+            interpolation = cv2.INTER_LINEAR
+    return normalise(cv2.resize(image, size, interpolation=interpolation))
 
 
 @dataclass(frozen=True)
@@ -94,16 +106,19 @@ def boxes_from_map(
     threshold: float = 0.3,
     min_area: float = 60.0,
     grow: float = 1.6,
+    window: tuple[int, int, int, int] | None = None,
 ) -> list[Box]:
     """Text boxes from a detection probability map (HxW), in frame coordinates.
 
     Contours of the thresholded map, their minimum-area rectangles grown a little (instead of
-    pyclipper's "unclip": the map is tighter than the text).
+    pyclipper's "unclip": the map is tighter than the text). ``window``: the part of the frame
+    (x0, y0, x1, y1) the map was made from, when not all of it.
     """
     mask = (prob > threshold).astype(np.uint8)
     contours, _ = cv2.findContours(mask, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
-    sy = frame_shape[0] / prob.shape[0]
-    sx = frame_shape[1] / prob.shape[1]
+    ox, oy, x1, y1 = window if window is not None else (0, 0, frame_shape[1], frame_shape[0])
+    sy = (y1 - oy) / prob.shape[0]
+    sx = (x1 - ox) / prob.shape[1]
     boxes = []
     for contour in contours:
         if cv2.contourArea(contour) < min_area:
@@ -115,8 +130,8 @@ def boxes_from_map(
             continue
         w, h = w + h * (grow - 1.0), h * grow
         pts = cv2.boxPoints(((cx, cy), (w, h), angle))
-        pts[:, 0] *= sx
-        pts[:, 1] *= sy
+        pts[:, 0] = pts[:, 0] * sx + ox
+        pts[:, 1] = pts[:, 1] * sy + oy
         boxes.append(Box(order_points(pts)))
     boxes.sort(key=lambda b: (b.rect[1], b.rect[0]))
     return boxes

@@ -40,7 +40,7 @@ from aiohttp import web
 
 import aioflow as af
 from aioflow.io import video
-from examples.gates import app, plates, synth, track
+from examples.gates import app, plates, roi, synth, track
 
 
 def camera_routes(source: video.VideoSource) -> web.RouteTableDef:
@@ -175,12 +175,13 @@ async def run_pipeline(
     stall_after: float | None = None,
     on_status: Any = None,
     detect_per_second: float | None = None,
+    look_rules: roi.LookRules | None = roi.DEFAULT_LOOK_RULES,
 ) -> Result:
     """Run the pipeline on ``sources`` (what ``video_source`` takes), POSTing to ``webhook`` or,
     when None, to a stand-in served on loopback. ``control``: (host, port) to serve the
     cameras' control endpoint on (:func:`camera_routes`; the stand-in serves it too).
     ``on_status``: called with each camera's :class:`~aioflow.io.video.StreamEvent`.
-    ``detect_per_second``: see ``app.build``."""
+    ``detect_per_second``, ``look_rules``: see ``app.build``."""
     runners: list[web.AppRunner] = []
     received: list[dict[str, Any]] = []
     source = video.video_source(sources, live=live, stall_after=stall_after, on_status=on_status)
@@ -204,6 +205,7 @@ async def run_pipeline(
             summary=summary,
             track_rules=track_rules,
             detect_per_second=detect_per_second,
+            look_rules=look_rules,
         )
         t0 = time.perf_counter()
         answers = await pipe.run(source)
@@ -236,6 +238,7 @@ async def run_demo(
     formats: tuple[plates.PlateFormat, ...] | None = None,
     track_rules: track.TrackRules = track.DEFAULT_TRACK_RULES,
     detect_per_second: float | None = None,
+    look_rules: roi.LookRules | None = roi.DEFAULT_LOOK_RULES,
 ) -> Result:
     """Generate the videos, serve the webhook, run with ``formats`` (default: the formats the
     generator drew)."""
@@ -252,6 +255,7 @@ async def run_demo(
         webhook_delay=webhook_delay,
         track_rules=track_rules,
         detect_per_second=detect_per_second,
+        look_rules=look_rules,
     )
 
 
@@ -321,6 +325,7 @@ async def main(args: argparse.Namespace) -> int:
             stall_after=args.stall_after,
             on_status=print_status,
             detect_per_second=args.detect_rate,
+            look_rules=None if args.whole_frames else roi.DEFAULT_LOOK_RULES,
         )
     else:
         print(
@@ -338,6 +343,7 @@ async def main(args: argparse.Namespace) -> int:
             formats=args.plate_format or None,
             track_rules=rules,
             detect_per_second=args.detect_rate,
+            look_rules=None if args.whole_frames else roi.DEFAULT_LOOK_RULES,
         )
         if args.ground_truth:
             result.truth = load_truth(Path(args.ground_truth))
@@ -458,6 +464,13 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
         help="send a plate's event once N reads agree, while it is still in view (default: "
         "when its track closes, 0.5 s after the plate was last seen; early events cost some "
         "wrong events, see docs/gates.md)",
+    )
+    p.add_argument(
+        "--whole-frames",
+        action="store_true",
+        help="show the detector the whole frame on every look (default: most looks show it a "
+        "window of the frame around what moves, at up to the frame's own resolution; see "
+        "docs/gates.md)",
     )
     p.add_argument(
         "--detect-rate",
