@@ -172,7 +172,13 @@ def build(
 
     # Sampled, the fair leaky queue goes in front of the sampling stage (``admit`` below):
     # inside it, a dropped frame would be a missed look rather than a frame shed.
-    @af.block(workers=2, **(leaky if detect_per_second is None else short))
+    # Where the detector looks depends on the camera's previous look (roi.Looker), so a
+    # camera's frames are prepared one at a time, in order (key=): with two workers taking a
+    # camera's frames at once, a frame could be compared with a later one and the window
+    # chosen by chance. Cameras still go side by side.
+    in_order = {"key": video_stream} if looker is not None else {}
+
+    @af.block(workers=2, **in_order, **(leaky if detect_per_second is None else short))
     def prepare(frame: video.Frame) -> dict[str, Any]:
         image = frame.image
         if looker is None:
