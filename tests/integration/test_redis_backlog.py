@@ -5,6 +5,8 @@ producers racing for the same stream never push it past ``queue_size``."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -40,6 +42,27 @@ async def held(x: int) -> int:
 
 #: no worker serves it: the caller fills its stream up to the bound and waits
 unserved = af.Pipeline(held, name="unserved")
+
+
+@contextlib.asynccontextmanager
+async def backlogs(redis_url: str, *streams: str, every: float = 0.001) -> AsyncIterator[list[int]]:
+    """The backlog of each of ``streams``, sampled every ``every`` s while the body runs."""
+    client = connect(redis_url)
+    seen: list[int] = []
+
+    async def watch() -> None:
+        while True:
+            for stream in streams:
+                seen.append(await backlog(client, stream))
+            await asyncio.sleep(every)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        yield seen
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        await client.aclose()
 
 
 async def test_the_append_script_writes_only_the_entries_that_fit_under_the_bound(
@@ -128,27 +151,15 @@ async def test_two_callers_racing_for_a_slow_segment_never_push_its_backlog_past
     graph_hash, _ = graph_signature("backpressure", rp.backpressure.stages)
     assert graph_signature("backpressure", other.stages)[0] == graph_hash  # the same streams
     stream = Keys(redis_prefix, "backpressure", graph_hash).inbox("crawl")
-    client = connect(redis_url)
-    seen: list[int] = []
-
-    async def watch() -> None:
-        while True:
-            seen.append(await backlog(client, stream))
-            await asyncio.sleep(0.002)
 
     def transport() -> RedisTransport:
         return RedisTransport(redis_url, prefix=redis_prefix, local={"fast"})
 
-    watcher = asyncio.create_task(watch())
-    try:
+    async with backlogs(redis_url, stream, every=0.002) as seen:
         first, second = await asyncio.gather(
             rp.backpressure.run(range(60), transport=transport()),
             other.run(range(100, 160), transport=transport()),
         )
-    finally:
-        watcher.cancel()
-        await asyncio.gather(watcher, return_exceptions=True)
-        await client.aclose()
     assert first == [10 * x for x in range(60)]
     assert second == [10 * x for x in range(100, 160)]
     assert max(seen) <= 8, f"crawl's stream held {max(seen)} entries, queue_size is 8"
@@ -167,24 +178,10 @@ async def test_three_workers_feeding_a_slow_segment_never_push_its_backlog_past_
     workers.start("backpressure", "crawl")
     graph_hash, _ = graph_signature("backpressure", rp.backpressure.stages)
     stream = Keys(redis_prefix, "backpressure", graph_hash).inbox("crawl")
-    client = connect(redis_url)
-    seen: list[int] = []
-
-    async def watch() -> None:
-        while True:
-            seen.append(await backlog(client, stream))
-            await asyncio.sleep(0.001)
-
-    watcher = asyncio.create_task(watch())
-    try:
-        async with asyncio.timeout(60):
-            outputs = await rp.backpressure.run(
-                range(300), transport=RedisTransport(redis_url, prefix=redis_prefix)
-            )
-    finally:
-        watcher.cancel()
-        await asyncio.gather(watcher, return_exceptions=True)
-        await client.aclose()
+    async with backlogs(redis_url, stream) as seen, asyncio.timeout(60):
+        outputs = await rp.backpressure.run(
+            range(300), transport=RedisTransport(redis_url, prefix=redis_prefix)
+        )
     assert outputs == [10 * x for x in range(300)]  # every item, once, in order
     books = rp.backpressure.statistics()
     assert books["fast"].completed == books["crawl"].completed == 300
@@ -363,24 +360,10 @@ async def test_three_workers_feeding_frame_sized_values_to_a_slow_block_never_pa
     workers.start("big_backpressure", "crawl_blob")
     graph_hash, _ = graph_signature("big_backpressure", rp.big_backpressure.stages)
     stream = Keys(redis_prefix, "big_backpressure", graph_hash).inbox("crawl_blob")
-    client = connect(redis_url)
-    seen: list[int] = []
-
-    async def watch() -> None:
-        while True:
-            seen.append(await backlog(client, stream))
-            await asyncio.sleep(0.001)
-
-    watcher = asyncio.create_task(watch())
-    try:
-        async with asyncio.timeout(60):
-            outputs = await rp.big_backpressure.run(
-                range(150), transport=RedisTransport(redis_url, prefix=redis_prefix)
-            )
-    finally:
-        watcher.cancel()
-        await asyncio.gather(watcher, return_exceptions=True)
-        await client.aclose()
+    async with backlogs(redis_url, stream) as seen, asyncio.timeout(60):
+        outputs = await rp.big_backpressure.run(
+            range(150), transport=RedisTransport(redis_url, prefix=redis_prefix)
+        )
     assert outputs == [x % 256 + 100_000 for x in range(150)]  # every item, once, in order
     books = rp.big_backpressure.statistics()
     assert books["blob"].completed == books["crawl_blob"].completed == 150
@@ -400,25 +383,10 @@ async def test_three_workers_feeding_a_slow_keyed_segment_never_pass_a_partition
     graph_hash, _ = graph_signature("keyed_backpressure", rp.keyed_backpressure.stages)
     inbox = Keys(redis_prefix, "keyed_backpressure", graph_hash).inbox("crawl_keyed")
     streams = partition_streams(inbox, 16)
-    client = connect(redis_url)
-    seen: list[int] = []
-
-    async def watch() -> None:
-        while True:
-            for stream in streams:
-                seen.append(await backlog(client, stream))
-            await asyncio.sleep(0.001)
-
-    watcher = asyncio.create_task(watch())
-    try:
-        async with asyncio.timeout(60):
-            outputs = await rp.keyed_backpressure.run(
-                range(150), transport=RedisTransport(redis_url, prefix=redis_prefix)
-            )
-    finally:
-        watcher.cancel()
-        await asyncio.gather(watcher, return_exceptions=True)
-        await client.aclose()
+    async with backlogs(redis_url, *streams) as seen, asyncio.timeout(60):
+        outputs = await rp.keyed_backpressure.run(
+            range(150), transport=RedisTransport(redis_url, prefix=redis_prefix)
+        )
     # every item once, in order, and each key's count kept across the segment's items
     assert outputs == [(x, x // 2 + 1) for x in range(150)]
     assert max(seen) <= 2, f"a partition held {max(seen)} entries, its bound is 2"
