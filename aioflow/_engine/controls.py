@@ -45,9 +45,13 @@ def input_counts(inq: Channel[Envelope], controls_taken: int) -> tuple[int, int]
     """The items a stage has received and those still queued in its input ``inq``, control
     items left out (``controls_taken``: those the stage took)."""
     queued_controls = 0
-    for env in inq._buf:
-        if env.value.__class__ is EndOfKey:
-            queued_controls += 1
+    if inq.controls > controls_taken:  # (none can be queued otherwise: skip the look)
+        # A snapshot first: a thread block's threads take items from this buffer themselves
+        # (:mod:`.pulling`) while the event loop reads the statistics, and iterating a deque
+        # that changes raises. ``tuple()`` copies a deque in one call, under the GIL.
+        for env in tuple(inq._buf):
+            if env.value.__class__ is EndOfKey:
+                queued_controls += 1
     # (exact while a block before it hands on a run: see Channel.counted)
     received = inq.counted() - controls_taken - queued_controls
     return received, len(inq) - queued_controls
@@ -71,10 +75,16 @@ def keep_control(
             inq._wake_getter()
         return
     buf.appendleft(env)
-    for i in range(1, len(buf)):
-        victim = buf[i]
+    # By identity, on a snapshot: a thread block's threads may take items from the front of
+    # this buffer meanwhile (:mod:`.pulling`), so an index could point at another item by the
+    # time it is deleted. ``remove`` finds the victim by identity (an Envelope has no ``__eq__``)
+    # in one call; a victim already taken by a thread is no longer there to drop.
+    for victim in tuple(buf)[1:]:
         if victim.value.__class__ is not EndOfKey:
-            del buf[i]
+            try:
+                buf.remove(victim)
+            except ValueError:
+                continue  # a thread took it meanwhile: look at the next one
             inq.overflowed += 1
             on_drop(victim)
             return
