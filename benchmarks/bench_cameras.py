@@ -9,14 +9,16 @@ its first block's input is a fair leaky queue (``overflow="drop_oldest"``, ``fai
 frames are dropped there, the busiest camera's first. Eight distinct clips are generated (seeds
 61-68); camera ``i`` plays clip ``i % 8``.
 
-Each session runs ``--seconds`` of wall time from the first frame, then closes the source and lets
-the pipeline drain. It reports, per camera: frames delivered to the tracker per second (those that
-reached it before the close: the ones drained after it count in the books, not in the rate), the
-fraction of the camera's frames that never got there (dropped by the source's buffer or the fair
-queue), the p50/p99 age of a frame when the tracker takes it (from the moment the camera's clock
-says it was shot: the earliest a frame left the source, less its timestamp, is the camera's
-start), and the plates read correctly (``track.score`` against the clip's ground truth, counting
-only the plates that passed completely before the end); for the machine: the detector's
+Each session runs ``--seconds`` of wall time from the first frame (longer in a sweep where the
+cameras are many: long enough for each to expect ``--min-frames`` delivered frames at the previous
+session's rate, so that one frame more or less does not decide the fairness ratio), then closes the
+source and lets the pipeline drain. It reports, per camera: frames delivered to the tracker per
+second (those that reached it before the close: the ones drained after it count in the books, not in
+the rate), the fraction of the camera's frames that never got there (dropped by the source's buffer
+or the fair queue), the p50/p99 age of a frame when the tracker takes it (from the moment the
+camera's clock says it was shot: the earliest a frame left the source, less its timestamp, is the
+camera's start), and the plates read correctly (``track.score`` against the clip's ground truth,
+counting only the plates that passed completely before the end); for the machine: the detector's
 utilisation over the window (its busy time / window / sessions: ``statistics()``'s ``busy_s``, which
 counts a call when it ends, plus the calls still in progress at the window's edges as far as they
 had run), RSS and the load average.
@@ -537,6 +539,13 @@ class Plan:
     churn: int = 8
     churn_seconds: float = 60.0
     detect_rate: float | None = None
+    # A sweep's session runs longer than ``seconds`` where needed for each camera to expect this
+    # many delivered frames (from the previous session's total rate), up to the clips' length:
+    # the fair queue serves the cameras in turn, so their counts differ by one frame, and with
+    # 32 cameras at 0.4 frames/s each over 20 s (7 or 8 frames) that one frame alone put the
+    # slowest/fastest ratio at 0.875. With 20 frames it is at most 5%.
+    min_frames: int = 20
+    max_seconds: float = 60.0  # the longest a sweep's session runs for min_frames
     sweep: bool = True
     clips: int = CLIPS
     steady: bool = True  # the churn session's cameras again without churn (RSS to compare)
@@ -545,7 +554,15 @@ class Plan:
     mmap_threshold: int | None = None
 
 
-QUICK = Plan(cameras=(1, 4), seconds=6.0, flood=4, flood_seconds=6.0, churn=4, churn_seconds=8.0)
+QUICK = Plan(
+    cameras=(1, 4),
+    seconds=6.0,
+    flood=4,
+    flood_seconds=6.0,
+    churn=4,
+    churn_seconds=8.0,
+    max_seconds=8.0,
+)
 
 
 def set_mmap_threshold(size: int) -> None:
@@ -583,6 +600,7 @@ async def measure(
             plan.seconds,
             plan.churn_seconds if plan.churn else 0.0,
             plan.flood_seconds if plan.flood else 0.0,
+            plan.max_seconds if plan.sweep or plan.detect_rate is not None else 0.0,
         )
         + 4.0
     )
@@ -599,9 +617,15 @@ async def measure(
         return {f"cam{i}": (clips.path(i), i % plan.clips) for i in range(n)}
 
     async def sweep(rate: float | None) -> list[dict[str, Any]]:
-        rows = []
+        rows: list[dict[str, Any]] = []
         for n in plan.cameras:
-            res = await session(clips, url, cams(n), plan.seconds, detect_rate=rate)
+            seconds = plan.seconds
+            if rows:  # long enough for min_frames per camera at the last session's rate
+                total = rows[-1]["summary"]["delivered_per_s"]
+                if total > 0:
+                    seconds = max(seconds, plan.min_frames * n / total)
+                seconds = min(seconds, max(plan.seconds, plan.max_seconds))
+            res = await session(clips, url, cams(n), seconds, detect_rate=rate)
             row = summarise(res)
             rows.append(res | {"summary": row})
             log(line(row))
@@ -781,6 +805,11 @@ def main() -> None:
     )
     parser.add_argument("--cameras", type=int, nargs="+", help="camera counts of the sweep")
     parser.add_argument("--seconds", type=float, help="seconds per session (default 20)")
+    parser.add_argument(
+        "--min-frames",
+        type=int,
+        help="a sweep's session runs until each camera expects this many frames (default 20)",
+    )
     parser.add_argument("--flood", type=int, help="cameras of the flood session (0: none)")
     parser.add_argument(
         "--flood-seconds", type=float, help="seconds of the flood session (default 60)"
@@ -807,6 +836,7 @@ def main() -> None:
     given = {
         "cameras": tuple(args.cameras) if args.cameras else None,
         "seconds": args.seconds,
+        "min_frames": args.min_frames,
         "flood": args.flood,
         "flood_seconds": args.flood_seconds,
         "churn": args.churn,
