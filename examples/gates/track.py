@@ -56,6 +56,8 @@ from typing import Any
 from . import plates
 
 Rect = tuple[int, int, int, int]
+# A letter O that this many of a track's reads saw as a Q is a Q (``Track.tails``).
+TAIL_READS = 2
 # How far across (in plate widths) two texts on one vehicle's back or front can lie apart:
 # a plate is about 0.52 m wide, the widest vehicles 2.55 m (``same_vehicle``).
 VEHICLE_WIDTHS = 2.5
@@ -402,6 +404,26 @@ class Track:
                 else:
                     against[at + i] += weight
         return any(0 < a >= b for a, b in zip(against, support, strict=True))
+
+    def tails(self, key: str, text: str) -> str:
+        """``text`` with a ``Q`` for each letter ``O`` that ``TAIL_READS`` reads or more of the
+        track saw with its tail: reads of ``key``'s length that differ from it only where it
+        has an O (or 0) and they a Q. Blur, low resolution and the recogniser's prior take a
+        Q's short tail away and leave an O (``10-MQH-9`` read ``10MOH9`` on 5 frames of 7, the
+        other two ``10MQH9``); none of them draws a tail on an O."""
+        if "O" not in text:
+            return text
+        tailed = [0] * len(key)
+        for read, n in self.votes.items():
+            if len(read) != len(key) or read == key:
+                continue
+            diff = [i for i, (a, b) in enumerate(zip(read, key, strict=True)) if a != b]
+            if all(read[i] == "Q" and key[i] == "0" for i in diff):
+                for i in diff:
+                    tailed[i] += n
+        return "".join(
+            "Q" if c == "O" and tailed[i] >= TAIL_READS else c for i, c in enumerate(text)
+        )
 
     def decided(self, rules: TrackRules) -> str | None:
         """The track's plate when enough reads agree on it, else None."""
@@ -763,6 +785,7 @@ def close(
             if state.shapes is not None:
                 state.unsure.append(track)
         return None
+    text = track.tails(key, text)
     if retry:
         counts.unsure -= 1
     for plate, (seen, _seen_votes) in list(state.recent.items()):
