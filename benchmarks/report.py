@@ -1289,6 +1289,16 @@ elsewhere) is now a Q ([plate formats](gates.md#plate-formats)). Replayed as abo
 4/11 read, 1 wrong -> 5/11, 0 wrong, with formats and without; easy 1, hard 2 and our own hard
 81-82 and medium 74 unchanged.
 
+**The application itself** on the same clips (not a replay: `examples/gates/run.py` as a user
+runs it), before (0289ddb) and after these three fixes, one run each, side by side on the
+shared 2-core machine (load 13-19): easy 1 without formats 9/10 read, 1 wrong -> 9/10, 0 wrong;
+hard 1 with formats 4/11, 1 wrong (`10-MOH-9`) -> 5/11, 0 wrong; medium 1 with formats 11/12 ->
+12/12 (`12-PWE-9`, level with another car, was dropped before), 0 wrong either way; hard 2 with
+formats 10/26, 0 wrong after (9/26 before, the table above). **Hard seeds 1-2 with the formats:
+14/37 = 38%, 1 wrong -> 15/37 = 41%, 0 wrong**; the goal (90%) stays far off. Medium 2
+(replayed): 13/14 with formats, 12/14 and 1 wrong without (`36IU06` for `36-IUO-6`: an O read
+as 0, the look-alike rules' known limit without formats), unchanged.
+
 **Motion blur on small text at hard: what was tried, none kept.** Hard 2's 17 plates missed
 with formats (before the fixes above): 9 have no read within 3 characters of their text on any
 frame; the detector finds no box on them. In `yard_exit`'s frame 20 (1024x576, light 0.46,
