@@ -34,8 +34,10 @@ of the stream (or ``patience_frames`` frames) is closed and becomes an event onl
   painted marking, a sign the detector sometimes cuts short or a passing car's box joins once,
   a sign that passing vehicles uncover from one side and cover from the other) is not a
   passing vehicle;
-* no other track that moved with it (the same vehicle) and whose reads agree on a plate sat
-  lower: the plate is a vehicle's lowest text, lettering on the body and stickers ride above;
+* no other track that moved with it (the same vehicle: its offset steady as seen or at the
+  vehicle's scale, as a vehicle coming closer grows, and within ``VEHICLE_WIDTHS`` plate widths
+  across, ``same_vehicle``) and whose reads agree on a plate sat lower: the plate is a
+  vehicle's lowest text, lettering on the body, model badges and stickers ride above;
 * no event of the same camera gave the same plate, or one a character apart (changed or
   missing, or the plate cut short) with as many votes or more, within the last ``dedupe_s``
   seconds, and no track still open has such a plate with more votes: a track broken by a few
@@ -54,6 +56,11 @@ from typing import Any
 from . import plates
 
 Rect = tuple[int, int, int, int]
+# A letter O that this many of a track's reads saw as a Q is a Q (``Track.tails``).
+TAIL_READS = 2
+# How far across (in plate widths) two texts on one vehicle's back or front can lie apart:
+# a plate is about 0.52 m wide, the widest vehicles 2.55 m (``same_vehicle``).
+VEHICLE_WIDTHS = 2.5
 # A reading's parts (reads of it cut short) count for it when read at most this many times as
 # often as it (``Track.key``).
 PART_RATIO = 4
@@ -397,6 +404,26 @@ class Track:
                 else:
                     against[at + i] += weight
         return any(0 < a >= b for a, b in zip(against, support, strict=True))
+
+    def tails(self, key: str, text: str) -> str:
+        """``text`` with a ``Q`` for each letter ``O`` that ``TAIL_READS`` reads or more of the
+        track saw with its tail: reads of ``key``'s length that differ from it only where it
+        has an O (or 0) and they a Q. Blur, low resolution and the recogniser's prior take a
+        Q's short tail away and leave an O (``10-MQH-9`` read ``10MOH9`` on 5 frames of 7, the
+        other two ``10MQH9``); none of them draws a tail on an O."""
+        if "O" not in text:
+            return text
+        tailed = [0] * len(key)
+        for read, n in self.votes.items():
+            if len(read) != len(key) or read == key:
+                continue
+            diff = [i for i, (a, b) in enumerate(zip(read, key, strict=True)) if a != b]
+            if all(read[i] == "Q" and key[i] == "0" for i in diff):
+                for i in diff:
+                    tailed[i] += n
+        return "".join(
+            "Q" if c == "O" and tailed[i] >= TAIL_READS else c for i, c in enumerate(text)
+        )
 
     def decided(self, rules: TrackRules) -> str | None:
         """The track's plate when enough reads agree on it, else None."""
@@ -758,6 +785,7 @@ def close(
             if state.shapes is not None:
                 state.unsure.append(track)
         return None
+    text = track.tails(key, text)
     if retry:
         counts.unsure -= 1
     for plate, (seen, _seen_votes) in list(state.recent.items()):
@@ -832,15 +860,15 @@ class Score:
         )
 
 
-def where(track: Track, frame: int) -> tuple[float, float, float] | None:
-    """A track's box centre and bottom on ``frame``: as seen, or, between two sightings, where
-    its motion from the one to the other put it (linear); None outside its sightings. A
-    detector finds small text (a van's lettering, a plate in the far lane) on some frames
-    only, so two texts on one vehicle are often seen on different frames."""
+def where(track: Track, frame: int) -> tuple[float, float, float, float] | None:
+    """A track's box centre, bottom and width on ``frame``: as seen, or, between two
+    sightings, where its motion from the one to the other put it (linear); None outside its
+    sightings. A detector finds small text (a van's lettering, a plate in the far lane) on some
+    frames only, so two texts on one vehicle are often seen on different frames."""
     box = track.path.get(frame)
     if box is not None:
         (cx, cy), bottom = centre(box), float(box[3])
-        return cx, cy, bottom
+        return cx, cy, bottom, float(box[2] - box[0])
     frames = sorted(track.path)
     if not frames or not frames[0] < frame < frames[-1]:
         return None
@@ -849,12 +877,14 @@ def where(track: Track, frame: int) -> tuple[float, float, float] | None:
     t = (frame - before) / (after - before)
     a, b = track.path[before], track.path[after]
     (ax, ay), (bx, by) = centre(a), centre(b)
-    return ax + t * (bx - ax), ay + t * (by - ay), a[3] + t * (b[3] - a[3])
+    wa, wb = a[2] - a[0], b[2] - b[0]
+    return ax + t * (bx - ax), ay + t * (by - ay), a[3] + t * (b[3] - a[3]), wa + t * (wb - wa)
 
 
-def together(
-    a: Track, b: Track
-) -> list[tuple[int, tuple[float, float, float], tuple[float, float, float]]]:
+Where = tuple[float, float, float, float]
+
+
+def together(a: Track, b: Track) -> list[tuple[int, Where, Where]]:
     """The frames where one of the two was seen and the other seen or between two of its
     sightings (``where``), with where each was."""
     out = []
@@ -869,16 +899,41 @@ def same_vehicle(a: Track, b: Track) -> bool:
     """Whether two tracks moved together (one vehicle): over the frames either was seen in
     while the other was in view (``together``), at least half the shorter one's frames (and
     3), their offset within half a box height of its median on three frames in four, while
-    they travelled more than that."""
+    they travelled more than that. The offset is taken as seen, and also at the vehicle's
+    scale (divided by the two boxes' widths, relative to their median): a vehicle coming
+    towards the camera grows, and the offset between two texts on it grows with it (a badge
+    0.6 plate widths right of the plate stays there while the plate doubles in size).
+
+    And they lie within ``VEHICLE_WIDTHS`` plate widths of each other across (their centres,
+    the lower box's width, medians over those frames): a plate is half a metre wide and
+    centred on a vehicle's back or front, which is under 2.6 m wide (the widest lorries), so
+    text further to the side is on another vehicle, such as one driving level with it in the
+    other lane."""
     common = together(a, b)
     if len(common) < max(3, min(len(a.path), len(b.path)) // 2):
         return False
-    dx = [pb[0] - pa[0] for _, pa, pb in common]
-    dy = [pb[1] - pa[1] for _, pa, pb in common]
-    mx, my = sorted(dx)[len(dx) // 2], sorted(dy)[len(dy) // 2]
     limit = 0.5 * max(a.height, b.height)
-    steady = sum(abs(x - mx) <= limit and abs(y - my) <= limit for x, y in zip(dx, dy, strict=True))
-    return steady >= 0.75 * len(common) and a.travel > limit
+    if a.travel <= limit:
+        return False
+    middle = len(common) // 2
+    across = sorted(abs(pb[0] - pa[0]) for _, pa, pb in common)[middle]
+    # The plate's width: the lower box's (the plate is the vehicle's lowest text).
+    b_lower = sum(pb[2] - pa[2] for _, pa, pb in common) > 0
+    plate = sorted(pb[3] if b_lower else pa[3] for _, pa, pb in common)[middle]
+    if across > VEHICLE_WIDTHS * plate:
+        return False
+    widths = [pa[3] + pb[3] for _, pa, pb in common]
+    typical = sorted(widths)[len(widths) // 2]
+    for scales in ([1.0] * len(common), [typical / max(w, 1.0) for w in widths]):
+        dx = [(pb[0] - pa[0]) * s for (_, pa, pb), s in zip(common, scales, strict=True)]
+        dy = [(pb[1] - pa[1]) * s for (_, pa, pb), s in zip(common, scales, strict=True)]
+        mx, my = sorted(dx)[len(dx) // 2], sorted(dy)[len(dy) // 2]
+        steady = sum(
+            abs(x - mx) <= limit and abs(y - my) <= limit for x, y in zip(dx, dy, strict=True)
+        )
+        if steady >= 0.75 * len(common):
+            return True
+    return False
 
 
 def lower(a: Track, b: Track) -> bool:

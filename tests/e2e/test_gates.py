@@ -344,6 +344,17 @@ def test_look_alikes_are_voted_per_character_by_the_recognisers_evidence() -> No
     assert events[0]["reads"] == 8
 
 
+def test_a_q_whose_tail_some_reads_saw_is_a_q_and_one_stray_tail_is_not() -> None:
+    # With formats (99-LLL-9 fitted: a letter O or Q in the middle). A blurred Q loses its
+    # tail: read 10MOH9 on 5 frames and 10MQH9 on 2. Nothing draws a tail on an O, so two
+    # reads of it make the plate 10MQH9, where the votes alone sent 10MOH9 (footage from
+    # another generator, hard seed 1). One stray Q read on an O plate changes nothing.
+    reads: list[Reading] = [("10MQH9" if i in (2, 5) else "10MOH9", 0.9, ()) for i in range(7)]
+    assert [e["plate"] for e in _pass(track.CameraState(), reads)] == ["10MQH9"]
+    reads = [("10MQH9" if i == 3 else "10MOH9", 0.9, ()) for i in range(7)]
+    assert [e["plate"] for e in _pass(track.CameraState(), reads)] == ["10MOH9"]
+
+
 def test_a_plate_whose_reads_split_between_look_alikes_makes_no_event() -> None:
     reads: list[Reading] = []
     for i in range(8):

@@ -235,6 +235,141 @@ def test_lettering_found_on_other_frames_than_its_plate_makes_no_event() -> None
     assert state.counts.on_vehicle == 1
 
 
+def test_a_badge_on_a_car_coming_towards_the_camera_makes_no_event() -> None:
+    # A car coming towards the camera grows as it comes: its plate's box and a model badge up
+    # and to the right of it (320D) move apart in pixels, 60 and 45 px at first and twice that
+    # at the end, but stay 0.6 plate widths apart. The plate leaves the frame at the bottom
+    # first; the badge, read on every frame until it leaves, is the car's, not a plate.
+    state = track.CameraState()
+    events = []
+    for i in range(22):
+        s = 1 + 0.06 * i  # the car's scale
+        cx, cy = 300 - 2 * i, 200 + 7 * i
+        reads: list[track.Read] = []
+        if i < 15:
+            w, h = 100 * s, 16 * s
+            reads.append(
+                (
+                    (int(cx - w / 2), int(cy - h / 2), int(cx + w / 2), int(cy + h / 2)),
+                    "KD19XRT",
+                    0.99,
+                )
+            )
+        if i >= 3:
+            bx, by, w, h = cx + 60 * s, cy - 45 * s, 25 * s, 9 * s
+            reads.append(
+                ((int(bx - w / 2), int(by - h / 2), int(bx + w / 2), int(by + h / 2)), "320D", 0.99)
+            )
+        events += track.update(state, "cam", i, i / 12, reads)[1]
+    for t in list(state.tracks):
+        state.tracks.remove(t)
+        if (event := track.close(state, "cam", t)) is not None:
+            events.append(event)
+    assert [e["plate"] for e in events] == ["KD19XRT"]
+    assert state.counts.on_vehicle == 1
+
+
+def test_a_plate_level_with_another_cars_plate_in_the_other_lane_is_sent() -> None:
+    # Two cars side by side at one speed, each plate read on every frame: the far lane's plate
+    # (higher in the frame, smaller) and the near lane's, 2.7 plate widths to its left. They
+    # move together, and one vehicle's plate is its lowest text; but no vehicle is that wide
+    # (a plate is half a metre wide, the widest lorry 2.55 m): two cars, two plates.
+    state = track.CameraState()
+    events = []
+    for i in range(16):
+        x = 900 - 25 * i
+        reads: list[track.Read] = [
+            ((x, 200, x + 85, 226), "VDH744", 0.99),
+            ((x - 232, 426, x - 232 + 87, 455), "NYJ327", 0.99),
+        ]
+        events += track.update(state, "cam", i, i / 12, reads)[1]
+    for t in list(state.tracks):
+        state.tracks.remove(t)
+        if (event := track.close(state, "cam", t)) is not None:
+            events.append(event)
+    assert sorted(e["plate"] for e in events) == ["NYJ327", "VDH744"]
+    assert state.counts.on_vehicle == 0
+
+
+def car_rear(plate: str, badge: str) -> np.ndarray:
+    """The back of a car, 360x220 px (BGR), drawn with TrueType text (DejaVu where installed,
+    else Pillow's own face): rear window, dark red boot lid with a chrome model badge right of
+    centre, tail lights, and on the bumper the plate (a white board, a thin border, dark text
+    about 30 px high)."""
+
+    def face(name: str, size: float) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+        path = Path("/usr/share/fonts/truetype/dejavu") / name
+        if path.exists():
+            return ImageFont.truetype(str(path), round(size))
+        return ImageFont.load_default(size=round(size))
+
+    w, h = 360, 220
+    img = Image.new("RGB", (w, h), (150, 30, 25))
+    draw = ImageDraw.Draw(img)
+    draw.polygon([(40, 0), (320, 0), (340, 70), (20, 70)], fill=(45, 50, 60))
+    draw.rectangle((8, 92, 70, 120), fill=(220, 40, 40))
+    draw.rectangle((290, 92, 352, 120), fill=(220, 40, 40))
+    draw.rectangle((0, 150, w, 205), fill=(35, 35, 38))
+    draw.rectangle((0, 205, w, h), fill=(15, 15, 15))
+    chrome = face("DejaVuSans-Bold.ttf", 22)
+    draw.text(
+        (232, 80),
+        badge,
+        font=chrome,
+        fill=(205, 205, 210),
+        stroke_width=1,
+        stroke_fill=(70, 70, 70),
+    )
+    font = face("DejaVuSansCondensed-Bold.ttf", 40)
+    bb = draw.textbbox((0, 0), plate, font=font)
+    pw, ph = bb[2] - bb[0] + 24, 46
+    px, py = (w - pw) // 2, 153
+    draw.rectangle((px, py, px + pw, py + ph), fill=(240, 240, 235), outline=(20, 20, 20), width=2)
+    draw.text(
+        (px + 12 - bb[0], py + (ph - (bb[3] - bb[1])) / 2 - bb[1]),
+        plate,
+        font=font,
+        fill=(15, 15, 15),
+    )
+    return cv2.cvtColor(np.asarray(img), cv2.COLOR_RGB2BGR)
+
+
+def approach_clip(path: Path, plate: str, badge: str) -> None:
+    """A 640x360 clip at 12 frames/s, 3 s: a car coming towards the camera, growing from 0.35
+    to 1.1 times the size ``car_rear`` draws it as it drives down the frame, until it leaves
+    at the bottom (its plate first)."""
+    rng = np.random.default_rng(4)
+    scene = np.full((360, 640, 3), (95, 105, 110), np.uint8)
+    cv2.rectangle(scene, (0, 120), (640, 360), (70, 70, 72), -1)
+    car = car_rear(plate, badge)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 12.0, (640, 360))
+    assert writer.isOpened()
+    for i in range(36):
+        t = i / 35
+        sprite = cv2.resize(
+            car, None, fx=0.35 + 0.75 * t, fy=0.35 + 0.75 * t, interpolation=cv2.INTER_AREA
+        )
+        sh, sw = sprite.shape[:2]
+        x0, y0 = int(300 - sw / 2), int(110 + 230 * t)
+        image = scene.copy()
+        y1 = min(360, y0 + sh)
+        image[y0:y1, x0 : x0 + sw] = sprite[: y1 - y0]
+        writer.write(np.clip(image + rng.normal(0, 2, image.shape), 0, 255).astype(np.uint8))
+    writer.release()
+
+
+@pytest.mark.slow
+def test_a_model_badge_beside_the_plate_of_an_approaching_car_is_not_sent(tmp_path: Path) -> None:
+    # Chrome 320D on the boot lid, up and to the right of the plate, read surely on every
+    # frame; the plate leaves at the bottom of the frame while the badge is still read. It
+    # moved with the plate, growing with the car: the car's badge, not a plate.
+    clip = tmp_path / "gate_badge.mp4"
+    approach_clip(clip, "KD19XRT", "320D")
+    events, stdout = run_cli(tmp_path, clip, "KD19XRT")
+    assert [(e["camera"], e["plate"]) for e in events] == [("gate_badge", "KD19XRT")], stdout
+    assert "1 above a plate on its vehicle" in stdout
+
+
 def hd_clip(path: Path, plate: str, text_px: float) -> None:
     """A 1920x1080 gate clip at 10 frames/s: a sign on a wall, a timestamp overlay that changes
     every second, and one car (360x170 px) carrying ``plate`` (white, text ``text_px`` high)
