@@ -159,7 +159,14 @@ class ThreadPuller:
             else:
                 async with self.flushing:
                     await self._flush()  # what came before the failed item leaves first
-                await rt._after_failure(env, exc, t0, None, n)
+                try:
+                    await rt._after_failure(env, exc, t0, None, n)
+                finally:
+                    # Finished (its outputs sent on): a control item parked behind it goes on.
+                    with self.lock:
+                        self._finished(n)
+                if self.parked:
+                    self._unpark()
 
     async def _flush(self) -> None:
         held = self.held
