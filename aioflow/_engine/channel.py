@@ -241,6 +241,11 @@ class Channel(Generic[T]):
             checkpoint()  # (a cancellation that the user's code swallowed still ends the task)
             fut = self._get_loop().create_future()
             self._putters.append(fut)
+            if len(buf) < self.capacity:
+                # A thread block's threads take items from this buffer themselves (see
+                # aioflow/_engine/pulling.py) and wake a waiting writer once they did: the
+                # one that made room just now looked before this writer was there to wake.
+                fut.set_result(None)
             t0 = _perf()
             try:
                 await fut

@@ -1,0 +1,79 @@
+"""Races between the event loop and a thread block's own threads.
+
+A thread block without a timeout takes its items from its input itself (aioflow/_engine/pulling.py,
+and a one-worker batched thread block: aioflow/_engine/batched.py): its threads pop the input's
+buffer while the event loop puts items there, waits there for room, drops from it when the edge is
+leaky, and reads it for the statistics. Each test here runs such a block flat out with the
+interpreter switching threads as often as it can (``sys.setswitchinterval(1e-6)``), so that a
+race between the two sides shows within a run, and checks what a user would notice: the run ends,
+without an exception, every item accounted for, and the statistics read meanwhile make sense.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+import aioflow as af
+
+pytestmark = pytest.mark.integration
+
+#: Only a hang takes this long (seconds).
+BOUND_S = 30.0
+
+
+@contextmanager
+def switching_often() -> Iterator[None]:
+    """Threads switch as often as the interpreter allows while the block runs."""
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(switch)
+
+
+async def flood(n: int, marker_every: int = 0, key: Any = "cam") -> AsyncIterator[Any]:
+    """``n`` numbered items as fast as the edge takes them (a marker after every
+    ``marker_every``-th), giving the loop a turn now and then."""
+    for i in range(n):
+        yield i
+        if marker_every and i % marker_every == marker_every - 1:
+            yield af.EndOfKey(key)
+        if i % 256 == 255:
+            await asyncio.sleep(0)
+
+
+async def ended(run: asyncio.Task[list[Any]]) -> list[Any]:
+    """The outputs of ``run``, failing rather than hanging (a generous bound: a run here takes
+    a second or two)."""
+    done, _ = await asyncio.wait([run], timeout=BOUND_S)
+    if not done:
+        run.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await run
+        pytest.fail("the run hung")
+    return run.result()
+
+
+async def test_a_source_waiting_for_room_before_a_thread_block_is_woken_by_its_threads() -> None:
+    """The source finds the thread block's input full and waits for room, while the block's
+    threads take the items there: the thread that makes room wakes it, however the two
+    interleave. (A thread that took the last item just before the source started to wait found
+    no one to wake, and the run hung with the input empty.)"""
+
+    @af.block(executor="thread", workers=4, queue_size=1)
+    def touch(x: int) -> int:
+        return x
+
+    n = 5000
+    pipe = af.Pipeline(touch)
+    with switching_often():
+        out = await ended(asyncio.create_task(pipe.run(flood(n))))
+    assert out == list(range(n))
