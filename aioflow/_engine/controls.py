@@ -44,17 +44,24 @@ def hand_on(env: Envelope, out: Channel[Envelope], terminal: bool) -> bool:
 def input_counts(inq: Channel[Envelope], controls_taken: int) -> tuple[int, int]:
     """The items a stage has received and those still queued in its input ``inq``, control
     items left out (``controls_taken``: those the stage took)."""
-    queued_controls = 0
     if inq.controls > controls_taken:  # (none can be queued otherwise: skip the look)
-        # A snapshot first: a thread block's threads take items from this buffer themselves
-        # (:mod:`.pulling`) while the event loop reads the statistics, and iterating a deque
-        # that changes raises. ``tuple()`` copies a deque in one call, under the GIL.
-        for env in tuple(inq._buf):
+        # One snapshot for both counts: a thread block's threads take items from this buffer
+        # themselves (:mod:`.pulling`) while the event loop reads the statistics, so the buffer
+        # can change between two looks (iterating a deque that changes raises; its length read
+        # after a look at its markers counts markers taken meanwhile, and goes below zero).
+        # ``tuple()`` copies a deque in one call, under the GIL.
+        queued = tuple(inq._buf)
+        queued_controls = 0
+        for env in queued:
             if env.value.__class__ is EndOfKey:
                 queued_controls += 1
+        queued_items = len(queued) - queued_controls
+    else:
+        queued_controls = 0
+        queued_items = len(inq)
     # (exact while a block before it hands on a run: see Channel.counted)
     received = inq.counted() - controls_taken - queued_controls
-    return received, len(inq) - queued_controls
+    return received, queued_items
 
 
 def keep_control(

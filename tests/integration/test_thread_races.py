@@ -77,3 +77,47 @@ async def test_a_source_waiting_for_room_before_a_thread_block_is_woken_by_its_t
     with switching_often():
         out = await ended(asyncio.create_task(pipe.run(flood(n))))
     assert out == list(range(n))
+
+
+@pytest.mark.parametrize("kind", ["function, 4 workers", "generator, 2 workers"])
+async def test_statistics_read_while_threads_take_markers_never_count_below_zero(
+    kind: str,
+) -> None:
+    """Statistics read at any moment (a /metrics scrape) while a thread block's threads take
+    items and markers from its input: nothing is counted below zero, and the books balance.
+    (The queue depth was the queue's length less the markers a snapshot of it held a moment
+    before: the threads took some in between, and it read -1 or -2.)"""
+
+    def touch(x: int) -> int:
+        return x
+
+    def one(x: int) -> Iterator[int]:
+        yield x
+
+    blocks = {
+        "function, 4 workers": lambda: af.block(touch, executor="thread", workers=4),
+        "generator, 2 workers": lambda: af.block(one, workers=2),
+    }
+    blk = blocks[kind]()
+    name = blk.options.name
+    n = 5000
+    pipe = af.Pipeline(blk, af.block(touch, name="after"))
+    wrong: list[af.BlockStatistics] = []
+    reads = 0
+
+    async def scrape(run: asyncio.Task[list[Any]]) -> None:
+        nonlocal reads
+        while not run.done():
+            rec = pipe.statistics()[name]
+            reads += 1
+            if min(rec.queue_depth, rec.in_flight) < 0 or not rec.balanced:
+                wrong.append(rec)
+            await asyncio.sleep(0)
+
+    with switching_often():
+        run = asyncio.create_task(pipe.run(flood(n, marker_every=2)))
+        await scrape(run)
+        out = await ended(run)
+    assert out == list(range(n))
+    assert reads > 100
+    assert wrong == []
