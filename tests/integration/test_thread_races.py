@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -121,3 +122,53 @@ async def test_statistics_read_while_threads_take_markers_never_count_below_zero
     assert out == list(range(n))
     assert reads > 100
     assert wrong == []
+
+
+class Finalized:
+    """Garbage in a reference cycle whose ``__del__`` is Python code: the collector runs it
+    wherever an allocation starts a collection (in 3.11 right there, within a C call such as
+    ``tuple()``), and the interpreter may switch threads meanwhile. Each leaves another for the
+    next collection, while ``chain`` holds."""
+
+    chain = False
+
+    def __init__(self) -> None:
+        self.me = self
+
+    def __del__(self) -> None:
+        if Finalized.chain:
+            Finalized()
+
+
+async def test_statistics_read_while_the_collector_runs_finalizers_never_fail() -> None:
+    """Statistics read while a thread block's threads take items and markers, with the garbage
+    collector running Python finalizers as often as it can: copying the input to count its
+    markers never meets a buffer changed under it. (``tuple()`` of a deque allocates the tuple
+    after it starts iterating: a collection there ran a finalizer, a thread took an item, and
+    the read failed with 'deque mutated during iteration'.)"""
+
+    def touch(x: int) -> int:
+        return x
+
+    n = 5000
+    pipe = af.Pipeline(af.block(touch, executor="thread", workers=4), af.block(touch, name="after"))
+    errors: list[BaseException] = []
+    thresholds = gc.get_threshold()
+    gc.set_threshold(5)
+    Finalized.chain = True
+    Finalized()
+    try:
+        with switching_often():
+            run = asyncio.create_task(pipe.run(flood(n, marker_every=2)))
+            while not run.done():
+                try:
+                    pipe.statistics()
+                except RuntimeError as exc:  # what this test is about
+                    errors.append(exc)
+                await asyncio.sleep(0)
+            out = await ended(run)
+    finally:
+        Finalized.chain = False
+        gc.set_threshold(*thresholds)
+    assert errors == []
+    assert out == list(range(n))
