@@ -356,6 +356,9 @@ class BatchPuller:
         # Under ``lock``: outputs handed to the loop. On the loop: outputs taken in, outputs
         # that found the output channel full (sent on by the driver, in order).
         self.lock = threading.Lock()
+        # A drop of the input's oldest item takes it too: the thread takes the batch it counted
+        # (and never the items behind a marker that the drop took out to put back).
+        self.rt.inq.taking = self.lock
         self.sent = 0
         self.received = 0
         self.held: deque[Envelope] = deque()

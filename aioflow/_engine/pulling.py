@@ -64,6 +64,9 @@ class ThreadPuller:
         # Under ``lock`` (threads and loop): items taken and numbered, results handed to the
         # loop, and (ordered) the numbers not finished yet, which open the reorder window.
         self.lock = threading.Lock()
+        # A drop of the input's oldest item takes it too: a thread never takes the item behind
+        # a marker that the drop took out to put back.
+        rt.inq.taking = self.lock
         # Signalled (under ``lock``) when the oldest unfinished item finishes and when the run
         # stops: a thread held only by the reorder window waits on it, in the thread.
         self.window_open = threading.Condition(self.lock)
