@@ -426,3 +426,54 @@ async def test_a_marker_behind_an_item_retried_in_an_unordered_thread_block_goes
         assert tracker.evicted == ["gate"]
     rec = running.statistics()["before"]
     assert (rec.received, rec.completed, rec.retried) == (2, 2, 1)
+
+
+async def test_stale_items_batched_with_a_marker_by_a_thread_are_dropped_not_called() -> None:
+    """A one-worker batched thread block takes its batches itself; one that holds a marker goes
+    back to the event loop, which sends the marker on between the items. ``max_age`` still
+    holds for the items of that batch: those older than it are dropped as stale, never called.
+    (They were called: the thread looked at their age only for batches without a marker.)"""
+    max_age = 0.25
+    release = asyncio.Event()
+    fresh = asyncio.Event()
+    seen: list[int] = []
+
+    async def hold(x: int) -> int:
+        if x == 0:
+            await release.wait()
+        return x
+
+    def budget(xs: list[int]) -> list[int]:
+        seen.extend(xs)
+        return list(xs)
+
+    pipe = af.Pipeline(
+        af.block(hold, name="hold"),
+        af.block(budget, name="budget", batch=af.Batch(8, 0), max_age=max_age),
+    )
+
+    async def source() -> AsyncIterator[Any]:
+        for i in range(5):
+            yield i
+        yield af.EndOfKey("cam")
+        await fresh.wait()
+        for i in range(5, 10):
+            yield i
+
+    async def drive() -> None:
+        # Items 0..4 and the marker wait behind the held item 0 until the items are older than
+        # the budget, then reach the batched block together.
+        await asyncio.sleep(max_age + 0.1)
+        release.set()
+        await wait_until(lambda: pipe.statistics()["budget"].received == 5, "items arrived")
+        await wait_until(lambda: pipe.statistics()["budget"].in_flight == 0, "items ended")
+        fresh.set()
+
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(drive())
+        outputs = await pipe.run(source())
+
+    assert outputs == [5, 6, 7, 8, 9]
+    assert seen == [5, 6, 7, 8, 9]  # the function never ran for a stale item
+    rec = pipe.statistics()["budget"]
+    assert (rec.received, rec.completed, rec.dropped_by) == (10, 5, {"stale": 5})
