@@ -343,9 +343,9 @@ class BatchPuller:
     output is full, and when a call fails (retries, skips, dead letters and per-item errors
     take the general path, :meth:`BatchRunner._run`, from the call that failed).
 
-    Order, ``max_age`` (checked as the batch is taken), the block's bound (a thread takes no
-    batch while the outputs on their way or waiting would not fit the output) and every counter
-    (updated on the event loop) hold as on the general path.
+    Order, ``max_age`` (checked as the batch is taken, one with a marker too), the block's bound
+    (a thread takes no batch while the outputs on their way or waiting would not fit the output)
+    and every counter (updated on the event loop) hold as on the general path.
     """
 
     def __init__(self, runner: BatchRunner, batch: Batch) -> None:
@@ -356,6 +356,9 @@ class BatchPuller:
         # Under ``lock``: outputs handed to the loop. On the loop: outputs taken in, outputs
         # that found the output channel full (sent on by the driver, in order).
         self.lock = threading.Lock()
+        # A drop of the input's oldest item takes it too: the thread takes the batch it counted
+        # (and never the items behind a marker that the drop took out to put back).
+        self.rt.inq.taking = self.lock
         self.sent = 0
         self.received = 0
         self.held: deque[Envelope] = deque()
@@ -456,16 +459,24 @@ class BatchPuller:
                 envs = [buf.popleft() for _ in range(min(len(buf), max_size))]
             if inq._putters:
                 call(inq._wake_putter)
-            if any(env.value.__class__ is EndOfKey for env in envs):
-                return envs, _CONTROL, 0.0  # the loop sends it on between the items
             if max_age is not None:
                 now = perf()
-                stale = [env for env in envs if now - env.born > max_age]
+                stale = [
+                    env
+                    for env in envs
+                    if now - env.born > max_age and env.value.__class__ is not EndOfKey
+                ]
                 if stale:
                     call(self._stale, stale)
-                    envs = [env for env in envs if now - env.born <= max_age]
+                    envs = [
+                        env
+                        for env in envs
+                        if now - env.born <= max_age or env.value.__class__ is EndOfKey
+                    ]
                     if not envs:
                         continue
+            if any(env.value.__class__ is EndOfKey for env in envs):
+                return envs, _CONTROL, 0.0  # the loop sends it on between the items
             t0 = perf()
             try:
                 results = fn([env.value for env in envs])

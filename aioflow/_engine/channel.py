@@ -21,6 +21,7 @@ and a one-worker block hands on a run item by item but counts it once, at its en
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -66,6 +67,7 @@ class Channel(Generic[T]):
         "overflowed",
         "received",
         "superseded",
+        "taking",
         "uncounted",
     )
 
@@ -103,6 +105,11 @@ class Channel(Generic[T]):
         self.uncounted: Callable[[], int] | None = None
         #: seconds writers waited for room, summed over writers (read only on the slow path)
         self.blocked_s = 0.0
+        #: set while a thread block's own threads take items from this buffer (see
+        #: aioflow/_engine/pulling.py): the lock they take them under, which a drop of the
+        #: oldest item takes too (taking it out, and putting back a marker found there, is
+        #: then one step for them)
+        self.taking: threading.Lock | None = None
 
     def __len__(self) -> int:
         return len(self._buf)
@@ -169,6 +176,10 @@ class Channel(Generic[T]):
         if len(buf) >= self.capacity:
             if self.overflow == "drop_oldest":
                 self.received += 1
+                if self.taking is not None:
+                    with self.taking:  # (see ``taking``)
+                        self._drop_oldest(item)
+                    return True
                 try:
                     old = buf.popleft()
                 except IndexError:
@@ -192,6 +203,22 @@ class Channel(Generic[T]):
         if self._getters:
             self._wake_getter()
         return True
+
+    def _drop_oldest(self, item: T) -> None:
+        """Put ``item`` in the full buffer in place of its oldest item, which is dropped (a
+        marker found there is put back in its place: aioflow/_engine/controls.py). The same as
+        the inline path of :meth:`put_nowait`, for a buffer that threads take from."""
+        buf = self._buf
+        try:
+            old = buf.popleft()
+        except IndexError:
+            # A block's worker thread took the last item meanwhile: there is room.
+            buf.append(item)
+            return
+        self.overflowed += 1
+        buf.append(item)
+        if self.on_drop is not None:
+            self.on_drop(old)
 
     def extend_nowait(self, items: list[T]) -> None:
         """Put a run of items at once, without waiting: one count, one look for waiting
@@ -241,6 +268,11 @@ class Channel(Generic[T]):
             checkpoint()  # (a cancellation that the user's code swallowed still ends the task)
             fut = self._get_loop().create_future()
             self._putters.append(fut)
+            if len(buf) < self.capacity:
+                # A thread block's threads take items from this buffer themselves (see
+                # aioflow/_engine/pulling.py) and wake a waiting writer once they did: the
+                # one that made room just now looked before this writer was there to wake.
+                fut.set_result(None)
             t0 = _perf()
             try:
                 await fut

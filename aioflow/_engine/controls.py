@@ -15,13 +15,13 @@ makes it look.)
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from ..control import EndOfKey
 from .channel import Channel
 from .envelope import Envelope
 
-__all__ = ["hand_on", "input_counts", "is_control", "keep_control"]
+__all__ = ["hand_on", "input_counts", "is_control", "keep_control", "snapshot"]
 
 
 def is_control(env: Envelope) -> bool:
@@ -41,20 +41,40 @@ def hand_on(env: Envelope, out: Channel[Envelope], terminal: bool) -> bool:
     return True
 
 
+def snapshot(buf: Iterable[Envelope]) -> list[Envelope]:
+    """A copy of a channel's buffer, which a thread block's threads may be taking items from
+    meanwhile (:mod:`.pulling`): iterating a deque that changes raises.
+
+    ``list()`` copies a deque in one C call, under the GIL, and makes its list before it starts
+    iterating. (``tuple()`` makes its tuple after: an allocation there can start a garbage
+    collection, which runs Python finalizers, during which the interpreter may switch to a
+    thread that takes an item.) Should the buffer change all the same, it copies again."""
+    while True:
+        try:
+            return list(buf)
+        except RuntimeError:  # (changed while copied)
+            continue
+
+
 def input_counts(inq: Channel[Envelope], controls_taken: int) -> tuple[int, int]:
     """The items a stage has received and those still queued in its input ``inq``, control
     items left out (``controls_taken``: those the stage took)."""
-    queued_controls = 0
     if inq.controls > controls_taken:  # (none can be queued otherwise: skip the look)
-        # A snapshot first: a thread block's threads take items from this buffer themselves
-        # (:mod:`.pulling`) while the event loop reads the statistics, and iterating a deque
-        # that changes raises. ``tuple()`` copies a deque in one call, under the GIL.
-        for env in tuple(inq._buf):
+        # One snapshot for both counts: a thread block's threads take items from this buffer
+        # themselves (:mod:`.pulling`) while the event loop reads the statistics, so its length
+        # read after a look at its markers would count markers taken meanwhile.
+        queued = snapshot(inq._buf)
+        queued_controls = 0
+        for env in queued:
             if env.value.__class__ is EndOfKey:
                 queued_controls += 1
+        queued_items = len(queued) - queued_controls
+    else:
+        queued_controls = 0
+        queued_items = len(inq)
     # (exact while a block before it hands on a run: see Channel.counted)
     received = inq.counted() - controls_taken - queued_controls
-    return received, len(inq) - queued_controls
+    return received, queued_items
 
 
 def keep_control(
@@ -79,7 +99,7 @@ def keep_control(
     # this buffer meanwhile (:mod:`.pulling`), so an index could point at another item by the
     # time it is deleted. ``remove`` finds the victim by identity (an Envelope has no ``__eq__``)
     # in one call; a victim already taken by a thread is no longer there to drop.
-    for victim in tuple(buf)[1:]:
+    for victim in snapshot(buf)[1:]:
         if victim.value.__class__ is not EndOfKey:
             try:
                 buf.remove(victim)

@@ -64,6 +64,9 @@ class ThreadPuller:
         # Under ``lock`` (threads and loop): items taken and numbered, results handed to the
         # loop, and (ordered) the numbers not finished yet, which open the reorder window.
         self.lock = threading.Lock()
+        # A drop of the input's oldest item takes it too: a thread never takes the item behind
+        # a marker that the drop took out to put back.
+        rt.inq.taking = self.lock
         # Signalled (under ``lock``) when the oldest unfinished item finishes and when the run
         # stops: a thread held only by the reorder window waits on it, in the thread.
         self.window_open = threading.Condition(self.lock)
@@ -159,7 +162,14 @@ class ThreadPuller:
             else:
                 async with self.flushing:
                     await self._flush()  # what came before the failed item leaves first
-                await rt._after_failure(env, exc, t0, None, n)
+                try:
+                    await rt._after_failure(env, exc, t0, None, n)
+                finally:
+                    # Finished (its outputs sent on): a control item parked behind it goes on.
+                    with self.lock:
+                        self._finished(n)
+                if self.parked:
+                    self._unpark()
 
     async def _flush(self) -> None:
         held = self.held

@@ -10,12 +10,13 @@ that can stand before a keyed block.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Hashable
 from typing import Any
 
 import pytest
 import redis_pipelines as rp
-from conftest import Workers
+from conftest import Workers, wait_until
 
 import aioflow as af
 from aioflow.transport.redis import RedisTransport
@@ -381,3 +382,98 @@ async def test_statistics_read_while_a_thread_blocks_threads_take_markers_and_it
     rec = pipe.statistics()["touch"]
     assert rec.received == n == len(out) + rec.dropped
     assert not any(isinstance(o, af.EndOfKey) for o in out)
+
+
+async def test_a_marker_behind_an_item_retried_in_an_unordered_thread_block_goes_on() -> None:
+    """An unordered thread block with several workers holds a marker back until the items
+    taken before it have finished. An item whose call failed and was retried has finished once
+    the retry is done: the marker then goes on, and the keyed block after it ends the key.
+    (The failed item was never counted as finished: the marker waited for it forever, and its
+    ``submit()`` caller with it.)"""
+    retrying = threading.Event()
+    go_on = threading.Event()
+
+    def flaky(item: Item) -> Item:
+        if item == ("gate", 3):
+            if not retrying.is_set():
+                retrying.set()
+                msg = "a transient failure"
+                raise RuntimeError(msg)
+            go_on.wait(10)  # the retry ends once the marker has been taken (see below)
+        return item
+
+    before = af.block(
+        flaky,
+        name="before",
+        executor="thread",
+        workers=2,
+        ordered=False,
+        on_error=af.Retry(attempts=2, backoff=0.001),
+    )
+    tracker = Tracker()
+    async with af.Pipeline(before, tracker).open() as running:
+        first = asyncio.create_task(running.submit(("gate", 3)))
+        await wait_until(retrying.is_set, "the first call failed")
+        marker = asyncio.create_task(running.submit(af.EndOfKey("gate")))
+        # An item put after the marker may overtake it (unordered): once it is through, the
+        # marker has been taken too, and waits for the retried item.
+        assert await running.submit(("hall", 1)) == ("hall", 1)
+        go_on.set()
+        assert await first == ("gate", 3)
+        await wait_until(marker.done, "the marker went on")
+        with pytest.raises(af.ItemDropped):  # the marker makes no output of its own
+            await marker
+        assert tracker.evicted == ["gate"]
+    rec = running.statistics()["before"]
+    assert (rec.received, rec.completed, rec.retried) == (2, 2, 1)
+
+
+async def test_stale_items_batched_with_a_marker_by_a_thread_are_dropped_not_called() -> None:
+    """A one-worker batched thread block takes its batches itself; one that holds a marker goes
+    back to the event loop, which sends the marker on between the items. ``max_age`` still
+    holds for the items of that batch: those older than it are dropped as stale, never called.
+    (They were called: the thread looked at their age only for batches without a marker.)"""
+    max_age = 0.25
+    release = asyncio.Event()
+    fresh = asyncio.Event()
+    seen: list[int] = []
+
+    async def hold(x: int) -> int:
+        if x == 0:
+            await release.wait()
+        return x
+
+    def budget(xs: list[int]) -> list[int]:
+        seen.extend(xs)
+        return list(xs)
+
+    pipe = af.Pipeline(
+        af.block(hold, name="hold"),
+        af.block(budget, name="budget", batch=af.Batch(8, 0), max_age=max_age),
+    )
+
+    async def source() -> AsyncIterator[Any]:
+        for i in range(5):
+            yield i
+        yield af.EndOfKey("cam")
+        await fresh.wait()
+        for i in range(5, 10):
+            yield i
+
+    async def drive() -> None:
+        # Items 0..4 and the marker wait behind the held item 0 until the items are older than
+        # the budget, then reach the batched block together.
+        await asyncio.sleep(max_age + 0.1)
+        release.set()
+        await wait_until(lambda: pipe.statistics()["budget"].received == 5, "items arrived")
+        await wait_until(lambda: pipe.statistics()["budget"].in_flight == 0, "items ended")
+        fresh.set()
+
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(drive())
+        outputs = await pipe.run(source())
+
+    assert outputs == [5, 6, 7, 8, 9]
+    assert seen == [5, 6, 7, 8, 9]  # the function never ran for a stale item
+    rec = pipe.statistics()["budget"]
+    assert (rec.received, rec.completed, rec.dropped_by) == (10, 5, {"stale": 5})

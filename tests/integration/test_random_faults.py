@@ -34,6 +34,7 @@ import multiprocessing
 import os
 import random
 import signal
+import sys
 import threading
 import time
 import uuid
@@ -56,6 +57,9 @@ BOUND_S = 30.0
 #: The seeds of the quick variants; ``SLOW_SEEDS`` run more items and more process blocks.
 SEEDS = (1, 2, 3, 5, 8, 13, 21, 34, 55, 89)
 SLOW_SEEDS = (144, 233, 377, 610)
+#: The seeds of the variant with threads racing the loop: ``SEEDS``, and 49 (an async generator
+#: block before a thread generator block, in ``open()``: it hung on a lost wake-up)
+RACING_SEEDS = (*SEEDS, 49)
 
 KINDS = (
     "async",
@@ -224,7 +228,10 @@ def member(rng: random.Random, name: str, record: Record, kind: str) -> af.Block
     return af.block(**opts)(step)
 
 
-def build(rng: random.Random, *, slow: bool) -> Plan:
+def build(rng: random.Random, *, slow: bool, racing: bool = False) -> Plan:
+    """A random pipeline. ``racing``: its leaky stages run in threads (the engine's fast path,
+    whose threads take their items from the leaky edge themselves), drawn as they would be
+    otherwise."""
     prefix = f"rf{uuid.uuid4().hex[:6]}_"
     record = Record()
     n = rng.randint(2, 5 if slow else 4)
@@ -360,7 +367,18 @@ def build(rng: random.Random, *, slow: bool) -> Plan:
                 await asyncio.sleep(0.001)
                 return v
 
-            stages.append(af.block(workers=rng.randint(1, 2), **opts)(slow))
+            def tslow(x: Any, name: str = name) -> Any:
+                v = plain(x)
+                check(v, name, record)
+                time.sleep(0.001)
+                return v
+
+            workers = rng.randint(1, 2)
+            if racing:
+                kinds[i] = "leaky_thread"
+                stages.append(af.block(executor="thread", workers=workers, **opts)(tslow))
+            else:
+                stages.append(af.block(workers=workers, **opts)(slow))
         else:  # pragma: no cover - KINDS lists only the kinds above
             msg = f"unknown kind {kind!r}"
             raise AssertionError(msg)
@@ -397,7 +415,7 @@ def caps(stages: list[Any], kinds: list[str]) -> dict[str, int]:
             continue
         opts = st.options
         cap = opts.queue_size + opts.workers * (opts.batch.max_size if opts.batch else 1)
-        if kinds[i] in ("thread", "filter"):
+        if kinds[i] in ("thread", "filter", "leaky_thread"):
             nxt = stages[i + 1] if i + 1 < len(stages) else None
             cap += nxt.options.queue_size if isinstance(nxt, af.Block) else FINAL_OUTPUT
         found[opts.name] = cap
@@ -628,15 +646,16 @@ def check_moment(plan: Plan) -> None:
             assert rec.in_flight + rec.queue_depth <= cap, (name, cap, rec)
 
 
-async def watch(plan: Plan, errors: list[BaseException]) -> None:
-    """Check :func:`check_moment` every millisecond until cancelled; keep what failed."""
+async def watch(plan: Plan, errors: list[BaseException], period: float = 0.001) -> None:
+    """Check :func:`check_moment` every ``period`` seconds (0: at every turn of the event loop)
+    until cancelled; keep what failed (a statistics read that raises too)."""
     while True:
         try:
             check_moment(plan)
-        except AssertionError as exc:
+        except (AssertionError, RuntimeError) as exc:
             errors.append(exc)
             return
-        await asyncio.sleep(0.001)
+        await asyncio.sleep(period)
 
 
 def check_books(plan: Plan, pulled: int | None, *, ended: bool) -> None:
@@ -675,9 +694,11 @@ def check_nothing_left(
     assert record.setups == record.teardowns, (record.setups, record.teardowns)
 
 
-async def scenario(seed: int, *, slow: bool) -> None:
+async def scenario(seed: int, *, slow: bool, racing: bool = False) -> None:
+    """One seed's scenario. ``racing``: leaky stages run in threads, and the statistics are
+    checked at every turn of the event loop (the caller sets a short switch interval)."""
     rng = random.Random(seed)
-    plan = build(rng, slow=slow)
+    plan = build(rng, slow=slow, racing=racing)
     mode = rng.choice(MODES)
     hostile = rng.random() < 0.7
     source = make_source(
@@ -692,7 +713,7 @@ async def scenario(seed: int, *, slow: bool) -> None:
     tasks = asyncio.all_tasks()
     threads = set(threading.enumerate())
     moments: list[BaseException] = []
-    watcher = asyncio.create_task(watch(plan, moments))
+    watcher = asyncio.create_task(watch(plan, moments, 0.0 if racing else 0.001))
     run = asyncio.create_task(drive(plan, source, mode, rng))
     killer = asyncio.create_task(kill_workers(rng, plan)) if kill else None
     done, _ = await asyncio.wait([run], timeout=BOUND_S)
@@ -750,6 +771,20 @@ async def scenario(seed: int, *, slow: bool) -> None:
 @pytest.mark.parametrize("seed", SEEDS)
 async def test_random_faults_leave_answers_balanced_books_and_nothing_behind(seed: int) -> None:
     await scenario(seed, slow=False)
+
+
+@pytest.mark.parametrize("seed", RACING_SEEDS)
+async def test_random_faults_with_threads_racing_the_loop(seed: int) -> None:
+    """The same scenarios with the leaky stages run in threads, the interpreter switching
+    threads as often as it can and the statistics read at every turn of the event loop: a race
+    between a thread block's threads and the loop (reading or changing what they take items
+    from) shows as a failed read, books that do not balance, a hang or a lost item."""
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        await scenario(seed, slow=False, racing=True)
+    finally:
+        sys.setswitchinterval(switch)
 
 
 @pytest.mark.slow
