@@ -4,7 +4,10 @@
 extension types:
 
 * numpy arrays as dtype, shape and their C-order bytes (object and structured dtypes are
-  refused: they would need pickle), and numpy scalars likewise;
+  refused: they would need pickle), and numpy scalars likewise; an array of 64 KiB or more (a
+  video frame) is written and read around msgpack, in the very bytes msgpack would write: its
+  pixels are copied once each way, where msgpack's packing and unpacking copy them three times
+  more (for 640x480x3 frames, most of the CPU an edge spent on them besides Redis);
 * tuples (msgpack alone would turn them into lists) and integers beyond 64 bits;
 * the record types registered in :mod:`aioflow.wire` (the video ``Frame`` is one) as their tag
   and a map of their fields. With ``frames="jpeg"`` a frame's image is written as JPEG (lossy,
@@ -54,6 +57,9 @@ _RECORD = 3
 _SCALAR = 4
 _BIGINT = 5
 
+#: arrays of at least this many bytes skip msgpack's copies (:func:`_array_head`)
+_LARGE = 64 * 1024
+
 
 class CodecError(AioflowError):
     """An item cannot be written, or bytes cannot be read back as an item."""
@@ -101,6 +107,98 @@ def _read_dtype(text: Any) -> np.dtype[Any]:
     return dtype
 
 
+def _sized(n: int, small: tuple[int, int, int]) -> bytes:
+    """The type byte and length of a msgpack bin (``small`` its 8, 16 and 32-bit type bytes)
+    or ext of ``n`` bytes, as msgpack writes them."""
+    if n < 0x100:
+        return bytes((small[0], n))
+    if n < 0x10000:
+        return bytes((small[1],)) + n.to_bytes(2, "big")
+    return bytes((small[2],)) + n.to_bytes(4, "big")
+
+
+def _ext_head(code: int, n: int) -> bytes:
+    """The header of a msgpack ext of type ``code`` and ``n`` bytes of data."""
+    fixed = {1: 0xD4, 2: 0xD5, 4: 0xD6, 8: 0xD7, 16: 0xD8}.get(n)
+    if fixed is not None:
+        return bytes((fixed, code))
+    return _sized(n, (0xC7, 0xC8, 0xC9)) + bytes((code,))
+
+
+def _array_head(obj: np.ndarray[Any, Any]) -> tuple[bytes, memoryview]:
+    """An array's ext data (``[dtype, shape, bytes]`` in msgpack) as its head, all but the
+    bytes, and its bytes (a view of a C-contiguous array: no copy), which joined make what
+    msgpack writes."""
+    dtype = _dtype(obj)
+    flat = np.ascontiguousarray(obj).reshape(-1).view(np.uint8)
+    head = b"".join(
+        (
+            b"\x93",  # an array of 3
+            msgpack.packb(dtype, use_bin_type=True),
+            msgpack.packb([int(n) for n in obj.shape]),
+            _sized(flat.nbytes, (0xC4, 0xC5, 0xC6)),
+        )
+    )
+    return head, flat.data
+
+
+def _array_from(text: Any, shape: Any, body: Any) -> np.ndarray[Any, Any]:
+    """The array of an ``[dtype, shape, bytes]`` ext (``body`` bytes-like), a writable copy.
+
+    Raises:
+        CodecError: they do not make an array.
+    """
+    dtype = _read_dtype(text)
+    if not (
+        isinstance(shape, list)
+        and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)
+        and isinstance(body, bytes | memoryview)
+    ):
+        msg = "bad array: shape must be a list of ints >= 0 and data bytes"
+        raise CodecError(msg)
+    count = 1
+    for n in shape:
+        count *= n
+    if count * dtype.itemsize != len(body):
+        msg = (
+            f"bad array: shape {tuple(shape)} of {dtype} needs "
+            f"{count * dtype.itemsize} bytes, found {len(body)}"
+        )
+        raise CodecError(msg)
+    # A copy: a block may write into its array, as it may locally.
+    return np.frombuffer(body, dtype=dtype).reshape(shape).copy()
+
+
+def _read_large_array(data: bytes, start: int) -> np.ndarray[Any, Any] | None:
+    """The array whose ``[dtype, shape, bytes]`` fills ``data`` from ``start`` to its end, read
+    with one copy of its bytes (msgpack would copy them twice more); None when ``data`` is not
+    laid out so there (the caller reads it with msgpack, which says what is wrong).
+
+    Raises:
+        CodecError: it is, but they do not make an array.
+    """
+    view = memoryview(data)
+    head = msgpack.Unpacker(raw=False)
+    head.feed(view[start : start + 1024])  # dtype and shape: 64 dimensions take < 600 bytes
+    try:
+        if head.read_array_header() != 3:
+            return None
+        text = head.unpack()
+        shape = head.unpack()
+    except Exception:  # msgpack raises several unrelated types on bad input
+        return None
+    at = start + head.tell()
+    kind = data[at] if at < len(data) else None
+    width = {0xC4: 1, 0xC5: 2, 0xC6: 4}.get(kind) if kind is not None else None
+    if width is None:
+        return None
+    n = int.from_bytes(data[at + 1 : at + 1 + width], "big")
+    at += 1 + width
+    if at + n != len(data):
+        return None
+    return _array_from(text, shape, view[at:])
+
+
 class MsgpackCodec:
     """msgpack for structure, raw buffers for numpy arrays, tags for registered records.
 
@@ -141,6 +239,10 @@ class MsgpackCodec:
         return f"MsgpackCodec(frames={self.frames!r}, jpeg_quality={self.jpeg_quality})"
 
     def encode(self, obj: Any) -> bytes:
+        if type(obj) is np.ndarray and obj.nbytes >= _LARGE:
+            # A frame alone: its bytes go once into the message, not through msgpack's buffers.
+            head, flat = _array_head(obj)
+            return b"".join((_ext_head(_NDARRAY, len(head) + flat.nbytes), head, flat))
         try:
             data = msgpack.packb(obj, default=self._default, use_bin_type=True, strict_types=True)
         except CodecError:
@@ -157,6 +259,9 @@ class MsgpackCodec:
 
     def _default(self, obj: Any) -> Any:
         if isinstance(obj, np.ndarray):
+            if obj.nbytes >= _LARGE:
+                head, flat = _array_head(obj)
+                return msgpack.ExtType(_NDARRAY, b"".join((head, flat)))
             dtype = _dtype(obj)
             body = np.ascontiguousarray(obj).tobytes()
             return msgpack.ExtType(_NDARRAY, self._pack([dtype, list(obj.shape), body]))
@@ -205,6 +310,15 @@ class MsgpackCodec:
         raise CodecError(msg)
 
     def decode(self, data: bytes) -> Any:
+        if (
+            len(data) >= _LARGE
+            and data[0] == 0xC9  # an ext32 filling the message, of an array
+            and data[5] == _NDARRAY
+            and int.from_bytes(data[1:5], "big") == len(data) - 6
+        ):
+            array = _read_large_array(data, 6)
+            if array is not None:
+                return array
         try:
             return msgpack.unpackb(data, ext_hook=self._ext, raw=False, strict_map_key=False)
         except CodecError:
@@ -218,30 +332,15 @@ class MsgpackCodec:
 
     def _ext(self, code: int, data: bytes) -> Any:
         if code == _NDARRAY:
+            if len(data) >= _LARGE:
+                array = _read_large_array(data, 0)
+                if array is not None:
+                    return array
             parts = self._unpack(data)
             if not (isinstance(parts, list) and len(parts) == 3):
                 msg = "bad array: expected [dtype, shape, bytes]"
                 raise CodecError(msg)
-            text, shape, body = parts
-            dtype = _read_dtype(text)
-            if not (
-                isinstance(shape, list)
-                and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)
-                and isinstance(body, bytes)
-            ):
-                msg = "bad array: shape must be a list of ints >= 0 and data bytes"
-                raise CodecError(msg)
-            count = 1
-            for n in shape:
-                count *= n
-            if count * dtype.itemsize != len(body):
-                msg = (
-                    f"bad array: shape {tuple(shape)} of {dtype} needs "
-                    f"{count * dtype.itemsize} bytes, found {len(body)}"
-                )
-                raise CodecError(msg)
-            # A copy: a block may write into its array, as it may locally.
-            return np.frombuffer(body, dtype=dtype).reshape(shape).copy()
+            return _array_from(*parts)
         if code == _SCALAR:
             parts = self._unpack(data)
             if not (isinstance(parts, list) and len(parts) == 2 and isinstance(parts[1], bytes)):

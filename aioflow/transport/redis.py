@@ -1631,7 +1631,11 @@ class _Session:
             return await self._append(client, batch, more=more)
         # A leaky edge's writes are followed by its trim; large items (frames) are written by
         # XADD (through a script, Redis copies each value twice more: 3x its CPU per frame),
-        # in a MULTI with UNDO_SCRIPT, which takes back what passes the bound.
+        # in a MULTI with UNDO_SCRIPT, which takes back what passes the bound. On a blocking
+        # edge they are offered as _append offers small items (room(): by halves, counting
+        # the entries the answers free), not after asking Redis for the backlog whenever the
+        # credit ran out: that cost the caller a round trip for every two frames, and a
+        # MULTI for every three or four.
         credit = self.credit
         start = 0
         while start < len(batch):
@@ -1640,7 +1644,12 @@ class _Session:
             bursts = cut_bursts(
                 [((idx, born), body) for idx, body, born in rest], credit.fit(sizes)
             )
-            n = await credit.take(client, len(bursts), self.progress)
+            if credit.leaky:
+                n = await credit.take(client, len(bursts), self.progress)
+            else:
+                n = await credit.room(client, len(bursts), self.progress)
+                if n < 1:
+                    continue
             pipe = client.pipeline(transaction=not credit.leaky)
             for burst in bursts[:n]:
                 fields = pack_burst(
@@ -1673,6 +1682,7 @@ class _Session:
             kept = int(check[0])
             credit.measured(int(check[1]))
             for burst, entry in zip(bursts[:kept], replies, strict=False):
+                self.entry_left[entry] = len(burst)
                 for (idx, _), _ in burst:
                     self.entry_of[idx] = entry
                 start += len(burst)

@@ -371,6 +371,35 @@ async def test_three_workers_feeding_frame_sized_values_to_a_slow_block_never_pa
     assert max(seen) >= 3  # it did fill up: the bound held the workers back
 
 
+async def test_two_callers_writing_frame_sized_values_to_a_slow_block_never_pass_its_bound(
+    redis_url: str, redis_prefix: str, workers: Workers
+) -> None:
+    # The callers run `blob` themselves and write its 100 kB values straight to crawl_blob's
+    # stream (queue_size 4, 20 ms an item): large values go by XADD in a MULTI whose script
+    # takes back what passes the bound, offered as the answers free room (refilled by halves),
+    # so a caller's view of the room can be old when the other took it.
+    workers.start("big_backpressure", "crawl_blob")
+    other = af.Pipeline(
+        rp.blob.with_options(), rp.crawl_blob.with_options(), name="big_backpressure"
+    )
+    graph_hash, _ = graph_signature("big_backpressure", rp.big_backpressure.stages)
+    assert graph_signature("big_backpressure", other.stages)[0] == graph_hash  # the same streams
+    stream = Keys(redis_prefix, "big_backpressure", graph_hash).inbox("crawl_blob")
+
+    def transport() -> RedisTransport:
+        return RedisTransport(redis_url, prefix=redis_prefix, local={"blob"})
+
+    async with backlogs(redis_url, stream) as seen, asyncio.timeout(60):
+        first, second = await asyncio.gather(
+            rp.big_backpressure.run(range(60), transport=transport()),
+            other.run(range(100, 160), transport=transport()),
+        )
+    assert first == [x % 256 + 100_000 for x in range(60)]  # every item, once, in order
+    assert second == [x % 256 + 100_000 for x in range(100, 160)]
+    assert max(seen) <= 4, f"crawl_blob's stream held {max(seen)} entries, queue_size is 4"
+    assert max(seen) >= 3  # it did fill up: the bound, not the callers, held them back
+
+
 async def test_three_workers_feeding_a_slow_keyed_segment_never_pass_a_partitions_bound(
     redis_url: str, redis_prefix: str, workers: Workers
 ) -> None:

@@ -88,6 +88,69 @@ def test_non_contiguous_arrays_and_numpy_scalars_round_trip() -> None:
         assert back == scalar
 
 
+_FRAME = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+
+#: arrays of 64 KiB and more (frames), which the codec writes and reads around msgpack
+LARGE = [
+    _FRAME,
+    _FRAME[::2, ::-1],  # strided, negative steps
+    _FRAME[:, :, 1],  # a channel of a frame
+    np.asfortranarray(_FRAME),
+    _FRAME.transpose(2, 0, 1),
+    np.arange(40_000, dtype=">i4").reshape(200, 200),  # not in the machine's byte order
+    np.linspace(0, 1, 70_000, dtype=np.float16),
+    np.arange(20_000).astype("M8[s]"),
+    np.zeros((1, 1, 65_536), dtype=bool),
+    np.full((300, 300), 1 + 2j, dtype=np.complex64),
+]
+
+
+@pytest.mark.parametrize("array", LARGE, ids=lambda a: f"{a.dtype.str}{a.shape}{a.strides}")
+def test_large_arrays_round_trip_alone_and_inside_items(array: np.ndarray[Any, Any]) -> None:
+    import msgpack
+
+    before = array.copy()
+    data = CODEC.encode(array)
+    # The bytes msgpack itself writes: older and newer processes read each other's frames.
+    body = msgpack.packb(
+        [array.dtype.str, list(array.shape), np.ascontiguousarray(array).tobytes()]
+    )
+    assert data == msgpack.packb(msgpack.ExtType(1, body))
+    for item in (data, CODEC.encode({"frame": (7, array)})):
+        back = CODEC.decode(item)
+        if isinstance(back, dict):
+            number, back = back["frame"]
+            assert number == 7
+        assert _same(back, array)
+        assert back.flags.c_contiguous
+        back[...] = 0  # a copy of its own, writable, as a block may expect
+        assert not np.shares_memory(back, array)
+    assert _same(array, before)  # (the original is untouched)
+
+
+def test_a_large_array_written_wrong_is_refused() -> None:
+    import msgpack
+
+    def ext(parts: list[Any], extra: bytes = b"") -> bytes:
+        return bytes(msgpack.packb(msgpack.ExtType(1, msgpack.packb(parts) + extra)))
+
+    pixels = bytes(640 * 480 * 3)
+    with pytest.raises(CodecError, match=r"needs 921600 bytes, found 921599"):
+        CODEC.decode(ext(["|u1", [480, 640, 3], pixels[1:]]))
+    with pytest.raises(CodecError, match="refused array dtype"):
+        CODEC.decode(ext(["|O", [115_200], pixels]))
+    with pytest.raises(CodecError, match="shape must be a list of ints"):
+        CODEC.decode(ext(["|u1", [480, -640, -3], pixels]))
+    with pytest.raises(CodecError, match=r"expected \[dtype, shape, bytes\]"):
+        CODEC.decode(ext(["|u1", [480, 640, 3], pixels, 1]))
+    with pytest.raises(CodecError):  # bytes after the array, inside its extension
+        CODEC.decode(ext(["|u1", [480, 640, 3], pixels], b"\x00"))
+    whole = CODEC.encode(_FRAME)
+    for bad in (whole[:-1], whole + b"\x00", whole[:6] + b"\x92" + whole[7:]):
+        with pytest.raises(CodecError):
+            CODEC.decode(bad)
+
+
 def test_object_and_structured_arrays_are_refused() -> None:
     with pytest.raises(CodecError, match="object and structured dtypes need pickle"):
         CODEC.encode({"boxes": np.array([object()])})
