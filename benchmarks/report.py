@@ -634,17 +634,18 @@ def cameras_section(res: dict[str, Any]) -> list[str]:
             "busy with the engine's window of 2 batches, 0.992 with 3; 36-44 ms, 0.989 and "
             "0.994), but the window is what bounds a block to `queue_size + workers x max_size` "
             "items, so the engine keeps it. "
-            "The table is a full run on an Intel Xeon machine of 2 cores with nothing else "
-            "running, the calls at the session's edges counted: the detector 0.97-1.00 busy "
-            "at every camera count (0.92-1.00 by ended calls alone). The runs before it were on "
-            "an AMD EPYC machine, where the pipeline delivered about 20 frames/s in all against "
-            "12-13 here (e1f9458, the version before the detector looked at windows, gave the "
-            "same as this one on the Xeon, side by side). At 1 and 2 cameras each camera got "
-            "only 3.0-3.3 frames/s with the detector busy, where 4 cameras got 3.0 each and 12 "
-            "in all: a detector call took about 4 times as long per frame there. That is not "
-            "explained yet; it is not where the detector looks (windows and whole frames gave "
-            "the same side by side, 1 camera, load 6-7: 3.7 and 3.8, 2.3 and 2.7 frames/s). "
-            "An earlier sweep on this kind of machine served one camera at 8.6 frames/s. "
+            "The table is a full run on an Intel Xeon machine of 2 cores, the calls at the "
+            "session's edges counted: the sweep with nothing else running (load 2.5-4.3, the "
+            "pipeline's own), the sessions after it beside other work (load 5.5-9.6): the "
+            "detector 0.97-0.99 busy wherever the cameras outnumber what it serves. The runs "
+            "before it were on an AMD EPYC machine, where the pipeline delivered about 20 "
+            "frames/s in all against 11-12 here. The full run before this one, on the same "
+            "Xeon with nothing else running (fedab39: 20 s sessions, before the tracker's "
+            "lane and badge rules and the engine's thread-path fixes of this version), gave "
+            "one camera only 3.3 frames/s and two cameras 3.0 each with the detector busy, "
+            "where this run gives 8.8 and 5.0 (4 cameras and more: 12-13 frames/s in all "
+            "there, 11-12 here); which change made the difference was not pinned down (not "
+            "where the detector looks: windows and whole frames gave the same side by side). "
             "The page before these changes (load 2.6-8.3): the detector 0.65-0.87 busy from 2 "
             "cameras, 10.8-13.1 frames/s delivered from 4 cameras, age p50 2.4-4.6 s, plates "
             "read 80% at 4 cameras and 35% at 8, the flood's fairness 0.86; with "
@@ -806,7 +807,23 @@ def cameras_section(res: dict[str, Any]) -> list[str]:
             )
         items.append(
             f"- Churn: books balance, nothing left over{flat} ({ok(ch['met'])}); RSS slope "
-            f"{ch['rss_slope_mb_per_min']:+.1f} MB/min over the second half."
+            f"{ch['rss_slope_mb_per_min']:+.1f} MB/min over the second half"
+            + (
+                f" (without churn {ch['rss_slope_steady_mb_per_min']:+.1f})"
+                if "rss_slope_steady_mb_per_min" in ch
+                else ""
+            )
+            + "."
+            + (
+                " The level moves from run to run by more than the tolerance: in the full run "
+                "before this one (fedab39, nothing else running) churn's was 56 MB below the "
+                "steady session's; in this one, whose churn session ran beside other work and "
+                "delivered 6.2 frames/s against the steady session's 10.1, 78 MB above, while "
+                "growing more slowly than the steady session. Nothing was left over either time "
+                "(no reader, thread or task)."
+                if not ch.get("rss_flat", True)
+                else ""
+            )
         )
     if items:
         out += ["Against the goals:", "", *items, ""]
