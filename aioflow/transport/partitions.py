@@ -47,6 +47,8 @@ from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Se
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from redis.exceptions import ResponseError
+
 from .._engine.segment import KeyedLanes
 from ..block import Block
 from ..control import EndOfKey
@@ -642,7 +644,13 @@ class Owner:
         for name, lanes in self.followers.items():
             lanes.restore(blocks.get(name, []), want)
         last_delivered = b"0-0"
-        for group in await client.xinfo_groups(p.stream):
+        try:
+            groups = await client.xinfo_groups(p.stream)
+        except ResponseError as exc:
+            if "no such key" not in str(exc):
+                raise
+            groups = []  # deleted (a run's keys cleaned up): nothing delivered to process again
+        for group in groups:
             if group.get("name") in (GROUP, GROUP.encode()):
                 found = group.get("last-delivered-id")
                 last_delivered = found if isinstance(found, bytes) else str(found).encode()

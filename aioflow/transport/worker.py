@@ -808,10 +808,23 @@ class Worker:
             self._reading = True  # (no await since the check above: a quarantine waits)
             try:
                 connects = client.connects
-                # Short blocks: a partition to be snapshotted waits for this read to end.
-                reply = await client.xreadgroup(
-                    GROUP, self.consumer, streams, count=slots.free, block=100
-                )
+                try:
+                    # Short blocks: a partition to be snapshotted waits for this read to end.
+                    reply = await client.xreadgroup(
+                        GROUP, self.consumer, streams, count=slots.free, block=100
+                    )
+                except ResponseError as exc:
+                    if not _stream_gone(exc):
+                        raise
+                    # Deleted (a run's keys cleaned up at its end, or by hand): made again.
+                    logger.info(
+                        "worker %s: partition streams of %r were deleted; made again",
+                        self.consumer,
+                        owner.block,
+                    )
+                    for stream in streams:
+                        await ensure_group(client, stream)
+                    continue
                 if client.connects != connects:
                     # A connection was opened meanwhile: this read may have been sent again
                     # after its reply was lost with its connection, and the entries it
@@ -857,13 +870,18 @@ class Worker:
                     GROUP, self.consumer, {self.inbox: ">"}, count=n, block=500
                 )
             except ResponseError as exc:
-                if "NOGROUP" not in str(exc):
+                if not _stream_gone(exc):
                     raise
                 reply = None
             finally:
                 self._reading = False
                 self._settle.set()
             if reply is None:
+                # The stream or its group is gone: deleted (a run's keys cleaned up at its end,
+                # or by hand). Made again at id 0: the next runs' items are read.
+                logger.info(
+                    "worker %s: input stream %s was deleted; made again", self.consumer, self.inbox
+                )
                 await ensure_group(client, self.inbox)
                 continue
             entries = reply[0][1] if reply else []
@@ -1743,15 +1761,27 @@ class Worker:
             await asyncio.sleep(period)
             cursor: Any = "0-0"
             while not self.stopping.is_set():
-                # (A look first: a worker with nothing to take over does not pause its reads.)
-                if not await client.xpending_range(self.inbox, GROUP, "-", "+", 1, idle=idle_ms):
-                    break
+                try:
+                    # (A look first: a worker with nothing to take over does not pause its
+                    # reads.)
+                    if not await client.xpending_range(
+                        self.inbox, GROUP, "-", "+", 1, idle=idle_ms
+                    ):
+                        break
+                except ResponseError as exc:
+                    if not _stream_gone(exc):
+                        raise
+                    break  # deleted: nothing to take over (the reader makes it again)
                 self._isolating = True
                 try:
                     await self._wait_quiet()
                     cursor = await self._take_over_one(
                         client, running, done, slots, idle_ms, cursor
                     )
+                except ResponseError as exc:
+                    if not _stream_gone(exc):
+                        raise
+                    break  # deleted meanwhile, with what was to be taken over
                 finally:
                     self._isolating = False
                     self._turn.set()
@@ -1885,10 +1915,16 @@ class Worker:
                 await self.clock.sync(client)
                 synced = asyncio.get_running_loop().time()
             ids = list(self.in_flight)
-            for start in range(0, len(ids), 500):
-                await client.xclaim(
-                    self.inbox, GROUP, self.consumer, 0, ids[start : start + 500], justid=True
-                )
+            try:
+                for start in range(0, len(ids), 500):
+                    await client.xclaim(
+                        self.inbox, GROUP, self.consumer, 0, ids[start : start + 500], justid=True
+                    )
+            except ResponseError as exc:
+                if not _stream_gone(exc):
+                    raise
+                # The input stream was deleted under its entries in flight (their run ended
+                # and its keys were cleaned up): nobody can take them over, nothing to keep.
 
 
 class _SegmentSource:
@@ -1930,6 +1966,14 @@ def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
     walk(group)
     return next((e for e in leaves if not isinstance(e, asyncio.CancelledError)), leaves[0])
+
+
+def _stream_gone(exc: ResponseError) -> bool:
+    """Whether ``exc`` says that a stream, or its consumer group, does not exist: deleted
+    (``NOGROUP``; ``UNBLOCKED`` ends a read blocked on a stream deleted meanwhile; ``no such
+    key`` is XINFO's)."""
+    text = str(exc)
+    return "NOGROUP" in text or "UNBLOCKED" in text or "no such key" in text
 
 
 async def _autoclaim(
