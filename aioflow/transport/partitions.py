@@ -115,11 +115,15 @@ return 1
 
 def partition_of(key: Hashable, count: int) -> int:
     """The partition of ``key``: the same in every process (Python's ``hash()`` of a str is
-    not: it is salted per process)."""
+    not: it is salted per process). Never raises: a key that msgpack cannot write goes by its
+    ``repr``, or by its type when that raises too."""
     try:
         data = pack_plain(key)
-    except (TypeError, ValueError):
-        data = repr(key).encode()
+    except Exception:
+        try:
+            data = repr(key).encode()
+        except Exception:  # (a key that cannot be written nor shown: one partition per type)
+            data = type(key).__qualname__.encode()
     digest = hashlib.blake2b(data, digest_size=8).digest()
     return int.from_bytes(digest, "big") % count
 
@@ -509,7 +513,7 @@ class Owner:
 
     # -- the end of a caller's run ----------------------------------------------------------------
 
-    def touched_by(self, part: int, run: str) -> dict[Hashable, dict[str, list[int]]]:
+    def touched_by(self, part: int, run: str) -> list[tuple[Hashable, dict[str, list[int]]]]:
         """The keys of partition ``part`` that ``run`` touched, with every run that did."""
         return self.touched.of_run(run, self._in(part))
 
@@ -751,7 +755,7 @@ class Owner:
         else:
             try:
                 blocks = {
-                    name: [[k, s] for k, s in lanes.states(want).items()]
+                    name: [[k, s] for k, s in lanes.states(want)]
                     for name, lanes in ((self.block, self.lanes), *self.followers.items())
                 }
                 snap = Snapshot(version=VERSION, pipeline=self.pipeline, blocks=blocks)
