@@ -126,12 +126,19 @@ async def test_a_worker_stalled_past_its_leases_takes_its_partitions_back_counti
     assert "took over partition" in log
 
 
+# Five worker processes start in it, two of them mid-stream, each in 5-9 s under a load of 15-20
+# (the test took 40 s then): the guard against a hang is wider than the suite's 60 s.
+@pytest.mark.timeout(120)
 async def test_two_workers_never_process_one_partition_at_once_and_share_the_partitions(
     redis_url: str, redis_prefix: str, workers: Workers, tmp_path: Path
 ) -> None:
     trace = tmp_path / "trace.txt"
     env = {"AIOFLOW_TEST_DELAY": "0.003", "AIOFLOW_TEST_TRACE": str(trace)}
-    extra = ("--lease-ttl", "1", "--snapshot-period", "0.1")
+    # Leases that outlast a loaded machine's stalls (the renewals, every ttl / 3, came up to
+    # 0.83 s apart under a load of 16: a lease of 1 s lapsed under 15-20, and an owner that
+    # lost its lease while its items ran overlapped with the next). Handing partitions over
+    # to a worker that joins does not wait for a lease to expire: it is released.
+    extra = ("--lease-ttl", "5", "--snapshot-period", "0.1")
     workers.start("tagged", "tag")  # upstream worker: routes its outputs to count2's partitions
     first = workers.start("tagged", "count2", env=env, extra=extra)
     keys = pipeline_keys(redis_prefix, "tagged")
