@@ -602,15 +602,8 @@ class Owner:
             p for p in self.parts if not p.owned and not p.in_flight and p.index not in self.reading
         ]
         random.shuffle(free)  # workers starting together do not all race for partition 0
-        renewed = sent  # (the leases held, and each taken below, last a ttl from then on)
         for p in free:
             if len(owned) >= share:
-                break
-            if loop.time() - renewed > self.ttl_ms / 3000:
-                # Each takeover waits on Redis: a worker taking 16 partitions at its start
-                # spent 0.36 s in one tick on a loaded machine, and the renewal after it came
-                # 0.7 s after the last (a lease of 1 s lapses past 1 s). The others wait for
-                # the next tick, which renews first.
                 break
             async with p.lock:
                 if p.owned or p.in_flight or p.index in self.reading:
