@@ -291,6 +291,19 @@ async def test_a_keyed_block_inside_a_segment_keeps_order_and_state_across_its_w
     items = list(range(1600))
     local = await rp.tagged.run(items)
     assert local == expected(1600)
+    # Both own partitions before the run: under load the second one started so late that the
+    # first had taken all sixteen and processed every item alone.
+    base = pipeline_keys(redis_prefix, "tagged").base
+    client = connect(redis_url)
+    try:
+        while True:
+            owners = [await client.get(f"{base}:lease:count2:{i}") for i in range(16)]
+            if all(any(f"-{p.pid}-" in o.decode() for o in owners if o) for p in procs):
+                break
+            assert all(p.poll() is None for p in procs), [workers.output(p) for p in procs]
+            await asyncio.sleep(0.05)
+    finally:
+        await client.aclose()
     transport = RedisTransport(redis_url, prefix=redis_prefix)
     outputs = await rp.tagged.run(items, transport=transport)
     # Each key's running count goes 1, 2, 3, ... in input order: what the local run gives.
