@@ -9,13 +9,14 @@ answer; :func:`sub_pipeline` builds the pipeline of some of a pipeline's stages.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from ..control import EndOfKey
-from ..errors import BlockError, PipelineClosed
+from ..errors import BlockError, PipelineClosed, describe, summarize
 from ..graph import iter_blocks
 from .channel import ChannelClosed
 from .envelope import Envelope, SubmitTicket
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from ..pipeline import Pipeline, RunningPipeline
 
 __all__ = ["KeyedLanes", "Outcome", "sub_pipeline", "submit_outcome", "submit_outcomes"]
+
+logger = logging.getLogger("aioflow")
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,10 +206,16 @@ class KeyedLanes:
         lanes = rt.lanes
         taken = []
         for key in keys:
-            lane = lanes.get(key)
-            if lane is None or lane.busy or lane.backlog:
+            try:
+                # (finding a user's key hashes and compares it, which it may refuse: it is left
+                # in place then, as a local run's end leaves it, see BlockRuntime._forget)
+                lane = lanes.get(key)
+                if lane is None or lane.ended or lane.busy or lane.backlog:
+                    continue
+                del lanes[key]
+            except Exception as exc:
+                _refused(rt.name, key, exc)
                 continue
-            del lanes[key]
             taken.append((key, lane))
         run = self._running._run
         loop = asyncio.get_running_loop()
@@ -251,15 +260,24 @@ class KeyedLanes:
         in Redis for the partition's next owner."""
         self._rt.keep_state = True
 
-    def states(self, want: Callable[[Hashable], bool]) -> dict[Hashable, Any]:
-        """The live state of every key ``want`` accepts (keys without a state yet left out)."""
+    def states(self, want: Callable[[Hashable], bool]) -> list[tuple[Hashable, Any]]:
+        """``(key, state)`` of every key ``want`` accepts (keys without a state yet left
+        out). The keys are not hashed again (a user's key may refuse to be, any time); a key
+        ``want`` raises for is left out."""
         from .runner import _NOTHING
 
-        return {
-            key: lane.state
-            for key, lane in list(self._rt.lanes.items())
-            if lane.state is not _NOTHING and want(key)
-        }
+        found = []
+        for key, lane in list(self._rt.lanes.items()):
+            if lane.state is _NOTHING or lane.ended:
+                continue
+            try:
+                wanted = want(key)
+            except Exception as exc:
+                _refused(self._rt.name, key, exc)
+                continue
+            if wanted:
+                found.append((key, lane.state))
+        return found
 
     def restore(self, pairs: Sequence[Sequence[Any]], want: Callable[[Hashable], bool]) -> None:
         """Make the keys ``want`` accepts hold exactly the states of the ``[key, state]``
@@ -272,27 +290,70 @@ class KeyedLanes:
         items processed again after the snapshot a second time."""
         from .runner import _NOTHING, _Lane
 
+        name = self._rt.name
         lanes = self._rt.lanes
         given: dict[Hashable, Any] = {key: state for key, state in pairs}  # noqa: C416
         for key, lane in list(lanes.items()):
-            if key in given or not want(key):
-                continue
+            try:
+                # (a user's key may refuse to be hashed or compared: it is not among the
+                # snapshot's, whose keys were written and read back)
+                if not want(key) or key in given:
+                    continue
+            except Exception as exc:
+                _refused(name, key, exc)
             if lane.busy or lane.backlog:
                 lane.state = _NOTHING
             else:
-                del lanes[key]
+                _take_out(lanes, key, lane)
         for key, state in given.items():
-            found = lanes.get(key)
-            if found is None:
-                found = lanes[key] = _Lane()
+            try:
+                found = lanes.get(key)
+                if found is None or found.ended:
+                    found = lanes[key] = _Lane()
+            except Exception as exc:  # (compared with a key held that refuses)
+                _refused(name, key, exc)
+                continue
             found.state = state
 
     def drop(self, want: Callable[[Hashable], bool]) -> int:
         """Forget the idle keys ``want`` accepts (another worker owns them now); how many."""
         lanes = self._rt.lanes
-        gone = [
-            k for k, lane in list(lanes.items()) if not lane.busy and not lane.backlog and want(k)
-        ]
-        for key in gone:
+        gone = 0
+        for key, lane in list(lanes.items()):
+            if lane.busy or lane.backlog:
+                continue
+            try:
+                if not want(key):
+                    continue
+            except Exception as exc:
+                _refused(self._rt.name, key, exc)
+                continue
+            _take_out(lanes, key, lane)
+            gone += 1
+        return gone
+
+
+def _take_out(lanes: dict[Hashable, Any], key: Hashable, lane: Any) -> None:
+    """Take the idle ``lane`` of ``key`` out of ``lanes``; a key that refuses to be found
+    (its ``__hash__`` or ``__eq__`` raises now) leaves it in place, ended and without state,
+    as a local run does (``BlockRuntime._forget``)."""
+    from .runner import _NOTHING
+
+    try:
+        if lanes.get(key) is lane:
             del lanes[key]
-        return len(gone)
+        return
+    except Exception:
+        pass
+    lane.ended = True
+    lane.state = _NOTHING
+
+
+def _refused(block: str, key: object, exc: Exception) -> None:
+    logger.warning(
+        "block %r: finding the key %s among the keys held raised %s; it is left as it is",
+        block,
+        summarize(key),
+        describe(exc),
+        extra={"block": block},
+    )

@@ -10,6 +10,7 @@ it first used them, and the caller puts the flush in that order by these paths.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Hashable, Iterator
 from typing import Any
 
@@ -32,16 +33,18 @@ class Touches:
 
     def of_run(
         self, run: str, want: Callable[[Hashable], bool] | None = None
-    ) -> dict[Hashable, dict[str, list[int]]]:
-        """The keys (among those ``want`` accepts) that ``run`` touched, with every run that
-        did."""
-        return {
-            k: runs for k, runs in self.by_key.items() if run in runs and (want is None or want(k))
-        }
+    ) -> list[tuple[Hashable, dict[str, list[int]]]]:
+        """The keys (among those ``want`` accepts) that ``run`` touched, each with every run
+        that did. (A list: the keys are not hashed again, which a user's key may refuse.)"""
+        return [
+            (k, runs)
+            for k, runs in list(self.by_key.items())
+            if run in runs and (want is None or want(k))
+        ]
 
     def others(self, run: str, want: Callable[[Hashable], bool] | None = None) -> set[str]:
         """The other runs that touched a key ``run`` touched."""
-        return {r for runs in self.of_run(run, want).values() for r in runs} - {run}
+        return {r for _, runs in self.of_run(run, want) for r in runs} - {run}
 
     def end(
         self, run: str, gone: set[str], want: Callable[[Hashable], bool] | None = None
@@ -51,12 +54,12 @@ class Touches:
         with the path of its first item of ``run``, in that order. They and ``run`` are
         forgotten: the caller of this evicts them."""
         ending: list[tuple[list[int], Hashable]] = []
-        for key, runs in self.of_run(run, want).items():
+        for key, runs in self.of_run(run, want):
             first = runs.pop(run)
             for other in gone & runs.keys():
                 del runs[other]
             if not runs:
-                del self.by_key[key]
+                self._discard(key)
                 ending.append((first, key))
         ending.sort(key=lambda pair: pair[0])
         return [(key, first) for first, key in ending]
@@ -64,6 +67,12 @@ class Touches:
     def forget(self, want: Callable[[Hashable], bool]) -> None:
         """Drop the keys ``want`` accepts (another worker owns them now)."""
         for key in [k for k in self.by_key if want(k)]:
+            self._discard(key)
+
+    def _discard(self, key: Hashable) -> None:
+        # (a user's key may refuse to be hashed or compared again: then it stays, with the
+        # runs left to it, and is not ended by them: a local run cannot take it out either)
+        with contextlib.suppress(Exception):
             del self.by_key[key]
 
     def pairs(self, want: Callable[[Hashable], bool]) -> list[list[Any]]:

@@ -47,6 +47,8 @@ from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Se
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from redis.exceptions import ResponseError
+
 from .._engine.segment import KeyedLanes
 from ..block import Block
 from ..control import EndOfKey
@@ -113,11 +115,15 @@ return 1
 
 def partition_of(key: Hashable, count: int) -> int:
     """The partition of ``key``: the same in every process (Python's ``hash()`` of a str is
-    not: it is salted per process)."""
+    not: it is salted per process). Never raises: a key that msgpack cannot write goes by its
+    ``repr``, or by its type when that raises too."""
     try:
         data = pack_plain(key)
-    except (TypeError, ValueError):
-        data = repr(key).encode()
+    except Exception:
+        try:
+            data = repr(key).encode()
+        except Exception:  # (a key that cannot be written nor shown: one partition per type)
+            data = type(key).__qualname__.encode()
     digest = hashlib.blake2b(data, digest_size=8).digest()
     return int.from_bytes(digest, "big") % count
 
@@ -507,7 +513,7 @@ class Owner:
 
     # -- the end of a caller's run ----------------------------------------------------------------
 
-    def touched_by(self, part: int, run: str) -> dict[Hashable, dict[str, list[int]]]:
+    def touched_by(self, part: int, run: str) -> list[tuple[Hashable, dict[str, list[int]]]]:
         """The keys of partition ``part`` that ``run`` touched, with every run that did."""
         return self.touched.of_run(run, self._in(part))
 
@@ -642,7 +648,13 @@ class Owner:
         for name, lanes in self.followers.items():
             lanes.restore(blocks.get(name, []), want)
         last_delivered = b"0-0"
-        for group in await client.xinfo_groups(p.stream):
+        try:
+            groups = await client.xinfo_groups(p.stream)
+        except ResponseError as exc:
+            if "no such key" not in str(exc):
+                raise
+            groups = []  # deleted (a run's keys cleaned up): nothing delivered to process again
+        for group in groups:
             if group.get("name") in (GROUP, GROUP.encode()):
                 found = group.get("last-delivered-id")
                 last_delivered = found if isinstance(found, bytes) else str(found).encode()
@@ -743,7 +755,7 @@ class Owner:
         else:
             try:
                 blocks = {
-                    name: [[k, s] for k, s in lanes.states(want).items()]
+                    name: [[k, s] for k, s in lanes.states(want)]
                     for name, lanes in ((self.block, self.lanes), *self.followers.items())
                 }
                 snap = Snapshot(version=VERSION, pipeline=self.pipeline, blocks=blocks)

@@ -808,10 +808,23 @@ class Worker:
             self._reading = True  # (no await since the check above: a quarantine waits)
             try:
                 connects = client.connects
-                # Short blocks: a partition to be snapshotted waits for this read to end.
-                reply = await client.xreadgroup(
-                    GROUP, self.consumer, streams, count=slots.free, block=100
-                )
+                try:
+                    # Short blocks: a partition to be snapshotted waits for this read to end.
+                    reply = await client.xreadgroup(
+                        GROUP, self.consumer, streams, count=slots.free, block=100
+                    )
+                except ResponseError as exc:
+                    if not _stream_gone(exc):
+                        raise
+                    # Deleted (a run's keys cleaned up at its end, or by hand): made again.
+                    logger.info(
+                        "worker %s: partition streams of %r were deleted; made again",
+                        self.consumer,
+                        owner.block,
+                    )
+                    for stream in streams:
+                        await ensure_group(client, stream)
+                    continue
                 if client.connects != connects:
                     # A connection was opened meanwhile: this read may have been sent again
                     # after its reply was lost with its connection, and the entries it
@@ -857,13 +870,18 @@ class Worker:
                     GROUP, self.consumer, {self.inbox: ">"}, count=n, block=500
                 )
             except ResponseError as exc:
-                if "NOGROUP" not in str(exc):
+                if not _stream_gone(exc):
                     raise
                 reply = None
             finally:
                 self._reading = False
                 self._settle.set()
             if reply is None:
+                # The stream or its group is gone: deleted (a run's keys cleaned up at its end,
+                # or by hand). Made again at id 0: the next runs' items are read.
+                logger.info(
+                    "worker %s: input stream %s was deleted; made again", self.consumer, self.inbox
+                )
                 await ensure_group(client, self.inbox)
                 continue
             entries = reply[0][1] if reply else []
@@ -1045,10 +1063,10 @@ class Worker:
             for i in good:
                 try:
                     key = key_of(entry.values[i])
-                    hash(key)
-                except Exception:  # the block reports it for the item
+                    # (a user's key may refuse to be hashed or compared, any time)
+                    self.owner.touched.touch(key, metas[i].run, list(metas[i].path))
+                except Exception:  # the block reports it for the item, if it fails there
                     continue
-                self.owner.touched.touch(key, metas[i].run, list(metas[i].path))
         # Each item's age since it entered the pipeline (max_age counts across machines).
         clock = self.clock
         births = [metas[i].born for i in good]
@@ -1138,12 +1156,11 @@ class Worker:
         # The run's items of this partition taken before this entry are through the block.
         await owner.wait_before(entry_id)
         touched = owner.touched_by(part, run)
-        gone = await self._gone({r for runs in touched.values() for r in runs} - {run})
+        gone = await self._gone({r for _, runs in touched for r in runs} - {run})
         ending = owner.end_run(part, run, gone)
         if drop:
             # The run failed or stopped early: as in a local run, its keys go without evict().
-            doomed = {key for key, _ in ending}
-            lanes.drop(doomed.__contains__)
+            lanes.drop(_key_set(key for key, _ in ending).__contains__)
             await done.put(item)
             return
         logger.info(
@@ -1154,7 +1171,7 @@ class Worker:
             part,
             self.blocks[0],
         )
-        firsts = dict(ending)
+        firsts = {id(key): first for key, first in ending}
         try:
             evicted = await lanes.evict([key for key, _ in ending], (run, (base,), reply))
         except BlockError as err:
@@ -1180,7 +1197,11 @@ class Worker:
                 if tag is None:
                     return
                 run, path, reply = tag
-                touches.touch(key, run, list(path))
+                # (Called outside the block's guard: never raises. A user's key that refuses
+                # to be hashed or compared again is not noted, and so not evicted at its run's
+                # end, as a local run's end cannot take such a key out either.)
+                with contextlib.suppress(Exception):
+                    touches.touch(key, run, list(path))
                 if (run, name) not in self._announced:
                     self._announced.add((run, name))
                     self._holds.append((reply, name))
@@ -1231,8 +1252,7 @@ class Worker:
             # Its state goes with the head's partitions: their snapshots must drop the keys.
             self.owner.followers_changed(key for key, _ in ending)
         if meta.get("drop"):
-            doomed = {key for key, _ in ending}
-            lanes.drop(doomed.__contains__)
+            lanes.drop(_key_set(key for key, _ in ending).__contains__)
             return
         logger.info(
             "worker %s: run %s ended: %d keys of %r evicted", self.consumer, run, len(ending), name
@@ -1247,7 +1267,7 @@ class Worker:
             return  # stopping: its keys go with this worker (the caller sees it gone)
         # Two workers may hold one key (its items went to both): the worker's place tells
         # their flushes apart.
-        firsts = {key: [*first, part] for key, first in ending}
+        firsts = {id(key): [*first, part] for key, first in ending}
         self._flush_out(item, evicted, firsts, ItemMeta(run, (base,), reply, end, codec), part)
         await done.put(item)
 
@@ -1267,12 +1287,15 @@ class Worker:
         self,
         item: _Done,
         evicted: list[tuple[Any, list[Outcome | BlockError]]],
-        firsts: dict[Any, list[int]],
+        firsts: dict[int, list[int]],
         meta: ItemMeta,
         part: int,
     ) -> None:
         """Add what ``evict()`` made of the keys to ``item``: the outputs at paths under the
-        run's new index ``meta.path``, after a ``flushed`` answer that lists those paths."""
+        run's new index ``meta.path``, after a ``flushed`` answer that lists those paths.
+        ``firsts``: the path of each key's first item, by the key's ``id()`` (the keys
+        ``evicted`` names are the objects asked for; a user's key may refuse to be hashed
+        again)."""
         base = meta.path[0]
         born = self.clock.now()
         paths: list[list[int]] = []
@@ -1280,7 +1303,7 @@ class Worker:
         outs: list[dict[bytes, bytes]] = []
         for key, outcomes in evicted:
             for j, outcome in enumerate(outcomes):
-                path = (base, *firsts[key], j)
+                path = (base, *firsts[id(key)], j)
                 paths.append(list(path))
                 child = dataclasses.replace(meta, path=path, born=born)
                 if isinstance(outcome, BlockError):
@@ -1743,15 +1766,27 @@ class Worker:
             await asyncio.sleep(period)
             cursor: Any = "0-0"
             while not self.stopping.is_set():
-                # (A look first: a worker with nothing to take over does not pause its reads.)
-                if not await client.xpending_range(self.inbox, GROUP, "-", "+", 1, idle=idle_ms):
-                    break
+                try:
+                    # (A look first: a worker with nothing to take over does not pause its
+                    # reads.)
+                    if not await client.xpending_range(
+                        self.inbox, GROUP, "-", "+", 1, idle=idle_ms
+                    ):
+                        break
+                except ResponseError as exc:
+                    if not _stream_gone(exc):
+                        raise
+                    break  # deleted: nothing to take over (the reader makes it again)
                 self._isolating = True
                 try:
                     await self._wait_quiet()
                     cursor = await self._take_over_one(
                         client, running, done, slots, idle_ms, cursor
                     )
+                except ResponseError as exc:
+                    if not _stream_gone(exc):
+                        raise
+                    break  # deleted meanwhile, with what was to be taken over
                 finally:
                     self._isolating = False
                     self._turn.set()
@@ -1885,10 +1920,16 @@ class Worker:
                 await self.clock.sync(client)
                 synced = asyncio.get_running_loop().time()
             ids = list(self.in_flight)
-            for start in range(0, len(ids), 500):
-                await client.xclaim(
-                    self.inbox, GROUP, self.consumer, 0, ids[start : start + 500], justid=True
-                )
+            try:
+                for start in range(0, len(ids), 500):
+                    await client.xclaim(
+                        self.inbox, GROUP, self.consumer, 0, ids[start : start + 500], justid=True
+                    )
+            except ResponseError as exc:
+                if not _stream_gone(exc):
+                    raise
+                # The input stream was deleted under its entries in flight (their run ended
+                # and its keys were cleaned up): nobody can take them over, nothing to keep.
 
 
 class _SegmentSource:
@@ -1930,6 +1971,23 @@ def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
     walk(group)
     return next((e for e in leaves if not isinstance(e, asyncio.CancelledError)), leaves[0])
+
+
+def _key_set(keys: Iterable[Any]) -> set[Any]:
+    """The set of ``keys``, but those that refuse to be hashed or compared (a user's key)."""
+    found: set[Any] = set()
+    for key in keys:
+        with contextlib.suppress(Exception):
+            found.add(key)
+    return found
+
+
+def _stream_gone(exc: ResponseError) -> bool:
+    """Whether ``exc`` says that a stream, or its consumer group, does not exist: deleted
+    (``NOGROUP``; ``UNBLOCKED`` ends a read blocked on a stream deleted meanwhile; ``no such
+    key`` is XINFO's)."""
+    text = str(exc)
+    return "NOGROUP" in text or "UNBLOCKED" in text or "no such key" in text
 
 
 async def _autoclaim(

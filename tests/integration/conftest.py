@@ -10,9 +10,9 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
@@ -21,6 +21,8 @@ import aioflow as af
 if TYPE_CHECKING:
     from aioflow.transport.messages import Keys
     from aioflow.transport.redis import Client
+
+T = TypeVar("T")
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
@@ -137,6 +139,19 @@ async def serving(workers: Workers, proc: subprocess.Popen[str]) -> None:
     while "blocks" not in workers.output(proc):
         assert proc.poll() is None, workers.output(proc)
         await asyncio.sleep(0.02)
+
+
+async def while_alive(workers: Workers, proc: subprocess.Popen[str], work: Awaitable[T]) -> T:
+    """Await ``work``, failing at once (with the worker's log) if the worker ``proc`` dies."""
+    task = asyncio.ensure_future(work)
+    try:
+        while not task.done():
+            assert proc.poll() is None, workers.output(proc)
+            await asyncio.wait({task}, timeout=0.05)
+        return task.result()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 @pytest.fixture

@@ -400,3 +400,41 @@ async def always_fail(x: int) -> int:
 
 
 refusing = af.Pipeline(always_fail, name="refusing")
+
+
+class Hostile:
+    """A key a block can find twice (its lane looked up, then made) and then not: its
+    ``__hash__`` raises from its third call on, its ``==`` always; msgpack cannot write it and
+    its ``repr`` raises (no partition by its bytes nor by its text)."""
+
+    def __init__(self) -> None:
+        self.hashes = 0
+
+    def __hash__(self) -> int:
+        self.hashes += 1
+        if self.hashes > 2:
+            msg = "this key was hashed twice already"
+            raise RuntimeError(msg)
+        return 7
+
+    def __eq__(self, other: object) -> bool:
+        msg = "keys of this kind cannot be compared"
+        raise RuntimeError(msg)
+
+    def __repr__(self) -> str:
+        msg = "keys of this kind cannot be shown"
+        raise RuntimeError(msg)
+
+
+def hostile_key(x: int) -> Hashable:
+    """A hostile key (:class:`Hostile`) for a negative item, its parity for the others."""
+    return Hostile() if x < 0 else x % 2
+
+
+@af.block(key=hostile_key, state=dict)
+async def tally(x: int, state: dict[str, int]) -> tuple[int, int]:
+    state["n"] = state.get("n", 0) + 1
+    return x, state["n"]
+
+
+hostile = af.Pipeline(tally, name="hostile")

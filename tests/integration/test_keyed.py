@@ -528,7 +528,7 @@ async def test_a_key_restored_while_its_lane_sends_on_others_outputs_takes_the_s
         for key in "abcdefgh":
             tasks.append(asyncio.create_task(running.submit((key, 0))))
             await asyncio.sleep(0)
-        while sum(1 for s in lanes.states(lambda k: True).values() if "n" in s) < 7:
+        while sum(1 for _, s in lanes.states(lambda k: True) if "n" in s) < 7:
             await asyncio.sleep(0.001)
         release_a.set()
         assert await tasks[0] == ("a", 1)  # a's item is through the whole pipeline

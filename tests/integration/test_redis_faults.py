@@ -4,21 +4,23 @@ worker processes)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis_pipelines as rp
-from conftest import Workers
+from conftest import Workers, while_alive
 
 import aioflow as af
-from aioflow.transport.messages import Keys, graph_signature
-from aioflow.transport.redis import RedisTransport, backlog, connect
+from aioflow.transport.messages import GROUP, Keys, graph_signature
+from aioflow.transport.redis import RedisTransport, ResponseError, backlog, connect
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -265,3 +267,76 @@ async def test_an_item_that_kills_every_worker_is_dead_lettered_after_max_delive
         await client.aclose()
     assert len(dead) == 1
     assert b"more than max_deliveries=2" in dead[0][1][b"reason"]
+
+
+@pytest.mark.parametrize(
+    ("attr", "blocks", "inbox", "first", "then", "expected"),
+    [
+        ("slowpipe", "first,slow", "first", range(40), range(8), [2 * x + 1 for x in range(8)]),
+        (
+            "keyed",
+            "count",
+            "count:p*",
+            [(f"cam{x % 4}", x // 4) for x in range(40)],
+            [(f"late{x % 2}", x // 2) for x in range(6)],
+            [(f"late{x % 2}", x // 2, x // 2 + 1) for x in range(6)],
+        ),
+    ],
+    ids=["plain", "keyed"],
+)
+async def test_a_worker_goes_on_serving_after_a_finished_runs_keys_are_deleted_under_it(
+    redis_url: str,
+    redis_prefix: str,
+    workers: Workers,
+    attr: str,
+    blocks: str,
+    inbox: str,
+    first: Iterable[Any],
+    then: Iterable[Any],
+    expected: list[Any],
+) -> None:
+    """A run ends while a worker still holds items of it, and the run's keys are deleted (a
+    clean-up at its end). The worker's blocked read ended with ``UNBLOCKED`` and its
+    heartbeat's XCLAIM of the entries in flight with ``NOGROUP``; both raised, and the worker
+    died with a traceback. It goes on now: its streams are made again, and it serves the next
+    run."""
+    env = {"AIOFLOW_TEST_DELAY": "1.5"}
+    # (--prefetch 4: the items held fill the worker, which stops reading while they run: then
+    # its heartbeat, not its read, meets the deleted stream first)
+    extra = ("--prefetch", "4", "--log-level", "INFO")
+    proc = workers.start(attr, blocks, claim_idle=0.3, env=env, extra=extra)
+    pipe = getattr(rp, attr)
+    graph_hash, _ = graph_signature(attr, pipe.stages)
+    pattern = Keys(redis_prefix, attr, graph_hash).inbox(inbox)
+    client = connect(redis_url)
+
+    async def held() -> bool:
+        """Whether the worker holds entries, and is not waiting in a read for more."""
+        for found in await client.raw.client_list():
+            if "b" in found["flags"] and found["cmd"] == "xreadgroup":
+                return False
+        async for stream in client.raw.scan_iter(match=pattern):
+            with contextlib.suppress(ResponseError):  # (no group yet)
+                if (await client.xpending(stream, GROUP))["pending"]:
+                    return True
+        return False
+
+    try:
+        run = asyncio.create_task(
+            pipe.run(first, transport=RedisTransport(redis_url, prefix=redis_prefix))
+        )
+        while not await held():
+            assert not run.done(), run
+            await asyncio.sleep(0.01)
+        run.cancel()  # the run ends (its caller cleans its own keys up) ...
+        await asyncio.gather(run, return_exceptions=True)
+        # ... and its keys are deleted, under the items the worker still works on.
+        found = [key async for key in client.raw.scan_iter(match=f"{redis_prefix}:*")]
+        await client.delete(*found)
+        transport = RedisTransport(redis_url, prefix=redis_prefix)
+        outputs = await while_alive(workers, proc, pipe.run(then, transport=transport))
+    finally:
+        await client.aclose()
+    assert outputs == expected
+    assert proc.poll() is None
+    assert "Traceback" not in workers.output(proc)

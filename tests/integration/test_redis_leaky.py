@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis_pipelines as rp
-from conftest import Workers, pipeline_keys, sigkill_a_holder
+from conftest import Workers, pipeline_keys, serving, sigkill_a_holder
 
 import aioflow as af
 from aioflow.stats import BlockStatistics
@@ -348,9 +348,10 @@ async def test_trims_in_front_of_a_keyed_block_keep_its_state_across_an_owner_si
     # next owner processes again what the group delivered after it: trimmed entries are never
     # among those, so each key's count goes 1, 2, 3, ... over the items that were not dropped.
     env = {"AIOFLOW_TEST_DELAY": "0.01"}
-    extra = (*TWO, "--lease-ttl", "1", "--snapshot-period", "0.2")
+    extra = (*TWO, "--lease-ttl", "1", "--snapshot-period", "0.2", "--log-level", "INFO")
     procs = [workers.start("lossy", "lossy_count", env=env, extra=extra) for _ in range(2)]
-    streams = partition_streams(pipeline_keys(redis_prefix, "lossy").inbox("lossy_count"), 2)
+    keys = pipeline_keys(redis_prefix, "lossy")
+    streams = partition_streams(keys.inbox("lossy_count"), 2)
     client = connect(redis_url)
     killed: list[subprocess.Popen[str]] = []
 
@@ -364,6 +365,15 @@ async def test_trims_in_front_of_a_keyed_block_keep_its_state_across_an_owner_si
 
     transport = RedisTransport(redis_url, prefix=redis_prefix, partitions=2)
     try:
+        # Both workers serve, and the partitions are owned, before the source starts: a leaky
+        # edge never makes its producer wait, so under load the source went through its 600
+        # items while the workers were still starting, and none held an item to be killed.
+        for proc in procs:
+            await serving(workers, proc)
+        leases = [f"{keys.base}:lease:lossy_count:{part}" for part in (0, 1)]
+        while None in [await client.get(lease) for lease in leases]:
+            assert all(p.poll() is None for p in procs), [workers.output(p) for p in procs]
+            await asyncio.sleep(0.02)
         outputs = [out async for out in rp.lossy.stream(source(), transport=transport)]
     finally:
         await client.aclose()

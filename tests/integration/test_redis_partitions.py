@@ -12,7 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis_pipelines as rp
-from conftest import Workers, pipeline_keys, serving, sigkill_a_holder
+from conftest import Workers, pipeline_keys, serving, sigkill_a_holder, while_alive
 
 import aioflow as af
 from aioflow.state import decode
@@ -126,12 +126,19 @@ async def test_a_worker_stalled_past_its_leases_takes_its_partitions_back_counti
     assert "took over partition" in log
 
 
+# Five worker processes start in it, two of them mid-stream, each in 5-9 s under a load of 15-20
+# (the test took 40 s then): the guard against a hang is wider than the suite's 60 s.
+@pytest.mark.timeout(120)
 async def test_two_workers_never_process_one_partition_at_once_and_share_the_partitions(
     redis_url: str, redis_prefix: str, workers: Workers, tmp_path: Path
 ) -> None:
     trace = tmp_path / "trace.txt"
     env = {"AIOFLOW_TEST_DELAY": "0.003", "AIOFLOW_TEST_TRACE": str(trace)}
-    extra = ("--lease-ttl", "1", "--snapshot-period", "0.1")
+    # Leases that outlast a loaded machine's stalls (the renewals, every ttl / 3, came up to
+    # 0.83 s apart under a load of 16: a lease of 1 s lapsed under 15-20, and an owner that
+    # lost its lease while its items ran overlapped with the next). Handing partitions over
+    # to a worker that joins does not wait for a lease to expire: it is released.
+    extra = ("--lease-ttl", "5", "--snapshot-period", "0.1")
     workers.start("tagged", "tag")  # upstream worker: routes its outputs to count2's partitions
     first = workers.start("tagged", "count2", env=env, extra=extra)
     keys = pipeline_keys(redis_prefix, "tagged")
@@ -284,6 +291,19 @@ async def test_a_keyed_block_inside_a_segment_keeps_order_and_state_across_its_w
     items = list(range(1600))
     local = await rp.tagged.run(items)
     assert local == expected(1600)
+    # Both own partitions before the run: under load the second one started so late that the
+    # first had taken all sixteen and processed every item alone.
+    base = pipeline_keys(redis_prefix, "tagged").base
+    client = connect(redis_url)
+    try:
+        while True:
+            owners = [await client.get(f"{base}:lease:count2:{i}") for i in range(16)]
+            if all(any(f"-{p.pid}-" in o.decode() for o in owners if o) for p in procs):
+                break
+            assert all(p.poll() is None for p in procs), [workers.output(p) for p in procs]
+            await asyncio.sleep(0.05)
+    finally:
+        await client.aclose()
     transport = RedisTransport(redis_url, prefix=redis_prefix)
     outputs = await rp.tagged.run(items, transport=transport)
     # Each key's running count goes 1, 2, 3, ... in input order: what the local run gives.
@@ -489,3 +509,47 @@ async def test_a_write_to_the_partitions_sent_twice_is_counted_once(
     assert proxy.cuts == 1
     assert outputs == expected(200)
     assert proc.poll() is None, workers.output(proc)
+
+
+async def test_a_key_that_refuses_to_be_hashed_or_shown_fails_only_its_item_in_a_worker(
+    redis_url: str, redis_prefix: str, workers: Workers
+) -> None:
+    """A keyed block's key that can be hashed twice and then not, never compared, neither
+    written nor shown (``redis_pipelines.Hostile``). The worker looked such keys up outside
+    any guard: to note which run touched the key (its third hash raised), and to snapshot
+    the partition's states (a dict of the keys; the key's partition by its ``repr``); it died
+    with a traceback. Now each item is answered as in a local run (the first hostile key is
+    served; the second fails as a BlockError naming the block, for comparing it with the
+    first raises), and the worker goes on: snapshots, the run's end, the next items."""
+    items = [1, -1, 2, -2, 3]
+
+    async def answers(running: af.RunningPipeline) -> list[object]:
+        found: list[object] = []
+        for x in items:  # one at a time: the key of -1 is held when -2 comes
+            try:
+                found.append(await running.submit(x))
+            except af.BlockError as err:
+                # (a worker's error arrives as a RemoteError naming the exception's type)
+                cause = err.__cause__
+                found.append((err.block, getattr(cause, "type_name", type(cause).__name__)))
+        return found
+
+    async with rp.hostile.open() as running:
+        local = await answers(running)
+    assert local == [(1, 1), (-1, 1), (2, 1), ("tally", "RuntimeError"), (3, 2)]
+
+    extra = ("--snapshot-period", "0.1", "--log-level", "INFO")
+    proc = workers.start("hostile", "tally", extra=extra)
+    transport = RedisTransport(redis_url, prefix=redis_prefix)
+    async with rp.hostile.open(transport=transport) as running:
+        assert await while_alive(workers, proc, answers(running)) == local
+        # The partition holding the hostile key is snapshotted (every 0.1 s), or tried: its
+        # state cannot be written, which the worker says once.
+        while "cannot be written to a snapshot" not in workers.output(proc):
+            assert proc.poll() is None, workers.output(proc)
+            await asyncio.sleep(0.02)
+        assert await running.submit(5) == (5, 3)
+    # The run's end evicted its keys (but the hostile one, which cannot be found again).
+    assert await rp.hostile.run([7], transport=transport) == [(7, 1)]
+    assert proc.poll() is None
+    assert "Traceback" not in workers.output(proc)
