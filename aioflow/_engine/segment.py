@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -93,12 +93,18 @@ async def submit_outcomes(
     items: Sequence[Any],
     ages: Sequence[float] | None = None,
     tags: Sequence[Any] | None = None,
+    *,
+    after: Awaitable[Any] | None = None,
+    put: Callable[[], None] | None = None,
 ) -> list[Outcome | BlockError]:
     """Send ``items`` through ``running`` together and return what became of each, in order:
     its :class:`Outcome`, or the :class:`BlockError` it failed with (the others go on). One
     call for a burst of items: no task per item. ``ages``: each item's seconds since it
     entered the pipeline elsewhere (see :func:`submit_outcome`). ``tags``: what each item is,
     for whoever :meth:`KeyedLanes.watch`-es a keyed block (the item's outputs keep its tag).
+    ``after``: awaited before the first item is put in; ``put``: called once all are in (a
+    caller that submits from several tasks keeps their items in its order with them: tasks
+    that wait for room in a full input take it in no set order).
 
     Raises:
         PipelineClosed: the pipeline is stopping or stopped.
@@ -111,6 +117,8 @@ async def submit_outcomes(
     tickets = run.tickets
     mine: list[_OutcomeTicket] = []
     try:
+        if after is not None:
+            await after
         for position, item in enumerate(items):
             ticket = _OutcomeTicket(loop.create_future(), None if tags is None else tags[position])
             tickets.add(ticket)
@@ -123,6 +131,8 @@ async def submit_outcomes(
             except ChannelClosed:
                 msg = f"pipeline {running.name!r} is not accepting items: it is stopping or stopped"
                 raise PipelineClosed(msg) from None
+        if put is not None:
+            put()
         found: list[Outcome | BlockError] = []
         for ticket in mine:
             try:

@@ -4,7 +4,8 @@ A segment whose first block is keyed (``key=``) does not read one stream shared 
 workers: its input is split into a fixed number of *partitions*, one stream each::
 
     P:{pipeline}:{H}:in:{block}:p{i}          partition i's stream (i in 0..count-1)
-    P:{pipeline}:{H}:lease:{block}:{i}        its owner's lease: the worker's name, with a TTL
+    P:{pipeline}:{H}:lease:{block}:{i}        its owner's lease: the worker's name and the
+                                              ownership's number (a fencing token), with a TTL
     P:{pipeline}:{H}:snap:{block}:{i}         its state: a hash {state: snapshot, mark: entry id}
     P:{pipeline}:{H}:partitions:{block}       how many partitions (the first writer decides)
     P:{pipeline}:{H}:members:{block}          live workers of the segment (sorted set, by expiry)
@@ -17,6 +18,17 @@ workers: its input is split into a fixed number of *partitions*, one stream each
   (``SET NX PX``, renewed every ``ttl / 3`` seconds by a compare-and-set script). Each worker
   takes free partitions up to its fair share (``ceil(count / live workers)``) and hands over
   those beyond it, so that a worker that starts later gets work.
+* **Fencing.** The lease's value is a token of one ownership (the worker's name and how many
+  times it took the partition). A read checks, in the same script, that the leases of the
+  partitions it reads hold their tokens (:meth:`Owner.read`), and every commit of a
+  partition's entries (their outputs, answers and acknowledgement) that the lease still holds
+  the token under which they were taken: an owner that stalled past its lease (its process
+  stopped, starved of CPU) and resumes with items in flight writes none of them, and stops
+  reading the partition; its next owner processes them again on the state it restored. The
+  snapshot, the renewal and the release check the token too.
+* **Order.** Each entry's items go into the block after those of the partition's entry before
+  it (the worker puts each entry's items from a task of its own, and tasks that wait for room
+  in the block's input take it in no set order).
 * **State.** Every ``snapshot_period`` seconds, and when it hands a partition over or stops, the
   owner stops reading that partition, lets its items in flight finish (acknowledged), and writes
   the state of the partition's keys with the snapshot codec (:mod:`aioflow.state`; JSON, no
@@ -110,6 +122,30 @@ if ARGV[5] == '1' then
   redis.call('del', KEYS[1])
 end
 return 1
+"""
+
+
+# A fenced read (no BLOCK: a script cannot block). KEYS: the partition streams. ARGV: group,
+# consumer, count, then each stream's lease key and token. Reads only if every lease holds its
+# token: {1, the XREADGROUP reply}, {0, the indexes (from 1) of the leases lost}, or, with
+# nothing to read, {2, each stream's last id} (to wait for newer ones with a plain XREAD).
+_READ = """
+local lost = {}
+for i = 1, #KEYS do
+  if redis.call('GET', ARGV[2 + 2 * i]) ~= ARGV[3 + 2 * i] then lost[#lost + 1] = i end
+end
+if #lost > 0 then return {0, lost} end
+local args = {'XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3], 'STREAMS'}
+for i = 1, #KEYS do args[#args + 1] = KEYS[i] end
+for i = 1, #KEYS do args[#args + 1] = '>' end
+local found = redis.call(unpack(args))
+if found then return {1, found} end
+local tails = {}
+for i = 1, #KEYS do
+  local last = redis.call('XREVRANGE', KEYS[i], '+', '-', 'COUNT', 1)
+  if last[1] then tails[i] = last[1][1] else tails[i] = '0-0' end
+end
+return {2, tails}
 """
 
 
@@ -298,7 +334,10 @@ class _Part:
     ready: bool = False
     #: being snapshotted: the reader leaves it alone until its items in flight are done
     paused: bool = False
-    in_flight: set[bytes] = field(default_factory=set)
+    #: the entries taken and not finished, each with the lease token it was taken under
+    in_flight: dict[bytes, str] = field(default_factory=dict)
+    #: the lease's value while this worker owns it (one ownership: :meth:`Owner.lease_token`)
+    token: str = ""
     #: (loop time) until when the lease is surely ours: read only before that, less a margin
     valid_until: float = 0.0
     #: the last entry taken from the stream, and that entry at the last snapshot
@@ -420,6 +459,7 @@ class Owner:
         self.repeats = 0
         #: set (and replaced) whenever an entry of a partition is finished
         self._progress = asyncio.Event()
+        self._read_script: Any = None
 
     # -- the reader's side ----------------------------------------------------------------------
 
@@ -433,6 +473,34 @@ class Owner:
             for p in self.parts
             if p.owned and p.ready and not p.paused and p.valid_until > limit
         }
+
+    async def read(self, client: Any, streams: dict[str, str], count: int) -> Any:
+        """Read new entries of ``streams`` (partitions this worker owns) only while each lease
+        still holds this ownership's token, in one script: a read checked against the time
+        the lease lasts could still be carried out after it lapsed (the process stopped
+        between the check and the send), and deliver to it entries its next owner, which
+        took over before, would never see. When there is nothing to read, waits up to 0.1 s
+        for newer entries (a plain XREAD, which delivers nothing) and returns None."""
+        parts = [self._by_stream[s.encode()] for s in streams]
+        args: list[Any] = [GROUP, self.consumer, count]
+        for p in parts:
+            args += [self._lease[p.index], p.token]
+        if self._read_script is None:
+            self._read_script = client.raw.register_script(_READ)
+        reply = await client.guard(self._read_script(keys=list(streams), args=args))
+        kind = int(reply[0])
+        if kind == 0:
+            self.fenced_out((parts[int(i) - 1].index, parts[int(i) - 1].token) for i in reply[1])
+            return None
+        if kind == 2:
+            tails = dict(zip(streams, reply[1], strict=True))
+            with contextlib.suppress(ResponseError):
+                await client.xread(tails, count=1, block=100)
+            return None
+        return [
+            (stream, [(eid, dict(zip(fv[::2], fv[1::2], strict=True))) for eid, fv in entries])
+            for stream, entries in reply[1]
+        ]
 
     def begin_read(self, streams: dict[str, str]) -> None:
         self.reading = {self._by_stream[s.encode()].index for s in streams}
@@ -487,13 +555,13 @@ class Owner:
     def dispatched(self, tok: bytes) -> None:
         part, entry_id = untoken(tok)
         p = self.parts[part]
-        p.in_flight.add(tok)
+        p.in_flight[tok] = p.token
         p.last = entry_id
 
     def finished(self, tok: bytes) -> None:
         part, _ = untoken(tok)
         p = self.parts[part]
-        p.in_flight.discard(tok)
+        p.in_flight.pop(tok, None)
         self._progress.set()
         self._progress = asyncio.Event()
         if not p.in_flight:
@@ -537,6 +605,52 @@ class Owner:
         p = self.parts[part]
         return p.owned and p.epoch == epoch
 
+    def lease_token(self, epoch: int) -> str:
+        """The lease's value for this worker's ownership number ``epoch`` of a partition: its
+        name (the workers' tools find an owner by it) and the number, so that the tokens of
+        two ownerships, even this worker's, differ."""
+        return f"{self.consumer}#{epoch}"
+
+    def fence(self, tokens: Iterable[bytes]) -> list[tuple[int, str]]:
+        """The (partition, lease token) under which the entries ``tokens`` in flight were
+        taken, each once, in a stable order: what a commit of them checks
+        (:data:`~aioflow.transport.redis.FENCE_SCRIPT`)."""
+        found: set[tuple[int, str]] = set()
+        for tok in tokens:
+            part, _ = untoken(tok)
+            lease = self.parts[part].in_flight.get(tok)
+            if lease is not None:
+                found.add((part, lease))
+        return sorted(found)
+
+    def fence_args(self, pairs: Sequence[tuple[int, str]]) -> list[Any]:
+        """``pairs`` (:meth:`fence`) as a fenced script's arguments: their count, then each
+        lease's key and token."""
+        args: list[Any] = [len(pairs)]
+        for part, lease in pairs:
+            args += [self._lease[part], lease]
+        return args
+
+    def fenced_out(self, lost: Iterable[tuple[int, str]]) -> None:
+        """A commit found these leases held by another token: the ownerships are over (the
+        worker stalled past the lease and another took the partition, or it lapsed). The
+        partition is no longer read here; its entries in flight are dropped unwritten as they
+        finish, and its next owner processes them again."""
+        for part, lease in lost:
+            p = self.parts[part]
+            if not (p.owned and p.token == lease):
+                continue
+            p.owned = p.ready = False
+            logger.warning(
+                "worker %s: partition %d of %r is no longer this worker's (its lease lapsed: "
+                "was the worker stalled for %.1f s?): the outputs of its items in flight are "
+                "not written here; its next owner processes them again",
+                self.consumer,
+                part,
+                self.block,
+                self.ttl_ms / 1000,
+            )
+
     async def claim(self, client: Any, tok: bytes) -> None:
         """Claim the entry ``tok`` the last owner held, which a takeover processes again now
         (its delivery count goes up). One acknowledged meanwhile (by an owner that stalled
@@ -572,7 +686,7 @@ class Owner:
         sent = loop.time()  # (before the renewal: the lease lasts at least ttl from here)
         pipe = client.pipeline(transaction=False)
         for p in held:
-            pipe.eval(_RENEW, 1, self._lease[p.index], self.consumer, self.ttl_ms)
+            pipe.eval(_RENEW, 1, self._lease[p.index], p.token, self.ttl_ms)
         renewed = await client.guard(pipe.execute()) if held else []
         for p, ok in zip(held, renewed, strict=True):
             if ok and p.owned:
@@ -609,9 +723,11 @@ class Owner:
                 if p.owned or p.in_flight or p.index in self.reading:
                     continue  # (changed while a snapshot's write held the lock)
                 sent = loop.time()
-                if await client.set(self._lease[p.index], self.consumer, nx=True, px=self.ttl_ms):
+                tok = self.lease_token(p.epoch + 1)
+                if await client.set(self._lease[p.index], tok, nx=True, px=self.ttl_ms):
                     p.owned = True
                     p.epoch += 1
+                    p.token = tok
                     p.valid_until = sent + self.ttl_ms / 1000
                     owned.append(p)
                     await self.take_over(client, p)
@@ -779,7 +895,7 @@ class Owner:
             self._lease[p.index],
             self._snap[p.index],
             p.stream,
-            self.consumer,
+            p.token,
             state,
             mark,
             trim,
@@ -812,7 +928,7 @@ class Owner:
             if p.ready and not p.in_flight and p.index not in self.reading:
                 await self._write_snapshot(client, p, release=True)
             else:
-                await client.eval(_RELEASE, 1, self._lease[p.index], self.consumer)
+                await client.eval(_RELEASE, 1, self._lease[p.index], p.token)
                 p.owned = p.ready = False
         await client.zrem(self.members, self.consumer)
 

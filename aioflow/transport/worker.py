@@ -62,7 +62,7 @@ import signal
 import socket
 import sys
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
@@ -103,6 +103,7 @@ from .partitions import (
 )
 from .redis import (
     _BIG,
+    FENCE_SCRIPT,
     GUARD_SCRIPT,
     UNDO_SCRIPT,
     Commands,
@@ -296,6 +297,17 @@ class _Done:
     items: int = 1
     #: False for the first part of an entry's outputs, written before the rest (and the ack)
     ack: bool = True
+    #: taken under a lease that was lost before it was written: nothing of it is written
+    fenced: bool = False
+
+
+class _FencedOut(Exception):
+    """A keyed block owner's commit refused: these (partition, lease token) are not its own
+    any more (:data:`~aioflow.transport.redis.FENCE_SCRIPT`)."""
+
+    def __init__(self, lost: list[tuple[int, str]]) -> None:
+        super().__init__(lost)
+        self.lost = lost
 
 
 class Worker:
@@ -449,6 +461,10 @@ class Worker:
         #: (reply stream, block) to tell, with the next write
         self._holds: list[tuple[str, str]] = []
         self._guard_script: Any = None
+        self._fence_script: Any = None
+        #: a keyed block owner's: per partition, the future set once the items of the last
+        #: entry dispatched are in the segment (the next entry's go in after them)
+        self._turns: dict[int, asyncio.Future[None]] = {}
         self._reap_script: Any = None
         self._client: Any = None
         self.router: Router | None = None
@@ -810,9 +826,7 @@ class Worker:
                 connects = client.connects
                 try:
                     # Short blocks: a partition to be snapshotted waits for this read to end.
-                    reply = await client.xreadgroup(
-                        GROUP, self.consumer, streams, count=slots.free, block=100
-                    )
+                    reply = await owner.read(client, streams, slots.free)
                 except ResponseError as exc:
                     if not _stream_gone(exc):
                         raise
@@ -907,7 +921,18 @@ class Worker:
             # Taken already (a producer's write sent twice): acknowledged, not run again.
             task = self._tg.create_task(done.put(_Done(entry_id)))
         else:
-            task = self._tg.create_task(self._handle(entry_id, fields, running, done, deliveries))
+            turn = None
+            if self.owner is not None:
+                # A partition's items go into the segment in stream order: one task per entry
+                # puts them, and tasks waiting for room in a full input take it in no set
+                # order (a later item of a key went through the keyed block first).
+                part, _ = untoken(entry_id)
+                after = self._turns.get(part)
+                mine = self._turns[part] = asyncio.get_running_loop().create_future()
+                turn = (after, mine)
+            task = self._tg.create_task(
+                self._handle(entry_id, fields, running, done, deliveries, turn)
+            )
         self._items.add(task)
         task.add_done_callback(self._item_done)
 
@@ -985,6 +1010,8 @@ class Worker:
                     continue  # lost meanwhile: its next owner processes it
                 if alone:
                     await owner.claim(client, tok)
+                    if not owner.holds(tok, epoch):
+                        continue  # lost while it was claimed (its state is restored again)
                     self.isolated += 1
                     logger.info(
                         "worker %s: entry %s of %s delivered %d times runs alone (quarantine)",
@@ -1008,14 +1035,54 @@ class Worker:
         running: RunningPipeline,
         done: asyncio.Queue[_Done],
         deliveries: int,
+        turn: tuple[asyncio.Future[None] | None, asyncio.Future[None]] | None = None,
     ) -> None:
         """Run the items of one entry (one, or a burst) and queue what to write for it: every
-        item answered on its own, the entry acknowledged once all are."""
+        item answered on its own, the entry acknowledged once all are. ``turn``: a partition
+        entry's (the previous entry's future, its own): its items go into the segment after
+        the previous entry's, and its own is set once they are in."""
+        if turn is None:
+            await self._run_entry(entry_id, fields, running, done, deliveries)
+            return
+        after, mine = turn
+
+        def put() -> None:
+            if not mine.done():
+                mine.set_result(None)
+
+        try:
+            await self._run_entry(
+                entry_id,
+                fields,
+                running,
+                done,
+                deliveries,
+                after=None if after is None or after.done() else asyncio.shield(after),
+                put=put,
+            )
+        finally:
+            put()
+            if self._turns.get(untoken(entry_id)[0]) is mine:
+                del self._turns[untoken(entry_id)[0]]
+
+    async def _run_entry(
+        self,
+        entry_id: bytes,
+        fields: dict[bytes, bytes],
+        running: RunningPipeline,
+        done: asyncio.Queue[_Done],
+        deliveries: int,
+        *,
+        after: Awaitable[Any] | None = None,
+        put: Callable[[], None] | None = None,
+    ) -> None:
         if self.owner is not None and b"v" not in fields:
             # No item: the end of a caller's run (docs/distributed.md, "The end of a run").
             with contextlib.suppress(MessageError):
                 meta = read_meta(fields)
                 if meta.get("k") == "end":
+                    if put is not None:
+                        put()  # (it waits for the entries before it to finish: not its turn)
                     await self._end_run(entry_id, fields, meta, running, done, deliveries)
                     return
         try:
@@ -1074,7 +1141,9 @@ class Worker:
         # Keyed blocks inside the segment note which run each item is of (see _watch).
         tags = [(metas[i].run, metas[i].path, metas[i].reply) for i in good] if self.inner else None
         try:
-            outcomes = await submit_outcomes(running, [entry.values[i] for i in good], ages, tags)
+            outcomes = await submit_outcomes(
+                running, [entry.values[i] for i in good], ages, tags, after=after, put=put
+            )
         except PipelineClosed:
             return  # stopping: the entry stays pending for another worker
         children: list[tuple[_Child, bytes]] = []
@@ -1585,12 +1654,42 @@ class Worker:
             if parts is None
             else functools.partial(self._commit_parts, parts=parts)
         )
-        if books:
-            # Books go out in the order they were read: a publication of older books (from
-            # the publisher, on another connection) must not land after these.
-            async with self._books_lock:
-                return await commit(client, chunk, books=True)
-        return await commit(client, chunk)
+        while True:
+            try:
+                if books:
+                    # Books go out in the order they were read: a publication of older books
+                    # (from the publisher, on another connection) must not land after these.
+                    async with self._books_lock:
+                        return await commit(client, chunk, books=True)
+                return await commit(client, chunk)
+            except _FencedOut as out:
+                self._fenced_out(chunk, out.lost)
+
+    def _fence(self, chunk: list[_Done]) -> tuple[list[tuple[int, str]], list[Any]]:
+        """The leases a keyed block owner's commit of ``chunk`` checks, and their arguments for
+        :data:`_LUA_FENCE` (none for another worker)."""
+        if self.owner is None:
+            return [], [0]
+        pairs = self.owner.fence(item.entry for item in chunk if item.entry and not item.fenced)
+        return pairs, self.owner.fence_args(pairs)
+
+    def _fenced_out(self, chunk: list[_Done], lost: list[tuple[int, str]]) -> None:
+        """The entries of ``chunk`` taken under the leases ``lost`` write nothing (their
+        partitions' next owners process them again); the others are committed again."""
+        assert self.owner is not None
+        gone = set(lost)
+        for item in chunk:
+            if not item.entry or item.fenced:
+                continue
+            if set(self.owner.fence([item.entry])) & gone:
+                item.fenced = True
+                item.downstream, item.replies, item.dead, item.routes = [], [], [], []
+                item.ack = False
+        self.owner.fenced_out(gone)
+
+    @staticmethod
+    def _lost(pairs: list[tuple[int, str]], indexes: Any) -> _FencedOut:
+        return _FencedOut([pairs[int(i) - 1] for i in indexes])
 
     async def _guarded(self, client: Any, keys: list[str], args: list[Any]) -> list[Any]:
         """Run :data:`GUARD_SCRIPT`; returns its reply with the backlogs as ints."""
@@ -1599,8 +1698,18 @@ class Worker:
         reply = await client.guard(self._guard_script(keys=keys, args=args))
         return [int(reply[0]), [int(found) for found in reply[1]], *reply[2:]]
 
-    def _committed(self, reply: list[Any], holds: int, acked: int, dead: int) -> bool:
-        """Book a guarded commit's ``reply``: False when it did not run."""
+    def _committed(
+        self,
+        reply: list[Any],
+        holds: int,
+        acked: int,
+        dead: int,
+        fence: list[tuple[int, str]] | None = None,
+    ) -> bool:
+        """Book a guarded commit's ``reply``: False when it did not run (raises
+        :class:`_FencedOut` when a lease was lost)."""
+        if reply[0] == -1:
+            raise self._lost(fence or [], reply[2])
         if not reply[0]:
             return False
         del self._holds[:holds]  # (more may have come meanwhile)
@@ -1625,11 +1734,12 @@ class Worker:
         args: list[Any] = [GROUP]
         for part in keys:
             args += [router.credits[part].capacity, parts[part]]
-        args += [commands.count, *commands.args]
+        fence, fence_args = self._fence(chunk)
+        args += [*fence_args, commands.count, *commands.args]
         reply = await self._guarded(client, [router.streams[part] for part in keys], args)
         for part, found in zip(keys, reply[1], strict=True):
             router.credits[part].measured(found)
-        return self._committed(reply, holds, acked, dead)
+        return self._committed(reply, holds, acked, dead, fence)
 
     def _queue_commit(
         self, pipe: Any, chunk: list[_Done], *, books: bool, outputs: Any = None
@@ -1687,11 +1797,12 @@ class Worker:
             commands = Commands()
             holds = len(self._holds)
             acked, dead = self._queue_commit(commands, chunk, books=books)
+            fence, fence_args = self._fence(chunk)
             if commands.largest <= _BIG:
-                args = [GROUP, credit.capacity, adds, commands.count, *commands.args]
+                args = [GROUP, credit.capacity, adds, *fence_args, commands.count, *commands.args]
                 reply = await self._guarded(client, [outbox], args)
                 credit.measured(reply[1][0])
-                return self._committed(reply, holds, acked, dead)
+                return self._committed(reply, holds, acked, dead, fence)
             # Large outputs (frames) go by XADD, and UNDO_SCRIPT, in the same MULTI, takes
             # them back when they pass the bound; the rest of the commit runs only if not.
             pipe = client.pipeline(transaction=True)
@@ -1705,6 +1816,7 @@ class Worker:
                 credit.capacity,
                 adds,
                 "all",
+                *fence_args,
                 rest.count,
                 *rest.args,
             )
@@ -1716,16 +1828,36 @@ class Worker:
             if isinstance(check, Exception):
                 raise check
             credit.measured(int(check[1]))
+            if int(check[0]) == -1:
+                raise self._lost(fence, check[2])
             ran = [int(check[0]) > 0, None, *check[2:]]
             return self._committed(ran, holds, acked, dead)
         pipe = client.pipeline(transaction=True)
-        acked, dead = self._queue_commit(pipe, chunk, books=books)
-        self._holds.clear()
+        if self.owner is not None:
+            # A keyed block's owner writes only while it holds the leases its entries were
+            # taken under (a script: a MULTI cannot refuse), then the trims, if any.
+            commands = Commands()
+            holds = len(self._holds)
+            acked, dead = self._queue_commit(commands, chunk, books=books)
+            fence, fence_args = self._fence(chunk)
+            if self._fence_script is None:
+                self._fence_script = client.raw.register_script(FENCE_SCRIPT)
+            args = [*fence_args, commands.count, *commands.args]
+            reply = await client.guard(self._fence_script(keys=[], args=args))
+            if int(reply[0]) == -1:
+                raise self._lost(fence, reply[1])
+            del self._holds[:holds]
+            if len(reply) > 1:
+                failed = reply[1]
+                raise ResponseError(failed.decode() if isinstance(failed, bytes) else str(failed))
+        else:
+            acked, dead = self._queue_commit(pipe, chunk, books=books)
+            self._holds.clear()
         if credit is not None:
             credit.queue_check(pipe)  # the next stream's backlog, in the same round trip
         parts = [part for item in chunk for part in item.routes]
         trims = router.queue_trims(pipe, parts) if router is not None else 0
-        replies = await client.guard(pipe.execute(raise_on_error=False))
+        replies = await client.guard(pipe.execute(raise_on_error=False)) if len(pipe) else []
         self.acked += acked
         self.dead_letters += dead
         dropped = credit.checked(replies.pop()) if credit is not None else []

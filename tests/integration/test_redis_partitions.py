@@ -313,6 +313,56 @@ async def test_a_keyed_block_inside_a_segment_keeps_order_and_state_across_its_w
     assert all(p.poll() is None for p in procs)
 
 
+async def test_an_owner_paused_past_its_lease_never_counts_an_item_twice_once_it_resumes(
+    redis_url: str, redis_prefix: str, workers: Workers
+) -> None:
+    # Two workers serve tag,count2 (leases of 1 s). Three times mid-stream, the owner of cam0's
+    # partition is frozen (SIGSTOP) holding items, until the other worker has taken the
+    # partition over from its snapshot, then thawed (SIGCONT): it resumes believing it still
+    # owns the partition for a moment, with items in flight and maybe a snapshot under way.
+    # Whatever it does then must not reach the state the new owner keeps: each key's count
+    # goes 1, 2, 3, ... with no jump, and every item is answered. (With its commits fenced
+    # but not its reads, a read it had checked against the lease's time before it stopped was
+    # sent after the takeover: what it delivered was never answered, and the run hung.)
+    env = {"AIOFLOW_TEST_DELAY": "0.003"}
+    procs = [workers.start("tagged", "tag,count2", env=env, extra=FAST) for _ in range(2)]
+    base = pipeline_keys(redis_prefix, "tagged").base
+    lease = f"{base}:lease:count2:{partition_of('cam0', 16)}"
+    client = connect(redis_url)
+    paused: list[int] = []
+
+    def holder(value: bytes | None) -> subprocess.Popen[str] | None:
+        return next((p for p in procs if value and f"-{p.pid}-" in value.decode()), None)
+
+    async def pause_the_owner() -> None:
+        owner = holder(await client.get(lease))
+        if owner is None:
+            return
+        owner.send_signal(signal.SIGSTOP)
+        try:
+            while holder(await client.get(lease)) in (owner, None):
+                assert all(p.poll() is None for p in procs), [workers.output(p) for p in procs]
+                await asyncio.sleep(0.02)
+        finally:
+            owner.send_signal(signal.SIGCONT)
+        paused.append(owner.pid)
+
+    async def source() -> AsyncIterator[int]:
+        for x in range(1600):
+            if x in (400, 800, 1200):
+                await pause_the_owner()
+            yield x
+
+    transport = RedisTransport(redis_url, prefix=redis_prefix)
+    try:
+        outputs = [out async for out in rp.tagged.stream(source(), transport=transport)]
+    finally:
+        await client.aclose()
+    assert paused, "cam0's partition had no owner when the source paused it"
+    assert outputs == expected(1600)
+    assert all(p.poll() is None for p in procs)
+
+
 async def test_a_keyed_block_inside_a_segment_survives_an_owner_sigkilled(
     redis_url: str, redis_prefix: str, workers: Workers
 ) -> None:
