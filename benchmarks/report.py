@@ -1539,8 +1539,65 @@ def edge_section(edge: dict[str, Any]) -> list[str]:
     return out
 
 
-def redis_section(edge: dict[str, Any] | None, scaleout: dict[str, Any] | None) -> list[str]:
-    """Redis edges between processes (``run_all.py --only redis_edge redis_scaleout``)."""
+def distributed_gates_section(res: dict[str, Any]) -> list[str]:
+    """``bench_distributed_gates.py``: the flagship local and with its models in workers."""
+    names = {
+        "local": "local (`make demo`'s pipeline)",
+        "workers_1": "distributed, 1 worker per segment",
+        "workers_2": "distributed, 2 workers per segment",
+    }
+    rows = [
+        "| variant | frames/s | of local | runs | plates read | load at start |",
+        "| --- | ---: | ---: | --- | --- | --- |",
+    ]
+    for v, label in names.items():
+        runs = res["runs"][v]
+        cells = ", ".join(f"{r['frames_per_s']:.1f}" for r in runs)
+        reads = ", ".join(f"{r['plates_correct']}/{r['plates_shown']}" for r in runs)
+        loads = ", ".join(f"{r['load_average_start']:.1f}" for r in runs)
+        rows.append(
+            f"| {label} | {res['frames_per_s'][v]:.1f} | {res['of_local'][v]:.2f} | {cells} | "
+            f"{reads} | {loads} |"
+        )
+
+    def busiest(v: str) -> str:
+        # the block with the most busy time over the wall time, per run, as the runs print it
+        shares = []
+        for r in res["runs"][v]:
+            name, busy = max(r["busy_s"].items(), key=lambda kv: kv[1])
+            shares.append(f"`{name}` {busy / r['wall_s']:.0%}")
+        return ", ".join(shares)
+
+    return [
+        "**The flagship, distributed** (`benchmarks/bench_distributed_gates.py`): "
+        f"{res['cameras']} cameras x {res['seconds']:g} s of the demo's clips (level medium), "
+        "run as a user runs them, each in a process of its own, taking turns (the order rotated "
+        f"each repetition, {res['reps']} repetitions, medians): `examples/gates/run.py` and "
+        "`examples/distributed/run.py --workers N` (the two models in worker processes, decoding "
+        "and the tracker in the caller: [the flagship, distributed]"
+        "(distributed.md#the-flagship-distributed-examplesdistributed)). Frames/s over the "
+        "pipeline's wall time (the distributed run's from the moment every worker is up).",
+        "",
+        *rows,
+        "",
+        "Where the time goes, the busiest block's busy time over the wall time, per run (a "
+        "block of two sessions can pass 100%): local "
+        f"{busiest('local')}; 1 worker per segment {busiest('workers_1')}; 2 workers "
+        f"{busiest('workers_2')}. On one machine of 2 cores the split adds work for the same "
+        "cores (the frames encoded and copied through Redis twice, the models' processes "
+        "sharing the cores with the caller and Redis); it pays where the workers have cores "
+        f"or accelerators of their own. From `{res['file']}`: {machine(res['meta'])}.",
+        "",
+    ]
+
+
+def redis_section(
+    edge: dict[str, Any] | None,
+    scaleout: dict[str, Any] | None,
+    dgates: dict[str, Any] | None = None,
+) -> list[str]:
+    """Redis edges between processes (``run_all.py --only redis_edge redis_scaleout
+    distributed_gates``)."""
     out = [
         "## Redis edges (distributed pipelines)",
         "",
@@ -1561,6 +1618,8 @@ def redis_section(edge: dict[str, Any] | None, scaleout: dict[str, Any] | None) 
         ]
     if edge is not None:
         out += edge_section(edge)
+    if dgates is not None:
+        out += distributed_gates_section(dgates)
     return out
 
 
@@ -1768,6 +1827,7 @@ def page(
     gates_reads: dict[str, Any] | None = None,
     redis_edge: dict[str, Any] | None = None,
     redis_scaleout: dict[str, Any] | None = None,
+    distributed_gates: dict[str, Any] | None = None,
     hotpath: dict[str, Any] | None = None,
     onnx_cuda: dict[str, Any] | None = None,
     cameras: dict[str, Any] | None = None,
@@ -2033,8 +2093,8 @@ def page(
         out += foreign_footage_section()
     if cameras is not None:
         out += cameras_section(cameras)
-    if redis_edge is not None or redis_scaleout is not None:
-        out += redis_section(redis_edge, redis_scaleout)
+    if redis_edge is not None or redis_scaleout is not None or distributed_gates is not None:
+        out += redis_section(redis_edge, redis_scaleout, distributed_gates)
     out += ["## What we found", ""]
     if peers is not None and LOCKED in peers["cv"]["of_bound"]:
         cv = peers["cv"]
@@ -2129,6 +2189,7 @@ def main() -> None:
         gates_reads=load("gates_reads"),
         redis_edge=load("redis_edge"),
         redis_scaleout=load("redis_scaleout"),
+        distributed_gates=load("distributed_gates"),
         hotpath=load("hotpath"),
         onnx_cuda=load("onnx_cuda"),
         cameras=load("cameras"),

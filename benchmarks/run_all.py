@@ -22,6 +22,9 @@
   a raw redis-py producer/consumer; ``bench_redis_scaleout.py``: a 20 ms block served by 1 and
   by 4 worker processes. Both use ``AIOFLOW_REDIS_URL``, or start a throwaway redis-server on
   loopback for the part (Debian's ``redis-server`` must be installed).
+* ``bench_distributed_gates.py`` (part ``distributed_gates``): the flagship's ``make demo``
+  pipeline run locally against ``examples/distributed/`` with 1 and 2 model workers per segment
+  (needs both ``make demo``'s packages and Redis).
 
 Each part writes ``benchmarks/results/<part>.json`` (``<part>_quick.json`` in quick mode) with
 the machine, the versions of Python and of every library, and the date. ``benchmarks/report.py``
@@ -71,6 +74,7 @@ PARTS = (
     "cameras",
     "redis_edge",
     "redis_scaleout",
+    "distributed_gates",
 )
 PACKAGES = (
     "aioflow",
@@ -157,6 +161,10 @@ def run_part(part: str, *, quick: bool, reps: int) -> dict[str, Any]:
             if part == "redis_edge":
                 return bench_redis_edge.run_part(url, quick=quick, reps=min(reps, 3))
             return bench_redis_scaleout.run(url, quick=quick)
+    if part == "distributed_gates":
+        import bench_distributed_gates
+
+        return bench_distributed_gates.run(quick=quick, reps=min(reps, 2))
     if part == "gates_accuracy":
         import bench_gates_accuracy
 
@@ -187,6 +195,10 @@ def print_part(part: str, res: dict[str, Any]) -> None:
 
         bench = bench_redis_edge if part == "redis_edge" else bench_redis_scaleout
         bench.print_results(res)
+    elif part == "distributed_gates":
+        import bench_distributed_gates
+
+        bench_distributed_gates.print_results(res)
     elif part == "gates_accuracy":
         import bench_gates_accuracy
 
@@ -243,6 +255,7 @@ def main() -> None:
     ready = {"gates_accuracy": gates_ready(), "redis_edge": redis_ready()}
     ready["cameras"] = ready["gates_accuracy"]
     ready["redis_scaleout"] = ready["redis_edge"]
+    ready["distributed_gates"] = ready["redis_edge"] and ready["gates_accuracy"]
     parts = args.only or [p for p in PARTS if ready.get(p, True)]
     if not args.only and not ready["gates_accuracy"]:
         print(
@@ -250,7 +263,10 @@ def main() -> None:
             "(cv2, onnxruntime, rapidocr)"
         )
     if not args.only and not ready["redis_edge"]:
-        print("redis_edge, redis_scaleout: skipped, they need redis-py and redis-server")
+        print(
+            "redis_edge, redis_scaleout, distributed_gates: skipped, they need redis-py and "
+            "redis-server"
+        )
     for part in parts:
         meta = environment(mode)
         t0 = time.perf_counter()
