@@ -867,7 +867,9 @@ def churn_runs_section(runs: list[dict[str, Any]], ch: dict[str, Any]) -> list[s
     churns = [p["churn"] for p in runs]
     steadies = [p["steady"] for p in runs if "steady" in p]
     c0 = churns[0]
-    alive = c0["cameras"] + (steadies[0]["cameras"] - c0["cameras"] if steadies else 3)
+    alive = c0["cameras"] + (
+        steadies[0]["cameras"] - c0["cameras"] if steadies else min(c0["churned"], 3)
+    )
     books = ch.get("books_balance", all(c["books"]["balance"] for c in churns))
     nothing = ch.get("nothing_left", False)
     out = [
