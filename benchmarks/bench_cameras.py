@@ -32,15 +32,20 @@ Sessions:
   in time);
 * ``churn``: ``--churn N`` cameras run ``--churn-seconds``; every second a camera is added
   (``source.add()``) and the one added ``CHURN_LIFETIME`` seconds earlier removed
-  (``source.remove()``); the books are checked (every frame each camera's source handed on
-  reached the tracker or is one of the fair queue's counted drops, each camera's frames reach
-  the tracker in order), nothing is left (reader threads, other threads, tasks), and RSS is
-  sampled every half second while the cameras run (start, end, peak, the mean and the slope
-  over the second half);
-* ``steady``: before the churn, the same cameras for as long without churn: RSS grows in every
-  session while the pipeline fills, churn or not, so churn's level over the second half is
-  compared with this one's (``--mmap-threshold`` runs both with glibc's malloc giving large
-  blocks back at once: see ``set_mmap_threshold``);
+  (``source.remove()``), so ``N + CHURN_LIFETIME`` cameras run at a time; the books are checked
+  (every frame each camera's source handed on reached the tracker or is one of the fair
+  queue's counted drops, each camera's frames reach the tracker in order), nothing is left
+  (reader threads, other threads, tasks), and RSS is sampled every half second while the
+  cameras run (start, end, peak, the mean and the slope over the second half);
+* ``steady``: the same load without churn: ``N + CHURN_LIFETIME`` cameras for as long, the fair
+  queue sized as churn's. RSS grows in every session while the pipeline fills, churn or not, so
+  churn's level over the second half is compared with this one's. Steady and churn sessions
+  alternate, ``--churn-repeats`` of each (steady, churn, steady, churn, ...), each in a fresh
+  process of its own (the benchmark runs itself with a hidden ``--churn-part``), so that none
+  inherits the malloc heaps the sessions before it grew; the RSS criterion is the median over
+  the pairs of churn's level less its steady session's, and every churn session's books and
+  leftovers are checked (``--mmap-threshold`` runs every session with glibc's malloc giving
+  large blocks back at once: see ``set_mmap_threshold``);
 * ``hold``: with ``--detect-rate F``, the sweep again with ``build(detect_per_second=F)``
   (sample-and-hold: detection at most F times a second per camera).
 
@@ -49,8 +54,8 @@ The clips are kept in ``$TMPDIR/aioflow-bench-cameras/`` for the next run. The m
 session is in the results.
 
     python benchmarks/bench_cameras.py [--quick] [--cameras 1 2 4 8 16 32] [--seconds 20]
-        [--flood 8] [--flood-seconds 60] [--churn 8] [--churn-seconds 60] [--detect-rate 5]
-        [--no-sweep] [--clips 8] [--mmap-threshold BYTES]
+        [--flood 8] [--flood-seconds 60] [--churn 8] [--churn-seconds 60] [--churn-repeats 2]
+        [--detect-rate 5] [--no-sweep] [--clips 8] [--mmap-threshold BYTES]
         [--json benchmarks/results/cameras.json]
 """
 
@@ -63,6 +68,7 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -83,6 +89,7 @@ from aioflow.infer.onnx import OnnxModel
 from aioflow.io import video
 from examples.gates import app, plates, run, synth, track
 
+SCRIPT = Path(__file__).resolve()
 MB = 1024 * 1024
 FPS = synth.FPS
 FLOOD_FPS = 30
@@ -97,7 +104,7 @@ MIN_QUEUE = 8
 GOAL_BUSY = 0.95  # the detector's utilisation once the cameras outnumber what it serves
 GOAL_FAIR = 0.9  # the slowest camera's delivered frames/s over the fastest's
 GOAL_READ = 0.95  # plates read correctly with sample-and-hold
-RSS_TOLERANCE_MB = 50.0  # churn's RSS growth over the same cameras' without churn
+RSS_TOLERANCE_MB = 50.0  # churn's RSS level over the same load's without churn (median of pairs)
 
 
 # -- the footage ------------------------------------------------------------------------------
@@ -467,6 +474,7 @@ async def session(
         "churned": len(churned),
         "seconds": round(window, 2),
         "wall_s": round(wall, 2),
+        "pid": os.getpid(),
         "live_queue": live_queue,
         "detect_per_second": detect_rate,
         "detector_busy": (busy["end"] - busy["start"]) / (window * workers)
@@ -538,6 +546,8 @@ class Plan:
     flood_seconds: float = 60.0
     churn: int = 8
     churn_seconds: float = 60.0
+    # pairs of sessions, steady then churn, each session in a fresh process (see churn_part)
+    churn_repeats: int = 2
     detect_rate: float | None = None
     # A sweep's session runs longer than ``seconds`` where needed for each camera to expect this
     # many delivered frames (from the previous session's total rate), up to the clips' length:
@@ -548,7 +558,7 @@ class Plan:
     max_seconds: float = 60.0  # the longest a sweep's session runs for min_frames
     sweep: bool = True
     clips: int = CLIPS
-    steady: bool = True  # the churn session's cameras again without churn (RSS to compare)
+    steady: bool = True  # the same load without churn before each churn session (RSS to compare)
     # glibc's M_MMAP_THRESHOLD in bytes, set for the run (None: glibc's default, a threshold
     # that rises to the largest block freed; see set_mmap_threshold)
     mmap_threshold: int | None = None
@@ -561,6 +571,7 @@ QUICK = Plan(
     flood_seconds=6.0,
     churn=4,
     churn_seconds=8.0,
+    churn_repeats=1,
     max_seconds=8.0,
 )
 
@@ -589,13 +600,9 @@ def set_mmap_threshold(size: int) -> None:
         raise SystemExit(msg)
 
 
-async def measure(
-    plan: Plan, log: Callable[[str], None] = lambda s: print(s, flush=True)
-) -> dict[str, Any]:
-    check_detect_rate(plan.detect_rate)
-    if plan.mmap_threshold is not None:
-        set_mmap_threshold(plan.mmap_threshold)
-    length = (
+def clip_seconds(plan: Plan) -> float:
+    """How long the clips are: the longest session's seconds and 4 more."""
+    return (
         max(
             plan.seconds,
             plan.churn_seconds if plan.churn else 0.0,
@@ -604,6 +611,80 @@ async def measure(
         )
         + 4.0
     )
+
+
+def churned_cameras(plan: Plan) -> int:
+    """How many cameras a churn session adds (and removes): one a second."""
+    return max(0, int(plan.churn_seconds) - CHURN_LIFETIME)
+
+
+def steady_cameras(plan: Plan) -> int:
+    """A steady session's cameras: as many as a churn session runs at a time."""
+    return plan.churn + min(churned_cameras(plan), CHURN_LIFETIME)
+
+
+def cameras_of(clips: Clips, n: int) -> dict[str, tuple[Path, int]]:
+    return {f"cam{i}": (clips.path(i), i % len(clips.paths)) for i in range(n)}
+
+
+async def churn_part(plan: Plan, part: str, length: float) -> dict[str, Any]:
+    """One ``steady`` or ``churn`` session, for its own process (``--churn-part``): the
+    clips of ``length`` seconds, as the benchmark's process made them."""
+    if plan.mmap_threshold is not None:
+        set_mmap_threshold(plan.mmap_threshold)
+    clips = await asyncio.to_thread(
+        make_clips, clips_folder(length), length, flood=False, count=plan.clips
+    )
+    runner, url, _ = await run.serve_webhook(0.05)
+    try:
+        if part == "steady":
+            res = await session(
+                clips, url, cameras_of(clips, steady_cameras(plan)), plan.churn_seconds
+            )
+        else:
+            res = await session(
+                clips,
+                url,
+                cameras_of(clips, plan.churn),
+                plan.churn_seconds,
+                churn=churned_cameras(plan),
+            )
+    finally:
+        await runner.cleanup()
+    return res | {"summary": summarise(res)}
+
+
+async def churn_in_child(plan: Plan, part: str, length: float) -> dict[str, Any]:
+    """``churn_part`` run in a fresh process (this file, ``--churn-part``): a session run after
+    others in the same process starts with the malloc heaps they grew, and its RSS says as much
+    about them as about itself."""
+    plan_json = json.dumps(plan.__dict__ | {"cameras": list(plan.cameras)})
+    with tempfile.TemporaryDirectory(prefix="aioflow-bench-cameras-") as tmp:
+        out = Path(tmp) / f"{part}.json"
+        args = [sys.executable, str(SCRIPT), "--churn-part", part]
+        args += ["--plan", plan_json, "--clip-seconds", repr(length), "--json", str(out)]
+        proc = await asyncio.create_subprocess_exec(*args, stdout=subprocess.DEVNULL)
+        try:
+            rc = await proc.wait()
+        except BaseException:  # cancelled or interrupted: the session's process goes too
+            if proc.returncode is None:
+                proc.kill()
+                await asyncio.shield(proc.wait())
+            raise
+        if rc != 0 or not out.exists():
+            msg = f"the {part} session's process exited with status {rc} (its errors above)"
+            raise RuntimeError(msg)
+        res: dict[str, Any] = json.loads(out.read_text())
+    return res
+
+
+async def measure(
+    plan: Plan, log: Callable[[str], None] = lambda s: print(s, flush=True)
+) -> dict[str, Any]:
+    check_detect_rate(plan.detect_rate)
+    if plan.mmap_threshold is not None:
+        set_mmap_threshold(plan.mmap_threshold)
+    length = clip_seconds(plan)
     folder = clips_folder(length)
     t = time.perf_counter()
     clips = await asyncio.to_thread(
@@ -614,7 +695,7 @@ async def measure(
     result: dict[str, Any] = {"plan": plan.__dict__ | {"cameras": list(plan.cameras)}}
 
     def cams(n: int) -> dict[str, tuple[Path, int]]:
-        return {f"cam{i}": (clips.path(i), i % plan.clips) for i in range(n)}
+        return cameras_of(clips, n)
 
     async def sweep(rate: float | None) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
@@ -647,26 +728,32 @@ async def measure(
             result["flood"] = res | {"summary": summarise(res)}
             log(f"flood (one camera at {FLOOD_FPS} frames/s):")
             log(line(result["flood"]["summary"]))
-        if plan.churn and plan.steady:
-            log(f"steady: {plan.churn} cameras, {plan.churn_seconds:g} s, no churn (to compare):")
-            res = await session(clips, url, cams(plan.churn), plan.churn_seconds)
-            result["steady"] = res | {"summary": summarise(res)}
-            log(line(result["steady"]["summary"]))
-            log(churn_line(res))
-        if plan.churn:
-            log(f"churn: {plan.churn} cameras, one added and one removed every second:")
-            res = await session(
-                clips,
-                url,
-                cams(plan.churn),
-                plan.churn_seconds,
-                churn=int(plan.churn_seconds) - CHURN_LIFETIME,
-            )
-            result["churn"] = res | {"summary": summarise(res)}
-            log(line(result["churn"]["summary"]))
-            log(churn_line(res))
     finally:
         await runner.cleanup()
+    if plan.churn:
+        # Steady and churn alternate, each session in a fresh process: neither starts with the
+        # heaps that the sessions before it grew (in one process, the sweep's and the flood's,
+        # and the steady session's for the churn session just after it).
+        runs: list[dict[str, Any]] = []
+        for i in range(plan.churn_repeats):
+            pair: dict[str, Any] = {}
+            if plan.steady:
+                log(
+                    f"steady {i + 1}/{plan.churn_repeats}: {steady_cameras(plan)} cameras, "
+                    f"{plan.churn_seconds:g} s, no churn (to compare; a fresh process):"
+                )
+                pair["steady"] = await churn_in_child(plan, "steady", length)
+                log(line(pair["steady"]["summary"]))
+                log(churn_line(pair["steady"]))
+            log(
+                f"churn {i + 1}/{plan.churn_repeats}: {plan.churn} cameras, one added and one "
+                f"removed every second, {CHURN_LIFETIME} of them alive (a fresh process):"
+            )
+            pair["churn"] = await churn_in_child(plan, "churn", length)
+            log(line(pair["churn"]["summary"]))
+            log(churn_line(pair["churn"]))
+            runs.append(pair)
+        result["churn_runs"] = runs
     result["goals"] = goals(result)
     return result
 
@@ -714,37 +801,56 @@ def goals(result: dict[str, Any]) -> dict[str, Any]:
                 default=0,
             ),
         }
-    if "churn" in result:
-        c = result["churn"]
-        left = c["left_over"]
-        out["churn"] = {
-            "books_balance": c["books"]["balance"],
-            "nothing_left": not left["threads"] and left["tasks"] <= 0 and not left["readers"],
-            "rss_slope_mb_per_min": c["rss_mb"]["slope_mb_per_min_second_half"],
+    if result.get("churn_runs"):
+        runs = result["churn_runs"]
+        churns = [p["churn"] for p in runs]
+        ch: dict[str, Any] = {
+            "sessions": len(churns),
+            # every churn session's books balance and none leaves anything behind
+            "books_balance": all(c["books"]["balance"] for c in churns),
+            "nothing_left": all(nothing_left(c["left_over"]) for c in churns),
+            "rss_slope_mb_per_min": statistics.median(
+                c["rss_mb"]["slope_mb_per_min_second_half"] for c in churns
+            ),
         }
-        out["churn"]["rss_growth_mb"] = c["rss_mb"]["end"] - c["rss_mb"]["start"]
-        out["churn"]["rss_level_mb"] = c["rss_mb"]["second_half_mean"]
-        if "steady" in result:
-            st = result["steady"]["rss_mb"]
-            out["churn"]["rss_growth_steady_mb"] = st["end"] - st["start"]
-            out["churn"]["rss_level_steady_mb"] = st["second_half_mean"]
-            out["churn"]["rss_slope_steady_mb_per_min"] = st["slope_mb_per_min_second_half"]
-            # Flat: with churn, RSS once the pipeline is full (the mean over the second half)
-            # is no higher than the same cameras' without churn, give or take RSS_TOLERANCE_MB
-            # (churn runs 3 cameras more at a time). Not the growth from the first frame: RSS
-            # then is that of an empty pipeline over what the session before left free in the
-            # allocator (in one full run the steady session started at 1160 MB and churn, just
-            # after it, at 985 MB; they ended at 1314 and 1260 MB, and churn's "growth" was
-            # 122 MB the larger).
-            out["churn"]["rss_flat"] = (
-                c["rss_mb"]["second_half_mean"] <= st["second_half_mean"] + RSS_TOLERANCE_MB
+        pairs = []
+        for p in runs:
+            c = p["churn"]["rss_mb"]
+            row = {
+                "rss_level_mb": c["second_half_mean"],
+                "rss_slope_mb_per_min": c["slope_mb_per_min_second_half"],
+                "rss_growth_mb": c["end"] - c["start"],
+            }
+            if "steady" in p:
+                st = p["steady"]["rss_mb"]
+                row["rss_level_steady_mb"] = st["second_half_mean"]
+                row["rss_slope_steady_mb_per_min"] = st["slope_mb_per_min_second_half"]
+                row["rss_growth_steady_mb"] = st["end"] - st["start"]
+                row["rss_level_diff_mb"] = c["second_half_mean"] - st["second_half_mean"]
+            pairs.append(row)
+        ch["pairs"] = pairs
+        if all("rss_level_diff_mb" in row for row in pairs):
+            # Flat: with churn, RSS once the pipeline is full (the mean over the second half) is
+            # no higher than the same load's without churn (as many cameras at a time, the
+            # same fair queue), give or take RSS_TOLERANCE_MB: the median over the pairs, each
+            # session in a fresh process. Not the growth from the first frame: RSS then is that
+            # of an empty pipeline over whatever the allocator held before (in one full run,
+            # when both ran in the benchmark's process, the steady session started at 1160 MB
+            # and churn, just after it, at 985 MB; they ended at 1314 and 1260 MB, and churn's
+            # "growth" was 122 MB the larger).
+            ch["rss_slope_steady_mb_per_min"] = statistics.median(
+                row["rss_slope_steady_mb_per_min"] for row in pairs
             )
-        out["churn"]["met"] = (
-            out["churn"]["books_balance"]
-            and out["churn"]["nothing_left"]
-            and out["churn"].get("rss_flat", True)
-        )
+            ch["rss_level_diff_mb"] = statistics.median(row["rss_level_diff_mb"] for row in pairs)
+            ch["rss_tolerance_mb"] = RSS_TOLERANCE_MB
+            ch["rss_flat"] = ch["rss_level_diff_mb"] <= RSS_TOLERANCE_MB
+        ch["met"] = ch["books_balance"] and ch["nothing_left"] and ch.get("rss_flat", True)
+        out["churn"] = ch
     return out
+
+
+def nothing_left(left: dict[str, Any]) -> bool:
+    return not left["threads"] and left["tasks"] <= 0 and not left["readers"]
 
 
 def line(s: dict[str, Any]) -> str:
@@ -780,11 +886,12 @@ def print_results(res: dict[str, Any]) -> None:
     if "flood" in res:
         print("flood:")
         print(line(res["flood"]["summary"]))
-    for part in ("steady", "churn"):
-        if part in res:
-            print(f"{part}:")
-            print(line(res[part]["summary"]))
-            print(churn_line(res[part]))
+    for i, pair in enumerate(res.get("churn_runs", [])):
+        for part in ("steady", "churn"):
+            if part in pair:
+                print(f"{part} {i + 1}:")
+                print(line(pair[part]["summary"]))
+                print(churn_line(pair[part]))
     print("goals:", json.dumps(res["goals"], default=str))
 
 
@@ -817,6 +924,11 @@ def main() -> None:
     parser.add_argument("--churn", type=int, help="steady cameras of the churn session (0: none)")
     parser.add_argument("--churn-seconds", type=float, help="seconds of churn (default 60)")
     parser.add_argument(
+        "--churn-repeats",
+        type=int,
+        help="pairs of steady and churn sessions, each in a fresh process (default 2; quick 1)",
+    )
+    parser.add_argument(
         "--detect-rate", type=float, help="also the sweep with build(detect_per_second=F)"
     )
     parser.add_argument(
@@ -831,7 +943,19 @@ def main() -> None:
         "which rises to the largest block freed)",
     )
     parser.add_argument("--json", type=Path, help="write the results there")
+    # One steady or churn session in this process (the benchmark runs itself so: churn_in_child)
+    parser.add_argument("--churn-part", choices=("steady", "churn"), help=argparse.SUPPRESS)
+    parser.add_argument("--plan", help=argparse.SUPPRESS)
+    parser.add_argument("--clip-seconds", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.churn_part:
+        if not (args.plan and args.clip_seconds and args.json):
+            parser.error("--churn-part needs --plan, --clip-seconds and --json")
+        given_plan = json.loads(args.plan)
+        part_plan = Plan(**(given_plan | {"cameras": tuple(given_plan["cameras"])}))
+        part = af.run(churn_part(part_plan, args.churn_part, args.clip_seconds))
+        args.json.write_text(json.dumps(part, default=str) + "\n")
+        return
     base = QUICK if args.quick else Plan()
     given = {
         "cameras": tuple(args.cameras) if args.cameras else None,
@@ -841,6 +965,7 @@ def main() -> None:
         "flood_seconds": args.flood_seconds,
         "churn": args.churn,
         "churn_seconds": args.churn_seconds,
+        "churn_repeats": args.churn_repeats,
         "detect_rate": args.detect_rate,
         "clips": args.clips,
         "mmap_threshold": args.mmap_threshold,

@@ -76,7 +76,10 @@ def test_quick_run_reports_every_field(tmp_path: Path) -> None:
     # It sends three times as many frames as the 10 frames/s camera.
     assert flood["flood"]["read"] > 2 * flood["cam1"]["read"]
 
-    churn = res["churn"]
+    # One pair in quick mode: a steady session, then a churn session, each in its own process.
+    (pair,) = res["churn_runs"]
+    churn, steady = pair["churn"], pair["steady"]
+    assert len({churn["pid"], steady["pid"], sweep["pid"], os.getpid()}) == 4
     assert churn["churned"] >= 1
     assert churn["books"]["balance"], churn["books"]
     assert churn["left_over"] == {"threads": [], "tasks": 0, "readers": []}
@@ -84,11 +87,23 @@ def test_quick_run_reports_every_field(tmp_path: Path) -> None:
     assert {"start", "end", "peak", "second_half_mean", "slope_mb_per_min_second_half"} <= set(rss)
     assert rss["start"] > 0
     assert rss["second_half_mean"] <= rss["peak"]
+    # The steady session is the same load without churn: as many cameras as churn runs at a time
+    # (2 steady and 3 coming and going, one a second), the fair queue sized the same.
+    assert churn["cameras"] == 2
+    assert steady["cameras"] == 2 + 3
+    assert steady["churned"] == 0
+    assert steady["live_queue"] == churn["live_queue"]
+    assert set(steady["per_camera"]) == {f"cam{i}" for i in range(5)}
 
     goals = res["goals"]
     assert {"detector_busy_beyond", "fairness", "fairness_flood", "churn"} <= set(goals)
-    # churn's RSS is compared with the steady session's once each pipeline is full
-    assert goals["churn"]["rss_level_steady_mb"] == res["steady"]["rss_mb"]["second_half_mean"]
+    # churn's RSS is compared with the steady session's once each pipeline is full: the median
+    # over the pairs (one here) of churn's level less the steady session's
+    (row,) = goals["churn"]["pairs"]
+    assert row["rss_level_steady_mb"] == steady["rss_mb"]["second_half_mean"]
+    assert row["rss_level_mb"] == rss["second_half_mean"]
+    assert row["rss_level_diff_mb"] == rss["second_half_mean"] - row["rss_level_steady_mb"]
+    assert goals["churn"]["rss_level_diff_mb"] == row["rss_level_diff_mb"]
     assert isinstance(goals["churn"]["rss_flat"], bool)
     # What churn must keep (a functional guarantee): the books and nothing left over. Whether
     # RSS stayed flat is a memory goal, judged by the benchmark's full run, never in a test (a
