@@ -725,6 +725,12 @@ class RunningPipeline(Generic[In, Out]):
             except ChannelClosed:
                 msg = f"pipeline {self.name!r} is not accepting items: it is stopping or stopped"
                 raise PipelineClosed(msg) from None
+            except BaseException:
+                # Cancelled while it waited for room: its item may have been put in its turn
+                # all the same (Channel._wait_turn), and nobody awaits its answer now, as when
+                # a caller is cancelled while it awaits the output.
+                future.cancel()
+                raise
             output: Out = await future  # (a list when the item made several: typed as one)
             return output
         finally:

@@ -4,6 +4,13 @@ A :class:`Channel` is a bounded FIFO with the waiting semantics of :class:`async
 (``put`` waits while full, ``get`` waits while empty, waiters are served first come first
 served) plus what a pipeline edge needs on top:
 
+* writers waiting for room get it in turn: the slot a reader frees goes to the item of the
+  writer that waited longest, put there as the reader takes (``put`` hands its item over while
+  it waits), so a writer arriving in between finds the channel full and waits behind it.
+  (asyncio.Queue wakes the waiting writer instead, and a newcomer may take the slot first,
+  which sent the woken writer to the back: with a newcomer each time, it waited for as long as
+  they kept coming.) A writer that does not wait costs the same as before;
+
 * an overflow policy: ``"block"`` (backpressure), ``"drop_oldest"`` or ``"drop_newest"``;
 * ``close()``: end of stream. Getters drain what is buffered, then get :class:`ChannelClosed`;
 * counters (``received``, ``overflowed``) that feed the statistics of the block that reads it, and
@@ -21,6 +28,7 @@ and a one-worker block hands on a run item by item but counts it once, at its en
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections import deque
@@ -35,6 +43,7 @@ T = TypeVar("T")
 Overflow = Literal["block", "drop_oldest", "drop_newest"]
 
 _perf = time.perf_counter
+_ABSENT = object()
 
 
 class ChannelClosed(Exception):
@@ -57,6 +66,7 @@ class Channel(Generic[T]):
         "_closed",
         "_getters",
         "_loop",
+        "_offers",
         "_putters",
         "blocked_s",
         "capacity",
@@ -84,6 +94,9 @@ class Channel(Generic[T]):
         self._buf: deque[T] = deque()
         self._getters: deque[asyncio.Future[None]] = deque()
         self._putters: deque[asyncio.Future[None]] = deque()
+        #: the items of writers waiting in :meth:`put`, by their future in ``_putters``: the
+        #: one woken gets its item put for it (see :meth:`_wake_putter`)
+        self._offers: dict[asyncio.Future[None], T] = {}
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self.capacity = capacity
@@ -153,12 +166,25 @@ class Channel(Generic[T]):
                 return
 
     def _wake_putter(self) -> None:
+        """Give the room there is to the writer that waited longest: the item of one waiting
+        in :meth:`put` is put for it here, so that nobody takes its slot first; one waiting
+        in :meth:`wait_writable` is woken."""
         putters = self._putters
         while putters:
             fut = putters.popleft()
-            if not fut.done():
-                fut.set_result(None)
-                return
+            if fut.done():
+                continue
+            offers = self._offers
+            if offers and fut in offers:
+                if len(self._buf) >= self.capacity:
+                    # The room went before this was called (a thread block's thread took an
+                    # item and asked the loop to wake a writer; one that did not have to wait
+                    # filled the slot meanwhile): the writer keeps its place.
+                    putters.appendleft(fut)
+                    return
+                self.put_nowait(offers.pop(fut))
+            fut.set_result(None)
+            return
 
     # -- putting --------------------------------------------------------------------------------
 
@@ -253,9 +279,61 @@ class Channel(Generic[T]):
                 # Give the reader one chance to make room before the policy drops something:
                 # a producer that never waits would otherwise drop nearly everything.
                 await asyncio.sleep(0)
-        elif len(buf) >= self.capacity:
-            await self.wait_writable()
+        elif len(buf) >= self.capacity and await self._wait_turn(item):
+            return True
         return self.put_nowait(item)
+
+    async def _wait_turn(self, item: T) -> bool:
+        """Wait for room behind the writers already waiting, the item offered for the slot
+        that frees in turn (see :meth:`_wake_putter`). True once it was put there; False when
+        :meth:`put` is to put it itself (the channel is closed: that raises).
+
+        Cancelled after its item was put, before it learnt so, it takes the item back (a
+        cancelled put puts nothing), unless a reader has taken it already: then the item goes
+        on, as if the cancellation came just after ``put`` returned."""
+        buf = self._buf
+        offers = self._offers
+        putters = self._putters
+        while len(buf) >= self.capacity and not self._closed:
+            checkpoint()  # (a cancellation that the user's code swallowed still ends the task)
+            fut = self._get_loop().create_future()
+            putters.append(fut)
+            offers[fut] = item
+            if len(buf) < self.capacity:
+                # A thread block's threads take items from this buffer themselves and wake a
+                # waiting writer once they did: the one that made room just now looked before
+                # this writer was there (the writer first in line takes the room).
+                self._wake_putter()
+            t0 = _perf()
+            try:
+                await fut
+            except BaseException:
+                fut.cancel()
+                if offers.pop(fut, _ABSENT) is _ABSENT:
+                    # Put in its turn, then cancelled before it learnt so: as with a writer
+                    # woken to put, a cancelled put puts nothing, so the item is taken back
+                    # if no reader has it yet (and the turn goes on).
+                    self._take_back(item)
+                if len(buf) < self.capacity and not self._closed:
+                    # There is room (the item taken back, or a thread made it): pass it on.
+                    self._wake_putter()
+                raise
+            finally:
+                self.blocked_s += _perf() - t0
+            if offers.pop(fut, _ABSENT) is _ABSENT:
+                return True  # put in its turn
+        return False
+
+    def _take_back(self, item: T) -> None:
+        """Take ``item``, put in its turn by :meth:`_wake_putter`, out of the buffer again,
+        uncounted, if no reader took it yet (looked for from the newest end, where it went)."""
+        buf = self._buf
+        with self.taking or contextlib.nullcontext():  # (threads may take items meanwhile)
+            for i in range(len(buf) - 1, -1, -1):
+                if buf[i] is item:
+                    del buf[i]
+                    self.received -= 1
+                    return
 
     async def wait_writable(self) -> None:
         """Wait until ``put_nowait`` would not block: there is room, or the channel is closed.

@@ -821,7 +821,15 @@ class BlockRuntime:
                         # output decide), the item counted as completed meanwhile.
                         self.busy_s += perf() - t_burst
                         self.putting = 1
-                        await out.put(env)
+                        if out.leaky:
+                            await out.put(env)
+                        else:
+                            # Waits for room, then puts (``put`` would have the item put
+                            # for it in its turn, counted by ``out`` while ``putting`` still
+                            # counts it here: this block is the only writer of its output,
+                            # so there is no turn to keep).
+                            await out.wait_writable()
+                            out.put_nowait(env)
                         self.putting = 0
                         t_burst = perf()
                     continue

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import gc
 import logging
 import multiprocessing
+import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -539,3 +541,132 @@ async def test_an_error_raised_while_the_run_is_cancelled_is_logged_not_left_unr
         if r.name == "aioflow" and "the camera did not close" in r.getMessage()
     ]
     assert len(logged) == 1
+
+
+# -- a thread generator on the general path, cancelled --------------------------------------
+
+#: A thread generator block on the general path: ``timeout=``, ``key=`` (with a state too), an
+#: item being retried after its first call failed, and these together; one or two workers.
+GENERAL_THREAD_GENERATORS: dict[str, dict[str, Any]] = {
+    "timeout": {"timeout": 60.0},
+    "timeout_workers": {"timeout": 60.0, "workers": 2},
+    "keyed": {"key": lambda x: x % 2},
+    "keyed_workers_unordered": {"key": lambda x: x % 2, "workers": 2, "ordered": False},
+    "keyed_state_timeout": {"key": lambda x: x % 2, "state": list, "timeout": 60.0},
+    "retried": {"on_error": af.Retry(attempts=3, backoff=0.001)},
+    "retried_timeout_keyed": {
+        "on_error": af.Retry(attempts=3, backoff=0.001),
+        "timeout": 60.0,
+        "key": lambda x: x % 2,
+    },
+}
+
+#: Chunks one item's generator would make if nothing stopped it.
+CHUNKS = 500
+
+
+class _Chunks:
+    """A sync generator function that records what it made and whether its ``finally`` ran:
+    item 0 makes one chunk, the others :data:`CHUNKS` of 2 ms each. With ``fail_first``, each
+    item's first call fails before any output (so the item is retried)."""
+
+    def __init__(self, *, fail_first: bool) -> None:
+        self.fail_first = fail_first
+        self.started = threading.Event()  # a long generator is making chunks
+        self.yielded = 0
+        self.calls: Counter[int] = Counter()
+        self.finished: list[int] = []  # items whose finally ran
+        self.lock = threading.Lock()
+
+    def __call__(self, x: int, *state: Any) -> Iterator[int]:
+        with self.lock:
+            self.calls[x] += 1
+            first = self.calls[x] == 1
+        if self.fail_first and first:
+            msg = f"item {x} fails its first call, before any output"
+            raise ValueError(msg)
+        try:
+            for i in range(CHUNKS if x else 1):
+                if x:
+                    self.started.set()
+                threading.Event().wait(0.002)
+                with self.lock:
+                    self.yielded += 1
+                yield i
+        finally:
+            with self.lock:
+                self.finished.append(x)
+
+
+def _chunk_block(how: str) -> tuple[af.Block[Any, Any], _Chunks]:
+    options = GENERAL_THREAD_GENERATORS[how]
+    gen = _Chunks(fail_first="on_error" in options)
+    fn = gen.__call__ if "state" not in options else _with_state(gen)
+    return af.block(name="chunks", executor="thread", **options)(fn), gen
+
+
+def _with_state(gen: _Chunks) -> Any:
+    def chunks(x: int, state: list[Any]) -> Iterator[int]:
+        yield from gen(x, state)
+
+    return chunks
+
+
+async def _wait_started(gen: _Chunks) -> None:
+    for _ in range(int(GUARD_S / 0.001)):
+        if gen.started.is_set():
+            return
+        await asyncio.sleep(0.001)
+    msg = "the generator never started"
+    raise AssertionError(msg)
+
+
+def _check_stopped(gen: _Chunks, pipe: af.Pipeline, workers: int) -> None:
+    # Each long generator under way stopped at its next output, its finally ran before the
+    # run ended, and none ran to its end (the run's items would make 1501 chunks).
+    with gen.lock:
+        yielded, finished = gen.yielded, [x for x in gen.finished if x]
+    assert yielded < CHUNKS, yielded
+    assert 1 <= len(finished) <= workers, finished
+    assert pipe.statistics()["chunks"].balanced
+
+
+@pytest.mark.parametrize("how", list(GENERAL_THREAD_GENERATORS))
+async def test_cancelling_run_stops_a_general_path_thread_generator_at_its_next_output(
+    how: str,
+) -> None:
+    """Cancel the task awaiting ``run()`` while a thread generator block on the general path
+    (timeout=, key=, a retry) is making chunks: the generator under way stops at its next
+    output and its ``finally`` runs before ``run()`` ends, rather than running to its end."""
+    stage, gen = _chunk_block(how)
+    pipe = af.Pipeline(stage)
+    run = asyncio.create_task(pipe.run(range(4)))
+    await _wait_started(gen)
+    run.cancel()
+    done, _ = await asyncio.wait([run], timeout=GUARD_S)
+    assert done, "the cancelled run never ended"
+    assert run.cancelled()
+    _check_stopped(gen, pipe, GENERAL_THREAD_GENERATORS[how].get("workers", 1))
+
+
+@pytest.mark.parametrize("how", list(GENERAL_THREAD_GENERATORS))
+async def test_leaving_stream_stops_a_general_path_thread_generator_at_its_next_output(
+    how: str,
+) -> None:
+    """The same when the consumer leaves ``async for`` over ``stream()`` (after the first
+    output, once a long generator is under way): closing the stream ends the run, and the
+    generator under way stops at its next output."""
+    stage, gen = _chunk_block(how)
+    pipe = af.Pipeline(stage)
+
+    async def consume() -> list[Any]:
+        taken = []
+        async with contextlib.aclosing(pipe.stream(range(4))) as outputs:
+            async for out in outputs:
+                taken.append(out)
+                await _wait_started(gen)
+                break
+        return taken
+
+    assert await asyncio.wait_for(consume(), GUARD_S) == [0]
+    _check_stopped(gen, pipe, GENERAL_THREAD_GENERATORS[how].get("workers", 1))

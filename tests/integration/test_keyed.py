@@ -537,3 +537,100 @@ async def test_a_key_restored_while_its_lane_sends_on_others_outputs_takes_the_s
         hold_b.set()
         assert [await t for t in tasks[1:]] == [(key, 1) for key in "bcdefgh"]
         assert await running.submit(("a", 1)) == ("a", 11)
+
+
+# -- keys that go bad while their lanes are cleaned up ---------------------------------------
+
+
+class _Camera:
+    """A camera key that every camera shares a hash with (so finding one compares it with the
+    others), whose ``__hash__`` and ``==`` raise once ``switch`` is set: a user's key that
+    goes bad with use."""
+
+    def __init__(self, camera: int, switch: threading.Event) -> None:
+        self.camera = camera
+        self.switch = switch
+
+    def __hash__(self) -> int:
+        if self.switch.is_set():
+            msg = "keys of this kind cannot be hashed any more"
+            raise RuntimeError(msg)
+        return 0
+
+    def __eq__(self, other: object) -> bool:
+        if self.switch.is_set():
+            msg = "keys of this kind cannot be compared any more"
+            raise RuntimeError(msg)
+        return isinstance(other, _Camera) and other.camera == self.camera
+
+
+def _souring_totals(executor: str, workers: int, **options: Any) -> af.Block[Any, Any]:
+    """A keyed block counting each camera's items whose keys refuse to be compared from its
+    first evict() on (hashed or compared); evict() flushes ("end", camera, count)."""
+    switch = threading.Event()
+
+    class Totals(af.Block):
+        key = staticmethod(lambda x: _Camera(x % 3, switch))
+
+        def create_state(self, camera: Hashable) -> list[int]:
+            return [0]
+
+    if executor == "async":
+
+        class AsyncTotals(Totals):
+            async def process(self, item: Any, state: list[int]) -> Any:
+                state[0] += 1
+                return item
+
+            async def evict(self, camera: Any, state: list[int]) -> list[Any]:
+                switch.set()
+                return [("end", camera.camera, state[0])]
+
+        return AsyncTotals(name="totals", workers=workers, **options)
+
+    class ThreadTotals(Totals):
+        def process(self, item: Any, state: list[int]) -> Any:
+            state[0] += 1
+            return item
+
+        def evict(self, camera: Any, state: list[int]) -> list[Any]:
+            switch.set()
+            return [("end", camera.camera, state[0])]
+
+    return ThreadTotals(name="totals", workers=workers, executor="thread", **options)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("executor", ["async", "thread"])
+@pytest.mark.parametrize("how", ["end_of_stream", "evict_after", "end_of_key"])
+async def test_keys_that_refuse_while_their_lanes_are_cleaned_up_leave_the_run_whole(
+    how: str, executor: str, workers: int
+) -> None:
+    """Each way a key's lane is taken out (the end of the stream, ``evict_after``, an
+    ``af.EndOfKey``) finds the key among those held, comparing it with them: a key whose
+    ``__hash__`` or ``==`` raises by then must neither fail nor hang the run. Every camera's
+    flush comes out, with its count, and the books balance."""
+    pipe = af.Pipeline(
+        _souring_totals(
+            executor, workers, **({"evict_after": 0.02} if how == "evict_after" else {})
+        )
+    )
+
+    async def source() -> AsyncIterator[Any]:
+        for x in range(6):
+            yield x
+        if how == "evict_after":
+            # The cameras go idle and are evicted mid-stream: the first eviction turns the
+            # keys bad, the others must still take their lanes out (or leave them) and flush.
+            await wait_until(lambda: pipe.statistics()["totals"].evicted >= 3, "all evicted")
+        elif how == "end_of_key":
+            # Found while the keys still compare; its flush turns the keys held bad, then the
+            # lane is taken out (the marker's key, still good, compared with them), and at the
+            # end the other cameras' lanes too.
+            yield af.EndOfKey(_Camera(0, threading.Event()))
+
+    out = await asyncio.wait_for(pipe.run(source()), 20)
+    assert sorted(x for x in out if type(x) is int) == list(range(6))
+    assert sorted(x for x in out if type(x) is tuple) == [("end", c, 2) for c in range(3)]
+    rec = pipe.statistics()["totals"]
+    assert (rec.completed, rec.evicted, rec.balanced) == (6, 3, True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 from conftest import books_balance, wait_until
@@ -484,3 +485,48 @@ async def test_max_age_counts_from_the_submit_call() -> None:
         stats = running.statistics()["fresh_only"]
     assert stats.dropped_by == {"stale": 2}
     assert stats.completed == 2
+
+
+@pytest.mark.parametrize("executor", ["async", "thread"])
+async def test_a_caller_waiting_for_room_is_not_overtaken_by_later_callers(executor: str) -> None:
+    """Callers waiting for room in the first block's queue get in first come, first served.
+    A caller woken when a slot freed lost it to a caller that arrived in the same turn of the
+    loop, and went to the back of those waiting: with a new caller arriving each time a slot
+    freed, the first caller waited for as long as callers kept coming (here it was served
+    after all eight later ones)."""
+    order: list[int] = []
+    gates = {x: asyncio.Event() for x in range(12)}
+    loop = asyncio.get_running_loop()
+
+    async def held(x: int) -> int:
+        order.append(x)
+        await gates[x].wait()
+        return x
+
+    def held_in_thread(x: int) -> int:
+        order.append(x)
+        asyncio.run_coroutine_threadsafe(gates[x].wait(), loop).result()
+        return x
+
+    fn: Any = held if executor == "async" else held_in_thread
+    pipe = af.Pipeline(af.block(name="held", queue_size=1, executor=executor)(fn))
+    async with pipe.open() as running:
+        callers = [asyncio.ensure_future(running.submit(0))]
+        await wait_until(lambda: order == [0], "item 0 taken")
+        callers.append(asyncio.ensure_future(running.submit(1)))  # fills the queue
+        await wait_until(lambda: running.statistics()["held"].queue_depth == 1, "1 queued")
+        waiting = asyncio.ensure_future(running.submit(2))  # waits for room
+        for _ in range(5):  # (it is waiting once the loop has nothing else to do)
+            await asyncio.sleep(0)
+        assert not waiting.done()
+        for later in range(3, 11):
+            # A slot frees, and a new caller arrives in the same turn.
+            gates[order[-1]].set()
+            callers.append(asyncio.ensure_future(running.submit(later)))
+            await wait_until(lambda later=later: len(order) == later - 1, "the next item taken")
+        for gate in gates.values():
+            gate.set()
+        assert await waiting == 2
+        assert await asyncio.gather(*callers) == [0, 1, *range(3, 11)]
+    assert order == list(range(11)), order
+    assert books_balance(pipe.statistics())

@@ -346,3 +346,35 @@ async def test_a_run_into_a_closed_channel_raises() -> None:
     ch.close()
     with pytest.raises(ChannelClosed):
         ch.extend_nowait([1])
+
+
+async def test_a_writer_arriving_as_a_slot_frees_finds_it_taken_by_the_one_waiting() -> None:
+    ch: Channel[str] = Channel(1)
+    ch.put_nowait("old")
+    first = asyncio.create_task(ch.put("first"))
+    await settle()
+    assert ch.get_nowait() == "old"  # the slot goes to `first`, its item put right away...
+    with pytest.raises(asyncio.QueueFull):
+        ch.put_nowait("late")  # ...so a newcomer finds the channel full
+    late = asyncio.create_task(ch.put("late"))  # and waits behind it
+    await settle()
+    assert first.done()
+    assert not late.done()
+    assert len(ch) == 1
+    assert ch.get_nowait() == "first"  # its turn: `late` is put
+    await settle()
+    assert late.done()
+    assert contents(ch) == ["late"]
+
+
+async def test_a_putter_cancelled_after_a_reader_took_its_item_leaves_it_taken() -> None:
+    ch: Channel[str] = Channel(1)
+    ch.put_nowait("old")
+    first = asyncio.create_task(ch.put("first"))
+    await settle()
+    assert ch.get_nowait() == "old"  # `first` is put in its turn...
+    assert ch.get_nowait() == "first"  # ...and read before its writer learns so
+    first.cancel()
+    await settle()
+    assert first.cancelled()
+    assert (ch.received, contents(ch)) == (2, [])
