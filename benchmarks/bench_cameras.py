@@ -44,10 +44,14 @@ Sessions:
   process of its own (the benchmark runs itself with a hidden ``--churn-part``), so that none
   inherits the malloc heaps the sessions before it grew; the RSS criterion is the median over
   the pairs of churn's level less its steady session's, and every churn session's books and
-  leftovers are checked (``--mmap-threshold`` runs every session with glibc's malloc giving
-  large blocks back at once: see ``set_mmap_threshold``);
+  leftovers are checked;
 * ``hold``: with ``--detect-rate F``, the sweep again with ``build(detect_per_second=F)``
   (sample-and-hold: detection at most F times a second per camera).
+
+Every session runs with glibc's malloc mmap threshold fixed at 128 KiB, as the flagship's
+``run.py`` runs (``--malloc-threshold``: frames are given back to the system when freed);
+``--mmap-threshold 0`` runs them with glibc's own threshold instead, which rises to the largest
+block freed and keeps freed frames in malloc's heaps.
 
 The clips are kept in ``$TMPDIR/aioflow-bench-cameras/`` for the next run. The machine's load
 (other work on it) moves every figure here: the load average at the start and end of each
@@ -559,9 +563,9 @@ class Plan:
     sweep: bool = True
     clips: int = CLIPS
     steady: bool = True  # the same load without churn before each churn session (RSS to compare)
-    # glibc's M_MMAP_THRESHOLD in bytes, set for the run (None: glibc's default, a threshold
-    # that rises to the largest block freed; see set_mmap_threshold)
-    mmap_threshold: int | None = None
+    # glibc's M_MMAP_THRESHOLD in bytes, set for the run as the flagship's run.py sets it
+    # (0 or None: glibc's default, a threshold that rises to the largest block freed)
+    mmap_threshold: int | None = run.MALLOC_THRESHOLD
 
 
 QUICK = Plan(
@@ -577,26 +581,14 @@ QUICK = Plan(
 
 
 def set_mmap_threshold(size: int) -> None:
-    """Have glibc's malloc serve every block of ``size`` bytes or more with its own ``mmap``,
-    given back to the system when freed (``mallopt(M_MMAP_THRESHOLD, size)``, as the
-    environment variable ``MALLOC_MMAP_THRESHOLD_`` does before a process starts).
-
-    By default the threshold rises to the largest block freed, so frames (640x360x3: 675 KiB)
-    and the detector's inputs and maps are soon carved out of malloc's heaps, one heap per
-    thread (up to 8 per core); freed, they stay there as free space that malloc keeps, and
-    readers that come and go (churn) spread it over more heaps. Fixed, such blocks never enter
-    the heaps, at the cost of fresh pages (faults, zeroing) for each (docs/gates.md)."""
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError) as exc:
-        msg = f"--mmap-threshold needs glibc's mallopt ({exc})"
-        raise SystemExit(msg) from exc
-    m_mmap_threshold = -3
-    if mallopt(m_mmap_threshold, size) != 1:
-        msg = f"--mmap-threshold: mallopt(M_MMAP_THRESHOLD, {size}) failed"
+    """Fix glibc malloc's mmap threshold at ``size`` bytes for this process, as the flagship's
+    ``run.py`` does (``run.fix_malloc_threshold``; 0: leave glibc's own, which rises to the
+    largest block freed)."""
+    if size and not run.fix_malloc_threshold(size):
+        msg = (
+            f"--mmap-threshold {size}: not set (the C library is not glibc, or "
+            "MALLOC_MMAP_THRESHOLD_ is set in the environment)"
+        )
         raise SystemExit(msg)
 
 
@@ -939,8 +931,9 @@ def main() -> None:
         "--mmap-threshold",
         type=int,
         metavar="BYTES",
-        help="set glibc malloc's M_MMAP_THRESHOLD for the run (e.g. 131072; default: glibc's, "
-        "which rises to the largest block freed)",
+        help="glibc malloc's M_MMAP_THRESHOLD for the run (default: the flagship's, "
+        f"{run.MALLOC_THRESHOLD}, as examples/gates/run.py sets it; 0: glibc's own, which "
+        "rises to the largest block freed)",
     )
     parser.add_argument("--json", type=Path, help="write the results there")
     # One steady or churn session in this process (the benchmark runs itself so: churn_in_child)

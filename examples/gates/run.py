@@ -16,6 +16,10 @@ Cameras come and go while it runs: ``--control [HOST:]PORT`` serves ``GET /camer
 camera's state and figures), ``POST /cameras`` with ``{"uri": ..., "name": ...}`` and
 ``DELETE /cameras/{name}`` (the stand-in webhook's app serves them too); each camera's state
 changes are printed, and ``--stall-after SECONDS`` reports a camera that sends no frame.
+
+Memory: the service fixes glibc's malloc mmap threshold at 128 KiB (``--malloc-threshold``), so
+frames are given back to the system when freed instead of staying in malloc's heaps as free
+space, which cameras coming and going would otherwise make RSS creep by (docs/gates.md).
 """
 
 from __future__ import annotations
@@ -481,6 +485,15 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
         "footage's own clock), holding its result for the frames in between; plates are read "
         "only on the frames looked at (default: every frame; see docs/gates.md)",
     )
+    p.add_argument(
+        "--malloc-threshold",
+        type=malloc_threshold,
+        default=MALLOC_THRESHOLD,
+        metavar="BYTES",
+        help="glibc's malloc gives blocks of this size or more (frames) back to the system "
+        f"when freed, so RSS stays flat while cameras come and go (default {MALLOC_THRESHOLD}; "
+        "0: glibc's own threshold, which rises to the largest block freed; see docs/gates.md)",
+    )
     p.add_argument("--cameras", type=int, default=3)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--level", choices=list(synth.LEVELS), default="medium")
@@ -497,8 +510,53 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
     return p
 
 
+#: ``--malloc-threshold``'s default: blocks of 128 KiB or more (a 640x360 frame is 675 KiB) get
+#: their own ``mmap`` from glibc's malloc, given back to the system when freed
+MALLOC_THRESHOLD = 128 * 1024
+
+
+def fix_malloc_threshold(size: int) -> bool:
+    """Have glibc's malloc serve every block of ``size`` bytes or more with its own ``mmap``,
+    returned to the system when freed (``mallopt(M_MMAP_THRESHOLD, size)``, what the
+    environment variable ``MALLOC_MMAP_THRESHOLD_`` does when a process starts). False where
+    the C library is not glibc (nothing changed), or where that variable is set (its value
+    stands).
+
+    glibc's threshold otherwise rises to the largest block freed, and frames, the detector's
+    inputs and its maps are then carved out of malloc's heaps (one per thread, up to 8 per
+    core): freed, they stay there as free space. A service whose cameras, and with them reader
+    and decoder threads, come and go spreads that over more heaps, and its RSS creeps up while
+    the bytes in use stay level (docs/gates.md, "Memory with cameras coming and going"). The
+    price is fresh pages (page faults, zeroing) for each large block."""
+    import ctypes
+    import os
+
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    m_mmap_threshold = -3
+    return bool(mallopt(m_mmap_threshold, size) == 1)
+
+
+def malloc_threshold(text: str) -> int:
+    """``--malloc-threshold BYTES``: a whole number of bytes, 0 for glibc's own threshold."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0 or n > 32 * 1024 * 1024:
+        msg = f"{text!r}: a number of bytes from 0 (glibc's own threshold) to 33554432"
+        raise argparse.ArgumentTypeError(msg)
+    return n
+
+
 def cli(argv: list[str] | None = None, prog: str | None = None) -> int:
     args = parser(prog).parse_args(argv)
+    if args.malloc_threshold:
+        fix_malloc_threshold(args.malloc_threshold)
     failed = False
     try:
         return af.run(main(args))
