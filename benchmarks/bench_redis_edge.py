@@ -1,6 +1,7 @@
 """One Redis edge against a raw redis-py producer/consumer written for the job.
 
     python benchmarks/bench_redis_edge.py [--n 20000] [--size 100] [--frame] [--deep | --q64]
+        [--keyed]
     python benchmarks/run_all.py --only redis_edge [--quick]
 
 raw: a producer XADDs batches of 100 (pipelined) while a consumer reads XREADGROUP COUNT 100 and
@@ -16,6 +17,10 @@ each run reports the CPU time per item of every process involved (raw: its loop 
 aioflow: the caller, the worker and Redis), a figure the load of a shared machine disturbs far
 less than the rate. Uses the server of
 ``AIOFLOW_REDIS_URL``, or starts a throwaway redis-server on loopback (:func:`redis_server`).
+
+``--keyed`` keys the identity block (16 keys, from the item's first byte): the block's input is
+then a keyed edge's partitions, each read by the worker that holds its lease, and each answer
+committed with the owner's fencing check (docs/distributed.md).
 
 ``--frame`` sends 640x480x3 uint8 frames (numpy) instead of bytes (raw sends their bytes), to a
 block that answers with the frame's shape: each frame crosses Redis once, as raw's bytes do (an
@@ -76,6 +81,15 @@ q64_pipe = af.Pipeline(identity.with_options(queue_size=64), name="edge_bench_q6
 
 #: --deep: the same identity block with a bound deep enough for the round trip
 deep_pipe = af.Pipeline(identity.with_options(queue_size=1024), name="edge_bench_deep")
+
+
+def by_byte(x: bytes) -> int:
+    """--keyed: 16 keys, from the item's first byte."""
+    return x[0] % 16
+
+
+#: --keyed: the identity block keyed (its input in partitions, each with an owner's lease)
+keyed_pipe = af.Pipeline(identity.with_options(key=by_byte), name="edge_bench_keyed")
 
 #: --frame: the frame crosses once (to the worker); the answer is its shape
 frame_pipe = af.Pipeline(shape_of, name="edge_bench_frame")
@@ -176,6 +190,7 @@ def run(
     frame: bool = False,
     deep: bool = False,
     q64: bool = False,
+    keyed: bool = False,
 ) -> dict[str, Any]:
     """``reps`` alternating runs of raw and aioflow; items/s of each, medians and ratio."""
     n = n if n is not None else (200 if quick else 1_000) if frame else 2_000 if quick else 20_000
@@ -193,6 +208,8 @@ def run(
         if frame and q64
         else (frame_pipe, "frame_pipe", "shape_of")
         if frame
+        else (keyed_pipe, "keyed_pipe", "identity")
+        if keyed
         else (q64_pipe, "q64_pipe", "identity")
         if q64
         else (deep_pipe, "deep_pipe", "identity")
@@ -304,6 +321,9 @@ def main() -> None:
         "--deep", action="store_true", help="the identity block with queue_size=1024"
     )
     parser.add_argument("--q64", action="store_true", help="the block with queue_size=64")
+    parser.add_argument(
+        "--keyed", action="store_true", help="the block keyed (16 keys): its input in partitions"
+    )
     parser.add_argument("--n", type=int, default=None, help="items (20000; frames: 1000)")
     args = parser.parse_args()
     with redis_server() as url:
@@ -317,6 +337,7 @@ def main() -> None:
                 frame=args.frame,
                 deep=args.deep,
                 q64=args.q64,
+                keyed=args.keyed,
             )
         )
 

@@ -713,7 +713,8 @@ def cameras_section(res: dict[str, Any]) -> list[str]:
                 "",
             ]
     if res.get("churn_runs"):
-        out += churn_runs_section(res["churn_runs"], goals.get("churn", {}))
+        threshold = res.get("plan", {}).get("mmap_threshold")
+        out += churn_runs_section(res["churn_runs"], goals.get("churn", {}), threshold)
     elif "churn" in res:
         # results of the benchmark before its steady and churn sessions ran in processes of
         # their own (one steady session of the churn session's steady cameras, then churn)
@@ -861,7 +862,9 @@ def cameras_section(res: dict[str, Any]) -> list[str]:
     return out
 
 
-def churn_runs_section(runs: list[dict[str, Any]], ch: dict[str, Any]) -> list[str]:
+def churn_runs_section(
+    runs: list[dict[str, Any]], ch: dict[str, Any], threshold: int | None = None
+) -> list[str]:
     """The churn sessions and the steady sessions they are compared with (``churn_runs``: pairs
     in the order they ran, each session in a fresh process)."""
     churns = [p["churn"] for p in runs]
@@ -939,31 +942,33 @@ def churn_runs_section(runs: list[dict[str, Any]], ch: dict[str, Any]) -> list[s
             "sessions before it had grown.",
             "",
         ]
+    malloc = (
+        f"Every session ran with glibc's mmap threshold fixed at {threshold} bytes, as the "
+        "flagship's `run.py` runs (`--malloc-threshold`; frames get pages of their own, given "
+        "back when freed). "
+        if threshold
+        else "Every session ran with glibc's own mmap threshold (`--mmap-threshold 0`), which "
+        "rises to the largest block freed. "
+    )
     out += [
-        "What churn adds to RSS is free memory that glibc's malloc keeps, not a leak. The "
-        "figures of this paragraph predate the fresh processes, and churn ran 3 cameras more "
-        "at a time than the steady session it was compared with. In "
-        "30 s sessions of 8 cameras (load 6-12), malloc's bytes in use (`mallinfo2`) stayed "
-        "level, at 370-400 MB without churn and 390-435 MB with it (3 cameras more at a "
-        "time), "
-        "Python's own allocations (tracemalloc) at 80-115 MB, every keyed block held one "
-        "key per live camera (at most 11), and after each session 22-28 MB were in use and "
-        "no more objects alive (`gc.get_objects()` by type). What grew was the free space "
-        "malloc keeps in its heaps: 100 MB without churn, 300-400 MB with it. glibc serves "
-        "a block of 128 KiB or more with its own mmap only until one is freed; then the "
-        "threshold rises to that size, and frames (675 KiB), the detector's inputs and "
-        "maps are carved out of its heaps, one per thread (up to 16 here), where freed "
-        "blocks stay as free space; readers and their decoders' threads that come and go "
-        "spread that over more heaps. With the threshold fixed at 128 KiB "
-        "(`MALLOC_MMAP_THRESHOLD_=131072`, or the benchmark's `--mmap-threshold 131072`) "
-        "malloc's free space stayed under 25 MB and churn ended 13 MB above the steady "
-        "session (peak 31 MB); with `MALLOC_ARENA_MAX=2`, 62 MB. With the threshold fixed "
-        "in the benchmark's 60 s sessions (load 12.6 and 17.6), churn's level over the "
-        "second half was 57 MB above the steady session's, its slope there -4.9 MB/min "
-        "(steady +22.2). Without it, in a full run (load 11-15) whose sweep and flood had "
-        "grown malloc's heaps already, churn's level was the steady session's, +8 MB "
-        "(slope +4.8 MB/min, steady +34.6). The price of the fixed threshold is fresh "
-        "pages for every large block (docs/gates.md).",
+        malloc + "What churn adds to RSS without the fixed threshold is free memory that glibc's "
+        "malloc keeps, not a leak: in 30 s sessions of 8 cameras (load 6-12; before the fresh "
+        "processes, churn with 3 cameras more at a time) malloc's bytes in use (`mallinfo2`) "
+        "stayed level, at 370-400 MB without churn and 390-435 MB with it, Python's own "
+        "allocations (tracemalloc) at 80-115 MB, every keyed block held one key per live "
+        "camera (at most 11), and after each session 22-28 MB were in use and no more objects "
+        "alive (`gc.get_objects()` by type); what grew was the free space malloc keeps in its "
+        "heaps, 100 MB without churn and 300-400 MB with it. glibc serves a block of 128 KiB or "
+        "more with its own mmap only until one is freed; then the threshold rises to that "
+        "size, and frames (675 KiB), the detector's inputs and maps are carved out of its "
+        "heaps, one per thread (up to 16 here), where a block freed between live ones stays as "
+        "free space; readers and their decoders' threads that come and go spread that over "
+        "more heaps. The churn sessions alone in fresh processes, 2 pairs each way "
+        "(`--no-sweep --flood 0`, the load from other work): with glibc's own threshold churn's "
+        "level was 33 and 92 MB above the steady session's (median +62 MB, levels 805-896 MB, "
+        "load 1.8-4.9), with the threshold fixed 6 and 6 MB below it (levels 715-725 MB, load "
+        "1.3-6.1); so the flagship's `run.py` fixes it (docs/gates.md, with its price: fresh "
+        "pages for every large block).",
         "",
     ]
     return out
@@ -1678,6 +1683,27 @@ def edge_section(edge: dict[str, Any]) -> list[str]:
     return out
 
 
+def keyed_edge_section(keyed: dict[str, Any]) -> list[str]:
+    """``run_all.py --only redis_keyed``: the edge in front of a keyed block."""
+    runs = ", ".join(f"{r['aioflow_per_s'] / r['raw_per_s']:.2f}" for r in keyed["runs"])
+    return [
+        f"**In front of a keyed block** (`bench_redis_edge.py --keyed`, {keyed['items']:,} "
+        "items of 100 bytes, the identity block keyed by the item's first byte: 16 keys): its "
+        "input is a keyed edge's partitions (16), each read by the worker that holds its lease, "
+        "each entry one item, and each answer committed with the owner's fencing check "
+        "([Keyed blocks across workers](distributed.md#keyed-blocks-across-workers)). "
+        f"{keyed['aioflow_per_s']:,.0f} items/s, **{keyed['of_raw']:.2f}** of raw (runs: "
+        f"{runs}); CPU per item {keyed['aioflow_cpu_us']:.1f} µs against raw's "
+        f"{keyed['raw_cpu_us']:.1f} µs (medians); the bound: {_edge_bound(keyed)}, over 16 "
+        "partitions. A keyed block keeps its `queue_size` on a Redis edge (the deeper default "
+        "of plain blocks waits: [not there yet](distributed.md#not-there-yet)), and its items "
+        "travel one entry each, where a plain edge's travel in bursts: this edge is for "
+        "per-key state and order, at thousands of items a second, not for the plain edge's "
+        f"rate. From `{keyed['file']}`: {machine(keyed['meta'])}.",
+        "",
+    ]
+
+
 def distributed_gates_section(res: dict[str, Any]) -> list[str]:
     """``bench_distributed_gates.py``: the flagship local and with its models in workers."""
     names = {
@@ -1734,6 +1760,7 @@ def redis_section(
     edge: dict[str, Any] | None,
     scaleout: dict[str, Any] | None,
     dgates: dict[str, Any] | None = None,
+    keyed: dict[str, Any] | None = None,
 ) -> list[str]:
     """Redis edges between processes (``run_all.py --only redis_edge redis_scaleout
     distributed_gates``)."""
@@ -1757,6 +1784,8 @@ def redis_section(
         ]
     if edge is not None:
         out += edge_section(edge)
+    if keyed is not None:
+        out += keyed_edge_section(keyed)
     if dgates is not None:
         out += distributed_gates_section(dgates)
     return out
@@ -1967,6 +1996,7 @@ def page(
     redis_edge: dict[str, Any] | None = None,
     redis_scaleout: dict[str, Any] | None = None,
     distributed_gates: dict[str, Any] | None = None,
+    redis_keyed: dict[str, Any] | None = None,
     hotpath: dict[str, Any] | None = None,
     onnx_cuda: dict[str, Any] | None = None,
     cameras: dict[str, Any] | None = None,
@@ -2232,8 +2262,8 @@ def page(
         out += foreign_footage_section()
     if cameras is not None:
         out += cameras_section(cameras)
-    if redis_edge is not None or redis_scaleout is not None or distributed_gates is not None:
-        out += redis_section(redis_edge, redis_scaleout, distributed_gates)
+    if any(x is not None for x in (redis_edge, redis_scaleout, distributed_gates, redis_keyed)):
+        out += redis_section(redis_edge, redis_scaleout, distributed_gates, redis_keyed)
     out += ["## What we found", ""]
     if peers is not None and LOCKED in peers["cv"]["of_bound"]:
         cv = peers["cv"]
@@ -2329,6 +2359,7 @@ def main() -> None:
         redis_edge=load("redis_edge"),
         redis_scaleout=load("redis_scaleout"),
         distributed_gates=load("distributed_gates"),
+        redis_keyed=load("redis_keyed"),
         hotpath=load("hotpath"),
         onnx_cuda=load("onnx_cuda"),
         cameras=load("cameras"),

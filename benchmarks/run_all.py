@@ -20,8 +20,9 @@
   (likewise only with ``make demo``'s packages).
 * ``bench_redis_edge.py``: one Redis edge (a worker process serving an identity block) against
   a raw redis-py producer/consumer; ``bench_redis_scaleout.py``: a 20 ms block served by 1 and
-  by 4 worker processes. Both use ``AIOFLOW_REDIS_URL``, or start a throwaway redis-server on
-  loopback for the part (Debian's ``redis-server`` must be installed).
+  by 4 worker processes; part ``redis_keyed``: the edge of ``bench_redis_edge.py`` in front of
+  a keyed block (its input in partitions). They use ``AIOFLOW_REDIS_URL``, or start a
+  throwaway redis-server on loopback for the part (Debian's ``redis-server`` must be installed).
 * ``bench_distributed_gates.py`` (part ``distributed_gates``): the flagship's ``make demo``
   pipeline run locally against ``examples/distributed/`` with 1 and 2 model workers per segment
   (needs both ``make demo``'s packages and Redis).
@@ -74,6 +75,7 @@ PARTS = (
     "cameras",
     "redis_edge",
     "redis_scaleout",
+    "redis_keyed",
     "distributed_gates",
 )
 PACKAGES = (
@@ -153,13 +155,15 @@ def redis_ready() -> bool:
 
 
 def run_part(part: str, *, quick: bool, reps: int) -> dict[str, Any]:
-    if part in ("redis_edge", "redis_scaleout"):
+    if part in ("redis_edge", "redis_scaleout", "redis_keyed"):
         import bench_redis_edge
         import bench_redis_scaleout
 
         with bench_redis_edge.redis_server() as url:
             if part == "redis_edge":
                 return bench_redis_edge.run_part(url, quick=quick, reps=min(reps, 3))
+            if part == "redis_keyed":
+                return bench_redis_edge.run(url, quick=quick, reps=min(reps, 3), keyed=True)
             return bench_redis_scaleout.run(url, quick=quick)
     if part == "distributed_gates":
         import bench_distributed_gates
@@ -189,11 +193,11 @@ def run_part(part: str, *, quick: bool, reps: int) -> dict[str, Any]:
 
 
 def print_part(part: str, res: dict[str, Any]) -> None:
-    if part in ("redis_edge", "redis_scaleout"):
+    if part in ("redis_edge", "redis_scaleout", "redis_keyed"):
         import bench_redis_edge
         import bench_redis_scaleout
 
-        bench = bench_redis_edge if part == "redis_edge" else bench_redis_scaleout
+        bench = bench_redis_scaleout if part == "redis_scaleout" else bench_redis_edge
         bench.print_results(res)
     elif part == "distributed_gates":
         import bench_distributed_gates
@@ -254,7 +258,7 @@ def main() -> None:
     t_start = time.perf_counter()
     ready = {"gates_accuracy": gates_ready(), "redis_edge": redis_ready()}
     ready["cameras"] = ready["gates_accuracy"]
-    ready["redis_scaleout"] = ready["redis_edge"]
+    ready["redis_scaleout"] = ready["redis_keyed"] = ready["redis_edge"]
     ready["distributed_gates"] = ready["redis_edge"] and ready["gates_accuracy"]
     parts = args.only or [p for p in PARTS if ready.get(p, True)]
     if not args.only and not ready["gates_accuracy"]:
@@ -264,8 +268,8 @@ def main() -> None:
         )
     if not args.only and not ready["redis_edge"]:
         print(
-            "redis_edge, redis_scaleout, distributed_gates: skipped, they need redis-py and "
-            "redis-server"
+            "redis_edge, redis_scaleout, redis_keyed, distributed_gates: skipped, they need "
+            "redis-py and redis-server"
         )
     for part in parts:
         meta = environment(mode)
