@@ -21,7 +21,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypedDict, cast, runtime_checkable
 
@@ -401,9 +401,10 @@ def check_restorable(snapshot: object) -> Snapshot:
     return cast(Snapshot, snapshot)
 
 
-def make_snapshot(pipeline: str, blocks: dict[str, dict[Hashable, Any]]) -> Snapshot:
-    """A snapshot of the given states, deep-copied through the codec (so it is writable and
-    later changes to the live state do not leak into it).
+def make_snapshot(pipeline: str, blocks: Mapping[str, Sequence[tuple[Hashable, Any]]]) -> Snapshot:
+    """A snapshot of the given ``(key, state)`` pairs, deep-copied through the codec (so it is
+    writable and later changes to the live state do not leak into it). The keys are copied as
+    they are, never hashed or compared (a user's key may refuse to be by now).
 
     A thread block may change a state while it is copied; the copy is then tried again, and
     after a few tries it fails with a :class:`SnapshotError` rather than a half-updated state.
@@ -413,10 +414,7 @@ def make_snapshot(pipeline: str, blocks: dict[str, dict[Hashable, Any]]) -> Snap
             snap = Snapshot(
                 version=VERSION,
                 pipeline=pipeline,
-                blocks={
-                    name: [[k, s] for k, s in list(states.items())]
-                    for name, states in blocks.items()
-                },
+                blocks={name: [[k, s] for k, s in pairs] for name, pairs in blocks.items()},
             )
             return decode(encode(snap))
         except RuntimeError as exc:  # "dictionary changed size during iteration"

@@ -409,6 +409,28 @@ class StreamBuffer(Generic[T]):
         self._served(entry)
         return entry.item
 
+    def withdraw(self, item: T) -> bool:
+        """Take ``item`` (the very object) out again if it is still queued, looked for from the
+        newest end, where it went; True if it was. For a put cancelled after its item was put
+        for it (see :meth:`~.channel.Channel._take_back`): rare, O(items queued)."""
+        with self._lock:
+            for entry in reversed(self._order):
+                if entry.live and entry.item is item:
+                    break
+            else:
+                return False
+            key = entry.key
+            if key is _CONTROL:
+                entry.live = False
+                self._live -= 1
+                self._controls -= 1
+            else:
+                lane = self._lanes[key]
+                lane.remove(entry)  # (entries compare by identity)
+                self._unlink(entry, lane)
+            self._buried()
+        return True
+
     def take_capped(self, counts: dict[Any, int], cap: int) -> Any:
         """Take the oldest item of the first stream in turn that has fewer than ``cap`` items
         in ``counts`` (and count it there), or return :data:`NOTHING`. While a control item is
@@ -541,11 +563,19 @@ class FairChannel(Channel[T]):
         item, give the reader one chance to take one first (as a plain leaky channel does when
         full): a producer that never waits would otherwise supersede nearly everything."""
         if not self.leaky:
-            if len(self._buf) >= self.capacity:
-                await self.wait_writable()
+            # Behind the writers already waiting, first come, first served (as a plain
+            # channel's put: the slot a reader frees goes to the writer first in line).
+            if len(self._buf) >= self.capacity and await self._wait_turn(item):
+                return True
         elif self.buffer.would_drop(item):
             await asyncio.sleep(0)
         return self.put_nowait(item)
+
+    def _take_back(self, item: T) -> None:
+        """Take ``item``, put in its turn by :meth:`_wake_putter`, out again, uncounted, if no
+        reader took it yet (a cancelled put puts nothing)."""
+        if self.buffer.withdraw(item):
+            self.received -= 1
 
     def take_capped(self, counts: dict[Hashable, int], cap: int) -> Any:
         """Take the next item (in turn) whose stream has fewer than ``cap`` items in ``counts``

@@ -117,10 +117,14 @@ class PipelineRun:
         wall = (self.stopped if self.stopped is not None else _perf()) - self.started
         return {name: replace(by_name[name].record(), wall_s=wall) for name in self.order}
 
-    def states(self) -> dict[str, dict[Hashable, Any]]:
-        """The keyed state of every stateful block (live objects)."""
+    def states(self) -> dict[str, list[tuple[Hashable, Any]]]:
+        """The keyed state of every stateful block (live objects): ``(key, state)`` pairs.
+        Pairs, not a dict: the keys are not hashed or compared again (a user's key may refuse
+        to be by now, and a snapshot needs neither)."""
         return {
-            rt.name: {k: lane.state for k, lane in rt.lanes.items() if lane.state is not _NOTHING}
+            rt.name: [
+                (k, lane.state) for k, lane in list(rt.lanes.items()) if lane.state is not _NOTHING
+            ]
             for rt in self.blocks
             if rt.block._aioflow_stateful
         }

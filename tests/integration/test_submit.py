@@ -530,3 +530,45 @@ async def test_a_caller_waiting_for_room_is_not_overtaken_by_later_callers(execu
         assert await asyncio.gather(*callers) == [0, 1, *range(3, 11)]
     assert order == list(range(11)), order
     assert books_balance(pipe.statistics())
+
+
+async def test_a_caller_waiting_for_room_in_a_fair_queue_is_not_overtaken() -> None:
+    """The same through a block whose queue is shared by stream and blocks when full
+    (``fair=`` with ``Batch(max_per_key=)``): a caller woken when a slot freed lost it to a
+    caller arriving in the same turn of the loop, and waited behind it again."""
+    order: list[int] = []
+    gates = {x: asyncio.Event() for x in range(12)}
+
+    async def held(xs: list[int]) -> list[int]:
+        order.extend(xs)
+        await gates[xs[0]].wait()
+        return xs
+
+    blk = af.block(
+        name="held",
+        queue_size=1,
+        ordered=False,
+        fair=lambda x: x % 2,
+        batch=af.Batch(max_size=1, max_wait=0, max_per_key=1),
+    )(held)
+    pipe = af.Pipeline(blk)
+    async with pipe.open() as running:
+        callers = [asyncio.ensure_future(running.submit(0))]
+        await wait_until(lambda: order == [0], "item 0 taken")
+        callers.append(asyncio.ensure_future(running.submit(1)))  # fills the queue
+        await wait_until(lambda: running.statistics()["held"].queue_depth == 1, "1 queued")
+        waiting = asyncio.ensure_future(running.submit(2))  # waits for room
+        for _ in range(5):  # (it is waiting once the loop has nothing else to do)
+            await asyncio.sleep(0)
+        assert not waiting.done()
+        for later in range(3, 11):
+            # A slot frees, and a new caller arrives in the same turn.
+            gates[order[-1]].set()
+            callers.append(asyncio.ensure_future(running.submit(later)))
+            await wait_until(lambda later=later: len(order) == later - 1, "the next item taken")
+        for gate in gates.values():
+            gate.set()
+        assert await waiting == 2
+        assert await asyncio.gather(*callers) == [0, 1, *range(3, 11)]
+    assert order == list(range(11)), order
+    assert books_balance(pipe.statistics())

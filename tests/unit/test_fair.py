@@ -176,6 +176,48 @@ def test_block_policy_never_drops_and_raises_queue_full() -> None:
     assert ch.received == 2
 
 
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_a_writer_waiting_for_room_gets_the_freed_slot_before_a_newcomer() -> None:
+    ch, _, _ = make(1, overflow="block")
+    ch.put_nowait(("a", 0))
+    first = asyncio.create_task(ch.put(("b", 0)))
+    await settle()
+    assert not first.done()
+    assert ch.take_capped({}, 1) == ("a", 0)  # the slot goes to `first`, its item put now...
+    with pytest.raises(asyncio.QueueFull):
+        ch.put_nowait(("c", 0))  # ...so a newcomer finds the channel full
+    late = asyncio.create_task(ch.put(("c", 0)))  # and waits behind it
+    await settle()
+    assert first.done()
+    assert not late.done()
+    assert ch.get_nowait() == ("b", 0)  # its turn: `late` is put
+    await settle()
+    assert late.done()
+    assert drain(ch) == [("c", 0)]
+    assert ch.received == 3
+
+
+async def test_a_put_cancelled_after_its_item_was_put_takes_it_back() -> None:
+    ch, _, _ = make(2, overflow="block")
+    ch.put_nowait(("a", 0))
+    ch.put_nowait(("a", 1))
+    first = asyncio.create_task(ch.put(("b", 0)))
+    await settle()
+    assert ch.get_nowait() == ("a", 0)  # ("b", 0) is put in its turn...
+    first.cancel()  # ...and its writer cancelled before it learns so: a cancelled put puts nothing
+    await settle()
+    assert first.cancelled()
+    assert ch.buffer.streams() == {"a": 1}
+    assert ch.received == 2
+    ch.put_nowait(("c", 0))  # the room is there again, and the streams' books are whole
+    assert drain(ch) == [("a", 1), ("c", 0)]
+    assert ch.buffer.streams() == {}
+
+
 async def test_a_getter_waiting_on_an_empty_channel_is_woken_by_a_put() -> None:
     ch, _, _ = make(4, newest=True)
     getter = asyncio.create_task(ch.get())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -292,3 +293,103 @@ def test_nesting_up_to_the_limit_round_trips_and_one_more_level_fails_both_ways(
         text = data.replace(b'[["k",', b'[["k",[', 1).replace(b"]]}}", b"]]]}}", 1)
         with pytest.raises(af.SnapshotError, match=f"deeper than {MAX_DEPTH} levels"):
             decode(text)
+
+
+# -- keys that refuse to be hashed or compared by the time a snapshot is taken ------------------
+
+
+class _SouringCamera(tuple[str, int]):
+    """A camera key, plain data a snapshot carries (a tuple), whose ``__hash__`` and ``==``
+    raise once ``sour`` is set: a user's key that goes bad with use."""
+
+    sour = False
+
+    def __hash__(self) -> int:
+        if _SouringCamera.sour:
+            msg = "keys of this kind cannot be hashed any more"
+            raise RuntimeError(msg)
+        return tuple.__hash__(self)
+
+    def __eq__(self, other: object) -> bool:
+        if _SouringCamera.sour:
+            msg = "keys of this kind cannot be compared any more"
+            raise RuntimeError(msg)
+        return tuple.__eq__(self, other)
+
+
+class _SouringCounter(Counter):
+    key = staticmethod(lambda item: _SouringCamera((item[0], 0)))
+
+
+@pytest.fixture
+def souring() -> Any:
+    _SouringCamera.sour = False
+    yield
+    _SouringCamera.sour = False
+
+
+@pytest.mark.usefixtures("souring")
+async def test_a_snapshot_of_keys_that_refuse_to_be_hashed_holds_their_state() -> None:
+    """A snapshot copies the keys held as they are: it needs neither their ``__hash__`` nor
+    their ``==``, so a key that refuses them by then is written like any other (the run goes
+    on), where the snapshot raised the key's own RuntimeError."""
+    pipe = af.Pipeline(_SouringCounter(name="count"))
+    async with pipe.open() as running:
+        for item in [("a", 1), ("b", 2), ("a", 3)]:
+            await running.submit(item)
+        _SouringCamera.sour = True
+        saved = running.snapshot()
+        _SouringCamera.sour = False
+        assert await running.submit(("a", 4)) == ("a", 3)
+    states = {key: state["n"] for key, state in saved["blocks"]["count"]}
+    assert states == {("a", 0): 2, ("b", 0): 1}
+
+
+@pytest.mark.usefixtures("souring")
+async def test_a_store_saves_the_state_of_keys_that_refuse_to_be_hashed(tmp_path: Path) -> None:
+    """The store's snapshot at the end of ``open()`` too: every key's state is saved, where
+    the open() ended with the key's RuntimeError and the store kept nothing."""
+    store = FileStore(tmp_path / "state.json")
+    pipe = af.Pipeline(_SouringCounter(name="count"))
+    async with pipe.open(store=store) as running:
+        for item in [("a", 1), ("b", 2), ("a", 3)]:
+            await running.submit(item)
+        _SouringCamera.sour = True
+    _SouringCamera.sour = False
+    saved = await store.load()
+    assert saved is not None
+    states = {key: state["n"] for key, state in saved["blocks"]["count"]}
+    assert states == {("a", 0): 2, ("b", 0): 1}
+
+
+async def test_a_key_that_refuses_to_be_hashed_and_cannot_be_written_names_the_block() -> None:
+    """A key a snapshot cannot carry is a SnapshotError naming the block and the key's type,
+    also when the key refuses to be hashed by then (not the key's own error)."""
+    switch = threading.Event()
+
+    class Camera:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def __hash__(self) -> int:
+            if switch.is_set():
+                msg = "keys of this kind cannot be hashed any more"
+                raise RuntimeError(msg)
+            return hash(self.name)
+
+        def __eq__(self, other: object) -> bool:
+            if switch.is_set():
+                msg = "keys of this kind cannot be compared any more"
+                raise RuntimeError(msg)
+            return isinstance(other, Camera) and other.name == self.name
+
+    class Cameras(Counter):
+        key = staticmethod(lambda item: Camera(item[0]))
+
+    pipe = af.Pipeline(Cameras(name="count"))
+    async with pipe.open() as running:
+        await running.submit(("a", 1))
+        switch.set()
+        with pytest.raises(af.SnapshotError, match=r"block 'count': cannot write a Camera"):
+            running.snapshot()
+        switch.clear()
