@@ -71,7 +71,26 @@ _DTYPE = re.compile(r"[<>|=]?[biufcmMSU][1-9][0-9]{0,5}(\[[0-9]{0,9}[A-Za-z]{1,3
 _MAX_DIMS = 32
 
 
-def _to_json(obj: Any, where: str, depth: int = 0) -> Any:
+class _KeyPath:
+    """Where a key's state is, for an error message: ``block 'count', key ('cam', 1)``. Built
+    only when a message needs it (a snapshot holds many keys, and a key's ``repr`` is the
+    user's code, which may be slow or raise)."""
+
+    __slots__ = ("block", "key")
+
+    def __init__(self, block: str, key: Any) -> None:
+        self.block = block
+        self.key = key
+
+    def __str__(self) -> str:
+        try:
+            shown = repr(self.key)
+        except Exception:  # the user's __repr__: the message must still come
+            shown = f"<a {type(self.key).__name__} whose repr failed>"
+        return f"block {self.block!r}, key {shown}"
+
+
+def _to_json(obj: Any, where: str | _KeyPath, depth: int = 0) -> Any:
     # ``depth``: how many lists, tuples and dicts hold ``obj``. Only containers count against
     # MAX_DEPTH (a scalar or an array may sit in the deepest one), as in _from_json.
     if depth > MAX_DEPTH and isinstance(obj, list | tuple | dict):
@@ -316,8 +335,7 @@ def encode(snapshot: Snapshot) -> bytes:
         "pipeline": snapshot["pipeline"],
         "blocks": {
             name: [
-                [_to_json(k, f"block {name!r}"), _to_json(s, f"block {name!r}, key {k!r}")]
-                for k, s in pairs
+                [_to_json(k, f"block {name!r}"), _to_json(s, _KeyPath(name, k))] for k, s in pairs
             ]
             for name, pairs in snapshot["blocks"].items()
         },

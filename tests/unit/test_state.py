@@ -393,3 +393,40 @@ async def test_a_key_that_refuses_to_be_hashed_and_cannot_be_written_names_the_b
         with pytest.raises(af.SnapshotError, match=r"block 'count': cannot write a Camera"):
             running.snapshot()
         switch.clear()
+
+
+class _Unshown(str):
+    """A camera name (plain data a snapshot carries) whose ``repr`` raises."""
+
+    def __repr__(self) -> str:
+        msg = "this key cannot be shown"
+        raise RuntimeError(msg)
+
+
+class _UnshownCounter(Counter):
+    key = staticmethod(lambda item: _Unshown(item[0]))
+
+
+async def test_a_store_saves_the_state_of_keys_whose_repr_raises(tmp_path: Path) -> None:
+    """Writing a snapshot does not call the keys' ``repr`` (it is needed only for a message):
+    a key whose ``repr`` raises is saved like any other, where the store's save at the end of
+    ``open()`` raised the key's own RuntimeError and kept nothing."""
+    store = FileStore(tmp_path / "state.json")
+    pipe = af.Pipeline(_UnshownCounter(name="count"))
+    async with pipe.open(store=store) as running:
+        for item in [("a", 1), ("b", 2), ("a", 3)]:
+            await running.submit(item)
+    saved = await store.load()
+    assert saved is not None
+    assert {str(key): state["n"] for key, state in saved["blocks"]["count"]} == {"a": 2, "b": 1}
+
+
+def test_a_state_that_cannot_be_written_names_its_key_also_when_its_repr_raises() -> None:
+    """The message still comes, naming the block, when the key cannot show itself."""
+    snap: Snapshot = {
+        "version": 1,
+        "pipeline": "p",
+        "blocks": {"count": [(_Unshown("a"), {"n": object()})]},
+    }
+    with pytest.raises(af.SnapshotError, match=r"block 'count', key <a _Unshown whose repr"):
+        encode(snap)
