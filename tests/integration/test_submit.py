@@ -487,6 +487,34 @@ async def test_max_age_counts_from_the_submit_call() -> None:
     assert stats.completed == 2
 
 
+async def _a_caller_waits_for_room_while_later_ones_arrive(
+    pipe: af.Pipeline[int, Any], order: list[int], gates: dict[int, asyncio.Event]
+) -> None:
+    """Item 0 taken by block ``held`` (whose calls wait for ``gates[x]``), 1 queued, caller 2
+    waiting for room; then, eight times, a slot frees and a new caller arrives in the same
+    turn of the loop. Caller 2 must be served before every later one."""
+    async with pipe.open() as running:
+        callers = [asyncio.ensure_future(running.submit(0))]
+        await wait_until(lambda: order == [0], "item 0 taken")
+        callers.append(asyncio.ensure_future(running.submit(1)))  # fills the queue
+        await wait_until(lambda: running.statistics()["held"].queue_depth == 1, "1 queued")
+        waiting = asyncio.ensure_future(running.submit(2))  # waits for room
+        for _ in range(5):  # (it is waiting once the loop has nothing else to do)
+            await asyncio.sleep(0)
+        assert not waiting.done()
+        for later in range(3, 11):
+            # A slot frees, and a new caller arrives in the same turn.
+            gates[order[-1]].set()
+            callers.append(asyncio.ensure_future(running.submit(later)))
+            await wait_until(lambda later=later: len(order) == later - 1, "the next item taken")
+        for gate in gates.values():
+            gate.set()
+        assert await waiting == 2
+        assert await asyncio.gather(*callers) == [0, 1, *range(3, 11)]
+    assert order == list(range(11)), order
+    assert books_balance(pipe.statistics())
+
+
 @pytest.mark.parametrize("executor", ["async", "thread"])
 async def test_a_caller_waiting_for_room_is_not_overtaken_by_later_callers(executor: str) -> None:
     """Callers waiting for room in the first block's queue get in first come, first served.
@@ -510,26 +538,7 @@ async def test_a_caller_waiting_for_room_is_not_overtaken_by_later_callers(execu
 
     fn: Any = held if executor == "async" else held_in_thread
     pipe = af.Pipeline(af.block(name="held", queue_size=1, executor=executor)(fn))
-    async with pipe.open() as running:
-        callers = [asyncio.ensure_future(running.submit(0))]
-        await wait_until(lambda: order == [0], "item 0 taken")
-        callers.append(asyncio.ensure_future(running.submit(1)))  # fills the queue
-        await wait_until(lambda: running.statistics()["held"].queue_depth == 1, "1 queued")
-        waiting = asyncio.ensure_future(running.submit(2))  # waits for room
-        for _ in range(5):  # (it is waiting once the loop has nothing else to do)
-            await asyncio.sleep(0)
-        assert not waiting.done()
-        for later in range(3, 11):
-            # A slot frees, and a new caller arrives in the same turn.
-            gates[order[-1]].set()
-            callers.append(asyncio.ensure_future(running.submit(later)))
-            await wait_until(lambda later=later: len(order) == later - 1, "the next item taken")
-        for gate in gates.values():
-            gate.set()
-        assert await waiting == 2
-        assert await asyncio.gather(*callers) == [0, 1, *range(3, 11)]
-    assert order == list(range(11)), order
-    assert books_balance(pipe.statistics())
+    await _a_caller_waits_for_room_while_later_ones_arrive(pipe, order, gates)
 
 
 async def test_a_caller_waiting_for_room_in_a_fair_queue_is_not_overtaken() -> None:
@@ -552,23 +561,4 @@ async def test_a_caller_waiting_for_room_in_a_fair_queue_is_not_overtaken() -> N
         batch=af.Batch(max_size=1, max_wait=0, max_per_key=1),
     )(held)
     pipe = af.Pipeline(blk)
-    async with pipe.open() as running:
-        callers = [asyncio.ensure_future(running.submit(0))]
-        await wait_until(lambda: order == [0], "item 0 taken")
-        callers.append(asyncio.ensure_future(running.submit(1)))  # fills the queue
-        await wait_until(lambda: running.statistics()["held"].queue_depth == 1, "1 queued")
-        waiting = asyncio.ensure_future(running.submit(2))  # waits for room
-        for _ in range(5):  # (it is waiting once the loop has nothing else to do)
-            await asyncio.sleep(0)
-        assert not waiting.done()
-        for later in range(3, 11):
-            # A slot frees, and a new caller arrives in the same turn.
-            gates[order[-1]].set()
-            callers.append(asyncio.ensure_future(running.submit(later)))
-            await wait_until(lambda later=later: len(order) == later - 1, "the next item taken")
-        for gate in gates.values():
-            gate.set()
-        assert await waiting == 2
-        assert await asyncio.gather(*callers) == [0, 1, *range(3, 11)]
-    assert order == list(range(11)), order
-    assert books_balance(pipe.statistics())
+    await _a_caller_waits_for_room_while_later_ones_arrive(pipe, order, gates)
