@@ -448,6 +448,8 @@ class Worker:
         self.lease_ttl = lease_ttl
         self.snapshot_period = snapshot_period
         self.keyed = keyed_block(self.stages[0])
+        #: a keyed block heading the segment that drops items when its input is full
+        self._leaky_keyed = self.keyed is not None and self.keyed.options.overflow != "block"
         self.next_keyed = keyed_block(stages[nxt]) if nxt < len(stages) else None
         self.owner: Owner | None = None
         #: the keyed block's lanes when it heads this segment (partitioned)
@@ -1001,7 +1003,13 @@ class Worker:
                 await self._gated.wait()
             tok, fields, deliveries, epoch = self._gate[0]
             alone = self._suspect(deliveries)
-            if alone:
+            # A leaky keyed block (overflow="drop_oldest"/"drop_newest") drops items from its
+            # input when it is full, and a takeover hands it every entry after the mark at once
+            # (of every partition taken over): the entries its last owner processed, which
+            # the restored state must count again, were dropped there, and the key's count went
+            # back. So each goes in alone there too, reads held, as a suspect does.
+            serial = alone or self._leaky_keyed
+            if serial:
                 self._isolating = True
                 await self._wait_quiet()
             try:
@@ -1022,10 +1030,10 @@ class Worker:
                     )
                 slots.take(1)
                 self._dispatch(tok, fields, running, done, deliveries)
-                if alone:
+                if serial:
                     await self._wait_quiet()
             finally:
-                if alone:
+                if serial:
                     self._isolating = False
 
     async def _handle(
