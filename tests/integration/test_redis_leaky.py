@@ -404,3 +404,25 @@ async def test_a_partition_entry_deleted_while_pending_is_acknowledged_at_the_ta
         await _acknowledged_and_counted(client, stream, keys.stats("*"), "lag_keyed")
     finally:
         await client.aclose()
+
+
+async def test_a_takeover_counts_again_every_item_its_dead_owner_processed_in_a_leaky_block(
+    redis_url: str, redis_prefix: str, workers: Workers
+) -> None:
+    """The owner of a leaky keyed block processed 30 items of a key, with no snapshot yet,
+    and was SIGKILLed: the next owner restores nothing and processes the 30 entries again for
+    the key's state. It handed them to the block all at once, whose input (8 items, and
+    overflow="drop_oldest") dropped most of them, and the key's count went back. Each entry
+    taken over now goes in alone."""
+    extra = (*TWO, "--lease-ttl", "1", "--snapshot-period", "600", "--log-level", "INFO")
+    first = workers.start("lossy", "lossy_count", extra=extra)
+    await serving(workers, first)
+    transport = RedisTransport(redis_url, prefix=redis_prefix, partitions=2)
+    async with rp.lossy.open(transport=transport) as running:
+        counts = [(await running.submit(x))[2] for x in range(0, 60, 2)]  # one at a time
+        assert counts == list(range(1, 31))
+        first.kill()
+        assert first.wait() == -signal.SIGKILL
+        second = workers.start("lossy", "lossy_count", extra=extra)
+        await serving(workers, second)
+        assert await running.submit(60) == (0, 60, 31)
