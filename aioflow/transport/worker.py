@@ -489,6 +489,9 @@ class Worker:
         self._gate: collections.deque[tuple[bytes, dict[bytes, bytes], int, int]]
         self._gate = collections.deque()
         self._gated = asyncio.Event()
+        #: of those, the entries their last owner acknowledged (answered): they run again for
+        #: the state only, and are not stale however long ago they were born (max_age)
+        self._answered: set[bytes] = set()
         #: set when the worker may have become quiet (a read ended, an entry was written)
         self._settle = asyncio.Event()
         #: set when reading may go on (a quarantine ended)
@@ -784,6 +787,8 @@ class Worker:
             # entry is read before they are all dispatched.
             for tok, fields, deliveries in entries:
                 self._gate.append((tok, fields, deliveries, self._epoch(tok)))
+                if deliveries == 1:  # (acknowledged by the last owner: not pending)
+                    self._answered.add(tok)
             self._gated.set()
 
         return Owner(
@@ -1015,10 +1020,12 @@ class Worker:
             try:
                 self._gate.popleft()
                 if not owner.holds(tok, epoch):
+                    self._answered.discard(tok)
                     continue  # lost meanwhile: its next owner processes it
                 if alone:
                     await owner.claim(client, tok)
                     if not owner.holds(tok, epoch):
+                        self._answered.discard(tok)
                         continue  # lost while it was claimed (its state is restored again)
                     self.isolated += 1
                     logger.info(
@@ -1142,9 +1149,13 @@ class Worker:
                     self.owner.touched.touch(key, metas[i].run, list(metas[i].path))
                 except Exception:  # the block reports it for the item, if it fails there
                     continue
-        # Each item's age since it entered the pipeline (max_age counts across machines).
+        # Each item's age since it entered the pipeline (max_age counts across machines). An
+        # entry a takeover runs again for the state only was answered already: not stale.
         clock = self.clock
         births = [metas[i].born for i in good]
+        if self._answered and entry_id in self._answered:
+            self._answered.discard(entry_id)
+            births = [None] * len(births)
         ages = [0.0 if born is None else clock.age(born) for born in births]
         # Keyed blocks inside the segment note which run each item is of (see _watch).
         tags = [(metas[i].run, metas[i].path, metas[i].reply) for i in good] if self.inner else None

@@ -208,6 +208,16 @@ async def lossy_count(x: int, state: dict[str, int]) -> tuple[int, int, int]:
 lossy = af.Pipeline(lossy_count, name="lossy")
 
 
+@af.block(key=parity, state=dict, max_age=0.5)
+async def stale_count(x: int, state: dict[str, int]) -> tuple[int, int, int]:
+    """A running count of the items of a key that were fresh enough (max_age) to run."""
+    state["n"] = state.get("n", 0) + 1
+    return parity(x), x, state["n"]
+
+
+staling = af.Pipeline(stale_count, name="staling")
+
+
 @af.block(max_age=0.3)
 async def fresh(x: int) -> int:
     await asyncio.sleep(_lag_delay())

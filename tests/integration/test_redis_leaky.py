@@ -426,3 +426,28 @@ async def test_a_takeover_counts_again_every_item_its_dead_owner_processed_in_a_
         second = workers.start("lossy", "lossy_count", extra=extra)
         await serving(workers, second)
         assert await running.submit(60) == (0, 60, 31)
+
+
+async def test_a_takeover_counts_again_the_items_its_dead_owner_processed_however_old(
+    redis_url: str, redis_prefix: str, workers: Workers
+) -> None:
+    """A keyed block with max_age: the next owner replays the entries its dead owner
+    processed (no snapshot yet) to rebuild the key's state. They are older than max_age by
+    then (the lease of 1 s had to run out first), but they are not stale input: their answers
+    went out, and dropping them would lose them from the state."""
+    extra = (*TWO, "--lease-ttl", "1", "--snapshot-period", "600", "--log-level", "INFO")
+    first = workers.start("staling", "stale_count", extra=extra)
+    await serving(workers, first)
+    transport = RedisTransport(redis_url, prefix=redis_prefix, partitions=2)
+    async with rp.staling.open(transport=transport) as running:
+        counts = [(await running.submit(x))[2] for x in range(0, 20, 2)]
+        assert counts == list(range(1, 11))
+        first.kill()
+        assert first.wait() == -signal.SIGKILL
+        second = workers.start("staling", "stale_count", extra=extra)
+        while "took over partition" not in workers.output(second):  # (then 20 is fresh)
+            assert second.poll() is None, workers.output(second)
+            await asyncio.sleep(0.02)
+        assert await running.submit(20) == (0, 20, 11)
+        stats = running.statistics()
+    assert stats["stale_count"].dropped == 0
