@@ -1091,6 +1091,10 @@ class Worker:
         after: Awaitable[Any] | None = None,
         put: Callable[[], None] | None = None,
     ) -> None:
+        # An entry a takeover runs again for the state only was answered already: not stale.
+        answered = bool(self._answered) and entry_id in self._answered
+        if answered:
+            self._answered.discard(entry_id)
         if self.owner is not None and b"v" not in fields:
             # No item: the end of a caller's run (docs/distributed.md, "The end of a run").
             with contextlib.suppress(MessageError):
@@ -1149,13 +1153,9 @@ class Worker:
                     self.owner.touched.touch(key, metas[i].run, list(metas[i].path))
                 except Exception:  # the block reports it for the item, if it fails there
                     continue
-        # Each item's age since it entered the pipeline (max_age counts across machines). An
-        # entry a takeover runs again for the state only was answered already: not stale.
+        # Each item's age since it entered the pipeline (max_age counts across machines).
         clock = self.clock
-        births = [metas[i].born for i in good]
-        if self._answered and entry_id in self._answered:
-            self._answered.discard(entry_id)
-            births = [None] * len(births)
+        births = [None if answered else metas[i].born for i in good]
         ages = [0.0 if born is None else clock.age(born) for born in births]
         # Keyed blocks inside the segment note which run each item is of (see _watch).
         tags = [(metas[i].run, metas[i].path, metas[i].reply) for i in good] if self.inner else None
