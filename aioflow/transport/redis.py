@@ -1021,15 +1021,9 @@ def stage_capacity(stage: Block | Branch) -> int:
 
 def stage_budget(stage: Block | Branch) -> int | None:
     """The byte budget of a stage's input stream (:data:`REDIS_QUEUE_BYTES`) when its bound is
-    the Redis default (:func:`stage_capacity`), else None (its ``queue_size`` is exact).
-
-    A keyed block keeps its ``queue_size`` too (its partitions: ``ceil(queue_size / count)``
-    each): with 64 entries per partition, the tests of keyed blocks saw a key's count jump now
-    and then (items put into the block out of order, fixed since); the deeper default waits for
-    repeated runs with it (docs/distributed.md, "Not there yet")."""
+    the Redis default (:func:`stage_capacity`), else None (its ``queue_size`` is exact). A
+    keyed block's partitions share the bound and the budget alike (:class:`.partitions.Router`)."""
     if isinstance(stage, Branch) or stage.options.overflow != "block":
-        return None
-    if stage.options.key is not None:
         return None
     return None if stage._aioflow_sized else REDIS_QUEUE_BYTES
 

@@ -128,13 +128,19 @@ async def test_owners_sigkilled_mid_stream_and_at_the_end_still_give_the_flush_o
     killed: list[subprocess.Popen[str]] = []
 
     async def kill_an_owner() -> None:
-        for part in used:
-            owner = await client.get(f"{keys.base}:lease:tally:{part}")
-            for proc in procs:
-                if proc not in killed and owner is not None and f"-{proc.pid}-" in owner.decode():
+        # The partitions hold the caller's items (1024 over 16 of them), so every item may be
+        # in Redis before the first owner killed has had its partitions taken over: the second
+        # kill waits until a live worker owns a partition in use.
+        while True:
+            for part in used:
+                owner = await client.get(f"{keys.base}:lease:tally:{part}")
+                for proc in procs:
+                    if proc in killed or owner is None or f"-{proc.pid}-" not in owner.decode():
+                        continue
                     proc.kill()  # SIGKILL: no drain, no release; its leases must expire
                     killed.append(proc)
                     return
+            await asyncio.sleep(0.02)
 
     async def source() -> AsyncIterator[tuple[str, int]]:
         for x, item in enumerate(cams(600)):
