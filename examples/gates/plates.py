@@ -12,9 +12,12 @@ position holds a letter and the read has a digit that looks like one (0/O, 1/I, 
 needing the fewest such changes wins; a read that fits no format, or fits two formats equally
 well with different results, is not a plate (the caller counts it).
 
-Without formats, any plausible plate is accepted as read: 4 to 10 letters and digits with at
-least one of each. Plates worldwide run from 2 to 10 characters, but most have both kinds, and
-a rule that admits all-letter words would turn every shop sign into a plate.
+Without formats, any plausible plate is accepted as read: 5 to 10 letters and digits with at
+least one of each. Plates worldwide run from 2 to 10 characters, but most have both kinds and 5
+or more, and a rule that admits all-letter words would turn every shop sign into a plate, one
+that admits 4 characters every car's model badge (``320D``, ``XC90``, ``C220``, ``E 300``),
+which is read as surely as the plate and rides on a moving car (give the formats for shorter
+plates).
 
 Without formats, the separators the recogniser reads (a dash or a space printed between a
 plate's groups: ``36-IUO-6``, ``OPQ 234``) say which kind a look-alike is where the plate's
@@ -29,7 +32,7 @@ from dataclasses import dataclass
 LOOK_ALIKE = (("0", "O"), ("1", "I"), ("8", "B"), ("5", "S"), ("2", "Z"), ("6", "G"))
 TO_LETTER = dict(LOOK_ALIKE)
 TO_DIGIT = {c: d for d, c in LOOK_ALIKE}
-MIN_LENGTH, MAX_LENGTH = 4, 10
+MIN_LENGTH, MAX_LENGTH = 5, 10
 # Printed between a plate's groups (``AB-123-CD``, ``AB12 CDE``); the recogniser reads them.
 SEPARATORS = "- "
 # Look-alikes drawn alike in many plate fonts: a recogniser's sure read of one says little.
@@ -111,7 +114,7 @@ def parse_formats(spec: str | None) -> tuple[PlateFormat, ...]:
 
 
 def plausible(text: str) -> bool:
-    """A plate of no given format: 4-10 letters and digits, at least one of each."""
+    """A plate of no given format: 5-10 letters and digits, at least one of each."""
     return (
         MIN_LENGTH <= len(text) <= MAX_LENGTH
         and text.isascii()
