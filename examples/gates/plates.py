@@ -10,7 +10,9 @@ A read is fitted to each format of its length (fixed separators left out). Where
 position holds a letter and the read has a digit that looks like one (0/O, 1/I, 8/B, 5/S, 2/Z,
 6/G), the digit becomes that letter, and the other way round; nothing else is changed. The format
 needing the fewest such changes wins; a read that fits no format, or fits two formats equally
-well with different results, is not a plate (the caller counts it).
+well with different letters or digits, is not a plate (the caller counts it). Formats that differ
+only in their separators (``LL-999-LL`` and ``LL999LL``) read one plate, written as the first of
+them given writes it.
 
 Without formats, any plausible plate is accepted as read: 5 to 10 letters and digits with at
 least one of each. Plates worldwide run from 2 to 10 characters, but most have both kinds and 5
@@ -133,8 +135,10 @@ def normalise(text: str, formats: tuple[PlateFormat, ...]) -> str | None:
     if not fits:
         return None
     fewest = min(changes for _, changes in fits)
-    best = {plate for plate, changes in fits if changes == fewest}
-    return best.pop() if len(best) == 1 else None
+    best = [plate for plate, changes in fits if changes == fewest]
+    # Formats that differ only in their separators (``LL-999-LL`` and ``LL999LL``) give one
+    # plate: the first format given writes it.
+    return best[0] if len({_alnum(plate) for plate in best}) == 1 else None
 
 
 def fold(text: str) -> str:
