@@ -11,7 +11,7 @@ reads are the models' own; only the cameras' interleaving (which decides which s
 learnt first without formats) is fixed here, round-robin by frame (``--orders`` tries others).
 
     python benchmarks/gates_reads.py record DIR --level hard --seeds 51 52 53 54 55
-    python benchmarks/gates_reads.py replay DIR/*.pkl [--orders 5] [--show]
+    python benchmarks/gates_reads.py replay DIR/*.pkl [--orders 5] [--show] [--no-groups]
         [--json benchmarks/results/gates_reads.json --label "hard, seeds 81-85 (held out)"]
 """
 
@@ -88,10 +88,13 @@ def replay(
     formats: tuple[plates.PlateFormat, ...],
     order: int = 0,
     rules: track.TrackRules = track.DEFAULT_TRACK_RULES,
+    grouped: bool = True,
 ) -> tuple[list[dict[str, Any]], track.Score, dict[str, list[tuple[int, str, str, float]]]]:
     """The events the tracker sends from the recorded reads, their score, and per camera the
     reads it was given (frame, raw, plate, confidence). ``order`` 0: the cameras' frames
-    round-robin; else a random interleaving (seeded by ``order``) keeping each camera's order."""
+    round-robin; else a random interleaving (seeded by ``order``) keeping each camera's order.
+    ``grouped``: without formats, take in what the separators read say of the look-alikes
+    (``plates.grouped``), as the pipeline does; False: the recogniser's evidence alone."""
     per_cam: dict[str, list[dict[str, Any]]] = {}
     for f in data["frames"]:
         per_cam.setdefault(f["camera"], []).append(f)
@@ -117,6 +120,10 @@ def replay(
         reads: list[track.Read] = []
         for rect, raw, confidence, evidence in f["reads"]:
             text = plates.normalise(raw, formats)
+            if not formats and text and grouped:
+                evidence = plates.grouped(raw, evidence)
+            elif not formats and text:
+                evidence = tuple(e for c, e in zip(raw, evidence, strict=False) if c.isalnum())
             reads.append((rect, text, confidence, evidence if not formats and text else ()))
             seen.setdefault(cam, []).append((f["frame"], raw, text or "-", confidence))
         reads += [(rect, None, 0.0) for rect in f["held"]]
@@ -141,7 +148,7 @@ def main(args: argparse.Namespace) -> None:
             ("any", ()),
         ):
             for order in range(args.orders):
-                events, score, seen = replay(data, formats, order)
+                events, score, seen = replay(data, formats, order, grouped=not args.no_groups)
                 t = totals.setdefault(f"{data['level']} {mode}", [0, 0, 0, 0, 0])
                 for i, v in enumerate(
                     (score.shown, score.correct, score.wrong, score.duplicates, score.events)
@@ -199,6 +206,11 @@ if __name__ == "__main__":
     p.add_argument("files", nargs="+")
     p.add_argument("--orders", type=int, default=1)
     p.add_argument("--show", action="store_true")
+    p.add_argument(
+        "--no-groups",
+        action="store_true",
+        help="leave out what the separators read say of look-alikes (plates.grouped), as before",
+    )
     p.add_argument("--json", help="add the totals to this results file, under --label")
     p.add_argument("--label", help="what the totals are (the rules, the seeds)")
     main(parser.parse_args())

@@ -363,9 +363,10 @@ def build(
         raw, confidence, evidence = decoder.read(item["probs"])
         text = plates.normalise(raw, formats)
         # Without formats the read is the plate as read, so the recogniser's evidence for each
-        # look-alike character goes with it (the tracker weighs it across the track's reads);
-        # a format has already said which kind each position holds.
-        evidence = evidence if not formats and text is not None else ()
+        # look-alike character goes with it (the tracker weighs it across the track's reads),
+        # with what the plate's groups (the separators read) say of it; a format has already
+        # said which kind each position holds.
+        evidence = plates.grouped(raw, evidence) if not formats and text is not None else ()
         return {
             **item,
             "probs": None,

@@ -175,12 +175,17 @@ def rec_input(crop_bgr: np.ndarray) -> np.ndarray:
 
 
 class CtcDecoder:
-    """Greedy CTC decoding restricted to the characters a plate can hold."""
+    """Greedy CTC decoding restricted to the characters a plate can hold and the separators
+    printed between its groups (``plates.SEPARATORS``: a dash, a space)."""
 
-    def __init__(self, characters: list[str], allowed: str = PLATE_CHARS) -> None:
+    def __init__(
+        self, characters: list[str], allowed: str = PLATE_CHARS + plates.SEPARATORS
+    ) -> None:
         # class 0: blank; class i + 1: characters[i]; the last class: space
         self.classes = ["", *characters, " "]
         keep = [0] + [i + 1 for i, c in enumerate(characters) if c in allowed]
+        if " " in allowed and " " not in characters:
+            keep.append(len(self.classes) - 1)
         self.keep = np.array(keep)
         column = {self.classes[k]: j for j, k in enumerate(keep)}
         # For each character with a look-alike: the columns of its digit and its letter form.
@@ -197,10 +202,11 @@ class CtcDecoder:
         return text, confidence
 
     def read(self, probs: np.ndarray) -> tuple[str, float, plates.Evidence]:
-        """Text, mean confidence and, for each character that has a look-alike (0/O, 1/I,
-        8/B, 5/S, 2/Z, 6/G), how much the recogniser saw each of the two: its probabilities of
-        the digit and of the letter, averaged over the time steps the character spans (None for
-        the other characters)."""
+        """Text (with the separators read: ``36-IUO-6``, ``OPQ 234``), the mean confidence of
+        its letters and digits and, for each character that has a look-alike (0/O, 1/I, 8/B,
+        5/S, 2/Z, 6/G), how much the recogniser saw each of the two: its probabilities of the
+        digit and of the letter, averaged over the time steps the character spans (None for
+        the other characters and the separators)."""
         sub = probs[:, self.keep]
         best = sub.argmax(axis=1)
         conf = sub.max(axis=1)
@@ -215,7 +221,8 @@ class CtcDecoder:
             if previous > 0:  # a character's run ends at t
                 c = self.classes[self.keep[previous]]
                 text.append(c)
-                scores.append(float(conf[start]))
+                if c.isalnum():
+                    scores.append(float(conf[start]))
                 pair = self.pairs.get(c)
                 if pair is None:
                     evidence.append(None)
@@ -223,6 +230,13 @@ class CtcDecoder:
                     mean = sub[start:t, list(pair)].mean(axis=0)
                     evidence.append((float(mean[0]), float(mean[1])))
             previous, start = k, t
+        # A separator read before the first character or after the last is no separator.
+        while text and not text[0].isalnum():
+            text.pop(0)
+            evidence.pop(0)
+        while text and not text[-1].isalnum():
+            text.pop()
+            evidence.pop()
         return "".join(text), float(np.mean(scores)) if scores else 0.0, tuple(evidence)
 
 

@@ -10,11 +10,20 @@ A read is fitted to each format of its length (fixed separators left out). Where
 position holds a letter and the read has a digit that looks like one (0/O, 1/I, 8/B, 5/S, 2/Z,
 6/G), the digit becomes that letter, and the other way round; nothing else is changed. The format
 needing the fewest such changes wins; a read that fits no format, or fits two formats equally
-well with different results, is not a plate (the caller counts it).
+well with different letters or digits, is not a plate (the caller counts it). Formats that differ
+only in their separators (``LL-999-LL`` and ``LL999LL``) read one plate, written as the first of
+them given writes it.
 
-Without formats, any plausible plate is accepted as read: 4 to 10 letters and digits with at
-least one of each. Plates worldwide run from 2 to 10 characters, but most have both kinds, and
-a rule that admits all-letter words would turn every shop sign into a plate.
+Without formats, any plausible plate is accepted as read: 5 to 10 letters and digits with at
+least one of each. Plates worldwide run from 2 to 10 characters, but most have both kinds and 5
+or more, and a rule that admits all-letter words would turn every shop sign into a plate, one
+that admits 4 characters every car's model badge (``320D``, ``XC90``, ``C220``, ``E 300``),
+which is read as surely as the plate and rides on a moving car (give the formats for shorter
+plates).
+
+Without formats, the separators the recogniser reads (a dash or a space printed between a
+plate's groups: ``36-IUO-6``, ``OPQ 234``) say which kind a look-alike is where the plate's
+groups leave no doubt (``group_kinds``): plates group their letters and their digits.
 """
 
 from __future__ import annotations
@@ -25,7 +34,11 @@ from dataclasses import dataclass
 LOOK_ALIKE = (("0", "O"), ("1", "I"), ("8", "B"), ("5", "S"), ("2", "Z"), ("6", "G"))
 TO_LETTER = dict(LOOK_ALIKE)
 TO_DIGIT = {c: d for d, c in LOOK_ALIKE}
-MIN_LENGTH, MAX_LENGTH = 4, 10
+MIN_LENGTH, MAX_LENGTH = 5, 10
+# Printed between a plate's groups (``AB-123-CD``, ``AB12 CDE``); the recogniser reads them.
+SEPARATORS = "- "
+# Look-alikes drawn alike in many plate fonts: a recogniser's sure read of one says little.
+ONE_GLYPH = frozenset("0O1I")
 # Per character of a read: the recogniser's probabilities of the digit and of the letter form of
 # a look-alike character, or None for a character without a look-alike.
 Evidence = tuple[tuple[float, float] | None, ...]
@@ -103,7 +116,7 @@ def parse_formats(spec: str | None) -> tuple[PlateFormat, ...]:
 
 
 def plausible(text: str) -> bool:
-    """A plate of no given format: 4-10 letters and digits, at least one of each."""
+    """A plate of no given format: 5-10 letters and digits, at least one of each."""
     return (
         MIN_LENGTH <= len(text) <= MAX_LENGTH
         and text.isascii()
@@ -122,8 +135,10 @@ def normalise(text: str, formats: tuple[PlateFormat, ...]) -> str | None:
     if not fits:
         return None
     fewest = min(changes for _, changes in fits)
-    best = {plate for plate, changes in fits if changes == fewest}
-    return best.pop() if len(best) == 1 else None
+    best = [plate for plate, changes in fits if changes == fewest]
+    # Formats that differ only in their separators (``LL-999-LL`` and ``LL999LL``) give one
+    # plate: the first format given writes it.
+    return best[0] if len({_alnum(plate) for plate in best}) == 1 else None
 
 
 def fold(text: str) -> str:
@@ -135,3 +150,58 @@ def fold(text: str) -> str:
 def same_plate(a: str, b: str) -> bool:
     """Plates compare by their letters and digits only (``AB-123`` is ``AB123``)."""
     return _alnum(a) == _alnum(b)
+
+
+def _look_alike(c: str) -> bool:
+    return c in TO_LETTER or c in TO_DIGIT
+
+
+def group_kinds(raw: str) -> tuple[str | None, ...]:
+    """Per letter or digit of a read (separators left out): ``"L"`` or ``"9"`` where the
+    plate's groups, as the separators the recogniser read split it, say which kind a look-alike
+    is, else None.
+
+    Plates group their letters and their digits, and print a dash or a space between groups.
+    A group between two separators holds one kind on every plate format we know of (``AB-123-CD``,
+    ``99-LLL-9``, ``B-AB 1234``, ``1-ABC-123``), so its look-alikes take the kind of its other
+    characters when those (one at least) are all of one kind: ``36-IU0-6`` is ``36-IUO-6``. The
+    groups at either end may mix kinds (``WD52 JKB``, ``AB 123CD``, ``ABC 12A``), so there only
+    a group's one look-alike takes the kind of all its others (``0PQ 234`` is ``OPQ 234``;
+    ``WD02 JKB``, two look-alikes, says nothing). A read without a separator says nothing.
+    """
+    groups = "".join(c if c.isascii() and c.isalnum() else " " for c in raw.upper()).split()
+    out: list[str | None] = []
+    for i, group in enumerate(groups):
+        sure = {"9" if c.isdigit() else "L" for c in group if not _look_alike(c)}
+        alike = sum(_look_alike(c) for c in group)
+        middle = 0 < i < len(groups) - 1
+        kind = None
+        if len(groups) > 1 and len(sure) == 1 and (middle or alike == 1):
+            kind = next(iter(sure))
+        out += [kind if _look_alike(c) else None for c in group]
+    return tuple(out)
+
+
+def grouped(raw: str, evidence: Evidence) -> Evidence:
+    """The recogniser's evidence (per character of ``raw``, separators included) for the read's
+    letters and digits, with what the groups say (``group_kinds``) taken in: a ``0``/``O`` or
+    ``1``/``I`` (one glyph in many plate fonts) takes the group's kind outright; another
+    look-alike's evidence is averaged with it, so that a recogniser sure of the other form
+    leaves the read a toss-up (no event) rather than a guess either way."""
+    kinds = iter(group_kinds(raw))
+    out: list[tuple[float, float] | None] = []
+    for i, c in enumerate(raw.upper()):
+        if not (c.isascii() and c.isalnum()):
+            continue
+        seen = evidence[i] if i < len(evidence) else None
+        kind = next(kinds)
+        if kind is None:
+            out.append(seen)
+            continue
+        told = (1.0, 0.0) if kind == "9" else (0.0, 1.0)
+        total = sum(seen) if seen is not None else 0.0
+        if c in ONE_GLYPH or seen is None or total <= 0:
+            out.append(told)
+        else:
+            out.append(((seen[0] / total + told[0]) / 2, (seen[1] / total + told[1]) / 2))
+    return tuple(out)
