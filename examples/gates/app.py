@@ -5,8 +5,10 @@
                                      moves, or all of it: roi.py), resized and normalised
                                      for the detector (2 threads)
     >> detect                        PP-OCR text detection, OnnxModel, batched, 2 sessions
-    >> find_plates                   boxes from the probability map, kept when plate-like,
-                                     cropped at their own aspect
+    >> find_plates                   boxes from the probability map, kept when plate-like
+                                     (with formats, also those off the plate-ground rule:
+                                     their reads count where they fit a format), cropped at
+                                     their own aspect
        (with ``detect_per_second``: these three run inside ``af.every`` on some frames of
        each camera, named ``sample``; ``unpack`` marks the frames in between as not looked at)
     >> split                         one item per crop; text standing still read now and then
@@ -215,8 +217,12 @@ def build(
                 why = "edge"  # text that may go on beyond the window
             if why is None:
                 cut = ocr.crop(frame.image, box)
-                if ocr.on_a_board(frame.image, box, cut, plate_rules):
-                    boxes.append((box, ocr.rec_input(cut)))
+                board = ocr.on_a_board(frame.image, box, cut, plate_rules)
+                if board or formats:
+                    # With plate formats given, a box off the ground rule is read all the
+                    # same: its read counts only where it fits a format (PlateTracker), so a
+                    # black plate on a car as dark as it is read (docs/gates.md, *ground*).
+                    boxes.append((box, ocr.rec_input(cut), board))
                     continue
                 why = "ground"
             dropped[why] += 1
@@ -317,7 +323,7 @@ def build(
         carried: list[track.Rect] = []
         if window is not None:
             if window.whole:
-                still.whole = [box.rect for box, _ in boxes]
+                still.whole = [box.rect for box, _, board in boxes if board]
             else:
                 carried = roi.carry(window, record["moved"], still.whole, frame.image.shape)
         # Sampled, or live (the fair queue drops frames once the cameras send more than the
@@ -333,17 +339,20 @@ def build(
         # the signs read on every look made the recogniser the slowest step (the detector 0.66
         # busy, waiting for room 60% of the time). So a box is also still once it has sat in
         # place for LIVE_STILL_S of the camera's clock, on 2 looks or more.
-        rects = [box.rect for box, _ in boxes]
+        rects = [box.rect for box, _, _ in boxes]
         hold = still.hold(look, rects + carried, at=frame.timestamp, still_s=live_still_s)
-        held = [rect for rect, h in zip(rects, hold, strict=False) if h] + carried
         hold = hold[: len(boxes)]
-        fresh = [(box, x) for (box, x), h in zip(boxes, hold, strict=True) if not h]
+        # A box off the ground rule that stands still goes nowhere: unread, nothing says it
+        # is a plate.
+        held = [b.rect for (b, _, board), h in zip(boxes, hold, strict=True) if h and board]
+        held += carried
+        fresh = [(box, x, board) for (box, x, board), h in zip(boxes, hold, strict=True) if not h]
         common.update(n=len(fresh), held=held)
         if not fresh:
             yield {**common, "k": 0}
             return
-        for k, (box, x) in enumerate(fresh):
-            yield {**common, "k": k, "box": box, "x": x}
+        for k, (box, x, board) in enumerate(fresh):
+            yield {**common, "k": k, "box": box, "x": x, "board": board}
 
     recognize = OnnxModel(
         rec_path,
@@ -420,6 +429,9 @@ def build(
             counts.not_plate_ground += item["dropped"]["ground"]
             reads: list[track.Read] = []
             for read in item["reads"]:
+                if not read["board"] and read["text"] is None:
+                    counts.not_plate_ground += 1  # off the ground rule, and fits no format
+                    continue
                 if read["text"] is None:
                     if read["raw"]:
                         counts.off_format += 1

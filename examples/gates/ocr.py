@@ -255,8 +255,9 @@ class PlateRules:
     the crop) by ``min_contrast`` grey levels, and the ground ends a little beyond the text: in
     the bands from 0.6 to 1.0 box heights above and below the box, at most ``max_surface`` of
     the pixels have the ground's colour. Text painted on a wider surface (lettering on a van's
-    side, markings on the road, a word on a wall) fails this; so would a plate exactly the
-    colour of the car around it.
+    side, markings on the road, a word on a wall) fails this; so does a plate as dark as the
+    car around it (a black plate on a black car), which the pipeline reads all the same where
+    plate formats are given, counting the read only where it fits one (``app.build``).
     """
 
     min_aspect: float = 1.3
