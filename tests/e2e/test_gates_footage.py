@@ -172,18 +172,27 @@ def test_a_plate_filmed_at_dusk_is_read(tmp_path: Path) -> None:
     assert [(e["camera"], e["plate"]) for e in events] == [("gate_dusk", "KX52VRT")], stdout
 
 
-def eu_clip(clip: Path, plate: np.ndarray) -> None:
-    """A clip of 3 s at 10 frames/s: a car carrying ``plate`` crossing the view left to right."""
+def eu_clip(
+    clip: Path,
+    plate: np.ndarray,
+    *,
+    paint: tuple[int, int, int] = (40, 60, 150),
+    bumper: tuple[int, int, int] | None = (35, 35, 38),
+    seed: int = 3,
+) -> None:
+    """A clip of 3 s at 10 frames/s: a car (``paint``, with a ``bumper`` band behind the plate
+    unless None) carrying ``plate`` crossing the view left to right."""
     ph, pw = plate.shape[:2]
     writer = cv2.VideoWriter(str(clip), cv2.VideoWriter.fourcc(*"mp4v"), 10.0, (640, 360))
     assert writer.isOpened()
-    rng = np.random.default_rng(3)
+    rng = np.random.default_rng(seed)
     for i in range(30):
         image = np.full((360, 640, 3), (90, 110, 120), np.uint8)
         cv2.rectangle(image, (0, 170), (640, 360), (70, 70, 72), -1)
         x = -260 + 40 * i  # 400 px a second, left to right
-        cv2.rectangle(image, (x, 170), (x + 330, 330), (40, 60, 150), -1)
-        cv2.rectangle(image, (x, 250), (x + 330, 300), (35, 35, 38), -1)
+        cv2.rectangle(image, (x, 170), (x + 330, 330), paint, -1)
+        if bumper is not None:
+            cv2.rectangle(image, (x, 250), (x + 330, 300), bumper, -1)
         px = x + 165 - pw // 2
         if px >= 0 and px + pw <= 640:
             image[262 : 262 + ph, px : px + pw] = plate
@@ -471,23 +480,7 @@ def black_plate(text: str, cap: int) -> np.ndarray:
 def dark_car_clip(clip: Path, plate: np.ndarray) -> None:
     """A clip of 3 s at 10 frames/s: a charcoal car carrying ``plate`` crossing the view left
     to right, the plate's ground as dark as the paint around it."""
-    ph, pw = plate.shape[:2]
-    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter.fourcc(*"mp4v"), 10.0, (640, 360))
-    assert writer.isOpened()
-    rng = np.random.default_rng(4)
-    for i in range(30):
-        image = np.full((360, 640, 3), (90, 110, 120), np.uint8)
-        cv2.rectangle(image, (0, 170), (640, 360), (70, 70, 72), -1)
-        x = -260 + 40 * i  # 400 px a second, left to right
-        cv2.rectangle(image, (x, 170), (x + 330, 330), (40, 40, 44), -1)
-        px = x + 165 - pw // 2
-        if px >= 0 and px + pw <= 640:
-            image[262 : 262 + ph, px : px + pw] = plate
-        elif px + pw > 0 and px < 640:  # partly in view
-            a, b = max(px, 0), min(px + pw, 640)
-            image[262 : 262 + ph, a:b] = plate[:, a - px : b - px]
-        writer.write(np.clip(image + rng.normal(0, 2, image.shape), 0, 255).astype(np.uint8))
-    writer.release()
+    eu_clip(clip, plate, paint=(40, 40, 44), bumper=None, seed=4)
 
 
 @pytest.mark.slow
