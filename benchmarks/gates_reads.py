@@ -55,16 +55,18 @@ def record(folder: Path, level: str, seeds: list[int], cameras: int, seconds: fl
             for box in ocr.boxes_from_map(prob, image.shape):
                 if ocr.plate_shape(image.shape, box) is None:
                     cut = ocr.crop(image, box)
-                    if ocr.on_a_board(image, box, cut):
-                        boxes.append((box, ocr.rec_input(cut)))
-            hold = still.setdefault(cam, track.StillText()).hold(index, [b.rect for b, _ in boxes])
+                    board = ocr.on_a_board(image, box, cut)
+                    boxes.append((box, ocr.rec_input(cut), board))
+            rects = [b.rect for b, _, _ in boxes]
+            hold = still.setdefault(cam, track.StillText()).hold(index, rects)
             reads = []
-            for (box, x), h in zip(boxes, hold, strict=True):
+            for (box, x, board), h in zip(boxes, hold, strict=True):
                 if not h:
                     probs = rec.run(None, {"x": x[None]})[0][0]
                     raw, confidence, evidence = decoder.read(probs)
-                    reads.append((box.rect, raw, confidence, evidence))
-            held = [b.rect for (b, _), h in zip(boxes, hold, strict=True) if h]
+                    reads.append((box.rect, raw, confidence, evidence, board))
+            # (a box off the plate-ground rule standing still is not read, nor held: app.py)
+            held = [b.rect for (b, _, board), h in zip(boxes, hold, strict=True) if h and board]
             frames.append(
                 {
                     "camera": cam,
@@ -118,19 +120,23 @@ def replay(
         cam = f["camera"]
         state = states.setdefault(cam, track.CameraState(shapes=shapes))
         reads: list[track.Read] = []
-        for rect, raw, confidence, evidence in f["reads"]:
+        for rect, raw, confidence, evidence, *rest in f["reads"]:
+            board = rest[0] if rest else True  # (recordings before the flag kept only these)
             text = plates.normalise(raw, formats)
+            if not board and text is None:
+                continue  # off the plate-ground rule and no plate: counted, not a read (app.py)
             if not formats and text and grouped:
                 evidence = plates.grouped(raw, evidence)
             elif not formats and text:
                 evidence = tuple(e for c, e in zip(raw, evidence, strict=False) if c.isalnum())
-            reads.append((rect, text, confidence, evidence if not formats and text else ()))
+            reads.append((rect, text, confidence, evidence if not formats and text else (), board))
             seen.setdefault(cam, []).append((f["frame"], raw, text or "-", confidence))
         reads += [(rect, None, 0.0) for rect in f["held"]]
         _, new = track.update(state, cam, f["frame"], f["time"], reads, rules)
         events += new
     for cam, state in states.items():
         events += [e for t in list(state.tracks) if (e := track.close(state, cam, t, rules))]
+        events += track.recheck(shapes, rules)
     return events, track.score(events, data["truth"]), seen
 
 

@@ -6,9 +6,9 @@
                                      for the detector (2 threads)
     >> detect                        PP-OCR text detection, OnnxModel, batched, 2 sessions
     >> find_plates                   boxes from the probability map, kept when plate-like
-                                     (with formats, also those off the plate-ground rule:
-                                     their reads count where they fit a format), cropped at
-                                     their own aspect
+                                     (those off the plate-ground rule too: their reads count
+                                     where they fit a format, or without formats a shape
+                                     plates on their ground had), cropped at their own aspect
        (with ``detect_per_second``: these three run inside ``af.every`` on some frames of
        each camera, named ``sample``; ``unpack`` marks the frames in between as not looked at)
     >> split                         one item per crop; text standing still read now and then
@@ -217,14 +217,13 @@ def build(
                 why = "edge"  # text that may go on beyond the window
             if why is None:
                 cut = ocr.crop(frame.image, box)
+                # A box off the plate-ground rule is read all the same, so that a black plate
+                # on a car as dark as it is read: with formats its read counts only where it
+                # fits one (PlateTracker), without them only in a shape that plates read on
+                # their ground had (track.close; docs/gates.md, *ground*).
                 board = ocr.on_a_board(frame.image, box, cut, plate_rules)
-                if board or formats:
-                    # With plate formats given, a box off the ground rule is read all the
-                    # same: its read counts only where it fits a format (PlateTracker), so a
-                    # black plate on a car as dark as it is read (docs/gates.md, *ground*).
-                    boxes.append((box, ocr.rec_input(cut), board))
-                    continue
-                why = "ground"
+                boxes.append((box, ocr.rec_input(cut), board))
+                continue
             dropped[why] += 1
         return {
             "frame": frame,
@@ -437,7 +436,15 @@ def build(
                         counts.off_format += 1
                     else:
                         counts.unread += 1
-                reads.append((read["box"].rect, read["text"], read["confidence"], read["evidence"]))
+                reads.append(
+                    (
+                        read["box"].rect,
+                        read["text"],
+                        read["confidence"],
+                        read["evidence"],
+                        read["board"],
+                    )
+                )
             counts.held += len(item["held"])
             reads += [(rect, None, 0.0) for rect in item["held"]]
             labelled, events = track.update(
@@ -452,6 +459,8 @@ def build(
                 for t in list(state.tracks)
                 if (e := track.close(state, str(key), t, track_rules)) is not None
             ]
+            # Held tracks, this camera's or another's, that the plates just decided settle.
+            events += track.recheck(shapes, track_rules)
             report.counts.add(state.counts)
             return [{"frame": None, "labelled": [], "events": events}]
 

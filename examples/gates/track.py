@@ -28,6 +28,10 @@ of the stream (or ``patience_frames`` frames) is closed and becomes an event onl
   one look-alike from a shape they had ``min_seen`` times, is held alike (``Shapes.novel``)
   when that look-alike may be a misread: a ``0``/``O`` or ``1``/``I`` (one glyph in many plate
   fonts), or another whose evidence was not sure (``Shapes.sure_below``);
+* without formats, ``min_votes`` of its reads were of a box on a plate's ground
+  (``ocr.on_a_board``), or the plate is in a shape (``kinds_of``) that ``Shapes.min_seen``
+  events had: a black plate on a car as dark as it is read off its ground, and so is text on a
+  van; held as unsure until the site's plates have taught the shape (``recheck``);
 * the box travelled at least ``min_travel`` of its own heights from its first sighting, on two
   sightings at least, both its edges moving the same way (``moved``), and as far summed
   sighting by sighting (``Track.drift``): text that stays put (a sign, a shop front, a
@@ -182,7 +186,9 @@ class Counts:
     few_votes: int = 0  # tracks closed without min_votes agreeing reads
     static: int = 0  # tracks whose text did not move
     on_vehicle: int = 0  # tracks of text riding above a plate on the same vehicle
-    unsure: int = 0  # tracks whose reads left a look-alike (0 or O...) undecided
+    # tracks whose reads left a look-alike (0 or O...) undecided, or read off a plate's
+    # ground in a shape no plate had (held until the learnt shapes settle them)
+    unsure: int = 0
     duplicates: int = 0  # tracks of a plate an event was already sent for
     events: int = 0
 
@@ -259,6 +265,8 @@ class Track:
     # reads, their summed confidence, and per position the summed evidence of the digit and of
     # the letter form where the position holds a look-alike.
     votes: Counter[str] = field(default_factory=Counter)
+    # Of those votes, the reads of a box on a plate's ground (``ocr.on_a_board``).
+    grounded: Counter[str] = field(default_factory=Counter)
     confidence: dict[str, float] = field(default_factory=dict)
     forms: dict[str, list[list[float]]] = field(default_factory=dict)
     reads: int = 0
@@ -285,12 +293,17 @@ class Track:
         no further than its moves summed sighting to sighting (``drift``) took it."""
         return min(self.farthest[1], math.hypot(*self.drift))
 
-    def add(self, text: str, confidence: float, evidence: plates.Evidence = ()) -> None:
+    def add(
+        self, text: str, confidence: float, evidence: plates.Evidence = (), grounded: bool = True
+    ) -> None:
         """Count one read of the plate: its reading's vote and confidence, and at each
         look-alike position the recogniser's evidence for the digit and the letter (the read's
-        own character counting fully when the read carries no evidence)."""
+        own character counting fully when the read carries no evidence). ``grounded``: the box
+        read stood on a plate's ground."""
         key = plates.fold(text)
         self.votes[key] += 1
+        if grounded:
+            self.grounded[key] += 1
         self.confidence[key] = self.confidence.get(key, 0.0) + confidence
         forms = self.forms.setdefault(key, [[0.0, 0.0] for _ in key])
         for i, c in enumerate(text):
@@ -425,6 +438,15 @@ class Track:
             "Q" if c == "O" and tailed[i] >= TAIL_READS else c for i, c in enumerate(text)
         )
 
+    def on_ground(self, key: str) -> int:
+        """The reads of ``key`` (or within one character of it, of its length) whose box stood
+        on a plate's ground."""
+        return sum(
+            n
+            for k, n in self.grounded.items()
+            if len(k) == len(key) and sum(a != b for a, b in zip(k, key, strict=True)) <= 1
+        )
+
     def decided(self, rules: TrackRules) -> str | None:
         """The track's plate when enough reads agree on it, else None."""
         key = self.key
@@ -519,6 +541,11 @@ class Shapes:
     sure_below: float = 0.02  # the evidence for the other form that leaves a look-alike sure
     seen: Counter[str] = field(default_factory=Counter)
     read_as: Counter[str] = field(default_factory=Counter)  # the events' shapes as read
+    # The tracks of every camera of the site held until the shapes settle them (``recheck``),
+    # each with its camera and that camera's state; and the shapes learnt when they were
+    # last looked at.
+    held: list[tuple[str, CameraState, Track]] = field(default_factory=list)
+    checked: int = 0
 
     @property
     def learnt(self) -> int:
@@ -599,14 +626,18 @@ class CameraState:
     # Without plate formats: the shapes learnt from the plates read (``Shapes``), which the
     # cameras of one site share; None (with formats): the reads' own look-alikes stand.
     shapes: Shapes | None = None
-    unsure: list[Track] = field(default_factory=list)  # held until the shapes settle them
-    checked: int = 0  # the shapes learnt when the held tracks were last looked at
     looked: int | None = None  # the last frame fed to ``update``
+    now: float = 0.0  # and its time
 
 
 # A box, its plate (None: not one), the recogniser's confidence and, optionally, its evidence
-# for each look-alike character (``plates.Evidence``).
-Read = tuple[Rect, str | None, float] | tuple[Rect, str | None, float, plates.Evidence]
+# for each look-alike character (``plates.Evidence``) and whether the box stood on a plate's
+# ground (``ocr.on_a_board``; True when left out).
+Read = (
+    tuple[Rect, str | None, float]
+    | tuple[Rect, str | None, float, plates.Evidence]
+    | tuple[Rect, str | None, float, plates.Evidence, bool]
+)
 
 
 def update(
@@ -619,11 +650,13 @@ def update(
 ) -> tuple[list[tuple[int, Rect, str | None]], list[dict[str, Any]]]:
     """Feed one frame's reads; return (the frame's labelled boxes, events of closed tracks)."""
     state.looked = frame
+    state.now = time
     labelled: list[tuple[int, Rect, str | None]] = []
     free = list(state.tracks)
     for read in reads:
         rect, text, conf = read[0], read[1], read[2]
-        evidence: plates.Evidence = read[3] if len(read) == 4 else ()
+        evidence: plates.Evidence = read[3] if len(read) >= 4 else ()  # type: ignore[misc]
+        grounded: bool = read[4] if len(read) == 5 else True  # type: ignore[misc]
         key = plates.fold(text) if text is not None else None
         best: Track | None = None
         best_score = 0.1
@@ -679,7 +712,7 @@ def update(
         best.height = max(best.height, float(rect[3] - rect[1]))
         best.path[frame] = rect
         if text is not None:
-            best.add(text, conf, evidence)
+            best.add(text, conf, evidence, grounded)
             best.last_read = frame
         labelled.append((best.ident, rect, best.text))
     events = []
@@ -696,16 +729,27 @@ def update(
             event = close(state, camera, track, rules)
             if event is not None:
                 events.append(event)
-    if state.unsure and state.shapes is not None and state.shapes.learnt != state.checked:
-        # Plates read since may have taught the shapes that settle a held track.
-        state.checked = state.shapes.learnt
-        for track in list(state.unsure):
-            if time - track.last_time > rules.hold_s:
-                state.unsure.remove(track)
-            elif (event := close(state, camera, track, rules, retry=True)) is not None:
-                state.unsure.remove(track)
-                events.append(event)
+    events += recheck(state.shapes, rules)
     return labelled, events
+
+
+def recheck(shapes: Shapes | None, rules: TrackRules = DEFAULT_TRACK_RULES) -> list[dict[str, Any]]:
+    """The events of held tracks (of any camera of the site) that the plates read since they
+    were held have settled; a track held for over ``hold_s`` of its camera's time is let go.
+    Called after each frame and when a camera's stream ends: a camera may end before the
+    others have read the plates that settle its held tracks."""
+    if shapes is None or not shapes.held or shapes.learnt == shapes.checked:
+        return []
+    shapes.checked = shapes.learnt
+    events = []
+    for entry in list(shapes.held):
+        camera, state, track = entry
+        if state.now - track.last_time > rules.hold_s:
+            shapes.held.remove(entry)
+        elif (event := close(state, camera, track, rules, retry=True)) is not None:
+            shapes.held.remove(entry)
+            events.append(event)
+    return events
 
 
 def coast(state: CameraState, frame: int) -> list[tuple[int, Rect, str | None]]:
@@ -730,7 +774,7 @@ def close(
     early: bool = False,
 ) -> dict[str, Any] | None:
     """The event of a finished track, or None (counted) when the rules leave it out. A track
-    left unsure by look-alikes is held in ``state.unsure`` when shapes are learnt, and closed
+    left unsure by look-alikes is held in ``Shapes.held`` when shapes are learnt, and closed
     again (``retry``) once they have changed. ``early``: the same rules on a track still open,
     which gives its event now when they all hold (``early_votes`` agreeing reads), else None
     (nothing counted: the track is decided when it closes)."""
@@ -783,20 +827,45 @@ def close(
         if not retry and not early:
             counts.unsure += 1
             if state.shapes is not None:
-                state.unsure.append(track)
+                state.shapes.held.append((camera, state, track))
+        return None
+    if (
+        state.shapes is not None
+        and track.on_ground(key) < rules.min_votes
+        and state.shapes.read_as[kinds_of(text)] < state.shapes.min_seen
+    ):
+        # Read mostly off a plate's ground (a black plate on a car as dark as it, or text
+        # painted on a van), too few reads on it to be a plate by themselves, and no format
+        # given: a plate only in a shape that plates read on their ground had (``min_seen``
+        # events), else held as unsure until they have.
+        if not retry and not early:
+            counts.unsure += 1
+            state.shapes.held.append((camera, state, track))
         return None
     text = track.tails(key, text)
     if retry:
         counts.unsure -= 1
+    # What was decided within dedupe_s before this track: kept for as long as a held track
+    # may still be decided (``hold_s``), which looks back from its own time.
+    horizon = rules.dedupe_s + rules.hold_s
     for plate, (seen, _seen_votes) in list(state.recent.items()):
-        if track.first_time - seen > rules.dedupe_s:
+        if state.now - seen > horizon:
             del state.recent[plate]
-    state.closed = [t for t in state.closed if track.first_time - t.last_time <= rules.dedupe_s]
+    state.closed = [t for t in state.closed if state.now - t.last_time <= horizon]
+    recent = {
+        plate: (seen, v)
+        for plate, (seen, v) in state.recent.items()
+        if track.first_time - seen <= rules.dedupe_s
+    }
     below = [
         other
         for other in [*state.tracks, *state.closed]
         if other is not track
-        and other.decided(rules) is not None
+        and track.first_time - other.last_time <= rules.dedupe_s
+        and (lead := other.decided(rules)) is not None
+        # (without formats, text read only off a plate's ground proves nothing: a dealer's
+        # name under the plate)
+        and (state.shapes is None or other.on_ground(plates.fold(lead)) > 0)
         and same_vehicle(track, other)
         and lower(other, track)
     ]
@@ -809,8 +878,8 @@ def close(
         # body, a sticker; the plate is the lowest text of a vehicle.
         counts.on_vehicle += 1
         return None
-    seen_same = state.recent.get(key)
-    similar = [v for p, (_, v) in state.recent.items() if near_miss(p, key) and v >= votes]
+    seen_same = recent.get(key)
+    similar = [v for p, (_, v) in recent.items() if near_miss(p, key) and v >= votes]
     # A track still open on the same plate (the detector split one plate into two boxes for a
     # few frames, or read it cut short) with more votes will send the event.
     similar += [
@@ -823,9 +892,10 @@ def close(
     if seen_same is not None or similar:
         counts.duplicates += 1
         if seen_same is not None:
-            state.recent[key] = (track.last_time, max(votes, seen_same[1]))
+            state.recent[key] = (max(track.last_time, seen_same[0]), max(votes, seen_same[1]))
         return None
-    state.recent[key] = (track.last_time, votes)
+    before = state.recent.get(key)
+    state.recent[key] = (max(track.last_time, before[0]) if before else track.last_time, votes)
     if state.shapes is not None:
         state.shapes.learn(key, text)
     if early:

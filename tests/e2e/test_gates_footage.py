@@ -495,3 +495,48 @@ def test_a_black_plate_on_a_car_as_dark_is_read_where_its_format_is_given(
     dark_car_clip(clip, black_plate("KXR 472", 20))
     events, stdout = run_cli(tmp_path, clip, "KXR472", "LLL999")
     assert [(e["camera"], e["plate"]) for e in events] == [("gate_black", "KXR472")], stdout
+
+
+@pytest.mark.slow
+def test_without_formats_a_black_plate_on_a_car_as_dark_is_read_in_a_shape_the_sites_plates_have(
+    tmp_path: Path,
+) -> None:
+    # No format given: the black plate's box is off the plate-ground rule on every frame (the
+    # car is as dark as the plate), and a read of such a box is no proof of a plate. The two
+    # other cameras of the site read plates of its shape (three letters, three digits) on
+    # their ground, so its read counts: held until they have, then sent. Before, it was never
+    # read without a format.
+    clips = {
+        "gate_a": eu_plate("KLM 205", 22, country="NL"),
+        "gate_b": eu_plate("PDR 964", 22, "liberation/LiberationSans-Bold.ttf"),
+    }
+    for name, plate in clips.items():
+        eu_clip(tmp_path / f"{name}.mp4", plate)
+    dark_car_clip(tmp_path / "gate_black.mp4", black_plate("KXR 472", 20))
+    truth = {"gate_a": ["KLM205"], "gate_b": ["PDR964"], "gate_black": ["KXR472"]}
+    (tmp_path / "truth.json").write_text(json.dumps(truth))
+    events = tmp_path / "events.jsonl"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "examples/gates/run.py",
+            "--source",
+            *(str(tmp_path / f"{name}.mp4") for name in truth),
+            "--events",
+            str(events),
+            "--ground-truth",
+            str(tmp_path / "truth.json"),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = events.read_text().splitlines()
+    got = sorted((e["camera"], e["plate"]) for e in map(json.loads, lines))
+    want = [("gate_a", "KLM205"), ("gate_b", "PDR964"), ("gate_black", "KXR472")]
+    assert got == want, done.stdout
