@@ -36,6 +36,9 @@ REC_HEIGHT = 48
 # widths, so that crops of similar width batch together (OnnxModel runs one call per shape).
 REC_WIDTHS = (128, 192, 256, 320)
 PLATE_CHARS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+# A 0 or O read with at least this mean probability of a Q over its time steps is a Q whose
+# tail the blur left faint (``CtcDecoder.read``).
+Q_TAIL = 0.05
 
 
 def model_path(name: str) -> Path:
@@ -188,6 +191,7 @@ class CtcDecoder:
             keep.append(len(self.classes) - 1)
         self.keep = np.array(keep)
         column = {self.classes[k]: j for j, k in enumerate(keep)}
+        self.q = column.get("Q")
         # For each character with a look-alike: the columns of its digit and its letter form.
         self.pairs = {
             c: (column[d], column[letter])
@@ -206,7 +210,10 @@ class CtcDecoder:
         its letters and digits and, for each character that has a look-alike (0/O, 1/I, 8/B,
         5/S, 2/Z, 6/G), how much the recogniser saw each of the two: its probabilities of the
         digit and of the letter, averaged over the time steps the character spans (None for
-        the other characters and the separators)."""
+        the other characters and the separators). A 0 or O that the recogniser also saw as a
+        Q (``Q_TAIL`` of its probability, where a 0 or an O gets almost none) is a Q: blur
+        and low resolution take a Q's short tail away, and the recogniser, sure of no tail,
+        reads an O or a 0 (``QQ-616-QR`` read ``00-616-QR`` with Q at 0.13-0.30)."""
         sub = probs[:, self.keep]
         best = sub.argmax(axis=1)
         conf = sub.max(axis=1)
@@ -220,6 +227,8 @@ class CtcDecoder:
                 continue
             if previous > 0:  # a character's run ends at t
                 c = self.classes[self.keep[previous]]
+                if c in "0O" and self.q is not None and sub[start:t, self.q].mean() >= Q_TAIL:
+                    c = "Q"
                 text.append(c)
                 if c.isalnum():
                     scores.append(float(conf[start]))

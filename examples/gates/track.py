@@ -60,8 +60,10 @@ from typing import Any
 from . import plates
 
 Rect = tuple[int, int, int, int]
-# A letter O that this many of a track's reads saw as a Q is a Q (``Track.tails``).
+# A letter O that this many of a track's reads saw as a Q, and this share of its reads of the
+# plate's length, is a Q (``Track.tails``).
 TAIL_READS = 2
+TAIL_SHARE = 0.25
 # How far across (in plate widths) two texts on one vehicle's back or front can lie apart:
 # a plate is about 0.52 m wide, the widest vehicles 2.55 m (``same_vehicle``).
 VEHICLE_WIDTHS = 2.5
@@ -427,6 +429,8 @@ class Track:
         if "O" not in text:
             return text
         tailed = [0] * len(key)
+        total = sum(n for read, n in self.votes.items() if len(read) == len(key))
+        need = max(TAIL_READS, TAIL_SHARE * total)
         for read, n in self.votes.items():
             if len(read) != len(key) or read == key:
                 continue
@@ -434,9 +438,7 @@ class Track:
             if all(read[i] == "Q" and key[i] == "0" for i in diff):
                 for i in diff:
                     tailed[i] += n
-        return "".join(
-            "Q" if c == "O" and tailed[i] >= TAIL_READS else c for i, c in enumerate(text)
-        )
+        return "".join("Q" if c == "O" and tailed[i] >= need else c for i, c in enumerate(text))
 
     def on_ground(self, key: str) -> int:
         """The reads of ``key`` (or within one character of it, of its length) whose box stood
