@@ -549,6 +549,12 @@ class Shapes:
     held: list[tuple[str, CameraState, Track]] = field(default_factory=list)
     checked: int = 0
 
+    def __getstate__(self) -> dict[str, Any]:
+        # A snapshot keeps what was learnt, not the held tracks: they refer to the states of
+        # every camera, which a snapshot of one camera's state would copy, and a copy released
+        # later would send another camera's event twice.
+        return {**self.__dict__, "held": [], "checked": 0}
+
     @property
     def learnt(self) -> int:
         """How many shapes were learnt: a change says to look at the held tracks again."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import pickle
 import socket
 import subprocess
 import sys
@@ -352,6 +353,38 @@ def _pass(
         if (event := track.close(state, "cam", t)) is not None:
             events.append(event)
     return events
+
+
+def test_without_formats_a_read_off_a_plates_ground_counts_in_a_shape_the_site_has_read() -> None:
+    # No format given. A black plate on a car as dark as it is off the plate-ground rule on
+    # every frame: its reads prove nothing by themselves (a phone number cut short on a van's
+    # doors reads as surely), so its track is held as unsure. Another camera of the site then
+    # reads two plates of its shape (LLL999) on their ground: the held track is decided, with
+    # its own camera. Off-ground text in a shape no plate had stays unsent.
+    shapes = track.CameraState(shapes=track.Shapes()).shapes
+    assert shapes is not None
+    dark = track.CameraState(shapes=shapes)
+    events = []
+    for n, text in enumerate(["FXR639", "CALL077"]):
+        for i in range(6):
+            rect = (25 * i, 100 + 60 * n, 25 * i + 100, 120 + 60 * n)
+            read: track.Read = (rect, text, 0.99, (), False)
+            events += track.update(dark, "dark", i, i / 10, [read])[1]
+    events += track.update(dark, "dark", 40, 4.0, [])[1]
+    assert events == []
+    assert dark.counts.unsure == 2
+    # A snapshot of the state keeps what was learnt, not the tracks held (other cameras').
+    assert pickle.loads(pickle.dumps(dark)).shapes.held == []
+    light = track.CameraState(shapes=shapes)
+    events = _pass(light, [("KLM205", 0.95, ())] * 6)
+    events += _pass(light, [("PDR964", 0.95, ())] * 6, start=100)
+    events += track.recheck(shapes)
+    assert [(e["camera"], e["plate"]) for e in events] == [
+        ("cam", "KLM205"),
+        ("cam", "PDR964"),
+        ("dark", "FXR639"),
+    ]
+    assert dark.counts.unsure == 1  # CALL077: still held
 
 
 def test_look_alikes_are_voted_per_character_by_the_recognisers_evidence() -> None:
