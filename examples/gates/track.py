@@ -871,9 +871,10 @@ def close(
         if other is not track
         and track.first_time - other.last_time <= rules.dedupe_s
         and (lead := other.decided(rules)) is not None
-        # (without formats, text read only off a plate's ground proves nothing: a dealer's
-        # name under the plate)
-        and (state.shapes is None or other.on_ground(plates.fold(lead)) > 0)
+        # The text below must be a plate by its own ground (``min_votes`` reads on one): read
+        # off it, it proves nothing (a dealer's name under a plate; a black plate on a car as
+        # dark, which may be another car's, level with this one in the lane in front).
+        and other.on_ground(plates.fold(lead)) >= rules.min_votes
         and same_vehicle(track, other)
         and lower(other, track)
     ]

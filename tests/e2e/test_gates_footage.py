@@ -335,6 +335,30 @@ def test_a_plate_level_with_another_cars_plate_in_the_other_lane_is_sent() -> No
     assert state.counts.on_vehicle == 0
 
 
+def test_a_plate_over_a_black_plate_read_off_its_ground_is_sent() -> None:
+    # Two cars level with each other in two lanes seen from the side, the far lane's plate
+    # straight above the near one's, both read (formats given). The near one is a black plate
+    # on a dark car, read off its ground on every frame: it cannot say that the text above it
+    # rides on its vehicle (the plate being a vehicle's lowest text), so the far car's plate is
+    # sent too. Before, it was dropped as lettering above a plate (another generator's medium
+    # seed 14: 93-JKT-0 over XBT459, 686 SNA over GFT167).
+    state = track.CameraState()
+    events = []
+    for i in range(16):
+        x = 900 - 25 * i
+        reads: list[track.Read] = [
+            ((x, 200, x + 110, 232), "93JKT0", 0.99),
+            ((x + 30, 440, x + 148, 476), "XBT459", 0.99, (), False),
+        ]
+        events += track.update(state, "cam", i, i / 12, reads)[1]
+    for t in list(state.tracks):
+        state.tracks.remove(t)
+        if (event := track.close(state, "cam", t)) is not None:
+            events.append(event)
+    assert sorted(e["plate"] for e in events) == ["93JKT0", "XBT459"]
+    assert state.counts.on_vehicle == 0
+
+
 def car_rear(plate: str, badge: str) -> np.ndarray:
     """The back of a car, 360x220 px (BGR), drawn with TrueType text (DejaVu where installed,
     else Pillow's own face): rear window, dark red boot lid with a chrome model badge right of
