@@ -345,8 +345,7 @@ def test_a_plate_level_with_another_cars_plate_in_the_other_lane_is_sent(
     for i in range(16):
         dx = 900 - 25 * i
         reads: list[track.Read] = [
-            ((r[0] + dx, r[1], r[2] + dx, r[3]), *rest)
-            for (r, *rest) in (far, near)
+            ((r[0] + dx, r[1], r[2] + dx, r[3]), *rest) for (r, *rest) in (far, near)
         ]
         events += track.update(state, "cam", i, i / 12, reads)[1]
     for t in list(state.tracks):
