@@ -10,9 +10,11 @@ A read is fitted to each format of its length (fixed separators left out). Where
 position holds a letter and the read has a digit that looks like one (0/O, 1/I, 8/B, 5/S, 2/Z,
 6/G), the digit becomes that letter, and the other way round; nothing else is changed. The format
 needing the fewest such changes wins; a read that fits no format, or fits two formats equally
-well with different letters or digits, is not a plate (the caller counts it). Formats that differ
-only in their separators (``LL-999-LL`` and ``LL999LL``) read one plate, written as the first of
-them given writes it.
+well with different letters or digits, is not a plate (the caller counts it), unless the
+separators read (``50-0XQ-1``) are where just one of them prints its separators (``99-LLL-9``
+rather than ``999LLL``): the recogniser reads printed separators almost without fail. Formats
+that differ only in their separators (``LL-999-LL`` and ``LL999LL``) read one plate, written as
+the first of them given writes it.
 
 Without formats, any plausible plate is accepted as read: 5 to 10 letters and digits with at
 least one of each. Plates worldwide run from 2 to 10 characters, but most have both kinds and 5
@@ -131,14 +133,33 @@ def normalise(text: str, formats: tuple[PlateFormat, ...]) -> str | None:
     read = _alnum(text)
     if not formats:
         return read if plausible(read) else None
-    fits = [f for fmt in formats if (f := fmt.fit(read)) is not None]
+    fits = [(f, fmt) for fmt in formats if (f := fmt.fit(read)) is not None]
     if not fits:
         return None
-    fewest = min(changes for _, changes in fits)
-    best = [plate for plate, changes in fits if changes == fewest]
+    fewest = min(changes for (_, changes), _ in fits)
+    best = [(plate, fmt) for (plate, changes), fmt in fits if changes == fewest]
     # Formats that differ only in their separators (``LL-999-LL`` and ``LL999LL``) give one
     # plate: the first format given writes it.
-    return best[0] if len({_alnum(plate) for plate in best}) == 1 else None
+    if len({_alnum(plate) for plate, _ in best}) == 1:
+        return best[0][0]
+    # Two formats read two plates: the separators read, where there are any, say which format
+    # the plate was printed in (``50-0XQ-1`` is 99-LLL-9's 50-OXQ-1, not 999LLL's 500XQI).
+    seen = breaks(text)
+    printed = [plate for plate, fmt in best if seen and breaks(fmt.pattern) == seen]
+    return printed[0] if len({_alnum(plate) for plate in printed}) == 1 else None
+
+
+def breaks(text: str) -> frozenset[int]:
+    """Where ``text`` (a read or a pattern) prints a separator: after how many of its letters
+    and digits (``50-0XQ-1``, ``99-LLL-9``: after 2 and 5)."""
+    out = set()
+    n = 0
+    for c in text:
+        if c.isascii() and c.isalnum():
+            n += 1
+        elif n:
+            out.add(n)
+    return frozenset(out)
 
 
 def fold(text: str) -> str:

@@ -183,6 +183,19 @@ def test_formats_that_differ_only_in_separators_read_one_plate() -> None:
     assert plates.normalise("88123", plates.parse_formats("L9999,9L999")) is None  # B8123? 8B123?
 
 
+def test_the_separators_read_say_which_of_two_fitting_formats_a_plate_is_in() -> None:
+    # 50-0XQ-1 fits 999LLL as 500XQI and 99-LLL-9 as 50OXQ1, one look-alike changed each: it
+    # was dropped as fitting two formats on every frame, and the plate never read (another
+    # generator's medium seed 18, where it was read without the formats). The recogniser
+    # reads printed separators almost without fail: the dashes are where 99-LLL-9 prints them.
+    formats = plates.parse_formats("LL999LL,999LLL,99-LLL-9")
+    assert plates.normalise("50-0XQ-1", formats) == "50-OXQ-1"
+    assert plates.normalise("50 0XQ 1", formats) == "50-OXQ-1"  # a space where the dash is
+    # Without separators, or with them where neither format has them, nothing says which.
+    assert plates.normalise("500XQ1", formats) is None
+    assert plates.normalise("500-XQ1", formats) is None
+
+
 def test_without_a_format_any_plausible_plate_is_accepted_as_read() -> None:
     assert plates.normalise("AB12CDE", ()) == "AB12CDE"
     assert plates.normalise("ab 123", ()) == "AB123"  # case and spaces are not the plate
