@@ -259,7 +259,9 @@ def test_lettering_riding_above_a_plate_makes_no_event() -> None:
     for i in range(12):
         x = 30 * i
         reads: list[track.Read] = [
-            ((x, 60, x + 90, 80), "FLEET7", 0.99),  # on the van's side, above its plate
+            # On the van's side, above its plate: read off a plate's ground (the van's paint
+            # all round it), as ``ocr.on_a_board`` finds lettering on a wide surface.
+            ((x, 60, x + 90, 80), "FLEET7", 0.99, (), False),
             ((x + 20, 120, x + 120, 140), "AB12CDE", 0.9),
         ]
         events += track.update(state, "cam", i, i / 10, reads)[1]

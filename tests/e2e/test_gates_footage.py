@@ -331,8 +331,13 @@ def test_a_badge_on_a_car_coming_towards_the_camera_makes_no_event() -> None:
         # its vehicle. Before, the far plate was dropped as lettering (another generator's
         # medium seed 14 with the formats: 93-JKT-0 over XBT459, 686 SNA over GFT167).
         (((0, 200, 110, 232), "93JKT0", 0.99), ((30, 440, 148, 476), "XBT459", 0.99, (), False)),
+        # A car following another (or level in the next lane), its plate 1.8 plate widths
+        # above the other's: both plates by their ground, their text of one size. Before, the
+        # follower's was dropped as lettering (another generator's easy seed 17: SAV 175
+        # behind YSY 455, on 10 frames together).
+        (((0, 200, 145, 230), "SAV175", 0.99), ((15, 480, 165, 514), "YSY455", 0.99)),
     ],
-    ids=["side-by-side", "over-a-black-plate"],
+    ids=["side-by-side", "over-a-black-plate", "one-behind-the-other"],
 )
 def test_a_plate_level_with_another_cars_plate_in_the_other_lane_is_sent(
     far: track.Read, near: track.Read
