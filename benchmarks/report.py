@@ -1612,8 +1612,8 @@ construction: without formats the rule stands):
 The 4 left at medium 4-7 are plates the rule never held back. It costs the recogniser those
 boxes' crops: 7,057 more on 22,890 over all these clips (about a third more; easy and medium
 seeds 5,930 on 16,525, our generator's 1,127 on 6,365). `make demo` still reads 9/9. Without a
-format such a plate is still
-missed: any 5 to 10 letters and digits would count there, and the road's `ZONE 30` is one.
+format such a plate was then still missed: any 5 to 10 letters and digits would count there, and
+the road's `ZONE 30` is one (read since in a shape the site's plates have: below).
 
 **End to end on seeds never looked at, and what they showed** (`foreign_gates.py score`, the
 application run as a user runs it, 3 cameras x 12 s a seed, one run each, load 2-8). On the code
