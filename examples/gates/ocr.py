@@ -37,8 +37,9 @@ REC_HEIGHT = 48
 REC_WIDTHS = (128, 192, 256, 320)
 PLATE_CHARS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 # A 0 or O read with at least this mean probability of a Q over its time steps is a Q whose
-# tail the blur left faint (``CtcDecoder.read``).
-Q_TAIL = 0.05
+# tail the blur left faint (``CtcDecoder.read``). Some fonts' O draws a Q's trace of 0.03-0.08
+# on every frame (``XO-738-RH``): 0.05 sent it as ``XQ-738-RH``.
+Q_TAIL = 0.08
 
 
 def model_path(name: str) -> Path:

@@ -133,7 +133,10 @@ def moved(origin: Rect, rect: Rect) -> float:
 
 def near_miss(a: str, b: str) -> bool:
     """Whether two reads may be one plate: one character changed, one missing, or the one
-    the other cut short at either end (``EET7`` of ``FLEET7``)."""
+    the other cut short at either end (``EET7`` of ``FLEET7``). Separators do not count: with
+    formats a read is written as the format it fits prints it, and one plate read two ways
+    may fit two formats (``RJ77 QBZ`` read ``RJ-770-BZ``: ``LL-999-LL``)."""
+    a, b = bare(a), bare(b)
     if a == b:
         return True
     if len(a) == len(b):
@@ -144,6 +147,11 @@ def near_miss(a: str, b: str) -> bool:
     return len(long) - len(short) == 1 and any(
         long[:i] + long[i + 1 :] == short for i in range(len(long))
     )
+
+
+def bare(text: str) -> str:
+    """The text's letters and digits, without the separators a format prints."""
+    return "".join(c for c in text if c.isalnum())
 
 
 def cut_short(short: str, long: str) -> bool:
