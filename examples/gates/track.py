@@ -70,7 +70,8 @@ VEHICLE_WIDTHS = 2.5
 # A reading's parts (reads of it cut short) count for it when read at most this many times as
 # often as it (``Track.key``).
 PART_RATIO = 4
-# Two plates' text is of one height within this factor (``same_size``).
+# A plate's text above another's is at most this factor as high (``no_larger``): further
+# away, it is smaller.
 SAME_SIZE = 1.5
 
 
@@ -885,14 +886,17 @@ def close(
         # off it, it proves nothing (a dealer's name under a plate; a black plate on a car as
         # dark, which may be another car's, level with this one in the lane in front).
         and other.on_ground(plates.fold(lead)) >= rules.min_votes
-        # And two texts that both are plates by their ground, their text of one size, this one
-        # fitting a format given (or, without formats, in a shape ``min_seen`` events had), are
-        # two plates: a vehicle shows one at each end, and a car following another, or level
-        # with it in the next lane, moves with it. (Lettering on a board above a van's plate,
-        # FLEET7, is of the plate's size too; it fits no format and no plate's shape.)
+        # And two texts that both are plates by their ground, this one's text no larger than
+        # the lower one's, fitting a format given (or, without formats, in a shape ``min_seen``
+        # events had), are two plates: a vehicle shows one at each end, and a car following
+        # another, or level with it in the next lane, moves with it. Coming towards the
+        # camera, the car behind is further away: its plate higher up and smaller (XS48 YTK
+        # behind PKG 515, 0.45 of its height). (Lettering on a board above a van's plate,
+        # FLEET7, is of the plate's size too; it fits no format and no plate's shape. A van's
+        # lettering is larger.)
         and not (
             track.on_ground(key) >= rules.min_votes
-            and same_size(track, other)
+            and no_larger(track, other)
             and (
                 state.shapes is None
                 or state.shapes.read_as[kinds_of(text)] >= state.shapes.min_seen
@@ -1038,21 +1042,16 @@ def same_vehicle(a: Track, b: Track) -> bool:
     return False
 
 
-def same_size(a: Track, b: Track) -> bool:
-    """Whether the two tracks' boxes are of one height (within ``SAME_SIZE``), compared on
-    the frames both were seen on (their largest boxes where there are none): two plates' text,
-    where a model badge's or a sticker's is smaller and a van's lettering larger."""
+def no_larger(a: Track, b: Track) -> bool:
+    """Whether ``a``'s text is at most ``SAME_SIZE`` times as high as ``b``'s, compared on the
+    frames both were seen on (their largest boxes where there are none): a plate further away
+    than another is smaller, never larger than the same size."""
     ratios = sorted(
-        max(ha, hb) / max(min(ha, hb), 1)
+        (ra[3] - ra[1]) / max(rb[3] - rb[1], 1)
         for f, ra in a.path.items()
         if (rb := b.path.get(f)) is not None
-        for ha, hb in [(ra[3] - ra[1], rb[3] - rb[1])]
     )
-    ratio = (
-        ratios[len(ratios) // 2]
-        if ratios
-        else max(a.height, b.height) / max(min(a.height, b.height), 1.0)
-    )
+    ratio = ratios[len(ratios) // 2] if ratios else a.height / max(b.height, 1.0)
     return ratio <= SAME_SIZE
 
 
