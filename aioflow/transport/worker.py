@@ -703,9 +703,15 @@ class Worker:
         done: asyncio.Queue[_Done] = asyncio.Queue(maxsize=self.max_prefetch)
         owner = self.owner = self._owner(running, done, slots)
         self._watch(running)
-        # Outputs to a keyed block's partitions leave in the order of this segment's input.
+        # Outputs to a keyed block's partitions, and to a leaky edge, leave in the order of
+        # this segment's input: a key's items reach their partition in order, and the entries
+        # a leaky edge keeps (the newest, or the oldest) hold the newest (oldest) items. The
+        # entries of a worker finish in any order (several wait for room in the segment's
+        # input and take it in no set order): written as they finished, a burst of older items
+        # came last, the trim kept it, and the newest 200 items of 600 were all dropped.
         flusher = self._flusher
-        if self.router is not None and owner is None:
+        leaky_next = self.credit is not None and self.credit.leaky
+        if (self.router is not None or leaky_next) and owner is None:
             flusher = self._ordered_flusher
             self._ordered = True
         async with asyncio.TaskGroup() as tg:
@@ -1507,12 +1513,13 @@ class Worker:
     async def _ordered_flusher(
         self, client: Any, done: asyncio.Queue[_Done], slots: _Slots
     ) -> None:
-        """The flusher of a worker whose outputs go to a keyed block's partitions: it writes
-        what its input entries made in the order of its input stream, oldest first, whichever
-        worker of the segment holds the entries before them (it waits for those to be written),
-        so that a key's items reach their partition in the order they reached this segment.
-        (Several workers finish a segment's items in any order; the keyed block would see
-        them so.)"""
+        """The flusher of a worker whose outputs go to a keyed block's partitions or to a
+        leaky edge: it writes what its input entries made in the order of its input stream,
+        oldest first, whichever worker of the segment holds the entries before them (it waits
+        for those to be written), so that a key's items reach their partition in the order
+        they reached this segment, and a leaky edge's trim keeps the newest items (or the
+        oldest). (Several workers finish a segment's items in any order; the keyed block, and
+        the trim, would see them so.)"""
         held: dict[bytes, _Done] = {}
         flushes: list[_Done] = []  # the flushes of a keyed block inside the segment
 
