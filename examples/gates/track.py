@@ -915,6 +915,11 @@ def close(
         counts.on_vehicle += 1
         return None
     seen_same = recent.get(key)
+    if seen_same is None and (told := plates.fold(text)) != key:
+        # The plate as sent, its Q's told from the O's by their tails (``Track.tails``): one
+        # plate split into two tracks, one of which saw the tails, is one event (``059 QOB``
+        # read ``059 Q0B`` on 3 frames, then ``059 00B`` on 5 with a Q now and then).
+        seen_same = recent.get(told)
     similar = [v for p, (_, v) in recent.items() if near_miss(p, key) and v >= votes]
     # A track still open on the same plate (the detector split one plate into two boxes for a
     # few frames, or read it cut short) with more votes will send the event.
