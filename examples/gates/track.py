@@ -70,9 +70,12 @@ VEHICLE_WIDTHS = 2.5
 # A reading's parts (reads of it cut short) count for it when read at most this many times as
 # often as it (``Track.key``).
 PART_RATIO = 4
-# A plate's text above another's is at most this factor as high (``no_larger``): further
-# away, it is smaller.
+# Two plates' text is of one height within this factor (``same_size``); a plate's text above
+# another's, further away, is at most this factor as high (``no_larger``).
 SAME_SIZE = 1.5
+# How far above a plate, in its widths, another plate of that size or smaller is the car
+# behind's rather than a badge or a sticker on the same vehicle (``far_above``).
+FAR_ABOVE = 1.0
 
 
 def iou(a: Rect, b: Rect) -> float:
@@ -87,13 +90,17 @@ def centre(r: Rect) -> tuple[float, float]:
     return (r[0] + r[2]) / 2, (r[1] + r[3]) / 2
 
 
-def match(rect: Rect, predicted: Rect, gap: int) -> float:
+def match(rect: Rect, predicted: Rect, gap: int, young: bool = True) -> float:
     """How well a box continues a track: the overlap (IoU) with where the track should be now,
     or, for a box that moved further than its overlap shows (a small plate going fast, whose
-    track has no speed yet), a weak match when its centre is within one box width along and half
-    a box height across of the prediction in the next two frames."""
+    track has no speed yet: ``young``, seen once), a weak match when its centre is within one
+    box width along and half a box height across of the prediction in the next two frames.
+    A track seen twice or more knows its speed, and a sign's (none) does not reach out to a
+    box beside it: a van's lettering passing in front of ``N7 PARIS``, its box 227 px to the
+    side and three times as wide, took the sign's track over, which then moved, and the sign
+    went out as a plate (the other generator's medium seed 29, without formats)."""
     overlap = iou(rect, predicted)
-    if overlap > 0.1 or gap > 2:
+    if overlap > 0.1 or gap > 2 or not young:
         return overlap
     (cx, cy), (px, py) = centre(rect), centre(predicted)
     width = max(rect[2] - rect[0], predicted[2] - predicted[0], 1)
@@ -681,7 +688,7 @@ def update(
         best_score = 0.1
         for track in free:
             predicted = track.predicted(frame)
-            score = match(rect, predicted, frame - track.last_frame)
+            score = match(rect, predicted, frame - track.last_frame, len(track.path) < 2)
             leader = track.key
             if key is not None and leader is not None:
                 if key == leader:
@@ -886,17 +893,17 @@ def close(
         # off it, it proves nothing (a dealer's name under a plate; a black plate on a car as
         # dark, which may be another car's, level with this one in the lane in front).
         and other.on_ground(plates.fold(lead)) >= rules.min_votes
-        # And two texts that both are plates by their ground, this one's text no larger than
-        # the lower one's, fitting a format given (or, without formats, in a shape ``min_seen``
-        # events had), are two plates: a vehicle shows one at each end, and a car following
-        # another, or level with it in the next lane, moves with it. Coming towards the
-        # camera, the car behind is further away: its plate higher up and smaller (XS48 YTK
-        # behind PKG 515, 0.45 of its height). (Lettering on a board above a van's plate,
-        # FLEET7, is of the plate's size too; it fits no format and no plate's shape. A van's
-        # lettering is larger.)
+        # And two texts that both are plates by their ground, their text of one size, this one
+        # fitting a format given (or, without formats, in a shape ``min_seen`` events had), are
+        # two plates: a vehicle shows one at each end, and a car following another, or level
+        # with it in the next lane, moves with it. Coming towards the camera, the car behind
+        # is further away: its plate smaller, and a plate width or more higher up (XS48 YTK
+        # 1.5 widths above PKG 515, 0.45 of its height), where a badge (320D) or a sticker
+        # sits close to the plate. (Lettering on a board above a van's plate, FLEET7, is of
+        # the plate's size too; it fits no format and no plate's shape.)
         and not (
             track.on_ground(key) >= rules.min_votes
-            and no_larger(track, other)
+            and (same_size(track, other) or (no_larger(track, other) and far_above(track, other)))
             and (
                 state.shapes is None
                 or state.shapes.read_as[kinds_of(text)] >= state.shapes.min_seen
@@ -1045,6 +1052,32 @@ def same_vehicle(a: Track, b: Track) -> bool:
         if steady >= 0.75 * len(common):
             return True
     return False
+
+
+def same_size(a: Track, b: Track) -> bool:
+    """Whether the two tracks' boxes are of one height (within ``SAME_SIZE``), compared on
+    the frames both were seen on (their largest boxes where there are none): two plates' text,
+    where a model badge's or a sticker's is smaller and a van's lettering larger."""
+    ratios = sorted(
+        max(ha, hb) / max(min(ha, hb), 1)
+        for f, ra in a.path.items()
+        if (rb := b.path.get(f)) is not None
+        for ha, hb in [(ra[3] - ra[1], rb[3] - rb[1])]
+    )
+    ratio = (
+        ratios[len(ratios) // 2]
+        if ratios
+        else max(a.height, b.height) / max(min(a.height, b.height), 1.0)
+    )
+    return ratio <= SAME_SIZE
+
+
+def far_above(a: Track, b: Track) -> bool:
+    """Whether ``a`` sat ``FAR_ABOVE`` of ``b``'s widths or more above ``b`` (their centres,
+    the median over the frames both were in view): a plate of the car behind, where a badge or
+    a sticker sits within a plate width of its own plate."""
+    rows = sorted((pb[1] - pa[1]) / max(pb[3], 1.0) for _, pa, pb in together(a, b))
+    return bool(rows) and rows[len(rows) // 2] >= FAR_ABOVE
 
 
 def no_larger(a: Track, b: Track) -> bool:

@@ -284,9 +284,10 @@ def test_a_smaller_plate_above_coming_towards_the_camera_is_the_car_behind() -> 
     # Two cars coming towards the camera one behind the other in one lane: the one behind is
     # further away, so its plate is higher in the frame and smaller (13 px against 29), and
     # the two move down together. Both are plates on their own ground, fitting a format:
-    # two events (footage from another generator, easy seed 22: XS48 YTK behind PKG 515 was
-    # dropped as lettering on the first car). Text above the plate and larger than it that
-    # fits a format (a van's door lettering) is still lettering.
+    # two events (footage from another generator, easy seed 22: XS48 YTK 1.5 plate widths
+    # behind PKG 515 was dropped as lettering on the first car). Text above the plate and
+    # larger than it that fits a format (a van's door lettering) is still lettering, as is
+    # smaller text close to the plate (a badge: test_gates_footage.py).
     formats = plates.parse_formats("LLL999,LL99LLL")
     for upper, height, expected in (
         ("XS48YTK", 13, ["PKG515", "XS48YTK"]),
@@ -705,6 +706,29 @@ def test_one_plate_split_into_two_tracks_one_seeing_its_q_is_one_event() -> None
             events.append(event)
     assert [e["plate"] for e in events] == ["059QOB"]
     assert state.counts.duplicates == 1
+
+
+def test_a_sign_does_not_take_over_a_wide_box_passing_beside_it() -> None:
+    # No format. A street sign (N7 PARIS) read in place for 21 frames; then a van passes in
+    # front, and the detector finds the van's lettering beside where the sign was, a box three
+    # times as wide with its centre 227 px to the side, not read. The sign's track, which
+    # knows its speed (none), must not take it: taken, the track moved 140 px, and the sign
+    # went out as a plate (footage from another generator, medium seed 29).
+    state = track.CameraState(shapes=track.Shapes())
+    events = []
+    for i in range(24):
+        if i < 21:
+            reads: list[track.Read] = [((16, 39, 106, 60), "N7PARIS", 1.0)]
+        else:
+            x = 158 - 14 * (i - 21)
+            reads = [((x, 47, x + 257, 74), None, 0.0)]
+        events += track.update(state, "cam", i, i / 10, reads)[1]
+    for t in list(state.tracks):
+        state.tracks.remove(t)
+        if (event := track.close(state, "cam", t)) is not None:
+            events.append(event)
+    assert events == []
+    assert state.counts.static == 1
 
 
 def test_a_sign_whose_box_is_cut_short_now_and_then_is_not_moving() -> None:
