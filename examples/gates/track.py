@@ -290,7 +290,10 @@ class Track:
     confidence: dict[str, float] = field(default_factory=dict)
     forms: dict[str, list[list[float]]] = field(default_factory=dict)
     reads: int = 0
-    step: tuple[float, float] = (0.0, 0.0)  # the box's last move per frame
+    # the box's last move per frame: along each axis, the smaller shift of its two edges when
+    # both moved the same way (``shift``; a box cut short by something passing in front of
+    # it moved one edge only: no speed)
+    step: tuple[float, float] = (0.0, 0.0)
     origin: Rect = (0, 0, 0, 0)
     # The two farthest the box got from where it was first seen; it travelled as far as the
     # nearer of them: one stray box joining the track (a passing car's text next to a sign)
@@ -720,8 +723,11 @@ def update(
         else:
             free.remove(best)
             gap = max(frame - best.last_frame, 1)
-            (ox, oy), (nx, ny) = centre(best.rect), centre(rect)
-            best.step = ((nx - ox) / gap, (ny - oy) / gap)
+            old = best.rect
+            best.step = (
+                shift(old[0], old[2], rect[0], rect[2]) / gap,
+                shift(old[1], old[3], rect[1], rect[3]) / gap,
+            )
         best.rect = rect
         best.last_frame, best.last_time = frame, time
         best.reads += 1
