@@ -144,7 +144,7 @@ def near_miss(a: str, b: str) -> bool:
     the other cut short at either end (``EET7`` of ``FLEET7``). Separators do not count: with
     formats a read is written as the format it fits prints it, and one plate read two ways
     may fit two formats (``RJ77 QBZ`` read ``RJ-770-BZ``: ``LL-999-LL``)."""
-    a, b = bare(a), bare(b)
+    a, b = plates._alnum(a), plates._alnum(b)
     if a == b:
         return True
     if len(a) == len(b):
@@ -155,11 +155,6 @@ def near_miss(a: str, b: str) -> bool:
     return len(long) - len(short) == 1 and any(
         long[:i] + long[i + 1 :] == short for i in range(len(long))
     )
-
-
-def bare(text: str) -> str:
-    """The text's letters and digits, without the separators a format prints."""
-    return "".join(c for c in text if c.isalnum())
 
 
 def cut_short(short: str, long: str) -> bool:
@@ -1060,22 +1055,23 @@ def same_vehicle(a: Track, b: Track) -> bool:
     return False
 
 
-def same_size(a: Track, b: Track) -> bool:
-    """Whether the two tracks' boxes are of one height (within ``SAME_SIZE``), compared on
-    the frames both were seen on (their largest boxes where there are none): two plates' text,
-    where a model badge's or a sticker's is smaller and a van's lettering larger."""
-    ratios = sorted(
-        max(ha, hb) / max(min(ha, hb), 1)
+def heights(a: Track, b: Track) -> list[tuple[int, int]]:
+    """The two tracks' box heights on the frames both were seen on, or their largest boxes'
+    where there are none."""
+    pairs = [
+        (ra[3] - ra[1], rb[3] - rb[1])
         for f, ra in a.path.items()
         if (rb := b.path.get(f)) is not None
-        for ha, hb in [(ra[3] - ra[1], rb[3] - rb[1])]
-    )
-    ratio = (
-        ratios[len(ratios) // 2]
-        if ratios
-        else max(a.height, b.height) / max(min(a.height, b.height), 1.0)
-    )
-    return ratio <= SAME_SIZE
+    ]
+    return pairs or [(round(a.height), round(b.height))]
+
+
+def same_size(a: Track, b: Track) -> bool:
+    """Whether the two tracks' boxes are of one height (within ``SAME_SIZE``, the median over
+    ``heights``): two plates' text, where a model badge's or a sticker's is smaller and a van's
+    lettering larger."""
+    ratios = sorted(max(ha, hb) / max(min(ha, hb), 1) for ha, hb in heights(a, b))
+    return ratios[len(ratios) // 2] <= SAME_SIZE
 
 
 def far_above(a: Track, b: Track) -> bool:
@@ -1087,16 +1083,11 @@ def far_above(a: Track, b: Track) -> bool:
 
 
 def no_larger(a: Track, b: Track) -> bool:
-    """Whether ``a``'s text is at most ``SAME_SIZE`` times as high as ``b``'s, compared on the
-    frames both were seen on (their largest boxes where there are none): a plate further away
-    than another is smaller, never larger than the same size."""
-    ratios = sorted(
-        (ra[3] - ra[1]) / max(rb[3] - rb[1], 1)
-        for f, ra in a.path.items()
-        if (rb := b.path.get(f)) is not None
-    )
-    ratio = ratios[len(ratios) // 2] if ratios else a.height / max(b.height, 1.0)
-    return ratio <= SAME_SIZE
+    """Whether ``a``'s text is at most ``SAME_SIZE`` times as high as ``b``'s (the median over
+    ``heights``): a plate further away than another is smaller, never larger than the same
+    size."""
+    ratios = sorted(ha / max(hb, 1) for ha, hb in heights(a, b))
+    return ratios[len(ratios) // 2] <= SAME_SIZE
 
 
 def lower(a: Track, b: Track) -> bool:
