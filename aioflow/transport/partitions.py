@@ -73,7 +73,7 @@ from .ending import Touches
 from .messages import GROUP, Keys, MessageError, read_meta
 
 if TYPE_CHECKING:
-    from .redis import _Credit
+    from .redis import Trims, _Credit
 
 __all__ = [
     "DEFAULT_PARTITIONS",
@@ -307,13 +307,12 @@ class Router:
             self.credits[part].queue_check(pipe)
         return len(found)
 
-    def trimmed(self, parts: Iterable[int], replies: Sequence[Any]) -> list[dict[str, Any]]:
-        """The metas of the items that :meth:`queue_trims`'s trims (their ``replies``) dropped,
-        for :func:`~aioflow.transport.redis.queue_drop_notices`."""
-        dropped: list[dict[str, Any]] = []
+    def trimmed(self, found: Trims, parts: Iterable[int], replies: Sequence[Any]) -> None:
+        """Add to ``found`` the entries that :meth:`queue_trims`'s trims (their ``replies``)
+        found beyond each partition's bound."""
         for part, reply in zip(sorted(set(parts)), replies, strict=True):
-            dropped += self.credits[part].checked(reply)
-        return dropped
+            credit = self.credits[part]
+            found.add(credit, credit.checked(reply))
 
     def books(self) -> BlockStatistics | None:
         """The keyed block's books of the drops this producer made, or None before any."""

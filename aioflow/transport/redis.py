@@ -96,7 +96,7 @@ __all__ = [
     "connect",
     "cut_bursts",
     "ensure_group",
-    "queue_drop_notices",
+    "Trims",
     "redact",
     "wire",
 ]
@@ -347,11 +347,13 @@ class ReplyStreamLost(AioflowError):
 REPLY_TTL = 300.0
 
 
-#: Trims a leaky edge's stream (atomically, so that no worker reads an entry as it goes): while
-#: more than ARGV[2] entries wait undelivered, delete the oldest (drop_oldest) or the newest
-#: (drop_newest) of them. Entries delivered to a worker (pending) are never touched: their
-#: worker answers for them. Returns {waiting, pending, id1, {m fields of id1}, id2, ...}: the
-#: producer tells the trimmed items' callers.
+#: Finds what a leaky edge's trim deletes: while more than ARGV[2] entries wait undelivered, the
+#: oldest (drop_oldest) or the newest (drop_newest) of them. Entries delivered to a worker
+#: (pending) are never touched: their worker answers for them. Returns {waiting, pending, id1,
+#: {m fields of id1}, id2, ...}, and deletes nothing: the producer deletes them and answers their
+#: callers in one step (:data:`DROP_SCRIPT`), so that a producer killed between the two leaves
+#: the entries in the stream (the next trim finds them again) rather than items deleted that
+#: nobody answers.
 #: The entries waiting are counted as XLEN minus pending (workers delete what they acknowledge,
 #: in the same MULTI), never from XINFO's lag: after entries ahead of the group were deleted
 #: (this script's own trims) Redis reports a lag that still counts them (7.0.15 does; see
@@ -414,7 +416,6 @@ for _, e in ipairs(entries) do
       metas[#metas + 1] = fields[i + 1]
     end
   end
-  redis.call('XDEL', stream, e[1])
   out[#out + 1] = e[1]
   out[#out + 1] = metas
 end
@@ -496,6 +497,63 @@ _LUA_RUN = """local function run_commands(at)
   return failed
 end
 """
+
+#: Deletes the entries a trim found (:data:`TRIM_SCRIPT`) and answers their items' callers, in
+#: one step. KEYS are the streams; ARGV[1] the group; then per stream the number of its entries
+#: and per entry its id, the number n of its answers and n triples (reply stream, ``m``, ``v``).
+#: An entry is deleted only if it is still there undelivered (a reader may have taken it since,
+#: or another producer's trim deleted it): only then do its answers go, to reply streams that
+#: exist (a run that has ended is not answered). Then :data:`_LUA_RUN`'s commands (the
+#: producer's books, counting every entry found) run if every entry found was deleted. Returns
+#: {1 or 0 (the commands ran), the 1-based numbers of the entries deleted, in ARGV's order}.
+DROP_SCRIPT = (
+    _LUA_RUN
+    + """local function newer(a, b)
+  local a1, a2 = string.match(a, '^(%d+)-(%d+)$')
+  local b1, b2 = string.match(b, '^(%d+)-(%d+)$')
+  a1, a2, b1, b2 = tonumber(a1), tonumber(a2), tonumber(b1), tonumber(b2)
+  return a1 > b1 or (a1 == b1 and a2 > b2)
+end
+local group = ARGV[1]
+local at, number, all = 2, 0, true
+local deleted = {}
+for k = 1, #KEYS do
+  local stream = KEYS[k]
+  local last = nil
+  local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', stream)
+  if ok then
+    for _, g in ipairs(groups) do
+      local f = {}
+      for i = 1, #g, 2 do f[g[i]] = g[i + 1] end
+      if f['name'] == group then last = f['last-delivered-id'] end
+    end
+  end
+  local count = tonumber(ARGV[at])
+  at = at + 1
+  for _ = 1, count do
+    local id, n = ARGV[at], tonumber(ARGV[at + 1])
+    at = at + 2
+    number = number + 1
+    if last ~= nil and newer(id, last) and redis.call('XDEL', stream, id) == 1 then
+      deleted[#deleted + 1] = number
+      for j = 0, n - 1 do
+        local base = at + 3 * j
+        redis.pcall('XADD', ARGV[base], 'NOMKSTREAM', '*', 'm', ARGV[base + 1], 'v', ARGV[base + 2])
+      end
+    else
+      all = false
+    end
+    at = at + 3 * n
+  end
+end
+local ran = 0
+if all then
+  run_commands(at)
+  ran = 1
+end
+return {ran, deleted}
+"""
+)
 
 #: The fence of a keyed block's owner (:mod:`.partitions`): from ARGV[at], a count, then that
 #: many pairs of a partition's lease key and the token under which the commit's entries were
@@ -739,10 +797,10 @@ class _Credit:
 
     A leaky edge (the reading block's ``overflow`` is ``"drop_oldest"`` or ``"drop_newest"``)
     never makes its producer wait: each burst of writes is followed by :data:`TRIM_SCRIPT`,
-    which deletes the undelivered entries beyond the same entry bound; :meth:`checked` returns
-    the metas of every item they carried (each item of a trimmed burst), whose callers the
-    producer tells (:func:`queue_drop_notices`), and :attr:`dropped` counts them, in items,
-    for the reading block's books.
+    which finds the undelivered entries beyond the same entry bound; :meth:`checked` returns
+    them with the metas of every item they carry (each item of a trimmed burst), and
+    :meth:`Trims.drop` deletes them and tells those items' callers in one step;
+    :attr:`dropped` counts them, in items, for the reading block's books.
     """
 
     __slots__ = (
@@ -920,20 +978,21 @@ class _Credit:
         else:
             pipe.eval(BACKLOG_SCRIPT, 1, self.stream, GROUP)
 
-    def checked(self, reply: Any) -> list[dict[str, Any]]:
-        """Take :meth:`queue_check`'s reply; returns the metas of the items a leaky edge's
-        trim dropped (for :func:`queue_drop_notices`)."""
+    def checked(self, reply: Any) -> list[tuple[bytes, list[dict[str, Any]]]]:
+        """Take :meth:`queue_check`'s reply; returns the entries a leaky edge's trim found
+        beyond the bound, each with the metas of the items it carries, for :class:`Trims` to
+        delete and answer."""
         if self.leaky:
             if isinstance(reply, BaseException):
                 # The writes went through; the next burst's trim catches up.
                 logger.warning("trimming %s failed: %s", self.stream, reply)
                 return []
-            dropped: list[dict[str, Any]] = []
+            found: list[tuple[bytes, list[dict[str, Any]]]] = []
             for i in range(2, len(reply) - 1, 2):
                 fields = reply[i + 1]
-                dropped.extend(item_metas(dict(zip(fields[::2], fields[1::2], strict=True))))
-            self.dropped += len(dropped)
-            return dropped
+                metas = item_metas(dict(zip(fields[::2], fields[1::2], strict=True)))
+                found.append((reply[i], metas))
+            return found
         # Not known (an error): the next take() asks again.
         self.credit = 0 if isinstance(reply, BaseException) else self.capacity - int(reply)
         return []
@@ -949,23 +1008,76 @@ class _Credit:
         )
 
 
-def queue_drop_notices(
-    pipe: Any, codec: Codec, metas: Iterable[Mapping[str, Any]], block: str, reason: str
-) -> int:
-    """Tell the callers of dropped items (:meth:`_Credit.checked`) that ``block`` dropped them
-    for ``reason``: adds to ``pipe`` an ``out`` answer with no outputs to each item's reply
-    stream, as a worker answers for an item its segment dropped (a reply stream that is gone,
-    its run over, is not made again). Returns how many."""
-    empty = codec.encode([])
-    count = 0
-    for meta in metas:
-        path, reply = meta.get("p"), meta.get("to")
-        if not isinstance(path, list) or not isinstance(reply, str):
-            continue
-        answer = pack_reply(path, "out", empty, reason=reason, block=block)
-        pipe.xadd(reply, answer, nomkstream=True)
-        count += 1
-    return count
+class Trims:
+    """The entries a producer's trims found beyond their leaky edges' bounds
+    (:meth:`_Credit.checked`): :meth:`drop` deletes them and answers their items' callers in one
+    step (:data:`DROP_SCRIPT`)."""
+
+    __slots__ = ("found",)
+
+    def __init__(self) -> None:
+        self.found: list[tuple[_Credit, list[tuple[bytes, list[dict[str, Any]]]]]] = []
+
+    def add(self, credit: _Credit, entries: list[tuple[bytes, list[dict[str, Any]]]]) -> None:
+        if entries:
+            self.found.append((credit, entries))
+
+    def __bool__(self) -> bool:
+        return bool(self.found)
+
+    async def drop(
+        self,
+        client: Any,
+        codec: Codec,
+        block: str,
+        *,
+        local_run: str | None = None,
+        books: Callable[[Any], None] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Delete the entries found that are still there undelivered and tell their items'
+        callers that ``block`` dropped them (``overflow``), in one step; the items of run
+        ``local_run`` get no answer there (its caller, the producer, answers them itself).
+        ``books`` queues the producer's books on the commands it is given: they count the drops
+        and go in the same step, or just after when a reader took some entry meanwhile. Returns
+        the metas of the items dropped; each credit's ``dropped`` counts them."""
+        empty = codec.encode([])
+        keys: list[str] = []
+        args: list[Any] = [GROUP]
+        entries: list[tuple[_Credit, list[dict[str, Any]]]] = []
+        for credit, found in self.found:
+            keys.append(credit.stream)
+            args.append(len(found))
+            for entry, metas in found:
+                entries.append((credit, metas))
+                notices = []
+                for meta in metas:
+                    path, reply = meta.get("p"), meta.get("to")
+                    ours = local_run is not None and meta.get("r") == local_run
+                    if isinstance(path, list) and isinstance(reply, str) and not ours:
+                        answer = pack_reply(path, "out", empty, reason="overflow", block=block)
+                        notices.append((reply, answer))
+                args += [entry, len(notices)]
+                for reply, answer in notices:
+                    args += [reply, answer[b"m"], answer[b"v"]]
+                credit.dropped += len(metas)  # (for the books; taken back if it stays)
+        self.found = []
+        commands = Commands()
+        if books is not None:
+            books(commands)
+        args += [commands.count, *commands.args]
+        ran, deleted = await client.guard(client.raw.eval(DROP_SCRIPT, len(keys), *keys, *args))
+        went = {int(number) for number in deleted}
+        dropped: list[dict[str, Any]] = []
+        for number, (credit, metas) in enumerate(entries, 1):
+            if number in went:
+                dropped += metas
+            else:
+                credit.dropped -= len(metas)  # a reader took it, or another producer's trim
+        if not int(ran) and books is not None:
+            pipe = client.pipeline(transaction=True)
+            books(pipe)
+            await client.guard(pipe.execute())
+        return dropped
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -1627,9 +1739,9 @@ class _Session:
             if isinstance(reply, Exception):
                 raise reply
         if trims:
-            dropped = router.trimmed(counts, replies[len(replies) - trims :])
-            if dropped:
-                await self._dropped(client, dropped)
+            found = Trims()
+            router.trimmed(found, counts, replies[len(replies) - trims :])
+            await self._dropped(client, found)
 
     async def _write_parts(
         self, client: Any, router: Router, routed: list[tuple[int, dict[bytes, bytes]]]
@@ -1722,9 +1834,9 @@ class _Session:
                     raise reply
             if credit.leaky:
                 start += sum(len(burst) for burst in bursts[:n])
-                dropped = credit.checked(check)  # (a leaky edge's trims: the trimmer answers)
-                if dropped:
-                    await self._dropped(client, dropped)
+                found = Trims()
+                found.add(credit, credit.checked(check))  # (the trimmer answers)
+                await self._dropped(client, found)
                 continue
             if isinstance(check, Exception):
                 raise check
@@ -1787,21 +1899,19 @@ class _Session:
                 break
         return start
 
-    async def _dropped(self, client: Any, metas: list[dict[str, Any]]) -> None:
-        """Items a leaky first edge trimmed: this run's are answered here, other callers' on
-        their reply streams."""
-        others = [meta for meta in metas if meta.get("r") != self.run_id]
+    async def _dropped(self, client: Any, found: Trims) -> None:
+        """Entries a leaky first edge holds beyond its bound: deleted, other callers' items
+        answered on their reply streams (:meth:`Trims.drop`), and this run's answered here."""
+        if not found:
+            return
         empty = self.codec.encode([])
-        for meta in metas:
+        for meta in await found.drop(client, self.codec, self.first_name, local_run=self.run_id):
             path = meta.get("p")
             if meta.get("r") == self.run_id and isinstance(path, list):
                 self._answer(
                     pack_reply(path, "out", empty, reason="overflow", block=self.first_name)
                 )
         self.progress.set()
-        pipe = client.pipeline(transaction=False)
-        if queue_drop_notices(pipe, self.codec, others, self.first_name, "overflow"):
-            await client.guard(pipe.execute(raise_on_error=False))
 
     # -- the end of the run ------------------------------------------------------------------
 

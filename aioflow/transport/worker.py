@@ -110,11 +110,11 @@ from .redis import (
     RedisConnectionError,
     RedisError,
     ResponseError,
+    Trims,
     burst_size,
     connect,
     cut_bursts,
     ensure_group,
-    queue_drop_notices,
     redact,
     stage_capacity,
     stage_depth,
@@ -1886,22 +1886,22 @@ class Worker:
         replies = await client.guard(pipe.execute(raise_on_error=False)) if len(pipe) else []
         self.acked += acked
         self.dead_letters += dead
-        dropped = credit.checked(replies.pop()) if credit is not None else []
+        found = Trims()
+        if credit is not None:
+            found.add(credit, credit.checked(replies.pop()))
         if trims and router is not None:  # (a leaky keyed next block: its partitions trimmed)
-            dropped = router.trimmed(parts, replies[len(replies) - trims :])
+            router.trimmed(found, parts, replies[len(replies) - trims :])
             del replies[len(replies) - trims :]
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
-        if dropped:
-            # Items a leaky next edge trimmed: their callers hear it from here, with books
-            # that count the drops when these writes leave the worker idle.
+        if found:
+            # Entries a leaky next edge holds beyond its bound: deleted, and their items'
+            # callers told, in one step (killed before it, this worker leaves them in the
+            # stream for the next trim), with books that count the drops when these writes
+            # leave the worker idle.
             block = router.block if router is not None else self.next_name or ""
-            pipe = client.pipeline(transaction=True)
-            queue_drop_notices(pipe, self.codec, dropped, block, "overflow")
-            if books:
-                self._queue_books(pipe)
-            await client.guard(pipe.execute(raise_on_error=False))
+            await found.drop(client, self.codec, block, books=self._queue_books if books else None)
         return True
 
     # -- taking over ----------------------------------------------------------------------------

@@ -155,6 +155,19 @@ poisoned = af.Pipeline(crash_on_3, name="poisoned")
 
 
 # Leaky edges across streams: a slow block behind a drop_oldest / drop_newest / max_age edge.
+if os.environ.get("AIOFLOW_TEST_DIE_BEFORE_DROP"):
+    # Fault injection: this worker is SIGKILLed the first time its trim of the next stream
+    # has found entries beyond the bound, before it deletes them and answers their callers.
+    import signal
+
+    from aioflow.transport import redis as _transport
+
+    async def _die(*args: Any, **kwargs: Any) -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    _transport.Trims.drop = _die  # type: ignore[assignment,method-assign]
+
+
 def _lag_delay() -> float:
     return float(os.environ.get("AIOFLOW_TEST_DELAY", "0.05"))
 

@@ -15,10 +15,17 @@ from conftest import Workers, pipeline_keys, serving, sigkill_a_holder
 
 import aioflow as af
 from aioflow.stats import BlockStatistics
-from aioflow.transport.codec import unpack_plain
+from aioflow.transport.codec import MsgpackCodec, unpack_plain
 from aioflow.transport.messages import GROUP, ItemMeta, pack_item
 from aioflow.transport.partitions import partition_streams
-from aioflow.transport.redis import Client, RedisTransport, _Credit, connect, ensure_group
+from aioflow.transport.redis import (
+    Client,
+    RedisTransport,
+    Trims,
+    _Credit,
+    connect,
+    ensure_group,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -116,6 +123,91 @@ async def test_a_trimmed_burst_answers_and_counts_every_item_it_carried(
     assert n - 1 in outputs  # drop_oldest keeps the newest
 
 
+async def test_a_worker_killed_between_its_trim_and_the_answers_loses_no_item(
+    redis_url: str, redis_prefix: str, workers: Workers
+) -> None:
+    # The feed worker writes bursts to lag's leaky stream; the first time its trim finds
+    # entries beyond the bound it is SIGKILLed, before it deletes them and answers their
+    # callers. Those entries stay (a trim only finds; the delete and the answers go together),
+    # so the next trim or the lag block answers every item: the run ends, nothing lost or
+    # doubled. (When the trim deleted at once, their items were never answered and the run
+    # waited for them for good.)
+    env = {"AIOFLOW_TEST_DELAY": "0.02"}
+    info = ("--log-level", "INFO")
+    dying = workers.start(
+        "leaky_bursts_behind",
+        "feed",
+        env={**env, "AIOFLOW_TEST_DIE_BEFORE_DROP": "1"},
+        extra=info,
+    )
+    lag = workers.start("leaky_bursts_behind", "lag", env=env, extra=info)
+    await serving(workers, dying)
+    await serving(workers, lag)
+    n = 600
+    transport = RedisTransport(redis_url, prefix=redis_prefix)
+    run = asyncio.create_task(rp.leaky_bursts_behind.run(range(n), transport=transport))
+    try:
+        assert await asyncio.to_thread(dying.wait, 30) == -signal.SIGKILL
+        # Another feed worker takes over what the dead one held and goes on.
+        workers.start("leaky_bursts_behind", "feed", claim_idle=0.5, env=env, extra=info)
+        outputs = await asyncio.wait_for(asyncio.shield(run), 30)
+    finally:
+        run.cancel()
+        await asyncio.gather(run, return_exceptions=True)
+    assert outputs == sorted(set(outputs))
+    assert n - 1 in outputs
+    stat = rp.leaky_bursts_behind.statistics()["lag"]
+    # The dead worker dropped nothing: every item lag's stream carried is an output of lag
+    # or a drop counted by the worker that trimmed it.
+    assert stat.received == n
+    assert stat.completed == len(outputs)
+    assert stat.dropped == stat.dropped_by["overflow"] == n - len(outputs)
+
+
+async def test_a_trim_deletes_and_answers_only_entries_no_reader_took_meanwhile(
+    redis_url: str, redis_prefix: str
+) -> None:
+    client = connect(redis_url)
+    stream = f"{redis_prefix}:edge"
+    try:
+        await ensure_group(client, stream)
+        edge = _Edge(client, stream, "drop_oldest")
+        # Ten entries: the trim finds the oldest 6 beyond the bound of 4...
+        pipe = client.pipeline(transaction=True)
+        for x in range(10):
+            meta = ItemMeta("run", (x,), f"{redis_prefix}:reply", "lag", "msgpack")
+            pipe.xadd(stream, pack_item(meta, b""))
+        edge.credit.queue_check(pipe)
+        replies = await client.guard(pipe.execute(raise_on_error=False))
+        found = Trims()
+        found.add(edge.credit, edge.credit.checked(replies[-1]))
+        assert [meta["p"][0] for _, metas in found.found[0][1] for meta in metas] == [
+            0,
+            1,
+            2,
+            3,
+            4,
+            5,
+        ]
+        # ...and deleted nothing yet: a producer killed now leaves all 10 for the reader.
+        assert await client.xlen(stream) == 10
+        # A reader takes the two oldest meanwhile: they are its to answer.
+        assert await edge.finish(2) == [0, 1]
+        await client.xadd(f"{redis_prefix}:reply", {b"m": b"\x80", b"v": b""})
+        metas = await found.drop(client, MsgpackCodec(), "lag")
+        assert [meta["p"][0] for meta in metas] == [2, 3, 4, 5]
+        assert edge.credit.dropped == 4
+        # Each item deleted got one answer, on its caller's reply stream, saying why.
+        answers = await client.xrange(f"{redis_prefix}:reply")
+        told = [unpack_plain(fields[b"m"]) for _, fields in answers[1:]]
+        assert [(m["p"], m["k"], m["reason"], m["block"]) for m in told] == [
+            ([x], "out", "overflow", "lag") for x in (2, 3, 4, 5)
+        ]
+        assert await edge.finish(10) == [6, 7, 8, 9]
+    finally:
+        await client.aclose()
+
+
 class _Edge:
     """A leaky stream written as a producer writes it (bursts, each followed by the trim) and
     read as a worker reads it (XREADGROUP, then XACK and XDEL of what it finished)."""
@@ -133,7 +225,12 @@ class _Edge:
             pipe.xadd(self.stream, pack_item(meta, b""))
         self.credit.queue_check(pipe)
         replies = await self.client.guard(pipe.execute(raise_on_error=False))
-        return sorted(meta["p"][0] for meta in self.credit.checked(replies[-1]))
+        found = Trims()
+        found.add(self.credit, self.credit.checked(replies[-1]))
+        if not found:
+            return []
+        metas = await found.drop(self.client, MsgpackCodec(), "lag")
+        return sorted(meta["p"][0] for meta in metas)
 
     async def finish(self, count: int) -> list[int]:
         """Takes ``count`` entries, and acknowledges and deletes them; returns their items."""
