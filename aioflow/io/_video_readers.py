@@ -107,12 +107,14 @@ class StreamStatistics:
         truncated: the file ended well before the frame count its header declares (cut short
             or damaged); the frames that could be read were delivered, and a warning was
             logged on the ``"aioflow"`` logger with both numbers.
+        unreadable: files of an image folder that do not decode as images (damaged, cut
+            short, not images): each left out with a warning naming it, the stream going on.
         fps_read: frames read per second over the last few seconds (0.0 when none came).
         fps_emitted: frames handed to the consumer per second, likewise.
         frame_age: seconds since the newest frame was read (None before the first).
 
-    The books balance: ``read == emitted + dropped + skipped + buffered``. (Frames still
-    buffered when a stream is removed are counted as dropped.)
+    The books balance: ``read == emitted + dropped + skipped + unreadable + buffered``.
+    (Frames still buffered when a stream is removed are counted as dropped.)
     """
 
     stream: str
@@ -129,6 +131,7 @@ class StreamStatistics:
     fps_read: float = 0.0
     fps_emitted: float = 0.0
     frame_age: float | None = None
+    unreadable: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +256,10 @@ def _natural_key(path: Path) -> list[Any]:
     return [(0, int(p), p) if p.isdigit() else (1, 0, p) for p in parts]
 
 
+#: ``retrieve()``'s extra for a file of an image folder that does not decode: why
+_UNREADABLE = "unreadable"
+
+
 class _FolderCapture:
     """The image files of a folder, in natural name order, as the frames of a stream."""
 
@@ -279,10 +286,12 @@ class _FolderCapture:
 
     def retrieve(self) -> tuple[Image | None, dict[str, Any]]:
         path = self.files[self.pos]
-        image = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_COLOR)
+        try:
+            image = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_COLOR)
+        except (OSError, cv2.error) as err:  # gone meanwhile, unreadable, or OpenCV refused it
+            return None, {"path": str(path), _UNREADABLE: f"{type(err).__name__}: {err}"}
         if image is None:
-            reason = f"cannot decode image file {str(path)!r}"
-            raise VideoSourceError(self.spec.uri, self.spec.stream, reason)
+            return None, {"path": str(path), _UNREADABLE: "it does not decode as an image"}
         img = _as_bgr(image)
         return img, {"path": str(path), "width": img.shape[1], "height": img.shape[0]}
 
@@ -363,6 +372,7 @@ class Stream:
         self.error: VideoSourceError | None = None
         self.read = self.emitted = self.dropped = self.skipped = self.reconnects = 0
         self.truncated = False
+        self.unreadable = 0
         #: remove() was asked for it; added by add() and still opening (its failure is
         #: add()'s to raise, not the iteration's)
         self.removed = False
@@ -394,6 +404,7 @@ class Stream:
             fps_read=_rate(self.read_times, now),
             fps_emitted=_rate(self.emit_times, now),
             frame_age=None if self.last_read is None else now - self.last_read,
+            unreadable=self.unreadable,
         )
 
 
@@ -643,6 +654,22 @@ def _read_frames(hub: Hub, st: Stream, held: list[_Capture]) -> None:
                 continue
             image, extra = cap.retrieve()
             ok = image is not None
+            if not ok and _UNREADABLE in extra:
+                # A damaged file among a folder's images: left out, counted, and named.
+                logger.warning(
+                    "video source %r (stream %r): left out %s: %s",
+                    spec.uri,
+                    spec.stream,
+                    extra.get("path"),
+                    extra[_UNREADABLE],
+                    extra={"stream": spec.stream, "path": extra.get("path")},
+                )
+                with hub.lock:
+                    st.read += 1
+                    st.unreadable += 1
+                    st.last_read = st.quiet_since = time.monotonic()
+                index += 1
+                continue
         if not ok:
             if not native:
                 if not grabbed:

@@ -261,6 +261,46 @@ async def test_an_image_folder_is_a_stream_in_natural_name_order(tmp_path: Path)
     assert frames[0].meta["frame_count"] == 12
 
 
+async def test_a_damaged_image_in_a_folder_is_left_out_named_and_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A folder of camera snapshots with a damaged one among them (a write cut off, a disk
+    # error): the stream goes on past it, the file named in a warning and counted.
+    folder = tmp_path / "snaps"
+    folder.mkdir()
+    for i in range(6):
+        assert cv2.imwrite(str(folder / f"frame{i}.png"), picture(i))
+    (folder / "frame2.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(40))
+    (folder / "frame4.png").write_bytes(b"")
+    with caplog.at_level(logging.WARNING, logger="aioflow"):
+        async with video_source(folder) as source:
+            frames = [f async for f in source]
+            stats = source.statistics()["snaps"]
+
+    # The others came through, in order, with their content and their place in the folder.
+    assert [f.index for f in frames] == [0, 1, 3, 5]
+    for f in frames:
+        assert np.array_equal(f.image, picture(f.index))
+        assert f.timestamp == pytest.approx(f.index / 25)
+    assert stats.state == "ended"
+    assert stats.unreadable == 2
+    assert stats.read == stats.emitted + stats.unreadable == 6
+    left_out = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
+    assert len(left_out) == 2
+    assert str(folder / "frame2.png") in left_out[0]
+    assert str(folder / "frame4.png") in left_out[1]
+    assert all("'snaps'" in message for message in left_out)
+
+
+async def test_a_folder_whose_images_all_fail_to_decode_fails_saying_so(tmp_path: Path) -> None:
+    folder = tmp_path / "junk"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"frame{i}.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(VideoSourceError, match="no frame decodes"):
+        [f async for f in video_source(folder)]
+
+
 # -- several sources --------------------------------------------------------------------------
 
 
