@@ -136,6 +136,8 @@ _BATCH = 100
 PREFETCH_WORK = 0.02
 #: exit status of a worker whose pipeline or blocks do not match
 EXIT_MISMATCH = 2
+#: How many runs ended with ``drop`` a worker remembers (:meth:`Worker._dropped`)
+_DROPPED_RUNS = 4096
 #: Deletes, in the group ARGV[1] of each stream of KEYS, the consumers that hold no entry
 #: (pending 0) and either are ARGV[2] (a worker leaving) or have been idle for ARGV[3] ms at
 #: least (a worker killed, its entries taken over) and are not ARGV[4] (the caller's own).
@@ -492,6 +494,11 @@ class Worker:
         #: of those, the entries their last owner acknowledged (answered): they run again for
         #: the state only, and are not stale however long ago they were born (max_age)
         self._answered: set[bytes] = set()
+        #: the runs whose end this worker took with ``drop`` (their caller cancelled or failed),
+        #: newest last: their items that come after it are acknowledged and not run (an
+        #: earlier segment still sent them on, or they waited in the input while the end came
+        #: by the control stream), so that they touch no key again (:data:`_DROPPED_RUNS`)
+        self._dropped_runs: dict[str, None] = {}
         #: set when the worker may have become quiet (a read ended, an entry was written)
         self._settle = asyncio.Event()
         #: set when reading may go on (a quarantine ended)
@@ -1106,8 +1113,10 @@ class Worker:
             with contextlib.suppress(MessageError):
                 meta = read_meta(fields)
                 if meta.get("k") == "end":
-                    if put is not None:
-                        put()  # (it waits for the entries before it to finish: not its turn)
+                    # It waits for the entries before it to finish, not for its turn; the
+                    # entries after it wait for it (``put`` when it returns), so that a run
+                    # that comes after this one (its caller cancelled, or the next run of a
+                    # caller) never reaches a key before this run's end took it out.
                     await self._end_run(entry_id, fields, meta, running, done, deliveries)
                     return
         try:
@@ -1149,6 +1158,16 @@ class Worker:
             item.dead.append(self._dead_item(entry_id, fields, position, reason))
             self._refuse(item, [metas[position]], f"its input cannot be read: {reason}")
         good = [i for i in range(len(metas)) if i not in entry.errors]
+        if after is not None:
+            # Its turn: the partition's entries before it are in the segment, and a run's
+            # end before it has taken that run's keys out. Only then are its keys noted as its
+            # run's (noted as soon as read, a run started after another's cancellation took
+            # that run's keys as shared with it, and went on with their state).
+            await after
+            after = None
+        if self._dropped_runs and all(meta.run in self._dropped_runs for meta in metas):
+            await done.put(item)  # acknowledged, not run: its caller is gone
+            return
         if self.owner is not None and self.lanes is not None:
             # Which runs touched which keys: a run's end evicts the keys only it touched.
             key_of = self.lanes.key
@@ -1254,6 +1273,7 @@ class Worker:
         ending = owner.end_run(part, run, gone)
         if drop:
             # The run failed or stopped early: as in a local run, its keys go without evict().
+            self._dropped(run)
             lanes.drop(_key_set(key for key, _ in ending).__contains__)
             await done.put(item)
             return
@@ -1322,6 +1342,12 @@ class Worker:
                         await self._end_inner(meta, done)
                 await client.xdel(self.control, *(eid for eid, _ in entries))
 
+    def _dropped(self, run: str) -> None:
+        """Caller run ``run`` ended with ``drop``: its items that come later are not run."""
+        self._dropped_runs[run] = None
+        while len(self._dropped_runs) > _DROPPED_RUNS:
+            del self._dropped_runs[next(iter(self._dropped_runs))]
+
     async def _end_inner(self, meta: dict[str, Any], done: asyncio.Queue[_Done]) -> None:
         """A caller's run ended, for a keyed block inside the segment: as :meth:`_end_run`
         for the keys this worker holds (``part``: this worker's place in the caller's list)."""
@@ -1346,6 +1372,7 @@ class Worker:
             # Its state goes with the head's partitions: their snapshots must drop the keys.
             self.owner.followers_changed(key for key, _ in ending)
         if meta.get("drop"):
+            self._dropped(run)
             lanes.drop(_key_set(key for key, _ in ending).__contains__)
             return
         logger.info(

@@ -5,6 +5,8 @@ items' outputs), with real redis-server and real worker processes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import random
 import signal
 import subprocess
 from collections.abc import AsyncIterator
@@ -12,7 +14,7 @@ from typing import Any
 
 import pytest
 import redis_pipelines as rp
-from conftest import Workers
+from conftest import Workers, serving
 
 import aioflow as af
 from aioflow.transport.messages import Keys, graph_signature
@@ -228,3 +230,45 @@ async def test_a_keyed_block_inside_a_segment_flushes_at_the_end_from_each_worke
             totals[cam] = totals.get(cam, 0) + int(n)
     assert totals == {f"cam{i}": 600 for i in range(5)}
     assert first.poll() is None
+
+
+@pytest.mark.parametrize(
+    ("attr", "segments"),
+    [
+        ("keyed", ["count", "count"]),
+        ("tagged", ["tag", "count2", "count2"]),
+        ("tagged", ["tag,count2", "tag,count2"]),
+    ],
+    ids=["caller-writes-the-partitions", "a-worker-writes-the-partitions", "inside-a-segment"],
+)
+async def test_a_run_after_cancelled_ones_starts_every_key_afresh(
+    redis_url: str, redis_prefix: str, workers: Workers, attr: str, segments: list[str]
+) -> None:
+    # Runs cancelled at moments picked at random (seeded), one after the other, then a run to
+    # the end: as locally, a cancelled run's keys go with it (without evict), so the last run
+    # counts each key from 1. Before, their state went on into the next runs (a count of 141
+    # for a key's first item): the next run's items were noted as sharing the keys as soon as
+    # a worker read them, before the cancelled run's end went by, and items of the cancelled
+    # run that an earlier segment sent on after its end touched its keys again.
+    rng = random.Random(20261206)
+    env = {"AIOFLOW_TEST_DELAY": "0.003"}
+    procs = [
+        workers.start(attr, blocks, env=env, extra=("--log-level", "INFO")) for blocks in segments
+    ]
+    for proc in procs:
+        await serving(workers, proc)
+    pipe: af.Pipeline[Any, Any] = getattr(rp, attr)
+    items = cams(2000) if attr == "keyed" else list(range(2000))
+    transport = RedisTransport(redis_url, prefix=redis_prefix)
+    for _ in range(3):
+        run = asyncio.create_task(pipe.run(items, transport=transport))
+        await asyncio.sleep(rng.uniform(0.05, 0.6))
+        run.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await run
+    outputs = await asyncio.wait_for(pipe.run(items[:40], transport=transport), 30)
+    counts: dict[str, list[int]] = {}
+    for key, _seq, n in sorted(outputs, key=lambda out: (out[0], out[1])):
+        counts.setdefault(key, []).append(n)
+    assert counts == {key: list(range(1, len(ns) + 1)) for key, ns in counts.items()}
+    assert sum(map(len, counts.values())) == 40
