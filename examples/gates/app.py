@@ -368,13 +368,16 @@ def build(
     def read_text(item: dict[str, Any]) -> dict[str, Any]:
         if item["n"] == 0:
             return item
-        raw, confidence, evidence = decoder.read(item["probs"])
+        raw, confidence, evidence, hints = decoder.read_hinted(item["probs"])
         text = plates.normalise(raw, formats)
         # Without formats the read is the plate as read, so the recogniser's evidence for each
         # look-alike character goes with it (the tracker weighs it across the track's reads),
         # with what the plate's groups (the separators read) say of it; a format has already
         # said which kind each position holds.
         evidence = plates.grouped(raw, evidence) if not formats and text is not None else ()
+        # The faint Q tails go with the plate where its letters and digits are the read's.
+        if text is None or len(plates._alnum(text)) != len(plates._alnum(raw)):
+            hints = ()
         return {
             **item,
             "probs": None,
@@ -382,6 +385,7 @@ def build(
             "text": text,
             "confidence": confidence,
             "evidence": evidence,
+            "hints": hints,
         }
 
     @af.block(key=camera, state=list, **short)
@@ -443,6 +447,7 @@ def build(
                         read["confidence"],
                         read["evidence"],
                         read["board"],
+                        read.get("hints", ()),
                     )
                 )
             counts.held += len(item["held"])

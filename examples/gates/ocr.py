@@ -40,6 +40,12 @@ PLATE_CHARS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 # tail the blur left faint (``CtcDecoder.read``). Some fonts' O draws a Q's trace of 0.03-0.08
 # on every frame (``XO-738-RH``): 0.05 sent it as ``XQ-738-RH``.
 Q_TAIL = 0.08
+#: A 0 or O read with less of a Q's probability than ``Q_TAIL`` but at least this much shows a
+#: hint of a Q's tail (``CtcDecoder.read_hinted``). Recorded on the other generator's clips:
+#: the O's of most fonts show under 0.005 on 96-100% of their reads, Q's blurred by 4 px into
+#: an O show 0.01 or more on 58-62%, and one font's O (XO-738-RH) on all of its reads: a track
+#: whose O shows the hint on many reads is held as unsure (``track.HINT_SHARE``).
+Q_HINT = 0.01
 
 
 def model_path(name: str) -> Path:
@@ -207,6 +213,11 @@ class CtcDecoder:
         return text, confidence
 
     def read(self, probs: np.ndarray) -> tuple[str, float, plates.Evidence]:
+        """:meth:`read_hinted` without the hints."""
+        text, confidence, evidence, _ = self.read_hinted(probs)
+        return text, confidence, evidence
+
+    def read_hinted(self, probs: np.ndarray) -> tuple[str, float, plates.Evidence, tuple[int, ...]]:
         """Text (with the separators read: ``36-IUO-6``, ``OPQ 234``), the mean confidence of
         its letters and digits and, for each character that has a look-alike (0/O, 1/I, 8/B,
         5/S, 2/Z, 6/G), how much the recogniser saw each of the two: its probabilities of the
@@ -214,13 +225,16 @@ class CtcDecoder:
         the other characters and the separators). A 0 or O that the recogniser also saw as a
         Q (``Q_TAIL`` of its probability, where a 0 or an O gets almost none) is a Q: blur
         and low resolution take a Q's short tail away, and the recogniser, sure of no tail,
-        reads an O or a 0 (``QQ-616-QR`` read ``00-616-QR`` with Q at 0.13-0.30)."""
+        reads an O or a 0 (``QQ-616-QR`` read ``00-616-QR`` with Q at 0.13-0.30). The hints:
+        the places, among the text's letters and digits, of the 0's and O's that the recogniser
+        saw as a Q ``Q_HINT`` of its probability or more (a tail too faint to decide)."""
         sub = probs[:, self.keep]
         best = sub.argmax(axis=1)
         conf = sub.max(axis=1)
         text: list[str] = []
         scores: list[float] = []
         evidence: list[tuple[float, float] | None] = []
+        hinted: list[bool] = []
         previous = -1
         start = 0
         for t, k in enumerate([*best.tolist(), -1]):
@@ -228,9 +242,14 @@ class CtcDecoder:
                 continue
             if previous > 0:  # a character's run ends at t
                 c = self.classes[self.keep[previous]]
-                if c in "0O" and self.q is not None and sub[start:t, self.q].mean() >= Q_TAIL:
-                    c = "Q"
+                hint = False
+                if c in "0O" and self.q is not None:
+                    tail = sub[start:t, self.q].mean()
+                    if tail >= Q_TAIL:
+                        c = "Q"
+                    hint = Q_HINT <= tail < Q_TAIL
                 text.append(c)
+                hinted.append(hint)
                 if c.isalnum():
                     scores.append(float(conf[start]))
                 pair = self.pairs.get(c)
@@ -244,10 +263,15 @@ class CtcDecoder:
         while text and not text[0].isalnum():
             text.pop(0)
             evidence.pop(0)
+            hinted.pop(0)
         while text and not text[-1].isalnum():
             text.pop()
             evidence.pop()
-        return "".join(text), float(np.mean(scores)) if scores else 0.0, tuple(evidence)
+            hinted.pop()
+        places = [hint for c, hint in zip(text, hinted, strict=True) if c.isalnum()]
+        hints = tuple(i for i, hint in enumerate(places) if hint)
+        confidence = float(np.mean(scores)) if scores else 0.0
+        return "".join(text), confidence, tuple(evidence), hints
 
 
 @dataclass(frozen=True)

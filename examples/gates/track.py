@@ -42,6 +42,9 @@ of the stream (or ``patience_frames`` frames) is closed and becomes an event onl
   vehicle's scale, as a vehicle coming closer grows, and within ``VEHICLE_WIDTHS`` plate widths
   across, ``same_vehicle``) and whose reads agree on a plate sat lower: the plate is a
   vehicle's lowest text, lettering on the body, model badges and stickers ride above;
+* no letter O of the plate (not made a Q by ``Track.tails``) was seen with a hint of a Q's
+  tail (``ocr.Q_HINT``) on ``HINT_SHARE`` of its reads: a Q whose tail blur took away, or an O
+  of a font that draws a trace of one, which cannot be told apart (held as unsure);
 * no event of the same camera gave the same plate, or one a character apart (changed or
   missing, or the plate cut short) with as many votes or more, within the last ``dedupe_s``
   seconds, and no track still open has such a plate with more votes: a track broken by a few
@@ -64,6 +67,10 @@ Rect = tuple[int, int, int, int]
 # plate's length, is a Q (``Track.tails``).
 TAIL_READS = 2
 TAIL_SHARE = 0.25
+# A letter O (not made a Q by ``tails``) that this share of the track's reads of its plate saw
+# with a hint of a Q's tail (``ocr.Q_HINT``) may be a Q the blur took the tail off, or an O
+# whose font draws one: the track is held as unsure (``Track.faint_tail``).
+HINT_SHARE = 0.3
 # How far across (in plate widths) two texts on one vehicle's back or front can lie apart:
 # a plate is about 0.52 m wide, the widest vehicles 2.55 m (``same_vehicle``).
 VEHICLE_WIDTHS = 2.5
@@ -284,6 +291,8 @@ class Track:
     grounded: Counter[str] = field(default_factory=Counter)
     confidence: dict[str, float] = field(default_factory=dict)
     forms: dict[str, list[list[float]]] = field(default_factory=dict)
+    # Per reading: per position, the reads that saw a hint of a Q's tail there (``ocr.Q_HINT``).
+    hints: dict[str, list[int]] = field(default_factory=dict)
     reads: int = 0
     # the box's last move per frame: along each axis, the smaller shift of its two edges when
     # both moved the same way (``shift``; a box cut short by something passing in front of
@@ -312,13 +321,25 @@ class Track:
         return min(self.farthest[1], math.hypot(*self.drift))
 
     def add(
-        self, text: str, confidence: float, evidence: plates.Evidence = (), grounded: bool = True
+        self,
+        text: str,
+        confidence: float,
+        evidence: plates.Evidence = (),
+        grounded: bool = True,
+        hints: tuple[int, ...] = (),
     ) -> None:
         """Count one read of the plate: its reading's vote and confidence, and at each
         look-alike position the recogniser's evidence for the digit and the letter (the read's
         own character counting fully when the read carries no evidence). ``grounded``: the box
-        read stood on a plate's ground."""
+        read stood on a plate's ground. ``hints``: the places, among its letters and digits,
+        of the 0's and O's read with a hint of a Q's tail."""
         key = plates.fold(text)
+        if hints:
+            places = [i for i, c in enumerate(text) if c.isalnum()]
+            counted = self.hints.setdefault(key, [0] * len(key))
+            for place in hints:
+                if place < len(places):
+                    counted[places[place]] += 1
         self.votes[key] += 1
         if grounded:
             self.grounded[key] += 1
@@ -455,6 +476,16 @@ class Track:
                 for i in diff:
                     tailed[i] += n
         return "".join("Q" if c == "O" and tailed[i] >= need else c for i, c in enumerate(text))
+
+    def faint_tail(self, key: str, text: str) -> bool:
+        """Whether a letter O of ``text`` (the plate of reading ``key``, after ``tails``) was
+        seen with a hint of a Q's tail on ``HINT_SHARE`` of the reads of ``key`` or more: an O
+        or a Q the reads cannot tell apart."""
+        counted = self.hints.get(key)
+        if counted is None or "O" not in text:
+            return False
+        need = HINT_SHARE * self.votes[key]
+        return any(c == "O" and n >= need for c, n in zip(text, counted, strict=False))
 
     def on_ground(self, key: str) -> int:
         """The reads of ``key`` (or within one character of it, of its length) whose box stood
@@ -655,12 +686,14 @@ class CameraState:
 
 
 # A box, its plate (None: not one), the recogniser's confidence and, optionally, its evidence
-# for each look-alike character (``plates.Evidence``) and whether the box stood on a plate's
-# ground (``ocr.on_a_board``; True when left out).
+# for each look-alike character (``plates.Evidence``), whether the box stood on a plate's
+# ground (``ocr.on_a_board``; True when left out) and the places of the 0's and O's read with
+# a hint of a Q's tail (``ocr.CtcDecoder.read_hinted``).
 Read = (
     tuple[Rect, str | None, float]
     | tuple[Rect, str | None, float, plates.Evidence]
     | tuple[Rect, str | None, float, plates.Evidence, bool]
+    | tuple[Rect, str | None, float, plates.Evidence, bool, tuple[int, ...]]
 )
 
 
@@ -680,7 +713,8 @@ def update(
     for read in reads:
         rect, text, conf = read[0], read[1], read[2]
         evidence: plates.Evidence = read[3] if len(read) >= 4 else ()  # type: ignore[misc]
-        grounded: bool = read[4] if len(read) == 5 else True  # type: ignore[misc]
+        grounded: bool = read[4] if len(read) >= 5 else True  # type: ignore[misc]
+        hints: tuple[int, ...] = read[5] if len(read) == 6 else ()  # type: ignore[misc]
         key = plates.fold(text) if text is not None else None
         best: Track | None = None
         best_score = 0.1
@@ -739,7 +773,7 @@ def update(
         best.height = max(best.height, float(rect[3] - rect[1]))
         best.path[frame] = rect
         if text is not None:
-            best.add(text, conf, evidence, grounded)
+            best.add(text, conf, evidence, grounded, hints)
             best.last_read = frame
         labelled.append((best.ident, rect, best.text))
     events = []
@@ -870,6 +904,13 @@ def close(
             state.shapes.held.append((camera, state, track))
         return None
     text = track.tails(key, text)
+    if track.faint_tail(key, text):
+        # An O that many reads saw with a faint Q's tail: blur takes a Q's tail away (PI38 SWQ
+        # read PI38SWO on 28 frames), and one font draws a trace of one on its O (XO-738-RH).
+        # A guess either way: held as unsure, never sent.
+        if not retry and not early:
+            counts.unsure += 1
+        return None
     if retry:
         counts.unsure -= 1
     # What was decided within dedupe_s before this track: kept for as long as a held track
