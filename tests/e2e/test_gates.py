@@ -394,6 +394,16 @@ def test_a_source_that_is_not_video_is_one_error_line_and_status_2(tmp_path: Pat
 Reading = tuple[str, float, plates.Evidence]  # text, confidence, evidence
 
 
+def _close_all(state: track.CameraState) -> list[dict[str, object]]:
+    """Close the camera's open tracks, as the tracker does when they close; their events."""
+    events = []
+    for t in list(state.tracks):
+        state.tracks.remove(t)
+        if (event := track.close(state, "cam", t)) is not None:
+            events.append(event)
+    return events
+
+
 def _pass(
     state: track.CameraState, reads: list[Reading], start: int = 0
 ) -> list[dict[str, object]]:
@@ -403,10 +413,7 @@ def _pass(
         rect = (25 * i, 100, 25 * i + 100, 120)
         read: track.Read = (rect, text, confidence, evidence)
         events += track.update(state, "cam", start + i, (start + i) / 10, [read])[1]
-    for t in list(state.tracks):
-        state.tracks.remove(t)  # as the tracker does when a track closes
-        if (event := track.close(state, "cam", t)) is not None:
-            events.append(event)
+    events += _close_all(state)
     return events
 
 
@@ -485,10 +492,7 @@ def test_an_o_that_many_reads_saw_with_a_faint_q_tail_is_held_as_unsure() -> Non
             hints = (6,) if i in hinted else ()
             read: track.Read = (rect, "PI38SWO", 0.95, (), True, hints)
             events += track.update(state, "cam", i, i / 10, [read])[1]
-        for t in list(state.tracks):
-            state.tracks.remove(t)
-            if (event := track.close(state, "cam", t)) is not None:
-                events.append(event)
+        events += _close_all(state)
         return events, state.counts.unsure
 
     events, unsure = crossing(set(range(0, 20, 2)))  # half the reads
@@ -734,10 +738,7 @@ def test_one_plate_split_into_two_tracks_one_seeing_its_q_is_one_event() -> None
             text = plates.normalise(raw, formats)
             reads.append(((x, 300 + 20 * i, x + 80, 314 + 20 * i), text, 0.95))
         events += track.update(state, "cam", i, i / 10, reads)[1]
-    for t in list(state.tracks):
-        state.tracks.remove(t)
-        if (event := track.close(state, "cam", t)) is not None:
-            events.append(event)
+    events += _close_all(state)
     assert [e["plate"] for e in events] == ["059QOB"]
     assert state.counts.duplicates == 1
 
@@ -757,10 +758,7 @@ def test_a_sign_does_not_take_over_a_wide_box_passing_beside_it() -> None:
             x = 158 - 14 * (i - 21)
             reads = [((x, 47, x + 257, 74), None, 0.0)]
         events += track.update(state, "cam", i, i / 10, reads)[1]
-    for t in list(state.tracks):
-        state.tracks.remove(t)
-        if (event := track.close(state, "cam", t)) is not None:
-            events.append(event)
+    events += _close_all(state)
     assert events == []
     assert state.counts.static == 1
 
@@ -783,10 +781,7 @@ def test_a_sign_cut_short_by_a_passing_van_does_not_set_off_at_its_speed() -> No
         elif i >= 37:
             reads.append(((799, 137, 869, 169), None, 0.0))
         events += track.update(state, "cam", i, i / 15, reads)[1]  # 15 frames/s
-    for t in list(state.tracks):
-        state.tracks.remove(t)
-        if (event := track.close(state, "cam", t)) is not None:
-            events.append(event)
+    events += _close_all(state)
     assert events == []
     assert state.counts.static >= 1
 
@@ -817,10 +812,7 @@ def test_a_sign_uncovered_by_one_vehicle_and_covered_by_the_next_is_not_moving()
     events = []
     for i, rect in enumerate(boxes):
         events += track.update(state, "cam", i, i / 12, [(rect, "KEBAB24", 0.99)])[1]
-    for t in list(state.tracks):
-        state.tracks.remove(t)
-        if (event := track.close(state, "cam", t)) is not None:
-            events.append(event)
+    events += _close_all(state)
     assert events == []
     assert state.counts.static == 1
     # A plate passing in front of it moves box by box: sent.
