@@ -31,6 +31,7 @@ SHA256 = {
     REC_MODEL: "6f327246b50388f3c176ae304bd95767ea6dc0c9ae92153ef8cbe210b3c14884",
 }
 DET_WIDTH = 480  # the detector's input width; its height follows the frame's aspect
+DET_TALLEST = 2  # ... up to this many times its width (``det_size``)
 REC_HEIGHT = 48
 # Crops keep their aspect: resized to 48 px high, then padded on the right to the next of these
 # widths, so that crops of similar width batch together (OnnxModel runs one call per shape).
@@ -70,9 +71,15 @@ def normalise(bgr: np.ndarray) -> np.ndarray:
 
 def det_size(shape: tuple[int, ...], width: int = DET_WIDTH) -> tuple[int, int]:
     """(W, H) of the detector's input for frames of ``shape``: ``width`` wide (a multiple of
-    32), as high as the frame's aspect makes it, rounded to a multiple of 32."""
-    height = max(32, round(width * shape[0] / shape[1] / 32) * 32)
-    return width, height
+    32), as high as the frame's aspect makes it, rounded to a multiple of 32; a frame taller
+    than ``DET_TALLEST`` times its width (a portrait phone video is 1.8) is fitted into
+    ``DET_TALLEST * width`` high instead, narrower, so that an image of odd shape (16x10000)
+    does not make the detector an input of millions of pixels."""
+    height, across = shape[0], shape[1]
+    tallest = DET_TALLEST * width
+    if height * width > tallest * across:
+        return max(32, round(tallest * across / height / 32) * 32), round(tallest)
+    return width, max(32, round(width * height / across / 32) * 32)
 
 
 def det_input(

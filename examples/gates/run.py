@@ -136,7 +136,9 @@ def print_status(event: video.StreamEvent) -> None:
     line = f"camera {event.stream}: {event.previous} -> {event.state}"
     if event.state in ("stalled", "removed", "ended", "failed"):
         age = "" if stats.frame_age is None else f", last frame {stats.frame_age:.1f} s ago"
-        line += f" ({stats.emitted} frames, {stats.dropped} dropped{age})"
+        # A stream ends when its last frame is read, maybe before the pipeline took it.
+        frames = stats.emitted + (stats.buffered if event.state == "ended" else 0)
+        line += f" ({frames} frames, {stats.dropped} dropped{age})"
     if event.error is not None:
         line += f": {event.error}"
     print(line, flush=True)

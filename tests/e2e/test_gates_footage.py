@@ -170,6 +170,30 @@ def test_footage_of_another_size_and_rate_is_read_and_recorded_as_it_came(
 
 
 @pytest.mark.slow
+def test_a_folder_of_images_of_odd_shapes_and_sizes_is_read_to_its_end(tmp_path: Path) -> None:
+    # A camera's folder as users have them: frames of two sizes, one grey, one with an alpha
+    # channel, a 1x1 pixel and a 16x10000 strip (which once gave the detector a 480x300,000
+    # input: the run did not end for minutes). Every image is a frame, looked at, and the run
+    # ends with its summary; the strip is not a plate.
+    folder = tmp_path / "odd_gate"
+    folder.mkdir()
+    images = [
+        np.full((360, 640, 3), 80, np.uint8),
+        np.full((480, 800), 80, np.uint8),
+        np.full((360, 640, 4), 80, np.uint8),
+        np.full((720, 1280, 3), 80, np.uint8),
+        np.full((1, 1, 3), 80, np.uint8),
+        np.full((10000, 16, 3), 80, np.uint8),
+    ]
+    for i, image in enumerate(images):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), image)
+    events, stdout = run_cameras(tmp_path, {folder: []})
+    assert events == []
+    assert "0 events" in stdout
+    assert "odd_gate: running -> ended (6 frames, 0 dropped" in stdout, stdout
+
+
+@pytest.mark.slow
 def test_a_plate_filmed_at_dusk_is_read(tmp_path: Path) -> None:
     # A fifth of the light: the whole frame lies below 60 grey levels, the plate's text stands
     # out from its ground by a dozen.

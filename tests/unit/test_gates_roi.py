@@ -107,3 +107,26 @@ def test_look_rules_reject_nonsense() -> None:
         roi.LookRules(whole_every=0)
     with pytest.raises(ValueError, match="max_zoom"):
         roi.LookRules(max_zoom=0)
+
+
+@pytest.mark.parametrize(
+    ("shape", "expected"),
+    [
+        ((720, 1280), (480, 256)),  # landscape: 480 wide, the height by the aspect
+        ((1920, 1080), (480, 864)),  # a portrait phone video: 480 wide too
+        ((10000, 16), (32, 960)),  # a strip: fitted into twice the width's height
+        ((16, 10000), (480, 32)),
+        ((1, 1), (480, 480)),
+    ],
+)
+def test_the_detectors_input_stays_small_whatever_the_frames_shape(
+    shape: tuple[int, int], expected: tuple[int, int]
+) -> None:
+    # A 16x10000 image once made a 480x300,000 input: minutes of the detector on one frame.
+    width, height = ocr.det_size(shape)
+    assert (width, height) == expected
+    assert width % 32 == 0
+    assert height % 32 == 0
+    assert width * height <= 2 * ocr.DET_WIDTH**2
+    x = ocr.det_input(np.zeros((*shape, 3), np.uint8))
+    assert x.shape == (3, height, width)
