@@ -942,13 +942,25 @@ def close(
         # is further away: its plate smaller, and a plate width or more higher up (XS48 YTK
         # 1.5 widths above PKG 515, 0.45 of its height), where a badge (320D) or a sticker
         # sits close to the plate. (Lettering on a board above a van's plate, FLEET7, is of
-        # the plate's size too; it fits no format and no plate's shape.)
+        # the plate's size too; it fits no format and no plate's shape.) Without formats,
+        # a plate clearly smaller than the one below it (``further``) and a plate width or
+        # more above it is the car behind's even in a shape no event had yet: the first
+        # plate of a format at a site is often that of a car following another (XS48 YTK
+        # again, 13 px against PKG 515's 29-35, the site's first LL99LLL).
         and not (
             track.on_ground(key) >= rules.min_votes
-            and (same_size(track, other) or (no_larger(track, other) and far_above(track, other)))
             and (
-                state.shapes is None
-                or state.shapes.read_as[kinds_of(text)] >= state.shapes.min_seen
+                (further(track, other) and far_above(track, other))
+                or (
+                    (
+                        same_size(track, other)
+                        or (no_larger(track, other) and far_above(track, other))
+                    )
+                    and (
+                        state.shapes is None
+                        or state.shapes.read_as[kinds_of(text)] >= state.shapes.min_seen
+                    )
+                )
             )
         )
         and same_vehicle(track, other)
@@ -1129,6 +1141,13 @@ def no_larger(a: Track, b: Track) -> bool:
     size."""
     ratios = sorted(ha / max(hb, 1) for ha, hb in heights(a, b))
     return ratios[len(ratios) // 2] <= SAME_SIZE
+
+
+def further(a: Track, b: Track) -> bool:
+    """Whether ``a``'s text is at most ``1 / SAME_SIZE`` times as high as ``b``'s (the median
+    over ``heights``): of a plate further away, not of one the same distance off."""
+    ratios = sorted(ha / max(hb, 1) for ha, hb in heights(a, b))
+    return ratios[len(ratios) // 2] * SAME_SIZE <= 1
 
 
 def lower(a: Track, b: Track) -> bool:
