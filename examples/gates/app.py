@@ -18,7 +18,7 @@
     >> track                         per-camera tracker: votes, motion, one event per pass
     >> annotate >> record            boxes and plates drawn, one video per camera
     >> events >> write_events        each event appended to a JSON-lines file (optional)
-    >> webhook                       and POSTed
+    >> webhook                       and POSTed (retried; refused for good: undelivered.jsonl)
 
 ``pipeline()`` builds it with its defaults (``python -m aioflow graph
 examples.gates.app:pipeline``); ``build()`` takes every option. Importing this module loads
@@ -54,6 +54,14 @@ LIVE_QUEUE = 4  # the input queue of each block after detection, with build(live
 # tracker; at one batch and 8 crops 3 s, and more frames went through (bench_cameras.py, the
 # two side by side under a load of 13-14).
 LIVE_DETECT_QUEUE = DET_BATCH  # the detector's input queue: one batch ready while two run
+# The webhook's retries: an event is POSTed up to 5 times over about 3 s (0.2 s doubling, each
+# delay drawn between half and all of it), so a gate service that restarts or answers 503 for a
+# moment loses nothing; an event still refused then goes to ``out/undelivered.jsonl`` and the
+# run goes on (the cameras keep being read: a service down for a while costs its events, not
+# the plates read meanwhile). After 15 failures in a row the webhook's circuit breaker sends
+# events there at once for 5 s, rather than making each wait for its retries.
+WEBHOOK_RETRY = af.Retry(attempts=5, backoff=0.2, max_backoff=2.0)
+UNDELIVERED = "undelivered.jsonl"  # under ``out``: {"event": ..., "error": ...} per line
 LIVE_REC_BATCH = 8  # crops per recogniser call, and its queue
 # find_plates' input queue, live: the detector's output. Two batches (8) took away the detector's
 # waits for room there (0.1-0.3% of its time) but not its waits for the reorder window, the larger
@@ -87,6 +95,8 @@ class Summary:
 
     events: list[dict[str, Any]] = field(default_factory=list)
     counts: track.Counts = field(default_factory=track.Counts)
+    # Events the webhook did not take after the retries (``UNDELIVERED``): with their error.
+    undelivered: list[tuple[dict[str, Any], str]] = field(default_factory=list)
 
 
 def build(
@@ -506,7 +516,17 @@ def build(
                 fh.write(json.dumps(event) + "\n")
         return event
 
-    webhook_block = http.post(webhook, retry=af.Retry(attempts=3, backoff=0.05), name="webhook")
+    def undeliverable(event: dict[str, Any], error: BaseException) -> None:
+        """An event the webhook refused for good: kept, with why, and the run goes on."""
+        cause = error.__cause__ if error.__cause__ is not None else error
+        report.undelivered.append((event, str(cause)))
+        out.mkdir(parents=True, exist_ok=True)
+        with (out / UNDELIVERED).open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"event": event, "error": str(cause)}) + "\n")
+
+    webhook_block = http.post(
+        webhook, retry=WEBHOOK_RETRY, dead_letter=undeliverable, name="webhook"
+    )
 
     return af.Pipeline(
         *looking,

@@ -156,6 +156,7 @@ class Result:
     truth: dict[str, list[str]] | None
     answered: int
     bottleneck: af.Bottleneck | None = None
+    out: Path = Path("out/gates")  # where the annotated videos (and undelivered events) went
 
     @property
     def events(self) -> list[dict[str, Any]]:
@@ -192,6 +193,7 @@ async def run_pipeline(
     received: list[dict[str, Any]] = []
     source = video.video_source(sources, live=live, stall_after=stall_after, on_status=on_status)
     summary = app.Summary()
+    (out / app.UNDELIVERED).unlink(missing_ok=True)  # a previous run's
     try:
         if webhook is None:
             runner, webhook, received = await serve_webhook(webhook_delay, source)
@@ -229,6 +231,7 @@ async def run_pipeline(
         truth,
         len(answers),
         pipe.bottleneck(),
+        out,
     )
 
 
@@ -292,7 +295,23 @@ def report(result: Result) -> None:
         f"{c.duplicates} duplicates, {c.events} events"
     )
     shown = None if result.truth is None else result.truth
-    print(f"\n{len(result.events)} events ({result.answered} answered by the webhook)")
+    undelivered = result.summary.undelivered
+    print(
+        f"\n{len(result.events)} events ({result.answered} answered by the webhook"
+        + (
+            f", {len(undelivered)} not delivered: {result.out / app.UNDELIVERED}"
+            if undelivered
+            else ""
+        )
+        + ")"
+    )
+    if undelivered:
+        print(
+            f"warning: the webhook did not take {len(undelivered)} "
+            f"event{'s' if len(undelivered) != 1 else ''}, kept in "
+            f"{result.out / app.UNDELIVERED}: {undelivered[-1][1]}",
+            file=sys.stderr,
+        )
     for event in sorted(result.events, key=lambda e: (e["camera"], e["first_frame"])):
         verdict = ""
         if shown is not None:
@@ -563,7 +582,7 @@ def cli(argv: list[str] | None = None, prog: str | None = None) -> int:
     try:
         return af.run(main(args))
     except* af.BlockError as group:
-        # A source that cannot be read, a webhook that refuses: say which, one line each.
+        # A source that cannot be read (a block failing for good): say which, one line each.
         for err in group.exceptions:
             print(f"{prog or 'gates'}: error: {err}", file=sys.stderr)
         failed = True

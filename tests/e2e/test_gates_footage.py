@@ -8,10 +8,14 @@ the frame rate from the file and record at the file's own size and rate.
 
 from __future__ import annotations
 
+import http.server
 import json
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import ClassVar
 
 import cv2
 import numpy as np
@@ -191,6 +195,85 @@ def test_a_folder_of_images_of_odd_shapes_and_sizes_is_read_to_its_end(tmp_path:
     assert events == []
     assert "0 events" in stdout
     assert "odd_gate: running -> ended (6 frames, 0 dropped" in stdout, stdout
+
+
+class _FlakyService(http.server.BaseHTTPRequestHandler):
+    """A gate-control service that answers 503 to its first two POSTs, then takes events."""
+
+    posts: ClassVar[list[dict[str, object]]] = []
+
+    def do_POST(self) -> None:
+        event = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).posts.append(event)
+        ok = len(type(self).posts) > 2
+        body = json.dumps({"ok": ok}).encode()
+        self.send_response(200 if ok else 503)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("service", ["down", "flaky"])
+def test_events_the_webhook_refuses_are_kept_and_the_run_goes_on(
+    tmp_path: Path, service: str
+) -> None:
+    # The gate-control service down (nothing listens: connections refused) or answering 503
+    # at first: the run still reads the clip to its end and exits 0, every event is in the
+    # events file, and an event the webhook never took is kept with its error in
+    # OUT/undelivered.jsonl (it ended the run with exit status 2 before, and the plates the
+    # cameras showed after it were never read).
+    clip = tmp_path / "gate_east.mp4"
+    gate_clip(clip, "KX52VRT")
+    server = None
+    if service == "flaky":
+        _FlakyService.posts = []
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FlakyService)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}/events"
+    else:
+        with socket.socket() as probe:  # a port nothing listens on
+            probe.bind(("127.0.0.1", 0))
+            url = f"http://127.0.0.1:{probe.getsockname()[1]}/events"
+    events = tmp_path / "events.jsonl"
+    out = tmp_path / "out"
+    try:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "examples/gates/run.py",
+                *("--source", str(clip), "--webhook", url),
+                *("--events", str(events), "--out", str(out)),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+    finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+    assert done.returncode == 0, done.stdout + done.stderr
+    written = [json.loads(line)["plate"] for line in events.read_text().splitlines()]
+    assert written == ["KX52VRT"]
+    kept = out / "undelivered.jsonl"
+    if service == "flaky":  # retried until the service took it
+        assert [e["plate"] for e in _FlakyService.posts] == ["KX52VRT"] * 3
+        assert "1 events (1 answered by the webhook)" in done.stdout
+        assert not kept.exists()
+    else:
+        lines = [json.loads(line) for line in kept.read_text().splitlines()]
+        assert [line["event"]["plate"] for line in lines] == ["KX52VRT"]
+        assert "connection failed" in lines[0]["error"]
+        assert "after 5 attempts" in lines[0]["error"]
+        assert f"1 events (0 answered by the webhook, 1 not delivered: {kept})" in done.stdout
+        assert "warning: the webhook did not take 1 event" in done.stderr
 
 
 @pytest.mark.slow
