@@ -17,6 +17,10 @@ camera's state and figures), ``POST /cameras`` with ``{"uri": ..., "name": ...}`
 ``DELETE /cameras/{name}`` (the stand-in webhook's app serves them too); each camera's state
 changes are printed, and ``--stall-after SECONDS`` reports a camera that sends no frame.
 
+Ctrl-C or SIGTERM stops it as the end of the footage would (the frames read go through, the
+open tracks' events are sent, the videos finished; exit status 0); a second one quits at once.
+An event the webhook refuses after its retries is kept in ``OUT/undelivered.jsonl``.
+
 Memory: the service fixes glibc's malloc mmap threshold at 128 KiB (``--malloc-threshold``), so
 frames are given back to the system when freed instead of staying in malloc's heaps as free
 space, which cameras coming and going would otherwise make RSS creep by (docs/gates.md).
@@ -29,6 +33,7 @@ import asyncio
 import dataclasses
 import json
 import math
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -157,6 +162,7 @@ class Result:
     answered: int
     bottleneck: af.Bottleneck | None = None
     out: Path = Path("out/gates")  # where the annotated videos (and undelivered events) went
+    stopped_by: str | None = None  # the signal that stopped the run early (SIGINT, SIGTERM)
 
     @property
     def events(self) -> list[dict[str, Any]]:
@@ -183,17 +189,22 @@ async def run_pipeline(
     on_status: Any = None,
     detect_per_second: float | None = None,
     look_rules: roi.LookRules | None = roi.DEFAULT_LOOK_RULES,
+    stop_on_signals: bool = False,
 ) -> Result:
     """Run the pipeline on ``sources`` (what ``video_source`` takes), POSTing to ``webhook`` or,
     when None, to a stand-in served on loopback. ``control``: (host, port) to serve the
     cameras' control endpoint on (:func:`camera_routes`; the stand-in serves it too).
     ``on_status``: called with each camera's :class:`~aioflow.io.video.StreamEvent`.
-    ``detect_per_second``, ``look_rules``: see ``app.build``."""
+    ``detect_per_second``, ``look_rules``: see ``app.build``. ``stop_on_signals``: SIGINT
+    (Ctrl-C) and SIGTERM (a service manager stopping it) end the run as the end of the
+    footage would (:func:`stop_on`); a second one cancels it at once."""
     runners: list[web.AppRunner] = []
     received: list[dict[str, Any]] = []
     source = video.video_source(sources, live=live, stall_after=stall_after, on_status=on_status)
     summary = app.Summary()
     (out / app.UNDELIVERED).unlink(missing_ok=True)  # a previous run's
+    stopped: list[str] = []
+    handled = stop_on(source, stopped) if stop_on_signals else []
     try:
         if webhook is None:
             runner, webhook, received = await serve_webhook(webhook_delay, source)
@@ -219,6 +230,9 @@ async def run_pipeline(
         answers = await pipe.run(source)
         wall = time.perf_counter() - t0
     finally:
+        loop = asyncio.get_running_loop()
+        for sig in handled:
+            loop.remove_signal_handler(sig)
         for runner in runners:
             await runner.cleanup()
     stats = pipe.statistics()
@@ -232,7 +246,44 @@ async def run_pipeline(
         len(answers),
         pipe.bottleneck(),
         out,
+        stopped[0] if stopped else None,
     )
+
+
+def stop_on(source: video.VideoSource, stopped: list[str]) -> list[signal.Signals]:
+    """SIGINT and SIGTERM stop the run as the end of its footage would: the first closes the
+    source (no frame is read after it), so the frames under way go through, the tracker
+    closes every open track and sends its event, the annotated videos are finished and the
+    summary printed; a service stopped by its manager loses none of what it read. A second
+    signal cancels the run at once (the videos are still closed, the open tracks dropped).
+    Appends the signal's name to ``stopped``; returns the signals handled (none where the loop
+    cannot: not the main thread, or Windows)."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if stopped:
+            if task is not None:
+                task.cancel()
+            return
+        stopped.append(sig.name)
+        print(
+            f"gates: {sig.name}: stopping: no new frame is read; the frames under way go "
+            f"through, the open tracks are closed and their events sent ({sig.name} again to "
+            "quit at once)",
+            file=sys.stderr,
+            flush=True,
+        )
+        source.close()
+
+    handled = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, on_signal, sig)
+        except (NotImplementedError, RuntimeError, ValueError):
+            continue
+        handled.append(sig)
+    return handled
 
 
 async def run_demo(
@@ -248,6 +299,7 @@ async def run_demo(
     track_rules: track.TrackRules = track.DEFAULT_TRACK_RULES,
     detect_per_second: float | None = None,
     look_rules: roi.LookRules | None = roi.DEFAULT_LOOK_RULES,
+    stop_on_signals: bool = False,
 ) -> Result:
     """Generate the videos, serve the webhook, run with ``formats`` (default: the formats the
     generator drew)."""
@@ -265,6 +317,7 @@ async def run_demo(
         track_rules=track_rules,
         detect_per_second=detect_per_second,
         look_rules=look_rules,
+        stop_on_signals=stop_on_signals,
     )
 
 
@@ -351,6 +404,7 @@ async def main(args: argparse.Namespace) -> int:
             on_status=print_status,
             detect_per_second=args.detect_rate,
             look_rules=None if args.whole_frames else roi.DEFAULT_LOOK_RULES,
+            stop_on_signals=True,
         )
     else:
         print(
@@ -369,11 +423,14 @@ async def main(args: argparse.Namespace) -> int:
             track_rules=rules,
             detect_per_second=args.detect_rate,
             look_rules=None if args.whole_frames else roi.DEFAULT_LOOK_RULES,
+            stop_on_signals=True,
         )
         if args.ground_truth:
             result.truth = load_truth(Path(args.ground_truth))
     report(result)
     print(f"annotated videos: {out / 'annotated'}")
+    if result.stopped_by is not None:
+        print(f"stopped by {result.stopped_by}: the footage after it was not read")
     score = result.score
     # The demo checks itself; a run on your footage fails only when you ask it to.
     bar = args.min_accuracy if args.min_accuracy is not None else None if args.source else 0.8
@@ -578,6 +635,15 @@ def cli(argv: list[str] | None = None, prog: str | None = None) -> int:
     args = parser(prog).parse_args(argv)
     if args.malloc_threshold:
         fix_malloc_threshold(args.malloc_threshold)
+    try:
+        return run_cli(args, prog)
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        # A second Ctrl-C (or one before the run began): quit at once, without a traceback.
+        print(f"{prog or 'gates'}: interrupted", file=sys.stderr)
+        return 130
+
+
+def run_cli(args: argparse.Namespace, prog: str | None) -> int:
     failed = False
     try:
         return af.run(main(args))

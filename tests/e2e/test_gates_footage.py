@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import http.server
 import json
+import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import ClassVar
 
@@ -37,10 +39,11 @@ def gate_clip(
     seconds: float = 2.4,
     light: float = 1.0,
     grey: bool = False,
+    speed: float = 260.0,
 ) -> int:
     """A gate clip of ``seconds``: a sign on a wall and one car carrying ``plate`` (yellow)
-    crossing the view at the same speed whatever the frame rate, drawn at 640x360 and scaled
-    to ``size``; ``light`` scales its brightness (0.2: dusk), ``grey`` drops its colour.
+    crossing the view at ``speed`` px a second whatever the frame rate, drawn at 640x360 and
+    scaled to ``size``; ``light`` scales its brightness (0.2: dusk), ``grey`` drops its colour.
     Returns the number of frames written."""
     rng = np.random.default_rng(5)
     scene = np.full((360, 640, 3), (90, 110, 120), np.uint8)
@@ -55,7 +58,7 @@ def gate_clip(
     assert writer.isOpened()
     for i in range(frames):
         image = scene.copy()
-        cx = 40 + 260 * i / fps  # 260 px a second
+        cx = 40 + speed * i / fps
         cv2.rectangle(image, (int(cx) - 110, 200), (int(cx) + 110, 300), (40, 60, 150), -1)
         synth.paste(image, tag, synth.quad_at(cx, 265, tw, th, 2.0, (0.05, 0.0)))
         image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
@@ -274,6 +277,52 @@ def test_events_the_webhook_refuses_are_kept_and_the_run_goes_on(
         assert "after 5 attempts" in lines[0]["error"]
         assert f"1 events (0 answered by the webhook, 1 not delivered: {kept})" in done.stdout
         assert "warning: the webhook did not take 1 event" in done.stderr
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_run_as_the_end_of_the_footage_would(tmp_path: Path) -> None:
+    # A service manager stopping the application (SIGTERM; Ctrl-C's SIGINT alike): no frame is
+    # read after it, the frames under way go through, the tracker closes the track of the car
+    # still in view and sends its event, the annotated video is finished (readable, every
+    # frame looked at in it) and the summary printed; exit status 0. Before, SIGTERM killed
+    # the process: no event for the car, and a video without its index (unreadable).
+    clip = tmp_path / "gate_slow.mp4"
+    frames = gate_clip(clip, "KX52VRT", seconds=40.0, speed=12.0)  # in view all along
+    events = tmp_path / "events.jsonl"
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "examples/gates/run.py",
+            *("--source", str(clip), "--events", str(events), "--out", str(out)),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "gate_slow: opening -> running" in line:
+                break
+        time.sleep(2.0)  # some frames looked at, the car's track open
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=150)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stdout + stderr
+    assert "gates: SIGTERM: stopping: no new frame is read" in stderr
+    assert "stopped by SIGTERM" in stdout
+    looked = int(stdout.split(" frames in ")[0].rsplit("\n", 1)[-1])
+    assert 0 < looked < frames  # it stopped reading: the clip was not read to its end
+    assert [json.loads(line)["plate"] for line in events.read_text().splitlines()] == ["KX52VRT"]
+    cap = cv2.VideoCapture(str(out / "annotated" / "gate_slow.mp4"))
+    try:
+        assert cap.get(cv2.CAP_PROP_FRAME_COUNT) == looked
+    finally:
+        cap.release()
 
 
 @pytest.mark.slow
