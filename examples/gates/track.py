@@ -34,10 +34,11 @@ of the stream (or ``patience_frames`` frames) is closed and becomes an event onl
   van; held as unsure until the site's plates have taught the shape (``recheck``);
 * the box travelled at least ``min_travel`` of its own heights from its first sighting, on two
   sightings at least, both its edges moving the same way (``moved``), and as far summed
-  sighting by sighting (``Track.drift``): text that stays put (a sign, a shop front, a
-  painted marking, a sign the detector sometimes cuts short or a passing car's box joins once,
-  a sign that passing vehicles uncover from one side and cover from the other) is not a
-  passing vehicle;
+  sighting by sighting (``Track.drift``; a step whose two edges moved by amounts far apart is
+  another box in its place, not a move: ``glide``): text that stays put (a sign, a shop front,
+  a painted marking, a sign the detector sometimes cuts short or a passing car's box joins
+  once, a sign that passing vehicles uncover from one side and cover from the other, or whose
+  box a passing van's lettering joins) is not a passing vehicle;
 * no other track that moved with it (the same vehicle: its offset steady as seen or at the
   vehicle's scale, as a vehicle coming closer grows, and within ``VEHICLE_WIDTHS`` plate widths
   across, ``same_vehicle``) and whose reads agree on a plate sat lower: the plate is a
@@ -135,6 +136,17 @@ def shift(a0: int, a1: int, b0: int, b1: int) -> float:
     if d0 * d1 <= 0:
         return 0.0
     return float(min(abs(d0), abs(d1))) * (1.0 if d0 > 0 else -1.0)
+
+
+def glide(a0: int, a1: int, b0: int, b1: int, slack: float) -> float:
+    """``shift``, but none when the two edges shifted by amounts more than ``slack`` (a box
+    height) and half the larger apart: not the box moving but another one, of another shape,
+    in its place (a sign's box, its left part hidden by a passing car and the van's lettering
+    beside it taken in: 37 px at one edge, 111 at the other, KEBAB24 sent as moving)."""
+    d0, d1 = b0 - a0, b1 - a1
+    if abs(d0 - d1) > max(slack, 0.5 * max(abs(d0), abs(d1))):
+        return 0.0
+    return shift(a0, a1, b0, b1)
 
 
 def moved(origin: Rect, rect: Rect) -> float:
@@ -763,9 +775,10 @@ def update(
         far = moved(best.origin, rect)
         step = best.path.get(best.last_seen) if best.path else None
         if step is not None:
+            slack = max(best.height, float(rect[3] - rect[1]))
             best.drift = (
-                best.drift[0] + shift(step[0], step[2], rect[0], rect[2]),
-                best.drift[1] + shift(step[1], step[3], rect[1], rect[3]),
+                best.drift[0] + glide(step[0], step[2], rect[0], rect[2], slack),
+                best.drift[1] + glide(step[1], step[3], rect[1], rect[3], slack),
             )
         best.last_seen = frame
         if far > best.farthest[1]:
