@@ -100,6 +100,24 @@ def _check_image(image: object, what: str) -> Image:
 
 # -- writing video files ----------------------------------------------------------------------
 
+# Characters a stream id may not bring into a file name: path separators (both kinds, whatever
+# the platform), NUL and the other control characters.
+_UNSAFE = {ord(c): "_" for c in "/\\" + "".join(map(chr, range(32))) + "\x7f"}
+
+
+def _file_name(stream: str) -> str:
+    """``stream`` as one plain file name: path separators, NUL and control characters become
+    ``_``, and an id of dots only (``.``, ``..``) becomes underscores, so that it names a file
+    in the folder it is put in and never another folder (``"../../etc"`` -> ``".._.._etc"``).
+
+    >>> _file_name("gate/north"), _file_name(".."), _file_name("cam 7")
+    ('gate_north', '__', 'cam 7')
+    """
+    name = str(stream).translate(_UNSAFE)
+    if not name.strip("."):
+        name = "_" * len(name) if name else "_"
+    return name
+
 
 class VideoWriter(Block):
     """A block that writes each stream's frames to its own video file and passes them on.
@@ -113,7 +131,10 @@ class VideoWriter(Block):
     Frames of a size other than the file's are resized to it.
 
     Args:
-        path_pattern: the file of each stream; ``{stream}`` is replaced by the stream id.
+        path_pattern: the file of each stream; ``{stream}`` is replaced by the stream id,
+            made a plain file name (path separators and control characters as ``_``, an id
+            of dots only as underscores): an id from outside, such as a camera added by name
+            over HTTP, never writes outside the folder (``../../x`` is ``.._.._x``).
         fps: the files' frame rate; default: the stream's (``frame.meta["fps"]``), else 25.
         fourcc: the codec's four-character code: ``"mp4v"`` (``.mp4``), ``"MJPG"`` (``.avi``),
             ``"XVID"``, ... (what the OpenCV build can encode).
@@ -190,7 +211,7 @@ class VideoWriter(Block):
 
     def _open(self, frame: Frame) -> tuple[cv2.VideoWriter, tuple[int, int]]:
         stream = frame.stream
-        path = Path(self.path_pattern.format(stream=stream))
+        path = Path(self.path_pattern.format(stream=_file_name(stream)))
         for other, used in self.paths.items():
             if used == path and other != stream:
                 reason = f"already written by stream {other!r}: put {{stream}} in path_pattern"

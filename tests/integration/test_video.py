@@ -701,6 +701,37 @@ async def test_the_writer_resizes_odd_frames_and_refuses_a_shared_file(
     assert "put {stream} in path_pattern" in str(err.__cause__)
 
 
+def _files(folder: Path, pattern: str) -> list[Path]:
+    """Every file under ``folder`` matching ``pattern``, at any depth."""
+    return list(folder.rglob(pattern))
+
+
+async def test_the_writer_keeps_every_stream_in_its_folder_whatever_its_id(
+    tmp_path: Path,
+) -> None:
+    """Stream ids come from outside (a camera added by name over HTTP): one of ``../../x``
+    wrote ``x.avi`` two folders up, one of ``a/b`` into a folder ``a``. Each id is made a
+    plain file name: separators and control characters as ``_``, an id of dots only as
+    underscores."""
+    folder = tmp_path / "deep" / "out"
+    writer = video.VideoWriter(folder / "{stream}.avi", fourcc="MJPG", fps=FPS)
+    ids = ["../../escaped", "a/b", "..", "back\\slash", "nul\x00byte", "gate 7"]
+
+    async def cameras() -> AsyncIterator[Any]:
+        for i in range(3):
+            for stream in ids:
+                yield Frame(picture(i), stream, i, i / FPS, {})
+
+    await af.Pipeline(writer, name="write").run(cameras())
+
+    written = [p.relative_to(tmp_path) for p in _files(tmp_path, "*.avi")]
+    names = [".._.._escaped", "a_b", "__", "back_slash", "nul_byte", "gate 7"]
+    assert sorted(written) == sorted(Path("deep", "out", f"{n}.avi") for n in names)
+    files = [f"{n}.avi" for n in names]
+    assert writer.written == dict.fromkeys(ids, 3)
+    assert all(count_frames(folder / name) == 3 for name in files)
+
+
 async def test_jpeg_encode_makes_bytes_that_decode_to_the_frame(clip: Path) -> None:
     pipe = af.Pipeline(video.jpeg_encode(quality=95), name="jpeg")
     blobs = await pipe.run(video_source(clip, resize=(40, 30)))
