@@ -641,9 +641,9 @@ class Owner:
                 continue
             p.owned = p.ready = False
             logger.warning(
-                "worker %s: partition %d of %r is no longer this worker's (its lease lapsed: "
-                "was the worker stalled for %.1f s?): the outputs of its items in flight are "
-                "not written here; its next owner processes them again",
+                "worker %s: lost the lease of partition %d of %r (a commit found it lapsed: "
+                "was the worker stalled for %.1f s?); the outputs of its items in flight are "
+                "not written here, its next owner processes them again",
                 self.consumer,
                 part,
                 self.block,
