@@ -286,15 +286,21 @@ def test_sigterm_stops_the_run_as_the_end_of_the_footage_would(tmp_path: Path) -
     # still in view and sends its event, the annotated video is finished (readable, every
     # frame looked at in it) and the summary printed; exit status 0. Before, SIGTERM killed
     # the process: no event for the car, and a video without its index (unreadable).
+    # With a ground truth and an accuracy bar, the plates it lists that were not reached count
+    # as missed, and the bar is not applied: a run stopped on purpose has not failed (the
+    # demo, with its bar of 80%, exited 1 when stopped early).
     clip = tmp_path / "gate_slow.mp4"
     frames = gate_clip(clip, "KX52VRT", seconds=40.0, speed=12.0)  # in view all along
     events = tmp_path / "events.jsonl"
     out = tmp_path / "out"
+    truth = tmp_path / "truth.json"
+    truth.write_text(json.dumps({"gate_slow": ["KX52VRT", "NOT REACHED"]}))
     proc = subprocess.Popen(
         [
             sys.executable,
             "examples/gates/run.py",
             *("--source", str(clip), "--events", str(events), "--out", str(out)),
+            *("--ground-truth", str(truth), "--min-accuracy", "1.0"),
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -315,6 +321,8 @@ def test_sigterm_stops_the_run_as_the_end_of_the_footage_would(tmp_path: Path) -
     assert proc.returncode == 0, stdout + stderr
     assert "gates: SIGTERM: stopping: no new frame is read" in stderr
     assert "stopped by SIGTERM" in stdout
+    assert "accuracy: 1/2 plates read correctly" in stdout, stdout
+    assert "accuracy not checked against 100%" in stdout
     looked = int(stdout.split(" frames in ")[0].rsplit("\n", 1)[-1])
     assert 0 < looked < frames  # it stopped reading: the clip was not read to its end
     assert [json.loads(line)["plate"] for line in events.read_text().splitlines()] == ["KX52VRT"]
