@@ -176,9 +176,10 @@ class _Server:
                 raise
             await self.link.send(("setup_error", os.getpid(), shm.pack_exception(exc)))
             return
-        await self.link.send(("ready", os.getpid()))
         closing = False
         try:
+            # (Inside: a parent gone before it hears of the setup still has the teardown run.)
+            await self.link.send(("ready", os.getpid()))
             closing = await self._calls(fn, kind)
         finally:
             failure: shm.PackedError | None = None
@@ -261,6 +262,11 @@ def _worker_main(sock: socket.socket, payload: bytes, kind: str, block: str, ind
         link = shm.Link(sock)
         try:
             await _Server(link, block, index).serve(payload, kind)
+        except ConnectionError:
+            # The parent is gone (killed, or stopped by a signal it does not handle) while this
+            # worker had something to tell it: nobody is left to answer, and a traceback on
+            # the terminal the two shared would only blame the worker. (The teardown ran.)
+            pass
         finally:
             link.close()
 

@@ -195,6 +195,30 @@ class Recorder(af.Block):
         write(Path(self.out_dir, f"teardown-{os.getpid()}"), str(self.items))
 
 
+class Lingering(af.Block):
+    """Leaves a file in ``out_dir`` as its setup starts (``setup-PID``), as each call starts
+    (``call-PID``) and at its teardown (``teardown-PID``); its setup and its calls then take
+    ``setup_s`` and ``call_s`` seconds: time for a test to kill the parent meanwhile."""
+
+    def __init__(self, out_dir: str, setup_s: float, call_s: float, **options: Any) -> None:
+        super().__init__(**options)
+        self.out_dir = out_dir
+        self.setup_s = setup_s
+        self.call_s = call_s
+
+    async def setup(self) -> None:
+        write(Path(self.out_dir, f"setup-{os.getpid()}"), "")
+        await asyncio.sleep(self.setup_s)
+
+    async def process(self, item: Any) -> Any:
+        write(Path(self.out_dir, f"call-{os.getpid()}"), "")
+        await asyncio.sleep(self.call_s)
+        return item
+
+    async def teardown(self) -> None:
+        write(Path(self.out_dir, f"teardown-{os.getpid()}"), "")
+
+
 class Splitter(af.Block):
     async def process(self, item: Any) -> AsyncIterator[Any]:
         for part in item:

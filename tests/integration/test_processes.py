@@ -10,10 +10,14 @@ overlap, a file barrier proves it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -471,6 +475,79 @@ async def test_a_teardown_error_is_raised_by_close_after_cleanup() -> None:
     assert pool_children("badteardown") == []
     assert segments("badteardown") == []
     await pool.close()  # idempotent
+
+
+#: A script whose process block is killed out from under: its parent is the test's to kill.
+ORPHANING = """
+import sys
+
+import proc_targets
+
+import aioflow as af
+
+if __name__ == "__main__":
+    out, setup_s, call_s, name = sys.argv[1:]
+    block = proc_targets.Lingering(
+        out, float(setup_s), float(call_s), name=name, executor="process", workers=2
+    )
+    af.run(af.Pipeline(block).run(range(8)))
+"""
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` is a process that has not exited (a zombie nobody reaps has)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.parametrize("when", ["setup", "call"])
+def test_workers_whose_parent_is_killed_tear_down_and_exit_without_a_traceback(
+    tmp_path: Path, when: str
+) -> None:
+    # The parent killed (SIGKILL, or a SIGTERM its script does not handle) while its workers
+    # set up or run a call: each finishes what it is doing, runs its teardown and exits
+    # quietly, as nobody is left to answer. Before, a worker with something to send back
+    # printed a BrokenPipeError traceback on the terminal it shared with the parent, and one
+    # whose setup ended after the parent had gone skipped its teardown.
+    out = tmp_path / "files"
+    out.mkdir()
+    script = tmp_path / "parent.py"
+    script.write_text(ORPHANING)
+    name = f"orphan{os.getpid()}{when}"
+    setup_s, call_s = ("1.5", "0") if when == "setup" else ("0", "1.5")
+    log = tmp_path / "stderr.txt"
+    here = Path(__file__).parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here.parent.parent), str(here)])}
+    with log.open("w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, str(script), str(out), setup_s, call_s, name],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,  # its own process group: whatever is left is killed after
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(out.glob(f"{when}-*"))) < 2:  # both workers in their setup or a call
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "the workers did not start"
+            time.sleep(0.01)
+        proc.kill()
+        proc.wait()
+        pids = sorted(int(p.name.split("-")[1]) for p in out.glob("setup-*"))
+        while any(running(pid) for pid in pids):
+            assert time.monotonic() < deadline, f"workers {pids} outlived their parent"
+            time.sleep(0.05)
+        assert sorted(int(p.name.split("-")[1]) for p in out.glob("teardown-*")) == pids
+        assert "Traceback" not in log.read_text(), log.read_text()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        for path in Path("/dev/shm").glob(f"aioflow_{name}_*"):
+            path.unlink()  # a parent killed cannot unlink its segments
 
 
 # -- what cannot be sent ----------------------------------------------------------------------
