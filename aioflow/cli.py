@@ -27,10 +27,19 @@ import contextlib
 import importlib
 import json
 import os
+import signal
 import statistics
 import sys
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Coroutine, Iterable, Sequence, Sized
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Sequence,
+    Sized,
+)
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -296,6 +305,41 @@ async def _tick(progress: Progress, counter: list[int]) -> None:
         progress.draw(counter[0])
 
 
+class Terminated(Exception):
+    """``aioflow run`` got SIGTERM: the run was cancelled (its blocks torn down)."""
+
+
+@contextlib.contextmanager
+def _terminate_cancels() -> Iterator[None]:
+    """SIGTERM (a service manager's stop, ``kill``) cancels the task running this, as Ctrl-C
+    does under ``asyncio.Runner``, so the run is cancelled as a run is: every block whose
+    setup completed is torn down and the executors are shut down. Without it the process
+    died at once, teardowns unrun (a video writer's file left without its index). Raises
+    ``Terminated`` in place of the cancellation it caused."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    terminated: list[bool] = []
+
+    def on_sigterm() -> None:
+        terminated.append(True)
+        if task is not None:
+            task.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+    except (NotImplementedError, RuntimeError, ValueError):  # Windows, or not the main thread
+        yield
+        return
+    try:
+        yield
+    except asyncio.CancelledError:
+        if not terminated:
+            raise
+        raise Terminated from None
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+
+
 async def run_pipeline(
     pipe: Pipeline,
     items: Iterable[Any] | AsyncIterable[Any],
@@ -307,32 +351,38 @@ async def run_pipeline(
     token: str | None = None,
 ) -> int:
     """Stream ``items`` through ``pipe``, writing each output as a JSON line; then the
-    statistics and the bottleneck report on stderr. Returns the number of outputs."""
+    statistics and the bottleneck report on stderr. Returns the number of outputs.
+
+    Raises:
+        Terminated: SIGTERM cancelled the run (its blocks were torn down first).
+    """
     err = sys.stderr
     counter = [0]
     bar = Progress(pipe, total, err) if progress else None
-    async with contextlib.AsyncExitStack() as stack:
-        if serve is not None:
-            from .observe import Server
+    with _terminate_cancels():
+        async with contextlib.AsyncExitStack() as stack:
+            if serve is not None:
+                from .observe import Server
 
-            server = await stack.enter_async_context(
-                Server(pipe, host=serve[0], port=serve[1], token=token)
-            )
-            err.write(f"metrics: {server.metrics_url}  dashboard: {server.url}\n")
-            err.flush()
-        async with asyncio.TaskGroup() as tg:
-            ticker = tg.create_task(_tick(bar, counter)) if bar is not None else None
-            try:
-                async for output in pipe.stream(items):
+                server = await stack.enter_async_context(
+                    Server(pipe, host=serve[0], port=serve[1], token=token)
+                )
+                err.write(f"metrics: {server.metrics_url}  dashboard: {server.url}\n")
+                err.flush()
+            async with asyncio.TaskGroup() as tg:
+                ticker = tg.create_task(_tick(bar, counter)) if bar is not None else None
+                try:
+                    async with contextlib.aclosing(pipe.stream(items)) as outputs:
+                        async for output in outputs:
+                            if bar is not None:
+                                bar.clear()
+                            out.write(json.dumps(output, default=repr) + "\n")
+                            counter[0] += 1
+                finally:
+                    if ticker is not None:
+                        ticker.cancel()
                     if bar is not None:
                         bar.clear()
-                    out.write(json.dumps(output, default=repr) + "\n")
-                    counter[0] += 1
-            finally:
-                if ticker is not None:
-                    ticker.cancel()
-                if bar is not None:
-                    bar.clear()
     out.flush()
     for name, record in pipe.statistics().items():
         err.write(
@@ -686,6 +736,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write(f"{PROG} {args.command}: interrupted\n")
         return 130
+    except Terminated:
+        sys.stderr.write(f"{PROG} {args.command}: terminated (SIGTERM)\n")
+        return 128 + signal.SIGTERM
     return _command_worker(args.args)
 
 

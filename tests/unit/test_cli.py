@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -212,6 +213,64 @@ def test_the_progress_line_shows_items_and_rate(project: Path) -> None:
     assert "items/s" in done.stderr
     assert "busiest: slow" in done.stderr
     assert len(done.stdout.split()) == 60
+
+
+STOPPABLE = """
+import asyncio
+import os
+from pathlib import Path
+
+import aioflow as af
+
+class Counter(af.Block):
+    async def setup(self):
+        self.seen = 0
+
+    async def process(self, x):
+        await asyncio.sleep(0.002)
+        self.seen += 1
+        return x
+
+    async def teardown(self):
+        Path("teardown.txt").write_text(str(self.seen))
+
+@af.block(executor="process")
+def minus(x):
+    return x - 1
+
+pipe = af.Pipeline(Counter(), minus, name="stoppable")
+items = range(1_000_000)
+"""
+
+
+def test_sigterm_cancels_the_run_so_its_blocks_are_torn_down(project: Path) -> None:
+    # A service manager's stop (SIGTERM) cancels the run as Ctrl-C does: the blocks whose
+    # setup completed are torn down, the process workers exit without a traceback, and the
+    # command says so and exits 143. Before, SIGTERM killed the process: no teardown ran.
+    (project / "stoppable.py").write_text(STOPPABLE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aioflow", "run", "stoppable:pipe", "--items", "stoppable:items"],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()  # the run is under way
+        proc.send_signal(signal.SIGTERM)
+        rest, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert first.strip() == "-1"
+    assert proc.returncode == 143, err
+    assert "aioflow run: terminated (SIGTERM)" in err
+    assert "Traceback" not in err
+    outputs = 1 + len(rest.split())
+    assert 0 < outputs < 1_000_000
+    # Teardown saw every item it took: those handed on, and any still in the process block.
+    assert int((project / "teardown.txt").read_text()) >= outputs
 
 
 def test_run_with_dashboard_prints_where_it_serves(project: Path) -> None:
