@@ -143,7 +143,10 @@ def normalise(text: str, formats: tuple[PlateFormat, ...]) -> str | None:
     read = _alnum(text)
     if not formats:
         return read if plausible(read) else None
-    fits = [(f, fmt) for fmt in formats if (f := fmt.fit(read)) is not None]
+    seen = frozenset(b for b in breaks(text) if b < len(read))  # (between characters)
+    fits = [
+        (f, fmt) for fmt in formats if (f := fmt.fit(read)) is not None and not refutes(seen, fmt)
+    ]
     if not fits:
         return None
     fewest = min(changes for (_, changes), _ in fits)
@@ -154,9 +157,18 @@ def normalise(text: str, formats: tuple[PlateFormat, ...]) -> str | None:
         return best[0][0]
     # Two formats read two plates: the separators read, where there are any, say which format
     # the plate was printed in (``50-0XQ-1`` is 99-LLL-9's 50-OXQ-1, not 999LLL's 500XQI).
-    seen = breaks(text)
     printed = [plate for plate, fmt in best if seen and breaks(fmt.pattern) == seen]
     return printed[0] if len({_alnum(plate) for plate in printed}) == 1 else None
+
+
+def refutes(seen: frozenset[int], fmt: PlateFormat) -> bool:
+    """Whether a read with separators ``seen`` (``breaks``) cannot be a plate of ``fmt``: the
+    format prints separators, and the read shows one where it prints none. ``TH47 0KJ`` (a
+    British plate, its O read as a 0) is not LL-999-LL's ``TH-470-KJ``, which fits it with no
+    change where LL99LLL needs one. A format written without separators says nothing of them,
+    and a separator the read missed refutes nothing (faint dashes are missed, not made up)."""
+    printed = breaks(fmt.pattern)
+    return bool(printed) and not seen <= printed
 
 
 def breaks(text: str) -> frozenset[int]:

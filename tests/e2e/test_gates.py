@@ -200,9 +200,28 @@ def test_the_separators_read_say_which_of_two_fitting_formats_a_plate_is_in() ->
     formats = plates.parse_formats("LL999LL,999LLL,99-LLL-9")
     assert plates.normalise("50-0XQ-1", formats) == "50-OXQ-1"
     assert plates.normalise("50 0XQ 1", formats) == "50-OXQ-1"  # a space where the dash is
-    # Without separators, or with them where neither format has them, nothing says which.
+    # Without separators nothing says which.
     assert plates.normalise("500XQ1", formats) is None
-    assert plates.normalise("500-XQ1", formats) is None
+    # A dash where 99-LLL-9 prints none says it is not that format's: 999LLL, written without
+    # separators, is left (printed as 500 XQI).
+    assert plates.normalise("500-XQ1", formats) == "500XQI"
+
+
+def test_a_separator_where_a_format_prints_none_refutes_that_format() -> None:
+    # A British TH47 OKJ, its O read as a 0 on all 34 reads as 'TH47 0KJ', fitted LL-999-LL
+    # as TH-470-KJ with no change where LL99LLL needs one, and went out as a wrong event (the
+    # other generator's easy seed 46). The space after the 4th character is where LL-999-LL
+    # prints no separator: that format is not this plate's.
+    formats = plates.parse_formats("LL-999-LL,LL99LLL,LLL999")
+    assert plates.normalise("TH47 0KJ", formats) == "TH47OKJ"
+    # Read without its separator, or with those LL-999-LL prints, it still fits that format.
+    assert plates.normalise("TH470KJ", formats) == "TH-470-KJ"
+    assert plates.normalise("EP-440-ZQ", formats) == "EP-440-ZQ"
+    assert plates.normalise("EP-440-ZQ.", formats) == "EP-440-ZQ"  # (not between characters)
+    # The only format given, refuted: the read fits none (counted), never coerced into it.
+    assert plates.normalise("TH47 0KJ", plates.parse_formats("LL-999-LL")) is None
+    # A format written without separators says nothing of them.
+    assert plates.normalise("TH47 0KJ", plates.parse_formats("LL99LLL")) == "TH47OKJ"
 
 
 def test_without_a_format_any_plausible_plate_is_accepted_as_read() -> None:
