@@ -44,9 +44,9 @@ of the stream (or ``patience_frames`` frames) is closed and becomes an event onl
   across, ``same_vehicle``) and whose reads agree on a plate sat lower: the plate is a
   vehicle's lowest text, lettering on the body, model badges and stickers ride above;
 * no letter O of the plate (not made a Q by ``Track.tails``; without formats, no 0 either)
-  was seen with a hint of a Q's tail (``ocr.Q_HINT``) on ``HINT_SHARE`` of its reads: a Q
-  whose tail blur took away, or an O of a font that draws a trace of one, which cannot be told
-  apart (held as unsure);
+  was seen with a hint of a Q's tail (``ocr.Q_HINT``), or as a Q, on ``HINT_SHARE`` of its
+  reads (and ``HINT_READS``): a Q whose tail blur took away, or an O of a font that draws a
+  trace of one, which cannot be told apart (held as unsure);
 * no event of the same camera gave the same plate, or one a character apart (changed or
   missing, or the plate cut short) with as many votes or more, within the last ``dedupe_s``
   seconds, and no track still open has such a plate with more votes: a track broken by a few
@@ -69,10 +69,13 @@ Rect = tuple[int, int, int, int]
 # plate's length, is a Q (``Track.tails``).
 TAIL_READS = 2
 TAIL_SHARE = 0.25
-# A letter O (not made a Q by ``tails``) that this share of the track's reads of its plate saw
-# with a hint of a Q's tail (``ocr.Q_HINT``) may be a Q the blur took the tail off, or an O
-# whose font draws one: the track is held as unsure (``Track.faint_tail``).
-HINT_SHARE = 0.3
+# A letter O (not made a Q by ``tails``) that this share of the track's reads of its plate, and
+# this many, saw with a hint of a Q's tail (``ocr.Q_HINT``) or as a Q may be a Q the blur took
+# the tail off, or an O whose font draws one: the track is held as unsure
+# (``Track.faint_tail``). Per track, the reads of a true O or 0 with the hint were at most 4%
+# on the other generator's clips, those of a blurred Q read as an O 14-96%.
+HINT_SHARE = 0.15
+HINT_READS = 2
 # How far across (in plate widths) two texts on one vehicle's back or front can lie apart:
 # a plate is about 0.52 m wide, the widest vehicles 2.55 m (``same_vehicle``).
 VEHICLE_WIDTHS = 2.5
@@ -478,31 +481,44 @@ class Track:
         other two ``10MQH9``); none of them draws a tail on an O."""
         if "O" not in text:
             return text
-        tailed = [0] * len(key)
         total = sum(n for read, n in self.votes.items() if len(read) == len(key))
         need = max(TAIL_READS, TAIL_SHARE * total)
+        tailed, _ = self.q_reads(key)
+        return "".join("Q" if c == "O" and tailed[i] >= need else c for i, c in enumerate(text))
+
+    def q_reads(self, key: str) -> tuple[list[int], int]:
+        """Per place of reading ``key``, how many of the track's reads saw a Q where it has an
+        O (or 0) and agree with it elsewhere; and how many such reads there are."""
+        tailed = [0] * len(key)
+        reads = 0
         for read, n in self.votes.items():
             if len(read) != len(key) or read == key:
                 continue
             diff = [i for i, (a, b) in enumerate(zip(read, key, strict=True)) if a != b]
             if all(read[i] == "Q" and key[i] == "0" for i in diff):
+                reads += n
                 for i in diff:
                     tailed[i] += n
-        return "".join("Q" if c == "O" and tailed[i] >= need else c for i, c in enumerate(text))
+        return tailed, reads
 
     def faint_tail(self, key: str, text: str, digits: bool = False) -> bool:
         """Whether a letter O of ``text`` (the plate of reading ``key``, after ``tails``) was
-        seen with a hint of a Q's tail on ``HINT_SHARE`` of the reads of ``key`` or more: an O
-        or a Q the reads cannot tell apart. ``digits`` (no format given, which would make the
+        seen with a hint of a Q's tail, or as a Q, on ``HINT_SHARE`` of the reads of ``key`` (and
+        those that read a Q there) and on ``HINT_READS`` or more: an O or a Q the reads cannot
+        tell apart (``ZF-156-TQ`` read ``ZF-156-TO`` on 14 frames, 2 with the hint, and as a Q
+        on 3: too few to make it a Q). ``digits`` (no format given, which would make the
         place a digit's): a 0 too, as a blurred Q may be read (``OQ75 ICE`` read ``0075ICE`` on
         24 frames). Of 670 reads of a 0 that was a 0, none showed the hint, on the other
         generator's clips; of 70 of a Q read as an O, 43 did; of 178 of an O, 2."""
-        counted = self.hints.get(key)
         kinds = "O0" if digits else "O"
-        if counted is None or not any(c in kinds for c in text):
+        if not any(c in kinds for c in text):
             return False
-        need = HINT_SHARE * self.votes[key]
-        return any(c in kinds and n >= need for c, n in zip(text, counted, strict=False))
+        hinted = self.hints.get(key, [0] * len(key))
+        tailed, tails = self.q_reads(key)
+        need = max(HINT_READS, HINT_SHARE * (self.votes[key] + tails))
+        return any(
+            c in kinds and h + t >= need for c, h, t in zip(text, hinted, tailed, strict=False)
+        )
 
     def on_ground(self, key: str) -> int:
         """The reads of ``key`` (or within one character of it, of its length) whose box stood
