@@ -72,8 +72,10 @@ TAIL_SHARE = 0.25
 # A letter O (not made a Q by ``tails``) that this share of the track's reads of its plate, and
 # this many, saw with a hint of a Q's tail (``ocr.Q_HINT``) or as a Q may be a Q the blur took
 # the tail off, or an O whose font draws one: the track is held as unsure
-# (``Track.faint_tail``). Per track, the reads of a true O or 0 with the hint were at most 4%
-# on the other generator's clips, those of a blurred Q read as an O 14-96%.
+# (``Track.faint_tail``). A trade, as the hint tells the two apart only in some fonts: on the
+# other generator's clips most true O's show it on 0-4% of their reads, but some fonts' O on
+# 27-100% (FO-708-VT 27%, EO65 ONB 60%, XO-738-RH all), and a blurred Q read as an O shows it
+# on 14-96%. Held-out seeds 45-47 (medium): 2 wrong events became misses, 1 O plate was held.
 HINT_SHARE = 0.15
 HINT_READS = 2
 # How far across (in plate widths) two texts on one vehicle's back or front can lie apart:
