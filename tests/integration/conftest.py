@@ -161,7 +161,15 @@ def workers(redis_url: str, redis_prefix: str) -> Iterator[Workers]:
         yield started
     finally:
         started.stop()
-        for log in started.logs:
+        # Shown only when the test fails (pytest's captured output of its teardown): what
+        # each worker logged, the tail, for a failure or a timeout that names no worker.
+        for n, (proc, log) in enumerate(zip(started.procs, started.logs, strict=True)):
+            log.seek(0)
+            tail = log.read()[-4000:]
+            cmd = [str(arg) for arg in proc.args] if isinstance(proc.args, list) else ["?"] * 9
+            what = f"{cmd[4]} --blocks {cmd[8]}"
+            print(f"-- worker {n} ({what}), status {proc.returncode}:")
+            print(tail)
             log.close()
 
 
