@@ -5,6 +5,7 @@ distributed mode, started for real (``python -m aioflow worker``)."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import signal
 import subprocess
@@ -67,6 +68,28 @@ def only_block_error(group: BaseExceptionGroup[Any]) -> af.BlockError:
     return err
 
 
+def child_log() -> IO[str]:
+    """A temporary file for a child process's stderr, to read with :func:`read_log` while the
+    child writes to it.
+
+    The child writes through the same open file, so it shares the file's offset with the
+    parent. Read by seek(0) and read(), a line the child wrote between the two went to offset
+    0, over the first ones (a worker's "blocks" line overwritten by its next line, 1 ms later,
+    and serving() waited for it for good: the likely hang of stop 27's CI). Now the child
+    appends (O_APPEND: every write goes to the end) and the parent reads without moving the
+    offset (pread)."""
+    log = tempfile.TemporaryFile("w+")  # noqa: SIM115 - the caller closes it
+    flags = fcntl.fcntl(log.fileno(), fcntl.F_GETFL)
+    fcntl.fcntl(log.fileno(), fcntl.F_SETFL, flags | os.O_APPEND)
+    return log
+
+
+def read_log(log: IO[str]) -> str:
+    """What was written to ``log`` (a :func:`child_log`) so far, its offset left alone."""
+    fd = log.fileno()
+    return os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")
+
+
 class Workers:
     """Starts workers of the test pipelines (``tests/integration/redis_pipelines.py``) and stops
     every one of them at the end of the test."""
@@ -79,9 +102,7 @@ class Workers:
 
     def output(self, proc: subprocess.Popen[str]) -> str:
         """What ``proc`` wrote to stderr so far."""
-        log = self.logs[self.procs.index(proc)]
-        log.seek(0)
-        return log.read()
+        return read_log(self.logs[self.procs.index(proc)])
 
     def start(
         self,
@@ -93,7 +114,7 @@ class Workers:
         extra: tuple[str, ...] = (),
     ) -> subprocess.Popen[str]:
         # stderr goes to a file: a pipe nobody reads would fill up and stall a chatty worker.
-        log = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed by the fixture
+        log = child_log()
         self.logs.append(log)
         path = os.pathsep.join([str(ROOT), str(HERE), os.environ.get("PYTHONPATH", "")])
         proc = subprocess.Popen(
@@ -136,8 +157,12 @@ class Workers:
 async def serving(workers: Workers, proc: subprocess.Popen[str]) -> None:
     """Wait until the worker ``proc`` (started with ``--log-level INFO``) serves: a caller with
     a short ``no_worker_timeout`` would otherwise give up on a worker still starting."""
+    deadline = asyncio.get_running_loop().time() + 30
     while "blocks" not in workers.output(proc):
         assert proc.poll() is None, workers.output(proc)
+        assert asyncio.get_running_loop().time() < deadline, (
+            f"the worker did not say it serves in 30 s:\n{workers.output(proc)}"
+        )
         await asyncio.sleep(0.02)
 
 
@@ -164,8 +189,7 @@ def workers(redis_url: str, redis_prefix: str) -> Iterator[Workers]:
         # Shown only when the test fails (pytest's captured output of its teardown): what
         # each worker logged, the tail, for a failure or a timeout that names no worker.
         for n, (proc, log) in enumerate(zip(started.procs, started.logs, strict=True)):
-            log.seek(0)
-            tail = log.read()[-4000:]
+            tail = read_log(log)[-4000:]
             cmd = [str(arg) for arg in proc.args] if isinstance(proc.args, list) else ["?"] * 9
             what = f"{cmd[4]} --blocks {cmd[8]}"
             print(f"-- worker {n} ({what}), status {proc.returncode}:")
