@@ -11,15 +11,18 @@ position holds a letter and the read has a digit that looks like one (0/O, 1/I, 
 6/G), the digit becomes that letter, and the other way round; nothing else is changed, and at
 most ``MAX_CHANGES`` (2) characters are: a read that fits a format only by changing 3 or more
 (``2026-10-2``, a timestamp, as ``ZO-261-OZ``; ``0590082``, ``059 QOB`` with a badge beside it,
-as ``OS-900-BZ``) is a read of something else. (Over 8,300 reads of the other generator's
-plates that fitted a format and gave the plate shown, none needed more than 2 changes, 34 needed
-2; of the reads that fitted one and gave no plate shown, 106 needed 3 to 5.) The format
-needing the fewest such changes wins; a read that fits no format, or fits two formats equally
-well with different letters or digits, is not a plate (the caller counts it), unless the
-separators read (``50-0XQ-1``) are where just one of them prints its separators (``99-LLL-9``
-rather than ``999LLL``): the recogniser reads printed separators almost without fail. Formats
-that differ only in their separators (``LL-999-LL`` and ``LL999LL``) read one plate, written as
-the first of them given writes it.
+as ``OS-900-BZ``) is a read of something else. (Over 8,300 reads of the other generator's plates
+that fitted a format and gave the plate shown, none needed more than 2 changes, 34 needed 2; of
+the reads that fitted one and gave no plate shown, 106 needed 3 to 5.) Where the read shows
+separators, the formats whose groups end there come first (``group_ends``: where a format prints
+its separators or, written without any, where it turns from letters to digits or back):
+``MY17 10B`` is LL99LLL's ``MY17IOB``, not LL999LL's ``MY171OB``, which would split the digits its
+plate prints as one group. Then the format needing the fewest such changes wins; a read that
+fits no format, or fits two formats equally well with different letters or digits, is not a
+plate (the caller counts it), unless the separators read (``50-0XQ-1``) are where just one of
+them prints its separators (``99-LLL-9`` rather than ``999LLL``): the recogniser reads printed
+separators almost without fail. Formats that differ only in their separators (``LL-999-LL`` and
+``LL999LL``) read one plate, written as the first of them given writes it.
 
 Without formats, any plausible plate is accepted as read: 5 to 10 letters and digits with at
 least one of each. Plates worldwide run from 2 to 10 characters, but most have both kinds and 5
@@ -35,6 +38,7 @@ groups leave no doubt (``group_kinds``): plates group their letters and their di
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 # Characters the recogniser may confuse on a plate: the digit and the letter it looks like.
@@ -48,6 +52,9 @@ MAX_CHANGES = 2
 SEPARATORS = "- "
 # Look-alikes drawn alike in many plate fonts: a recogniser's sure read of one says little.
 ONE_GLYPH = frozenset("0O1I")
+# A look-alike drawn apart from its twin (8/B...) read as one form with this share of the pair's
+# probability is of that kind, for the plate's groups (``group_kinds``).
+SURE_FORM = 0.9
 # Per character of a read: the recogniser's probabilities of the digit and of the letter form of
 # a look-alike character, or None for a character without a look-alike.
 Evidence = tuple[tuple[float, float] | None, ...]
@@ -149,6 +156,11 @@ def normalise(text: str, formats: tuple[PlateFormat, ...]) -> str | None:
     ]
     if not fits:
         return None
+    # The separators read say where the plate's groups end: a format whose groups end there
+    # explains the read better than one that would split a group (``MY17 10B`` is LL99LLL's
+    # ``MY17IOB``, not LL999LL's ``MY171OB``, which fits it with no change).
+    placed = [(f, fmt) for f, fmt in fits if seen <= group_ends(fmt)]
+    fits = placed or fits
     fewest = min(changes for (_, changes), _ in fits)
     best = [(plate, fmt) for (plate, changes), fmt in fits if changes == fewest]
     # Formats that differ only in their separators (``LL-999-LL`` and ``LL999LL``) give one
@@ -169,6 +181,25 @@ def refutes(seen: frozenset[int], fmt: PlateFormat) -> bool:
     and a separator the read missed refutes nothing (faint dashes are missed, not made up)."""
     printed = breaks(fmt.pattern)
     return bool(printed) and not seen <= printed
+
+
+def group_ends(fmt: PlateFormat) -> frozenset[int]:
+    """Where ``fmt``'s plates may print a separator (as ``breaks`` counts): where it prints
+    them, or, written without any, where it changes from letters to digits or back (``LL99LLL``:
+    after 2 and 4; an ``A`` position changes nothing). Plates print separators between their
+    groups, and their groups are runs of one kind on most formats; a separator inside a run
+    (``AB 12 345``) is printed by formats that say so (``LL 99 999``)."""
+    printed = breaks(fmt.pattern)
+    if printed:
+        return printed
+
+    def kind(c: str) -> str:
+        return "A" if c == "A" else "9" if c.isdigit() else "L"
+
+    kinds = [kind(c) for c in fmt.positions]
+    return frozenset(
+        i + 1 for i, (a, b) in enumerate(itertools.pairwise(kinds)) if "A" not in (a, b) and a != b
+    )
 
 
 def breaks(text: str) -> frozenset[int]:
@@ -199,7 +230,7 @@ def _look_alike(c: str) -> bool:
     return c in TO_LETTER or c in TO_DIGIT
 
 
-def group_kinds(raw: str) -> tuple[str | None, ...]:
+def group_kinds(raw: str, evidence: Evidence = ()) -> tuple[str | None, ...]:
     """Per letter or digit of a read (separators left out): ``"L"`` or ``"9"`` where the
     plate's groups, as the separators the recogniser read split it, say which kind a look-alike
     is, else None.
@@ -211,18 +242,46 @@ def group_kinds(raw: str) -> tuple[str | None, ...]:
     groups at either end may mix kinds (``WD52 JKB``, ``AB 123CD``, ``ABC 12A``), so there only
     a group's one look-alike takes the kind of all its others (``0PQ 234`` is ``OPQ 234``;
     ``WD02 JKB``, two look-alikes, says nothing). A read without a separator says nothing.
+
+    A group of look-alikes only says nothing by itself; there (and only there) ``evidence``
+    (per character of ``raw``, as ``CtcDecoder.read`` gives it) speaks for the look-alikes
+    drawn apart from their twins in plate fonts (8/B, 5/S, 2/Z, 6/G; not 0/O or 1/I): one the
+    recogniser read as one form with ``SURE_FORM`` of the pair's probability counts as a
+    character of that kind. ``BI 354 0B``, its B's read surely, is ``BI 354 OB``.
     """
-    groups = "".join(c if c.isascii() and c.isalnum() else " " for c in raw.upper()).split()
+    upper = raw.upper()
+    spans: list[list[int]] = []
+    for i, c in enumerate(upper):
+        if c.isascii() and c.isalnum():
+            if i == 0 or not (upper[i - 1].isascii() and upper[i - 1].isalnum()):
+                spans.append([])
+            spans[-1].append(i)
     out: list[str | None] = []
-    for i, group in enumerate(groups):
+    for i, span in enumerate(spans):
+        group = [upper[j] for j in span]
         sure = {"9" if c.isdigit() else "L" for c in group if not _look_alike(c)}
-        alike = sum(_look_alike(c) for c in group)
-        middle = 0 < i < len(groups) - 1
+        alike = [j for j in span if _look_alike(upper[j])]
+        if not sure:  # all look-alikes: those read surely, if any, say which kind
+            seen = {
+                j: _sure_form(upper[j], evidence[j] if j < len(evidence) else None) for j in alike
+            }
+            sure = {k for k in seen.values() if k is not None}
+            alike = [j for j in alike if seen[j] is None]
+        middle = 0 < i < len(spans) - 1
         kind = None
-        if len(groups) > 1 and len(sure) == 1 and (middle or alike == 1):
+        if len(spans) > 1 and len(sure) == 1 and (middle or len(alike) == 1):
             kind = next(iter(sure))
-        out += [kind if _look_alike(c) else None for c in group]
+        out += [kind if j in alike else None for j in span]
     return tuple(out)
+
+
+def _sure_form(c: str, seen: tuple[float, float] | None) -> str | None:
+    """``"9"`` or ``"L"`` where the recogniser was sure of a look-alike drawn apart from its
+    twin (``group_kinds``), else None."""
+    if c in ONE_GLYPH or seen is None or sum(seen) <= 0:
+        return None
+    share = (seen[0] if c.isdigit() else seen[1]) / sum(seen)
+    return ("9" if c.isdigit() else "L") if share >= SURE_FORM else None
 
 
 def grouped(raw: str, evidence: Evidence) -> Evidence:
@@ -231,7 +290,7 @@ def grouped(raw: str, evidence: Evidence) -> Evidence:
     ``1``/``I`` (one glyph in many plate fonts) takes the group's kind outright; another
     look-alike's evidence is averaged with it, so that a recogniser sure of the other form
     leaves the read a toss-up (no event) rather than a guess either way."""
-    kinds = iter(group_kinds(raw))
+    kinds = iter(group_kinds(raw, evidence))
     out: list[tuple[float, float] | None] = []
     for i, c in enumerate(raw.upper()):
         if not (c.isascii() and c.isalnum()):

@@ -1046,6 +1046,46 @@ def test_the_groups_a_plate_prints_say_which_kind_a_look_alike_is() -> None:
     )
 
 
+def test_a_group_of_look_alikes_takes_the_kind_of_those_read_surely() -> None:
+    # BI 354 OB (DejaVu Sans Mono, footage from another generator, medium seed 48) read
+    # BI 354 0B on most frames: each end group holds only look-alikes, so the groups said
+    # nothing and BI3540B went out without formats. A B is drawn apart from an 8 in plate
+    # fonts, and the recogniser was sure of both B's: they make their groups letters. A 0 or
+    # an O, one glyph in many fonts, says nothing however sure; nor does an unsure B.
+    sure_b, unsure_b = (0.01, 0.98), (0.4, 0.6)
+    evidence = (sure_b, (0.1, 0.9), None, None, (0.9, 0.05), None, None, (0.95, 0.01), sure_b)
+    assert plates.group_kinds("BI 354 0B", evidence) == (None, "L", None, "9", None, "L", None)
+    grouped = plates.grouped("BI 354 0B", evidence)
+    assert grouped[1] == (0.0, 1.0)  # the I
+    assert grouped[5] == (0.0, 1.0)  # the 0, an O
+    unsure = (unsure_b, *evidence[1:8], unsure_b)
+    assert plates.group_kinds("BI 354 0B", unsure) == (None, None, None, "9", None, None, None)
+    assert plates.group_kinds("BI 354 0B") == (None, None, None, "9", None, None, None)
+    # A group with a character that is no look-alike decides as before: an 8 read surely
+    # among letters is averaged with them (a toss-up), not taken as a digit.
+    assert plates.group_kinds("AB-C8D-12", (None, sure_b, None, None, (1.0, 0.0))) == (
+        (None, "L", None, "L", None, None, None)
+    )
+
+
+def test_the_separators_read_choose_the_format_whose_groups_end_there() -> None:
+    # MY17 IOB, a British plate in Pillow's own face, its I read as a 1 (medium seed 49):
+    # MY171OB fits LL999LL with no change, where LL99LLL needs one, and went out as a wrong
+    # event with the formats given. The space read after MY17 is where LL99LLL's groups end
+    # (letters to digits and back), inside LL999LL's digits.
+    formats = plates.parse_formats("LL999LL,99-LLL-9,LL99LLL")
+    assert plates.group_ends(formats[0]) == {2, 5}
+    assert plates.group_ends(formats[1]) == {2, 5}  # where it prints its dashes
+    assert plates.group_ends(formats[2]) == {2, 4}
+    assert plates.group_ends(plates.PlateFormat("LLA999")) == set()  # A: either kind
+    assert plates.normalise("MY17 10B", formats) == "MY17IOB"
+    assert plates.normalise("MY17 1OB", formats) == "MY17IOB"
+    # Without a separator read, the fewest changes win, as before; so with one that no
+    # format places (the only format fitting stands: a Danish AB 12 345 given as LL99999).
+    assert plates.normalise("MY171OB", formats) == "MY171OB"
+    assert plates.normalise("AB 12 345", plates.parse_formats("LL99999")) == "AB12345"
+
+
 def test_a_look_alike_in_a_group_of_letters_is_a_letter_without_a_format() -> None:
     # No format. A Dutch plate 36-IUO-6 whose O the recogniser reads as a 0 on every frame,
     # leaning 0 (0.52-0.9): the votes alone sent 36IU06 (footage from another generator,
