@@ -1170,7 +1170,10 @@ def score(args: argparse.Namespace) -> None:
     for seed in seeds:
         base = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="foreign-gates-"))
         folder = base / f"{args.level}-{seed}"
-        meta = make(folder, seed, args.level, args.cameras, args.seconds)
+        kept = folder / "meta.json"
+        meta = json.loads(kept.read_text()) if args.keep and kept.exists() else None
+        if meta is None or len(meta["cameras"]) != args.cameras:
+            meta = make(folder, seed, args.level, args.cameras, args.seconds)
         cams = ", ".join(
             f"{c['camera']} {c['size'][0]}x{c['size'][1]}@{c['fps']} {c['mode']}"
             f"{' jpg' if c['images'] else ''}{' rain' if c['rain'] else ''}"
@@ -1224,7 +1227,9 @@ def main() -> None:
     sc.add_argument("--cameras", type=int, default=3)
     sc.add_argument("--seconds", type=float, default=12.0)
     sc.add_argument("--modes", nargs="+", choices=("formats", "none"), default=["formats", "none"])
-    sc.add_argument("--keep", help="make the footage here and keep it")
+    sc.add_argument(
+        "--keep", help="make the footage here and keep it (a seed made there before is reused)"
+    )
     sc.add_argument("--json", help="write the figures and notes here")
     sc.add_argument("--verbose", action="store_true", help="print the application's output")
     args = parser.parse_args()
