@@ -93,11 +93,18 @@ def run_batches(session: Any, inputs: list[np.ndarray], size: int) -> list[np.nd
 
 
 def bound(
-    det: Any, rec: Any, frames: list[tuple[str, int, np.ndarray]], *, skip_still: bool = False
+    det: Any,
+    rec: Any,
+    frames: list[tuple[str, int, np.ndarray]],
+    decoder: ocr.CtcDecoder,
+    formats: tuple[plates.PlateFormat, ...],
+    *,
+    skip_still: bool = False,
 ) -> float:
     """Frames per second of the two models alone on the pipeline's inputs, at its batch sizes:
     the detector on every frame, the recogniser on every plate-like box, or with
-    ``skip_still`` only on those the pipeline reads (text standing still on one frame in ten)."""
+    ``skip_still`` only on those the pipeline reads (text standing still on one frame in ten),
+    and again on the taller box of each read that may hide a Q (``look_again``)."""
     inputs = [ocr.det_input(image) for _, _, image in frames]
     crops = []
     still: dict[str, track.StillText] = {}
@@ -107,7 +114,11 @@ def bound(
         if skip_still:
             held = still.setdefault(cam, track.StillText()).hold(index, [b.rect for b in boxes])
             boxes = [b for b, h in zip(boxes, held, strict=True) if not h]
-        crops.extend(ocr.rec_input(ocr.crop(image, b)) for b in boxes)
+        first = [ocr.rec_input(ocr.crop(image, b)) for b in boxes]
+        crops.extend(first)
+        for b, probs in zip(boxes, run_batches(rec, first, 16), strict=True):
+            if ocr.may_hide_q(decoder(probs)[0], formats):
+                crops.append(ocr.rec_input(ocr.crop(image, ocr.taller(b))))
     t0 = time.perf_counter()
     run_batches(det, inputs, 4)
     run_batches(rec, crops, 16)
@@ -151,8 +162,13 @@ async def sequential(
                 boxes = [b for b, h in zip(boxes, held, strict=True) if not h]
                 if boxes:
                     crops = [ocr.rec_input(ocr.crop(image, b)) for b in boxes]
-                    for b, p in zip(boxes, run_batches(rec, crops, 16), strict=True):
-                        raw, conf = decoder(p)
+                    firsts = [decoder.read_hinted(p) for p in run_batches(rec, crops, 16)]
+                    again = [k for k, r in enumerate(firsts) if ocr.may_hide_q(r[0], formats)]
+                    taller = [ocr.rec_input(ocr.crop(image, ocr.taller(boxes[k]))) for k in again]
+                    seconds = dict(zip(again, run_batches(rec, taller, 16), strict=True))
+                    for k, (b, (raw, conf, _, hints)) in enumerate(zip(boxes, firsts, strict=True)):
+                        if k in seconds:
+                            raw, hints = decoder.second_look(raw, hints, seconds[k])
                         reads.append((b.rect, plates.normalise(raw, formats), conf))
                 labelled, events = track.update(state, cam, index, index / synth.FPS, reads)
                 drawn = video.draw_boxes(
@@ -234,6 +250,7 @@ async def main(args: argparse.Namespace) -> None:
     formats = plates.parse_formats(",".join(drawn))
     characters = OnnxModel.inspect(ocr.model_path(ocr.REC_MODEL)).metadata["character"].split("\n")
     det, rec = sessions()
+    decoder = ocr.CtcDecoder(characters)
     frames = await asyncio.to_thread(decode_all, videos)
     runner, url, _ = await run.serve_webhook(0.05)
     rates: dict[str, list[float]] = {
@@ -244,8 +261,10 @@ async def main(args: argparse.Namespace) -> None:
     }
     try:
         runs = {
-            "bound": lambda: asyncio.to_thread(bound, det, rec, frames),
-            "bound_read": lambda: asyncio.to_thread(bound, det, rec, frames, skip_still=True),
+            "bound": lambda: asyncio.to_thread(bound, det, rec, frames, decoder, formats),
+            "bound_read": lambda: asyncio.to_thread(
+                bound, det, rec, frames, decoder, formats, skip_still=True
+            ),
             "sequential": lambda: sequential(det, rec, videos, out, url, characters, formats),
             "aioflow": lambda: pipeline(out, videos, url, formats),
         }

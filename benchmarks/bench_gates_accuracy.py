@@ -35,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import bench_gates
 
 import aioflow as af
-from examples.gates import app, plates, run, synth, track
+from aioflow.infer.onnx import OnnxModel
+from examples.gates import app, ocr, plates, run, synth, track
 
 GOALS = {"easy": 0.95, "medium": 0.95, "hard": 0.90}
 
@@ -65,6 +66,8 @@ async def one_level(
     fps: list[float] = []
     bounds: list[float] = []
     per_seed: list[dict[str, Any]] = []
+    characters = OnnxModel.inspect(ocr.model_path(ocr.REC_MODEL)).metadata["character"]
+    decoder = ocr.CtcDecoder(characters.split("\n"))
     for seed in seeds:
         out = Path(tempfile.mkdtemp(prefix=f"aioflow-gates-{level}-"))
         videos, _, drawn = synth.make_dataset(
@@ -73,10 +76,13 @@ async def one_level(
         truth = json.loads((out / "truth.json").read_text())
         frames = await asyncio.to_thread(bench_gates.decode_all, videos)
 
-        async def bound(frames: list[Any] = frames) -> float:
-            return await asyncio.to_thread(bench_gates.bound, det, rec, frames, skip_still=True)
-
         runs = (("formats", plates.parse_formats(",".join(drawn))), ("any", ()))
+
+        async def bound(frames: list[Any] = frames, formats: Any = runs[0][1]) -> float:
+            return await asyncio.to_thread(
+                bench_gates.bound, det, rec, frames, decoder, formats, skip_still=True
+            )
+
         for mode, formats in (r for r in runs if r[0] in modes):
             summary = app.Summary()
             if mode == "formats" and with_bound:

@@ -2,7 +2,8 @@
 
     caller    prepare                                  decoding (the source) and resizing
     worker 1  detect >> find_plates                    the text detector and its boxes
-    worker 2  split >> recognize >> read_text >> regroup   the recogniser, one item per crop
+    worker 2  split >> recognize >> read_text >> look_again >> plate_text >> regroup
+                                                       the recogniser, one item per crop
     caller    track >> annotate >> record >> events >> write_events >> webhook
 
 The tracker stays in the caller: a worker serves its segment for as long as it lives, across
@@ -29,7 +30,7 @@ LOCAL = frozenset({"prepare", "track", "annotate", "record", "events", "write_ev
 #: the workers' segments (consecutive blocks), one worker process each
 SEGMENTS: tuple[tuple[str, ...], ...] = (
     ("detect", "find_plates"),
-    ("split", "recognize", "read_text", "regroup"),
+    ("split", "recognize", "read_text", "look_again", "plate_text", "regroup"),
 )
 #: where the annotated videos go (read by the caller and the workers alike)
 ENV_OUT = "AIOFLOW_GATES_OUT"

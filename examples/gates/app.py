@@ -376,9 +376,47 @@ def build(
 
     @af.block(workers=2, **short)
     def read_text(item: dict[str, Any]) -> dict[str, Any]:
+        """The read; for one that may hide a Q in a 0 or an O, the input of a second look at
+        the box grown taller (``look_again``)."""
         if item["n"] == 0:
             return item
         raw, confidence, evidence, hints = decoder.read_hinted(item["probs"])
+        again = None
+        if ocr.may_hide_q(raw, formats):
+            box = ocr.taller(item["box"])
+            again = ocr.rec_input(ocr.crop(item["frame"].image, box))
+        return {
+            **item,
+            "probs": None,
+            "raw": raw,
+            "confidence": confidence,
+            "evidence": evidence,
+            "hints": hints,
+            "again": again,
+        }
+
+    # A Q's tail hangs below the line, out of the detector's box: a 0 or an O read is looked
+    # at again in a taller box (``ocr.TALL``), which shows the tail or its absence.
+    look_again = OnnxModel(
+        rec_path,
+        batch=af.Batch(max_size=rec_batch, max_wait=0.002),
+        **rec_queue,
+        intra_op_num_threads=threads[1],
+        workers=1,
+        select="again",  # a read without a 0 or an O passes through
+        merge=lambda item, probs: {**item, "again": None, "probs": probs},
+        name="look_again",
+    )
+
+    @af.block(**short)
+    async def plate_text(item: dict[str, Any]) -> dict[str, Any]:
+        """The plate the read shows (fitted to the formats), with what the second look said."""
+        if item["n"] == 0:
+            return item
+        raw, evidence, hints = item["raw"], item["evidence"], item["hints"]
+        if item.get("probs") is not None:
+            raw, hints = decoder.second_look(raw, hints, item["probs"])
+            evidence = tuple(None if c == "Q" else e for c, e in zip(raw, evidence, strict=True))
         text = plates.normalise(raw, formats)
         # Without formats the read is the plate as read, so the recogniser's evidence for each
         # look-alike character goes with it (the tracker weighs it across the track's reads),
@@ -393,7 +431,6 @@ def build(
             "probs": None,
             "raw": raw,
             "text": text,
-            "confidence": confidence,
             "evidence": evidence,
             "hints": hints,
         }
@@ -533,6 +570,8 @@ def build(
         split,
         recognize,
         read_text,
+        look_again,
+        plate_text,
         regroup,
         PlateTracker(name="track", **short),
         annotate,

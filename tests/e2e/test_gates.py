@@ -996,6 +996,32 @@ def test_a_zero_the_recogniser_also_saw_as_a_q_is_a_q() -> None:
     assert evidence[1] == pytest.approx((0.99, 0.0))
 
 
+def test_the_second_look_decides_the_zeros_and_os_where_it_reads_the_same_text() -> None:
+    # The read of the box grown taller (ocr.taller) decides each 0 or O of the first read:
+    # a Q there is a Q, a faint tail a hint, none an O without a hint. Where it reads other
+    # characters (a taller box takes in more: an EU band's country code), the first stands.
+    characters = list("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ-")
+    decoder = ocr.CtcDecoder(characters)
+    column = {c: i + 1 for i, c in enumerate(characters)}
+
+    def probs(read: str, q: dict[int, float]) -> np.ndarray:
+        out = np.zeros((2 * len(read), len(characters) + 2), np.float32)
+        for t, c in enumerate(read):
+            out[2 * t, column[c]] = 1.0 - q.get(t, 0.0)
+            out[2 * t, column["Q"]] += q.get(t, 0.0)
+            out[2 * t + 1, 0] = 1.0  # a blank between characters
+        return out
+
+    first = ("PO-0O8", (1, 3))  # hints on the first O and the last O
+    assert decoder.second_look(*first, probs("PO0O8", {1: 0.9, 3: 0.03})) == ("PQ-0O8", (3,))
+    assert decoder.second_look(*first, probs("PQ0O8", {})) == ("PQ-0O8", ())
+    assert decoder.second_look(*first, probs("P00O8", {2: 0.2})) == ("PO-QO8", ())
+    # B for 8 is one character read two ways: still the same text.
+    assert decoder.second_look(*first, probs("POQOB", {})) == ("PO-QO8", ())
+    for other in ["NPO0O8", "PO0O", "PA0O8", "PO0Z8"]:
+        assert decoder.second_look(*first, probs(other, {})) == first
+
+
 def test_the_decoder_names_the_zeros_and_os_with_a_faint_q_tail() -> None:
     # Between Q_HINT (0.01) and Q_TAIL (0.08) of a Q's probability: a tail too faint to make
     # the character a Q, named by its place among the read's letters and digits (separators
