@@ -1812,8 +1812,8 @@ misses came of three things ([gates](gates.md#plate-formats)):
   an O (with formats; without, a 0 or an O) is now read again in its box grown to 1.35 times
   its height (`look_again`), and that read decides each 0 and O: in it the Q was read on all 18
   frames. The O's of the same clips showed less of a Q there, not more, so `BO 424 UW` and
-  `90-OLE-8` (medium 49), held as unsure on every pass (their O showed the faint tail on 30% of
-  their reads in a window's tight boxes), are read.
+  `90-OLE-8` (medium 49), held as unsure on every pass (`BO 424 UW`'s O showed the faint tail on
+  30% of its reads in a window's tight boxes), are read.
 - **`MY171OB`** for the British `MY17 IOB`, with the formats `LL999LL,99-LLL-9,LL99LLL`: read
   `MY17 10B`, it fitted `LL999LL` with no change. The formats whose groups end where a read shows
   separators now come first (`plates.group_ends`): the track now holds the plate (reads without
