@@ -35,14 +35,19 @@ of the stream (or ``patience_frames`` frames) is closed and becomes an event onl
 * the box travelled at least ``min_travel`` of its own heights from its first sighting, on two
   sightings at least, both its edges moving the same way (``moved``), and as far summed
   sighting by sighting (``Track.drift``; a step whose two edges moved by amounts far apart is
-  another box in its place, not a move: ``glide``): text that stays put (a sign, a shop front,
-  a painted marking, a sign the detector sometimes cuts short or a passing car's box joins
-  once, a sign that passing vehicles uncover from one side and cover from the other, or whose
-  box a passing van's lettering joins) is not a passing vehicle;
+  another box in its place, not a move: ``glide``; nor is a box within the span the track's
+  boxes covered before, a part of the text seen before: ``advance``): text that stays put (a
+  sign, a shop front, a painted marking, a sign the detector sometimes cuts short or a passing
+  car's box joins once, a sign that passing vehicles uncover from one side and cover from the
+  other, or seen in parts between them, or whose box a passing van's lettering joins) is not a
+  passing vehicle;
 * no other track that moved with it (the same vehicle: its offset steady as seen or at the
-  vehicle's scale, as a vehicle coming closer grows, and within ``VEHICLE_WIDTHS`` plate widths
-  across, ``same_vehicle``) and whose reads agree on a plate sat lower: the plate is a
-  vehicle's lowest text, lettering on the body, model badges and stickers ride above;
+  vehicle's scale, as a vehicle coming closer grows, or a line of lettering boxed in pieces
+  staying within its span, and within ``VEHICLE_WIDTHS`` plate widths across,
+  ``same_vehicle``) and whose reads agree on a plate sat lower: the plate is a vehicle's
+  lowest text, lettering on the body, model badges and stickers ride above (unless it is a
+  plate too, the car behind's: on its own ground, its box as rigid as a board's, ``rigid``,
+  and of a plate's size and shape);
 * no letter O of the plate (not made a Q by ``Track.tails``; without formats, no 0 either)
   was seen with a hint of a Q's tail (``ocr.Q_HINT``), or as a Q, on ``HINT_SHARE`` of its
   reads (and ``HINT_READS``): a Q whose tail blur took away, or an O of a font that draws a
@@ -87,6 +92,9 @@ PART_RATIO = 4
 # Two plates' text is of one height within this factor (``same_size``); a plate's text above
 # another's, further away, is at most this factor as high (``no_larger``).
 SAME_SIZE = 1.5
+# How far a plate's box width may stray from its median ratio to another box's on the same
+# vehicle and still be a board's (``rigid``).
+RIGID = 0.2
 # How far above a plate, in its widths, another plate of that size or smaller is the car
 # behind's rather than a badge or a sticker on the same vehicle (``far_above``).
 FAR_ABOVE = 1.0
@@ -153,6 +161,27 @@ def glide(a0: int, a1: int, b0: int, b1: int, slack: float) -> float:
     if abs(d0 - d1) > max(slack, 0.5 * max(abs(d0), abs(d1))):
         return 0.0
     return shift(a0, a1, b0, b1)
+
+
+def advance(before: Rect, rect: Rect, extent: Rect, slack: float) -> tuple[float, float]:
+    """How far a box moved from the sighting before, along each axis (``glide``); none along
+    an axis where it lies within the span the track's boxes covered so far (``extent``): it
+    is a part of the text seen before, not the text moved. A sign that a passing vehicle
+    covers from one side and the next uncovers from the other (``N7 PARIS`` seen as its
+    middle, then as its left half: a shift of 43 px, both edges the same way, with the sign
+    standing still; the other generator's medium seed 53) did not move."""
+    x0, y0, x1, y1 = extent
+    dx = (
+        0.0
+        if x0 <= rect[0] and rect[2] <= x1
+        else glide(before[0], before[2], rect[0], rect[2], slack)
+    )
+    dy = (
+        0.0
+        if y0 <= rect[1] and rect[3] <= y1
+        else glide(before[1], before[3], rect[1], rect[3], slack)
+    )
+    return dx, dy
 
 
 def moved(origin: Rect, rect: Rect) -> float:
@@ -326,6 +355,9 @@ class Track:
     # side and the next covers from the other has one edge moving at a time, and none of it
     # adds up, where its first and last boxes (each a part of it) lie apart.
     drift: tuple[float, float] = (0.0, 0.0)
+    # The span the box covered so far (the union of its boxes): along an axis, a box lying
+    # within it is a part of the text seen before, not the text moved (``update``).
+    extent: Rect = (0, 0, 0, 0)
     height: float = 0.0  # the largest box height
     path: dict[int, Rect] = field(default_factory=dict)  # frame: box
     sent: str | None = None  # the reading its event went out for while it was open (early)
@@ -780,7 +812,7 @@ def update(
             if score > best_score:
                 best, best_score = track, score
         if best is None:
-            best = Track(state.next_id, rect, frame, frame, time, time, origin=rect)
+            best = Track(state.next_id, rect, frame, frame, time, time, origin=rect, extent=rect)
             state.next_id += 1
             state.counts.tracks += 1
             state.tracks.append(best)
@@ -799,10 +831,14 @@ def update(
         step = best.path.get(best.last_seen) if best.path else None
         if step is not None:
             slack = max(best.height, float(rect[3] - rect[1]))
-            best.drift = (
-                best.drift[0] + glide(step[0], step[2], rect[0], rect[2], slack),
-                best.drift[1] + glide(step[1], step[3], rect[1], rect[3], slack),
-            )
+            dx, dy = advance(step, rect, best.extent, slack)
+            best.drift = (best.drift[0] + dx, best.drift[1] + dy)
+        best.extent = (
+            min(best.extent[0], rect[0]),
+            min(best.extent[1], rect[1]),
+            max(best.extent[2], rect[2]),
+            max(best.extent[3], rect[3]),
+        )
         best.last_seen = frame
         if far > best.farthest[1]:
             best.farthest = (max(far, best.farthest[0]), min(far, best.farthest[0]))
@@ -982,9 +1018,13 @@ def close(
         # a plate clearly smaller than the one below it (``further``) and a plate width or
         # more above it is the car behind's even in a shape no event had yet: the first
         # plate of a format at a site is often that of a car following another (XS48 YTK
-        # again, 13 px against PKG 515's 29-35, the site's first LL99LLL).
+        # again, 13 px against PKG 515's 29-35, the site's first LL99LLL). A plate is a
+        # board, boxed whole: a line of a van's lettering boxed in pieces that change from
+        # frame to frame is not one, whatever it reads (``rigid``: ``BROWN & SONS`` read
+        # ``WN65ONS``, which fits LL99LLL, 1.2 plate widths above the van's plate).
         and not (
             track.on_ground(key) >= rules.min_votes
+            and rigid(track, other)
             and (
                 (further(track, other) and far_above(track, other))
                 or (
@@ -1116,7 +1156,13 @@ def same_vehicle(a: Track, b: Track) -> bool:
     the lower box's width, medians over those frames): a plate is half a metre wide and
     centred on a vehicle's back or front, which is under 2.6 m wide (the widest lorries), so
     text further to the side is on another vehicle, such as one driving level with it in the
-    other lane."""
+    other lane.
+
+    A line of lettering that the detector finds in pieces (``TEL 0800`` on one frame,
+    ``123 456`` on the next) has its box's centre jump along the line; its pieces stay within
+    the line's span, which keeps its place on the vehicle: the two moved together too when one
+    track's boxes, relative to the other's centre, lay within a span as wide as its widest box
+    (and the slack) on three frames in four, with the rows as above."""
     common = together(a, b)
     if len(common) < max(3, min(len(a.path), len(b.path)) // 2):
         return False
@@ -1136,11 +1182,29 @@ def same_vehicle(a: Track, b: Track) -> bool:
         dx = [(pb[0] - pa[0]) * s for (_, pa, pb), s in zip(common, scales, strict=True)]
         dy = [(pb[1] - pa[1]) * s for (_, pa, pb), s in zip(common, scales, strict=True)]
         mx, my = sorted(dx)[len(dx) // 2], sorted(dy)[len(dy) // 2]
-        steady = sum(
-            abs(x - mx) <= limit and abs(y - my) <= limit for x, y in zip(dx, dy, strict=True)
-        )
+        level = [abs(y - my) <= limit for y in dy]
+        steady = sum(abs(x - mx) <= limit and ok for x, ok in zip(dx, level, strict=True))
         if steady >= 0.75 * len(common):
             return True
+        # A line of lettering that the detector finds in pieces (``TEL 0800`` on one frame,
+        # ``123 456`` on the next) has its box's centre jump along the line; the pieces stay
+        # within the line's span, which keeps its place on the vehicle.
+        pairs = [(pa, pb) for _, pa, pb in common]
+        for pieces in (pairs, [(pb, pa) for pa, pb in pairs]):
+            spans = [
+                ((cut[0] - cut[3] / 2 - at[0]) * s, (cut[0] + cut[3] / 2 - at[0]) * s)
+                for (cut, at), s in zip(pieces, scales, strict=True)
+            ]
+            line = max(right - left for left, right in spans)
+            steady = max(
+                sum(
+                    ok and start - limit <= left and right <= start + line + limit
+                    for (left, right), ok in zip(spans, level, strict=True)
+                )
+                for start, _ in spans
+            )
+            if steady >= 0.75 * len(common):
+                return True
     return False
 
 
@@ -1177,6 +1241,24 @@ def no_larger(a: Track, b: Track) -> bool:
     size."""
     ratios = sorted(ha / max(hb, 1) for ha, hb in heights(a, b))
     return ratios[len(ratios) // 2] <= SAME_SIZE
+
+
+def rigid(a: Track, b: Track) -> bool:
+    """Whether ``a``'s box kept its width against ``b``'s (their ratio within ``RIGID`` of its
+    median on three frames in four of those both were seen on, and 3 at least; so when there
+    are fewer): a plate is a board, whose text the detector finds whole, where it finds a
+    line of a van's lettering in pieces that change from frame to frame (``BROWN & SONS``
+    boxed 46 to 252 px wide over 24 frames, read ``WN65ONS`` on 3 of them)."""
+    ratios = [
+        (ra[2] - ra[0]) / max(rb[2] - rb[0], 1)
+        for f, ra in a.path.items()
+        if (rb := b.path.get(f)) is not None
+    ]
+    if len(ratios) < 3:
+        return True
+    middle = sorted(ratios)[len(ratios) // 2]
+    steady = sum(abs(r - middle) <= RIGID * middle for r in ratios)
+    return steady >= 0.75 * len(ratios)
 
 
 def further(a: Track, b: Track) -> bool:
