@@ -17,8 +17,8 @@ of the stream (or ``patience_frames`` frames) is closed and becomes an event onl
   ``min_consensus`` reads within one character of what their characters agree on, each
   character read by ``min_votes`` reads at least and by most of them (``Track.consensus``).
   One or two misread frames, a sign misread twice, or reads split two and two between two
-  characters make no event; nor does a reading one of whose characters the reads within one
-  character of it (cut short or taking in one more) contest as much as they back it
+  characters make no event; nor does a reading one of whose characters the reads within two
+  characters of it (cut short or taking in one more) contest as much as they back it
   (``Track.contested``);
 * each look-alike position is the digit or the letter as the recogniser's evidence summed over
   the reads says; where that evidence is a near toss-up (over ``max_doubt`` for the form not
@@ -83,6 +83,13 @@ TAIL_SHARE = 0.25
 # on 14-96%. Held-out seeds 45-47 (medium): 2 wrong events became misses, 1 O plate was held.
 HINT_SHARE = 0.15
 HINT_READS = 2
+# A read counts for or against a reading's characters (``Track.contested``) when it differs
+# from it in this many characters at most: a blurred plate's reads scatter, each differing from
+# the others in a character or two, and a character that they show otherwise as often as the
+# leading reading shows it is a guess (UY-809-BQ, 13 px text under 5.5 px of motion blur, read
+# UY-889-BO on 3 of 9 frames, its fifth character also a 9 on 3, a 0 on 2 and a 6 on 1). Reads
+# further apart are of some other text or too blurred to say anything.
+CONTEST_CHANGES = 2
 # How far across (in plate widths) two texts on one vehicle's back or front can lie apart:
 # a plate is about 0.52 m wide, the widest vehicles 2.55 m (``same_vehicle``).
 VEHICLE_WIDTHS = 2.5
@@ -475,12 +482,13 @@ class Track:
         return key, sum(self.votes[k] for k in near), sum(self.confidence[k] for k in near), forms
 
     def contested(self, key: str) -> bool:
-        """Whether some character of ``key`` is a toss-up: over the track's reads within one
-        character of it (of its length, or one character longer or shorter at either end, as
-        a box that cut the plate short or took in a mark beside it reads), those showing
-        another character at a position weigh (in summed confidence) as much as those showing
-        its own. Four reads of ``L034E5`` are contested by two of ``L034E8`` and two of
-        ``L034E8H``: the plate's sixth character is an 8 as often as a 5."""
+        """Whether some character of ``key`` is a toss-up: over the track's reads within
+        ``CONTEST_CHANGES`` characters of it (of its length, or one character longer or
+        shorter at either end, as a box that cut the plate short or took in a mark beside it
+        reads), those showing another character at a position weigh (in summed confidence) as
+        much as those showing its own. Four reads of ``L034E5`` are contested by two of
+        ``L034E8`` and two of ``L034E8H``: the plate's sixth character is an 8 as often as a
+        5."""
         n = len(key)
         support = [0.0] * n
         against = [0.0] * n
@@ -498,7 +506,7 @@ class Track:
             if not fits:
                 continue
             changed, text, at = min(fits)
-            if changed > 1:
+            if changed > CONTEST_CHANGES:
                 continue
             for i, c in enumerate(text):
                 if c == key[at + i]:
