@@ -99,8 +99,8 @@ PART_RATIO = 4
 # Two plates' text is of one height within this factor (``same_size``); a plate's text above
 # another's, further away, is at most this factor as high (``no_larger``).
 SAME_SIZE = 1.5
-# How far a plate's box width may stray from its median ratio to another box's on the same
-# vehicle and still be a board's (``rigid``).
+# How far a plate's box shape (its width over its height) may stray from its median and still
+# be a board's (``rigid``).
 RIGID = 0.2
 # How far above a plate, in its widths, another plate of that size or smaller is the car
 # behind's rather than a badge or a sticker on the same vehicle (``far_above``).
@@ -1032,7 +1032,7 @@ def close(
         # ``WN65ONS``, which fits LL99LLL, 1.2 plate widths above the van's plate).
         and not (
             track.on_ground(key) >= rules.min_votes
-            and rigid(track, other)
+            and rigid(track)
             and (
                 (further(track, other) and far_above(track, other))
                 or (
@@ -1251,22 +1251,18 @@ def no_larger(a: Track, b: Track) -> bool:
     return ratios[len(ratios) // 2] <= SAME_SIZE
 
 
-def rigid(a: Track, b: Track) -> bool:
-    """Whether ``a``'s box kept its width against ``b``'s (their ratio within ``RIGID`` of its
-    median on three frames in four of those both were seen on, and 3 at least; so when there
-    are fewer): a plate is a board, whose text the detector finds whole, where it finds a
-    line of a van's lettering in pieces that change from frame to frame (``BROWN & SONS``
-    boxed 46 to 252 px wide over 24 frames, read ``WN65ONS`` on 3 of them)."""
-    ratios = [
-        (ra[2] - ra[0]) / max(rb[2] - rb[0], 1)
-        for f, ra in a.path.items()
-        if (rb := b.path.get(f)) is not None
-    ]
-    if len(ratios) < 3:
+def rigid(track: Track) -> bool:
+    """Whether the track's box kept its shape: its width over its height within ``RIGID`` of
+    the median on three boxes in four (True with fewer than 3 boxes). A plate is a board,
+    whose text the detector boxes whole, at any distance in one shape; it boxes a line of a
+    van's lettering in pieces that change from frame to frame (``BROWN & SONS`` boxed 46 to
+    252 px wide and 25 to 29 high over 24 frames, read ``WN65ONS`` on 3 of them)."""
+    aspects = [(r[2] - r[0]) / max(r[3] - r[1], 1) for r in track.path.values()]
+    if len(aspects) < 3:
         return True
-    middle = sorted(ratios)[len(ratios) // 2]
-    steady = sum(abs(r - middle) <= RIGID * middle for r in ratios)
-    return steady >= 0.75 * len(ratios)
+    middle = sorted(aspects)[len(aspects) // 2]
+    steady = sum(abs(a - middle) <= RIGID * middle for a in aspects)
+    return steady >= 0.75 * len(aspects)
 
 
 def further(a: Track, b: Track) -> bool:
