@@ -53,6 +53,12 @@ Q_HINT = 0.01
 #: ``ON391UR``, the Q's probability 0.000-0.001 on all 18 of its reads, 0.82-0.97 in the taller
 #: box on the same frames; the O's of the same clips showed less of it there, not more).
 TALL = 1.35
+#: In the taller box, the hint of a tail starts here: a Q's tail is in the box there, and shows
+#: as a Q on most reads, 0.02 or more of a Q's probability on most of the rest where blur takes
+#: it away (``OQ75 ICE`` blurred by 4 px: a Q on 4 reads of 26, 0.015-0.07 on the others); an
+#: O of one font shows a trace of 0.002-0.03 there, 0.01 or more on 5 reads of 30, which held
+#: ``UD-139-QO`` as unsure (the other generator's medium seed 55, held out), 0.02 or more on 2.
+Q_HINT_TALL = 0.02
 
 
 def model_path(name: str) -> Path:
@@ -327,7 +333,7 @@ class CtcDecoder:
         """``raw`` and its hints (``read_hinted``) with each 0 or O decided by the read of the
         same box grown taller (``taller``), whose ``probs`` show a Q's tail or its absence where
         the first box cut it off: a Q there (``Q_TAIL`` of its probability) is a Q, under
-        ``Q_HINT`` an O or a 0 without a hint, in between a hint. Where the second read does
+        ``Q_HINT_TALL`` an O or a 0 without a hint, in between a hint. Where the second read does
         not match the first letter for letter (a taller box takes in more: an EU plate's
         country code at the foot of its band), the first read stands."""
         again = self.tails(probs)
@@ -347,7 +353,7 @@ class CtcDecoder:
             if c == "Q" or q >= Q_TAIL:
                 out[i] = "Q"
                 kept.discard(n)
-            elif q < Q_HINT:
+            elif q < Q_HINT_TALL:
                 kept.discard(n)
             else:
                 kept.add(n)
