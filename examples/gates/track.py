@@ -837,6 +837,10 @@ def update(
         best.reads += 1
         far = moved(best.origin, rect)
         step = best.path.get(best.last_seen) if best.path else None
+        if best.extent[2] <= best.extent[0]:
+            # A track restored from a snapshot taken before tracks kept their span: it starts
+            # at the box seen last.
+            best.extent = step if step is not None else rect
         if step is not None:
             slack = max(best.height, float(rect[3] - rect[1]))
             dx, dy = advance(step, rect, best.extent, slack)

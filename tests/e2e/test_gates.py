@@ -978,6 +978,26 @@ def test_a_sign_seen_in_parts_as_vehicles_pass_in_front_is_not_moving() -> None:
     assert state.counts.static == 1
 
 
+def test_a_track_restored_from_a_snapshot_without_its_span_still_moves() -> None:
+    # Camera state snapshotted before tracks kept the span their boxes covered (``extent``)
+    # comes back with the empty default: the track's span starts at its last box, and a plate
+    # driving on (to the left, towards (0, 0)) is sent as before, not taken for text standing
+    # within a span from (0, 0).
+    state = track.CameraState()
+    events = []
+    for i in range(2):
+        rect = (600 - 10 * i, 100, 700 - 10 * i, 130)
+        events += track.update(state, "cam", i, i / 10, [(rect, "AB12CDE", 0.9)])[1]
+    [moving] = state.tracks
+    del moving.extent  # as unpickled from the older snapshot: the class's default
+    assert moving.extent == (0, 0, 0, 0)
+    for i in range(2, 12):
+        rect = (600 - 10 * i, 100, 700 - 10 * i, 130)
+        events += track.update(state, "cam", i, i / 10, [(rect, "AB12CDE", 0.9)])[1]
+    events += _close_all(state)
+    assert [e["plate"] for e in events] == ["AB12CDE"]
+
+
 @pytest.mark.parametrize("formats", ["LL99LLL,LLL999", ""])
 def test_a_line_of_lettering_the_detector_boxes_in_pieces_rides_on_its_vehicle(
     formats: str,
