@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+# These run the example applications as subprocesses: 20-40 s each on a quiet 2-core machine,
+# several times that on a loaded one. The suite's 60 s hang guard would fail them there.
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(240)]
 ROOT = Path(__file__).resolve().parents[2]
 COMMAND = [sys.executable, str(ROOT / "examples" / "distributed" / "run.py")]
 

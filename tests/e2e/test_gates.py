@@ -29,7 +29,9 @@ import aioflow as af
 from aioflow.io import video
 from examples.gates import app, ocr, plates, run, synth, track
 
-pytestmark = [pytest.mark.e2e]
+# These run the example applications as subprocesses: 20-40 s each on a quiet 2-core machine,
+# several times that on a loaded one. The suite's 60 s hang guard would fail them there.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 ROOT = Path(__file__).resolve().parents[2]
 
 

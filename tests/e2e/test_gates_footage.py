@@ -28,7 +28,9 @@ from PIL import Image, ImageDraw, ImageFont
 from aioflow.infer.onnx import OnnxModel
 from examples.gates import ocr, synth, track
 
-pytestmark = [pytest.mark.e2e]
+# These run the example applications as subprocesses: 20-40 s each on a quiet 2-core machine,
+# several times that on a loaded one. The suite's 60 s hang guard would fail them there.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 ROOT = Path(__file__).resolve().parents[2]
 
 
