@@ -29,7 +29,9 @@ least one of each. Plates worldwide run from 2 to 10 characters, but most have b
 or more, and a rule that admits all-letter words would turn every shop sign into a plate, one
 that admits 4 characters every car's model badge (``320D``, ``XC90``, ``C220``, ``E 300``),
 which is read as surely as the plate and rides on a moving car (give the formats for shorter
-plates).
+plates). The plates of 9 or 10 (India's ``MH12AB1234``, Russia's ``A123BC777``) hold 4 digits
+or more; a line of 9 or 10 with one or two is words (``J. BROWN & SONS`` on a van read
+``BROWN6SONS``), so those need 3.
 
 Without formats, the separators the recogniser reads (a dash or a space printed between a
 plate's groups: ``36-IUO-6``, ``OPQ 234``) say which kind a look-alike is where the plate's
@@ -46,6 +48,8 @@ LOOK_ALIKE = (("0", "O"), ("1", "I"), ("8", "B"), ("5", "S"), ("2", "Z"), ("6", 
 TO_LETTER = dict(LOOK_ALIKE)
 TO_DIGIT = {c: d for d, c in LOOK_ALIKE}
 MIN_LENGTH, MAX_LENGTH = 5, 10
+# A plausible plate longer than this holds ``LONG_DIGITS`` digits or more (``plausible``).
+LONG, LONG_DIGITS = 8, 3
 # The most look-alike characters a read may have changed to fit a format (``PlateFormat.fit``).
 MAX_CHANGES = 2
 # Printed between a plate's groups (``AB-123-CD``, ``AB12 CDE``); the recogniser reads them.
@@ -135,13 +139,15 @@ def parse_formats(spec: str | None) -> tuple[PlateFormat, ...]:
 
 
 def plausible(text: str) -> bool:
-    """A plate of no given format: 5-10 letters and digits, at least one of each."""
+    """A plate of no given format: 5-10 letters and digits, at least one of each, and over
+    ``LONG`` characters, ``LONG_DIGITS`` digits or more."""
     return (
         MIN_LENGTH <= len(text) <= MAX_LENGTH
         and text.isascii()
         and text.isalnum()
         and any(c.isalpha() for c in text)
         and any(c.isdigit() for c in text)
+        and (len(text) <= LONG or sum(c.isdigit() for c in text) >= LONG_DIGITS)
     )
 
 

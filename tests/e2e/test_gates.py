@@ -234,6 +234,15 @@ def test_without_a_format_any_plausible_plate_is_accepted_as_read() -> None:
     assert plates.normalise("2024", ()) is None  # no letter
     assert plates.normalise("A1", ()) is None  # too short
     assert plates.normalise("ABCDEF1234567", ()) is None  # too long
+    # The longest plates (9 or 10) hold 4 digits or more; 9 or 10 with one or two are words:
+    # J. BROWN & SONS on a van, its plate too blurred to read, went out as BROWN6SONS.
+    assert plates.normalise("MH 12 AB 1234", ()) == "MH12AB1234"
+    assert plates.normalise("A123BC777", ()) == "A123BC777"
+    assert plates.normalise("KA01AB123", ()) == "KA01AB123"
+    assert plates.normalise("BROWN6SONS", ()) is None
+    assert plates.normalise("SMITH5 LTD", ()) is None
+    assert plates.normalise("AB 12 CD", ()) == "AB12CD"  # 8 or fewer: one digit will do
+    assert plates.normalise("HH AB 1", ()) == "HHAB1"
 
 
 def test_without_a_format_a_model_badge_is_no_plate() -> None:
