@@ -802,6 +802,54 @@ def test_a_plate_read_whole_on_most_frames_is_not_lost_to_one_read_with_a_mark_b
     assert plates.normalise("8421PJ1", formats) is None
 
 
+def _boxes(
+    state: track.CameraState, reads: list[tuple[str, int, float]], down: int = 0
+) -> list[dict[str, object]]:
+    """Feed one plate through the view, one read per frame: its text, its box's height and
+    its box's width over its height (``down``: px per frame the box moves down, as a plate
+    coming towards the camera does; it moves left as well), and close what is left."""
+    events = []
+    for i, (text, h, aspect) in enumerate(reads):
+        x, y = 600 - 20 * i, 100 + down * i
+        rect = (x, y, x + round(h * aspect), y + h)
+        read: track.Read = (rect, text, 0.95, ())
+        events += track.update(state, "cam", i, i / 10, [read])[1]
+    return events + _close_all(state)
+
+
+def test_a_mark_beside_a_plate_read_as_one_more_character_on_some_frames_is_not_the_plate() -> None:
+    # A black plate AUD 435 coming towards the camera, a round badge right of it (the other
+    # generator's medium seed 61 without formats, held out). On its first 18 frames, boxes
+    # 16-26 px high, the badge merged into an 8 (AUD4358); on the next 17, boxes 20-32 px high,
+    # it was told apart and the plate read alone, from boxes as wide for their height. The
+    # part counted for the longer reading (as a plate cut short by its box) and AUD4358 went
+    # out. The part is the same text, told apart where seen larger: the plate.
+    badge = [("AUD4358", 16 + i // 2, 4.4) for i in range(18)]
+    badge += [("AUD435", 20 + i * 12 // 16, 4.3) for i in range(17)]
+    events = _boxes(track.CameraState(), badge, down=12)
+    assert [(e["plate"], e["reads"]) for e in events] == [("AUD435", 17)]
+    # An EU plate crossing the view (hard seed 9, held out): its band taken for a 1 on 5
+    # frames, 167KPS8, and the plate read alone on 19 from boxes of the same size: the two
+    # readings compete (the part no longer counting for the longer), and the plate wins.
+    band = [("67KPS8", 30, 4.2)] * 10 + [("167KPS8", 30, 4.2)] * 5 + [("67KPS8", 30, 4.2)] * 9
+    events = _boxes(track.CameraState(), band)
+    assert [(e["plate"], e["reads"]) for e in events] == [("67KPS8", 19)]
+    # A box that cut the plate short is narrower by what it left out: that part still counts
+    # for the whole plate (7KPS8 of 67KPS8, aspect 3.5 against 4.2).
+    cut = [("67KPS8", 30, 4.2)] * 5 + [("7KPS8", 30, 3.5)] * 12
+    events = _boxes(track.CameraState(), cut)
+    assert [(e["plate"], e["reads"]) for e in events] == [("67KPS8", 5)]
+    # A part read less than half as often as the longer reading is no plate with a mark
+    # beside it, even seen larger.
+    events = _boxes(track.CameraState(), badge[:-9], down=12)
+    assert [e["plate"] for e in events] == ["AUD4358"]
+    # Nor is the last group of a plate that prints a group of one (93-LEB-0) a mark.
+    dashed = [("93-LEB-0", h, a) for _, h, a in badge[:18]]
+    dashed += [("93-LEB", h, a) for _, h, a in badge[18:]]
+    events = _boxes(track.CameraState(), dashed, down=12)
+    assert [e["plate"] for e in events] == ["93-LEB-0"]
+
+
 def test_a_plate_read_two_ways_frame_after_frame_is_one_track_and_one_event() -> None:
     # One plate crossing the view, its D and J taken for a 0 and a 3 on some frames: two
     # readings two characters apart, the first read three times before the other appears.
@@ -991,9 +1039,9 @@ def test_a_sign_seen_in_parts_as_vehicles_pass_in_front_is_not_moving() -> None:
 
 def test_a_track_restored_from_a_snapshot_without_its_span_still_moves() -> None:
     # Camera state snapshotted before tracks kept the span their boxes covered (``extent``)
-    # comes back with the empty default: the track's span starts at its last box, and a plate
-    # driving on (to the left, towards (0, 0)) is sent as before, not taken for text standing
-    # within a span from (0, 0).
+    # and their boxes' sizes per reading (``sizes``) comes back with the empty defaults: the
+    # track's span starts at its last box, and a plate driving on (to the left, towards (0,
+    # 0)) is sent as before, not taken for text standing within a span from (0, 0).
     state = track.CameraState()
     events = []
     for i in range(2):
@@ -1001,7 +1049,9 @@ def test_a_track_restored_from_a_snapshot_without_its_span_still_moves() -> None
         events += track.update(state, "cam", i, i / 10, [(rect, "AB12CDE", 0.9)])[1]
     [moving] = state.tracks
     del moving.extent  # as unpickled from the older snapshot: the class's default
+    del moving.sizes  # (nor did they keep their boxes' sizes per reading)
     assert moving.extent == (0, 0, 0, 0)
+    assert moving.sizes is None
     for i in range(2, 12):
         rect = (600 - 10 * i, 100, 700 - 10 * i, 130)
         events += track.update(state, "cam", i, i / 10, [(rect, "AB12CDE", 0.9)])[1]
