@@ -1320,14 +1320,14 @@ def text_sizes(a: Track, b: Track) -> list[tuple[float, float]]:
         rb = b.path.get(f)
         if rb is None:
             continue
-        tall = (ra[3] - ra[1]) / max(rb[3] - rb[1], 1)
+        tall = max(ra[3] - ra[1], 1) / max(rb[3] - rb[1], 1)
         if n_a and n_b:
-            wide = ((ra[2] - ra[0]) / n_a) / max((rb[2] - rb[0]) / n_b, 1e-9)
+            wide = (max(ra[2] - ra[0], 1) / n_a) / (max(rb[2] - rb[0], 1) / n_b)
             out.append((tall, wide))
         else:
             out.append((tall, tall))
     if not out:
-        tall = round(a.height) / max(round(b.height), 1)
+        tall = max(round(a.height), 1) / max(round(b.height), 1)
         out.append((tall, tall))
     return out
 

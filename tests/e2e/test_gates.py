@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import threading
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -383,6 +384,17 @@ def test_a_tilted_plate_level_with_another_in_the_next_lane_is_a_plate(formats: 
     events += _close_all(state)
     assert sorted(e["plate"] for e in events) == ["112QYO", "CVC381"]
     assert state.counts.on_vehicle == 0
+
+
+def test_text_sizes_of_a_box_with_no_width_or_height_are_measured_without_failing() -> None:
+    # A detector box rounded to nothing across one axis: the size rules take it as 1 px.
+    flat = track.Track(1, (5, 5, 5, 5), 1, 1, 0.1, 0.1, Counter({"AB123": 3}))
+    plate = track.Track(2, (0, 0, 60, 12), 1, 1, 0.1, 0.1, Counter({"KX52VRT": 3}))
+    flat.confidence, plate.confidence = {"AB123": 2.9}, {"KX52VRT": 2.9}
+    flat.path, plate.path = {1: (5, 5, 5, 5)}, {1: (0, 0, 60, 12)}
+    assert not track.same_size(flat, plate)
+    assert track.no_larger(flat, plate)
+    assert not track.no_larger(plate, flat)
 
 
 def test_a_sign_whose_box_another_text_takes_over_for_a_moment_is_not_moving() -> None:
