@@ -1333,10 +1333,10 @@ def text_sizes(a: Track, b: Track) -> list[tuple[float, float]]:
 
 
 def same_size(a: Track, b: Track) -> bool:
-    """Whether the two tracks' text is of one size (within ``SAME_SIZE``, the median over
-    ``text_sizes``, each frame's nearer of the two measures to 1): two plates' text, where a
-    model badge's or a sticker's is smaller and a van's lettering larger."""
-    ratios = sorted(min(max(r, 1 / r) for r in pair) for pair in text_sizes(a, b))
+    """Whether ``a``'s text is of ``b``'s size (within ``SAME_SIZE`` either way, the median
+    over ``text_sizes``, each frame's smaller measure): two plates' text, where a model
+    badge's or a sticker's is smaller and a van's lettering larger."""
+    ratios = sorted(max(r, 1 / r) for r in (min(pair) for pair in text_sizes(a, b)))
     return ratios[len(ratios) // 2] <= SAME_SIZE
 
 
