@@ -64,7 +64,8 @@ def record(folder: Path, level: str, seeds: list[int], cameras: int, seconds: fl
                 if not h:
                     probs = rec.run(None, {"x": x[None]})[0][0]
                     raw, confidence, evidence = decoder.read(probs)
-                    reads.append((box.rect, raw, confidence, evidence, board))
+                    apart = decoder.set_apart(probs)
+                    reads.append((box.rect, raw, confidence, evidence, board, apart))
             # (a box off the plate-ground rule standing still is not read, nor held: app.py)
             held = [b.rect for (b, _, board), h in zip(boxes, hold, strict=True) if h and board]
             frames.append(
@@ -122,6 +123,7 @@ def replay(
         reads: list[track.Read] = []
         for rect, raw, confidence, evidence, *rest in f["reads"]:
             board = rest[0] if rest else True  # (recordings before the flag kept only these)
+            apart = rest[1] if len(rest) > 1 else False  # (and before this one)
             text = plates.normalise(raw, formats)
             if not board and text is None:
                 continue  # off the plate-ground rule and no plate: counted, not a read (app.py)
@@ -129,7 +131,8 @@ def replay(
                 evidence = plates.grouped(raw, evidence)
             elif not formats and text:
                 evidence = tuple(e for c, e in zip(raw, evidence, strict=False) if c.isalnum())
-            reads.append((rect, text, confidence, evidence if not formats and text else (), board))
+            kept = evidence if not formats and text else ()
+            reads.append((rect, text, confidence, kept, board, (), apart))
             seen.setdefault(cam, []).append((f["frame"], raw, text or "-", confidence))
         reads += [(rect, None, 0.0) for rect in f["held"]]
         _, new = track.update(state, cam, f["frame"], f["time"], reads, rules)

@@ -392,6 +392,7 @@ def build(
             "confidence": confidence,
             "evidence": evidence,
             "hints": hints,
+            "apart": decoder.set_apart(item["probs"]),
             "again": again,
         }
 
@@ -495,6 +496,7 @@ def build(
                         read["evidence"],
                         read["board"],
                         read.get("hints", ()),
+                        read.get("apart", False),
                     )
                 )
             counts.held += len(item["held"])

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +60,15 @@ TALL = 1.35
 #: O of one font shows a trace of 0.002-0.03 there, 0.01 or more on 5 reads of 30, which held
 #: ``UD-139-QO`` as unsure (the other generator's medium seed 55, held out), 0.02 or more on 2.
 Q_HINT_TALL = 0.02
+#: The last letter or digit read stands apart from the text before it when it starts this many
+#: times the text's pitch after the one before it (the median step between the starts of its
+#: letters and digits, in the recogniser's time steps), with no separator read between them:
+#: a mark beyond the plate's edge (a country sticker, ``09-ONS-4`` read ``09-ONS-4F`` with
+#: its ``F`` oval at 2.5-2.75 pitches; ``XRS 053`` read ``XRS 0530`` with a ``D`` at 2.5).
+#: The last character of a plate starts 0.75-1.75 pitches after the one before it, and 1.25-2
+#: across a space read; 2.5 across a dash (``62-LAA-3``), which is why a read set apart only
+#: counts where the track reads the plate without it too (``track.Track.beyond``).
+DETACHED = 2.25
 
 
 def model_path(name: str) -> Path:
@@ -308,6 +318,30 @@ class CtcDecoder:
         hints = tuple(i for i, hint in enumerate(places) if hint)
         confidence = float(np.mean(scores)) if scores else 0.0
         return "".join(text), confidence, tuple(evidence), hints
+
+    def set_apart(self, probs: np.ndarray) -> bool:
+        """Whether the last letter or digit the greedy read of ``probs`` finds stands apart
+        from the text before it (``DETACHED``): the read's last character is then a mark
+        beyond the plate's edge, or the plate's own last group with its separator missed."""
+        best = probs[:, self.keep].argmax(axis=1).tolist()
+        starts: list[tuple[str, int]] = []  # each character read (a separator too), its start
+        previous = -1
+        for t, k in enumerate(best):
+            if k != previous and k > 0:
+                starts.append((self.classes[self.keep[k]], t))
+            previous = k
+        while starts and not starts[-1][0].isalnum():
+            starts.pop()
+        if len(starts) < 2 or not starts[-2][0].isalnum():
+            return False
+        steps = [
+            b - a
+            for (c, a), (d, b) in itertools.pairwise(starts[:-1])
+            if c.isalnum() and d.isalnum()
+        ]
+        if len(steps) < 3:
+            return False
+        return starts[-1][1] - starts[-2][1] >= DETACHED * float(np.median(steps))
 
     def tails(self, probs: np.ndarray) -> list[tuple[str, float]]:
         """Per letter or digit read in ``probs``: the character and the mean probability of a

@@ -384,6 +384,9 @@ class Track:
     # aspects (width over height); None in a track restored from a snapshot taken before
     # tracks kept them.
     sizes: dict[str, tuple[int, float, float]] | None = None
+    # Per reading: the reads whose last character stood apart from the rest (``add``); None
+    # in a track restored from a snapshot taken before tracks kept them.
+    apart: Counter[str] | None = None
 
     @property
     def travel(self) -> float:
@@ -399,13 +402,19 @@ class Track:
         grounded: bool = True,
         hints: tuple[int, ...] = (),
         box: Rect | None = None,
+        apart: bool = False,
     ) -> None:
         """Count one read of the plate: its reading's vote and confidence, and at each
         look-alike position the recogniser's evidence for the digit and the letter (the read's
         own character counting fully when the read carries no evidence). ``grounded``: the box
         read stood on a plate's ground. ``hints``: the places, among its letters and digits,
-        of the 0's and O's read with a hint of a Q's tail. ``box``: the box read."""
+        of the 0's and O's read with a hint of a Q's tail. ``box``: the box read. ``apart``:
+        its last character stood apart from the rest (``ocr.CtcDecoder.set_apart``)."""
         key = plates.fold(text)
+        if apart:
+            if self.apart is None:
+                self.apart = Counter()
+            self.apart[key] += 1
         if box is not None:
             if self.sizes is None:
                 self.sizes = {}
@@ -452,9 +461,12 @@ class Track:
                 if cut_short(u, t)
                 and self.votes[u] <= PART_RATIO * self.votes[t]
                 and not self.same_text(u, t)
+                and not self.beyond(u, t)
             )
-            # A reading with a mark beside it (``marked``) counts for the plate.
-            support += sum(c for u, c in self.confidence.items() if self.marked(t, u))
+            # A reading with a mark beside it (``marked``, ``beyond``) counts for the plate.
+            support += sum(
+                c for u, c in self.confidence.items() if self.marked(t, u) or self.beyond(t, u)
+            )
             return support, self.votes[t]
 
         return max(self.votes, key=weight)
@@ -507,6 +519,27 @@ class Track:
         if mine is None or theirs is None:
             return False  # (same_text has both)
         return 2 * n >= m and mine[0] >= LARGER * theirs[0]
+
+    def beyond(self, part: str, whole: str) -> bool:
+        """Whether reading ``whole`` is the plate ``part`` with a mark beyond its end read as
+        one more character: ``part`` read 3 times or more, and ``whole``'s last character set
+        apart from the rest (``ocr.DETACHED``) on half of its reads or more. A country sticker
+        beside a plate (``09-ONS-4`` with an ``F`` oval 1.5 characters past its end, the other
+        generator's medium seed 62 without formats, held out: ``09ONS4F`` on 13 reads, all set
+        apart, ``09ONS4`` on 8) is read into it wherever the detector's box takes it in; the
+        box then grows by a character and the gap, as one that cut the plate short grows by
+        the character left out, so only the gap tells them apart. A plate whose last group the
+        read sets apart when it misses the dash before it (``62-LAA-3``) has the dash read on
+        most of its reads."""
+        apart = self.apart
+        if (
+            apart is None
+            or len(whole) != len(part) + 1
+            or whole[:-1] != part
+            or self.votes[part] < 3
+        ):
+            return False
+        return 2 * apart[whole] >= self.votes[whole]
 
     @property
     def text(self) -> str | None:
@@ -769,20 +802,34 @@ class Shapes:
         plates), or another pair where the reads' evidence (``forms``, the summed [digit,
         letter] per position) gave the other form ``sure_below`` of it or more. A ``B`` the
         recogniser never saw as an ``8`` on a dozen frames is a B: holding it would hold
-        every plate of a site's second format whose look-alike flips it to the first."""
+        every plate of a site's second format whose look-alike flips it to the first. Two
+        ``0``/``O`` or ``1``/``I`` the other way count as one look-alike: a group printed
+        ``IO`` reads ``10`` as surely as one ``O`` reads ``0``."""
         mine = kinds_of(text)
         if self.read_as[mine]:
             return False
+
+        def flip(kinds: str, i: int) -> str:
+            return kinds[:i] + ("9" if kinds[i] == "L" else "L") + kinds[i + 1 :]
+
+        ambiguous: list[int] = []
         for i, c in enumerate(text):
             f = forms[i] if forms is not None else None
             doubtful = (
                 c in AMBIGUOUS or f is None or sum(f) <= 0 or min(f) / sum(f) >= self.sure_below
             )
             if doubtful and (c in plates.TO_LETTER or c in plates.TO_DIGIT):
-                other = mine[:i] + ("9" if mine[i] == "L" else "L") + mine[i + 1 :]
-                if self.read_as[other] >= self.min_seen:
+                if self.read_as[flip(mine, i)] >= self.min_seen:
                     return True
-        return False
+                if c in AMBIGUOUS:
+                    ambiguous.append(i)
+        # Two of the glyphs many fonts draw alike, both the other way: ``ZZ 105 IO`` read
+        # ``ZZ10510`` on most frames where the site sends ``LL999LL``.
+        return any(
+            self.read_as[flip(flip(mine, i), j)] >= self.min_seen
+            for n, i in enumerate(ambiguous)
+            for j in ambiguous[n + 1 :]
+        )
 
     def kinds(self, key: str) -> list[str | None]:
         """Per position of ``key``: ``"L"`` or ``"9"`` where the learnt shapes settle a
@@ -836,13 +883,15 @@ class CameraState:
 
 # A box, its plate (None: not one), the recogniser's confidence and, optionally, its evidence
 # for each look-alike character (``plates.Evidence``), whether the box stood on a plate's
-# ground (``ocr.on_a_board``; True when left out) and the places of the 0's and O's read with
-# a hint of a Q's tail (``ocr.CtcDecoder.read_hinted``).
+# ground (``ocr.on_a_board``; True when left out), the places of the 0's and O's read with
+# a hint of a Q's tail (``ocr.CtcDecoder.read_hinted``) and whether its last character stood
+# apart from the rest (``ocr.CtcDecoder.set_apart``; False when left out).
 Read = (
     tuple[Rect, str | None, float]
     | tuple[Rect, str | None, float, plates.Evidence]
     | tuple[Rect, str | None, float, plates.Evidence, bool]
     | tuple[Rect, str | None, float, plates.Evidence, bool, tuple[int, ...]]
+    | tuple[Rect, str | None, float, plates.Evidence, bool, tuple[int, ...], bool]
 )
 
 
@@ -863,7 +912,8 @@ def update(
         rect, text, conf = read[0], read[1], read[2]
         evidence: plates.Evidence = read[3] if len(read) >= 4 else ()  # type: ignore[misc]
         grounded: bool = read[4] if len(read) >= 5 else True  # type: ignore[misc]
-        hints: tuple[int, ...] = read[5] if len(read) == 6 else ()  # type: ignore[misc]
+        hints: tuple[int, ...] = read[5] if len(read) >= 6 else ()  # type: ignore[misc]
+        apart: bool = read[6] if len(read) == 7 else False  # type: ignore[misc]
         key = plates.fold(text) if text is not None else None
         best: Track | None = None
         best_score = 0.1
@@ -931,7 +981,7 @@ def update(
         best.height = max(best.height, float(rect[3] - rect[1]))
         best.path[frame] = rect
         if text is not None:
-            best.add(text, conf, evidence, grounded, hints, rect)
+            best.add(text, conf, evidence, grounded, hints, rect, apart)
             best.last_read = frame
         labelled.append((best.ident, rect, best.text))
     events = []
