@@ -1133,51 +1133,65 @@ def close(
         for plate, (seen, v) in state.recent.items()
         if track.first_time - seen <= rules.dedupe_s
     }
-    below = [
-        other
-        for other in [*state.tracks, *state.closed]
-        if other is not track
-        and track.first_time - other.last_time <= rules.dedupe_s
-        and (lead := other.decided(rules)) is not None
-        # The text below must be a plate by its own ground (``min_votes`` reads on one): read
-        # off it, it proves nothing (a dealer's name under a plate; a black plate on a car as
-        # dark, which may be another car's, level with this one in the lane in front).
-        and other.on_ground(plates.fold(lead)) >= rules.min_votes
-        # And two texts that both are plates by their ground, their text of one size, this one
-        # fitting a format given (or, without formats, in a shape ``min_seen`` events had), are
-        # two plates: a vehicle shows one at each end, and a car following another, or level
-        # with it in the next lane, moves with it. Coming towards the camera, the car behind
-        # is further away: its plate smaller, and a plate width or more higher up (XS48 YTK
-        # 1.5 widths above PKG 515, 0.45 of its height), where a badge (320D) or a sticker
-        # sits close to the plate. (Lettering on a board above a van's plate, FLEET7, is of
-        # the plate's size too; it fits no format and no plate's shape.) Without formats,
-        # a plate clearly smaller than the one below it (``further``) and a plate width or
-        # more above it is the car behind's even in a shape no event had yet: the first
-        # plate of a format at a site is often that of a car following another (XS48 YTK
-        # again, 13 px against PKG 515's 29-35, the site's first LL99LLL). A plate is a
-        # board, boxed whole: a line of a van's lettering boxed in pieces that change from
-        # frame to frame is not one, whatever it reads (``rigid``: ``BROWN & SONS`` read
-        # ``WN65ONS``, which fits LL99LLL, 1.2 plate widths above the van's plate).
-        and not (
-            track.on_ground(key) >= rules.min_votes
-            and rigid(track)
-            and (
-                (further(track, other) and far_above(track, other))
-                or (
-                    (
-                        same_size(track, other)
-                        or (no_larger(track, other) and far_above(track, other))
-                    )
-                    and (
-                        state.shapes is None
-                        or state.shapes.read_as[kinds_of(text)] >= state.shapes.min_seen
+    # Without formats, whether this plate's shape was sent ``min_seen`` times.
+    learnt = state.shapes is None or state.shapes.read_as[kinds_of(text)] >= state.shapes.min_seen
+
+    def under(other: Track, learnt: bool) -> bool:
+        return (
+            other is not track
+            and track.first_time - other.last_time <= rules.dedupe_s
+            and (lead := other.decided(rules)) is not None
+            # The text below must be a plate by its own ground (``min_votes`` reads on one): read
+            # off it, it proves nothing (a dealer's name under a plate; a black plate on a car as
+            # dark, which may be another car's, level with this one in the lane in front).
+            and other.on_ground(plates.fold(lead)) >= rules.min_votes
+            # And two texts that both are plates by their ground, their text of one size, this one
+            # fitting a format given (or, without formats, in a shape ``min_seen`` events had), are
+            # two plates: a vehicle shows one at each end, and a car following another, or level
+            # with it in the next lane, moves with it. Coming towards the camera, the car behind is
+            # further away: its plate smaller, and a plate width or more higher up (XS48 YTK 1.5
+            # widths above PKG 515, 0.45 of its height), where a badge (320D) or a sticker sits
+            # close to the plate. (Lettering on a board above a van's plate, FLEET7, is of the
+            # plate's size too; it fits no format and no plate's shape.) Without formats, a plate
+            # clearly smaller than the one below it (``further``) and a plate width or more above it
+            # is the car behind's even in a shape no event had yet: the first plate of a format at a
+            # site is often that of a car following another (XS48 YTK again, 13 px against PKG 515's
+            # 29-35, the site's first LL99LLL). A plate is a board, boxed whole: a line of a van's
+            # lettering boxed in pieces that change from frame to frame is not one, whatever it
+            # reads (``rigid``: ``BROWN & SONS`` read ``WN65ONS``, which fits LL99LLL, 1.2 plate
+            # widths above the van's plate).
+            and not (
+                track.on_ground(key) >= rules.min_votes
+                and rigid(track)
+                and (
+                    (further(track, other) and far_above(track, other))
+                    or (
+                        (
+                            same_size(track, other)
+                            or (no_larger(track, other) and far_above(track, other))
+                        )
+                        and learnt
                     )
                 )
             )
+            and same_vehicle(track, other)
+            and lower(other, track)
         )
-        and same_vehicle(track, other)
-        and lower(other, track)
-    ]
+
+    others = [*state.tracks, *state.closed]
+    below = [other for other in others if under(other, learnt)]
+    if below and not learnt and not any(under(other, True) for other in others):
+        # Without formats, a plate of another's size riding above it in a shape the site has
+        # not sent twice yet: lettering, or the plate of a car level with that one in the far
+        # lane. Held as unsure until the site sends its shape (then sent: ``YFE 856`` level
+        # with ``AJ 010 LA``, the other generator's medium seed 64, went out or not by
+        # whether another camera had sent two plates of its shape by then), not dropped.
+        if early:
+            return None
+        if not retry and state.shapes is not None:
+            state.shapes.held.append((camera, state, track))
+        counts.unsure += 1  # (a retry had taken its count back above)
+        return None
     if early and below:
         return None
     if not early:
