@@ -16,7 +16,9 @@ of the stream (or ``patience_frames`` frames) is closed and becomes an event onl
   ``1PPH51``) counting for it, so a part is never a plate of its own (but a part one
   character shorter read from boxes as wide is the same text, the longer reading a mark at its
   edge taken in: the two compete, ``Track.same_text``, and where the part was read on larger
-  boxes, the longer counts for it, ``Track.marked``); failing that,
+  boxes, the longer counts for it, ``Track.marked``; so it does where the longer reading's
+  last character stood apart from the rest on most of its reads, a mark past the plate's end,
+  ``Track.beyond``); failing that,
   ``min_consensus`` reads within one character of what their characters agree on, each
   character read by ``min_votes`` reads at least and by most of them (``Track.consensus``).
   One or two misread frames, a sign misread twice, or reads split two and two between two
@@ -30,7 +32,8 @@ of the stream (or ``patience_frames`` frames) is closed and becomes an event onl
   Without formats, a plate read in a shape (letters and digits) the site's events never had,
   one look-alike from a shape they had ``min_seen`` times, is held alike (``Shapes.novel``)
   when that look-alike may be a misread: a ``0``/``O`` or ``1``/``I`` (one glyph in many plate
-  fonts), or another whose evidence was not sure (``Shapes.sure_below``);
+  fonts; two of these count as one), or another whose evidence was not sure
+  (``Shapes.sure_below``);
 * without formats, ``min_votes`` of its reads were of a box on a plate's ground
   (``ocr.on_a_board``), or the plate is in a shape (``kinds_of``) that ``Shapes.min_seen``
   events had: a black plate on a car as dark as it is read off its ground, and so is text on a
@@ -50,7 +53,8 @@ of the stream (or ``patience_frames`` frames) is closed and becomes an event onl
   ``same_vehicle``) and whose reads agree on a plate sat lower: the plate is a vehicle's
   lowest text, lettering on the body, model badges and stickers ride above (unless it is a
   plate too, the car behind's: on its own ground, its box as rigid as a board's, ``rigid``,
-  and of a plate's size and shape);
+  and of a plate's size and shape; without formats, one of the lower plate's size waits,
+  held as unsure, until the site sends its shape);
 * no letter O of the plate (not made a Q by ``Track.tails``; without formats, no 0 either)
   was seen with a hint of a Q's tail (``ocr.Q_HINT``), or as a Q, on ``HINT_SHARE`` of its
   reads (and ``HINT_READS``): a Q whose tail blur took away, or an O of a font that draws a
