@@ -132,6 +132,8 @@ def replay(
             elif not formats and text:
                 evidence = tuple(e for c, e in zip(raw, evidence, strict=False) if c.isalnum())
             kept = evidence if not formats and text else ()
+            if text is None or len(plates._alnum(text)) != len(plates._alnum(raw)):
+                apart = False  # (its last character is not the plate's: app.py)
             reads.append((rect, text, confidence, kept, board, (), apart))
             seen.setdefault(cam, []).append((f["frame"], raw, text or "-", confidence))
         reads += [(rect, None, 0.0) for rect in f["held"]]

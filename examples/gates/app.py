@@ -424,9 +424,11 @@ def build(
         # with what the plate's groups (the separators read) say of it; a format has already
         # said which kind each position holds.
         evidence = plates.grouped(raw, evidence) if not formats and text is not None else ()
-        # The faint Q tails go with the plate where its letters and digits are the read's.
+        # The faint Q tails, and a last character set apart, go with the plate where its
+        # letters and digits are the read's.
+        apart = item.get("apart", False)
         if text is None or len(plates._alnum(text)) != len(plates._alnum(raw)):
-            hints = ()
+            hints, apart = (), False
         return {
             **item,
             "probs": None,
@@ -434,6 +436,7 @@ def build(
             "text": text,
             "evidence": evidence,
             "hints": hints,
+            "apart": apart,
         }
 
     @af.block(key=camera, state=list, **short)
