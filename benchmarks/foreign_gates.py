@@ -29,7 +29,7 @@ one was written without reading ``synth.py`` or the application's reading code (
 
     python benchmarks/foreign_gates.py make --seed 3 --level hard --out /tmp/foreign
     python benchmarks/foreign_gates.py score --seeds 1-5 --level medium [--modes formats none]
-        [--keep DIR] [--json FILE]
+        [--keep DIR] [--json FILE] [--size 1920x1080] [--fps 30]
 
 ``make`` writes the clips, ``truth.json`` (``{camera: [plates]}``), ``formats.txt`` (the formats
 drawn, as ``--plate-format`` takes them) and ``meta.json`` (per plate: when it is fully in view,
@@ -37,7 +37,10 @@ its text height, style, rotation; the distractor texts). ``score`` makes each se
 temporary folder, runs the application as a user would (``python examples/gates/run.py --source
 ... --plate-format ... --events ... --ground-truth ...``, and once without ``--plate-format``),
 reads the events file against the truth and prints the plates read correctly, the wrong events,
-the duplicates, and for each missed plate and wrong event what happened.
+the duplicates, and for each missed plate and wrong event what happened. ``--size`` and
+``--fps`` film every camera at one size and frame rate (each seed draws the same scene and
+vehicles otherwise): footage at sizes and rates the drawn ones do not cover, such as 1920x1080
+at 30 frames/s.
 """
 
 from __future__ import annotations
@@ -1173,7 +1176,7 @@ def score(args: argparse.Namespace) -> None:
         kept = folder / "meta.json"
         meta = json.loads(kept.read_text()) if args.keep and kept.exists() else None
         if meta is None or len(meta["cameras"]) != args.cameras:
-            meta = make(folder, seed, args.level, args.cameras, args.seconds)
+            meta = make(folder, seed, args.level, args.cameras, args.seconds, forced(args))
         cams = ", ".join(
             f"{c['camera']} {c['size'][0]}x{c['size'][1]}@{c['fps']} {c['mode']}"
             f"{' jpg' if c['images'] else ''}{' rain' if c['rain'] else ''}"
@@ -1212,6 +1215,17 @@ def score(args: argparse.Namespace) -> None:
         )
 
 
+def forced(args: argparse.Namespace) -> dict[str, Any]:
+    """What ``--size`` and ``--fps`` set for every camera (``plan_camera``'s ``force``)."""
+    force: dict[str, Any] = {}
+    if args.size:
+        w, _, h = args.size.partition("x")
+        force["size"] = (int(w), int(h))
+    if args.fps:
+        force["fps"] = args.fps
+    return force
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -1221,11 +1235,15 @@ def main() -> None:
     mk.add_argument("--out", required=True)
     mk.add_argument("--cameras", type=int, default=3)
     mk.add_argument("--seconds", type=float, default=12.0)
+    mk.add_argument("--size", help="every camera this size, WxH (e.g. 1920x1080)")
+    mk.add_argument("--fps", type=int, help="every camera at this frame rate")
     sc = sub.add_parser("score", help="run the application on fresh footage and score it")
     sc.add_argument("--seeds", default="1-5", help="e.g. 1-5 or 1,3,7")
     sc.add_argument("--level", choices=list(LEVELS), default="medium")
     sc.add_argument("--cameras", type=int, default=3)
     sc.add_argument("--seconds", type=float, default=12.0)
+    sc.add_argument("--size", help="every camera this size, WxH (e.g. 1920x1080)")
+    sc.add_argument("--fps", type=int, help="every camera at this frame rate")
     sc.add_argument("--modes", nargs="+", choices=("formats", "none"), default=["formats", "none"])
     sc.add_argument(
         "--keep", help="make the footage here and keep it (a seed made there before is reused)"
@@ -1234,7 +1252,7 @@ def main() -> None:
     sc.add_argument("--verbose", action="store_true", help="print the application's output")
     args = parser.parse_args()
     if args.command == "make":
-        meta = make(Path(args.out), args.seed, args.level, args.cameras, args.seconds)
+        meta = make(Path(args.out), args.seed, args.level, args.cameras, args.seconds, forced(args))
         for c in meta["cameras"]:
             print(
                 f"{c['source']}: {c['size'][0]}x{c['size'][1]} at {c['fps']}/s, {c['mode']}, "

@@ -634,10 +634,27 @@ class Track:
         other two ``10MQH9``); none of them draws a tail on an O."""
         if "O" not in text:
             return text
-        total = sum(n for read, n in self.votes.items() if len(read) == len(key))
-        need = max(TAIL_READS, TAIL_SHARE * total)
+        need = max(TAIL_READS, TAIL_SHARE * self.reads_of(key))
         tailed, _ = self.q_reads(key)
         return "".join("Q" if c == "O" and tailed[i] >= need else c for i, c in enumerate(text))
+
+    def reads_of(self, key: str) -> int:
+        """How many of the track's reads are of the plate of reading ``key``: of its length and
+        within ``CONTEST_CHANGES`` characters of it (a Q where it has a 0 is no change). A read
+        of other text of that length in the track's boxes (``121TE03`` once, among eight reads
+        of ``PE94GQK`` as the car came closer) is not a read of the plate: counted, it would
+        raise the share of reads that a Q's tail must be seen on."""
+        n = len(key)
+        total = 0
+        for read, count in self.votes.items():
+            if len(read) != n:
+                continue
+            changed = sum(
+                a != b and not (a == "Q" and b == "0") for a, b in zip(read, key, strict=True)
+            )
+            if changed <= CONTEST_CHANGES:
+                total += count
+        return total
 
     def q_reads(self, key: str) -> tuple[list[int], int]:
         """Per place of reading ``key``, how many of the track's reads saw a Q where it has an

@@ -675,6 +675,14 @@ def test_a_q_whose_tail_some_reads_saw_is_a_q_and_one_stray_tail_is_not() -> Non
     # of 20 of AX97JOZ saw a Q), so the Q needs a quarter of the reads besides.
     reads = [("10MQH9" if i in (4, 11) else "10MOH9", 0.9, ()) for i in range(20)]
     assert [e["plate"] for e in _pass(track.CameraState(), reads)] == ["10MOH9"]
+    # A read of other text that the track's box took in once is not a read of the plate: it
+    # does not raise the share. PE94 GQK coming closer (the other generator's hard seed 11)
+    # read PE94GOK on 6 frames, PE94GQK on 2, and 121TE03 once while 6 px high: held as
+    # unsure (2 of 9 is under a quarter), where 2 of its 8 reads of the plate are a quarter.
+    reads = [("121TE03", 0.6, ())] + [
+        ("PE94GQK" if i in (3, 6) else "PE94GOK", 0.95, ()) for i in range(8)
+    ]
+    assert [e["plate"] for e in _pass(track.CameraState(), reads)] == ["PE94GQK"]
 
 
 def test_an_o_that_many_reads_saw_with_a_faint_q_tail_is_held_as_unsure() -> None:
