@@ -172,6 +172,7 @@ class Options:
     read_timeout: float
     image_fps: float
     stall_after: float | None = None
+    on_fail: Literal["raise", "end"] = "raise"
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,6 +378,7 @@ class Stream:
         #: add()'s to raise, not the iteration's)
         self.removed = False
         self.adding = False
+        self.ended_by_failure = False  # on_fail="end": its EndOfKey went out
         self.thread: threading.Thread | None = None
         self.exited: asyncio.Future[None] | None = None
         #: monotonic times of recent frames read and emitted (the live rates), of the newest

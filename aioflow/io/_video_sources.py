@@ -237,7 +237,7 @@ class VideoSource:
             st.dropped += dropped
             st.error = None
             hub.set_state_locked(st, "removed")
-            if st.emitted:
+            if st.emitted and not st.ended_by_failure:
                 hub.seq += 1
                 st.frames.append((hub.seq, EndOfKey(name)))  # taken out with it
             elif st in hub.streams:
@@ -307,7 +307,9 @@ class VideoSource:
 
     def _take_locked(self) -> Frame | EndOfKey | VideoSourceError | object | None:
         """The next frame (the one that arrived first, over all streams) or a removed stream's
-        EndOfKey, the error of a failed stream, _END when every stream ended, or None (wait)."""
+        EndOfKey, the error of a failed stream, _END when every stream ended, or None (wait).
+        With ``on_fail="end"`` a failed stream counts as ended, behind an EndOfKey of its id
+        if it delivered frames."""
         best: Stream | None = None
         ended = True
         streams = self._hub.streams
@@ -317,7 +319,12 @@ class VideoSource:
                 if best is None or st.frames[0][0] < best.frames[0][0]:
                     best = st
             elif st.error is not None and not st.adding:
-                return st.error
+                if self._hub.opts.on_fail == "raise":
+                    return st.error
+                # on_fail="end": the stream ended with its failure; the others go on.
+                if st.emitted and not st.ended_by_failure:
+                    st.ended_by_failure = True
+                    return EndOfKey(st.spec.stream)
             elif st.state != "ended":
                 ended = False
         if best is not None:
@@ -368,6 +375,8 @@ class VideoSource:
         while True:
             with hub.lock:
                 failed = [st.error for st in initial if st.error is not None]
+                if hub.opts.on_fail == "end":
+                    failed = []  # the failed streams end; the others go on
                 if failed or not any(st.state == "opening" for st in initial):
                     break
                 waiter = self._waiter_locked(loop)
@@ -574,6 +583,7 @@ def video_source(
     image_fps: float = 25.0,
     stall_after: float | None = None,
     on_status: StatusCallback | None = None,
+    on_fail: Literal["raise", "end"] = "raise",
 ) -> VideoSource:
     """Frames from video files, image folders, cameras and network streams.
 
@@ -614,6 +624,16 @@ def video_source(
         on_status: called on the event loop with each :class:`StreamEvent` (a stream's
             state changed), as :meth:`VideoSource.events` yields them. Keep it short; what
             it raises is logged, never raised.
+        on_fail: what a stream that fails (it cannot be opened, or a live stream was lost
+            for good) does to the others. ``"raise"`` (default): the iteration raises its
+            :class:`VideoSourceError`, at the start or when the failure comes, and every
+            stream stops (a pipeline reading it fails). ``"end"``: the stream ends as a file
+            does, after the frames it read, with an ``af.EndOfKey`` of its id if it
+            delivered any (keyed blocks end its state), and the others go on: many cameras
+            where one may be down. Its ``"failed"`` event (``on_status=``, :meth:`events`)
+            carries the error, and ``statistics()`` keeps it in state ``"failed"``; the
+            iteration ends once every stream ended or failed, and never raises for one.
+            A stream :meth:`VideoSource.add` cannot open raises there either way.
 
     Returns:
         A :class:`VideoSource` (an async iterator of :class:`Frame`, with ``statistics()``).
@@ -622,8 +642,9 @@ def video_source(
 
     Raises:
         GraphError: a bad option, or no sources (at once).
-        VideoSourceError: (from the iteration) a source cannot be opened (at the first
-            ``__anext__``), or a live source was lost for good. It names the source.
+        VideoSourceError: (from the iteration, with ``on_fail="raise"``) a source cannot be
+            opened (at the first ``__anext__``), or a live source was lost for good. It names
+            the source.
 
     >>> import aioflow as af
     >>> from aioflow.io.video import video_source
@@ -692,7 +713,11 @@ def video_source(
         read_timeout=_number("read_timeout", read_timeout, minimum=0),
         image_fps=_number("image_fps", image_fps, minimum=0),
         stall_after=None if stall_after is None else _number("stall_after", stall_after, minimum=0),
+        on_fail=on_fail,
     )
+    if on_fail not in ("raise", "end"):
+        msg = f"video_source: option 'on_fail' must be 'raise' or 'end', got {on_fail!r}"
+        raise GraphError(msg)
     callback: object = on_status
     if callback is not None and not callable(callback):
         msg = f"video_source: option 'on_status' must be None or a callable, got {on_status!r}"

@@ -17,6 +17,10 @@ camera's state and figures), ``POST /cameras`` with ``{"uri": ..., "name": ...}`
 ``DELETE /cameras/{name}`` (the stand-in webhook's app serves them too); each camera's state
 changes are printed, and ``--stall-after SECONDS`` reports a camera that sends no frame.
 
+A camera that cannot be opened, or a live one lost for good (after ``video_source``'s
+reconnection attempts), ends alone: the others go on, the plates it showed before are sent,
+and the run exits with status 2 once the others are done, naming it (``on_fail="end"``).
+
 Ctrl-C or SIGTERM stops it as the end of the footage would (the frames read go through, the
 open tracks' events are sent, the videos finished; exit status 0); a second one quits at once.
 An event the webhook refuses after its retries is kept in ``OUT/undelivered.jsonl``.
@@ -163,6 +167,7 @@ class Result:
     bottleneck: af.Bottleneck | None = None
     out: Path = Path("out/gates")  # where the annotated videos (and undelivered events) went
     stopped_by: str | None = None  # the signal that stopped the run early (SIGINT, SIGTERM)
+    failed: dict[str, str] = dataclasses.field(default_factory=dict)  # camera: why it failed
 
     @property
     def events(self) -> list[dict[str, Any]]:
@@ -194,13 +199,25 @@ async def run_pipeline(
     """Run the pipeline on ``sources`` (what ``video_source`` takes), POSTing to ``webhook`` or,
     when None, to a stand-in served on loopback. ``control``: (host, port) to serve the
     cameras' control endpoint on (:func:`camera_routes`; the stand-in serves it too).
-    ``on_status``: called with each camera's :class:`~aioflow.io.video.StreamEvent`.
+    ``on_status``: called with each camera's :class:`~aioflow.io.video.StreamEvent`. A camera
+    that fails (cannot be opened, or a live one lost for good) ends alone, the others go on
+    (``on_fail="end"``); ``Result.failed`` names it.
     ``detect_per_second``, ``look_rules``: see ``app.build``. ``stop_on_signals``: SIGINT
     (Ctrl-C) and SIGTERM (a service manager stopping it) end the run as the end of the
     footage would (:func:`stop_on`); a second one cancels it at once."""
     runners: list[web.AppRunner] = []
     received: list[dict[str, Any]] = []
-    source = video.video_source(sources, live=live, stall_after=stall_after, on_status=on_status)
+    errors: dict[str, str] = {}
+
+    def status(event: video.StreamEvent) -> None:
+        if event.state == "failed" and event.error is not None:
+            errors[event.stream] = str(event.error)
+        if on_status is not None:
+            on_status(event)
+
+    source = video.video_source(
+        sources, live=live, stall_after=stall_after, on_status=status, on_fail="end"
+    )
     summary = app.Summary()
     (out / app.UNDELIVERED).unlink(missing_ok=True)  # a previous run's
     stopped: list[str] = []
@@ -236,6 +253,13 @@ async def run_pipeline(
         for runner in runners:
             await runner.cleanup()
     stats = pipe.statistics()
+    # The cameras that ended failed (one that POST /cameras could not open was refused there,
+    # and is not the source's: it is not counted here).
+    failed = {
+        name: errors.get(name, "failed")
+        for name, figures in source.statistics().items()
+        if figures.state == "failed"
+    }
     return Result(
         stats["prepare"].received,
         wall,
@@ -247,6 +271,7 @@ async def run_pipeline(
         pipe.bottleneck(),
         out,
         stopped[0] if stopped else None,
+        failed,
     )
 
 
@@ -427,10 +452,15 @@ async def main(args: argparse.Namespace) -> int:
         )
         if args.ground_truth:
             result.truth = load_truth(Path(args.ground_truth))
-    report(result)
-    print(f"annotated videos: {out / 'annotated'}")
+    if result.frames or not result.failed:  # (every camera failing: nothing to report)
+        report(result)
+        print(f"annotated videos: {out / 'annotated'}")
     if result.stopped_by is not None:
         print(f"stopped by {result.stopped_by}: the footage after it was not read")
+    for camera, why in result.failed.items():
+        print(f"gates: error: camera {camera} failed: {why}", file=sys.stderr)
+    if result.failed:
+        return 2
     score = result.score
     # The demo checks itself; a run on your footage fails only when you ask it to.
     bar = args.min_accuracy if args.min_accuracy is not None else None if args.source else 0.8

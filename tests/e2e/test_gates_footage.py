@@ -153,6 +153,45 @@ def run_cameras(
     return lines, done.stdout
 
 
+def test_a_camera_that_fails_ends_alone_and_the_others_plates_go_out(tmp_path: Path) -> None:
+    # Two cameras, one of them a path that is no video: the other is read to its end and its
+    # plate goes out (events file and webhook), then the run exits with status 2 naming the
+    # one that failed. Before, the failure stopped every camera at once: no event at all.
+    good = tmp_path / "gate_west.mp4"
+    gate_clip(good, "KX52VRT")
+    bad = tmp_path / "gate_east.mp4"
+    bad.write_text("not a video")
+    events = tmp_path / "events.jsonl"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "examples/gates/run.py",
+            "--source",
+            str(bad),
+            str(good),
+            "--events",
+            str(events),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    sent = [json.loads(line) for line in events.read_text().splitlines()]
+    assert [(e["camera"], e["plate"]) for e in sent] == [("gate_west", "KX52VRT")], done.stdout
+    assert "1 events (1 answered by the webhook)" in done.stdout
+    assert "camera gate_east: opening -> failed" in done.stdout
+    errors = [line for line in done.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1, done.stderr
+    assert "camera gate_east failed" in errors[0]
+    assert str(bad) in errors[0]
+    assert "Traceback" not in done.stderr
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("size", "fps", "grey"),

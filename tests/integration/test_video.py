@@ -420,6 +420,60 @@ async def test_a_live_stream_lost_for_good_fails_naming_it(server: MjpegServer) 
     assert source.statistics()["stream"].state == "failed"
 
 
+async def test_with_on_fail_end_a_stream_lost_for_good_ends_and_the_others_go_on(
+    server: MjpegServer, clip: Path
+) -> None:
+    # Many cameras, one lost for good: with on_fail="end" it ends behind an EndOfKey of its
+    # id (a keyed block ends its state), its "failed" event names the error, and the file
+    # beside it is read to its last frame.
+    events: list[video.StreamEvent] = []
+    retry = af.Retry(attempts=2, backoff=0.01, max_backoff=0.02)
+    source = video_source(
+        {"cam": server.url, "dock": clip},
+        reconnect=retry,
+        read_timeout=2,
+        on_fail="end",
+        on_status=events.append,
+    )
+    items: list[Any] = []
+    async for item in source:
+        items.append(item)
+        if len(items) == 1:
+            await server.stop()
+    ends = [i for i, item in enumerate(items) if isinstance(item, af.EndOfKey)]
+    assert [items[i].key for i in ends] == ["cam"]
+    cam = [i for i, item in enumerate(items) if isinstance(item, Frame) and item.stream == "cam"]
+    assert cam
+    assert max(cam) < ends[0]  # behind the camera's last frame
+    dock = [item.index for item in items if isinstance(item, Frame) and item.stream == "dock"]
+    assert dock == list(range(12))
+    (failed,) = [e for e in events if e.state == "failed"]
+    assert failed.stream == "cam"
+    assert isinstance(failed.error, VideoSourceError)
+    assert "2 reconnection attempts" in str(failed.error)
+    assert source.statistics()["cam"].state == "failed"
+
+
+async def test_with_on_fail_end_a_source_that_cannot_open_leaves_the_others_to_run(
+    tmp_path: Path, clip: Path
+) -> None:
+    missing = tmp_path / "missing.avi"
+    failed: list[video.StreamEvent] = []
+
+    def note(event: video.StreamEvent) -> None:
+        if event.state == "failed":
+            failed.append(event)
+
+    pipe = af.Pipeline(lambda f: (f.stream, f.index))
+    out = await pipe.run(video_source([clip, missing], on_fail="end", on_status=note))
+    assert out == [("clip", i) for i in range(12)]
+    assert [(e.stream, e.error is not None and e.error.uri) for e in failed] == [
+        ("missing", str(missing))
+    ]
+    # Every stream failed: the iteration ends with nothing; the events tell why.
+    assert await pipe.run(video_source([missing], on_fail="end")) == []
+
+
 # -- errors -----------------------------------------------------------------------------------
 
 
@@ -522,6 +576,8 @@ async def test_a_source_that_cannot_open_fails_the_pipeline_and_the_others_stop(
 
 
 def test_bad_options_fail_at_once_naming_the_option(clip: Path) -> None:
+    with pytest.raises(af.GraphError, match="'on_fail'"):
+        video_source(clip, on_fail="skip")  # type: ignore[arg-type]
     with pytest.raises(af.GraphError, match="'buffer'"):
         video_source(clip, buffer=0)
     with pytest.raises(af.GraphError, match="'resize'"):
