@@ -32,8 +32,8 @@ of the stream (or ``patience_frames`` frames) is closed and becomes an event onl
   Without formats, a plate read in a shape (letters and digits) the site's events never had,
   one look-alike from a shape they had ``min_seen`` times, is held alike (``Shapes.novel``)
   when that look-alike may be a misread: a ``0``/``O`` or ``1``/``I`` (one glyph in many plate
-  fonts; two of these count as one), or another whose evidence was not sure
-  (``Shapes.sure_below``);
+  fonts), or another whose evidence was not sure (``Shapes.sure_below``); two of these count
+  as one;
 * without formats, ``min_votes`` of its reads were of a box on a plate's ground
   (``ocr.on_a_board``), or the plate is in a shape (``kinds_of``) that ``Shapes.min_seen``
   events had: a black plate on a car as dark as it is read off its ground, and so is text on a
@@ -824,8 +824,9 @@ class Shapes:
         letter] per position) gave the other form ``sure_below`` of it or more. A ``B`` the
         recogniser never saw as an ``8`` on a dozen frames is a B: holding it would hold
         every plate of a site's second format whose look-alike flips it to the first. Two
-        ``0``/``O`` or ``1``/``I`` the other way count as one look-alike: a group printed
-        ``IO`` reads ``10`` as surely as one ``O`` reads ``0``."""
+        such look-alikes the other way count as one: a group printed ``IO`` reads ``10`` as
+        surely as one ``O`` reads ``0``, and blur that takes a G for a 6 takes the G beside
+        it too."""
         mine = kinds_of(text)
         if self.read_as[mine]:
             return False
@@ -842,10 +843,10 @@ class Shapes:
             if doubtful and (c in plates.TO_LETTER or c in plates.TO_DIGIT):
                 if self.read_as[flip(mine, i)] >= self.min_seen:
                     return True
-                if c in AMBIGUOUS:
-                    ambiguous.append(i)
-        # Two of the glyphs many fonts draw alike, both the other way: ``ZZ 105 IO`` read
-        # ``ZZ10510`` on most frames where the site sends ``LL999LL``.
+                ambiguous.append(i)
+        # Two of them both the other way: ``ZZ 105 IO`` read ``ZZ10510`` on most frames where
+        # the site sends ``LL999LL``; ``TR 058 GG`` under 6.6 px of motion blur read
+        # ``TR05866`` on 10 frames, the G's given 30-36% of the evidence.
         return any(
             self.read_as[flip(flip(mine, i), j)] >= self.min_seen
             for n, i in enumerate(ambiguous)
