@@ -127,20 +127,31 @@ def run_cameras(
     """The command line on the clips ``truth`` names, one camera each (without a plate format
     unless given), scored against the plates it gives each: its events and its output."""
     (tmp_path / "truth.json").write_text(json.dumps({c.stem: p for c, p in truth.items()}))
-    events = tmp_path / "events.jsonl"
-    done = subprocess.run(
+    done = gates_cli(
+        tmp_path,
+        list(truth),
+        "--ground-truth",
+        str(tmp_path / "truth.json"),
+        *(["--plate-format", plate_format] if plate_format else []),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    return lines, done.stdout
+
+
+def gates_cli(tmp_path: Path, sources: list[Path], *more: str) -> subprocess.CompletedProcess[str]:
+    """``run.py --source SOURCES --events tmp_path/events.jsonl --out tmp_path/out MORE``."""
+    return subprocess.run(
         [
             sys.executable,
             "examples/gates/run.py",
             "--source",
-            *map(str, truth),
+            *map(str, sources),
             "--events",
-            str(events),
-            "--ground-truth",
-            str(tmp_path / "truth.json"),
+            str(tmp_path / "events.jsonl"),
             "--out",
             str(tmp_path / "out"),
-            *(["--plate-format", plate_format] if plate_format else []),
+            *more,
         ],
         cwd=ROOT,
         capture_output=True,
@@ -148,9 +159,6 @@ def run_cameras(
         timeout=180,
         check=False,
     )
-    assert done.returncode == 0, done.stdout + done.stderr
-    lines = [json.loads(line) for line in events.read_text().splitlines()]
-    return lines, done.stdout
 
 
 def test_a_camera_that_fails_ends_alone_and_the_others_plates_go_out(tmp_path: Path) -> None:
@@ -161,27 +169,9 @@ def test_a_camera_that_fails_ends_alone_and_the_others_plates_go_out(tmp_path: P
     gate_clip(good, "KX52VRT")
     bad = tmp_path / "gate_east.mp4"
     bad.write_text("not a video")
-    events = tmp_path / "events.jsonl"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "examples/gates/run.py",
-            "--source",
-            str(bad),
-            str(good),
-            "--events",
-            str(events),
-            "--out",
-            str(tmp_path / "out"),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    done = gates_cli(tmp_path, [bad, good])
     assert done.returncode == 2, done.stdout + done.stderr
-    sent = [json.loads(line) for line in events.read_text().splitlines()]
+    sent = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     assert [(e["camera"], e["plate"]) for e in sent] == [("gate_west", "KX52VRT")], done.stdout
     assert "1 events (1 answered by the webhook)" in done.stdout
     assert "camera gate_east: opening -> failed" in done.stdout
