@@ -88,15 +88,50 @@ class CameraText(track.StillText):
     whole: list[track.Rect] = field(default_factory=list)
 
 
+#: How many of the latest events (and of the undelivered ones) a ``Summary`` keeps in memory:
+#: a service that runs for months sends millions; the events file and the webhook have them all.
+KEEP_EVENTS = 10_000
+
+
 @dataclass
 class Summary:
     """What a run decided, filled in as it goes: the events and the counts of what was left out
-    (the tracker adds each camera's counts when the camera's stream ends)."""
+    (the tracker adds each camera's counts when the camera's stream ends).
+
+    ``events`` holds the latest ``keep`` events (None: all), ``sent`` counts them all; the same
+    for ``undelivered`` and ``failed_posts``, so that a live run's memory stays bounded."""
 
     events: list[dict[str, Any]] = field(default_factory=list)
     counts: track.Counts = field(default_factory=track.Counts)
     # Events the webhook did not take after the retries (``UNDELIVERED``): with their error.
     undelivered: list[tuple[dict[str, Any], str]] = field(default_factory=list)
+    keep: int | None = KEEP_EVENTS
+    sent: int = 0  # events, all of them (``events`` may hold only the latest)
+    failed_posts: int = 0  # undelivered events, all of them
+
+    def add(self, event: dict[str, Any]) -> None:
+        """Count ``event`` and keep it (dropping the oldest kept beyond ``keep``)."""
+        self.sent += 1
+        self.events.append(event)
+        _trim(self.events, self.keep)
+
+    def add_undelivered(self, event: dict[str, Any], error: str) -> None:
+        """Count an event the webhook did not take, and keep it with its error."""
+        self.failed_posts += 1
+        self.undelivered.append((event, error))
+        _trim(self.undelivered, self.keep)
+
+    @property
+    def complete(self) -> bool:
+        """Whether ``events`` holds every event of the run."""
+        return len(self.events) == self.sent
+
+
+def _trim(kept: list[Any], keep: int | None) -> None:
+    # Trimmed by a quarter at a time past the bound: a del per event would copy the list each
+    # time.
+    if keep is not None and len(kept) > keep + max(keep // 4, 1):
+        del kept[: len(kept) - keep]
 
 
 def build(
@@ -547,7 +582,7 @@ def build(
     @af.block
     async def events(item: dict[str, Any]) -> Any:
         for event in item["events"]:
-            report.events.append(event)
+            report.add(event)
             yield event
 
     @af.block(workers=1)
@@ -561,7 +596,7 @@ def build(
     def undeliverable(event: dict[str, Any], error: BaseException) -> None:
         """An event the webhook refused for good: kept, with why, and the run goes on."""
         cause = error.__cause__ if error.__cause__ is not None else error
-        report.undelivered.append((event, str(cause)))
+        report.add_undelivered(event, str(cause))
         out.mkdir(parents=True, exist_ok=True)
         with (out / UNDELIVERED).open("a", encoding="utf-8") as fh:
             fh.write(json.dumps({"event": event, "error": str(cause)}) + "\n")

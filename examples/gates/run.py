@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import json
 import math
@@ -124,12 +125,17 @@ async def serve_webhook(
     """A stand-in for the gate-control service: answers each event after ``delay`` seconds
     (and, given the ``source``, serves :func:`camera_routes` too)."""
     received: list[dict[str, Any]] = []
+    taken = 0
 
     async def handle(request: web.Request) -> web.Response:
+        nonlocal taken
         event = await request.json()
         await asyncio.sleep(delay)
+        taken += 1
         received.append(event)
-        return web.json_response({"ok": True, "id": len(received)})
+        if len(received) > 2 * app.KEEP_EVENTS:  # (a live run: keep the latest)
+            del received[: -app.KEEP_EVENTS]
+        return web.json_response({"ok": True, "id": taken})
 
     web_app = web.Application()
     web_app.router.add_post("/events", handle)
@@ -244,7 +250,12 @@ async def run_pipeline(
             look_rules=look_rules,
         )
         t0 = time.perf_counter()
-        answers = await pipe.run(source)
+        # Streamed, not ``run()``: a live run goes on for months, and ``run()`` keeps every
+        # output (the webhook's answers) until the end.
+        answered = 0
+        async with contextlib.aclosing(pipe.stream(source)) as answers:
+            async for _ in answers:
+                answered += 1
         wall = time.perf_counter() - t0
     finally:
         loop = asyncio.get_running_loop()
@@ -267,7 +278,7 @@ async def run_pipeline(
         summary,
         received,
         truth,
-        len(answers),
+        answered,
         pipe.bottleneck(),
         out,
         stopped[0] if stopped else None,
@@ -373,20 +384,18 @@ def report(result: Result) -> None:
         f"{c.duplicates} duplicates, {c.events} events"
     )
     shown = None if result.truth is None else result.truth
-    undelivered = result.summary.undelivered
+    summary = result.summary
+    undelivered, failed = summary.undelivered, summary.failed_posts
     print(
-        f"\n{len(result.events)} events ({result.answered} answered by the webhook"
-        + (
-            f", {len(undelivered)} not delivered: {result.out / app.UNDELIVERED}"
-            if undelivered
-            else ""
-        )
+        f"\n{summary.sent} events ({result.answered} answered by the webhook"
+        + (f", {failed} not delivered: {result.out / app.UNDELIVERED}" if failed else "")
         + ")"
+        + ("" if summary.complete else f"; the latest {len(result.events)} listed")
     )
-    if undelivered:
+    if failed:
         print(
-            f"warning: the webhook did not take {len(undelivered)} "
-            f"event{'s' if len(undelivered) != 1 else ''}, kept in "
+            f"warning: the webhook did not take {failed} "
+            f"event{'s' if failed != 1 else ''}, kept in "
             f"{result.out / app.UNDELIVERED}: {undelivered[-1][1]}",
             file=sys.stderr,
         )
@@ -402,6 +411,11 @@ def report(result: Result) -> None:
         )
     if result.score is not None:
         print(f"accuracy: {result.score}")
+        if not summary.complete:
+            print(
+                f"(scored on the latest {len(result.events)} events of {summary.sent}: "
+                "score the events file for all of them)"
+            )
 
 
 async def main(args: argparse.Namespace) -> int:

@@ -649,6 +649,26 @@ def test_a_small_fast_plate_stays_one_track_and_the_other_lane_another() -> None
     assert other[0] == 1
 
 
+def test_a_long_runs_summary_keeps_the_latest_events_and_counts_them_all() -> None:
+    # A live run goes on for months: its summary keeps the latest events (the events file and
+    # the webhook have them all) and counts every one, so its memory stays bounded.
+    summary = app.Summary(keep=40)
+    for n in range(1000):
+        summary.add({"plate": f"AB{n:03d}CD"})
+        summary.add_undelivered({"plate": f"AB{n:03d}CD"}, "503")
+        assert len(summary.events) <= 50
+        assert len(summary.undelivered) <= 50
+    assert (summary.sent, summary.failed_posts) == (1000, 1000)
+    assert summary.events[-40:] == [{"plate": f"AB{n:03d}CD"} for n in range(960, 1000)]
+    assert summary.undelivered[-1] == ({"plate": "AB999CD"}, "503")
+    assert not summary.complete
+    everything = app.Summary(keep=None)
+    for n in range(1000):
+        everything.add({"plate": f"AB{n:03d}CD"})
+    assert len(everything.events) == everything.sent == 1000
+    assert everything.complete
+
+
 def test_a_source_that_is_not_video_is_one_error_line_and_status_2(tmp_path: Path) -> None:
     bogus = tmp_path / "gate_south.mp4"
     bogus.write_text("not a video")
