@@ -2157,7 +2157,7 @@ sent once, one short of the two that hold a plate as a guess); `PXB58724` for `P
 plate with a parking permit (`P 24`) beside it that the detector boxed with the plate on every
 frame once both were in view (`PXB58724` on 12 reads, `PXB587P24` on 7, the plate alone once, cut
 by the frame's edge): the permit's `2` starts 3 pitches after the plate's `7`, its `P`, where
-read, 2. A mark set apart is now taken off only where it is one character and the plate is read
+read, 2. A mark set apart is taken off only where it is one character and the plate is read
 without it too (`Track.beyond`); with the formats given, such reads fit none and are dropped.
 """
 
