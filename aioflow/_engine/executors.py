@@ -13,11 +13,33 @@ import asyncio
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from types import CoroutineType
 from typing import Any, TypeVar
 
-__all__ = ["call_in_thread", "shutdown_pool", "thread_pool", "wait_through_cancel"]
+__all__ = [
+    "call_in_thread",
+    "check_not_coroutine",
+    "shutdown_pool",
+    "thread_pool",
+    "wait_through_cancel",
+]
 
 T = TypeVar("T")
+
+
+def check_not_coroutine(result: Any) -> None:
+    """Raise a TypeError if a thread block's plain function returned a coroutine (a lambda
+    calling a coroutine function, say): nothing in its thread can await it, and handed on as
+    an output it would never run. The coroutine is closed, so Python does not warn of it.
+    (The item's :class:`~aioflow.BlockError` names the block.)"""
+    if result.__class__ is CoroutineType:
+        result.close()
+        msg = (
+            "the function returned a coroutine, which nothing would await: a plain function "
+            "runs in a thread; make the block a coroutine function (async def, awaiting what "
+            "it calls) to run it on the event loop"
+        )
+        raise TypeError(msg)
 
 
 def thread_pool(block: str, workers: int) -> ThreadPoolExecutor:

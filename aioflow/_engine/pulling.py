@@ -32,11 +32,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
 from ..control import EndOfKey
 from .cancelling import carrying_interrupts, from_sync
 from .envelope import Envelope
+from .executors import check_not_coroutine
 
 if TYPE_CHECKING:
     from .runner import BlockRuntime
@@ -235,6 +237,8 @@ class ThreadPuller:
                         if collect is not None
                         else fn(env.value)
                     )
+                    if value.__class__ is CoroutineType:
+                        check_not_coroutine(value)
                 except BaseException as exc:  # (from_sync re-raises an interrupt)
                     return env, from_sync(exc), t0, n
                 dt = perf() - t0

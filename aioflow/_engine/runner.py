@@ -45,7 +45,13 @@ from .cancelling import (
 from .channel import Channel, ChannelClosed
 from .controls import hand_on, input_counts, is_control, keep_control
 from .envelope import Envelope
-from .executors import call_in_thread, shutdown_pool, thread_pool, wait_through_cancel
+from .executors import (
+    call_in_thread,
+    check_not_coroutine,
+    shutdown_pool,
+    thread_pool,
+    wait_through_cancel,
+)
 from .fair import FairChannel
 from .latency import LatencySamples
 from .ordering import ReorderWindow, Sequencer
@@ -471,7 +477,9 @@ class BlockRuntime:
                     return await self.fn(value, *extra)
             if kind == "generator":
                 return await self._call_generator(value, extra, timeout)
-            return await self._in_thread(self.fn, (value, *extra), timeout)
+            result = await self._in_thread(self.fn, (value, *extra), timeout)
+            check_not_coroutine(result)
+            return result
         except Exception:
             raise
         except BaseException as exc:  # a stray CancelledError or BaseException is a failure

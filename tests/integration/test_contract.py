@@ -91,6 +91,37 @@ async def test_thread_block_runs_in_its_own_threads_off_the_loop() -> None:
     assert len(set(idents)) <= 2
 
 
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"workers": 2}, {"timeout": 5.0}, {"key": lambda x: x % 2}],
+    ids=["one thread", "two threads", "timeout", "keyed"],
+)
+async def test_a_thread_block_returning_a_coroutine_fails_its_item_clearly(
+    options: dict[str, Any],
+) -> None:
+    # A lambda calling a coroutine function is a plain function: it runs in a thread, where
+    # nothing awaits what it returns. Handed on, the coroutine would never run (and Python
+    # warns of it, far from the cause): each item fails, naming the block and what to do.
+    async def double(x: int) -> int:
+        return 2 * x
+
+    fetch = af.block(lambda x: double(x), name="fetch", **options)
+    with pytest.raises(ExceptionGroup) as caught:
+        await af.Pipeline(fetch).run([1, 2, 3])
+    err = only_block_error(caught.value)
+    assert err.block == "fetch"
+    assert isinstance(err.__cause__, TypeError)
+    assert "returned a coroutine" in str(err)
+    assert "async def" in str(err)
+
+    skipping = af.block(lambda x: double(x), name="fetch", on_error="skip", **options)
+    pipe = af.Pipeline(skipping)
+    assert await pipe.run([1, 2, 3]) == []
+    stats = pipe.statistics()
+    assert stats["fetch"].skipped == 3
+    books_balance(stats)
+
+
 async def test_async_generator_block_makes_zero_to_n_outputs() -> None:
     @af.block
     async def split(x: list[int]) -> AsyncIterator[int]:
