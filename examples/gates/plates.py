@@ -249,11 +249,13 @@ def group_kinds(raw: str, evidence: Evidence = ()) -> tuple[str | None, ...]:
     a group's one look-alike takes the kind of all its others (``0PQ 234`` is ``OPQ 234``;
     ``WD02 JKB``, two look-alikes, says nothing). A read without a separator says nothing.
 
-    A group of look-alikes only says nothing by itself; there (and only there) ``evidence``
-    (per character of ``raw``, as ``CtcDecoder.read`` gives it) speaks for the look-alikes
-    drawn apart from their twins in plate fonts (8/B, 5/S, 2/Z, 6/G; not 0/O or 1/I): one the
-    recogniser read as one form with ``SURE_FORM`` of the pair's probability counts as a
-    character of that kind. ``BI 354 0B``, its B's read surely, is ``BI 354 OB``.
+    A group of look-alikes only says nothing by itself; there, and in a group at either end
+    with more than one look-alike, ``evidence`` (per character of ``raw``, as
+    ``CtcDecoder.read`` gives it) speaks for the look-alikes drawn apart from their twins in
+    plate fonts (8/B, 5/S, 2/Z, 6/G; not 0/O or 1/I): one the recogniser read as one form with
+    ``SURE_FORM`` of the pair's probability counts as a character of that kind. ``BI 354 0B``,
+    its B's read surely, is ``BI 354 OB``; ``482 0LZ``, its Z read surely, is ``482 OLZ``
+    (``WD02 JKB`` still says nothing: its 2 read surely is a digit beside two letters).
     """
     upper = raw.upper()
     spans: list[list[int]] = []
@@ -267,13 +269,15 @@ def group_kinds(raw: str, evidence: Evidence = ()) -> tuple[str | None, ...]:
         group = [upper[j] for j in span]
         sure = {"9" if c.isdigit() else "L" for c in group if not _look_alike(c)}
         alike = [j for j in span if _look_alike(upper[j])]
-        if not sure:  # all look-alikes: those read surely, if any, say which kind
+        middle = 0 < i < len(spans) - 1
+        if not sure or (not middle and len(alike) > 1):
+            # All look-alikes, or an end group with several: those read surely, if any, say
+            # which kind they are.
             seen = {
                 j: _sure_form(upper[j], evidence[j] if j < len(evidence) else None) for j in alike
             }
-            sure = {k for k in seen.values() if k is not None}
+            sure |= {k for k in seen.values() if k is not None}
             alike = [j for j in alike if seen[j] is None]
-        middle = 0 < i < len(spans) - 1
         kind = None
         if len(spans) > 1 and len(sure) == 1 and (middle or len(alike) == 1):
             kind = next(iter(sure))
