@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
+
 import aioflow as af
 from aioflow.infer.onnx import OnnxModel
 from aioflow.io import http, video
@@ -225,8 +227,25 @@ def build(
     # chosen by chance. Cameras still go side by side.
     in_order = {"key": video_stream} if looker is not None else {}
 
+    # Each camera's frame size: its first frame's. The tracker, the still text and the
+    # windows keep places in pixels, so a frame of another size (a camera whose resolution
+    # changed, a folder of images of several sizes) is resized to it, and counted.
+    sizes: dict[str, tuple[int, int]] = {}
+
+    def first_size(frame: video.Frame) -> video.Frame:
+        height, width = frame.image.shape[:2]
+        size = sizes.setdefault(frame.stream, (width, height))
+        if size == (width, height):
+            return frame
+        shrink = width * height > size[0] * size[1]
+        image = cv2.resize(
+            frame.image, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+        )
+        return frame.replace(image=image, meta={**frame.meta, "resized_from": (width, height)})
+
     @af.block(workers=2, **in_order, **(leaky if detect_per_second is None else short))
     def prepare(frame: video.Frame) -> dict[str, Any]:
+        frame = first_size(frame)
         image = frame.image
         if looker is None:
             return {"frame": frame, "x": ocr.det_input(image, det_width), "window": None}
@@ -300,7 +319,8 @@ def build(
             is not passed on: on this frame the plates are elsewhere."""
             if held.fresh:
                 return held.result
-            return {"frame": held.item, "boxes": [], "dropped": nothing, "looked": False}
+            frame = first_size(held.item)
+            return {"frame": frame, "boxes": [], "dropped": nothing, "looked": False}
 
         # The camera's own clock: a file read faster than real time (or a live camera whose
         # frames queued) samples the frames 1/F seconds apart in the footage.
@@ -506,6 +526,8 @@ def build(
             frame = item["frame"]
             counts = state.counts
             counts.frames += 1
+            if "resized_from" in frame.meta:
+                counts.resized += 1
             if not item["looked"]:
                 # A frame the detector did not look at: nothing was seen on it, so no track is
                 # matched, moved, missed or closed; it shows the plates seen at the last look

@@ -371,6 +371,8 @@ def report(result: Result) -> None:
     if result.bottleneck is not None:
         print(f"bottleneck: {result.bottleneck}")
     c = result.summary.counts
+    if c.resized:
+        print(f"\n{c.resized} frames resized to their camera's first frame size", end="")
     if c.not_looked:
         looked = c.frames - c.not_looked
         print(f"\ndetection on {looked} of {c.frames} frames ({c.not_looked} held)", end="")

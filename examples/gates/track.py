@@ -277,6 +277,7 @@ class Counts:
     """What the pipeline looked at and left out, per camera (summed for the printed summary)."""
 
     frames: int = 0
+    resized: int = 0  # frames of another size than their camera's first, resized to it
     boxes: int = 0  # text boxes the detector found
     at_edge: int = 0  # boxes touching the frame's edge (the text may be cut off)
     not_plate_shape: int = 0  # boxes of no plate's shape or size
