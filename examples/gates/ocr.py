@@ -48,6 +48,12 @@ Q_TAIL = 0.08
 #: an O show 0.01 or more on 58-62%, and one font's O (XO-738-RH) on all of its reads: a track
 #: whose O shows the hint on many reads is held as unsure (``track.HINT_SHARE``).
 Q_HINT = 0.01
+#: An I or a 1 read with at least this mean probability of a J over its time steps shows a
+#: hint of a J (``CtcDecoder.read_hinted``): blur takes a J's hook away. Recorded on the other
+#: generator's hard clips (seeds 14-17): a J read as an I showed 0.03 or more on 75% of 24
+#: reads (``SJ 772 TU``, sent as ``SI772TU``); an I read as an I on 1% of 305, and a plate's
+#: I on 8% of its reads at most (``track.J_SHARE``).
+J_HINT = 0.03
 #: The second look at a plate read with a 0 or an O (``taller``, ``CtcDecoder.second_look``): its
 #: box grown to this many times its height, about its middle. The detector's box hugs the
 #: text, and a Q's tail, which hangs below the line, falls out of it (``QN 391 UR`` read
@@ -246,6 +252,7 @@ class CtcDecoder:
         self.keep = np.array(keep)
         column = {self.classes[k]: j for j, k in enumerate(keep)}
         self.q = column.get("Q")
+        self.j = column.get("J")
         # For each character with a look-alike: the columns of its digit and its letter form.
         self.pairs = {
             c: (column[d], column[letter])
@@ -274,7 +281,8 @@ class CtcDecoder:
         and low resolution take a Q's short tail away, and the recogniser, sure of no tail,
         reads an O or a 0 (``QQ-616-QR`` read ``00-616-QR`` with Q at 0.13-0.30). The hints:
         the places, among the text's letters and digits, of the 0's and O's that the recogniser
-        saw as a Q ``Q_HINT`` of its probability or more (a tail too faint to decide)."""
+        saw as a Q ``Q_HINT`` of its probability or more (a tail too faint to decide), and of the
+        I's and 1's it saw as a J ``J_HINT`` of its probability or more (a hook blurred away)."""
         sub = probs[:, self.keep]
         best = sub.argmax(axis=1)
         conf = sub.max(axis=1)
@@ -295,6 +303,8 @@ class CtcDecoder:
                     if tail >= Q_TAIL:
                         c = "Q"
                     hint = Q_HINT <= tail < Q_TAIL
+                elif c in "I1" and self.j is not None:
+                    hint = sub[start:t, self.j].mean() >= J_HINT
                 text.append(c)
                 hinted.append(hint)
                 if c.isalnum():
