@@ -2159,6 +2159,86 @@ frame once both were in view (`PXB58724` on 12 reads, `PXB587P24` on 7, the plat
 by the frame's edge): the permit's `2` starts 3 pitches after the plate's `7`, its `P`, where
 read, 2. A mark set apart is taken off only where it is one character and the plate is read
 without it too (`Track.beyond`); with the formats given, such reads fit none and are dropped.
+
+**Seeds 86-95, easy 60-65 and hard 16-17 held out; four rules fixed** (2026-12-08, load 1-3).
+Footage made after all of the above and run once: medium 86-89 and easy 60-61 on `5ba915b`, easy
+62-63 and hard 16-17 on `7fb0633`, medium 90-95 and easy 64-65 on `ff7d066`; medium 94-95 filmed
+at 1920x1080 and 30 frames/s (`--size 1920x1080 --fps 30`):
+
+| seeds | `--plate-format` | read | wrong events | duplicates |
+| --- | --- | ---: | ---: | ---: |
+| medium 86-89 | the formats drawn | 48/48 = 100% | 0 | 0 |
+| medium 86-89 | none | 48/48 = 100% | 1 of 49 = 2.0% | 0 |
+| medium 90-93 | the formats drawn | 39/39 = 100% | 0 | 0 |
+| medium 90-93 | none | 38/39 = 97.4% | 1 of 39 = 2.6% | 0 |
+| medium 94-95 at 1920x1080, 30 frames/s | the formats drawn | 54/55 = 98.2% | 0 | 0 |
+| medium 94-95 at 1920x1080, 30 frames/s | none | 54/55 = 98.2% | 1 of 55 = 1.8% | 0 |
+| easy 60-61 | the formats drawn | 18/18 = 100% | 0 | 0 |
+| easy 60-61 | none | 16/18 = 88.9% | 0 | 0 |
+| easy 62-63 | the formats drawn | 22/22 = 100% | 0 | 0 |
+| easy 62-63 | none | 21/22 = 95.5% | 1 of 22 = 4.5% | 0 |
+| easy 64-65 | the formats drawn | 20/20 = 100% | 0 | 0 |
+| easy 64-65 | none | 20/20 = 100% | 0 | 0 |
+| hard 16-17 | the formats drawn | 18/28 = 64.3% | 2 of 20 = 10.0% | 0 |
+| hard 16-17 | none | 16/28 = 57.1% | 3 of 19 = 15.8% | 0 |
+
+Each wrong event traced; what was fixed:
+
+- **`KEBAB24`** (medium 87, without formats): a shop sign on a rainy 10 frames/s camera, read in
+  place, had its track take the box of a vehicle passing in front (a third of it on the sign's
+  span, read as nothing) and follow it down and away for 14 frames, 73 px; then the sign was
+  read in place again and went out as a plate. Text read in place (3 agreeing reads, not moved)
+  now takes a box read as nothing only where half of it lies within the span its boxes covered
+  (`7fb0633`). A car read standing at a barrier that drives off unread still moves: it starts
+  slowly, each box mostly within those before (tested).
+- **`4820LZ`** for `482 OLZ` (easy 62, without formats): a black plate read `482 0LZ` on all 42
+  frames. Its end group held two look-alikes (the O and the Z) and so said nothing of either.
+  The recogniser was sure of the Z (drawn apart from a 2): an end group's look-alikes read
+  surely now count as their kind, so the group is letters and the 0 an O (`ff7d066`; `WD02 JKB`
+  still says nothing).
+- **`SI772TU`** for `SJ 772 TU` (hard 14, both ways, on every version since it was made): its J
+  read as an I on 30 frames, the recogniser giving the J 0.03 or more of its probability there
+  on 19. On the other generator's hard 14-17 and medium 78-79 and 90-93, a J read as an I shows
+  that on 81% of 36 reads, an I on 1% of 565 (no plate's I on more than 11% of its reads), a 1
+  on none of 770: an I (without formats, a 1) with the hint on 40% of its reads, and 2 or more,
+  is held as unsure, as an O with a Q's faint tail is (`3f148a9`).
+- **A camera's frames of several sizes**: the tracker, the still text and the detector's windows
+  keep places in pixels. A folder of easy 62's frames with every third saved at half size sent
+  its shop sign `CAFE7` as a plate (its box jumped with the frames' scale). A frame of another
+  size than its camera's first is now resized to it and counted (`fa28c6e`).
+
+Rerun without formats on `ff7d066` (the first two fixes): easy 58-63 60/62 = 96.8%, 0 wrong (1
+before); medium 78-81 61/62 = 98.4%, 0 wrong; medium 86-89 48/48, 0 wrong (1 before). Hard 14-17
+rerun on `3f148a9` (the J's hook; 14-15 studied before, 16-17 held out above):
+
+| seeds | `--plate-format` | read | wrong events | duplicates |
+| --- | --- | ---: | ---: | ---: |
+| hard 14-17 | the formats drawn | 49/69 = 71.0% | 2 of 51 = 3.9% | 0 |
+| hard 14-17 | none | 44/69 = 63.8% | 3 of 47 = 6.4% | 0 |
+
+(hard 14-15 alone: 31/41 with 0 wrong and 28/41 with 0 wrong, from 31/41 with 1 and 28/41 with
+1 on `8c81fda`: `SJ 772 TU` is held, no plate lost.) Our own generator's reads, recorded anew
+with the J hints (hard and medium 81-85, 5 camera orders), read as before: hard 93.1% with the
+formats, 89.7% without, medium 100%.
+
+Left, traced:
+
+- `VM296GHP24` for `VM 296 GH` (medium 93, without formats): a parking permit (`P 24`, a white
+  oval) right of the plate, read into it on 12 of 20 reads, the plate alone on 5. Like
+  `PXB58724` above. Telling the permit apart by where the plate's ground ends (the car's body
+  between the two) was tried on the reads of that camera: it cut `AJ-250-KN`'s last group as
+  often as it cut the permit, so it was not kept.
+- `STUDIO21` (medium 95 at 1920x1080, without formats): `HAIR STUDIO 21` uncovered by a passing
+  vehicle, its box growing at one edge and jumping as the detector split its words (121 px in
+  one step, both edges alike): counted as motion, and read in place once uncovered.
+- Hard 16-17: `02-XCI-2` for `02-XCJ-2` (a J read as an I on 7 reads, the hint on 1: too blurred
+  to say), `CU-988-UH` for `CU-980-UH` (its 0 read as an 8 on 4 reads and as a 0 on 3: a toss-up
+  the contest rule lets through; requiring 60% of the reads' weight instead of half cost 15 of
+  the 270 plate passes read with the formats on our own generator's hard reads, 5 camera
+  orders, and removed no wrong event there, so it was not kept), `XA32DQ` for `XA32 DQM`
+  (without formats: its last letter blurred away on 10 reads, read as N, H or M on 6). The
+  misses are plates under 5-7 px of motion blur on 13-15 px text, and approaching plates at
+  night.
 """
 
 
