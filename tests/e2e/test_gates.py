@@ -150,59 +150,6 @@ def test_command_line_reads_other_footage_and_ignores_a_sign(tmp_path: Path) -> 
     assert (tmp_path / "out" / "annotated" / "gate_north.mp4").stat().st_size > 10_000
 
 
-@pytest.mark.slow
-def test_a_camera_whose_frames_change_size_is_read_at_its_first_size(tmp_path: Path) -> None:
-    # A folder of a camera's frames, every third of them saved at 320x180 instead of
-    # 640x360. The tracker, the still text and the windows keep places in pixels: unscaled, a
-    # sign's box jumps back and forth with the frame's scale, as if it moved (from such a
-    # folder of the other generator's frames, easy seed 62, a shop sign went out as CAFE7).
-    # Each frame of another size is resized to the camera's first size, and counted: the
-    # plate is read, the sign is not sent.
-    clip = tmp_path / "clip.mp4"
-    clip_with_sign(clip, "ABC123", "KTR482")
-    folder = tmp_path / "gate_north"
-    folder.mkdir()
-    capture = cv2.VideoCapture(str(clip))
-    index = 0
-    while True:
-        ok, image = capture.read()
-        if not ok:
-            break
-        if index % 3 == 1:
-            image = cv2.resize(image, (320, 180), interpolation=cv2.INTER_AREA)
-        cv2.imwrite(str(folder / f"{index:04d}.png"), image)
-        index += 1
-    capture.release()
-    truth = tmp_path / "truth.json"
-    truth.write_text(json.dumps({"gate_north": ["ABC123"]}))
-    events = tmp_path / "events.jsonl"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "examples/gates/run.py",
-            "--source",
-            str(folder),
-            "--plate-format",
-            "LLL999",
-            "--events",
-            str(events),
-            "--ground-truth",
-            str(truth),
-            "--out",
-            str(tmp_path / "out"),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=50,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    lines = [json.loads(line) for line in events.read_text().splitlines()]
-    assert [e["plate"] for e in lines] == ["ABC123"], done.stdout
-    assert f"{(index + 1) // 3} frames resized to their camera's first frame size" in done.stdout
-
-
 def test_plate_formats_parse_and_fix_look_alikes_by_position() -> None:
     formats = plates.parse_formats("LL99LLL,LLL999")
     assert [f.pattern for f in formats] == ["LL99LLL", "LLL999"]
