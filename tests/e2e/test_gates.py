@@ -900,6 +900,26 @@ def test_an_o_that_reads_saw_as_a_q_or_with_its_faint_tail_is_held_as_unsure() -
     assert crossing("ZF-156-TO", set(), {4}, 17) == (["ZF-156-TO"], 0)
 
 
+def _hinted_crossing(
+    text: str,
+    place: int,
+    hinted: set[int],
+    shapes: track.Shapes | None,
+    evidence: plates.Evidence = (),
+) -> tuple[list[str], int]:
+    """A plate read ``text`` on 20 frames crossing the view, the decoder's hint at ``place`` on
+    the reads ``hinted``: the plates sent and the tracks held as unsure."""
+    state = track.CameraState(shapes=shapes)
+    events = []
+    for i in range(20):
+        rect = (25 * i, 100, 25 * i + 100, 120)
+        hints = (place,) if i in hinted else ()
+        read: track.Read = (rect, text, 0.95, evidence, True, hints)
+        events += track.update(state, "cam", i, i / 10, [read])[1]
+    events += _close_all(state)
+    return [str(e["plate"]) for e in events], state.counts.unsure
+
+
 def test_without_formats_a_zero_that_many_reads_saw_with_a_faint_q_tail_is_held() -> None:
     # OQ75 ICE blurred by 4 px, read 0075ICE on 24 frames, its Q's tail faint on most of them,
     # and sent so without formats (other generator, medium seed 44: a wrong event): with no
@@ -910,15 +930,7 @@ def test_without_formats_a_zero_that_many_reads_saw_with_a_faint_q_tail_is_held(
     evidence = tuple(sure.get(c) for c in "0075ICE")
 
     def crossing(hinted: set[int], shapes: track.Shapes | None) -> tuple[list[str], int]:
-        state = track.CameraState(shapes=shapes)
-        events = []
-        for i in range(20):
-            rect = (25 * i, 100, 25 * i + 100, 120)
-            hints = (1,) if i in hinted else ()
-            read: track.Read = (rect, "0075ICE", 0.95, evidence, True, hints)
-            events += track.update(state, "cam", i, i / 10, [read])[1]
-        events += _close_all(state)
-        return [str(e["plate"]) for e in events], state.counts.unsure
+        return _hinted_crossing("0075ICE", 1, hinted, shapes, evidence)
 
     assert crossing(set(range(0, 20, 2)), track.Shapes()) == ([], 1)
     assert crossing(set(), track.Shapes()) == (["0075ICE"], 0)
@@ -1545,17 +1557,22 @@ def test_the_second_look_decides_the_zeros_and_os_where_it_reads_the_same_text()
         assert decoder.second_look(*first, probs(other, {})) == first
 
 
+def _sure_read(read: str) -> tuple[ocr.CtcDecoder, dict[str, int], np.ndarray]:
+    """A decoder, its columns, and probabilities reading ``read`` surely, one step a
+    character (to be changed by the test)."""
+    characters = list("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ-")
+    column = {c: i + 1 for i, c in enumerate(characters)}
+    probs = np.zeros((len(read), len(characters) + 2), np.float32)
+    for t, c in enumerate(read):
+        probs[t, column[c]] = 1.0
+    return ocr.CtcDecoder(characters), column, probs
+
+
 def test_the_decoder_names_the_zeros_and_os_with_a_faint_q_tail() -> None:
     # Between Q_HINT (0.01) and Q_TAIL (0.08) of a Q's probability: a tail too faint to make
     # the character a Q, named by its place among the read's letters and digits (separators
     # left out); below it, none.
-    characters = list("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ-")
-    decoder = ocr.CtcDecoder(characters)
-    column = {c: i + 1 for i, c in enumerate(characters)}
-    read = "P-O0O"
-    probs = np.zeros((len(read), len(characters) + 2), np.float32)
-    for t, c in enumerate(read):
-        probs[t, column[c]] = 1.0
+    decoder, column, probs = _sure_read("P-O0O")
     probs[2, column["O"]], probs[2, column["Q"]] = 0.97, 0.03  # a faint tail
     probs[3, column["0"]], probs[3, column["Q"]] = 0.995, 0.005  # none to speak of
     probs[4, column["O"]], probs[4, column["Q"]] = 0.85, 0.15  # a Q
@@ -1565,13 +1582,7 @@ def test_the_decoder_names_the_zeros_and_os_with_a_faint_q_tail() -> None:
 
 def test_the_decoder_names_the_is_and_ones_with_a_hint_of_a_j() -> None:
     # J_HINT (0.03) of a J's probability or more on an I or a 1: a J whose hook blur took away.
-    characters = list("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ-")
-    decoder = ocr.CtcDecoder(characters)
-    column = {c: i + 1 for i, c in enumerate(characters)}
-    read = "SI1I"
-    probs = np.zeros((len(read), len(characters) + 2), np.float32)
-    for t, c in enumerate(read):
-        probs[t, column[c]] = 1.0
+    decoder, column, probs = _sure_read("SI1I")
     probs[1, column["I"]], probs[1, column["J"]] = 0.94, 0.06  # a hint
     probs[2, column["1"]], probs[2, column["J"]] = 0.96, 0.04  # a hint
     probs[3, column["I"]], probs[3, column["J"]] = 0.995, 0.005  # none to speak of
@@ -1585,15 +1596,7 @@ def test_an_i_that_many_reads_saw_with_a_hint_of_a_j_is_held_as_unsure() -> None
     # formats and without: a wrong event. The I's of 16 other plates on those clips showed it
     # on 0-8% of their reads. An I that 40% of the reads saw with the hint: held as unsure.
     def crossing(hinted: set[int], shapes: track.Shapes | None) -> tuple[list[str], int]:
-        state = track.CameraState(shapes=shapes)
-        events = []
-        for i in range(20):
-            rect = (25 * i, 100, 25 * i + 100, 120)
-            hints = (1,) if i in hinted else ()
-            read: track.Read = (rect, "SI772TU", 0.95, (), True, hints)
-            events += track.update(state, "cam", i, i / 10, [read])[1]
-        events += _close_all(state)
-        return [str(e["plate"]) for e in events], state.counts.unsure
+        return _hinted_crossing("SI772TU", 1, hinted, shapes)
 
     for shapes in (None, track.Shapes()):
         assert crossing(set(range(0, 20, 3)) | {1, 2, 4, 5}, shapes) == ([], 1)  # 11 of 20
