@@ -27,15 +27,16 @@ __all__ = [
 T = TypeVar("T")
 
 
-def check_not_coroutine(result: Any) -> None:
-    """Raise a TypeError if a thread block's plain function returned a coroutine (a lambda
-    calling a coroutine function, say): nothing in its thread can await it, and handed on as
-    an output it would never run. The coroutine is closed, so Python does not warn of it.
-    (The item's :class:`~aioflow.BlockError` names the block.)"""
+def check_not_coroutine(result: Any, made: str = "returned") -> None:
+    """Raise a TypeError if a thread block's plain function returned (or its generator
+    yielded: ``made``) a coroutine, a lambda calling a coroutine function, say: nothing in its
+    thread can await it, and handed on as an output it would never run. The coroutine is
+    closed, so Python does not warn of it. (The item's :class:`~aioflow.BlockError` names the
+    block.)"""
     if result.__class__ is CoroutineType:
         result.close()
         msg = (
-            "the function returned a coroutine, which nothing would await: a plain function "
+            f"the function {made} a coroutine, which nothing would await: a plain function "
             "runs in a thread; make the block a coroutine function (async def, awaiting what "
             "it calls) to run it on the event loop"
         )

@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Hashable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
+from types import CoroutineType
 from typing import Any, cast
 
 from ..batching import Batch
@@ -111,6 +112,8 @@ def _collect(
     gen = fn(value, *extra)
     try:
         for output in gen:
+            if output.__class__ is CoroutineType:
+                check_not_coroutine(output, "yielded")
             outputs.append(output)
             if stopped is not None and stopped():
                 break
