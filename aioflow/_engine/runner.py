@@ -85,6 +85,15 @@ def _started(
     return fn(*args)
 
 
+def _checked(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in a worker thread, refused if it returned a coroutine
+    (:func:`~.executors.check_not_coroutine`): checked in the thread, so that a result the run
+    no longer waits for (cancelled meanwhile) is closed too."""
+    result = fn(*args)
+    check_not_coroutine(result)
+    return result
+
+
 def _mark_started(started: asyncio.Future[None]) -> None:
     if not started.done():
         started.set_result(None)
@@ -480,9 +489,7 @@ class BlockRuntime:
                     return await self.fn(value, *extra)
             if kind == "generator":
                 return await self._call_generator(value, extra, timeout)
-            result = await self._in_thread(self.fn, (value, *extra), timeout)
-            check_not_coroutine(result)
-            return result
+            return await self._in_thread(_checked, (self.fn, value, *extra), timeout)
         except Exception:
             raise
         except BaseException as exc:  # a stray CancelledError or BaseException is a failure
